@@ -1,0 +1,260 @@
+//! The group-commit write path: one task per log drains the pending queue into aligned
+//! O_DIRECT writes and `fdatasync`s, rolls segments, and acknowledges appends.
+//!
+//! Appends that arrive while a write + fdatasync is in flight wait in the queue and go out
+//! together in the next round: one write and one fdatasync for all of them.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use glommio::TaskQueueHandle;
+
+use super::config::FlushPolicy;
+use super::files;
+use super::partition_log::{Inner, Pending, Segment, TailPage};
+use super::segment::{align_down, align_up, SegmentFile};
+use super::segment_meta::SegmentMeta;
+use super::signal::oneshot;
+use crate::error::{Result, StorageError};
+
+pub(super) fn spawn(inner: Rc<Inner>, queue: Option<TaskQueueHandle>) -> Result<()> {
+    let (exit_tx, exit_rx) = oneshot();
+    *inner.flusher_exit.borrow_mut() = Some(exit_rx);
+    let dir = inner.dir.clone();
+    let task = async move {
+        run(inner).await;
+        exit_tx.send(());
+    };
+    match queue {
+        Some(q) => glommio::spawn_local_into(task, q)
+            .map_err(|e| StorageError::from_glommio("spawning the flusher for", &dir, e))?
+            .detach(),
+        None => glommio::spawn_local(task).detach(),
+    };
+    Ok(())
+}
+
+async fn run(inner: Rc<Inner>) {
+    loop {
+        let (has_pending, closing, sync_in) = {
+            let st = inner.state.borrow();
+            let sync_in = match (inner.config.flush, st.unsynced_since) {
+                (FlushPolicy::Interval { flush_ms, .. }, Some(since)) => {
+                    Some(std::time::Duration::from_millis(flush_ms).saturating_sub(since.elapsed()))
+                }
+                _ => None,
+            };
+            (!st.pending.is_empty(), st.closing, sync_in)
+        };
+        if has_pending {
+            round(&inner).await;
+            continue;
+        }
+        if closing {
+            return;
+        }
+        match sync_in {
+            Some(d) if d.is_zero() => {
+                let Ok(_gate) = inner.write_gate.acquire_permit(1).await else {
+                    return;
+                };
+                if let Err(e) = inner.sync_now().await {
+                    tracing::error!(dir = %inner.dir.display(), "periodic fdatasync failed: {e}");
+                }
+            }
+            Some(d) => {
+                futures_lite::future::or(inner.doorbell.wait(), async {
+                    glommio::timer::sleep(d).await;
+                })
+                .await
+            }
+            None => inner.doorbell.wait().await,
+        }
+    }
+}
+
+/// One group commit: take every pending batch, write them (rolling segments as needed),
+/// fdatasync per policy, then acknowledge all of them — or fail all and roll back.
+async fn round(inner: &Rc<Inner>) {
+    let Ok(_gate) = inner.write_gate.acquire_permit(1).await else {
+        return;
+    };
+    let batch: Vec<Pending> = {
+        let mut st = inner.state.borrow_mut();
+        st.pending_bytes = 0;
+        st.pending.drain(..).collect()
+    };
+    inner.room_waiters.wake_all();
+    if batch.is_empty() {
+        return;
+    }
+    inner.state.borrow_mut().stats.write_rounds += 1;
+    let result = match write_all(inner, &batch).await {
+        Ok(()) => sync_if_due(inner).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => {
+            let end = batch
+                .last()
+                .map_or(0, |p| p.header.last_offset() as u64 + 1);
+            inner.state.borrow_mut().committed_offset = end;
+            for p in batch {
+                p.ack.send(Ok(()));
+            }
+            inner.committed_waiters.wake_all();
+        }
+        Err(e) => fail_round(inner, batch, e).await,
+    }
+}
+
+async fn fail_round(inner: &Rc<Inner>, batch: Vec<Pending>, error: StorageError) {
+    tracing::warn!(dir = %inner.dir.display(), "write failed, rolling back to the last acknowledged offset: {error}");
+    let reason = error.to_string();
+    for p in batch {
+        p.ack.send(Err(error.for_another_waiter()));
+    }
+    let committed = inner.state.borrow().committed_offset;
+    if let Err(e) = inner.truncate_locked(committed, &reason).await {
+        tracing::error!(dir = %inner.dir.display(), "rollback after a failed write failed too: {e}");
+        inner.state.borrow_mut().failed = Some(format!("{reason}; then rollback failed: {e}"));
+    }
+}
+
+async fn write_all(inner: &Rc<Inner>, batch: &[Pending]) -> Result<()> {
+    let mut i = 0;
+    while i < batch.len() {
+        if needs_roll(inner, &batch[i]) {
+            roll(inner).await?;
+        }
+        let end = run_end(inner, batch, i);
+        write_run(inner, &batch[i..end]).await?;
+        i = end;
+    }
+    Ok(())
+}
+
+fn needs_roll(inner: &Inner, next: &Pending) -> bool {
+    let st = inner.state.borrow();
+    let meta = &st.active().meta;
+    let cfg = &inner.config;
+    let aged = !meta.is_empty() && st.active_since.elapsed().as_millis() as u64 > cfg.segment_ms;
+    aged || meta.would_overflow(
+        next.bytes.len() as u64,
+        next.header.last_offset() as u64,
+        cfg.segment_bytes,
+    )
+}
+
+/// End (exclusive) of the run starting at `start` that fits in the active segment and in
+/// one write of at most `max_write_bytes`. Always at least one batch.
+fn run_end(inner: &Inner, batch: &[Pending], start: usize) -> usize {
+    let st = inner.state.borrow();
+    let mut meta_size = st.active().meta.size_bytes;
+    let base = st.active().meta.base_offset;
+    let mut write_bytes = st.tail.bytes.len();
+    let mut end = start;
+    for p in &batch[start..] {
+        let len = p.bytes.len();
+        let overflow = meta_size + len as u64 > inner.config.segment_bytes
+            || p.header.last_offset() as u64 - base > u64::from(u32::MAX)
+            || write_bytes + len > inner.config.max_write_bytes;
+        if end > start && overflow {
+            break;
+        }
+        meta_size += len as u64;
+        write_bytes += len;
+        end += 1;
+    }
+    end
+}
+
+/// One aligned write: the tail page followed by the run, zero-padded to a page.
+async fn write_run(inner: &Rc<Inner>, run: &[Pending]) -> Result<()> {
+    let (file, position, buf, logical_len) = {
+        let st = inner.state.borrow();
+        let file = st.active().file.clone();
+        let logical_len = st.tail.bytes.len() + run.iter().map(|p| p.bytes.len()).sum::<usize>();
+        let mut buf = file.alloc(align_up(logical_len as u64) as usize);
+        let out = buf.as_bytes_mut();
+        out[..st.tail.bytes.len()].copy_from_slice(&st.tail.bytes);
+        let mut at = st.tail.bytes.len();
+        for p in run {
+            out[at..at + p.bytes.len()].copy_from_slice(&p.bytes);
+            at += p.bytes.len();
+        }
+        out[at..].fill(0);
+        (file, st.tail.aligned_position, Rc::new(buf), logical_len)
+    };
+    file.write_aligned(buf.clone(), position).await?;
+    let mut st = inner.state.borrow_mut();
+    let interval = inner.config.index_interval_bytes;
+    let meta = &mut st.active_mut().meta;
+    for p in run {
+        meta.on_batch(&p.header, p.bytes.len() as u64, interval);
+    }
+    debug_assert_eq!(meta.size_bytes, position + logical_len as u64);
+    let end = position + logical_len as u64;
+    let tail_start = align_down(end);
+    st.tail = TailPage {
+        aligned_position: tail_start,
+        bytes: buf.as_bytes()[(tail_start - position) as usize..logical_len].to_vec(),
+    };
+    st.unsynced_bytes += logical_len as u64;
+    st.stats.bytes_written += buf.len() as u64;
+    st.unsynced_since.get_or_insert_with(Instant::now);
+    Ok(())
+}
+
+async fn sync_if_due(inner: &Rc<Inner>) -> Result<()> {
+    let due = {
+        let st = inner.state.borrow();
+        match inner.config.flush {
+            FlushPolicy::EveryAppend => true,
+            FlushPolicy::Interval {
+                flush_ms,
+                flush_bytes,
+            } => {
+                st.unsynced_bytes >= flush_bytes
+                    || st
+                        .unsynced_since
+                        .is_some_and(|t| t.elapsed().as_millis() as u64 >= flush_ms)
+            }
+        }
+    };
+    if due {
+        inner.sync_now().await?;
+    }
+    Ok(())
+}
+
+/// Seals the active segment (fdatasync, trim the page padding, write its index) and starts a
+/// new one at the next offset.
+async fn roll(inner: &Rc<Inner>) -> Result<()> {
+    let (file, meta) = {
+        let st = inner.state.borrow();
+        let a = st.active();
+        (a.file.clone(), a.meta.clone())
+    };
+    file.truncate(meta.size_bytes).await?;
+    inner.sync_now().await?;
+    files::write_plain(
+        &files::index_path(&inner.dir, meta.base_offset),
+        meta.to_index().encode(),
+    )
+    .await?;
+    let next = meta.next_offset;
+    let new_file = Rc::new(SegmentFile::create(&inner.dir, next).await?);
+    let mut st = inner.state.borrow_mut();
+    st.segments.insert(
+        next,
+        Segment {
+            meta: SegmentMeta::empty(next),
+            file: new_file,
+        },
+    );
+    st.tail = TailPage::default();
+    st.active_since = Instant::now();
+    tracing::debug!(dir = %inner.dir.display(), base_offset = next, "rolled to a new segment");
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! The partition log: an append-only sequence of record batches on direct-I/O segments.
+//!
+//! - [`partition_log`]: [`PartitionLog`], the driver: append with group commit, read,
+//!   timestamp lookup, truncate, retention, recovery on open.
+//! - [`segment`]: one segment file (O_DIRECT `DmaFile`) and the batch walker that verifies
+//!   what it reads.
+//! - Sans-IO bookkeeping: [`segment_meta`] (per-segment state), [`index`] (offset and time
+//!   indexes and their file), [`scan`] (what the bytes at a position are), [`cache`] (recent
+//!   batches), [`epoch`] (leader epoch → start offset).
+//! - [`config`]: [`LogConfig`] and [`FlushPolicy`]; [`files`]: small-file and directory helpers;
+//!   [`signal`]: single-shard wake-ups.
+//!
+//! On-disk layout and recovery are described in `docs/storage-format.md`.
+
+pub mod cache;
+pub mod config;
+pub mod epoch;
+pub mod files;
+mod flusher;
+pub mod index;
+pub mod partition_log;
+pub mod scan;
+pub mod segment;
+pub mod segment_meta;
+pub mod signal;
+
+pub use config::{FlushPolicy, LogConfig};
+pub use partition_log::{AppendInfo, LogStats, PartitionLog, RetentionOutcome};

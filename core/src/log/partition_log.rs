@@ -1,0 +1,831 @@
+//! [`PartitionLog`]: the driver that owns one partition's segments on one shard.
+//!
+//! Concurrency model: everything lives on the shard that opened the log (`Rc`, `RefCell`,
+//! `!Send`). Appenders only validate, stamp and enqueue; one flusher task (see
+//! [`super::flusher`]) turns the queue into aligned O_DIRECT writes and `fdatasync`s — the
+//! group commit — and acknowledges. Writers of the file (flusher rounds, truncation,
+//! retention) take `write_gate`, so they never interleave. Readers take no gate: they see
+//! only offsets below `committed_offset`, whose bytes never change until a truncation.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use glommio::sync::Semaphore;
+use glommio::TaskQueueHandle;
+
+use super::cache::BatchCache;
+use super::config::LogConfig;
+use super::epoch::LeaderEpochMap;
+use super::files;
+use super::index::IndexFile;
+use super::scan::StopReason;
+use super::segment::{align_down, scan_segment, BatchWalker, SegmentFile};
+use super::segment_meta::SegmentMeta;
+use super::signal::{oneshot, Doorbell, Sender, WaitList};
+use crate::batch::{header, validate_batch, BatchHeader, BatchLimits, RecordIter};
+use crate::error::{Result, StorageError};
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub max_timestamp_ms: i64,
+}
+
+/// Counters of the write path since open (for benchmarks and tests of group commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStats {
+    pub appends: u64,
+    /// Group-commit rounds: one or more aligned writes for all batches pending at once.
+    pub write_rounds: u64,
+    pub fdatasyncs: u64,
+    pub bytes_written: u64,
+}
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionOutcome {
+    pub deleted_segments: usize,
+    pub deleted_bytes: u64,
+    pub log_start_offset: u64,
+}
+
+pub(super) struct Segment {
+    pub meta: SegmentMeta,
+    pub file: Rc<SegmentFile>,
+}
+
+/// The active segment's last partial page, kept in memory so the next write can rewrite it
+/// whole (O_DIRECT writes full pages). Invariant: `aligned_position` is page aligned and
+/// `aligned_position + bytes.len()` is the active segment's size.
+#[derive(Default)]
+pub(super) struct TailPage {
+    pub aligned_position: u64,
+    pub bytes: Vec<u8>,
+}
+
+pub(super) struct Pending {
+    pub header: BatchHeader,
+    pub bytes: Bytes,
+    pub ack: Sender<Result<()>>,
+}
+
+pub(super) struct State {
+    /// All segments by base offset; the last one is active (the only one written to).
+    pub segments: BTreeMap<u64, Segment>,
+    pub tail: TailPage,
+    /// When the active segment was created or, after a restart, opened: `segment_ms` counts
+    /// from here (the broker's clock, not producers' timestamps).
+    pub active_since: std::time::Instant,
+    /// Next offset to assign to an append.
+    pub next_offset: u64,
+    /// Offsets below this are acknowledged and readable.
+    pub committed_offset: u64,
+    pub pending: VecDeque<Pending>,
+    pub pending_bytes: usize,
+    pub cache: BatchCache,
+    pub epochs: LeaderEpochMap,
+    pub epochs_dirty: bool,
+    /// Bytes written since the last fdatasync, and when the first of them was.
+    pub unsynced_bytes: u64,
+    pub unsynced_since: Option<std::time::Instant>,
+    pub closing: bool,
+    pub stats: LogStats,
+    /// Set when a failed write could not be rolled back; the log refuses appends until reopened.
+    pub failed: Option<String>,
+}
+
+impl State {
+    pub fn active(&self) -> &Segment {
+        // SAFETY of the expect: open() creates a segment and nothing removes the last one.
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    pub fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.segments.keys().next().copied().unwrap_or(0)
+    }
+}
+
+pub(super) struct Inner {
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    pub state: RefCell<State>,
+    /// Wakes the flusher.
+    pub doorbell: Doorbell,
+    /// Consumers waiting for `committed_offset` to move.
+    pub committed_waiters: WaitList,
+    /// Appenders waiting for room in the pending queue.
+    pub room_waiters: WaitList,
+    /// Held by whoever changes segment files.
+    pub write_gate: Semaphore,
+    pub flusher_exit: RefCell<Option<super::signal::Receiver<()>>>,
+}
+
+/// One partition's log on one shard. Cloning gives another handle to the same log.
+#[derive(Clone)]
+pub struct PartitionLog {
+    pub(super) inner: Rc<Inner>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering from any crash, and starts its flusher
+    /// on the current task queue.
+    pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
+        Self::open_in(dir, config, None).await
+    }
+
+    /// As [`PartitionLog::open`], with the flusher on task queue `flush_queue` (the shard's
+    /// latency-sensitive queue).
+    pub async fn open_in(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        flush_queue: Option<TaskQueueHandle>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StorageError::from_io("creating directory", &dir, e))?;
+        files::check_direct_io(&dir)?;
+        files::prime_device_probe(&dir).await?;
+        let state = recover(&dir, &config).await?;
+        let inner = Rc::new(Inner {
+            dir,
+            config,
+            state: RefCell::new(state),
+            doorbell: Doorbell::default(),
+            committed_waiters: WaitList::default(),
+            room_waiters: WaitList::default(),
+            write_gate: Semaphore::new(1),
+            flusher_exit: RefCell::new(None),
+        });
+        super::flusher::spawn(inner.clone(), flush_queue)?;
+        Ok(Self { inner })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// First offset still held (retention moves it forward).
+    pub fn log_start_offset(&self) -> u64 {
+        self.inner.state.borrow().log_start_offset()
+    }
+
+    /// One past the last acknowledged offset: what consumers can read up to (the high
+    /// watermark of a single-replica partition).
+    pub fn committed_offset(&self) -> u64 {
+        self.inner.state.borrow().committed_offset
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner
+            .state
+            .borrow()
+            .segments
+            .values()
+            .map(|s| s.meta.size_bytes)
+            .sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().segments.len()
+    }
+
+    pub fn leader_epochs(&self) -> LeaderEpochMap {
+        self.inner.state.borrow().epochs.clone()
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.inner.state.borrow().stats
+    }
+
+    /// Bytes held by the batch cache now.
+    pub fn cache_bytes(&self) -> usize {
+        self.inner.state.borrow().cache.total_bytes()
+    }
+
+    /// Validates `batch`, stamps its base offset and `leader_epoch`, and resolves once it is
+    /// written (and fsynced, under [`super::FlushPolicy::EveryAppend`]). Appends that arrive
+    /// while a write is in flight are written together by the next one (group commit).
+    pub async fn append(&self, mut batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+        let limits = BatchLimits {
+            max_batch_bytes: self.inner.config.max_batch_bytes,
+        };
+        let mut header = validate_batch(&batch, limits)?;
+        self.wait_for_room(batch.len()).await?;
+        let (info, ack) = {
+            let mut st = self.inner.state.borrow_mut();
+            let base = st.next_offset;
+            header::stamp_base_offset(&mut batch, base as i64);
+            header::stamp_leader_epoch(&mut batch, leader_epoch);
+            header.base_offset = base as i64;
+            header.partition_leader_epoch = leader_epoch;
+            let last = base + header.last_offset_delta as u64;
+            let bytes = batch.freeze();
+            st.next_offset = last + 1;
+            if st.epochs.assign(leader_epoch, base) {
+                st.epochs_dirty = true;
+            }
+            st.cache.push(base, last + 1, bytes.clone());
+            st.pending_bytes += bytes.len();
+            st.stats.appends += 1;
+            let (tx, rx) = oneshot();
+            st.pending.push_back(Pending {
+                header,
+                bytes,
+                ack: tx,
+            });
+            let info = AppendInfo {
+                base_offset: base,
+                last_offset: last,
+                max_timestamp_ms: header.max_timestamp_ms,
+            };
+            (info, rx)
+        };
+        self.inner.doorbell.ring();
+        match ack.await {
+            Some(Ok(())) => Ok(info),
+            Some(Err(e)) => Err(e),
+            None => Err(StorageError::Closed {
+                path: self.inner.dir.clone(),
+            }),
+        }
+    }
+
+    async fn wait_for_room(&self, batch_bytes: usize) -> Result<()> {
+        loop {
+            let wait = {
+                let st = self.inner.state.borrow();
+                if st.closing {
+                    return Err(StorageError::Closed {
+                        path: self.inner.dir.clone(),
+                    });
+                }
+                if let Some(why) = &st.failed {
+                    return Err(StorageError::AppendAborted {
+                        reason: format!("the log failed earlier ({why}); reopen it to recover"),
+                    });
+                }
+                if st.pending.is_empty()
+                    || st.pending_bytes + batch_bytes <= self.inner.config.max_pending_bytes
+                {
+                    return Ok(());
+                }
+                self.inner.room_waiters.register()
+            };
+            wait.await;
+        }
+    }
+
+    /// Whole batches starting with the one that holds `offset`, up to `max_bytes` (at least
+    /// one batch). Empty at the end of the log; `OffsetOutOfRange` outside it.
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>> {
+        let (file, position, first_offset, end_position, committed) = {
+            let st = self.inner.state.borrow();
+            let committed = st.committed_offset;
+            self.check_range(&st, offset)?;
+            if offset == committed {
+                return Ok(Vec::new());
+            }
+            if let Some(batches) = st.cache.read(offset, committed, max_bytes) {
+                return Ok(batches);
+            }
+            let seg = segment_for(&st, offset);
+            let entry_rel = seg.meta.offsets.lookup_entry(seg.meta.relative(offset));
+            (
+                seg.file.clone(),
+                u64::from(entry_rel.1),
+                seg.meta.base_offset + u64::from(entry_rel.0),
+                seg.meta.size_bytes,
+                committed,
+            )
+        };
+        let chunk = max_bytes.clamp(64 << 10, 8 << 20);
+        let mut walker =
+            BatchWalker::new(file.clone(), position, first_offset, end_position, chunk);
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let batch = match walker.next().await? {
+                Ok(b) => b,
+                Err(StopReason::CleanEnd) => break,
+                Err(StopReason::Invalid(why)) => {
+                    return Err(StorageError::Corrupt {
+                        path: file.path.clone(),
+                        position: walker.position(),
+                        detail: why,
+                    })
+                }
+            };
+            if batch.header.base_offset as u64 >= committed {
+                break;
+            }
+            if (batch.header.last_offset() as u64) < offset {
+                continue;
+            }
+            if !out.is_empty() && bytes + batch.bytes.len() > max_bytes {
+                break;
+            }
+            bytes += batch.bytes.len();
+            out.push(batch.bytes);
+        }
+        Ok(out)
+    }
+
+    fn check_range(&self, st: &State, offset: u64) -> Result<()> {
+        let start = st.log_start_offset();
+        if offset < start || offset > st.committed_offset {
+            return Err(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: start,
+                log_end_offset: st.committed_offset,
+            });
+        }
+        Ok(())
+    }
+
+    /// The earliest offset whose record timestamp is >= `timestamp_ms`, or `None` when every
+    /// record is older (Kafka's ListOffsets by timestamp).
+    pub async fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<u64>> {
+        let plan = {
+            let st = self.inner.state.borrow();
+            let committed = st.committed_offset;
+            st.segments
+                .values()
+                .find(|s| s.meta.max_timestamp_ms >= timestamp_ms && s.meta.base_offset < committed)
+                .map(|s| {
+                    let rel = s.meta.times.lookup(timestamp_ms);
+                    let (entry_rel, pos) = s.meta.offsets.lookup_entry(rel);
+                    (
+                        s.file.clone(),
+                        u64::from(pos),
+                        s.meta.base_offset + u64::from(entry_rel),
+                        s.meta.size_bytes,
+                        committed,
+                    )
+                })
+        };
+        let Some((file, position, offset, end, committed)) = plan else {
+            return Ok(None);
+        };
+        let mut walker = BatchWalker::new(file, position, offset, end, 256 << 10);
+        while let Ok(batch) = walker.next().await? {
+            if batch.header.base_offset as u64 >= committed {
+                break;
+            }
+            if batch.header.max_timestamp_ms < timestamp_ms {
+                continue;
+            }
+            let in_batch = RecordIter::new(batch.bytes)
+                .ok()
+                .and_then(|mut records| {
+                    records.find_map(|r| r.ok().filter(|r| r.timestamp_ms >= timestamp_ms))
+                })
+                .map_or(batch.header.base_offset, |r| r.offset);
+            return Ok(Some(in_batch as u64));
+        }
+        Ok(None)
+    }
+
+    /// Resolves once an offset >= `offset` is committed (or the log closes): the wake-up a
+    /// long-polling fetch waits on. Never a sleep loop.
+    pub async fn wait_for_offset(&self, offset: u64) {
+        loop {
+            let wait = {
+                let st = self.inner.state.borrow();
+                if st.committed_offset > offset || st.closing {
+                    return;
+                }
+                self.inner.committed_waiters.register()
+            };
+            wait.await;
+        }
+    }
+
+    /// Removes every batch at or after `offset` (the whole batch holding `offset` goes, as in
+    /// Kafka), fails appends not yet written, and returns the new end offset.
+    pub async fn truncate_to(&self, offset: u64) -> Result<u64> {
+        let _gate =
+            self.inner
+                .write_gate
+                .acquire_permit(1)
+                .await
+                .map_err(|_| StorageError::Closed {
+                    path: self.inner.dir.clone(),
+                })?;
+        self.inner
+            .truncate_locked(offset, "the log was truncated")
+            .await
+    }
+
+    /// Makes everything written so far durable (for [`super::FlushPolicy::Interval`]).
+    pub async fn flush(&self) -> Result<()> {
+        let _gate =
+            self.inner
+                .write_gate
+                .acquire_permit(1)
+                .await
+                .map_err(|_| StorageError::Closed {
+                    path: self.inner.dir.clone(),
+                })?;
+        self.inner.sync_now().await
+    }
+
+    /// Deletes whole segments beyond `retention_ms` / `retention_bytes`, oldest first, never
+    /// the active one. `now_ms` is the wall clock in ms (a parameter so tests control time).
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
+        let _gate =
+            self.inner
+                .write_gate
+                .acquire_permit(1)
+                .await
+                .map_err(|_| StorageError::Closed {
+                    path: self.inner.dir.clone(),
+                })?;
+        self.inner.enforce_retention_locked(now_ms).await
+    }
+
+    /// Runs retention every `interval` on task queue `queue` (give it fewer shares than the
+    /// produce/fetch queue) until the log closes.
+    pub fn spawn_retention(
+        &self,
+        queue: Option<TaskQueueHandle>,
+        interval: std::time::Duration,
+    ) -> Result<()> {
+        let log = self.clone();
+        let task = async move {
+            loop {
+                glommio::timer::sleep(interval).await;
+                if log.inner.state.borrow().closing {
+                    return;
+                }
+                if let Err(e) = log.enforce_retention(now_ms()).await {
+                    tracing::warn!(dir = %log.inner.dir.display(), "retention pass failed: {e}");
+                }
+            }
+        };
+        match queue {
+            Some(q) => glommio::spawn_local_into(task, q)
+                .map_err(|e| {
+                    StorageError::from_glommio("spawning retention for", &self.inner.dir, e)
+                })?
+                .detach(),
+            None => glommio::spawn_local(task).detach(),
+        };
+        Ok(())
+    }
+
+    /// Writes what is pending, fsyncs, persists the active segment's index (so the next open
+    /// skips the scan), and stops the flusher. Appends after this fail with `Closed`.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.state.borrow_mut().closing = true;
+        self.inner.doorbell.ring();
+        let exit = self.inner.flusher_exit.borrow_mut().take();
+        if let Some(exit) = exit {
+            exit.await;
+        }
+        self.inner.committed_waiters.wake_all();
+        self.inner.room_waiters.wake_all();
+        let _gate =
+            self.inner
+                .write_gate
+                .acquire_permit(1)
+                .await
+                .map_err(|_| StorageError::Closed {
+                    path: self.inner.dir.clone(),
+                })?;
+        if self.inner.state.borrow().failed.is_some() {
+            return Ok(());
+        }
+        self.inner.sync_now().await?;
+        let (file, meta) = {
+            let st = self.inner.state.borrow();
+            let a = st.active();
+            (a.file.clone(), a.meta.clone())
+        };
+        file.truncate(meta.size_bytes).await?;
+        file.sync().await?;
+        files::write_plain(
+            &files::index_path(&self.inner.dir, meta.base_offset),
+            meta.to_index().encode(),
+        )
+        .await
+    }
+}
+
+/// The segment holding `offset` (or the next one, for an offset in a gap).
+fn segment_for(st: &State, offset: u64) -> &Segment {
+    let mut iter = st.segments.range(..=offset).rev();
+    match iter.next() {
+        Some((_, seg)) if offset < seg.meta.next_offset => seg,
+        Some((base, _)) => st
+            .segments
+            .range(base + 1..)
+            .next()
+            .map_or_else(|| st.active(), |(_, s)| s),
+        None => st.segments.values().next().unwrap_or_else(|| st.active()),
+    }
+}
+
+impl Inner {
+    /// fdatasync of the active segment plus the epoch checkpoint when it changed.
+    pub(super) async fn sync_now(&self) -> Result<()> {
+        let (file, epochs) = {
+            let st = self.state.borrow();
+            (
+                st.active().file.clone(),
+                st.epochs_dirty.then(|| st.epochs.encode()),
+            )
+        };
+        file.sync().await?;
+        {
+            let mut st = self.state.borrow_mut();
+            st.unsynced_bytes = 0;
+            st.unsynced_since = None;
+            st.stats.fdatasyncs += 1;
+        }
+        if let Some(text) = epochs {
+            files::write_atomically(&self.dir, files::EPOCH_CHECKPOINT, text.into_bytes()).await?;
+            self.state.borrow_mut().epochs_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Truncation with the write gate held. Also the rollback after a failed write.
+    pub(super) async fn truncate_locked(&self, offset: u64, why: &str) -> Result<u64> {
+        let (removed, target) = {
+            let mut st = self.state.borrow_mut();
+            for p in st.pending.drain(..) {
+                p.ack.send(Err(StorageError::AppendAborted {
+                    reason: why.to_string(),
+                }));
+            }
+            st.pending_bytes = 0;
+            let start = st.log_start_offset();
+            if offset < start {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start_offset: start,
+                    log_end_offset: st.next_offset,
+                });
+            }
+            let first_base = st.segments.keys().next().copied().unwrap_or(0);
+            let keep_base = st
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map_or(first_base, |(b, _)| *b);
+            let later: Vec<u64> = st
+                .segments
+                .range(keep_base + 1..)
+                .map(|(b, _)| *b)
+                .collect();
+            let removed: Vec<Rc<SegmentFile>> = later
+                .iter()
+                .filter_map(|b| st.segments.remove(b))
+                .map(|s| s.file)
+                .collect();
+            let seg = st.active();
+            (removed, (seg.file.clone(), seg.meta.clone()))
+        };
+        for f in &removed {
+            files::remove(&f.path).await?;
+            files::remove(&f.path.with_extension("index")).await?;
+        }
+        let (file, meta) = target;
+        let (position, new_end) = batch_boundary(&file, &meta, offset).await?;
+        files::remove(&files::index_path(&self.dir, meta.base_offset)).await?;
+        file.truncate(position).await?;
+        file.sync().await?;
+        let aligned = align_down(position);
+        let tail = file.read(aligned, (position - aligned) as usize).await?;
+        files::sync_dir(&self.dir).await?;
+        let epochs = {
+            let mut st = self.state.borrow_mut();
+            st.active_mut().meta.truncate(position, new_end);
+            st.tail.aligned_position = aligned;
+            st.tail.bytes = tail.to_vec();
+            st.next_offset = new_end;
+            st.committed_offset = st.committed_offset.min(new_end);
+            st.cache.truncate_from(new_end);
+            st.unsynced_bytes = 0;
+            st.unsynced_since = None;
+            st.epochs
+                .truncate_from_end(new_end)
+                .then(|| st.epochs.encode())
+        };
+        if let Some(text) = epochs {
+            files::write_atomically(&self.dir, files::EPOCH_CHECKPOINT, text.into_bytes()).await?;
+        }
+        self.room_waiters.wake_all();
+        Ok(new_end)
+    }
+
+    async fn enforce_retention_locked(&self, now_ms: i64) -> Result<RetentionOutcome> {
+        let (victims, outcome, epochs) = {
+            let mut st = self.state.borrow_mut();
+            let mut total: u64 = st.segments.values().map(|s| s.meta.size_bytes).sum();
+            let sealed: Vec<(u64, u64, i64)> = st
+                .segments
+                .values()
+                .take(st.segments.len().saturating_sub(1))
+                .map(|s| {
+                    (
+                        s.meta.base_offset,
+                        s.meta.size_bytes,
+                        s.meta.max_timestamp_ms,
+                    )
+                })
+                .collect();
+            let mut victims = Vec::new();
+            let mut outcome = RetentionOutcome::default();
+            for (base, size, max_ts) in sealed {
+                let expired = self
+                    .config
+                    .retention_ms
+                    .is_some_and(|r| max_ts < now_ms.saturating_sub(r as i64));
+                let oversize = self
+                    .config
+                    .retention_bytes
+                    .is_some_and(|r| total.saturating_sub(size) >= r);
+                if !expired && !oversize {
+                    break;
+                }
+                if let Some(seg) = st.segments.remove(&base) {
+                    total -= size;
+                    outcome.deleted_segments += 1;
+                    outcome.deleted_bytes += size;
+                    victims.push(seg.file);
+                }
+            }
+            outcome.log_start_offset = st.log_start_offset();
+            let start = outcome.log_start_offset;
+            let epochs = (!victims.is_empty() && st.epochs.truncate_from_start(start))
+                .then(|| st.epochs.encode());
+            (victims, outcome, epochs)
+        };
+        for f in victims {
+            files::remove(&f.path).await?;
+            files::remove(&f.path.with_extension("index")).await?;
+        }
+        if let Some(text) = epochs {
+            files::write_atomically(&self.dir, files::EPOCH_CHECKPOINT, text.into_bytes()).await?;
+        }
+        if outcome.deleted_segments > 0 {
+            tracing::info!(dir = %self.dir.display(), deleted = outcome.deleted_segments,
+                log_start_offset = outcome.log_start_offset, "retention deleted segments");
+        }
+        Ok(outcome)
+    }
+}
+
+/// Position and base offset of the first batch in the segment whose last offset is >=
+/// `offset`; the segment's end when there is none.
+async fn batch_boundary(
+    file: &Rc<SegmentFile>,
+    meta: &SegmentMeta,
+    offset: u64,
+) -> Result<(u64, u64)> {
+    if offset >= meta.next_offset {
+        return Ok((meta.size_bytes, meta.next_offset));
+    }
+    let (rel, pos) = meta.offsets.lookup_entry(meta.relative(offset));
+    let mut walker = BatchWalker::new(
+        file.clone(),
+        u64::from(pos),
+        meta.base_offset + u64::from(rel),
+        meta.size_bytes,
+        64 << 10,
+    );
+    loop {
+        match walker.next().await? {
+            Ok(b) if (b.header.last_offset() as u64) >= offset => {
+                return Ok((b.position, b.header.base_offset as u64));
+            }
+            Ok(_) => continue,
+            Err(_) => return Ok((walker.position(), walker.next_offset())),
+        }
+    }
+}
+
+/// Opens every segment in `dir`: sealed ones from their index (rebuilt by a scan when it is
+/// missing or damaged), the active one by a full scan that truncates a torn or corrupt tail.
+async fn recover(dir: &Path, config: &LogConfig) -> Result<State> {
+    let mut bases = files::list_segments(dir)?;
+    let mut epochs = match files::read_small(&dir.join(files::EPOCH_CHECKPOINT), 1 << 20).await? {
+        None => LeaderEpochMap::default(),
+        Some(bytes) => std::str::from_utf8(&bytes).ok().and_then(LeaderEpochMap::decode).unwrap_or_else(|| {
+            tracing::warn!(dir = %dir.display(), "leader-epoch-checkpoint is damaged; rebuilding it from the active segment");
+            LeaderEpochMap::default()
+        }),
+    };
+    let mut epochs_dirty = false;
+    if bases.is_empty() {
+        SegmentFile::create(dir, 0).await?;
+        bases.push(0);
+    }
+    let mut segments = BTreeMap::new();
+    let last = bases.len() - 1;
+    for (i, base) in bases.into_iter().enumerate() {
+        let file = Rc::new(SegmentFile::open(dir, base).await?);
+        let is_active = i == last;
+        let meta = load_segment(dir, &file, base, config, is_active, &mut epochs).await?;
+        segments.insert(base, Segment { meta, file });
+    }
+    let (next_offset, tail) = {
+        let active = segments.values().next_back().expect("at least one segment");
+        let size = active.meta.size_bytes;
+        let aligned = align_down(size);
+        let bytes = active.file.read(aligned, (size - aligned) as usize).await?;
+        (
+            active.meta.next_offset,
+            TailPage {
+                aligned_position: aligned,
+                bytes: bytes.to_vec(),
+            },
+        )
+    };
+    if epochs.truncate_from_end(next_offset) {
+        epochs_dirty = true;
+    }
+    Ok(State {
+        segments,
+        tail,
+        active_since: std::time::Instant::now(),
+        next_offset,
+        committed_offset: next_offset,
+        pending: VecDeque::new(),
+        pending_bytes: 0,
+        cache: BatchCache::new(config.cache_bytes),
+        epochs,
+        epochs_dirty,
+        unsynced_bytes: 0,
+        unsynced_since: None,
+        closing: false,
+        stats: LogStats::default(),
+        failed: None,
+    })
+}
+
+async fn load_segment(
+    dir: &Path,
+    file: &Rc<SegmentFile>,
+    base: u64,
+    config: &LogConfig,
+    is_active: bool,
+    epochs: &mut LeaderEpochMap,
+) -> Result<SegmentMeta> {
+    let index_path = files::index_path(dir, base);
+    let physical = file.physical_size().await?;
+    let from_index = files::read_small(&index_path, 256 << 20)
+        .await?
+        .and_then(|bytes| IndexFile::decode(&bytes))
+        .filter(|idx| idx.segment_bytes == physical);
+    if is_active {
+        // The active segment will change: its index must not outlive this open.
+        files::remove(&index_path).await?;
+    }
+    if let Some(idx) = from_index {
+        return Ok(SegmentMeta::from_index(base, idx));
+    }
+    let (meta, invalid) =
+        scan_segment(file.clone(), base, config.index_interval_bytes, epochs).await?;
+    if let Some(why) = &invalid {
+        tracing::warn!(segment = %file.path.display(), valid_bytes = meta.size_bytes, physical_bytes = physical,
+            "truncating a torn or corrupt tail: {why}");
+    }
+    if meta.size_bytes != physical {
+        file.truncate(meta.size_bytes).await?;
+        file.sync().await?;
+    }
+    if !is_active {
+        files::write_plain(&index_path, meta.to_index().encode()).await?;
+    }
+    Ok(meta)
+}
