@@ -95,6 +95,9 @@ pub(super) struct State {
     pub unsynced_bytes: u64,
     pub unsynced_since: Option<std::time::Instant>,
     pub closing: bool,
+    /// True while a truncation rewrites the tail: appends wait, so none is stamped with an
+    /// offset the truncation is about to take back.
+    pub appends_blocked: bool,
     pub stats: LogStats,
     /// Set when a failed write could not be rolled back; the log refuses appends until reopened.
     pub failed: Option<String>,
@@ -292,9 +295,9 @@ impl PartitionLog {
                         reason: format!("the log failed earlier ({why}); reopen it to recover"),
                     });
                 }
-                if st.pending.is_empty()
-                    || st.pending_bytes + batch_bytes <= self.inner.config.max_pending_bytes
-                {
+                let room = st.pending.is_empty()
+                    || st.pending_bytes + batch_bytes <= self.inner.config.max_pending_bytes;
+                if room && !st.appends_blocked {
                     return Ok(());
                 }
                 self.inner.room_waiters.register()
@@ -579,6 +582,14 @@ impl Inner {
 
     /// Truncation with the write gate held. Also the rollback after a failed write.
     pub(super) async fn truncate_locked(&self, offset: u64, why: &str) -> Result<u64> {
+        self.state.borrow_mut().appends_blocked = true;
+        let result = self.truncate_blocked(offset, why).await;
+        self.state.borrow_mut().appends_blocked = false;
+        self.room_waiters.wake_all();
+        result
+    }
+
+    async fn truncate_blocked(&self, offset: u64, why: &str) -> Result<u64> {
         let (removed, target) = {
             let mut st = self.state.borrow_mut();
             for p in st.pending.drain(..) {
@@ -643,7 +654,6 @@ impl Inner {
         if let Some(text) = epochs {
             files::write_atomically(&self.dir, files::EPOCH_CHECKPOINT, text.into_bytes()).await?;
         }
-        self.room_waiters.wake_all();
         Ok(new_end)
     }
 
@@ -788,6 +798,7 @@ async fn recover(dir: &Path, config: &LogConfig) -> Result<State> {
         unsynced_bytes: 0,
         unsynced_since: None,
         closing: false,
+        appends_blocked: false,
         stats: LogStats::default(),
         failed: None,
     })

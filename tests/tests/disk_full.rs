@@ -1,0 +1,165 @@
+//! Disk full on a small loop-mounted ext4: the append fails with `DiskFull` and a remedy,
+//! acknowledged data stays readable, and the log works again once space is freed.
+//! Needs root (mount); CI and the dev machines run as root.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bytes::BytesMut;
+use quiver_core::log::{LogConfig, PartitionLog};
+use quiver_core::StorageError;
+use quiver_tests::crash_batch;
+
+/// A loop-mounted ext4 filesystem, unmounted on drop.
+struct LoopFs {
+    mount_point: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    fn new(size_mib: u64) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("quiver-diskfull-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let image = dir.path().join("fs.img");
+        let mount_point = dir.path().join("mnt");
+        std::fs::create_dir(&mount_point).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(size_mib << 20)
+            .unwrap();
+        run(
+            "mkfs.ext4",
+            &["-q", "-F", "-m", "0", image.to_str().unwrap()],
+        );
+        run(
+            "mount",
+            &[
+                "-o",
+                "loop",
+                image.to_str().unwrap(),
+                mount_point.to_str().unwrap(),
+            ],
+        );
+        Self {
+            mount_point,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount_point).status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let status = Command::new(cmd)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{cmd}: {e} (install e2fsprogs / mount)"));
+    assert!(status.success(), "{cmd} {args:?} failed");
+}
+
+/// Fills the filesystem with a file of zeroes until it has about `leave_bytes` free.
+fn fill(dir: &Path, leave_bytes: u64) -> PathBuf {
+    let filler = dir.join("filler");
+    let stat = nix_statvfs(dir);
+    let size = stat.saturating_sub(leave_bytes);
+    let f = std::fs::File::create(&filler).unwrap();
+    f.set_len(0).unwrap();
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(f);
+    let chunk = vec![1u8; 1 << 20];
+    let mut written = 0;
+    while written + (1 << 20) <= size {
+        w.write_all(&chunk).unwrap();
+        written += 1 << 20;
+    }
+    w.into_inner().unwrap().sync_all().unwrap();
+    filler
+}
+
+fn nix_statvfs(dir: &Path) -> u64 {
+    let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
+    // SAFETY: valid C string and an out-parameter that statvfs initialises on success.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+    s.f_bavail * s.f_frsize
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn disk_full_fails_the_append_keeps_data_and_recovers_after_space_is_freed() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a loop filesystem needs root (CI runs as root)");
+        return;
+    }
+    let fs = LoopFs::new(24);
+    let data = fs.mount_point.join("log");
+    std::fs::create_dir(&data).unwrap();
+    let filler = fill(&fs.mount_point, 2 << 20);
+    let cfg = LogConfig {
+        segment_bytes: 512 << 10,
+        ..LogConfig::default()
+    };
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap()
+        .run(async move {
+            let log = PartitionLog::open(&data, cfg.clone()).await.unwrap();
+            let mut acked: Vec<(u64, BytesMut)> = Vec::new();
+            let mut seq = 0;
+            let (err, failed_batch) = loop {
+                let batch = crash_batch(1, seq);
+                match log.append(batch.clone(), 0).await {
+                    Ok(info) => acked.push((info.base_offset, batch)),
+                    Err(e) => break (e, batch),
+                }
+                seq += 1;
+                assert!(seq < 100_000, "the disk never filled up");
+            };
+            assert!(
+                matches!(err, StorageError::DiskFull { .. }),
+                "expected DiskFull, got {err}"
+            );
+            assert!(
+                err.to_string().contains("free space"),
+                "the message says what to do: {err}"
+            );
+            assert!(!acked.is_empty());
+            let end = acked.last().map(|(b, _)| *b).unwrap();
+            assert!(log.committed_offset() > end);
+            // Everything acknowledged is still readable.
+            for (base, _) in acked.iter().step_by(7) {
+                assert!(!log.read(*base, 1).await.unwrap().is_empty());
+            }
+            // Still full: the same batch fails the same way, and nothing acknowledged is lost.
+            let committed = log.committed_offset();
+            assert!(matches!(
+                log.append(failed_batch.clone(), 0).await,
+                Err(StorageError::DiskFull { .. })
+            ));
+            assert_eq!(log.committed_offset(), committed);
+            std::fs::remove_file(&filler).unwrap();
+            let info = log
+                .append(failed_batch, 0)
+                .await
+                .expect("works again after space is freed");
+            assert_eq!(
+                info.base_offset, committed,
+                "no gap, no half-written batch left behind"
+            );
+            log.close().await.unwrap();
+            let reopened = PartitionLog::open(&data, cfg).await.unwrap();
+            assert_eq!(reopened.committed_offset(), info.last_offset + 1);
+            reopened.close().await.unwrap();
+        });
+    drop(fs);
+}
