@@ -166,9 +166,13 @@ impl PartitionLog {
         flush_queue: Option<TaskQueueHandle>,
     ) -> Result<Self> {
         config.validate()?;
-        let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StorageError::from_io("creating directory", &dir, e))?;
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::from_io("creating directory", dir, e))?;
+        // glommio resolves relative paths against an invalid directory fd (EBADF): use an
+        // absolute path from here on.
+        let dir =
+            std::fs::canonicalize(dir).map_err(|e| StorageError::from_io("resolving", dir, e))?;
         files::check_direct_io(&dir)?;
         files::prime_device_probe(&dir).await?;
         let state = recover(&dir, &config).await?;
