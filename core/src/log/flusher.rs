@@ -103,6 +103,10 @@ async fn round(inner: &Rc<Inner>) {
                 p.ack.send(Ok(()));
             }
             inner.committed_waiters.wake_all();
+            if let Err(e) = zero_ahead(inner).await {
+                // Only a latency optimisation: appends still work without it.
+                tracing::debug!(dir = %inner.dir.display(), "zeroing ahead of the tail failed: {e}");
+            }
         }
         Err(e) => fail_round(inner, batch, e).await,
     }
@@ -254,7 +258,43 @@ async fn roll(inner: &Rc<Inner>) -> Result<()> {
         },
     );
     st.tail = TailPage::default();
+    st.zeroed_until = 0;
     st.active_since = Instant::now();
     tracing::debug!(dir = %inner.dir.display(), base_offset = next, "rolled to a new segment");
+    Ok(())
+}
+
+/// Zeroes written ahead of the tail at a time, and the headroom below which more are written.
+const ZERO_AHEAD_CHUNK_BYTES: u64 = 2 << 20;
+const ZERO_AHEAD_LOW_BYTES: u64 = 512 << 10;
+
+/// Under [`FlushPolicy::EveryAppend`], keeps the next couple of MiB past the tail written with
+/// zeroes and synced, so that an append's write lands on allocated, initialised blocks inside
+/// the file's size and its fdatasync has no metadata to journal (on ext4 that halves the
+/// tail latency of append+fsync). Runs with the write gate held, after the round's
+/// acknowledgements, so it never races a data write. Recovery and close cut the zeroes off
+/// (a zero header is a clean end of the log).
+async fn zero_ahead(inner: &Rc<Inner>) -> Result<()> {
+    if inner.config.flush != FlushPolicy::EveryAppend {
+        return Ok(());
+    }
+    let (file, start) = {
+        let st = inner.state.borrow();
+        let a = st.active();
+        let tail_end = align_up(a.meta.size_bytes);
+        if st.zeroed_until >= tail_end + ZERO_AHEAD_LOW_BYTES {
+            return Ok(());
+        }
+        let start = st.zeroed_until.max(tail_end);
+        if start + ZERO_AHEAD_CHUNK_BYTES > inner.config.segment_bytes {
+            return Ok(());
+        }
+        (a.file.clone(), start)
+    };
+    let mut buf = file.alloc(ZERO_AHEAD_CHUNK_BYTES as usize);
+    buf.as_bytes_mut().fill(0);
+    file.write_aligned(Rc::new(buf), start).await?;
+    file.sync().await?;
+    inner.state.borrow_mut().zeroed_until = start + ZERO_AHEAD_CHUNK_BYTES;
     Ok(())
 }

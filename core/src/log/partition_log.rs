@@ -94,6 +94,10 @@ pub(super) struct State {
     /// Bytes written since the last fdatasync, and when the first of them was.
     pub unsynced_bytes: u64,
     pub unsynced_since: Option<std::time::Instant>,
+    /// Physical end of the zeroes written and synced past the active segment's tail (0 =
+    /// none). Appends that land there overwrite initialised blocks, so their fdatasync has no
+    /// file-size or extent change to journal. See `flusher::zero_ahead`.
+    pub zeroed_until: u64,
     pub closing: bool,
     /// True while a truncation rewrites the tail: appends wait, so none is stamped with an
     /// offset the truncation is about to take back.
@@ -646,6 +650,7 @@ impl Inner {
             st.active_mut().meta.truncate(position, new_end);
             st.tail.aligned_position = aligned;
             st.tail.bytes = tail.to_vec();
+            st.zeroed_until = 0;
             st.next_offset = new_end;
             st.committed_offset = st.committed_offset.min(new_end);
             st.cache.truncate_from(new_end);
@@ -801,6 +806,7 @@ async fn recover(dir: &Path, config: &LogConfig) -> Result<State> {
         epochs_dirty,
         unsynced_bytes: 0,
         unsynced_since: None,
+        zeroed_until: 0,
         closing: false,
         appends_blocked: false,
         stats: LogStats::default(),
