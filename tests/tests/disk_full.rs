@@ -18,6 +18,10 @@ struct LoopFs {
 
 impl LoopFs {
     fn new(size_mib: u64) -> Self {
+        Self::with_options(size_mib, "loop")
+    }
+
+    fn with_options(size_mib: u64, mount_options: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("quiver-diskfull-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -37,7 +41,7 @@ impl LoopFs {
             "mount",
             &[
                 "-o",
-                "loop",
+                mount_options,
                 image.to_str().unwrap(),
                 mount_point.to_str().unwrap(),
             ],
@@ -51,7 +55,8 @@ impl LoopFs {
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount_point).status();
+        // Lazy: a test that failed mid-way may still hold files open there.
+        let _ = Command::new("umount").arg("-l").arg(&self.mount_point).status();
     }
 }
 
@@ -162,4 +167,28 @@ fn disk_full_fails_the_append_keeps_data_and_recovers_after_space_is_freed() {
             reopened.close().await.unwrap();
         });
     drop(fs);
+}
+
+#[test]
+fn a_read_only_data_directory_is_refused_with_a_remedy() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a loop filesystem needs root (CI runs as root)");
+        return;
+    }
+    // Root ignores file modes, so a read-only mount is the honest way to be refused.
+    let fs = LoopFs::with_options(8, "loop,ro");
+    let data = fs.mount_point.join("log");
+    let err = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap()
+        .run(async move { PartitionLog::open(&data, LogConfig::default()).await.err() })
+        .expect("opening a log on a read-only filesystem must fail");
+    assert!(
+        matches!(err, StorageError::PermissionDenied { .. }),
+        "expected PermissionDenied, got {err}"
+    );
+    assert!(
+        err.to_string().contains("writable"),
+        "the message says what to do: {err}"
+    );
 }

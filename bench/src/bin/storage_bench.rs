@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
-use glommio::io::OpenOptions;
+use glommio::io::{DmaFile, OpenOptions};
 use hdrhistogram::Histogram;
 use quiver_core::batch::{BatchBuilder, NewRecord};
 use quiver_core::log::{FlushPolicy, LogConfig, PartitionLog};
@@ -88,9 +88,9 @@ fn fresh(dir: &Path, name: &str) -> PathBuf {
     p
 }
 
-/// Raw DmaFile sequential write of `total` bytes in `write_bytes` writes, depth 1. MB/s.
-async fn raw_throughput(dir: &Path, total: u64, write_bytes: usize) -> f64 {
-    let path = dir.join("raw.bin");
+/// A new raw O_DIRECT file in `dir` (any previous one removed).
+async fn raw_file(dir: &Path, name: &str) -> (DmaFile, PathBuf) {
+    let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
     let f = OpenOptions::new()
         .write(true)
@@ -98,15 +98,26 @@ async fn raw_throughput(dir: &Path, total: u64, write_bytes: usize) -> f64 {
         .dma_open(&path)
         .await
         .expect("raw file");
-    let start = Instant::now();
+    (f, path)
+}
+
+/// Writes `total` bytes of `byte` from offset 0 in `write_bytes` writes, depth 1, then syncs.
+async fn write_sequential(f: &DmaFile, total: u64, write_bytes: usize, byte: u8) {
     let mut pos = 0;
     while pos < total {
         let mut buf = f.alloc_dma_buffer(write_bytes);
-        buf.as_bytes_mut().fill(7);
+        buf.as_bytes_mut().fill(byte);
         f.write_at(buf, pos).await.expect("raw write");
         pos += write_bytes as u64;
     }
     f.fdatasync().await.expect("raw sync");
+}
+
+/// Raw DmaFile sequential write of `total` bytes in `write_bytes` writes, depth 1. MB/s.
+async fn raw_throughput(dir: &Path, total: u64, write_bytes: usize) -> f64 {
+    let (f, path) = raw_file(dir, "raw.bin").await;
+    let start = Instant::now();
+    write_sequential(&f, total, write_bytes, 7).await;
     let secs = start.elapsed().as_secs_f64();
     f.close().await.expect("close");
     let _ = std::fs::remove_file(&path);
@@ -164,23 +175,15 @@ fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
 /// Raw 4 KiB write + fdatasync, depth 1. `overwrite`: into blocks written and synced
 /// beforehand (no metadata to journal: the strictest floor); else extending the file.
 async fn raw_sync_latency(dir: &Path, samples: usize, overwrite: bool) -> Histogram<u64> {
-    let path = dir.join("raw-sync.bin");
-    let _ = std::fs::remove_file(&path);
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .dma_open(&path)
-        .await
-        .expect("raw file");
+    let (f, path) = raw_file(dir, "raw-sync.bin").await;
     if overwrite {
-        let mut pos = 0;
-        while pos < samples as u64 * 4096 {
-            let mut buf = f.alloc_dma_buffer(1 << 20);
-            buf.as_bytes_mut().fill(1);
-            f.write_at(buf, pos).await.expect("prefill");
-            pos += 1 << 20;
-        }
-        f.fdatasync().await.expect("prefill sync");
+        write_sequential(
+            &f,
+            (samples as u64 * 4096).next_multiple_of(1 << 20),
+            1 << 20,
+            1,
+        )
+        .await;
     }
     let mut h = Histogram::<u64>::new(3).expect("histogram");
     for i in 0..samples {

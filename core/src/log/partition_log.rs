@@ -778,7 +778,12 @@ async fn recover(dir: &Path, config: &LogConfig) -> Result<State> {
         segments.insert(base, Segment { meta, file });
     }
     let (next_offset, tail) = {
-        let active = segments.values().next_back().expect("at least one segment");
+        let Some(active) = segments.values().next_back() else {
+            return Err(StorageError::InvalidConfig(format!(
+                "no segment could be opened in {}",
+                dir.display()
+            )));
+        };
         let size = active.meta.size_bytes;
         let aligned = align_down(size);
         let bytes = active.file.read(aligned, (size - aligned) as usize).await?;
