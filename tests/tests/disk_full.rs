@@ -56,7 +56,10 @@ impl LoopFs {
 impl Drop for LoopFs {
     fn drop(&mut self) {
         // Lazy: a test that failed mid-way may still hold files open there.
-        let _ = Command::new("umount").arg("-l").arg(&self.mount_point).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount_point)
+            .status();
     }
 }
 
