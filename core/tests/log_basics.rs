@@ -413,3 +413,40 @@ fn cache_stays_within_its_bound() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn segments_roll_by_age() {
+    let dir = scratch();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = PartitionLog::open(
+            &path,
+            LogConfig {
+                segment_ms: 5,
+                ..LogConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        log.append(batch(1, 1, 10, 0), 0).await.unwrap();
+        assert_eq!(log.segment_count(), 1);
+        // Let the broker clock pass segment_ms: the age is the input here, not a state to wait for.
+        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        log.append(batch(2, 1, 10, 0), 0).await.unwrap();
+        assert_eq!(
+            log.segment_count(),
+            2,
+            "the aged segment was sealed before the append"
+        );
+        log.close().await.unwrap();
+        assert!(
+            path.join("00000000000000000001.log").exists(),
+            "the new segment starts at offset 1"
+        );
+        let reopened = PartitionLog::open(&path, LogConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(read_all(&reopened, 0).await.len(), 2);
+        reopened.close().await.unwrap();
+    });
+}
