@@ -1,5 +1,31 @@
-//! # quiver-schema: the wire schema (next step, issue "The broker node")
+//! # quiver-schema: the wire protocol
 //!
-//! Will hold `quiver.fbs` (the request envelope and every API: Handshake, Metadata,
-//! CreateTopics, DeleteTopics, Describe/AlterConfigs, ListOffsets, Produce, Fetch) and the
-//! Rust code `flatc` generates from it, committed and checked for staleness in CI.
+//! - `quiver.fbs` (beside `src/`): the schema — an [`wire::Envelope`] (request id, API,
+//!   version, body union, error) and every API's request and response tables.
+//! - `quiver_generated.rs`: what the pinned `flatc` generates from it (`tools/gen-schema`;
+//!   CI fails when it is stale). Never edit by hand.
+//! - [`frame`]: the sans-IO frame codec — length prefix, size limits, verification with
+//!   bounded verifier options, typed [`frame::FrameError`]s.
+//! - [`requests`]: encoders for every request (used by the client and by tests).
+//!
+//! Record batches are `[ubyte]` vectors: [`frame::vector_range`] gives their position in the
+//! received buffer so the broker can split them out without a copy.
+
+pub mod frame;
+pub mod requests;
+
+#[rustfmt::skip]
+#[allow(clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn, mismatched_lifetime_syntaxes, deprecated, non_camel_case_types)]
+mod quiver_generated;
+
+pub use quiver_generated::quiver::wire;
+
+/// The version of every API this build speaks (all APIs start at 0).
+pub const API_VERSION: u16 = 0;
+
+/// Every API with the versions this build supports, as sent in the handshake.
+pub fn supported_versions() -> Vec<wire::ApiVersion> {
+    (wire::ApiKey::ENUM_MIN..=wire::ApiKey::ENUM_MAX)
+        .map(|k| wire::ApiVersion::new(wire::ApiKey(k), API_VERSION, API_VERSION))
+        .collect()
+}

@@ -1,0 +1,258 @@
+//! Encoders for every request, one function each, returning a whole frame.
+
+use bytes::Bytes;
+use flatbuffers::FlatBufferBuilder;
+
+use crate::frame::{envelope, finish_frame};
+use crate::wire::{self, ApiKey, Body};
+
+fn strings<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    items: &[&str],
+) -> flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+    let offs: Vec<_> = items.iter().map(|s| fbb.create_string(s)).collect();
+    fbb.create_vector(&offs)
+}
+
+fn configs<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    items: &[(&str, &str)],
+) -> flatbuffers::WIPOffset<
+    flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<wire::ConfigEntry<'a>>>,
+> {
+    let offs: Vec<_> = items
+        .iter()
+        .map(|(k, v)| {
+            let key = Some(fbb.create_string(k));
+            let value = Some(fbb.create_string(v));
+            wire::ConfigEntry::create(fbb, &wire::ConfigEntryArgs { key, value })
+        })
+        .collect();
+    fbb.create_vector(&offs)
+}
+
+pub fn handshake(request_id: u64, client_name: &str) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let client_name = Some(fbb.create_string(client_name));
+    let versions = Some(fbb.create_vector(&crate::supported_versions()));
+    let body = wire::HandshakeRequest::create(
+        &mut fbb,
+        &wire::HandshakeRequestArgs {
+            client_name,
+            versions,
+        },
+    );
+    let root = envelope(
+        &mut fbb,
+        request_id,
+        ApiKey::Handshake,
+        Body::HandshakeRequest,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
+
+/// Metadata of `topics` (empty: every topic).
+pub fn metadata(request_id: u64, topics: &[&str]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let topics = (!topics.is_empty()).then(|| strings(&mut fbb, topics));
+    let body = wire::MetadataRequest::create(&mut fbb, &wire::MetadataRequestArgs { topics });
+    let root = envelope(
+        &mut fbb,
+        request_id,
+        ApiKey::Metadata,
+        Body::MetadataRequest,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
+
+/// A topic to create: name, partition count, config overrides.
+pub struct NewTopic<'a> {
+    pub name: &'a str,
+    pub partitions: i32,
+    pub configs: &'a [(&'a str, &'a str)],
+}
+
+pub fn create_topics(request_id: u64, topics: &[NewTopic<'_>]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(512);
+    let offs: Vec<_> = topics
+        .iter()
+        .map(|t| {
+            let name = Some(fbb.create_string(t.name));
+            let configs = Some(configs(&mut fbb, t.configs));
+            wire::NewTopic::create(
+                &mut fbb,
+                &wire::NewTopicArgs {
+                    name,
+                    partitions: t.partitions,
+                    configs,
+                },
+            )
+        })
+        .collect();
+    let topics = Some(fbb.create_vector(&offs));
+    let body =
+        wire::CreateTopicsRequest::create(&mut fbb, &wire::CreateTopicsRequestArgs { topics });
+    let root = envelope(
+        &mut fbb,
+        request_id,
+        ApiKey::CreateTopics,
+        Body::CreateTopicsRequest,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
+
+pub fn delete_topics(request_id: u64, names: &[&str]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let names = Some(strings(&mut fbb, names));
+    let body =
+        wire::DeleteTopicsRequest::create(&mut fbb, &wire::DeleteTopicsRequestArgs { names });
+    let root = envelope(
+        &mut fbb,
+        request_id,
+        ApiKey::DeleteTopics,
+        Body::DeleteTopicsRequest,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
+
+pub fn describe_configs(request_id: u64, topics: &[&str]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let topics = Some(strings(&mut fbb, topics));
+    let body = wire::DescribeConfigsRequest::create(
+        &mut fbb,
+        &wire::DescribeConfigsRequestArgs { topics },
+    );
+    let root = envelope(
+        &mut fbb,
+        request_id,
+        ApiKey::DescribeConfigs,
+        Body::DescribeConfigsRequest,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
+
+pub fn alter_configs(request_id: u64, topic: &str, set: &[(&str, &str)]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let topic = Some(fbb.create_string(topic));
+    let configs = Some(configs(&mut fbb, set));
+    let body = wire::AlterConfigsRequest::create(
+        &mut fbb,
+        &wire::AlterConfigsRequestArgs { topic, configs },
+    );
+    let root = envelope(
+        &mut fbb,
+        request_id,
+        ApiKey::AlterConfigs,
+        Body::AlterConfigsRequest,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
+
+pub fn list_offsets(
+    request_id: u64,
+    topic: &str,
+    partition: i32,
+    spec: wire::OffsetSpec,
+    timestamp_ms: i64,
+) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let topic = Some(fbb.create_string(topic));
+    let body = wire::ListOffsetsRequest::create(
+        &mut fbb,
+        &wire::ListOffsetsRequestArgs {
+            topic,
+            partition,
+            spec,
+            timestamp_ms,
+        },
+    );
+    let root = envelope(
+        &mut fbb,
+        request_id,
+        ApiKey::ListOffsets,
+        Body::ListOffsetsRequest,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
+
+/// A produce of `records` (whole RecordBatch v2 batches) to one partition.
+pub fn produce(
+    request_id: u64,
+    topic: &str,
+    partition: i32,
+    acks: wire::Acks,
+    timeout_ms: u32,
+    records: &[u8],
+) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(records.len() + 256);
+    let records = Some(fbb.create_vector(records));
+    let topic = Some(fbb.create_string(topic));
+    let body = wire::ProduceRequest::create(
+        &mut fbb,
+        &wire::ProduceRequestArgs {
+            topic,
+            partition,
+            acks,
+            timeout_ms,
+            records,
+        },
+    );
+    let root = envelope(
+        &mut fbb,
+        request_id,
+        ApiKey::Produce,
+        Body::ProduceRequest,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
+
+/// A long-poll fetch from one partition.
+pub struct Fetch<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: u32,
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+}
+
+pub fn fetch(request_id: u64, f: &Fetch<'_>) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    let topic = Some(fbb.create_string(f.topic));
+    let body = wire::FetchRequest::create(
+        &mut fbb,
+        &wire::FetchRequestArgs {
+            topic,
+            partition: f.partition,
+            offset: f.offset,
+            max_bytes: f.max_bytes,
+            max_wait_ms: f.max_wait_ms,
+            min_bytes: f.min_bytes,
+        },
+    );
+    let root = envelope(
+        &mut fbb,
+        request_id,
+        ApiKey::Fetch,
+        Body::FetchRequest,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
