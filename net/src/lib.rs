@@ -1,6 +1,33 @@
-//! # quiver-net: the QUIC transport (next step, issue "The broker node")
+//! # quiver-net: QUIC on a glommio shard
 //!
-//! Will hold: one QUIC endpoint per shard on the shard's own io_uring (quinn driven by
-//! glommio sockets and timers, no extra reactor thread), TLS 1.3 via rustls with a dev
-//! certificate made on first start, length-prefixed FlatBuffers frames on one bidirectional
-//! stream per request, `max_frame_bytes` and in-flight limits per connection.
+//! - [`tls`]: the node's TLS identity — a dev certificate made on first start and kept in the
+//!   data directory, or PEM files for production — and the rustls/QUIC server config.
+//! - [`frame_reader`]: reassembles one request frame from a stream's chunks, enforcing
+//!   `max_frame_bytes` (sans-IO).
+//! - [`server`]: the shard's QUIC endpoint: quinn-proto (sans-IO) driven by glommio's own
+//!   UDP socket and timers on the shard's io_uring, no extra thread. One bidirectional stream
+//!   per request; a bounded number of streams per connection.
+
+pub mod frame_reader;
+pub mod server;
+pub mod tls;
+
+/// ALPN protocol id of Quiver's wire protocol, version 0.
+pub const ALPN: &[u8] = b"quiver/0";
+
+/// Errors of the transport layer.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot bind {addr}: {source}; is another process (another quiver?) using that port? pick another with --listen")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}

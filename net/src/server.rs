@@ -1,0 +1,443 @@
+//! One shard's QUIC endpoint: quinn-proto's sans-IO state machines driven by glommio's own
+//! UDP socket and timers on the shard's io_uring. No reactor thread, no lock: the endpoint,
+//! every connection and every request live on the shard that bound the socket (`Rc`, `!Send`).
+//!
+//! Three kinds of tasks share the [`Driver`]: the receive loop (datagrams in), the timer loop
+//! (QUIC timeouts), and one task per request (the handler, then the response out). Each takes
+//! the driver for a synchronous step that returns [`Effects`] — datagrams to send and requests
+//! to dispatch — and performs them after releasing it. Sending awaits io_uring's `sendmsg`
+//! completion, so a full socket buffer back-pressures the sender: a real writability signal.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::UdpSocket;
+use quinn_proto::{
+    Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event, ReadError,
+    ServerConfig, StreamEvent, StreamId, VarInt, WriteError,
+};
+use quiver_schema::frame::{error_frame, FrameError};
+use quiver_schema::wire::ApiKey;
+
+use crate::frame_reader::FrameReader;
+use crate::NetError;
+
+/// Answers one request frame (length prefix included) with one response frame.
+pub trait Handler: 'static {
+    fn handle(&self, request: BytesMut) -> Pin<Box<dyn Future<Output = Bytes>>>;
+}
+
+/// Application error code used when the server stops reading a stream it refused.
+const STOP_REFUSED: VarInt = VarInt::from_u32(1);
+/// Largest UDP payload read at once.
+const MAX_DATAGRAM_BYTES: usize = 65_535;
+
+/// What a synchronous driver step asks the caller to do.
+#[derive(Default)]
+struct Effects {
+    sends: Vec<(Bytes, SocketAddr)>,
+    requests: Vec<(ConnectionHandle, StreamId, BytesMut)>,
+}
+
+struct Conn {
+    inner: Connection,
+    readers: HashMap<StreamId, FrameReader>,
+    /// Response bytes not yet accepted by the stream (flow control).
+    writers: HashMap<StreamId, Bytes>,
+}
+
+/// The sans-IO core plus per-stream bookkeeping. Never held across an `.await`.
+struct Driver {
+    endpoint: Endpoint,
+    conns: HashMap<ConnectionHandle, Conn>,
+    max_frame_bytes: usize,
+    max_connections: usize,
+    buf: Vec<u8>,
+}
+
+impl Driver {
+    fn on_datagram(&mut self, now: Instant, remote: SocketAddr, data: BytesMut, fx: &mut Effects) {
+        let mut buf = std::mem::take(&mut self.buf);
+        match self
+            .endpoint
+            .handle(now, remote, None, None, data, &mut buf)
+        {
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                if self.conns.len() >= self.max_connections {
+                    tracing::warn!(%remote, max = self.max_connections, "refusing a connection: max_connections reached");
+                    let t = self.endpoint.refuse(incoming, &mut buf);
+                    fx.sends
+                        .push((Bytes::copy_from_slice(&buf[..t.size]), t.destination));
+                } else {
+                    match self.endpoint.accept(incoming, now, &mut buf, None) {
+                        Ok((ch, conn)) => {
+                            self.conns.insert(
+                                ch,
+                                Conn {
+                                    inner: conn,
+                                    readers: HashMap::new(),
+                                    writers: HashMap::new(),
+                                },
+                            );
+                            self.buf = buf;
+                            self.drive(ch, now, fx);
+                            return;
+                        }
+                        Err(e) => {
+                            if let Some(t) = e.response {
+                                fx.sends
+                                    .push((Bytes::copy_from_slice(&buf[..t.size]), t.destination));
+                            }
+                        }
+                    }
+                }
+            }
+            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
+                if let Some(c) = self.conns.get_mut(&ch) {
+                    c.inner.handle_event(event);
+                }
+                self.buf = buf;
+                self.drive(ch, now, fx);
+                return;
+            }
+            Some(DatagramEvent::Response(t)) => fx
+                .sends
+                .push((Bytes::copy_from_slice(&buf[..t.size]), t.destination)),
+            None => {}
+        }
+        buf.clear();
+        self.buf = buf;
+    }
+
+    fn on_timeouts(&mut self, now: Instant, fx: &mut Effects) {
+        let due: Vec<ConnectionHandle> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(ch, c)| {
+                c.inner
+                    .poll_timeout()
+                    .is_some_and(|t| t <= now)
+                    .then_some(*ch)
+            })
+            .collect();
+        for ch in due {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.inner.handle_timeout(now);
+            }
+            self.drive(ch, now, fx);
+        }
+    }
+
+    fn next_timeout(&mut self) -> Option<Instant> {
+        self.conns
+            .values_mut()
+            .filter_map(|c| c.inner.poll_timeout())
+            .min()
+    }
+
+    fn on_response(
+        &mut self,
+        ch: ConnectionHandle,
+        id: StreamId,
+        response: Bytes,
+        now: Instant,
+        fx: &mut Effects,
+    ) {
+        if let Some(c) = self.conns.get_mut(&ch) {
+            c.writers.insert(id, response);
+            write_pending(c, id);
+        }
+        self.drive(ch, now, fx);
+    }
+
+    /// Runs one connection's state machine to quiescence: application events, endpoint
+    /// events, then every datagram it wants to send.
+    fn drive(&mut self, ch: ConnectionHandle, now: Instant, fx: &mut Effects) {
+        let Self {
+            endpoint,
+            conns,
+            max_frame_bytes,
+            buf,
+            ..
+        } = self;
+        let Some(c) = conns.get_mut(&ch) else { return };
+        while let Some(event) = c.inner.poll() {
+            match event {
+                Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
+                    while let Some(id) = c.inner.streams().accept(Dir::Bi) {
+                        c.readers.insert(id, FrameReader::new(*max_frame_bytes));
+                        read_stream(c, ch, id, fx);
+                    }
+                }
+                Event::Stream(StreamEvent::Readable { id }) => read_stream(c, ch, id, fx),
+                Event::Stream(StreamEvent::Writable { id }) => write_pending(c, id),
+                Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                    c.writers.remove(&id);
+                }
+                Event::ConnectionLost { reason } => {
+                    tracing::debug!(?ch, "connection closed: {reason}")
+                }
+                _ => {}
+            }
+        }
+        while let Some(event) = c.inner.poll_endpoint_events() {
+            if let Some(back) = endpoint.handle_event(ch, event) {
+                c.inner.handle_event(back);
+            }
+        }
+        loop {
+            buf.clear();
+            let Some(t) = c.inner.poll_transmit(now, 1, buf) else {
+                break;
+            };
+            fx.sends
+                .push((Bytes::copy_from_slice(&buf[..t.size]), t.destination));
+        }
+        if c.inner.is_drained() {
+            conns.remove(&ch);
+        }
+    }
+}
+
+/// Reads what arrived on a request stream; dispatches the frame once whole, or answers a bad
+/// one with a typed error frame and stops the stream.
+fn read_stream(c: &mut Conn, ch: ConnectionHandle, id: StreamId, fx: &mut Effects) {
+    let Some(reader) = c.readers.get_mut(&id) else {
+        return;
+    };
+    let mut recv = c.inner.recv_stream(id);
+    let Ok(mut chunks) = recv.read(true) else {
+        c.readers.remove(&id);
+        return;
+    };
+    let mut failure: Option<FrameError> = None;
+    let mut finished = false;
+    loop {
+        match chunks.next(usize::MAX) {
+            Ok(Some(chunk)) => {
+                if let Err(e) = reader.push(&chunk.bytes) {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            Ok(None) => {
+                finished = true;
+                break;
+            }
+            Err(ReadError::Blocked) => break,
+            Err(ReadError::Reset(_)) => {
+                let _ = chunks.finalize(); // transmits are polled right after
+                c.readers.remove(&id);
+                return;
+            }
+        }
+    }
+    let _ = chunks.finalize(); // flow-control credit goes out with the next poll_transmit
+    let complete = failure.is_none() && reader.is_complete();
+    if !complete && failure.is_none() && !finished {
+        return; // more to come
+    }
+    let Some(reader) = c.readers.remove(&id) else {
+        return;
+    };
+    let result = match failure {
+        Some(e) => Err(e),
+        None => reader.finish(),
+    };
+    match result {
+        Ok(frame) => fx.requests.push((ch, id, frame)),
+        Err(e) => {
+            let _ = c.inner.recv_stream(id).stop(STOP_REFUSED);
+            c.writers.insert(
+                id,
+                error_frame(0, ApiKey::Handshake, e.code(), &e.to_string()),
+            );
+            write_pending(c, id);
+        }
+    }
+}
+
+/// Writes as much of a pending response as flow control allows; finishes the stream once all
+/// of it is accepted.
+fn write_pending(c: &mut Conn, id: StreamId) {
+    let Some(data) = c.writers.get_mut(&id) else {
+        return;
+    };
+    let mut send = c.inner.send_stream(id);
+    let mut chunks = [std::mem::take(data)];
+    match send.write_chunks(&mut chunks) {
+        Ok(_) | Err(WriteError::Blocked) => {}
+        Err(WriteError::Stopped(_) | WriteError::ClosedStream) => {
+            c.writers.remove(&id);
+            return;
+        }
+    }
+    let [rest] = chunks;
+    if rest.is_empty() {
+        let _ = send.finish();
+        c.writers.remove(&id);
+    } else {
+        *data = rest;
+    }
+}
+
+/// A bound QUIC endpoint for one shard.
+pub struct QuicServer {
+    socket: Rc<UdpSocket>,
+    driver: Rc<RefCell<Driver>>,
+    timer_bell: (LocalSender<()>, Rc<LocalReceiver<()>>),
+    local_addr: SocketAddr,
+}
+
+impl QuicServer {
+    /// Binds `addr` on the current shard. `max_frame_bytes` bounds one request.
+    pub fn bind(
+        addr: SocketAddr,
+        config: Arc<ServerConfig>,
+        max_frame_bytes: usize,
+        max_connections: usize,
+    ) -> Result<Self, NetError> {
+        let socket = UdpSocket::bind(addr).map_err(|e| NetError::Bind {
+            addr,
+            source: e.into(),
+        })?;
+        let local_addr = socket.local_addr().map_err(|e| NetError::Bind {
+            addr,
+            source: e.into(),
+        })?;
+        let endpoint = Endpoint::new(
+            Arc::new(EndpointConfig::default()),
+            Some(config),
+            true,
+            None,
+        );
+        let (tx, rx) = local_channel::new_bounded(1);
+        Ok(Self {
+            socket: Rc::new(socket),
+            driver: Rc::new(RefCell::new(Driver {
+                endpoint,
+                conns: HashMap::new(),
+                max_frame_bytes,
+                max_connections,
+                buf: Vec::with_capacity(MAX_DATAGRAM_BYTES),
+            })),
+            timer_bell: (tx, Rc::new(rx)),
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until the socket fails. Spawns the timer loop and one task per request.
+    pub async fn run(self, handler: Rc<dyn Handler>) -> Result<(), NetError> {
+        let ctx = Rc::new(Ctx {
+            socket: self.socket,
+            driver: self.driver,
+            bell: self.timer_bell.0,
+            handler,
+        });
+        let timer = glommio::spawn_local(timer_loop(ctx.clone(), self.timer_bell.1));
+        let result = recv_loop(ctx.clone(), self.local_addr).await;
+        drop(timer);
+        result
+    }
+}
+
+struct Ctx {
+    socket: Rc<UdpSocket>,
+    driver: Rc<RefCell<Driver>>,
+    bell: LocalSender<()>,
+    handler: Rc<dyn Handler>,
+}
+
+impl Ctx {
+    /// Sends the datagrams, dispatches the requests, and tells the timer loop to look again.
+    async fn perform(self: &Rc<Self>, fx: Effects) {
+        for (ch, id, frame) in fx.requests {
+            let ctx = self.clone();
+            glommio::spawn_local(async move {
+                let response = ctx.handler.handle(frame).await;
+                let mut fx = Effects::default();
+                ctx.driver
+                    .borrow_mut()
+                    .on_response(ch, id, response, Instant::now(), &mut fx);
+                ctx.send_all(fx.sends).await;
+                let _ = ctx.bell.try_send(());
+            })
+            .detach();
+        }
+        self.send_all(fx.sends).await;
+        let _ = self.bell.try_send(());
+    }
+
+    async fn send_all(&self, sends: Vec<(Bytes, SocketAddr)>) {
+        for (data, to) in sends {
+            if let Err(e) = self.socket.send_to(&data, to).await {
+                tracing::debug!(%to, "sending a datagram failed: {e}");
+            }
+        }
+    }
+}
+
+async fn recv_loop(ctx: Rc<Ctx>, local: SocketAddr) -> Result<(), NetError> {
+    let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+    loop {
+        let (n, from) = ctx
+            .socket
+            .recv_from(&mut buf)
+            .await
+            .map_err(|e| NetError::Bind {
+                addr: local,
+                source: e.into(),
+            })?;
+        let mut fx = Effects::default();
+        ctx.driver.borrow_mut().on_datagram(
+            Instant::now(),
+            from,
+            BytesMut::from(&buf[..n]),
+            &mut fx,
+        );
+        ctx.perform(fx).await;
+    }
+}
+
+async fn timer_loop(ctx: Rc<Ctx>, bell: Rc<LocalReceiver<()>>) {
+    loop {
+        let deadline = ctx.driver.borrow_mut().next_timeout();
+        match deadline {
+            Some(at) => {
+                let wait = at.saturating_duration_since(Instant::now());
+                futures_lite::future::or(
+                    async {
+                        glommio::timer::sleep(wait).await;
+                    },
+                    async {
+                        bell.recv().await;
+                    },
+                )
+                .await;
+            }
+            None => {
+                if bell.recv().await.is_none() {
+                    return;
+                }
+            }
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| d <= now) {
+            let mut fx = Effects::default();
+            ctx.driver.borrow_mut().on_timeouts(now, &mut fx);
+            ctx.perform(fx).await;
+        }
+    }
+}
