@@ -13,6 +13,7 @@
 //! tested without disks; the I/O lives in `log::segment` and `log::partition_log`.
 
 pub mod batch;
+pub mod broker;
 pub mod error;
 pub mod log;
 

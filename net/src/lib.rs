@@ -31,3 +31,6 @@ pub enum NetError {
         source: std::io::Error,
     },
 }
+
+/// Re-exported so the broker names the same quinn-proto types.
+pub use quinn_proto;

@@ -5,6 +5,8 @@
 //! - `tests/disk_full.rs`: a log on a small loop-mounted ext4 filled to ENOSPC.
 //! - Broker-level tests arrive with the broker node.
 
+pub mod node;
+
 use bytes::{Bytes, BytesMut};
 use quiver_core::batch::{BatchBuilder, NewRecord};
 

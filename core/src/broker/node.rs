@@ -1,0 +1,232 @@
+//! Starting a node: N shards on N glommio executors (pinned to CPUs, or unpinned in tests),
+//! joined in a channel mesh, each serving QUIC at `base_port + shard`.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{CpuSet, Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
+use quiver_net::server::{Handler, QuicServer};
+use quiver_net::tls::{self, QuicLimits, TlsIdentity};
+
+use super::metadata::{Metadata, MetadataStore};
+use super::shard::{NodeSettings, NodeShared, Shard, ShardMsg};
+
+/// Everything `quiver serve` decides before the shards start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub settings: NodeSettings,
+    /// IP to bind (the base port comes from `settings`).
+    pub bind_host: std::net::IpAddr,
+    /// CPUs to pin shards to, one each; `None` runs shards unpinned.
+    pub cores: Option<Vec<usize>>,
+    /// PEM certificate and key; `None` makes or reuses the dev certificate.
+    pub tls_pem: Option<(PathBuf, PathBuf)>,
+    pub quic: QuicLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("shard {shard} failed to start: {reason}")]
+    Shard { shard: usize, reason: String },
+}
+
+/// What the node tells its operator once every shard serves.
+#[derive(Debug, Clone)]
+pub struct Banner {
+    pub shard_addresses: Vec<std::net::SocketAddr>,
+    pub data_dir: PathBuf,
+    pub cert_path: PathBuf,
+    pub cert_fingerprint_sha256: String,
+    pub cert_created: bool,
+    pub cluster_id: String,
+    pub topics: usize,
+}
+
+fn load_metadata(data_dir: &std::path::Path) -> Result<Metadata, NodeError> {
+    let path = data_dir.join("metadata.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => Metadata::from_json(&bytes).map_err(NodeError::Setup),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let meta = Metadata {
+                version: 0,
+                cluster_id: format!("quiver-{:x}-{:x}", nanos, std::process::id()),
+                ..Metadata::default()
+            };
+            std::fs::write(&path, meta.to_json())
+                .map_err(|e| NodeError::Setup(format!("cannot write {}: {e}", path.display())))?;
+            Ok(meta)
+        }
+        Err(e) => Err(NodeError::Setup(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn identity(config: &NodeConfig) -> Result<(TlsIdentity, bool), NodeError> {
+    match &config.tls_pem {
+        Some((cert, key)) => tls::load_pem(cert, key)
+            .map(|i| (i, false))
+            .map_err(|e| NodeError::Setup(e.to_string())),
+        None => tls::load_or_create_dev_identity(&config.settings.data_dir)
+            .map_err(|e| NodeError::Setup(e.to_string())),
+    }
+}
+
+struct ShardHandler(Rc<Shard>);
+
+impl Handler for ShardHandler {
+    fn handle(&self, request: BytesMut) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
+        Box::pin(self.0.clone().handle(request))
+    }
+}
+
+/// Runs a node until every shard stops. `on_ready` is called once all shards serve.
+pub fn run_node(
+    config: NodeConfig,
+    on_ready: impl FnOnce(&Banner) + Send + 'static,
+) -> Result<(), NodeError> {
+    let data_dir = &config.settings.data_dir;
+    std::fs::create_dir_all(data_dir.join("topics"))
+        .map_err(|e| NodeError::Setup(format!("cannot create {}: {e}", data_dir.display())))?;
+    let meta = load_metadata(data_dir)?;
+    let (identity, cert_created) = identity(&config)?;
+    let server_config =
+        tls::server_config(&identity, &config.quic).map_err(|e| NodeError::Setup(e.to_string()))?;
+    let n = config.settings.shard_count.max(1);
+    let banner_base = Banner {
+        shard_addresses: Vec::new(),
+        data_dir: data_dir.clone(),
+        cert_path: identity.cert_path.clone(),
+        cert_fingerprint_sha256: identity.fingerprint_sha256(),
+        cert_created,
+        cluster_id: meta.cluster_id.clone(),
+        topics: meta.topics.len(),
+    };
+    let shared = Arc::new(NodeShared {
+        settings: config.settings.clone(),
+        metadata: MetadataStore::new(meta),
+    });
+    let placement = match &config.cores {
+        None => PoolPlacement::Unbound(n),
+        Some(cores) => {
+            let set = CpuSet::online()
+                .map_err(|e| NodeError::Setup(format!("cannot list CPUs: {e}")))?
+                .filter(|l| cores.contains(&l.cpu));
+            PoolPlacement::MaxSpread(n, Some(set))
+        }
+    };
+    let mesh = MeshBuilder::<ShardMsg, _>::full(n, 1024);
+    let (ready_tx, ready_rx) =
+        std::sync::mpsc::channel::<Result<std::net::SocketAddr, NodeError>>();
+    let bind_host = config.bind_host;
+    let max_connections = config.quic.max_connections;
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .on_all_shards(move || async move {
+            let result = shard_main(
+                shared,
+                mesh,
+                server_config,
+                bind_host,
+                max_connections,
+                ready_tx.clone(),
+            )
+            .await;
+            if let Err(e) = result {
+                let _ = ready_tx.send(Err(e));
+            }
+        })
+        .map_err(|e| NodeError::Setup(format!("cannot start {n} shards: {e}")))?;
+    let mut banner = banner_base;
+    for _ in 0..n {
+        match ready_rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(Ok(addr)) => banner.shard_addresses.push(addr),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(NodeError::Setup(
+                    "shards did not start within 300 s (recovering a large log?)".into(),
+                ))
+            }
+        }
+    }
+    banner.shard_addresses.sort_by_key(|a| a.port());
+    on_ready(&banner);
+    for r in handles.join_all() {
+        if let Err(e) = r {
+            return Err(NodeError::Setup(format!("a shard stopped: {e}")));
+        }
+    }
+    Ok(())
+}
+
+async fn shard_main(
+    shared: Arc<NodeShared>,
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    server_config: Arc<quiver_net::quinn_proto::ServerConfig>,
+    bind_host: std::net::IpAddr,
+    max_connections: usize,
+    ready: std::sync::mpsc::Sender<Result<std::net::SocketAddr, NodeError>>,
+) -> Result<(), NodeError> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| NodeError::Setup("the shard mesh did not form".into()))?;
+    let id = senders.peer_id();
+    let ex = glommio::executor();
+    let latency = ex.create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(Duration::from_millis(1)),
+        "produce-fetch",
+    );
+    let background = ex.create_task_queue(Shares::Static(50), Latency::NotImportant, "background");
+    let shard = Rc::new(Shard::new(id, shared.clone(), senders, Some(background)));
+    for (_peer, stream) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = stream.recv().await {
+                shard.on_mesh_message(msg);
+            }
+        })
+        .detach();
+    }
+    shard.apply_metadata().await;
+    let port = shared.settings.base_port as usize + id;
+    let port = u16::try_from(port).map_err(|_| NodeError::Shard {
+        shard: id,
+        reason: format!("port {port} is out of range; lower the base port"),
+    })?;
+    let addr = std::net::SocketAddr::new(bind_host, port);
+    let server = QuicServer::bind(
+        addr,
+        server_config,
+        shared.settings.max_frame_bytes,
+        max_connections,
+    )
+    .map_err(|e| NodeError::Shard {
+        shard: id,
+        reason: e.to_string(),
+    })?;
+    let _ = ready.send(Ok(server.local_addr()));
+    let handler: Rc<dyn Handler> = Rc::new(ShardHandler(shard.clone()));
+    let task =
+        glommio::spawn_local_into(server.run(handler), latency).map_err(|e| NodeError::Shard {
+            shard: id,
+            reason: e.to_string(),
+        })?;
+    let result = task.await;
+    shard.close_all().await;
+    result.map_err(|e| NodeError::Shard {
+        shard: id,
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,128 @@
+//! A real `quiver serve` process for end-to-end tests: started on free ports with its own data
+//! directory, waited for by its `ready` line (not by sleeping), killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use quiver_client::{Connection, TlsTrust};
+
+/// Path of the `quiver` binary cargo built next to this test executable.
+pub fn quiver_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/ directory");
+    let bin = dir.join("quiver");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p quiver` (./tools/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A base port with `count` consecutive free UDP ports on 127.0.0.1.
+pub fn free_ports(count: usize) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (rand::random::<u16>() % 40_000);
+        let all_free = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i as u16)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free UDP ports found");
+}
+
+pub struct Node {
+    child: Child,
+    pub data_dir: PathBuf,
+    pub base_port: u16,
+    pub shards: usize,
+    pub banner: Vec<String>,
+}
+
+impl Node {
+    /// Starts a node with `shards` unpinned shards in `data_dir` and waits until it is ready.
+    pub fn start(data_dir: &Path, shards: usize) -> Self {
+        Self::start_on(data_dir, shards, free_ports(shards))
+    }
+
+    pub fn start_on(data_dir: &Path, shards: usize, base_port: u16) -> Self {
+        let mut child = Command::new(quiver_binary())
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--shards",
+                &shards.to_string(),
+                "--listen",
+                &format!("127.0.0.1:{base_port}"),
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn quiver serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if line == "ready" => break,
+                Ok(line) => banner.push(line),
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "quiver serve did not print `ready` within 60 s; output so far: {banner:?}"
+                    );
+                }
+            }
+        }
+        Self {
+            child,
+            data_dir: data_dir.to_path_buf(),
+            base_port,
+            shards,
+            banner,
+        }
+    }
+
+    pub fn shard_addr(&self, shard: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base_port + shard as u16))
+    }
+
+    /// A client connection to `shard`, trusting the node's dev certificate from its data dir.
+    pub async fn connect(&self, shard: usize) -> Connection {
+        Connection::connect(
+            self.shard_addr(shard),
+            "localhost",
+            &TlsTrust::LocalDataDir(self.data_dir.clone()),
+        )
+        .await
+        .expect("connect to the node")
+    }
+
+    /// kill -9.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
