@@ -50,7 +50,18 @@ impl Connection {
         server_name: &str,
         trust: &TlsTrust,
     ) -> Result<Self, ClientError> {
-        let tls = trust.client_config(ALPN)?;
+        Self::connect_with_cert(addr, server_name, trust, None).await
+    }
+
+    /// As [`Connection::connect`], presenting a client certificate (PEM chain, PEM key) to a
+    /// node that requires mTLS.
+    pub async fn connect_with_cert(
+        addr: SocketAddr,
+        server_name: &str,
+        trust: &TlsTrust,
+        client_cert: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    ) -> Result<Self, ClientError> {
+        let tls = trust.client_config(ALPN, client_cert)?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| ClientError::Trust(e.to_string()))?;
         let mut config = quinn::ClientConfig::new(Arc::new(quic));

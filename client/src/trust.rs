@@ -108,13 +108,18 @@ fn dev_cert_fingerprint(data_dir: &Path) -> Result<String, ClientError> {
 }
 
 impl TlsTrust {
-    /// The rustls client config for this trust, TLS 1.3 only, with Quiver's ALPN.
-    pub fn client_config(&self, alpn: &[u8]) -> Result<rustls::ClientConfig, ClientError> {
+    /// The rustls client config for this trust, TLS 1.3 only, with Quiver's ALPN, presenting
+    /// `client_cert` (PEM chain, PEM key) when the node requires mTLS.
+    pub fn client_config(
+        &self,
+        alpn: &[u8],
+        client_cert: Option<&(PathBuf, PathBuf)>,
+    ) -> Result<rustls::ClientConfig, ClientError> {
         let provider = provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| ClientError::Trust(e.to_string()))?;
-        let mut config = match self {
+        let mut config: rustls::ClientConfig = match self {
             TlsTrust::CaFile(path) => {
                 let mut roots = rustls::RootCertStore::empty();
                 let certs = CertificateDer::pem_file_iter(path)
@@ -130,7 +135,7 @@ impl TlsTrust {
                         ClientError::Trust(format!("bad CA certificate in {}: {e}", path.display()))
                     })?;
                 }
-                builder.with_root_certificates(roots).with_no_client_auth()
+                finish(builder.with_root_certificates(roots), client_cert)?
             }
             TlsTrust::Fingerprint(hex) => builder
                 .dangerous()
@@ -138,16 +143,51 @@ impl TlsTrust {
                     fingerprint: hex.trim().to_string(),
                     provider,
                 }))
-                .with_no_client_auth(),
+                .pipe(|b| finish(b, client_cert))?,
             TlsTrust::LocalDataDir(dir) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(PinnedCert {
                     fingerprint: dev_cert_fingerprint(dir)?,
                     provider,
                 }))
-                .with_no_client_auth(),
+                .pipe(|b| finish(b, client_cert))?,
         };
         config.alpn_protocols = vec![alpn.to_vec()];
         Ok(config)
     }
 }
+
+fn finish(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    client_cert: Option<&(PathBuf, PathBuf)>,
+) -> Result<rustls::ClientConfig, ClientError> {
+    let Some((cert_path, key_path)) = client_cert else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let chain = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            ClientError::Trust(format!(
+                "cannot read the client certificate {}: {e}",
+                cert_path.display()
+            ))
+        })?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+        ClientError::Trust(format!(
+            "cannot read the client key {}: {e}",
+            key_path.display()
+        ))
+    })?;
+    builder
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| ClientError::Trust(format!("client certificate and key are unusable: {e}")))
+}
+
+/// `value.pipe(f)` = `f(value)`, to keep builder chains readable.
+trait Pipe: Sized {
+    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        f(self)
+    }
+}
+
+impl<T> Pipe for T {}

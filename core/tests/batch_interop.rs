@@ -118,3 +118,80 @@ fn batches_we_encode_are_accepted_by_kafka_python() {
         );
     }
 }
+
+/// Writes the fuzzers' seed corpora (valid frames and batches) when QUIVER_WRITE_FUZZ_SEEDS is
+/// set: `QUIVER_WRITE_FUZZ_SEEDS=1 cargo test -p quiver-core --test batch_interop`.
+#[test]
+fn write_fuzz_seeds_on_request() {
+    if std::env::var_os("QUIVER_WRITE_FUZZ_SEEDS").is_none() {
+        return;
+    }
+    use quiver_schema::requests;
+    use quiver_schema::wire::{Acks, OffsetSpec};
+    let seeds = root().join("core/fuzz/seeds");
+    let mut b = BatchBuilder::new();
+    b.push(&NewRecord {
+        key: Some(Bytes::from_static(b"k")),
+        value: Some(Bytes::from_static(b"v")),
+        headers: vec![(Bytes::from_static(b"h"), None)],
+        timestamp_ms: 5,
+    });
+    let batch = b.build();
+    let frames = [
+        ("handshake", requests::handshake(1, "fuzz")),
+        ("metadata", requests::metadata(2, &["a", "b"])),
+        (
+            "create",
+            requests::create_topics(
+                3,
+                &[requests::NewTopic {
+                    name: "t",
+                    partitions: 3,
+                    configs: &[("retention_ms", "1")],
+                }],
+            ),
+        ),
+        ("delete", requests::delete_topics(4, &["t"])),
+        ("describe", requests::describe_configs(5, &["t"])),
+        (
+            "alter",
+            requests::alter_configs(6, "t", &[("segment_bytes", "4096")]),
+        ),
+        (
+            "offsets",
+            requests::list_offsets(7, "t", 0, OffsetSpec::Timestamp, 9),
+        ),
+        (
+            "produce",
+            requests::produce(8, "t", 0, Acks::All, 100, &batch),
+        ),
+        (
+            "fetch",
+            requests::fetch(
+                9,
+                &requests::Fetch {
+                    topic: "t",
+                    partition: 0,
+                    offset: 0,
+                    max_bytes: 10,
+                    max_wait_ms: 0,
+                    min_bytes: 1,
+                },
+            ),
+        ),
+    ];
+    for (name, frame) in frames {
+        std::fs::write(seeds.join("request_decode").join(name), &frame).unwrap();
+    }
+    std::fs::write(seeds.join("batch_validate").join("small"), &batch).unwrap();
+    for entry in std::fs::read_dir(root().join("core/tests/fixtures/kafka-python")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "bin") {
+            std::fs::copy(
+                &p,
+                seeds.join("batch_validate").join(p.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
+}

@@ -136,16 +136,22 @@ impl Default for QuicLimits {
     }
 }
 
-/// The quinn-proto server config: TLS 1.3 only, ALPN `quiver/0`.
+/// The quinn-proto server config: TLS 1.3 only, ALPN `quiver/0`. With `client_ca`, clients
+/// must present a certificate signed by one of its CAs (mTLS).
 pub fn server_config(
     identity: &TlsIdentity,
     limits: &QuicLimits,
+    client_ca: Option<&Path>,
 ) -> Result<Arc<quinn_proto::ServerConfig>, NetError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| NetError::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path, provider)?),
+    };
+    let mut tls = builder
         .with_single_cert(identity.cert_chain.clone(), identity.key.clone_key())
         .map_err(|e| {
             NetError::Tls(format!(
@@ -172,4 +178,31 @@ pub fn server_config(
         )));
     config.transport_config(Arc::new(transport));
     Ok(Arc::new(config))
+}
+
+/// Verifies client certificates against the CAs in the PEM file at `path`.
+fn client_verifier(
+    path: &Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, NetError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            NetError::Tls(format!(
+                "cannot read client CA certificates from {}: {e}",
+                path.display()
+            ))
+        })?;
+    for cert in certs {
+        roots.add(cert).map_err(|e| {
+            NetError::Tls(format!(
+                "bad client CA certificate in {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| NetError::Tls(format!("client verification setup: {e}")))
 }

@@ -33,7 +33,11 @@ impl Handler for Echo {
     }
 }
 
-fn start_server(data_dir: std::path::PathBuf, max_frame_bytes: usize) -> SocketAddr {
+fn start_server(
+    data_dir: std::path::PathBuf,
+    max_frame_bytes: usize,
+    client_ca: Option<std::path::PathBuf>,
+) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
@@ -42,7 +46,12 @@ fn start_server(data_dir: std::path::PathBuf, max_frame_bytes: usize) -> SocketA
             .run(async move {
                 let (identity, created) = tls::load_or_create_dev_identity(&data_dir).unwrap();
                 assert!(created);
-                let config = tls::server_config(&identity, &tls::QuicLimits::default()).unwrap();
+                let config = tls::server_config(
+                    &identity,
+                    &tls::QuicLimits::default(),
+                    client_ca.as_deref(),
+                )
+                .unwrap();
                 let server =
                     QuicServer::bind("127.0.0.1:0".parse().unwrap(), config, max_frame_bytes, 16)
                         .unwrap();
@@ -56,7 +65,7 @@ fn start_server(data_dir: std::path::PathBuf, max_frame_bytes: usize) -> SocketA
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn requests_round_trip_concurrently_and_bad_frames_get_typed_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let addr = start_server(dir.path().to_path_buf(), 1 << 20);
+    let addr = start_server(dir.path().to_path_buf(), 1 << 20, None);
     let conn = Connection::connect(
         addr,
         "localhost",
@@ -126,4 +135,50 @@ async fn requests_round_trip_concurrently_and_bad_frames_get_typed_errors() {
     let wrong =
         Connection::connect(addr, "localhost", &TlsTrust::Fingerprint("00".repeat(32))).await;
     assert!(wrong.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn mtls_requires_a_client_certificate_signed_by_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "quiver test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client = rcgen::CertificateParams::new(vec!["client.test".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    let cert_pem = dir.path().join("client.pem");
+    let key_pem = dir.path().join("client.key");
+    std::fs::write(&cert_pem, client.pem()).unwrap();
+    std::fs::write(&key_pem, client_key.serialize_pem()).unwrap();
+
+    let addr = start_server(dir.path().to_path_buf(), 1 << 20, Some(ca_pem));
+    let trust = TlsTrust::LocalDataDir(dir.path().to_path_buf());
+    let with_cert =
+        Connection::connect_with_cert(addr, "localhost", &trust, Some(&(cert_pem, key_pem)))
+            .await
+            .unwrap();
+    assert_eq!(
+        with_cert
+            .request(requests::metadata(1, &[]))
+            .await
+            .unwrap()
+            .envelope()
+            .request_id(),
+        1
+    );
+
+    // Without a certificate the handshake is refused (at connect or at the first request).
+    let refused = match Connection::connect(addr, "localhost", &trust).await {
+        Err(_) => true,
+        Ok(c) => c.request(requests::metadata(2, &[])).await.is_err(),
+    };
+    assert!(refused, "a client without a certificate must be refused");
 }

@@ -55,6 +55,9 @@ struct ServeArgs {
     tls_cert: Option<PathBuf>,
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA in this PEM file (mTLS).
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
     /// Largest request frame accepted.
     #[arg(long, default_value_t = quiver_schema_max_frame())]
     max_frame_bytes: usize,
@@ -139,6 +142,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         bind_host: args.listen.ip(),
         cores,
         tls_pem: args.tls_cert.zip(args.tls_key),
+        tls_client_ca: args.tls_client_ca,
         quic: Default::default(),
     };
     run_node(config, print_banner).map_err(|e| e.to_string())

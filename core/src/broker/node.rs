@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub cores: Option<Vec<usize>>,
     /// PEM certificate and key; `None` makes or reuses the dev certificate.
     pub tls_pem: Option<(PathBuf, PathBuf)>,
+    /// PEM CAs whose client certificates are required (mTLS); `None` accepts any client.
+    pub tls_client_ca: Option<PathBuf>,
     pub quic: QuicLimits,
 }
 
@@ -102,7 +104,8 @@ pub fn run_node(
     let meta = load_metadata(data_dir)?;
     let (identity, cert_created) = identity(&config)?;
     let server_config =
-        tls::server_config(&identity, &config.quic).map_err(|e| NodeError::Setup(e.to_string()))?;
+        tls::server_config(&identity, &config.quic, config.tls_client_ca.as_deref())
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
     let n = config.settings.shard_count.max(1);
     let banner_base = Banner {
         shard_addresses: Vec::new(),

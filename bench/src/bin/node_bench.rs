@@ -1,0 +1,381 @@
+//! A node against its floor, in one run (ratios, medians):
+//!
+//! 1. Raw QUIC echo: the same QUIC server code on one glommio shard answering each request
+//!    with a frame of the same size — the transport floor.
+//! 2. Produce, acks=leader, no fsync (topic with flush_policy=interval): p99 vs the echo p99.
+//! 3. Produce with fsync per batch (the default): p99 vs echo p99 + raw 4 KiB write+fdatasync p99.
+//! 4. Single-connection produce throughput with 64 KiB batches, 32 requests in flight.
+//! 5. The broker's thread count while it serves.
+//!
+//! The broker is a real `quiver serve --cores 0` process; the echo server is pinned to CPU 0
+//! too; the client (tokio, current thread) runs on CPU 1.
+//!
+//! ```text
+//! cargo build --release -p quiver -p quiver-bench
+//! target/release/node_bench [--samples N] [--out perf/results/node.json]
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use quiver_client::{Connection, TlsTrust};
+use quiver_core::batch::{BatchBuilder, NewRecord};
+use quiver_net::server::{Handler, QuicServer};
+use quiver_net::tls;
+use quiver_schema::requests;
+use quiver_schema::wire::{Acks, ErrorCode};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Requests per latency measurement.
+    #[arg(long, default_value_t = 5000)]
+    samples: usize,
+    /// Repetitions; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Seconds of the throughput test.
+    #[arg(long, default_value_t = 5)]
+    throughput_secs: u64,
+    #[arg(long, default_value = "perf/results/node.json")]
+    out: PathBuf,
+    #[arg(long, default_value = "target/bench-node")]
+    dir: PathBuf,
+}
+
+fn pin_current_thread(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data, zeroed is a valid empty set; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Answers each request with a frame of the same size: the transport's floor.
+struct Echo;
+
+impl Handler for Echo {
+    fn handle(&self, request: BytesMut) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
+        Box::pin(async move { request.freeze() })
+    }
+}
+
+fn start_echo(data_dir: PathBuf) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0))
+            .make()
+            .expect("executor")
+            .run(async move {
+                let (identity, _) = tls::load_or_create_dev_identity(&data_dir).expect("identity");
+                let config = tls::server_config(&identity, &tls::QuicLimits::default(), None)
+                    .expect("config");
+                let server =
+                    QuicServer::bind("127.0.0.1:0".parse().expect("addr"), config, 32 << 20, 16)
+                        .expect("bind");
+                tx.send(server.local_addr()).expect("send addr");
+                let _ = server.run(Rc::new(Echo)).await;
+            })
+    });
+    rx.recv().expect("echo server address")
+}
+
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_broker(data_dir: &Path) -> Broker {
+    let exe = std::env::current_exe().expect("own path");
+    let bin = exe.parent().expect("target dir").join("quiver");
+    let port = 27_000 + (std::process::id() % 1000) as u16 * 2;
+    let mut child = Command::new(&bin)
+        .args([
+            "serve",
+            "--cores",
+            "0",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-level",
+            "warn",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; build it with cargo build --release -p quiver",
+                bin.display()
+            )
+        });
+    let stdout = child.stdout.take().expect("stdout");
+    for line in BufReader::new(stdout).lines() {
+        if line.expect("banner") == "ready" {
+            break;
+        }
+    }
+    Broker { child, port }
+}
+
+fn batch(record_bytes: usize, records: usize) -> Bytes {
+    let mut b = BatchBuilder::new();
+    for _ in 0..records {
+        b.push(&NewRecord::value(
+            vec![42u8; record_bytes],
+            1_700_000_000_000,
+        ));
+    }
+    b.build().freeze()
+}
+
+async fn latency(
+    conn: &Connection,
+    samples: usize,
+    mut make: impl FnMut(u64) -> Bytes,
+) -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    for _ in 0..samples / 10 {
+        conn.request(make(conn.next_request_id()))
+            .await
+            .expect("warm-up");
+    }
+    for _ in 0..samples {
+        let frame = make(conn.next_request_id());
+        let t = Instant::now();
+        let r = conn.request(frame).await.expect("request");
+        h.record(t.elapsed().as_micros() as u64).expect("record");
+        if let Some(e) = r
+            .envelope()
+            .body_as_produce_response()
+            .and_then(|p| p.error())
+        {
+            panic!("produce failed: {:?} {:?}", e.code(), e.message());
+        }
+    }
+    h
+}
+
+fn pct(h: &Histogram<u64>) -> serde_json::Value {
+    json!({"p50_us": h.value_at_quantile(0.5), "p90_us": h.value_at_quantile(0.9), "p99_us": h.value_at_quantile(0.99),
+           "p999_us": h.value_at_quantile(0.999), "max_us": h.max(), "count": h.len()})
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Raw 4 KiB overwrite + fdatasync p99 on the same disk (the storage floor).
+fn raw_fsync_p99(dir: &Path, samples: usize) -> u64 {
+    let dir = dir.to_path_buf();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0))
+        .make()
+        .expect("executor")
+        .run(async move {
+            let path = dir.join("raw-fsync.bin");
+            let f = glommio::io::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .dma_open(&path)
+                .await
+                .expect("file");
+            let mut prefill = f.alloc_dma_buffer(samples * 4096);
+            prefill.as_bytes_mut().fill(1);
+            f.write_at(prefill, 0).await.expect("prefill");
+            f.fdatasync().await.expect("sync");
+            let mut h = Histogram::<u64>::new(3).expect("histogram");
+            for i in 0..samples {
+                let mut buf = f.alloc_dma_buffer(4096);
+                buf.as_bytes_mut().fill(2);
+                let t = Instant::now();
+                f.write_at(buf, (i * 4096) as u64).await.expect("write");
+                f.fdatasync().await.expect("sync");
+                h.record(t.elapsed().as_micros() as u64).expect("record");
+            }
+            let _ = f.close().await;
+            let _ = std::fs::remove_file(&path);
+            h.value_at_quantile(0.99)
+        })
+}
+
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("comm")).ok())
+                .map(|s| s.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn throughput(conn: Arc<Connection>, topic: &str, secs: u64, in_flight: usize) -> f64 {
+    let payload = batch(1024, 60); // ~64 KiB
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let (conn, payload, topic) = (conn.clone(), payload.clone(), topic.to_string());
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut bytes = 0u64;
+            while Instant::now() < deadline {
+                let r = conn
+                    .request(requests::produce(
+                        conn.next_request_id(),
+                        &topic,
+                        0,
+                        Acks::Leader,
+                        30_000,
+                        &payload,
+                    ))
+                    .await
+                    .expect("produce");
+                assert!(r
+                    .envelope()
+                    .body_as_produce_response()
+                    .and_then(|p| p.error())
+                    .is_none());
+                bytes += payload.len() as u64;
+            }
+            bytes
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.expect("task");
+    }
+    total as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+fn main() {
+    let args = Args::parse();
+    let _ = std::fs::remove_dir_all(&args.dir);
+    std::fs::create_dir_all(&args.dir).expect("scratch dir");
+    let echo_dir = args.dir.join("echo");
+    let node_dir = args.dir.join("node");
+    eprintln!("raw write+fdatasync floor");
+    let raw_fsync: Vec<f64> = (0..args.reps)
+        .map(|_| raw_fsync_p99(&args.dir, args.samples.min(4000)) as f64)
+        .collect();
+    let echo_addr = start_echo(echo_dir.clone());
+    let broker = start_broker(&node_dir);
+    let broker_pid = broker.child.id();
+    pin_current_thread(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&rt, async {
+        let echo = Connection::connect(echo_addr, "localhost", &TlsTrust::LocalDataDir(echo_dir.clone())).await.expect("echo");
+        let node_addr: SocketAddr = format!("127.0.0.1:{}", broker.port).parse().expect("addr");
+        let conn = Arc::new(Connection::connect(node_addr, "localhost", &TlsTrust::LocalDataDir(node_dir.clone())).await.expect("node"));
+        for (name, configs) in [("nosync", &[("flush_policy", "interval"), ("flush_ms", "1000")][..]), ("fsync", &[][..])] {
+            let r = conn.request(requests::create_topics(conn.next_request_id(), &[requests::NewTopic { name, partitions: 1, configs }])).await.expect("create");
+            let err = r.envelope().body_as_create_topics_response().and_then(|b| b.results()).map(|r| r.get(0).error().map(|e| e.code()));
+            assert!(matches!(err, Some(None) | Some(Some(ErrorCode::TopicExists))), "create {name}: {err:?}");
+        }
+        let small = batch(1024, 1);
+        let (mut echo_p99, mut leader_p99, mut fsync_p99) = (vec![], vec![], vec![]);
+        let (mut r_leader, mut r_fsync) = (vec![], vec![]);
+        let mut last = json!({});
+        for rep in 0..args.reps {
+            eprintln!("rep {}/{}: echo, produce acks=leader, produce fsync", rep + 1, args.reps);
+            let e = latency(&echo, args.samples, |id| requests::produce(id, "nosync", 0, Acks::Leader, 30_000, &small)).await;
+            let l = latency(&conn, args.samples, |id| requests::produce(id, "nosync", 0, Acks::Leader, 30_000, &small)).await;
+            let f = latency(&conn, args.samples, |id| requests::produce(id, "fsync", 0, Acks::All, 30_000, &small)).await;
+            let e99 = e.value_at_quantile(0.99) as f64;
+            echo_p99.push(e99);
+            leader_p99.push(l.value_at_quantile(0.99) as f64);
+            fsync_p99.push(f.value_at_quantile(0.99) as f64);
+            r_leader.push(l.value_at_quantile(0.99) as f64 / e99);
+            r_fsync.push(f.value_at_quantile(0.99) as f64 / (e99 + raw_fsync[rep.min(raw_fsync.len() - 1)]));
+            last = json!({"echo": pct(&e), "produce_leader": pct(&l), "produce_fsync": pct(&f)});
+        }
+        eprintln!("throughput: 64 KiB batches, one connection, 32 in flight");
+        let threads_idle = threads_of(broker_pid);
+        let tp = {
+            let conn = conn.clone();
+            let sampler = tokio::task::spawn_local(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                (threads_of(broker_pid), thread_names(broker_pid))
+            });
+            let mbps = throughput(conn, "nosync", args.throughput_secs, 32).await;
+            let (threads_busy, names) = sampler.await.expect("sampler");
+            (mbps, threads_busy, names)
+        };
+        // Half of max throughput: p99 vs p50 under load, open loop at half the measured rate.
+        json!({
+            "payload": {"latency_batch_bytes": small.len(), "throughput_batch_bytes": batch(1024, 60).len()},
+            "echo_p99_us": echo_p99, "produce_leader_p99_us": leader_p99, "produce_fsync_p99_us": fsync_p99,
+            "raw_write_fdatasync_p99_us": raw_fsync,
+            "median_ratio_leader_vs_echo_p99": median(r_leader), "goal_leader": "<= 1.5",
+            "median_ratio_fsync_vs_echo_plus_fsync_p99": median(r_fsync), "goal_fsync": "<= 1.3",
+            "last_rep": last,
+            "throughput_mbps_single_connection": tp.0, "goal_throughput": ">= 400 MB/s",
+            "broker_threads_idle": threads_idle, "broker_threads_under_load": tp.1, "broker_thread_names": tp.2,
+        })
+    });
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&args.dir);
+    println!("| measurement | Quiver | floor (same run) | ratio (median) | goal |");
+    println!("|---|---|---|---|---|");
+    let f = |k: &str| {
+        report
+            .pointer(k)
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "| produce acks=leader p99 (µs, last rep) | {} | {} (QUIC echo) | {:.2} | <= 1.5 |",
+        f("/last_rep/produce_leader/p99_us"),
+        f("/last_rep/echo/p99_us"),
+        f("/median_ratio_leader_vs_echo_p99")
+    );
+    println!(
+        "| produce fsync p99 (µs, last rep) | {} | echo + raw write+fdatasync | {:.2} | <= 1.3 |",
+        f("/last_rep/produce_fsync/p99_us"),
+        f("/median_ratio_fsync_vs_echo_plus_fsync_p99")
+    );
+    println!(
+        "| single-connection produce, 64 KiB batches (MB/s) | {:.0} | | | >= 400 |",
+        f("/throughput_mbps_single_connection")
+    );
+    println!(
+        "| broker threads idle / under load | {} / {} | | | |",
+        f("/broker_threads_idle"),
+        f("/broker_threads_under_load")
+    );
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent).expect("results dir");
+    }
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&report).expect("json") + "\n",
+    )
+    .expect("write report");
+    eprintln!("wrote {}", args.out.display());
+}
