@@ -136,6 +136,20 @@ impl Driver {
         }
     }
 
+    fn close_all(&mut self, now: Instant, fx: &mut Effects) {
+        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
+        for ch in handles {
+            if let Some(c) = self.conns.get_mut(&ch) {
+                c.inner.close(
+                    now,
+                    VarInt::from_u32(0),
+                    Bytes::from_static(b"node shutting down"),
+                );
+            }
+            self.drive(ch, now, fx);
+        }
+    }
+
     fn next_timeout(&mut self) -> Option<Instant> {
         self.conns
             .values_mut()
@@ -338,8 +352,14 @@ impl QuicServer {
         self.local_addr
     }
 
-    /// Serves until the socket fails. Spawns the timer loop and one task per request.
-    pub async fn run(self, handler: Rc<dyn Handler>) -> Result<(), NetError> {
+    /// Serves until the socket fails or `stop` resolves; then closes every connection (the
+    /// peers learn at once instead of timing out). Spawns the timer loop and one task per
+    /// request; requests in flight when `stop` resolves still run to completion.
+    pub async fn run(
+        self,
+        handler: Rc<dyn Handler>,
+        stop: impl Future<Output = ()>,
+    ) -> Result<(), NetError> {
         let ctx = Rc::new(Ctx {
             socket: self.socket,
             driver: self.driver,
@@ -347,7 +367,14 @@ impl QuicServer {
             handler,
         });
         let timer = glommio::spawn_local(timer_loop(ctx.clone(), self.timer_bell.1));
-        let result = recv_loop(ctx.clone(), self.local_addr).await;
+        let result = futures_lite::future::or(recv_loop(ctx.clone(), self.local_addr), async {
+            stop.await;
+            Ok(())
+        })
+        .await;
+        let mut fx = Effects::default();
+        ctx.driver.borrow_mut().close_all(Instant::now(), &mut fx);
+        ctx.send_all(fx.sends).await;
         drop(timer);
         result
     }

@@ -56,7 +56,10 @@ fn start_server(
                     QuicServer::bind("127.0.0.1:0".parse().unwrap(), config, max_frame_bytes, 16)
                         .unwrap();
                 tx.send(server.local_addr()).unwrap();
-                server.run(Rc::new(Echo)).await.unwrap();
+                server
+                    .run(Rc::new(Echo), std::future::pending())
+                    .await
+                    .unwrap();
             })
     });
     rx.recv().unwrap()

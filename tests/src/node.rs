@@ -113,6 +113,27 @@ impl Node {
         .expect("connect to the node")
     }
 
+    /// SIGTERM, then the exit status once the node stopped (within 60 s).
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill with a pid we spawned and a valid signal number.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for quiver") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "quiver did not stop within 60 s of SIGTERM"
+            );
+            // Waiting for a process to exit has no event to block on with a timeout here;
+            // a short pause between checks bounds the cost.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// kill -9.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -524,3 +524,37 @@ async fn malformed_input_gets_typed_errors_and_the_node_keeps_serving() {
         vec!["ok"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_appends_fsyncs_and_exits_zero() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = Node::start(dir.path(), 2);
+    let c = node.connect(0).await;
+    assert_eq!(create(&c, "bye", 2, &[]).await, ErrorCode::None);
+    for p in 0..2 {
+        produce(&c, "bye", p, &batch(&["before the signal"], 1))
+            .await
+            .unwrap();
+    }
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    // A clean close leaves each active segment's index behind (a crash leaves none).
+    for p in 0..2 {
+        let index = dir
+            .path()
+            .join(format!("topics/bye/{p}/00000000000000000000.index"));
+        assert!(
+            index.exists(),
+            "{} missing: the log was not closed cleanly",
+            index.display()
+        );
+    }
+    let node = Node::start(dir.path(), 2);
+    let c = node.connect(1).await;
+    for p in 0..2 {
+        assert_eq!(
+            values(&fetch(&c, "bye", p, 0, 0).await.unwrap().0),
+            vec!["before the signal"]
+        );
+    }
+}

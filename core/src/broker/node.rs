@@ -130,6 +130,8 @@ pub fn run_node(
         }
     };
     let mesh = MeshBuilder::<ShardMsg, _>::full(n, 1024);
+    let (stop_senders, stop_fds) = stop_channels(n)?;
+    block_termination_signals();
     let (ready_tx, ready_rx) =
         std::sync::mpsc::channel::<Result<std::net::SocketAddr, NodeError>>();
     let bind_host = config.bind_host;
@@ -139,6 +141,7 @@ pub fn run_node(
             let result = shard_main(
                 shared,
                 mesh,
+                stop_fds,
                 server_config,
                 bind_host,
                 max_connections,
@@ -164,6 +167,13 @@ pub fn run_node(
     }
     banner.shard_addresses.sort_by_key(|a| a.port());
     on_ready(&banner);
+    std::thread::spawn(move || {
+        let signal = wait_for_termination_signal();
+        tracing::info!("signal {signal}: stopping (finishing in-flight appends, fsync)");
+        for mut s in stop_senders {
+            let _ = std::io::Write::write_all(&mut s, b"x");
+        }
+    });
     for r in handles.join_all() {
         if let Err(e) = r {
             return Err(NodeError::Setup(format!("a shard stopped: {e}")));
@@ -172,9 +182,69 @@ pub fn run_node(
     Ok(())
 }
 
+/// One socket pair per shard: the node writes a byte to stop that shard.
+type StopFds = Arc<std::sync::Mutex<Vec<Option<std::os::fd::OwnedFd>>>>;
+
+fn stop_channels(n: usize) -> Result<(Vec<std::os::unix::net::UnixStream>, StopFds), NodeError> {
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..n {
+        let (a, b) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| NodeError::Setup(format!("socketpair: {e}")))?;
+        senders.push(a);
+        receivers.push(Some(std::os::fd::OwnedFd::from(b)));
+    }
+    Ok((senders, Arc::new(std::sync::Mutex::new(receivers))))
+}
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in this thread and the shard threads it starts, so that only
+/// `wait_for_termination_signal` receives them.
+fn block_termination_signals() {
+    let set = termination_set();
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn wait_for_termination_signal() -> i32 {
+    let set = termination_set();
+    let mut sig = 0;
+    // SAFETY: `set` is initialised and the signals are blocked in every thread of the process.
+    unsafe {
+        libc::sigwait(&set, &mut sig);
+    }
+    sig
+}
+
+/// Resolves when the node writes to (or closes) this shard's stop socket.
+async fn stopped(fd: Option<std::os::fd::OwnedFd>) {
+    use futures_lite::AsyncReadExt;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    // SAFETY: the fd is an open Unix socket we own; glommio's stream takes ownership of it.
+    let mut stream = unsafe { glommio::net::UnixStream::from_raw_fd(fd.into_raw_fd()) };
+    let mut byte = [0u8; 1];
+    let _ = stream.read(&mut byte).await;
+}
+
 async fn shard_main(
     shared: Arc<NodeShared>,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    stop_fds: StopFds,
     server_config: Arc<quiver_net::quinn_proto::ServerConfig>,
     bind_host: std::net::IpAddr,
     max_connections: usize,
@@ -185,6 +255,10 @@ async fn shard_main(
         .await
         .map_err(|_| NodeError::Setup("the shard mesh did not form".into()))?;
     let id = senders.peer_id();
+    let stop_fd = match stop_fds.lock() {
+        Ok(mut fds) => fds.get_mut(id).and_then(Option::take),
+        Err(poisoned) => poisoned.into_inner().get_mut(id).and_then(Option::take),
+    };
     let ex = glommio::executor();
     let latency = ex.create_task_queue(
         Shares::Static(1000),
@@ -222,9 +296,11 @@ async fn shard_main(
     let _ = ready.send(Ok(server.local_addr()));
     let handler: Rc<dyn Handler> = Rc::new(ShardHandler(shard.clone()));
     let task =
-        glommio::spawn_local_into(server.run(handler), latency).map_err(|e| NodeError::Shard {
-            shard: id,
-            reason: e.to_string(),
+        glommio::spawn_local_into(server.run(handler, stopped(stop_fd)), latency).map_err(|e| {
+            NodeError::Shard {
+                shard: id,
+                reason: e.to_string(),
+            }
         })?;
     let result = task.await;
     shard.close_all().await;
