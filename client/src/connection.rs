@@ -13,6 +13,9 @@ use quiver_schema::wire::Envelope;
 use crate::trust::TlsTrust;
 use crate::ClientError;
 
+/// Largest UDP payload MTU discovery may try (the broker uses the same bound).
+pub const MTU_UPPER_BOUND_BYTES: u16 = 16_384;
+
 /// ALPN of the wire protocol; must match the broker's.
 pub const ALPN: &[u8] = b"quiver/0";
 
@@ -71,6 +74,11 @@ impl Connection {
             .receive_window((64u32 << 20).into())
             .send_window(64 << 20)
             .keep_alive_interval(Some(Duration::from_secs(10)));
+        // Ask the broker to acknowledge every 8th packet instead of every 2nd: at disk speed
+        // its ACK datagrams would otherwise cost it a send syscall per 3 KB received.
+        let mut ack_frequency = quinn::AckFrequencyConfig::default();
+        ack_frequency.ack_eliciting_threshold(7u32.into());
+        transport.ack_frequency_config(Some(ack_frequency));
         config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"
@@ -82,10 +90,25 @@ impl Connection {
             addr,
             reason: format!("{e}"),
         })?;
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect {
+        let socket = std::net::UdpSocket::bind(bind).map_err(|e| ClientError::Connect {
             addr,
             reason: e.to_string(),
         })?;
+        enlarge_socket_buffers(&socket, 8 << 20);
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        // Accept datagrams as large as MTU discovery may reach (the default caps it at 1472).
+        let _ = endpoint_config.max_udp_payload_size(MTU_UPPER_BOUND_BYTES);
+        let runtime = quinn::default_runtime().ok_or_else(|| ClientError::Connect {
+            addr,
+            reason: "no async runtime: call from inside a tokio runtime".into(),
+        })?;
+        let mut endpoint =
+            quinn::Endpoint::new(endpoint_config, None, socket, runtime).map_err(|e| {
+                ClientError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                }
+            })?;
         endpoint.set_default_client_config(config);
         let connecting = endpoint
             .connect(addr, server_name)
@@ -109,6 +132,16 @@ impl Connection {
             next_request_id: AtomicU64::new(1),
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
         })
+    }
+
+    /// The UDP payload size the connection currently uses (after MTU discovery).
+    pub fn path_mtu_bytes(&self) -> u16 {
+        self.conn.stats().path.current_mtu
+    }
+
+    /// Transport statistics (for benchmarks and diagnosis).
+    pub fn stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
     }
 
     /// A fresh request id.
@@ -161,5 +194,32 @@ impl Connection {
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
         self.endpoint.wait_idle().await;
+    }
+}
+
+/// Asks for large kernel buffers on the client's UDP socket (bursts of 64 KiB batches);
+/// falls back silently to what `net.core.{r,w}mem_max` allows.
+fn enlarge_socket_buffers(socket: &std::net::UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for option in [force, plain] {
+            // SAFETY: the fd is the open socket borrowed from `socket`; the value is a c_int
+            // that lives across the call, and its size is passed.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod frame_reader;
 pub mod server;
+pub mod socket_buffers;
 pub mod tls;
 
 /// ALPN protocol id of Quiver's wire protocol, version 0.

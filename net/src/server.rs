@@ -37,6 +37,9 @@ pub trait Handler: 'static {
 
 /// Application error code used when the server stops reading a stream it refused.
 const STOP_REFUSED: VarInt = VarInt::from_u32(1);
+/// Kernel send and receive buffer of each shard's UDP socket: a burst of 64 KiB batches from
+/// many streams must not overflow it (drops look like a black hole to MTU discovery).
+const SOCKET_BUFFER_BYTES: usize = 8 << 20;
 /// Largest UDP payload read at once.
 const MAX_DATAGRAM_BYTES: usize = 65_535;
 
@@ -303,6 +306,15 @@ fn write_pending(c: &mut Conn, id: StreamId) {
     }
 }
 
+/// Endpoint settings: accept datagrams up to the MTU-discovery bound (the default, 1472,
+/// would cap discovery on loopback and jumbo-frame networks).
+fn endpoint_config() -> EndpointConfig {
+    let mut c = EndpointConfig::default();
+    // The bound is a valid payload size (1200..=65527), so this cannot fail.
+    let _ = c.max_udp_payload_size(crate::tls::MTU_UPPER_BOUND_BYTES);
+    c
+}
+
 /// A bound QUIC endpoint for one shard.
 pub struct QuicServer {
     socket: Rc<UdpSocket>,
@@ -319,20 +331,23 @@ impl QuicServer {
         max_frame_bytes: usize,
         max_connections: usize,
     ) -> Result<Self, NetError> {
-        let socket = UdpSocket::bind(addr).map_err(|e| NetError::Bind {
+        let mut socket = UdpSocket::bind(addr).map_err(|e| NetError::Bind {
             addr,
             source: e.into(),
         })?;
+        // glommio receives into an 8 KiB buffer by default and silently truncates larger
+        // datagrams, which QUIC then drops as undecryptable: MTU discovery would fall back
+        // to 1200 bytes. Receive whole datagrams.
+        socket.set_buffer_size(MAX_DATAGRAM_BYTES);
+        crate::socket_buffers::enlarge(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            SOCKET_BUFFER_BYTES,
+        );
         let local_addr = socket.local_addr().map_err(|e| NetError::Bind {
             addr,
             source: e.into(),
         })?;
-        let endpoint = Endpoint::new(
-            Arc::new(EndpointConfig::default()),
-            Some(config),
-            true,
-            None,
-        );
+        let endpoint = Endpoint::new(Arc::new(endpoint_config()), Some(config), true, None);
         let (tx, rx) = local_channel::new_bounded(1);
         Ok(Self {
             socket: Rc::new(socket),

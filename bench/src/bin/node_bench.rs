@@ -146,31 +146,42 @@ fn batch(record_bytes: usize, records: usize) -> Bytes {
     b.build().freeze()
 }
 
-async fn latency(
-    conn: &Connection,
+/// Echo, produce acks=leader and produce with fsync, one request of each in turn, so that
+/// the VM's noise falls on all three alike; returns their histograms.
+async fn interleaved(
+    echo: &Connection,
+    node: &Connection,
+    payload: &Bytes,
     samples: usize,
-    mut make: impl FnMut(u64) -> Bytes,
-) -> Histogram<u64> {
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
-    for _ in 0..samples / 10 {
-        conn.request(make(conn.next_request_id()))
-            .await
-            .expect("warm-up");
-    }
-    for _ in 0..samples {
-        let frame = make(conn.next_request_id());
-        let t = Instant::now();
-        let r = conn.request(frame).await.expect("request");
-        h.record(t.elapsed().as_micros() as u64).expect("record");
-        if let Some(e) = r
-            .envelope()
-            .body_as_produce_response()
-            .and_then(|p| p.error())
+) -> (Histogram<u64>, Histogram<u64>, Histogram<u64>) {
+    let mut hs = [(); 3].map(|_| Histogram::<u64>::new(3).expect("histogram"));
+    for i in 0..samples + samples / 10 {
+        for (k, (conn, topic, acks)) in [
+            (echo, "nosync", Acks::Leader),
+            (node, "nosync", Acks::Leader),
+            (node, "fsync", Acks::All),
+        ]
+        .into_iter()
+        .enumerate()
         {
-            panic!("produce failed: {:?} {:?}", e.code(), e.message());
+            let frame = requests::produce(conn.next_request_id(), topic, 0, acks, 30_000, payload);
+            let t = Instant::now();
+            let r = conn.request(frame).await.expect("request");
+            let us = t.elapsed().as_micros() as u64;
+            if let Some(e) = r
+                .envelope()
+                .body_as_produce_response()
+                .and_then(|p| p.error())
+            {
+                panic!("produce failed: {:?} {:?}", e.code(), e.message());
+            }
+            if i >= samples / 10 {
+                hs[k].record(us).expect("record");
+            }
         }
     }
-    h
+    let [e, l, f] = hs;
+    (e, l, f)
 }
 
 fn pct(h: &Histogram<u64>) -> serde_json::Value {
@@ -354,9 +365,7 @@ fn main() {
         let mut last = json!({});
         for rep in 0..args.reps {
             eprintln!("rep {}/{}: echo, produce acks=leader, produce fsync", rep + 1, args.reps);
-            let e = latency(&echo, args.samples, |id| requests::produce(id, "nosync", 0, Acks::Leader, 30_000, &small)).await;
-            let l = latency(&conn, args.samples, |id| requests::produce(id, "nosync", 0, Acks::Leader, 30_000, &small)).await;
-            let f = latency(&conn, args.samples, |id| requests::produce(id, "fsync", 0, Acks::All, 30_000, &small)).await;
+            let (e, l, f) = interleaved(&echo, &conn, &small, args.samples).await;
             let e99 = e.value_at_quantile(0.99) as f64;
             echo_p99.push(e99);
             leader_p99.push(l.value_at_quantile(0.99) as f64);
@@ -365,6 +374,7 @@ fn main() {
             r_fsync.push(f.value_at_quantile(0.99) as f64 / (e99 + raw_fsync[rep.min(raw_fsync.len() - 1)]));
             last = json!({"echo": pct(&e), "produce_leader": pct(&l), "produce_fsync": pct(&f)});
         }
+        eprintln!("path MTU after the latency runs: echo {} bytes, node {} bytes", echo.path_mtu_bytes(), conn.path_mtu_bytes());
         eprintln!("throughput: 64 KiB batches, one connection, 32 in flight");
         let threads_idle = threads_of(broker_pid);
         let tp = {
@@ -373,7 +383,8 @@ fn main() {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 (threads_of(broker_pid), thread_names(broker_pid))
             });
-            let mbps = throughput(conn, "nosync", args.throughput_secs, 32).await;
+            let mbps = throughput(conn.clone(), "nosync", args.throughput_secs, 32).await;
+            eprintln!("path MTU after the throughput run: {} bytes; path stats {:?}", conn.path_mtu_bytes(), conn.stats().path);
             let (threads_busy, names) = sampler.await.expect("sampler");
             (mbps, threads_busy, names)
         };

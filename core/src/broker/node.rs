@@ -98,9 +98,21 @@ pub fn run_node(
     config: NodeConfig,
     on_ready: impl FnOnce(&Banner) + Send + 'static,
 ) -> Result<(), NodeError> {
+    let mut config = config;
+    std::fs::create_dir_all(config.settings.data_dir.join("topics")).map_err(|e| {
+        NodeError::Setup(format!(
+            "cannot create {}: {e}",
+            config.settings.data_dir.display()
+        ))
+    })?;
+    // Absolute from here on: glommio opens relative paths against an invalid directory fd.
+    config.settings.data_dir = std::fs::canonicalize(&config.settings.data_dir).map_err(|e| {
+        NodeError::Setup(format!(
+            "cannot resolve {}: {e}",
+            config.settings.data_dir.display()
+        ))
+    })?;
     let data_dir = &config.settings.data_dir;
-    std::fs::create_dir_all(data_dir.join("topics"))
-        .map_err(|e| NodeError::Setup(format!("cannot create {}: {e}", data_dir.display())))?;
     let meta = load_metadata(data_dir)?;
     let (identity, cert_created) = identity(&config)?;
     let server_config =

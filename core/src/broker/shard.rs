@@ -399,7 +399,11 @@ impl Shard {
         let appends = async {
             let mut range: Option<(u64, u64)> = None;
             for b in parts {
-                let info = log.append(b, 0).await?;
+                let info = if acks == wire::Acks::Leader {
+                    log.append_buffered(b, 0).await?
+                } else {
+                    log.append(b, 0).await?
+                };
                 range = Some((range.map_or(info.base_offset, |r| r.0), info.last_offset));
             }
             Ok::<_, StorageError>(range)

@@ -244,7 +244,31 @@ impl PartitionLog {
     /// Validates `batch`, stamps its base offset and `leader_epoch`, and resolves once it is
     /// written (and fsynced, under [`super::FlushPolicy::EveryAppend`]). Appends that arrive
     /// while a write is in flight are written together by the next one (group commit).
-    pub async fn append(&self, mut batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+    pub async fn append(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+        let (info, ack) = self.enqueue(batch, leader_epoch).await?;
+        match ack.await {
+            Some(Ok(())) => Ok(info),
+            Some(Err(e)) => Err(e),
+            None => Err(StorageError::Closed {
+                path: self.inner.dir.clone(),
+            }),
+        }
+    }
+
+    /// Validates, stamps and enqueues `batch`, and returns as soon as it is in the log's
+    /// memory (offsets assigned, in the cache, queued for the next group-commit write) —
+    /// what `acks=leader` promises, like a Kafka leader's page cache. Consumers see it once it
+    /// is written; a crash before that write loses it, and a failed write is not reported to
+    /// this caller. Use [`PartitionLog::append`] to wait for durability.
+    pub async fn append_buffered(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+        Ok(self.enqueue(batch, leader_epoch).await?.0)
+    }
+
+    async fn enqueue(
+        &self,
+        mut batch: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<(AppendInfo, super::signal::Receiver<Result<()>>)> {
         let limits = BatchLimits {
             max_batch_bytes: self.inner.config.max_batch_bytes,
         };
@@ -280,13 +304,7 @@ impl PartitionLog {
             (info, rx)
         };
         self.inner.doorbell.ring();
-        match ack.await {
-            Some(Ok(())) => Ok(info),
-            Some(Err(e)) => Err(e),
-            None => Err(StorageError::Closed {
-                path: self.inner.dir.clone(),
-            }),
-        }
+        Ok((info, ack))
     }
 
     async fn wait_for_room(&self, batch_bytes: usize) -> Result<()> {
