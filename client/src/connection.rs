@@ -13,8 +13,8 @@ use quiver_schema::wire::Envelope;
 use crate::trust::TlsTrust;
 use crate::ClientError;
 
-/// Largest UDP payload MTU discovery may try (the broker uses the same bound).
-pub const MTU_UPPER_BOUND_BYTES: u16 = 16_384;
+/// Largest UDP payload the client accepts (the broker advertises the same).
+pub const MAX_UDP_PAYLOAD_BYTES: u16 = 16_384;
 
 /// ALPN of the wire protocol; must match the broker's.
 pub const ALPN: &[u8] = b"quiver/0";
@@ -96,8 +96,8 @@ impl Connection {
         })?;
         enlarge_socket_buffers(&socket, 8 << 20);
         let mut endpoint_config = quinn::EndpointConfig::default();
-        // Accept datagrams as large as MTU discovery may reach (the default caps it at 1472).
-        let _ = endpoint_config.max_udp_payload_size(MTU_UPPER_BOUND_BYTES);
+        // Accept datagrams up to MAX_UDP_PAYLOAD_BYTES.
+        let _ = endpoint_config.max_udp_payload_size(MAX_UDP_PAYLOAD_BYTES);
         let runtime = quinn::default_runtime().ok_or_else(|| ClientError::Connect {
             addr,
             reason: "no async runtime: call from inside a tokio runtime".into(),

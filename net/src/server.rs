@@ -306,12 +306,11 @@ fn write_pending(c: &mut Conn, id: StreamId) {
     }
 }
 
-/// Endpoint settings: accept datagrams up to the MTU-discovery bound (the default, 1472,
-/// would cap discovery on loopback and jumbo-frame networks).
+/// Endpoint settings: accept datagrams up to `MAX_UDP_PAYLOAD_BYTES`.
 fn endpoint_config() -> EndpointConfig {
     let mut c = EndpointConfig::default();
     // The bound is a valid payload size (1200..=65527), so this cannot fail.
-    let _ = c.max_udp_payload_size(crate::tls::MTU_UPPER_BOUND_BYTES);
+    let _ = c.max_udp_payload_size(crate::tls::MAX_UDP_PAYLOAD_BYTES);
     c
 }
 
