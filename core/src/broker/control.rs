@@ -291,7 +291,8 @@ impl Shard {
                     continue;
                 }
             };
-            match PartitionLog::open(self.partition_dir(&key.0, key.1), cfg).await {
+            match PartitionLog::open_in(self.partition_dir(&key.0, key.1), cfg, self.latency).await
+            {
                 Ok(log) => {
                     let interval =
                         Duration::from_millis(self.settings().retention_check_interval_ms.max(1));

@@ -14,7 +14,7 @@ use quiver_net::server::{Handler, QuicServer};
 use quiver_net::tls::{self, QuicLimits, TlsIdentity};
 
 use super::metadata::{Metadata, MetadataStore};
-use super::shard::{NodeSettings, NodeShared, Shard, ShardMsg};
+use super::shard::{NodeSettings, NodeShared, Shard, ShardMsg, ShardQueues};
 
 /// Everything `quiver serve` decides before the shards start.
 #[derive(Debug, Clone)]
@@ -278,7 +278,11 @@ async fn shard_main(
         "produce-fetch",
     );
     let background = ex.create_task_queue(Shares::Static(50), Latency::NotImportant, "background");
-    let shard = Rc::new(Shard::new(id, shared.clone(), senders, Some(background)));
+    let queues = ShardQueues {
+        latency: Some(latency),
+        background: Some(background),
+    };
+    let shard = Rc::new(Shard::new(id, shared.clone(), senders, queues));
     for (_peer, stream) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {

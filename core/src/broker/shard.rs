@@ -40,6 +40,14 @@ pub struct NodeSettings {
     pub retention_check_interval_ms: u64,
 }
 
+/// The task queues of a shard: produce/fetch (and the logs' flushers) in `latency`,
+/// retention and other housekeeping in `background`, which gets fewer shares.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardQueues {
+    pub latency: Option<TaskQueueHandle>,
+    pub background: Option<TaskQueueHandle>,
+}
+
 /// What one node's shards share: settings and metadata (control plane only).
 pub struct NodeShared {
     pub settings: NodeSettings,
@@ -84,6 +92,8 @@ pub struct Shard {
     /// Serialises `apply_metadata` on this shard.
     pub(super) apply_gate: Semaphore,
     pub(super) background: Option<TaskQueueHandle>,
+    /// Task queue of the produce/fetch path: the logs' flushers run here.
+    pub(super) latency: Option<TaskQueueHandle>,
 }
 
 type Reply = Bytes;
@@ -105,7 +115,7 @@ impl Shard {
         id: usize,
         node: Arc<NodeShared>,
         mesh: Senders<ShardMsg>,
-        background: Option<TaskQueueHandle>,
+        queues: ShardQueues,
     ) -> Self {
         let meta = node.metadata.snapshot();
         Self {
@@ -118,7 +128,8 @@ impl Shard {
             next_forward_id: Cell::new(1),
             control_gate: Semaphore::new(1),
             apply_gate: Semaphore::new(1),
-            background,
+            background: queues.background,
+            latency: queues.latency,
         }
     }
 
