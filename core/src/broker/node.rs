@@ -64,8 +64,7 @@ fn load_metadata(data_dir: &std::path::Path) -> Result<Metadata, NodeError> {
                 cluster_id: format!("quiver-{:x}-{:x}", nanos, std::process::id()),
                 ..Metadata::default()
             };
-            std::fs::write(&path, meta.to_json())
-                .map_err(|e| NodeError::Setup(format!("cannot write {}: {e}", path.display())))?;
+            write_durably(&path, &meta.to_json())?;
             Ok(meta)
         }
         Err(e) => Err(NodeError::Setup(format!(
@@ -73,6 +72,23 @@ fn load_metadata(data_dir: &std::path::Path) -> Result<Metadata, NodeError> {
             path.display()
         ))),
     }
+}
+
+/// Temp file, fsync, rename, fsync of the directory: a crash leaves the old or the new file.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), NodeError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| NodeError::Setup(format!("cannot write {}: {e}", path.display()));
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 fn identity(config: &NodeConfig) -> Result<(TlsIdentity, bool), NodeError> {
