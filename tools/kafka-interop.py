@@ -3,6 +3,8 @@
 
   kafka-interop.py generate DIR   write fixture batches DIR/<name>.bin and DIR/<name>.json
                                   (the records kafka-python put in, for our decoder to match)
+  kafka-interop.py murmur2 FILE   write key -> partition vectors of kafka-python's default
+                                  partitioner (murmur2, like Java Kafka's) as JSON
   kafka-interop.py decode FILE    decode a batch our encoder made; print its records as JSON,
                                   exit 1 when kafka-python rejects it (bad CRC, bad shape)
 
@@ -90,9 +92,25 @@ def decode(path):
     return 0
 
 
+def murmur2_vectors(path):
+    from kafka.partitioner.default import murmur2
+    keys = [b"", b"21", b"foobar", b"abc", b"a-little-bit-long-string", b"key-0", b"\x00\xff",
+            b"user-42", b"sensor/7/temperature", bytes(range(37))] + [("k%d" % i).encode() for i in range(40)]
+    out = []
+    for k in keys:
+        h = murmur2(k)
+        out.append({"key": k.hex(), "murmur2": h - (1 << 32) if h >= (1 << 31) else h,
+                    "partitions": {str(n): (h & 0x7fffffff) % n for n in (1, 3, 8, 16, 100)}})
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "generate":
         generate(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "murmur2":
+        murmur2_vectors(sys.argv[2])
     elif len(sys.argv) == 3 and sys.argv[1] == "decode":
         sys.exit(decode(sys.argv[2]))
     else:

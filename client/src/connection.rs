@@ -10,8 +10,8 @@ use bytes::Bytes;
 use quiver_schema::frame::{parse_frame, DEFAULT_MAX_FRAME_BYTES};
 use quiver_schema::wire::Envelope;
 
+use crate::error::ClientError;
 use crate::trust::TlsTrust;
-use crate::ClientError;
 
 /// Largest UDP payload the client accepts (the broker advertises the same).
 pub const MAX_UDP_PAYLOAD_BYTES: u16 = 16_384;
@@ -142,6 +142,11 @@ impl Connection {
     /// Transport statistics (for benchmarks and diagnosis).
     pub fn stats(&self) -> quinn::ConnectionStats {
         self.conn.stats()
+    }
+
+    /// True once the connection is closed (by either side, or lost).
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some()
     }
 
     /// A fresh request id.

@@ -1,42 +1,41 @@
 //! # quiver-client: the Rust client
 //!
-//! - [`connection`]: [`Connection`] — one QUIC connection (tokio + quinn) to one shard, one
-//!   bidirectional stream per request, TLS trust from a CA file, a pinned fingerprint, or a
-//!   local node's data directory (never "verification off").
-//! - Next (issue "The Rust client"): Producer (batching, back-pressure, partitioner, acks,
-//!   retries, idempotence), Consumer (assign, seek, a `Stream` of records) and Admin, built on
-//!   `quiver_core::batch::BatchBuilder`, the same codec the broker validates with.
+//! - [`Client`] ([`cluster`]): bootstrap, metadata, shard-aware routing (each partition's
+//!   requests go straight to the shard that owns it), one QUIC connection per shard.
+//! - [`Producer`] ([`producer`]): per-partition batching (`linger_ms`, `batch_bytes`), bounded
+//!   buffer with back-pressure, Kafka-compatible key partitioning, acks, ordered retries.
+//! - [`Consumer`] ([`consumer`]): assign, seek (offset, timestamp, beginning, end), position,
+//!   a `Stream` of records with bounded prefetch over long-poll fetches.
+//! - [`Admin`] ([`admin`]): topics, configs, offsets.
+//! - [`connection`], [`trust`]: one QUIC connection and how it trusts the broker (CA file,
+//!   pinned fingerprint, or a local node's data directory — never "verification off").
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), quiver_client::ClientError> {
+//! use quiver_client::{Admin, Client, ClientConfig, Producer, ProducerConfig, ProducerRecord};
+//! let client = Client::connect(&["127.0.0.1:7420".parse().unwrap()], ClientConfig::default()).await?;
+//! Admin::new(client.clone()).create_topic("events", 8, &[]).await?;
+//! let producer = Producer::new(client, ProducerConfig::default());
+//! let md = producer.send(ProducerRecord::new("events", "hello").key("user-1")).await?;
+//! println!("partition {} offset {}", md.partition, md.offset);
+//! # Ok(()) }
+//! ```
 
+pub mod admin;
+pub mod cluster;
 pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod partitioner;
+pub mod producer;
+pub mod record;
 pub mod trust;
 
+pub use admin::{Admin, OffsetQuery, TopicDescription};
+pub use cluster::{Client, ClientConfig};
 pub use connection::{Connection, ResponseFrame};
+pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
+pub use error::ClientError;
+pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
+pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata};
 pub use trust::TlsTrust;
-
-/// Errors of the client, each saying whether a retry can help.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cannot connect to {addr}: {reason}; is a quiver node running there (quiver serve)?")]
-    Connect {
-        addr: std::net::SocketAddr,
-        reason: String,
-    },
-    #[error("TLS trust setup failed: {0}")]
-    Trust(String),
-    #[error("the connection failed: {0}")]
-    Connection(String),
-    #[error("the broker sent a malformed response: {0}")]
-    Protocol(String),
-    #[error("the request timed out after {timeout_ms} ms")]
-    Timeout { timeout_ms: u64 },
-}
-
-impl ClientError {
-    /// True when the same request may succeed if sent again (after a reconnect).
-    pub fn is_retriable(&self) -> bool {
-        matches!(
-            self,
-            Self::Connect { .. } | Self::Connection(_) | Self::Timeout { .. }
-        )
-    }
-}

@@ -10,7 +10,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::ClientError;
+use crate::error::ClientError;
 
 #[derive(Debug, Clone)]
 pub enum TlsTrust {

@@ -1,0 +1,269 @@
+//! [`Client`]: bootstrap, metadata and routing. It learns which shard owns each partition and
+//! sends a partition's requests straight there (zero hops inside the node), keeps one QUIC
+//! connection per shard, and refreshes its routes when the broker says they moved.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quiver_schema::requests;
+use quiver_schema::wire::ErrorCode;
+
+use crate::connection::{Connection, ResponseFrame};
+use crate::error::{ClientError, Result};
+use crate::trust::TlsTrust;
+
+/// How the client reaches and trusts brokers.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub trust: TlsTrust,
+    /// Name the broker's certificate must carry (`localhost` for a dev certificate).
+    pub server_name: String,
+    /// PEM certificate and key for brokers that require mTLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub request_timeout_ms: u64,
+    pub client_name: String,
+}
+
+impl Default for ClientConfig {
+    /// Trusts the dev certificate of a local node in `./quiver-data`.
+    fn default() -> Self {
+        Self {
+            trust: TlsTrust::LocalDataDir(PathBuf::from("./quiver-data")),
+            server_name: "localhost".into(),
+            client_cert: None,
+            request_timeout_ms: 30_000,
+            client_name: format!("quiver-client/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Where each partition of a topic is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRoute {
+    pub name: String,
+    /// Address of the shard owning partition i.
+    pub partitions: Vec<SocketAddr>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    bootstrap: Vec<SocketAddr>,
+    conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Connection>>>,
+    routes: std::sync::RwLock<HashMap<String, Arc<TopicRoute>>>,
+}
+
+/// A handle to a Quiver cluster; cheap to clone, shared by producers, consumers and admin.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// The error carried by a response envelope, if any.
+pub fn envelope_error(resp: &ResponseFrame) -> Result<()> {
+    match resp.envelope().error() {
+        Some(e) if e.code() != ErrorCode::None => Err(ClientError::Broker {
+            code: e.code(),
+            message: e.message().unwrap_or_default().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Turns a body-level `Error` table into a result.
+pub fn body_error(e: Option<quiver_schema::wire::Error<'_>>) -> Result<()> {
+    match e {
+        Some(e) if e.code() != ErrorCode::None => Err(ClientError::Broker {
+            code: e.code(),
+            message: e.message().unwrap_or_default().to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Client {
+    /// Connects to the first reachable broker in `brokers` and checks it speaks our protocol.
+    pub async fn connect(brokers: &[SocketAddr], config: ClientConfig) -> Result<Self> {
+        if brokers.is_empty() {
+            return Err(ClientError::Invalid("no broker address given".into()));
+        }
+        let client = Self {
+            inner: Arc::new(Inner {
+                config,
+                bootstrap: brokers.to_vec(),
+                conns: tokio::sync::Mutex::new(HashMap::new()),
+                routes: std::sync::RwLock::new(HashMap::new()),
+            }),
+        };
+        let resp = client
+            .bootstrap_request(|id| requests::handshake(id, &client.inner.config.client_name))
+            .await?;
+        resp.envelope()
+            .body_as_handshake_response()
+            .ok_or_else(|| ClientError::Protocol("the handshake response has no body".into()))?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The pooled connection to `addr`, (re)connected when needed.
+    pub async fn connection(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
+        let mut conns = self.inner.conns.lock().await;
+        if let Some(c) = conns.get(&addr) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let cfg = &self.inner.config;
+        let conn = Arc::new(
+            Connection::connect_with_cert(
+                addr,
+                &cfg.server_name,
+                &cfg.trust,
+                cfg.client_cert.as_ref(),
+            )
+            .await?,
+        );
+        conns.insert(addr, conn.clone());
+        Ok(conn)
+    }
+
+    async fn forget(&self, addr: SocketAddr) {
+        self.inner.conns.lock().await.remove(&addr);
+    }
+
+    /// Sends one request to `addr` within `request_timeout_ms`; envelope-level errors become
+    /// `ClientError::Broker`.
+    pub async fn request_to(
+        &self,
+        addr: SocketAddr,
+        build: impl FnOnce(u64) -> Bytes,
+    ) -> Result<ResponseFrame> {
+        let conn = self.connection(addr).await?;
+        let frame = build(conn.next_request_id());
+        let timeout_ms = self.inner.config.request_timeout_ms;
+        let resp = match tokio::time::timeout(
+            Duration::from_millis(timeout_ms),
+            conn.request(frame),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                self.forget(addr).await;
+                return Err(e);
+            }
+            Err(_) => return Err(ClientError::Timeout { timeout_ms }),
+        };
+        envelope_error(&resp)?;
+        Ok(resp)
+    }
+
+    /// A request any broker can answer (metadata, admin): tries the bootstrap brokers in turn.
+    pub async fn bootstrap_request(&self, build: impl Fn(u64) -> Bytes) -> Result<ResponseFrame> {
+        let mut last = None;
+        for addr in &self.inner.bootstrap {
+            match self.request_to(*addr, &build).await {
+                Ok(r) => return Ok(r),
+                Err(e) if e.is_retriable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::NoBroker(last.map_or_else(
+            || "no broker answered".into(),
+            |e| e.to_string(),
+        )))
+    }
+
+    /// Where `topic`'s partitions are served (cached).
+    pub async fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        if let Some(r) = self.cached_route(topic) {
+            return Ok(r);
+        }
+        self.refresh_route(topic).await
+    }
+
+    fn cached_route(&self, topic: &str) -> Option<Arc<TopicRoute>> {
+        match self.inner.routes.read() {
+            Ok(g) => g.get(topic).cloned(),
+            Err(p) => p.into_inner().get(topic).cloned(),
+        }
+    }
+
+    /// Asks a broker again where `topic`'s partitions are.
+    pub async fn refresh_route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
+        let resp = self
+            .bootstrap_request(|id| requests::metadata(id, &[topic]))
+            .await?;
+        let body = resp
+            .envelope()
+            .body_as_metadata_response()
+            .ok_or_else(|| ClientError::Protocol("metadata response without body".into()))?;
+        let t = body
+            .topics()
+            .and_then(|ts| ts.iter().next())
+            .ok_or_else(|| ClientError::Protocol("metadata response without the topic".into()))?;
+        body_error(t.error())?;
+        let mut partitions = Vec::new();
+        for p in t.partitions().into_iter().flatten() {
+            let addr: SocketAddr = p.address().unwrap_or_default().parse().map_err(|e| {
+                ClientError::Protocol(format!("bad partition address {:?}: {e}", p.address()))
+            })?;
+            partitions.push(addr);
+        }
+        let route = Arc::new(TopicRoute {
+            name: topic.to_string(),
+            partitions,
+        });
+        match self.inner.routes.write() {
+            Ok(mut g) => g.insert(topic.to_string(), route.clone()),
+            Err(p) => p.into_inner().insert(topic.to_string(), route.clone()),
+        };
+        Ok(route)
+    }
+
+    /// A request for one partition, sent to its owner; retried once after a metadata refresh
+    /// when the broker says the partition moved.
+    pub async fn partition_request(
+        &self,
+        topic: &str,
+        partition: i32,
+        build: impl Fn(u64) -> Bytes,
+        body_err: impl Fn(&ResponseFrame) -> Result<()>,
+    ) -> Result<ResponseFrame> {
+        let mut refreshed = false;
+        loop {
+            let route = if refreshed {
+                self.refresh_route(topic).await?
+            } else {
+                self.route(topic).await?
+            };
+            let Some(addr) = usize::try_from(partition)
+                .ok()
+                .and_then(|p| route.partitions.get(p))
+                .copied()
+            else {
+                return Err(ClientError::Broker {
+                    code: ErrorCode::UnknownPartition,
+                    message: format!(
+                        "topic {topic:?} has {} partitions, not {partition}",
+                        route.partitions.len()
+                    ),
+                });
+            };
+            let result = match self.request_to(addr, &build).await {
+                Ok(r) => body_err(&r).map(|()| r),
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if e.needs_metadata_refresh() && !refreshed => refreshed = true,
+                other => return other,
+            }
+        }
+    }
+}

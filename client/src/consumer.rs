@@ -1,0 +1,373 @@
+//! [`Consumer`]: reads assigned partitions from chosen positions as a stream of records.
+//!
+//! One long-poll fetch loop per partition prefetches whole batches into a queue bounded by
+//! `max_buffer_bytes` (no busy loop when idle: a fetch waits at the broker until data arrives
+//! or `fetch_max_wait_ms` passes). Records are handed out with their key and value as slices
+//! of the fetched batch.
+//!
+//! Consumer groups and committed offsets come later; `assign`/`seek`/`position` are the
+//! primitives a group's rebalance will drive.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::Stream;
+use quiver_core::batch::{BatchHeader, RecordIter};
+use quiver_schema::requests::{self, Fetch};
+use quiver_schema::wire::ErrorCode;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::admin::{Admin, OffsetQuery};
+use crate::cluster::{body_error, Client};
+use crate::error::{ClientError, Result};
+use crate::record::ConsumerRecord;
+
+/// What to do when the position is outside the log (retention deleted it, or it is beyond the end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+    Error,
+}
+
+/// Where to start reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    Beginning,
+    End,
+    Offset(i64),
+    /// The first record at or after this timestamp (ms since the epoch); the end if none.
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub fetch_max_bytes: u32,
+    pub fetch_max_wait_ms: u32,
+    pub fetch_min_bytes: u32,
+    /// Prefetched bytes held across all partitions; fetching pauses beyond it.
+    pub max_buffer_bytes: usize,
+    /// Used when a partition has no position yet, and on `OffsetOutOfRange`.
+    pub auto_offset_reset: OffsetReset,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        Self {
+            fetch_max_bytes: 1 << 20,
+            fetch_max_wait_ms: 500,
+            fetch_min_bytes: 1,
+            max_buffer_bytes: 64 << 20,
+            auto_offset_reset: OffsetReset::Latest,
+        }
+    }
+}
+
+type TopicPartition = (Arc<str>, i32);
+
+/// Batches one fetch loop delivered, with the buffer credit they hold.
+struct Fetched {
+    tp: TopicPartition,
+    batches: Vec<Bytes>,
+    _credit: OwnedSemaphorePermit,
+}
+
+pub struct Consumer {
+    client: Client,
+    config: ConsumerConfig,
+    positions: BTreeMap<TopicPartition, Option<i64>>,
+    rx: Option<mpsc::Receiver<Result<Fetched>>>,
+    fetchers: Vec<JoinHandle<()>>,
+    ready: VecDeque<ConsumerRecord>,
+}
+
+impl Consumer {
+    pub fn new(client: Client, config: ConsumerConfig) -> Self {
+        Self {
+            client,
+            config,
+            positions: BTreeMap::new(),
+            rx: None,
+            fetchers: Vec::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Reads exactly these partitions (replacing any earlier assignment). Each starts at its
+    /// `seek` position, or per `auto_offset_reset`.
+    pub fn assign(&mut self, partitions: &[(&str, i32)]) {
+        self.stop_fetchers();
+        self.positions = partitions
+            .iter()
+            .map(|(t, p)| ((Arc::from(*t), *p), None))
+            .collect();
+    }
+
+    /// Moves a partition's position; takes effect for records fetched after this call.
+    pub async fn seek(&mut self, topic: &str, partition: i32, to: SeekTo) -> Result<i64> {
+        let offset = resolve(&self.client, topic, partition, to).await?;
+        let tp: TopicPartition = (Arc::from(topic), partition);
+        if !self.positions.contains_key(&tp) {
+            return Err(ClientError::Invalid(format!(
+                "{topic}/{partition} is not assigned; assign it first"
+            )));
+        }
+        self.stop_fetchers();
+        self.positions.insert(tp, Some(offset));
+        Ok(offset)
+    }
+
+    /// The offset of the next record this consumer will return for the partition.
+    pub fn position(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.positions
+            .get(&(Arc::from(topic), partition))
+            .copied()
+            .flatten()
+    }
+
+    fn stop_fetchers(&mut self) {
+        for f in self.fetchers.drain(..) {
+            f.abort();
+        }
+        self.rx = None;
+        // Records not yet returned are fetched again from the positions.
+        self.ready.clear();
+    }
+
+    async fn start_fetchers(&mut self) -> Result<()> {
+        let credit = Arc::new(Semaphore::new(self.config.max_buffer_bytes));
+        let (tx, rx) = mpsc::channel(1024);
+        for (tp, pos) in self.positions.iter_mut() {
+            let start = match pos {
+                Some(p) => *p,
+                None => {
+                    let to = match self.config.auto_offset_reset {
+                        OffsetReset::Earliest => SeekTo::Beginning,
+                        _ => SeekTo::End,
+                    };
+                    let p = resolve(&self.client, &tp.0, tp.1, to).await?;
+                    *pos = Some(p);
+                    p
+                }
+            };
+            let job = FetchLoop {
+                client: self.client.clone(),
+                config: self.config.clone(),
+                tp: tp.clone(),
+                offset: start,
+                credit: credit.clone(),
+                tx: tx.clone(),
+            };
+            self.fetchers.push(tokio::spawn(job.run()));
+        }
+        self.rx = Some(rx);
+        Ok(())
+    }
+
+    /// The next record of any assigned partition; waits (long poll) when there is none.
+    pub async fn next_record(&mut self) -> Result<ConsumerRecord> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                if let Some(pos) = self.positions.get_mut(&(r.topic.clone(), r.partition)) {
+                    *pos = Some(r.offset + 1);
+                }
+                return Ok(r);
+            }
+            if self.positions.is_empty() {
+                return Err(ClientError::Invalid("no partition is assigned".into()));
+            }
+            if self.rx.is_none() {
+                self.start_fetchers().await?;
+            }
+            let Some(rx) = self.rx.as_mut() else {
+                return Err(ClientError::Closed);
+            };
+            let fetched = rx.recv().await.ok_or(ClientError::Closed)??;
+            self.unpack(fetched)?;
+        }
+    }
+
+    fn unpack(&mut self, fetched: Fetched) -> Result<()> {
+        let position = self
+            .positions
+            .get(&fetched.tp)
+            .copied()
+            .flatten()
+            .unwrap_or(0);
+        for batch in fetched.batches {
+            let iter = RecordIter::new(batch).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            for r in iter {
+                let r = r.map_err(|e| ClientError::Protocol(e.to_string()))?;
+                if r.offset < position {
+                    continue; // the batch began before the position
+                }
+                self.ready.push_back(ConsumerRecord {
+                    topic: fetched.tp.0.clone(),
+                    partition: fetched.tp.1,
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The records as a `Stream` (ends only on error).
+    pub fn stream(&mut self) -> impl Stream<Item = Result<ConsumerRecord>> + '_ {
+        futures::stream::unfold(self, |c| async move {
+            let r = c.next_record().await;
+            Some((r, c))
+        })
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.stop_fetchers();
+    }
+}
+
+async fn resolve(client: &Client, topic: &str, partition: i32, to: SeekTo) -> Result<i64> {
+    let admin = Admin::new(client.clone());
+    Ok(match to {
+        SeekTo::Offset(o) => o,
+        SeekTo::Beginning => admin
+            .list_offsets(topic, partition, OffsetQuery::Earliest)
+            .await?
+            .unwrap_or(0),
+        SeekTo::End => admin
+            .list_offsets(topic, partition, OffsetQuery::Latest)
+            .await?
+            .unwrap_or(0),
+        SeekTo::Timestamp(ts) => match admin
+            .list_offsets(topic, partition, OffsetQuery::Timestamp(ts))
+            .await?
+        {
+            Some(o) => o,
+            None => admin
+                .list_offsets(topic, partition, OffsetQuery::Latest)
+                .await?
+                .unwrap_or(0),
+        },
+    })
+}
+
+/// One partition's prefetch loop.
+struct FetchLoop {
+    client: Client,
+    config: ConsumerConfig,
+    tp: TopicPartition,
+    offset: i64,
+    credit: Arc<Semaphore>,
+    tx: mpsc::Sender<Result<Fetched>>,
+}
+
+impl FetchLoop {
+    async fn run(mut self) {
+        loop {
+            match self.fetch_once().await {
+                Ok(Some(fetched)) => {
+                    if self.tx.send(Ok(fetched)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(topic = %self.tp.0, partition = self.tp.1, "fetch failed, retrying: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(ClientError::Broker {
+                    code: ErrorCode::OffsetOutOfRange,
+                    message,
+                }) if self.config.auto_offset_reset != OffsetReset::Error => {
+                    let to = if self.config.auto_offset_reset == OffsetReset::Earliest {
+                        SeekTo::Beginning
+                    } else {
+                        SeekTo::End
+                    };
+                    match resolve(&self.client, &self.tp.0, self.tp.1, to).await {
+                        Ok(o) => {
+                            tracing::warn!(topic = %self.tp.0, partition = self.tp.1, from = self.offset, to = o, "position out of range ({message}); reset");
+                            self.offset = o;
+                        }
+                        Err(e) => {
+                            let _ = self.tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One long-poll fetch; `None` when it timed out empty.
+    async fn fetch_once(&mut self) -> Result<Option<Fetched>> {
+        let (topic, partition) = (self.tp.0.clone(), self.tp.1);
+        let f = Fetch {
+            topic: &topic,
+            partition,
+            offset: self.offset,
+            max_bytes: self.config.fetch_max_bytes,
+            max_wait_ms: self.config.fetch_max_wait_ms,
+            min_bytes: self.config.fetch_min_bytes,
+        };
+        let resp = self
+            .client
+            .partition_request(
+                &topic,
+                partition,
+                |id| requests::fetch(id, &f),
+                |r| {
+                    body_error(
+                        r.envelope()
+                            .body_as_fetch_response()
+                            .and_then(|b| b.error()),
+                    )
+                },
+            )
+            .await?;
+        let body = resp
+            .envelope()
+            .body_as_fetch_response()
+            .ok_or_else(|| ClientError::Protocol("fetch response without body".into()))?;
+        let Some(records) = body.records() else {
+            return Ok(None);
+        };
+        // The response frame stays alive through `Bytes`; batches are slices of it.
+        let frame = resp.bytes().clone();
+        let range = quiver_schema::frame::vector_range(&frame, records.bytes())
+            .ok_or_else(|| ClientError::Protocol("records outside the frame".into()))?;
+        let mut data = frame.slice(range);
+        let credit = self
+            .credit
+            .clone()
+            .acquire_many_owned(u32::try_from(data.len()).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        let mut batches = Vec::new();
+        while !data.is_empty() {
+            let header =
+                BatchHeader::parse(&data).map_err(|e| ClientError::Protocol(e.to_string()))?;
+            let len = header
+                .total_bytes()
+                .filter(|l| *l <= data.len())
+                .ok_or_else(|| ClientError::Protocol("a fetched batch is cut short".into()))?;
+            self.offset = header.last_offset() + 1;
+            batches.push(data.split_to(len));
+        }
+        Ok(Some(Fetched {
+            tp: self.tp.clone(),
+            batches,
+            _credit: credit,
+        }))
+    }
+}

@@ -1,0 +1,481 @@
+//! [`Producer`]: batches records per partition, sends each partition's batches in order, and
+//! tells each `send` where its record landed.
+//!
+//! - Batching: a partition's open batch is sent when it reaches `batch_bytes` or is
+//!   `linger_ms` old, whichever comes first.
+//! - Memory: records waiting to be acknowledged hold `buffer_bytes` of credit; a full buffer
+//!   makes `send` wait (up to `max_block_ms`, then `BufferFull`): memory never grows without
+//!   bound.
+//! - Order: one batch in flight per partition, retried (with backoff, within
+//!   `delivery_timeout_ms`) before the next is sent, so retries never reorder a partition.
+//! - Partitioning: [`crate::partitioner`] — Kafka's murmur2 for keys, sticky for keyless.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quiver_core::batch::{BatchBuilder, NewRecord};
+use quiver_schema::requests;
+use quiver_schema::wire;
+use tokio::sync::{oneshot, Notify, Semaphore};
+
+use crate::cluster::{body_error, Client};
+use crate::error::{ClientError, Result};
+use crate::partitioner::partition_for_key;
+use crate::record::{now_ms, ProducerRecord, RecordMetadata};
+
+/// How much acknowledgement a send waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// The broker answers at once; offsets are unknown (-1).
+    None,
+    /// The leader has the batch in memory.
+    Leader,
+    /// The batch is written and durable per the topic's flush policy (fsync by default).
+    All,
+}
+
+impl Acks {
+    fn wire(self) -> wire::Acks {
+        match self {
+            Acks::None => wire::Acks::None,
+            Acks::Leader => wire::Acks::Leader,
+            Acks::All => wire::Acks::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub acks: Acks,
+    /// How long a partition's batch may wait for more records before it is sent.
+    pub linger_ms: u64,
+    /// Largest batch; a batch this full is sent at once.
+    pub batch_bytes: usize,
+    /// Memory for records not yet acknowledged; beyond it `send` waits.
+    pub buffer_bytes: usize,
+    /// How long `send` may wait for buffer space before failing with `BufferFull`.
+    pub max_block_ms: u64,
+    /// How long a batch may be retried before its records fail.
+    pub delivery_timeout_ms: u64,
+    /// First retry backoff; doubles up to 1 s.
+    pub retry_backoff_ms: u64,
+    /// `timeout_ms` the broker gets to acknowledge one produce request.
+    pub request_timeout_ms: u32,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            acks: Acks::All,
+            linger_ms: 5,
+            batch_bytes: 256 << 10,
+            buffer_bytes: 64 << 20,
+            max_block_ms: 60_000,
+            delivery_timeout_ms: 120_000,
+            retry_backoff_ms: 100,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+type Waiter = oneshot::Sender<Result<RecordMetadata>>;
+type TopicPartition = (Arc<str>, i32);
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    waiters: Vec<Waiter>,
+    timestamps: Vec<i64>,
+    credit_bytes: usize,
+    opened: Instant,
+}
+
+struct SealedBatch {
+    bytes: Bytes,
+    waiters: Vec<Waiter>,
+    timestamps: Vec<i64>,
+    credit_bytes: usize,
+    sealed: Instant,
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    sealed: VecDeque<SealedBatch>,
+    in_flight: bool,
+}
+
+impl PartitionQueue {
+    fn is_idle(&self) -> bool {
+        self.open.is_none() && self.sealed.is_empty() && !self.in_flight
+    }
+
+    fn seal(&mut self) {
+        if let Some(open) = self.open.take() {
+            self.sealed.push_back(SealedBatch {
+                bytes: open.builder.build().freeze(),
+                waiters: open.waiters,
+                timestamps: open.timestamps,
+                credit_bytes: open.credit_bytes,
+                sealed: Instant::now(),
+            });
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queues: HashMap<TopicPartition, PartitionQueue>,
+    /// Keyless records of a topic go to this partition until its batch is sent.
+    sticky: HashMap<Arc<str>, i32>,
+    /// Rotates the partition a new sticky batch starts on.
+    sticky_turn: usize,
+}
+
+struct Inner {
+    client: Client,
+    config: ProducerConfig,
+    credit: Arc<Semaphore>,
+    state: Mutex<State>,
+    wake_sender: Notify,
+    idle: Notify,
+    closed: AtomicBool,
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+/// Resolves to where the record landed once its batch is acknowledged.
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<RecordMetadata>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+/// A producer; cheap to clone, safe to share between tasks.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+fn record_bytes(r: &ProducerRecord) -> usize {
+    let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+    // Record framing is a handful of varints; 32 bytes covers it with room.
+    32 + len(&r.key)
+        + len(&r.value)
+        + r.headers
+            .iter()
+            .map(|(k, v)| k.len() + len(v) + 8)
+            .sum::<usize>()
+}
+
+impl Producer {
+    /// A producer on `client`; starts its sender task on the current tokio runtime.
+    pub fn new(client: Client, config: ProducerConfig) -> Self {
+        let inner = Arc::new(Inner {
+            client,
+            credit: Arc::new(Semaphore::new(config.buffer_bytes)),
+            config,
+            state: Mutex::new(State::default()),
+            wake_sender: Notify::new(),
+            idle: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(sender_loop(inner.clone()));
+        Self { inner }
+    }
+
+    /// Sends `record` and resolves once it is acknowledged (per `acks`).
+    ///
+    /// To have many records in flight from one task, use [`Producer::enqueue`] and await the
+    /// returned futures later.
+    pub async fn send(&self, record: ProducerRecord) -> Result<RecordMetadata> {
+        self.enqueue(record).await?.await
+    }
+
+    /// Puts `record` in its partition's batch (waiting while the buffer is full) and returns
+    /// the future of its delivery.
+    pub async fn enqueue(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let size = record_bytes(&record);
+        let cfg = &self.inner.config;
+        if size + quiver_core::batch::HEADER_BYTES > cfg.batch_bytes {
+            return Err(ClientError::RecordTooLarge {
+                size_bytes: size,
+                max_bytes: cfg.batch_bytes,
+            });
+        }
+        let partition = self.choose_partition(&record).await?;
+        let credit = u32::try_from(size).unwrap_or(u32::MAX);
+        let permit = tokio::time::timeout(
+            Duration::from_millis(cfg.max_block_ms),
+            self.inner.credit.clone().acquire_many_owned(credit),
+        )
+        .await
+        .map_err(|_| ClientError::BufferFull {
+            max_block_ms: cfg.max_block_ms,
+        })?
+        .map_err(|_| ClientError::Closed)?;
+        permit.forget(); // returned with add_permits when the batch is done
+        let (tx, rx) = oneshot::channel();
+        let sealed = self.add_to_batch(
+            (Arc::from(record.topic.as_str()), partition),
+            &record,
+            size,
+            tx,
+        );
+        if sealed {
+            self.inner.wake_sender.notify_one();
+        }
+        Ok(DeliveryFuture { rx })
+    }
+
+    async fn choose_partition(&self, record: &ProducerRecord) -> Result<i32> {
+        if let Some(p) = record.partition {
+            return Ok(p);
+        }
+        let route = self.inner.client.route(&record.topic).await?;
+        let n = route.partitions.len();
+        if n == 0 {
+            return Err(ClientError::Invalid(format!(
+                "topic {:?} has no partitions",
+                record.topic
+            )));
+        }
+        if let Some(key) = &record.key {
+            return Ok(partition_for_key(key, n));
+        }
+        let mut st = self.inner.state();
+        let topic: Arc<str> = Arc::from(record.topic.as_str());
+        st.sticky_turn = st.sticky_turn.wrapping_add(1);
+        let turn = st.sticky_turn;
+        Ok(*st.sticky.entry(topic).or_insert_with(|| (turn % n) as i32))
+    }
+
+    /// Adds the record; returns true when a batch was sealed (the sender should look).
+    fn add_to_batch(
+        &self,
+        tp: TopicPartition,
+        record: &ProducerRecord,
+        size: usize,
+        waiter: Waiter,
+    ) -> bool {
+        let cfg = &self.inner.config;
+        let ts = record.timestamp_ms.unwrap_or_else(now_ms);
+        let new_record = NewRecord {
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
+            timestamp_ms: ts,
+        };
+        let mut st = self.inner.state();
+        let q = st.queues.entry(tp.clone()).or_default();
+        let mut sealed = false;
+        if q.open
+            .as_ref()
+            .is_some_and(|o| o.builder.size_bytes() + size > cfg.batch_bytes)
+        {
+            q.seal();
+            sealed = true;
+        }
+        let open = q.open.get_or_insert_with(|| OpenBatch {
+            builder: BatchBuilder::new(),
+            waiters: Vec::new(),
+            timestamps: Vec::new(),
+            credit_bytes: 0,
+            opened: Instant::now(),
+        });
+        let first_in_batch = open.waiters.is_empty();
+        open.builder.push(&new_record);
+        open.waiters.push(waiter);
+        open.timestamps.push(ts);
+        open.credit_bytes += size;
+        if open.builder.size_bytes() >= cfg.batch_bytes {
+            q.seal();
+            sealed = true;
+        }
+        if sealed && record.key.is_none() && record.partition.is_none() {
+            // Sticky partitioning: the next keyless batch of this topic picks a new partition.
+            st.sticky.remove(&tp.0);
+        }
+        sealed || first_in_batch
+    }
+
+    /// Sends every batch now and waits until all records sent so far are acknowledged or
+    /// failed.
+    pub async fn flush(&self) {
+        {
+            let mut st = self.inner.state();
+            for q in st.queues.values_mut() {
+                q.seal();
+            }
+        }
+        self.inner.wake_sender.notify_one();
+        loop {
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self
+                .inner
+                .state()
+                .queues
+                .values()
+                .all(PartitionQueue::is_idle)
+            {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Flushes, then refuses further sends.
+    pub async fn close(&self) {
+        self.flush().await;
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.wake_sender.notify_one();
+    }
+}
+
+/// Seals batches whose linger expired and starts one request per partition that has none in
+/// flight. Sleeps until the next linger deadline or a wake-up.
+async fn sender_loop(inner: Arc<Inner>) {
+    let linger = Duration::from_millis(inner.config.linger_ms);
+    loop {
+        let mut to_send = Vec::new();
+        let mut next_deadline: Option<Instant> = None;
+        {
+            let mut st = inner.state();
+            let now = Instant::now();
+            for (tp, q) in st.queues.iter_mut() {
+                if q.open
+                    .as_ref()
+                    .is_some_and(|o| now.duration_since(o.opened) >= linger)
+                {
+                    q.seal();
+                }
+                if let Some(o) = &q.open {
+                    let d = o.opened + linger;
+                    next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
+                }
+                if !q.in_flight {
+                    if let Some(batch) = q.sealed.pop_front() {
+                        q.in_flight = true;
+                        to_send.push((tp.clone(), batch));
+                    }
+                }
+            }
+            st.queues.retain(|_, q| !q.is_idle());
+        }
+        for (tp, batch) in to_send {
+            tokio::spawn(deliver(inner.clone(), tp, batch));
+        }
+        if inner.closed.load(Ordering::Acquire) && inner.state().queues.is_empty() {
+            return;
+        }
+        match next_deadline {
+            Some(d) => {
+                let _ = tokio::time::timeout_at(
+                    tokio::time::Instant::from_std(d),
+                    inner.wake_sender.notified(),
+                )
+                .await;
+            }
+            None => inner.wake_sender.notified().await,
+        }
+    }
+}
+
+/// Sends one batch, retrying retriable failures within `delivery_timeout_ms`, then resolves
+/// its records and lets the partition's next batch go.
+async fn deliver(inner: Arc<Inner>, tp: TopicPartition, batch: SealedBatch) {
+    let cfg = &inner.config;
+    let deadline = batch.sealed + Duration::from_millis(cfg.delivery_timeout_ms);
+    let mut backoff = Duration::from_millis(cfg.retry_backoff_ms.max(1));
+    let topic: &str = &tp.0;
+    let outcome = loop {
+        let result = inner
+            .client
+            .partition_request(
+                topic,
+                tp.1,
+                |id| {
+                    requests::produce(
+                        id,
+                        topic,
+                        tp.1,
+                        cfg.acks.wire(),
+                        cfg.request_timeout_ms,
+                        &batch.bytes,
+                    )
+                },
+                |r| {
+                    body_error(
+                        r.envelope()
+                            .body_as_produce_response()
+                            .and_then(|b| b.error()),
+                    )
+                },
+            )
+            .await;
+        match result {
+            Ok(resp) => {
+                break Ok(resp
+                    .envelope()
+                    .body_as_produce_response()
+                    .map_or(-1, |b| b.base_offset()))
+            }
+            Err(e) if e.is_retriable() && Instant::now() + backoff < deadline => {
+                tracing::debug!(topic, partition = tp.1, "retrying a batch after: {e}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) if e.is_retriable() => {
+                break Err(ClientError::DeliveryTimeout {
+                    timeout_ms: cfg.delivery_timeout_ms,
+                    last_error: e.to_string(),
+                })
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    for (i, (waiter, ts)) in batch.waiters.into_iter().zip(batch.timestamps).enumerate() {
+        let r = match &outcome {
+            Ok(base) => Ok(RecordMetadata {
+                partition: tp.1,
+                offset: if *base < 0 { -1 } else { base + i as i64 },
+                timestamp_ms: ts,
+            }),
+            Err(e) => Err(e.clone()),
+        };
+        let _ = waiter.send(r);
+    }
+    inner.credit.add_permits(batch.credit_bytes);
+    {
+        let mut st = inner.state();
+        if let Some(q) = st.queues.get_mut(&tp) {
+            q.in_flight = false;
+        }
+    }
+    inner.wake_sender.notify_one();
+    inner.idle.notify_waiters();
+}
