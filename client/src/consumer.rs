@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::StreamExt;
 use quiver_core::batch::{BatchHeader, RecordIter};
 use quiver_schema::requests::{self, Fetch};
 use quiver_schema::wire::ErrorCode;
@@ -217,12 +217,13 @@ impl Consumer {
         Ok(())
     }
 
-    /// The records as a `Stream` (ends only on error).
-    pub fn stream(&mut self) -> impl Stream<Item = Result<ConsumerRecord>> + '_ {
+    /// The records as a `Stream` (it never ends by itself; errors are items).
+    pub fn stream(&mut self) -> futures::stream::BoxStream<'_, Result<ConsumerRecord>> {
         futures::stream::unfold(self, |c| async move {
             let r = c.next_record().await;
             Some((r, c))
         })
+        .boxed()
     }
 }
 

@@ -15,11 +15,9 @@
 //! target/release/node_bench [--samples N] [--out perf/results/node.json]
 //! ```
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use quiver_bench::harness::{pin_current_thread, start_broker};
 use quiver_client::{Connection, TlsTrust};
 use quiver_core::batch::{BatchBuilder, NewRecord};
 use quiver_net::server::{Handler, QuicServer};
@@ -50,15 +49,6 @@ struct Args {
     out: PathBuf,
     #[arg(long, default_value = "target/bench-node")]
     dir: PathBuf,
-}
-
-fn pin_current_thread(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data, zeroed is a valid empty set; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
 }
 
 /// Answers each request with a frame of the same size: the transport's floor.
@@ -88,51 +78,6 @@ fn start_echo(data_dir: PathBuf) -> SocketAddr {
             })
     });
     rx.recv().expect("echo server address")
-}
-
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_broker(data_dir: &Path) -> Broker {
-    let exe = std::env::current_exe().expect("own path");
-    let bin = exe.parent().expect("target dir").join("quiver");
-    let port = 27_000 + (std::process::id() % 1000) as u16 * 2;
-    let mut child = Command::new(&bin)
-        .args([
-            "serve",
-            "--cores",
-            "0",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-level",
-            "warn",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; build it with cargo build --release -p quiver",
-                bin.display()
-            )
-        });
-    let stdout = child.stdout.take().expect("stdout");
-    for line in BufReader::new(stdout).lines() {
-        if line.expect("banner") == "ready" {
-            break;
-        }
-    }
-    Broker { child, port }
 }
 
 fn batch(record_bytes: usize, records: usize) -> Bytes {

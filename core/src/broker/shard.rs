@@ -456,7 +456,7 @@ impl Shard {
         );
         let deadline = std::time::Instant::now() + Duration::from_millis(u64::from(f.max_wait_ms));
         loop {
-            let batches = match log.read(offset, max_bytes).await {
+            let batches = match log.read_runs(offset, max_bytes).await {
                 Ok(b) => b,
                 Err(e) => {
                     return response::fetch(

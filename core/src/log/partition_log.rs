@@ -335,6 +335,16 @@ impl PartitionLog {
     /// Whole batches starting with the one that holds `offset`, up to `max_bytes` (at least
     /// one batch). Empty at the end of the log; `OffsetOutOfRange` outside it.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>> {
+        self.read_impl(offset, max_bytes, false).await
+    }
+
+    /// As [`PartitionLog::read`], but batches that lie next to each other in one disk read come
+    /// back as one `Bytes` (a run of whole batches), so a fetch can copy them out in one go.
+    pub async fn read_runs(&self, offset: u64, max_bytes: usize) -> Result<Vec<Bytes>> {
+        self.read_impl(offset, max_bytes, true).await
+    }
+
+    async fn read_impl(&self, offset: u64, max_bytes: usize, merge_runs: bool) -> Result<Vec<Bytes>> {
         let (file, position, first_offset, end_position, committed) = {
             let st = self.inner.state.borrow();
             let committed = st.committed_offset;
@@ -382,7 +392,11 @@ impl PartitionLog {
                 break;
             }
             bytes += batch.bytes.len();
-            out.push(batch.bytes);
+            if merge_runs {
+                push_run(&mut out, walker.window(), batch.bytes);
+            } else {
+                out.push(batch.bytes);
+            }
         }
         Ok(out)
     }
@@ -566,6 +580,22 @@ impl PartitionLog {
         )
         .await
     }
+}
+
+/// Appends `batch` (a slice of `window`) to `runs`, extending the last run when the batch
+/// starts right where it ends in the same window.
+fn push_run(runs: &mut Vec<Bytes>, window: &Bytes, batch: Bytes) {
+    let base = window.as_ptr() as usize;
+    let start = (batch.as_ptr() as usize).wrapping_sub(base);
+    let in_window = start <= window.len() && start + batch.len() <= window.len();
+    if let Some(last) = runs.last_mut() {
+        let last_start = (last.as_ptr() as usize).wrapping_sub(base);
+        if in_window && last_start <= window.len() && last_start + last.len() == start {
+            *last = window.slice(last_start..start + batch.len());
+            return;
+        }
+    }
+    runs.push(batch);
 }
 
 /// The segment holding `offset` (or the next one, for an offset in a gap).

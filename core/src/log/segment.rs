@@ -179,6 +179,11 @@ impl BatchWalker {
         self.next_offset
     }
 
+    /// The buffer the last batch was sliced from (batches from one window are contiguous).
+    pub fn window(&self) -> &Bytes {
+        &self.window
+    }
+
     /// The next batch, or why there is none.
     pub async fn next(&mut self) -> Result<std::result::Result<WalkedBatch, StopReason>> {
         loop {
