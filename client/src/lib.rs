@@ -37,5 +37,7 @@ pub use connection::{Connection, ResponseFrame};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 pub use error::ClientError;
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
+/// Batch compression codecs (re-exported from the batch codec).
+pub use quiver_core::batch::Compression;
 pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata};
 pub use trust::TlsTrust;

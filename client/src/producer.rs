@@ -19,7 +19,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quiver_core::batch::{BatchBuilder, NewRecord};
+use quiver_core::batch::{BatchBuilder, Compression, NewRecord};
 use quiver_schema::requests;
 use quiver_schema::wire;
 use tokio::sync::{oneshot, Notify, Semaphore};
@@ -67,6 +67,8 @@ pub struct ProducerConfig {
     pub retry_backoff_ms: u64,
     /// `timeout_ms` the broker gets to acknowledge one produce request.
     pub request_timeout_ms: u32,
+    /// Batch compression (`None`, `Lz4` or `Zstd`); the broker stores batches as they come.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -80,6 +82,7 @@ impl Default for ProducerConfig {
             delivery_timeout_ms: 120_000,
             retry_backoff_ms: 100,
             request_timeout_ms: 30_000,
+            compression: Compression::None,
         }
     }
 }
@@ -115,10 +118,15 @@ impl PartitionQueue {
         self.open.is_none() && self.sealed.is_empty() && !self.in_flight
     }
 
-    fn seal(&mut self) {
+    fn seal(&mut self, codec: Compression) {
         if let Some(open) = self.open.take() {
+            // Compression fails only on allocation failure; send such a batch uncompressed.
+            let bytes = open
+                .builder
+                .build_compressed(codec)
+                .unwrap_or_else(|_| open.builder.build());
             self.sealed.push_back(SealedBatch {
-                bytes: open.builder.build().freeze(),
+                bytes: bytes.freeze(),
                 waiters: open.waiters,
                 timestamps: open.timestamps,
                 credit_bytes: open.credit_bytes,
@@ -295,7 +303,7 @@ impl Producer {
             .as_ref()
             .is_some_and(|o| o.builder.size_bytes() + size > cfg.batch_bytes)
         {
-            q.seal();
+            q.seal(cfg.compression);
             sealed = true;
         }
         let open = q.open.get_or_insert_with(|| OpenBatch {
@@ -311,7 +319,7 @@ impl Producer {
         open.timestamps.push(ts);
         open.credit_bytes += size;
         if open.builder.size_bytes() >= cfg.batch_bytes {
-            q.seal();
+            q.seal(cfg.compression);
             sealed = true;
         }
         if sealed && record.key.is_none() && record.partition.is_none() {
@@ -327,7 +335,7 @@ impl Producer {
         {
             let mut st = self.inner.state();
             for q in st.queues.values_mut() {
-                q.seal();
+                q.seal(self.inner.config.compression);
             }
         }
         self.inner.wake_sender.notify_one();
@@ -371,7 +379,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                     .as_ref()
                     .is_some_and(|o| now.duration_since(o.opened) >= linger)
                 {
-                    q.seal();
+                    q.seal(inner.config.compression);
                 }
                 if let Some(o) = &q.open {
                     let d = o.opened + linger;

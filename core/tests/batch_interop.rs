@@ -7,7 +7,7 @@ use std::process::Command;
 
 use bytes::Bytes;
 use quiver_core::batch::{
-    header, validate_batch, BatchBuilder, BatchLimits, NewRecord, RecordIter,
+    header, validate_batch, BatchBuilder, BatchLimits, Compression, NewRecord, RecordIter,
 };
 use serde_json::Value;
 
@@ -90,12 +90,17 @@ fn batches_we_encode_are_accepted_by_kafka_python() {
             .collect(),
     ];
     let scratch = tempfile::tempdir().unwrap();
-    for (n, records) in cases.iter().enumerate() {
+    let codecs = [Compression::None, Compression::Lz4, Compression::Zstd];
+    for (n, (records, codec)) in cases
+        .iter()
+        .flat_map(|r| codecs.iter().map(move |c| (r, *c)))
+        .enumerate()
+    {
         let mut b = BatchBuilder::new().producer(9, 1, 100);
         for r in records {
             b.push(r);
         }
-        let mut batch = b.build();
+        let mut batch = b.build_compressed(codec).unwrap();
         header::stamp_base_offset(&mut batch, 5000);
         let file = scratch.path().join(format!("ours-{n}.bin"));
         std::fs::write(&file, &batch).unwrap();

@@ -194,3 +194,75 @@ async fn records_acknowledged_across_a_broker_crash_are_all_there() {
     );
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lz4_and_zstd_batches_are_stored_as_sent_and_read_back() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = Node::start(dir.path(), 2);
+    let client = client_for(&node).await;
+    let admin = Admin::new(client.clone());
+    for (topic, codec) in [
+        ("lz4", quiver_client::Compression::Lz4),
+        ("zstd", quiver_client::Compression::Zstd),
+    ] {
+        admin.create_topic(topic, 2, &[]).await.unwrap();
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                compression: codec,
+                ..ProducerConfig::default()
+            },
+        );
+        let mut futures = Vec::new();
+        for i in 0..20_000u64 {
+            futures.push(
+                producer
+                    .enqueue(ProducerRecord::new(topic, i.to_string()).key(format!("k{i}")))
+                    .await
+                    .unwrap(),
+            );
+        }
+        for f in futures {
+            f.await.unwrap();
+        }
+        producer.close().await;
+        // Stored as sent: the batch the broker serves still carries the producer's codec.
+        let f = quiver_schema::requests::Fetch {
+            topic,
+            partition: 0,
+            offset: 0,
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+            min_bytes: 1,
+        };
+        let resp = client
+            .partition_request(
+                topic,
+                0,
+                |id| quiver_schema::requests::fetch(id, &f),
+                |_| Ok(()),
+            )
+            .await
+            .unwrap();
+        let records = resp
+            .envelope()
+            .body_as_fetch_response()
+            .unwrap()
+            .records()
+            .unwrap()
+            .bytes()
+            .to_vec();
+        let header = quiver_core::batch::BatchHeader::parse(&records).unwrap();
+        assert_eq!(
+            header.compression().unwrap(),
+            codec,
+            "{topic}: stored with its codec"
+        );
+        assert!(header.records_count > 1);
+        let records = consume_all(&client, topic, 2, 20_000).await;
+        let mut values: Vec<u64> = records.iter().map(|r| r.2).collect();
+        values.sort_unstable();
+        assert_eq!(values, (0..20_000).collect::<Vec<_>>());
+        check_order(&records);
+    }
+}

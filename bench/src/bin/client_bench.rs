@@ -16,7 +16,10 @@ use std::time::Instant;
 
 use clap::Parser;
 use quiver_bench::harness::{pin_current_thread, start_broker};
-use quiver_client::{Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord, TlsTrust};
+use quiver_client::{
+    Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TlsTrust,
+};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -33,14 +36,38 @@ struct Args {
     dir: PathBuf,
 }
 
-async fn produce(client: &Client, topic: &str, acks: Acks, records: u64, value: &bytes::Bytes) -> (f64, f64) {
-    let producer = Producer::new(client.clone(), ProducerConfig { acks, linger_ms: 1, batch_bytes: 1 << 20, buffer_bytes: 256 << 20, ..ProducerConfig::default() });
+async fn produce(
+    client: &Client,
+    topic: &str,
+    acks: Acks,
+    records: u64,
+    value: &bytes::Bytes,
+) -> (f64, f64) {
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks,
+            linger_ms: 1,
+            batch_bytes: 1 << 20,
+            buffer_bytes: 256 << 20,
+            ..ProducerConfig::default()
+        },
+    );
     let start = Instant::now();
     let mut window = std::collections::VecDeque::new();
     for _ in 0..records {
-        window.push_back(producer.enqueue(ProducerRecord::new(topic, value.clone())).await.expect("enqueue"));
+        window.push_back(
+            producer
+                .enqueue(ProducerRecord::new(topic, value.clone()))
+                .await
+                .expect("enqueue"),
+        );
         if window.len() >= 200_000 {
-            window.pop_front().expect("non-empty").await.expect("delivery");
+            window
+                .pop_front()
+                .expect("non-empty")
+                .await
+                .expect("delivery");
         }
     }
     for f in window {
@@ -48,35 +75,47 @@ async fn produce(client: &Client, topic: &str, acks: Acks, records: u64, value: 
     }
     producer.close().await;
     let secs = start.elapsed().as_secs_f64();
-    (records as f64 / secs, records as f64 * value.len() as f64 / secs / 1e6)
+    (
+        records as f64 / secs,
+        records as f64 * value.len() as f64 / secs / 1e6,
+    )
 }
 
 /// Reads the partition's segment files front to back with O_DIRECT, 1 MiB at a time: the
 /// storage floor for a catch-up read of the same bytes.
 fn raw_read_mbps(partition_dir: &Path, bytes: u64) -> f64 {
     let dir = partition_dir.to_path_buf();
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0)).make().expect("executor").run(async move {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).expect("dir").filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
-        files.sort();
-        let start = Instant::now();
-        let mut read = 0u64;
-        'outer: for path in files {
-            let f = glommio::io::DmaFile::open(&path).await.expect("open segment");
-            let size = f.file_size().await.expect("size");
-            let mut pos = 0;
-            while pos < size {
-                let r = f.read_at_aligned(pos, 1 << 20).await.expect("read");
-                let chunk = bytes::Bytes::copy_from_slice(&r); // the same one copy the log's reads make
-                read += chunk.len() as u64;
-                pos += 1 << 20;
-                if read >= bytes {
-                    break 'outer;
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0))
+        .make()
+        .expect("executor")
+        .run(async move {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .expect("dir")
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .collect();
+            files.sort();
+            let start = Instant::now();
+            let mut read = 0u64;
+            'outer: for path in files {
+                let f = glommio::io::DmaFile::open(&path)
+                    .await
+                    .expect("open segment");
+                let size = f.file_size().await.expect("size");
+                let mut pos = 0;
+                while pos < size {
+                    let r = f.read_at_aligned(pos, 1 << 20).await.expect("read");
+                    let chunk = bytes::Bytes::copy_from_slice(&r); // the same one copy the log's reads make
+                    read += chunk.len() as u64;
+                    pos += 1 << 20;
+                    if read >= bytes {
+                        break 'outer;
+                    }
                 }
+                let _ = f.close().await;
             }
-            let _ = f.close().await;
-        }
-        read as f64 / start.elapsed().as_secs_f64() / 1e6
-    })
+            read as f64 / start.elapsed().as_secs_f64() / 1e6
+        })
 }
 
 fn main() {
@@ -86,24 +125,59 @@ fn main() {
     let node_dir = args.dir.join("node");
     let broker = start_broker(&node_dir);
     pin_current_thread(1);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
     let node_dir_abs = std::fs::canonicalize(&node_dir).expect("node dir");
     let report = rt.block_on(async {
         let addr = format!("127.0.0.1:{}", broker.port).parse().expect("addr");
-        let client = Client::connect(&[addr], ClientConfig { trust: TlsTrust::LocalDataDir(node_dir_abs.clone()), ..ClientConfig::default() }).await.expect("connect");
+        let client = Client::connect(
+            &[addr],
+            ClientConfig {
+                trust: TlsTrust::LocalDataDir(node_dir_abs.clone()),
+                ..ClientConfig::default()
+            },
+        )
+        .await
+        .expect("connect");
         let admin = Admin::new(client.clone());
-        admin.create_topic("rate", 8, &[]).await.expect("create rate");
-        admin.create_topic("catchup", 1, &[("flush_policy", "interval")]).await.expect("create catchup");
+        admin
+            .create_topic("rate", 8, &[])
+            .await
+            .expect("create rate");
+        admin
+            .create_topic("catchup", 1, &[("flush_policy", "interval")])
+            .await
+            .expect("create catchup");
         let value = bytes::Bytes::from(vec![b'x'; 100]);
         eprintln!("producer: {} records of 100 bytes, acks=all", args.records);
         let (all_rps, all_mbps) = produce(&client, "rate", Acks::All, args.records, &value).await;
         eprintln!("producer: acks=leader");
-        let (leader_rps, leader_mbps) = produce(&client, "rate", Acks::Leader, args.records, &value).await;
+        let (leader_rps, leader_mbps) =
+            produce(&client, "rate", Acks::Leader, args.records, &value).await;
 
-        eprintln!("writing {} MiB for the catch-up read", args.read_bytes >> 20);
+        eprintln!(
+            "writing {} MiB for the catch-up read",
+            args.read_bytes >> 20
+        );
         let big = bytes::Bytes::from(vec![b'y'; 8000]);
-        produce(&client, "catchup", Acks::Leader, args.read_bytes / big.len() as u64, &big).await;
-        let mut consumer = Consumer::new(client.clone(), ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, fetch_max_bytes: 8 << 20, ..ConsumerConfig::default() });
+        produce(
+            &client,
+            "catchup",
+            Acks::Leader,
+            args.read_bytes / big.len() as u64,
+            &big,
+        )
+        .await;
+        let mut consumer = Consumer::new(
+            client.clone(),
+            ConsumerConfig {
+                auto_offset_reset: OffsetReset::Earliest,
+                fetch_max_bytes: 8 << 20,
+                ..ConsumerConfig::default()
+            },
+        );
         consumer.assign(&[("catchup", 0)]);
         let start = Instant::now();
         let mut bytes_read = 0u64;
@@ -125,18 +199,38 @@ fn main() {
     let raw = raw_read_mbps(&node_dir.join("topics/catchup/0"), args.read_bytes);
     let mut report = report;
     report["consumer_catch_up"]["raw_odirect_read_mbps"] = json!(raw);
-    let consumer = report["consumer_catch_up"]["consumer_mbps"].as_f64().unwrap_or(0.0);
+    let consumer = report["consumer_catch_up"]["consumer_mbps"]
+        .as_f64()
+        .unwrap_or(0.0);
     report["consumer_catch_up"]["ratio_consumer_vs_raw"] = json!(consumer / raw);
     let _ = std::fs::remove_dir_all(&args.dir);
-    let f = |p: &str| report.pointer(p).and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    let f = |p: &str| {
+        report
+            .pointer(p)
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN)
+    };
     println!("| measurement | value | floor | ratio | goal |");
     println!("|---|---|---|---|---|");
     println!("| producer, 100 B records, linger 1 ms, acks=all | {:.0} records/s ({:.1} MB/s) | | | >= 1 M records/s |", f("/producer/acks_all/records_per_s"), f("/producer/acks_all/mb_per_s"));
-    println!("| producer, acks=leader | {:.0} records/s ({:.1} MB/s) | | | |", f("/producer/acks_leader/records_per_s"), f("/producer/acks_leader/mb_per_s"));
-    println!("| consumer catch-up read (MB/s) | {:.0} | {:.0} (raw O_DIRECT read) | {:.2} | |", consumer, raw, consumer / raw);
+    println!(
+        "| producer, acks=leader | {:.0} records/s ({:.1} MB/s) | | | |",
+        f("/producer/acks_leader/records_per_s"),
+        f("/producer/acks_leader/mb_per_s")
+    );
+    println!(
+        "| consumer catch-up read (MB/s) | {:.0} | {:.0} (raw O_DIRECT read) | {:.2} | |",
+        consumer,
+        raw,
+        consumer / raw
+    );
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent).expect("results dir");
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&report).expect("json") + "\n").expect("write");
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&report).expect("json") + "\n",
+    )
+    .expect("write");
     eprintln!("wrote {}", args.out.display());
 }

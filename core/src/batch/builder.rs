@@ -2,8 +2,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::header::{self, HEADER_BYTES, MAGIC_V2};
+use super::compression::compress;
+use super::header::{self, Compression, HEADER_BYTES, MAGIC_V2};
 use super::varint::{put_varint, put_varlong, varlong_len};
+use super::BatchError;
 
 /// A record to encode. Timestamps are milliseconds since the Unix epoch (CreateTime).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -130,16 +132,30 @@ impl BatchBuilder {
         self.count += 1;
     }
 
+    /// Encodes the batch with its records compressed by `codec` (attributes bits 0-2 set).
+    pub fn build_compressed(&self, codec: Compression) -> Result<BytesMut, BatchError> {
+        if codec == Compression::None {
+            return Ok(self.build());
+        }
+        let compressed = compress(codec, &self.records)?;
+        Ok(self.encode(codec, &compressed))
+    }
+
     /// Encodes the batch with `baseOffset` 0 and leader epoch -1, CRC filled in.
     pub fn build(&self) -> BytesMut {
-        let mut out = BytesMut::with_capacity(self.size_bytes());
-        let batch_length = (self.size_bytes() - header::LOG_OVERHEAD_BYTES) as i32;
+        self.encode(Compression::None, &self.records)
+    }
+
+    fn encode(&self, codec: Compression, records: &[u8]) -> BytesMut {
+        let size = HEADER_BYTES + records.len();
+        let mut out = BytesMut::with_capacity(size);
+        let batch_length = (size - header::LOG_OVERHEAD_BYTES) as i32;
         out.put_i64(0);
         out.put_i32(batch_length);
         out.put_i32(-1);
         out.put_i8(MAGIC_V2);
         out.put_u32(0); // crc, filled below
-        out.put_i16(0); // attributes: no compression, CreateTime
+        out.put_i16(codec.attribute_bits()); // CreateTime, compression codec
         out.put_i32(self.count - 1);
         out.put_i64(self.base_timestamp_ms.unwrap_or(-1));
         out.put_i64(self.max_timestamp_ms);
@@ -147,7 +163,7 @@ impl BatchBuilder {
         out.put_i16(self.producer_epoch);
         out.put_i32(self.base_sequence);
         out.put_i32(self.count);
-        out.extend_from_slice(&self.records);
+        out.extend_from_slice(records);
         header::stamp_crc(&mut out);
         out
     }

@@ -9,6 +9,7 @@
 //! `core/tests/fixtures/` were made by an independent implementation (kafka-python).
 
 pub mod builder;
+pub mod compression;
 pub mod header;
 pub mod records;
 pub mod varint;
@@ -46,8 +47,13 @@ pub enum BatchError {
     BadRecord { index: usize, reason: &'static str },
     #[error("malformed varint at byte {at}")]
     BadVarint { at: usize },
-    #[error("records of a {0:?}-compressed batch cannot be read by this build; the broker stores such batches unchanged")]
+    #[error("records of a {0:?}-compressed batch cannot be read by this build (lz4 and zstd can); the broker stores such batches unchanged")]
     CompressedRecords(Compression),
+    #[error("{codec:?} records are damaged: {reason}")]
+    Codec {
+        codec: Compression,
+        reason: &'static str,
+    },
 }
 
 /// The bounds a batch is checked against.

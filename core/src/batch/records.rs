@@ -151,9 +151,11 @@ pub(super) fn check_records(records: &[u8], count: i32) -> Result<(), BatchError
     Ok(())
 }
 
-/// Iterates the records of one uncompressed batch without copying their bytes.
+/// Iterates the records of one batch. Uncompressed: keys and values are slices of the
+/// batch (no copy). LZ4/zstd: the records are decompressed once, then sliced.
 pub struct RecordIter {
-    batch: Bytes,
+    /// The records region (decompressed when the batch was compressed).
+    records: Bytes,
     header: BatchHeader,
     pos: usize,
     index: usize,
@@ -164,14 +166,17 @@ impl RecordIter {
     /// a malformed record still yields an error, never a panic.
     pub fn new(batch: Bytes) -> Result<Self, BatchError> {
         let header = BatchHeader::parse(&batch)?;
-        let compression = header.compression()?;
-        if compression != Compression::None {
-            return Err(BatchError::CompressedRecords(compression));
-        }
+        let records = match header.compression()? {
+            Compression::None => batch.slice(HEADER_BYTES..),
+            codec => Bytes::from(super::compression::decompress(
+                codec,
+                &batch[HEADER_BYTES..],
+            )?),
+        };
         Ok(Self {
-            batch,
+            records,
             header,
-            pos: HEADER_BYTES,
+            pos: 0,
             index: 0,
         })
     }
@@ -185,17 +190,18 @@ impl Iterator for RecordIter {
     type Item = Result<Record, BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.index >= self.header.records_count.max(0) as usize || self.pos >= self.batch.len() {
+        if self.index >= self.header.records_count.max(0) as usize || self.pos >= self.records.len()
+        {
             return None;
         }
-        let spans = match parse_record(&self.batch, self.pos, self.index) {
+        let spans = match parse_record(&self.records, self.pos, self.index) {
             Ok(s) => s,
             Err(e) => {
-                self.pos = self.batch.len();
+                self.pos = self.records.len();
                 return Some(Err(e));
             }
         };
-        let slice = |r: (usize, usize)| self.batch.slice(r.0..r.1);
+        let slice = |r: (usize, usize)| self.records.slice(r.0..r.1);
         let record = Record {
             offset: self.header.base_offset + i64::from(spans.offset_delta),
             timestamp_ms: self.header.base_timestamp_ms + spans.timestamp_delta,

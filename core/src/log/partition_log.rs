@@ -344,7 +344,12 @@ impl PartitionLog {
         self.read_impl(offset, max_bytes, true).await
     }
 
-    async fn read_impl(&self, offset: u64, max_bytes: usize, merge_runs: bool) -> Result<Vec<Bytes>> {
+    async fn read_impl(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        merge_runs: bool,
+    ) -> Result<Vec<Bytes>> {
         let (file, position, first_offset, end_position, committed) = {
             let st = self.inner.state.borrow();
             let committed = st.committed_offset;
