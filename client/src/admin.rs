@@ -12,6 +12,7 @@ use crate::error::{ClientError, Result};
 /// A topic as `list_topics` and `describe_topic` report it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicDescription {
+    /// Topic name.
     pub name: String,
     /// `(partition, owning shard, address)`.
     pub partitions: Vec<(i32, u16, SocketAddr)>,
@@ -22,7 +23,9 @@ pub struct TopicDescription {
 /// Which offset `list_offsets` looks up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetQuery {
+    /// The first offset still in the log.
     Earliest,
+    /// The end of the log: the offset the next record will get.
     Latest,
     /// The first offset whose record timestamp is at or after this (ms since the epoch).
     Timestamp(i64),
@@ -39,6 +42,7 @@ fn protocol(what: &str) -> ClientError {
 }
 
 impl Admin {
+    /// Admin operations over `client`.
     pub fn new(client: Client) -> Self {
         Self { client }
     }
@@ -74,6 +78,7 @@ impl Admin {
         body_error(result.error())
     }
 
+    /// Deletes the topic `name`.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         let resp = self
             .client

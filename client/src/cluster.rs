@@ -19,12 +19,15 @@ use crate::trust::TlsTrust;
 /// How the client reaches and trusts brokers.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
+    /// How the broker's certificate is verified.
     pub trust: TlsTrust,
     /// Name the broker's certificate must carry (`localhost` for a dev certificate).
     pub server_name: String,
     /// PEM certificate and key for brokers that require mTLS.
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// How long one request may wait for its response, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Name sent to the broker in the handshake.
     pub client_name: String,
 }
 
@@ -44,6 +47,7 @@ impl Default for ClientConfig {
 /// Where each partition of a topic is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicRoute {
+    /// Topic name.
     pub name: String,
     /// Address of the shard owning partition i.
     pub partitions: Vec<SocketAddr>,
@@ -107,6 +111,7 @@ impl Client {
         Ok(client)
     }
 
+    /// The configuration this client was created with.
     pub fn config(&self) -> &ClientConfig {
         &self.inner.config
     }

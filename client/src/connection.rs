@@ -33,11 +33,13 @@ impl ResponseFrame {
         unsafe { quiver_schema::wire::size_prefixed_root_as_envelope_unchecked(&self.frame) }
     }
 
+    /// The whole frame as received, length prefix included.
     pub fn bytes(&self) -> &Bytes {
         &self.frame
     }
 }
 
+/// One QUIC connection to one shard; concurrent requests each use their own stream.
 pub struct Connection {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
@@ -196,6 +198,7 @@ impl Connection {
         Ok(Bytes::from(out))
     }
 
+    /// Closes the connection and waits until the endpoint has finished shutting it down.
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
         self.endpoint.wait_idle().await;

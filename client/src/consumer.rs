@@ -27,25 +27,35 @@ use crate::record::ConsumerRecord;
 /// What to do when the position is outside the log (retention deleted it, or it is beyond the end).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetReset {
+    /// Move to the first offset still in the log.
     Earliest,
+    /// Move to the end of the log (only records produced from now on).
     Latest,
+    /// Report `OffsetOutOfRange` as an error; a partition without a position starts at the end.
     Error,
 }
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeekTo {
+    /// The first offset still in the log.
     Beginning,
+    /// The end of the log: the offset the next record will get.
     End,
+    /// This exact offset.
     Offset(i64),
     /// The first record at or after this timestamp (ms since the epoch); the end if none.
     Timestamp(i64),
 }
 
+/// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
+    /// Most bytes one fetch may return.
     pub fetch_max_bytes: u32,
+    /// How long the broker may hold a fetch waiting for `fetch_min_bytes`, in milliseconds.
     pub fetch_max_wait_ms: u32,
+    /// Bytes the broker waits for before it answers a fetch (up to `fetch_max_wait_ms`).
     pub fetch_min_bytes: u32,
     /// Prefetched bytes held across all partitions; fetching pauses beyond it.
     pub max_buffer_bytes: usize,
@@ -74,6 +84,7 @@ struct Fetched {
     _credit: OwnedSemaphorePermit,
 }
 
+/// Reads assigned partitions; see the module documentation.
 pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
@@ -84,6 +95,8 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// A consumer on `client` with no partitions assigned; fetching starts with the first
+    /// `next_record`.
     pub fn new(client: Client, config: ConsumerConfig) -> Self {
         Self {
             client,

@@ -2,33 +2,71 @@
 
 use quiver_schema::wire::ErrorCode;
 
+/// Every error the client returns; [`ClientError::is_retriable`] says whether a retry can help.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
+    /// A QUIC connection to a node could not be set up.
     #[error("cannot connect to {addr}: {reason}; is a quiver node running there (quiver serve)?")]
     Connect {
+        /// The address that was dialled.
         addr: std::net::SocketAddr,
+        /// Why the connection failed.
         reason: String,
     },
+    /// None of the bootstrap brokers answered; holds the last error seen.
     #[error("no broker could be reached: {0}")]
     NoBroker(String),
+    /// The TLS configuration could not be built (e.g. an unreadable CA file, certificate or
+    /// key).
     #[error("TLS trust setup failed: {0}")]
     Trust(String),
+    /// An established connection failed while sending a request or reading its response.
     #[error("the connection failed: {0}")]
     Connection(String),
+    /// A response could not be parsed or lacked an expected part.
     #[error("the broker sent a malformed response: {0}")]
     Protocol(String),
+    /// No response arrived within the client's `request_timeout_ms`.
     #[error("the request timed out after {timeout_ms} ms")]
-    Timeout { timeout_ms: u64 },
+    Timeout {
+        /// The timeout that expired, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// The broker answered with an error code.
     #[error("the broker refused the request ({code:?}): {message}")]
-    Broker { code: ErrorCode, message: String },
+    Broker {
+        /// The broker's error code.
+        code: ErrorCode,
+        /// The broker's explanation.
+        message: String,
+    },
+    /// The producer waited `max_block_ms` for buffer space and got none.
     #[error("the producer's buffer stayed full for max_block_ms = {max_block_ms}; the broker is slower than the producer or unreachable")]
-    BufferFull { max_block_ms: u64 },
+    BufferFull {
+        /// The producer's `max_block_ms`, in milliseconds.
+        max_block_ms: u64,
+    },
+    /// A record, with a batch header, does not fit in one batch of `batch_bytes`.
     #[error("record of {size_bytes} bytes exceeds batch_bytes = {max_bytes}; raise batch_bytes (and the topic's max_message_bytes)")]
-    RecordTooLarge { size_bytes: usize, max_bytes: usize },
+    RecordTooLarge {
+        /// Estimated encoded size of the record, in bytes.
+        size_bytes: usize,
+        /// The producer's `batch_bytes`.
+        max_bytes: usize,
+    },
+    /// A batch kept failing with retriable errors until `delivery_timeout_ms` ran out.
     #[error("not delivered within delivery_timeout_ms = {timeout_ms}: {last_error}")]
-    DeliveryTimeout { timeout_ms: u64, last_error: String },
+    DeliveryTimeout {
+        /// The producer's `delivery_timeout_ms`, in milliseconds.
+        timeout_ms: u64,
+        /// The error of the last attempt.
+        last_error: String,
+    },
+    /// The producer or consumer is closed, or its background task has ended.
     #[error("the producer or consumer is closed")]
     Closed,
+    /// An argument was refused before anything was sent (e.g. no broker address, or a
+    /// partition that is not assigned).
     #[error("invalid argument: {0}")]
     Invalid(String),
 }
@@ -75,4 +113,5 @@ pub fn code_is_retriable(code: ErrorCode) -> bool {
     )
 }
 
+/// A `Result` whose error defaults to [`ClientError`].
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -50,8 +50,10 @@ impl Acks {
     }
 }
 
+/// Producer settings; see the module documentation for how they work together.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
+    /// How much acknowledgement each batch waits for.
     pub acks: Acks,
     /// How long a partition's batch may wait for more records before it is sent.
     pub linger_ms: u64,

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ClientError;
 
+/// Which certificate the client accepts from a node.
 #[derive(Debug, Clone)]
 pub enum TlsTrust {
     /// Certificates signed by the CAs in this PEM file.
