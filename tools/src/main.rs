@@ -1,17 +1,22 @@
-//! The `quiver` command. `serve` runs a node; the client commands (`topic`, `produce`,
-//! `consume`, ...) arrive with the CLI issue.
+//! The `quiver` command: `serve` runs a node; `topic`, `produce`, `consume`, `offsets` and
+//! `cluster` talk to one. Tables for people, `--json` for scripts; errors say what to do.
 
-use std::net::SocketAddr;
+mod connect;
+mod consume;
+mod diagnose;
+mod produce;
+mod serve;
+mod time;
+mod topic;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use quiver_core::broker::node::{run_node, Banner, NodeConfig};
-use quiver_core::broker::shard::NodeSettings;
-use quiver_core::log::LogConfig;
+use quiver_client::SeekTo;
 
-/// Default address of a local node: shard i listens on port 7420 + i.
-const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+use crate::connect::ClientArgs;
+use crate::serve::ServeConfig;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -20,9 +25,6 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
     about = "Quiver: a thread-per-core event log broker"
 )]
 struct Cli {
-    /// Log filter (tracing syntax), e.g. info or quiver_core=debug. RUST_LOG also works.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,140 +32,234 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a node: single node, local data directory, dev TLS certificate made on first start.
-    Serve(ServeArgs),
+    Serve {
+        /// TOML configuration file (keys as in docs/operations.md); env QUIVER_* and flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        flags: ServeConfig,
+    },
+    /// Create, list, describe, delete topics and change their configs.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Send one record per line of stdin; exits once every record is acknowledged.
+    Produce {
+        topic: String,
+        /// Split each line into key and value at the first SEP.
+        #[arg(long)]
+        key_separator: Option<String>,
+        #[arg(long, value_enum, default_value = "all")]
+        acks: produce::AcksArg,
+        /// Send every record to this partition (default: by key, or sticky for keyless records).
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Print `partition offset` per record, in input order.
+        #[arg(long)]
+        print_offsets: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print records of a topic; stops at the end of the log unless --follow.
+    Consume {
+        topic: String,
+        /// Start at the earliest offset (the default).
+        #[arg(long, conflicts_with_all = ["offset", "from_time"])]
+        from_beginning: bool,
+        /// Start at this offset.
+        #[arg(long, conflicts_with = "from_time")]
+        offset: Option<i64>,
+        /// Start at the first record at or after this RFC 3339 time, e.g. 2026-11-26T12:00:00Z.
+        #[arg(long)]
+        from_time: Option<String>,
+        /// Only this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Stop after COUNT records.
+        #[arg(short = 'n', long = "count")]
+        count: Option<u64>,
+        /// Keep waiting for new records.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long, value_enum, default_value = "value")]
+        format: consume::Format,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Earliest and latest offset of every partition of a topic.
+    Offsets {
+        topic: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The node you are talking to.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print the configuration reference (the table in docs/operations.md).
+    ConfigReference,
 }
 
-#[derive(clap::Args, Debug)]
-struct ServeArgs {
-    /// Where partitions, metadata and the dev certificate live.
-    #[arg(long, default_value = "./quiver-data")]
-    data_dir: PathBuf,
-    /// Address of shard 0; shard i listens on the next ports (base_port + i).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    listen: SocketAddr,
-    /// Host name clients should use (in metadata); defaults to the listen IP.
-    #[arg(long)]
-    advertised_host: Option<String>,
-    /// Number of shards, unpinned (tests, laptops). Default: one pinned shard per CPU.
-    #[arg(long, conflicts_with = "cores")]
-    shards: Option<usize>,
-    /// CPUs to pin one shard each to, e.g. 0-3 or 0,2,4.
-    #[arg(long)]
-    cores: Option<String>,
-    /// PEM certificate chain (with --tls-key) instead of the dev certificate.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
-    /// Require client certificates signed by a CA in this PEM file (mTLS).
-    #[arg(long)]
-    tls_client_ca: Option<PathBuf>,
-    /// Largest request frame accepted.
-    #[arg(long, default_value_t = quiver_schema_max_frame())]
-    max_frame_bytes: usize,
+#[derive(Subcommand, Debug)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Topic config, key=value (repeatable): retention_ms, segment_bytes, flush_policy, ...
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
+    /// List topics.
+    List,
+    /// Partitions, owning shards and effective configs of a topic.
+    Describe { name: String },
+    /// Delete a topic and its data.
+    Delete { name: String },
+    /// Change topic configs.
+    AlterConfig {
+        name: String,
+        #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
+        set: Vec<String>,
+    },
 }
 
-fn quiver_schema_max_frame() -> usize {
-    (16 << 20) + (64 << 10)
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Cluster id, node id, shards and their ports, topic count.
+    Info,
 }
 
-fn parse_cores(list: &str) -> Result<Vec<usize>, String> {
-    let mut out = Vec::new();
-    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("--cores {list:?}: {part:?} is not a CPU number or range like 0-3");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) =
-                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                if a > b {
-                    return Err(bad());
-                }
-                out.extend(a..=b);
-            }
-            None => out.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    if out.is_empty() {
-        return Err("--cores needs at least one CPU".into());
-    }
-    Ok(out)
-}
-
-fn print_banner(b: &Banner) {
-    println!("quiver {} serving", env!("CARGO_PKG_VERSION"));
-    println!("  cluster id     {}", b.cluster_id);
-    println!("  data dir       {}", b.data_dir.display());
-    for (i, a) in b.shard_addresses.iter().enumerate() {
-        println!("  shard {i:<3}      quic://{a}");
-    }
-    let made = if b.cert_created {
-        " (dev certificate, made now)"
-    } else {
-        ""
-    };
-    println!("  certificate    {}{made}", b.cert_path.display());
-    println!("  sha256         {}", b.cert_fingerprint_sha256);
-    println!("  topics         {}", b.topics);
-    println!("ready");
-}
-
-fn serve(args: ServeArgs) -> Result<(), String> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cores = args.cores.as_deref().map(parse_cores).transpose()?;
-    if let Some(c) = &cores {
-        if let Some(missing) = c.iter().find(|c| **c >= cpus) {
-            return Err(format!(
-                "--cores asks for CPU {missing} but this machine has {cpus} CPUs (0-{})",
-                cpus - 1
-            ));
-        }
-    }
-    let shard_count = match (&cores, args.shards) {
-        (Some(c), _) => c.len(),
-        (None, Some(n)) if n > 0 => n,
-        (None, Some(_)) => return Err("--shards must be at least 1".into()),
-        (None, None) => cpus,
-    };
-    let cores = cores.or_else(|| args.shards.is_none().then(|| (0..cpus).collect()));
-    let advertised_host = args
-        .advertised_host
-        .unwrap_or_else(|| args.listen.ip().to_string());
-    let config = NodeConfig {
-        settings: NodeSettings {
-            node_id: 0,
-            data_dir: args.data_dir,
-            advertised_host,
-            base_port: args.listen.port(),
-            shard_count,
-            max_frame_bytes: args.max_frame_bytes,
-            default_log: LogConfig::default(),
-            retention_check_interval_ms: 300_000,
-        },
-        bind_host: args.listen.ip(),
-        cores,
-        tls_pem: args.tls_cert.zip(args.tls_key),
-        tls_client_ca: args.tls_client_ca,
-        quic: Default::default(),
-    };
-    run_node(config, print_banner).map_err(|e| e.to_string())
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn serve_command(config: Option<PathBuf>, flags: ServeConfig) -> Result<(), (i32, String)> {
+    let file = match &config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                (
+                    2,
+                    format!("cannot read config file {}: {e}", path.display()),
+                )
+            })?;
+            ServeConfig::from_toml(&text, &path.display().to_string()).map_err(|e| (2, e))?
+        }
+        None => ServeConfig::default(),
+    };
+    let env = ServeConfig::from_env(|k| std::env::var(k).ok()).map_err(|e| (2, e))?;
+    let merged = flags.over(env.over(file));
+    init_logging(merged.log_level.as_deref().unwrap_or("info"));
+    serve::serve(merged)
+}
+
+fn client_command(cmd: Command) -> Result<(), String> {
+    init_logging("warn");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async move {
+        match cmd {
+            Command::Topic { command, client } => match command {
+                TopicCommand::Create {
+                    name,
+                    partitions,
+                    config,
+                } => topic::create(&client, &name, partitions, &config).await,
+                TopicCommand::List => topic::list(&client).await,
+                TopicCommand::Describe { name } => topic::describe(&client, &name).await,
+                TopicCommand::Delete { name } => topic::delete(&client, &name).await,
+                TopicCommand::AlterConfig { name, set } => {
+                    topic::alter_config(&client, &name, &set).await
+                }
+            },
+            Command::Produce {
+                topic,
+                key_separator,
+                acks,
+                partition,
+                print_offsets,
+                client,
+            } => {
+                produce::run(
+                    &client,
+                    produce::ProduceArgs {
+                        topic,
+                        key_separator,
+                        acks,
+                        partition,
+                        print_offsets,
+                    },
+                )
+                .await
+            }
+            Command::Consume {
+                topic,
+                from_beginning: _,
+                offset,
+                from_time,
+                partition,
+                count,
+                follow,
+                format,
+                client,
+            } => {
+                let start = match (offset, from_time) {
+                    (Some(o), _) => SeekTo::Offset(o),
+                    (None, Some(t)) => SeekTo::Timestamp(time::parse_rfc3339_ms(&t)?),
+                    (None, None) => SeekTo::Beginning,
+                };
+                consume::run(
+                    &client,
+                    consume::ConsumeArgs {
+                        topic,
+                        start,
+                        partition,
+                        count,
+                        follow,
+                        format,
+                    },
+                )
+                .await
+            }
+            Command::Offsets { topic, client } => topic::offsets(&client, &topic).await,
+            Command::Cluster {
+                command: ClusterCommand::Info,
+                client,
+            } => topic::cluster_info(&client).await,
+            Command::Serve { .. } | Command::ConfigReference => Ok(()),
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve { config, flags } => serve_command(config, flags),
+        Command::ConfigReference => {
+            print!("{}", serve::config_reference_markdown());
+            Ok(())
+        }
+        other => client_command(other).map_err(|e| (1, e)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("error: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(code as u8)
         }
     }
 }

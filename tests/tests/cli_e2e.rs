@@ -1,0 +1,296 @@
+//! The `quiver` command as a user types it, against a real node: every client command, its
+//! JSON output, and its errors (broker down, unknown topic, invalid config, bad time).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use quiver_tests::node::{free_ports, quiver_binary, Node};
+
+struct Cli {
+    broker: String,
+    data_dir: String,
+}
+
+impl Cli {
+    fn for_node(node: &Node) -> Self {
+        Self {
+            broker: node.shard_addr(0).to_string(),
+            data_dir: node.data_dir.display().to_string(),
+        }
+    }
+
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(quiver_binary());
+        cmd.args(args)
+            .args(["--broker", &self.broker, "--node-data-dir", &self.data_dir]);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run quiver");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(
+            out.status.success(),
+            "quiver {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin);
+        assert!(!out.status.success(), "quiver {args:?} should fail");
+        String::from_utf8(out.stderr).unwrap()
+    }
+}
+
+#[test]
+fn every_client_command_works_and_says_what_went_wrong() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = Node::start(dir.path(), 2);
+    let cli = Cli::for_node(&node);
+
+    assert!(cli
+        .ok(
+            &[
+                "topic",
+                "create",
+                "orders",
+                "--partitions",
+                "3",
+                "--config",
+                "retention_ms=3600000"
+            ],
+            None
+        )
+        .contains("created topic orders"));
+    let list: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["topic", "list", "--json"], None)).unwrap();
+    assert_eq!(list[0]["name"], "orders");
+    assert_eq!(list[0]["partitions"], 3);
+    let desc: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["topic", "describe", "orders", "--json"], None)).unwrap();
+    assert_eq!(desc["configs"]["retention_ms"], "3600000");
+    assert_eq!(desc["partitions"].as_array().unwrap().len(), 3);
+    assert!(cli
+        .ok(&["topic", "describe", "orders"], None)
+        .contains("PARTITION"));
+    cli.ok(
+        &[
+            "topic",
+            "alter-config",
+            "orders",
+            "--set",
+            "retention_ms=7200000",
+        ],
+        None,
+    );
+    let desc: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["topic", "describe", "orders", "--json"], None)).unwrap();
+    assert_eq!(desc["configs"]["retention_ms"], "7200000");
+
+    // Produce: keys split at ':', offsets printed in input order, a summary on stderr.
+    let input: String = (0..30)
+        .map(|i| format!("user-{}:order-{i}\n", i % 4))
+        .collect();
+    let out = cli.run(
+        &[
+            "produce",
+            "orders",
+            "--key-separator",
+            ":",
+            "--print-offsets",
+        ],
+        Some(&input),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let offsets: Vec<(i32, i64)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut it = l.split_whitespace();
+            (
+                it.next().unwrap().parse().unwrap(),
+                it.next().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(offsets.len(), 30);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("produced 30 records"));
+    let same_key: Vec<i32> = offsets.iter().step_by(4).map(|o| o.0).collect();
+    assert!(
+        same_key.windows(2).all(|w| w[0] == w[1]),
+        "one key, one partition"
+    );
+
+    // Consume: everything from the beginning, then exit at the end of the log.
+    let values = cli.ok(&["consume", "orders", "--from-beginning"], None);
+    let mut got: Vec<&str> = values.lines().collect();
+    got.sort_unstable();
+    let mut want: Vec<String> = (0..30).map(|i| format!("order-{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(
+        cli.ok(&["consume", "orders", "-n", "2"], None)
+            .lines()
+            .count(),
+        2
+    );
+    let (p, o) = offsets[5];
+    let json = cli.ok(
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            &p.to_string(),
+            "--offset",
+            &o.to_string(),
+            "-n",
+            "1",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    let rec: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["value"], "order-5");
+    assert_eq!(rec["key"], "user-1");
+    assert!(
+        cli.ok(
+            &["consume", "orders", "--from-time", "2999-01-01T00:00:00Z"],
+            None
+        )
+        .is_empty(),
+        "nothing that late"
+    );
+    assert_eq!(
+        cli.ok(
+            &["consume", "orders", "--from-time", "2000-01-01T00:00:00Z"],
+            None
+        )
+        .lines()
+        .count(),
+        30
+    );
+    assert!(cli
+        .ok(&["consume", "orders", "-n", "1", "--format", "text"], None)
+        .contains("@"));
+
+    let offsets_json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["offsets", "orders", "--json"], None)).unwrap();
+    let total: i64 = offsets_json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["latest"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 30);
+    let info: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["cluster", "info", "--json"], None)).unwrap();
+    assert_eq!(info["shards"], 2);
+    assert_eq!(info["topics"], 1);
+
+    // Errors a user makes.
+    assert!(cli
+        .fails(&["produce", "nope"], Some("x\n"))
+        .contains("does not exist"));
+    assert!(cli
+        .fails(&["consume", "nope"], None)
+        .contains("does not exist"));
+    assert!(cli
+        .fails(
+            &["topic", "create", "bad", "--config", "retention_mss=1"],
+            None
+        )
+        .contains("retention_mss"));
+    assert!(cli
+        .fails(&["consume", "orders", "--from-time", "yesterday"], None)
+        .contains("RFC 3339"));
+    assert!(cli
+        .fails(&["topic", "create", "orders"], None)
+        .contains("already exists"));
+
+    assert!(cli
+        .ok(&["topic", "delete", "orders"], None)
+        .contains("deleted"));
+    assert!(cli.ok(&["topic", "list"], None).lines().count() <= 1);
+}
+
+#[test]
+fn a_broker_that_is_down_gets_a_clear_message_and_a_failure_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli {
+        broker: format!("127.0.0.1:{}", free_ports(1)),
+        data_dir: dir.path().display().to_string(),
+    };
+    let err = cli.fails(&["topic", "list"], None);
+    assert!(err.contains("quiver serve"), "{err}");
+}
+
+#[test]
+fn serve_refuses_bad_configuration_with_the_reason() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let config = dir.path().join("quiver.toml");
+    std::fs::write(&config, "data_dirr = \"/tmp/x\"\n").unwrap();
+    let out = Command::new(quiver_binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("data_dirr"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A port in use is explained before anything starts.
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = Command::new(quiver_binary())
+        .args([
+            "serve",
+            "--shards",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&port.to_string()) && err.contains("--listen"),
+        "{err}"
+    );
+
+    // More cores than the machine has.
+    let out = Command::new(quiver_binary())
+        .args(["serve", "--cores", "0-4095", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CPUs"));
+}

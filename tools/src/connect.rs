@@ -1,0 +1,89 @@
+//! What every client command shares: which broker, how to trust it, JSON or tables.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use quiver_client::{Client, ClientConfig, TlsTrust};
+
+/// Flags of every client command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Broker address, host:port (shard 0 of the node).
+    #[arg(long, env = "QUIVER_BROKERS", default_value = crate::serve::DEFAULT_LISTEN, global = true)]
+    pub broker: String,
+    /// Print JSON (one object per line for streams) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Trust brokers whose certificate is signed by a CA in this PEM file.
+    #[arg(long, global = true, conflicts_with = "fingerprint")]
+    pub ca: Option<PathBuf>,
+    /// Trust exactly the certificate with this SHA-256 fingerprint (as `quiver serve` prints it).
+    #[arg(long, global = true)]
+    pub fingerprint: Option<String>,
+    /// Data directory of a local node, whose dev certificate is then trusted.
+    #[arg(long = "node-data-dir", global = true, default_value = "./quiver-data")]
+    pub node_data_dir: PathBuf,
+}
+
+impl ClientArgs {
+    fn trust(&self) -> TlsTrust {
+        match (&self.ca, &self.fingerprint) {
+            (Some(ca), _) => TlsTrust::CaFile(ca.clone()),
+            (None, Some(fp)) => TlsTrust::Fingerprint(fp.clone()),
+            (None, None) => TlsTrust::LocalDataDir(self.node_data_dir.clone()),
+        }
+    }
+
+    fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
+        let mut out = Vec::new();
+        for b in self
+            .broker
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+        {
+            let addrs = b
+                .to_socket_addrs()
+                .map_err(|e| format!("broker address {b:?}: {e} (expected host:port)"))?;
+            out.extend(addrs);
+        }
+        if out.is_empty() {
+            return Err("no broker address given (--broker or QUIVER_BROKERS)".into());
+        }
+        Ok(out)
+    }
+
+    /// Connects, with an error that says what to check when nothing answers.
+    pub async fn connect(&self) -> Result<Client, String> {
+        let addrs = self.addresses()?;
+        let config = ClientConfig {
+            trust: self.trust(),
+            request_timeout_ms: 15_000,
+            ..ClientConfig::default()
+        };
+        Client::connect(&addrs, config).await.map_err(|e| {
+            format!("cannot reach a Quiver broker at {}: {e}\n  is `quiver serve` running? (--broker HOST:PORT or QUIVER_BROKERS to point elsewhere)", self.broker)
+        })
+    }
+}
+
+/// Prints rows as an aligned table (first row = header).
+pub fn print_table(rows: &[Vec<String>]) {
+    let Some(first) = rows.first() else { return };
+    let widths: Vec<usize> = (0..first.len())
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}

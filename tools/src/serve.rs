@@ -1,0 +1,372 @@
+//! `quiver serve`: the node's configuration (TOML file < `QUIVER_*` environment < flags, unknown
+//! keys refused by name), start-up checks, the banner.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use quiver_core::broker::node::{run_node, Banner, NodeConfig};
+use quiver_core::broker::shard::NodeSettings;
+use quiver_core::log::LogConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::diagnose;
+
+/// Default address of a local node: shard i listens on port 7420 + i.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+
+/// Every key of the serve configuration: name, default, meaning. The file, the environment
+/// (`QUIVER_<KEY>`) and the flags (`--<key-with-dashes>`) all use these names;
+/// docs/operations.md's reference is generated from this table (a test checks it).
+pub const CONFIG_KEYS: &[(&str, &str, &str)] = &[
+    (
+        "data_dir",
+        "./quiver-data",
+        "Where partitions, metadata.json and the dev certificate live.",
+    ),
+    (
+        "listen",
+        DEFAULT_LISTEN,
+        "Address of shard 0; shard i listens on the same IP at port + i.",
+    ),
+    (
+        "advertised_host",
+        "the listen IP",
+        "Host name or IP clients are told to use in metadata.",
+    ),
+    (
+        "shards",
+        "one per CPU",
+        "Number of shards, unpinned (tests, laptops). Conflicts with cores.",
+    ),
+    (
+        "cores",
+        "every CPU",
+        "CPUs to pin one shard each to, e.g. \"0-3\" or \"0,2,4\".",
+    ),
+    (
+        "tls_cert",
+        "dev certificate",
+        "PEM certificate chain; with tls_key, replaces the dev certificate.",
+    ),
+    ("tls_key", "dev key", "PEM private key for tls_cert."),
+    (
+        "tls_client_ca",
+        "none",
+        "PEM CAs whose client certificates are required (mTLS).",
+    ),
+    (
+        "max_frame_bytes",
+        "16842752",
+        "Largest request frame accepted (16 MiB + 64 KiB).",
+    ),
+    (
+        "retention_check_interval_ms",
+        "300000",
+        "How often each partition applies retention.",
+    ),
+    (
+        "log_level",
+        "info",
+        "Log filter (tracing syntax); RUST_LOG overrides it.",
+    ),
+];
+
+/// The configuration as the file, the environment or the flags give it; every key optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Where partitions, metadata and the dev certificate live [default: ./quiver-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address of shard 0; shard i listens on port + i [default: 127.0.0.1:7420].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Host name clients should use (in metadata) [default: the listen IP].
+    #[arg(long)]
+    pub advertised_host: Option<String>,
+    /// Number of shards, unpinned (tests, laptops) [default: one pinned shard per CPU].
+    #[arg(long, conflicts_with = "cores")]
+    pub shards: Option<usize>,
+    /// CPUs to pin one shard each to, e.g. 0-3 or 0,2,4.
+    #[arg(long)]
+    pub cores: Option<String>,
+    /// PEM certificate chain (with --tls-key) instead of the dev certificate.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA in this PEM file (mTLS).
+    #[arg(long)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Largest request frame accepted.
+    #[arg(long)]
+    pub max_frame_bytes: Option<usize>,
+    /// How often each partition applies retention, in ms.
+    #[arg(long)]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Log filter (tracing syntax), e.g. info or quiver_core=debug.
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+impl ServeConfig {
+    /// `self`, with every key it lacks taken from `lower`.
+    pub fn over(self, lower: ServeConfig) -> ServeConfig {
+        ServeConfig {
+            data_dir: self.data_dir.or(lower.data_dir),
+            listen: self.listen.or(lower.listen),
+            advertised_host: self.advertised_host.or(lower.advertised_host),
+            shards: self.shards.or(lower.shards),
+            cores: self.cores.or(lower.cores),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_client_ca: self.tls_client_ca.or(lower.tls_client_ca),
+            max_frame_bytes: self.max_frame_bytes.or(lower.max_frame_bytes),
+            retention_check_interval_ms: self
+                .retention_check_interval_ms
+                .or(lower.retention_check_interval_ms),
+            log_level: self.log_level.or(lower.log_level),
+        }
+    }
+
+    /// Parses a TOML file; an unknown key is an error that names it.
+    pub fn from_toml(text: &str, path: &str) -> Result<ServeConfig, String> {
+        toml::from_str(text).map_err(|e| format!("config file {path}: {e}"))
+    }
+
+    /// The `QUIVER_<KEY>` environment variables.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<ServeConfig, String> {
+        let mut table = toml::Table::new();
+        for (key, _, _) in CONFIG_KEYS {
+            let var = format!("QUIVER_{}", key.to_uppercase());
+            if let Some(value) = get(&var) {
+                let v = match *key {
+                    "shards" | "max_frame_bytes" | "retention_check_interval_ms" => {
+                        toml::Value::Integer(
+                            value
+                                .trim()
+                                .parse()
+                                .map_err(|_| format!("{var}={value:?} is not a whole number"))?,
+                        )
+                    }
+                    _ => toml::Value::String(value),
+                };
+                table.insert((*key).to_string(), v);
+            }
+        }
+        ServeConfig::deserialize(table).map_err(|e| format!("environment: {e}"))
+    }
+}
+
+/// The configuration reference of docs/operations.md, generated from [`CONFIG_KEYS`].
+pub fn config_reference_markdown() -> String {
+    let mut out = String::from("| key | env | flag | default | meaning |\n|---|---|---|---|---|\n");
+    for (key, default, meaning) in CONFIG_KEYS {
+        out.push_str(&format!(
+            "| `{key}` | `QUIVER_{}` | `--{}` | {default} | {meaning} |\n",
+            key.to_uppercase(),
+            key.replace('_', "-")
+        ));
+    }
+    out
+}
+
+fn parse_cores(list: &str) -> Result<Vec<usize>, String> {
+    let mut out = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("cores {list:?}: {part:?} is not a CPU number or a range like 0-3");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if out.is_empty() {
+        return Err("cores needs at least one CPU".into());
+    }
+    Ok(out)
+}
+
+fn print_banner(b: &Banner) {
+    println!("quiver {} serving", env!("CARGO_PKG_VERSION"));
+    println!("  cluster id     {}", b.cluster_id);
+    println!("  data dir       {}", b.data_dir.display());
+    for (i, a) in b.shard_addresses.iter().enumerate() {
+        println!("  shard {i:<3}      quic://{a}");
+    }
+    let made = if b.cert_created {
+        " (dev certificate, made now)"
+    } else {
+        ""
+    };
+    println!("  certificate    {}{made}", b.cert_path.display());
+    println!("  sha256         {}", b.cert_fingerprint_sha256);
+    println!("  topics         {}", b.topics);
+    println!("ready");
+}
+
+/// Runs the node described by `cfg` (already merged), after the start-up checks.
+pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
+    let usage = |m: String| (2, m);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cfg.shards.is_some() && cfg.cores.is_some() {
+        return Err(usage(
+            "shards and cores exclude each other: give one".into(),
+        ));
+    }
+    let cores = cfg
+        .cores
+        .as_deref()
+        .map(parse_cores)
+        .transpose()
+        .map_err(usage)?;
+    if let Some(missing) = cores.iter().flatten().find(|c| **c >= cpus) {
+        return Err(usage(format!(
+            "cores asks for CPU {missing} but this machine has {cpus} CPUs (0-{})",
+            cpus - 1
+        )));
+    }
+    let shard_count = match (&cores, cfg.shards) {
+        (Some(c), _) => c.len(),
+        (None, Some(0)) => return Err(usage("shards must be at least 1".into())),
+        (None, Some(n)) => n,
+        (None, None) => cpus,
+    };
+    let cores = cores.or_else(|| cfg.shards.is_none().then(|| (0..cpus).collect()));
+    let listen = cfg
+        .listen
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default address"));
+    let data_dir = cfg
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from("./quiver-data"));
+    let tls_pem = match (cfg.tls_cert, cfg.tls_key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(usage(
+                "tls_cert and tls_key go together: give both or neither".into(),
+            ))
+        }
+    };
+    let problems: Vec<diagnose::Problem> = [
+        diagnose::io_uring(),
+        diagnose::memlock(),
+        diagnose::data_dir(&data_dir),
+        diagnose::ports(listen.ip(), listen.port(), shard_count),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !problems.is_empty() {
+        let text: Vec<String> = problems
+            .iter()
+            .map(|p| format!("  - {}\n    fix: {}", p.what, p.remedy))
+            .collect();
+        return Err((2, format!("the node cannot start:\n{}", text.join("\n"))));
+    }
+    let config = NodeConfig {
+        settings: NodeSettings {
+            node_id: 0,
+            data_dir,
+            advertised_host: cfg
+                .advertised_host
+                .unwrap_or_else(|| listen.ip().to_string()),
+            base_port: listen.port(),
+            shard_count,
+            max_frame_bytes: cfg.max_frame_bytes.unwrap_or((16 << 20) + (64 << 10)),
+            default_log: LogConfig::default(),
+            retention_check_interval_ms: cfg.retention_check_interval_ms.unwrap_or(300_000),
+        },
+        bind_host: listen.ip(),
+        cores,
+        tls_pem,
+        tls_client_ca: cfg.tls_client_ca,
+        quic: Default::default(),
+    };
+    run_node(config, print_banner).map_err(|e| (1, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_env_and_flags_merge_in_that_order_and_unknown_keys_are_named() {
+        let file = ServeConfig::from_toml(
+            "data_dir = \"/file\"\nshards = 3\nlog_level = \"warn\"\n",
+            "q.toml",
+        )
+        .unwrap();
+        let env =
+            ServeConfig::from_env(|k| (k == "QUIVER_SHARDS").then(|| "5".to_string())).unwrap();
+        let flags = ServeConfig {
+            data_dir: Some("/flag".into()),
+            ..ServeConfig::default()
+        };
+        let merged = flags.over(env.over(file));
+        assert_eq!(merged.data_dir, Some(PathBuf::from("/flag")));
+        assert_eq!(merged.shards, Some(5));
+        assert_eq!(merged.log_level.as_deref(), Some("warn"));
+        let err = ServeConfig::from_toml("data_dirr = \"/x\"\n", "q.toml").unwrap_err();
+        assert!(err.contains("data_dirr"), "{err}");
+        assert!(
+            ServeConfig::from_env(|k| (k == "QUIVER_SHARDS").then(|| "many".to_string())).is_err()
+        );
+    }
+
+    #[test]
+    fn every_config_key_is_in_the_reference_and_the_docs_are_current() {
+        let all = ServeConfig {
+            data_dir: Some("/d".into()),
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            advertised_host: Some("h".into()),
+            shards: Some(1),
+            cores: Some("0".into()),
+            tls_cert: Some("/c".into()),
+            tls_key: Some("/k".into()),
+            tls_client_ca: Some("/ca".into()),
+            max_frame_bytes: Some(1),
+            retention_check_interval_ms: Some(1),
+            log_level: Some("info".into()),
+        };
+        let fields: Vec<String> = serde_json::to_value(&all)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let mut keys: Vec<String> = CONFIG_KEYS.iter().map(|(k, _, _)| k.to_string()).collect();
+        let mut fields = fields;
+        fields.sort();
+        keys.sort();
+        assert_eq!(
+            fields, keys,
+            "CONFIG_KEYS must list every ServeConfig field"
+        );
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/operations.md"
+        ))
+        .unwrap();
+        let start = docs
+            .find("<!-- config-reference:start -->")
+            .expect("start marker")
+            + "<!-- config-reference:start -->".len();
+        let end = docs
+            .find("<!-- config-reference:end -->")
+            .expect("end marker");
+        assert_eq!(
+            docs[start..end].trim(),
+            config_reference_markdown().trim(),
+            "docs/operations.md is stale: paste the output of `quiver config-reference`"
+        );
+    }
+}
