@@ -34,7 +34,10 @@ pub fn free_ports(count: usize) -> u16 {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(32_768);
     let low = 10_000u16;
-    let span = ephemeral_low.saturating_sub(low).saturating_sub(count as u16).max(1);
+    let span = ephemeral_low
+        .saturating_sub(low)
+        .saturating_sub(count as u16)
+        .max(1);
     for _ in 0..200 {
         let base = low + (rand::random::<u16>() % span);
         let all_free = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i as u16)).is_ok());
@@ -43,6 +46,20 @@ pub fn free_ports(count: usize) -> u16 {
         }
     }
     panic!("no {count} consecutive free UDP ports found");
+}
+
+/// Waits (up to 10 s) until the ports are free: after a kill -9 the kernel releases a node's
+/// sockets only once it has torn down its io_uring rings, a moment after the process is gone.
+/// There is no event to wait on, so this checks every 10 ms.
+fn wait_for_free_ports(base_port: u16, count: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(0..count).all(|i| UdpSocket::bind(("127.0.0.1", base_port + i as u16)).is_ok()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ports {base_port}.. still busy after 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 pub struct Node {
@@ -60,6 +77,7 @@ impl Node {
     }
 
     pub fn start_on(data_dir: &Path, shards: usize, base_port: u16) -> Self {
+        wait_for_free_ports(base_port, shards);
         let mut child = Command::new(quiver_binary())
             .args(["serve", "--data-dir"])
             .arg(data_dir)

@@ -104,6 +104,23 @@ pub fn data_dir(dir: &Path) -> Option<Problem> {
         .map(|e| problem(e.to_string(), "put the data directory on ext4 or xfs"))
 }
 
+/// Binds `host:port`, retrying for up to 2 s: right after a node on these ports died, the
+/// kernel may still be tearing down its io_uring rings, which hold the sockets a moment longer.
+fn bind_soon(host: IpAddr, port: u16) -> std::io::Result<UdpSocket> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match UdpSocket::bind((host, port)) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Every shard's UDP port must be free.
 pub fn ports(host: IpAddr, base_port: u16, shards: usize) -> Option<Problem> {
     for i in 0..shards {
@@ -116,7 +133,7 @@ pub fn ports(host: IpAddr, base_port: u16, shards: usize) -> Option<Problem> {
                 "lower the port in --listen",
             ));
         };
-        if let Err(e) = UdpSocket::bind((host, port)) {
+        if let Err(e) = bind_soon(host, port) {
             return Some(problem(
                 format!("UDP port {host}:{port} (shard {i}) is not available: {e}"),
                 "another process (another quiver?) uses it: stop it, or pick other ports with --listen",
