@@ -163,7 +163,12 @@ impl Client {
                 self.forget(addr).await;
                 return Err(e);
             }
-            Err(_) => return Err(ClientError::Timeout { timeout_ms }),
+            Err(_) => {
+                // A broker killed without a goodbye leaves the connection looking open until
+                // QUIC's idle timeout (30 s): after a timeout, reconnect on the next request.
+                self.forget(addr).await;
+                return Err(ClientError::Timeout { timeout_ms });
+            }
         };
         envelope_error(&resp)?;
         Ok(resp)

@@ -12,9 +12,15 @@ use quiver_client::{
 use quiver_tests::node::Node;
 
 async fn client_for(node: &Node) -> Client {
+    client_with_timeout(node, 10_000).await
+}
+
+/// A client whose requests give up after `request_timeout_ms` (a killed broker never says
+/// goodbye: requests on its old connection wait for this timeout before they are retried).
+async fn client_with_timeout(node: &Node, request_timeout_ms: u64) -> Client {
     let config = ClientConfig {
         trust: TlsTrust::LocalDataDir(node.data_dir.clone()),
-        request_timeout_ms: 10_000,
+        request_timeout_ms,
         ..ClientConfig::default()
     };
     Client::connect(&[node.shard_addr(0)], config)
@@ -118,7 +124,7 @@ async fn records_acknowledged_across_a_broker_crash_are_all_there() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 2);
     let base_port = node.base_port;
-    let client = client_for(&node).await;
+    let client = client_with_timeout(&node, 2_000).await;
     Admin::new(client.clone())
         .create_topic("crash", 8, &[])
         .await
