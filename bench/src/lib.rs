@@ -9,6 +9,8 @@
 //! - Later (issue "The latency benchmark harness"): open-loop OMB-style workloads against a
 //!   node, with coordinated omission shown.
 
+pub mod latency;
+
 pub mod harness {
     //! What the benchmarks share: a real `quiver serve` process and CPU pinning.
 

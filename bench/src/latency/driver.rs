@@ -1,0 +1,39 @@
+//! What a system under test must offer the harness: topics, producers that say when a message
+//! is acknowledged, consumers that hand out payloads. Quiver's driver is [`super::quiver`];
+//! tests use a fake one with known latencies.
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use super::workload::Workload;
+
+pub trait Driver: Send + Sync + 'static {
+    /// Creates the workload's topics (fresh names) and returns them.
+    fn prepare<'a>(&'a self, workload: &'a Workload) -> BoxFuture<'a, Result<Vec<String>, String>>;
+    fn producer<'a>(
+        &'a self,
+        topic: &'a str,
+        workload: &'a Workload,
+    ) -> BoxFuture<'a, Result<Box<dyn BenchProducer>, String>>;
+    /// A consumer of `partitions` of `topic`, reading from the end of the log.
+    fn consumer<'a>(
+        &'a self,
+        topic: &'a str,
+        partitions: Vec<u32>,
+    ) -> BoxFuture<'a, Result<Box<dyn BenchConsumer>, String>>;
+}
+
+pub trait BenchProducer: Send + Sync {
+    /// Hands a message to the client (this may wait: back-pressure shows up as publish delay)
+    /// and returns the future of its acknowledgement.
+    fn send(
+        &self,
+        key: Bytes,
+        payload: Bytes,
+    ) -> BoxFuture<'_, Result<BoxFuture<'static, Result<(), String>>, String>>;
+}
+
+pub trait BenchConsumer: Send {
+    /// The next message's payload.
+    fn next(&mut self) -> BoxFuture<'_, Result<Bytes, String>>;
+}

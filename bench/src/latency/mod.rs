@@ -1,0 +1,13 @@
+//! The latency harness behind `quiver bench`: OMB-shaped workloads, open-loop producers, three
+//! hdrhistograms (publish latency, publish delay, end-to-end) at µs resolution, progress lines,
+//! a JSON report, `.hgrm` files and an SVG latency-by-percentile plot.
+//!
+//! - [`workload`]: the workload files (`bench/workloads/*.toml`).
+//! - [`driver`]: what a system under test provides; [`quiver`] is Quiver's.
+//! - [`runner`]: the open loop; [`recorder`]: the histograms and their outputs.
+
+pub mod driver;
+pub mod quiver;
+pub mod recorder;
+pub mod runner;
+pub mod workload;

@@ -1,0 +1,135 @@
+//! The harness driver for Quiver, through `quiver-client`.
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use quiver_client::{
+    Acks, Admin, Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+
+use super::driver::{BenchConsumer, BenchProducer, Driver};
+use super::workload::Workload;
+
+pub struct QuiverDriver {
+    pub client: Client,
+}
+
+struct QuiverProducer {
+    producer: Producer,
+    topic: String,
+}
+
+struct QuiverConsumer {
+    consumer: Consumer,
+}
+
+impl Driver for QuiverDriver {
+    fn prepare<'a>(&'a self, w: &'a Workload) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        async move {
+            let admin = Admin::new(self.client.clone());
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let mut names = Vec::new();
+            for i in 0..w.topics {
+                let name = format!("bench-{}-{stamp}-{i}", w.name);
+                admin
+                    .create_topic(&name, w.partitions_per_topic as i32, &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                names.push(name);
+            }
+            Ok(names)
+        }
+        .boxed()
+    }
+
+    fn producer<'a>(
+        &'a self,
+        topic: &'a str,
+        w: &'a Workload,
+    ) -> BoxFuture<'a, Result<Box<dyn BenchProducer>, String>> {
+        async move {
+            let acks = if w.acks == "leader" {
+                Acks::Leader
+            } else {
+                Acks::All
+            };
+            let config = ProducerConfig {
+                acks,
+                linger_ms: w.linger_ms,
+                batch_bytes: w.batch_bytes.max(w.message_size + 1024),
+                ..ProducerConfig::default()
+            };
+            let p: Box<dyn BenchProducer> = Box::new(QuiverProducer {
+                producer: Producer::new(self.client.clone(), config),
+                topic: topic.to_string(),
+            });
+            Ok(p)
+        }
+        .boxed()
+    }
+
+    fn consumer<'a>(
+        &'a self,
+        topic: &'a str,
+        partitions: Vec<u32>,
+    ) -> BoxFuture<'a, Result<Box<dyn BenchConsumer>, String>> {
+        async move {
+            let mut consumer = Consumer::new(
+                self.client.clone(),
+                ConsumerConfig {
+                    fetch_max_wait_ms: 500,
+                    ..ConsumerConfig::default()
+                },
+            );
+            let tps: Vec<(&str, i32)> = partitions.iter().map(|p| (topic, *p as i32)).collect();
+            consumer.assign(&tps);
+            for p in &partitions {
+                consumer
+                    .seek(topic, *p as i32, SeekTo::End)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            let c: Box<dyn BenchConsumer> = Box::new(QuiverConsumer { consumer });
+            Ok(c)
+        }
+        .boxed()
+    }
+}
+
+impl BenchProducer for QuiverProducer {
+    fn send(
+        &self,
+        key: Bytes,
+        payload: Bytes,
+    ) -> BoxFuture<'_, Result<BoxFuture<'static, Result<(), String>>, String>> {
+        async move {
+            let mut record = ProducerRecord::new(self.topic.clone(), payload);
+            record.key = Some(key);
+            let delivery = self
+                .producer
+                .enqueue(record)
+                .await
+                .map_err(|e| e.to_string())?;
+            let ack: BoxFuture<'static, Result<(), String>> =
+                async move { delivery.await.map(|_| ()).map_err(|e| e.to_string()) }.boxed();
+            Ok(ack)
+        }
+        .boxed()
+    }
+}
+
+impl BenchConsumer for QuiverConsumer {
+    fn next(&mut self) -> BoxFuture<'_, Result<Bytes, String>> {
+        async move {
+            let r = self
+                .consumer
+                .next_record()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(r.value.unwrap_or_default())
+        }
+        .boxed()
+    }
+}
