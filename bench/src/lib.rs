@@ -9,6 +9,7 @@
 //! - Later (issue "The latency benchmark harness"): open-loop OMB-style workloads against a
 //!   node, with coordinated omission shown.
 
+pub mod floor;
 pub mod latency;
 
 pub mod harness {

@@ -294,3 +294,46 @@ fn serve_refuses_bad_configuration_with_the_reason() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("CPUs"));
 }
+
+#[test]
+fn quiver_bench_runs_a_workload_with_one_command() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let workload = dir.path().join("tiny.toml");
+    std::fs::write(
+        &workload,
+        "name = \"tiny\"\ntopics = 1\npartitions_per_topic = 2\nmessage_size = 256\nproducers_per_topic = 1\nsubscriptions_per_topic = 1\nconsumers_per_subscription = 1\nproducer_rate = 500\nwarmup_duration_s = 1\ntest_duration_s = 2\n",
+    )
+    .unwrap();
+    let out = dir.path().join("results");
+    let run = Command::new(quiver_binary())
+        .current_dir(dir.path())
+        .args([
+            "bench",
+            "run",
+            workload.to_str().unwrap(),
+            "--embedded",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("tiny-quiver.json")).unwrap()).unwrap();
+    for metric in ["publish_latency", "publish_delay", "end_to_end"] {
+        assert!(
+            report["latency_us"][metric]["count"].as_u64().unwrap() > 500,
+            "{metric}: {}",
+            report["latency_us"][metric]
+        );
+        assert!(out.join(format!("tiny-quiver-{metric}.hgrm")).exists());
+    }
+    assert!(std::fs::read_to_string(out.join("tiny-quiver.svg"))
+        .unwrap()
+        .starts_with("<svg"));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("end_to_end"));
+}

@@ -1,6 +1,7 @@
 //! The `quiver` command: `serve` runs a node; `topic`, `produce`, `consume`, `offsets` and
 //! `cluster` talk to one. Tables for people, `--json` for scripts; errors say what to do.
 
+mod bench_cmd;
 mod connect;
 mod consume;
 mod diagnose;
@@ -104,6 +105,11 @@ enum Command {
     },
     /// Print the configuration reference (the table in docs/operations.md).
     ConfigReference,
+    /// Run a latency benchmark workload (bench/workloads/*.toml), or `floor`.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +134,40 @@ enum TopicCommand {
         name: String,
         #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
         set: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// Run a workload file against a node (--broker) or an embedded one (--embedded).
+    Run {
+        workload: PathBuf,
+        /// Start a node with a temporary data directory for the run.
+        #[arg(long)]
+        embedded: bool,
+        /// Messages per second over all producers (overrides the workload; 0 = find the max).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Seconds of measurement (overrides the workload).
+        #[arg(long)]
+        duration_s: Option<u64>,
+        /// Where the JSON report, .hgrm files and the SVG plot go.
+        #[arg(long, default_value = "perf/results")]
+        out: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// This machine's floor: QUIC echo round trip of the message size, raw write + fdatasync.
+    Floor {
+        #[arg(long, default_value_t = 1024)]
+        message_size: usize,
+        #[arg(long, default_value_t = 5000)]
+        samples: usize,
+        /// A directory on the disk the data directory would use.
+        #[arg(long, default_value = ".")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "perf/results")]
+        out: PathBuf,
     },
 }
 
@@ -253,7 +293,30 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 command: ClusterCommand::Info,
                 client,
             } => topic::cluster_info(&client).await,
-            Command::Serve { .. } | Command::ConfigReference => Ok(()),
+            Command::Bench {
+                command:
+                    BenchCommand::Run {
+                        workload,
+                        embedded,
+                        rate,
+                        duration_s,
+                        out,
+                        client,
+                    },
+            } => {
+                bench_cmd::run_workload(
+                    &client,
+                    bench_cmd::BenchArgs {
+                        workload,
+                        embedded,
+                        rate,
+                        duration_s,
+                        out,
+                    },
+                )
+                .await
+            }
+            Command::Serve { .. } | Command::ConfigReference | Command::Bench { .. } => Ok(()),
         }
     })
 }
@@ -266,6 +329,15 @@ fn main() -> ExitCode {
             print!("{}", serve::config_reference_markdown());
             Ok(())
         }
+        Command::Bench {
+            command:
+                BenchCommand::Floor {
+                    message_size,
+                    samples,
+                    data_dir,
+                    out,
+                },
+        } => bench_cmd::floor(message_size, samples, &data_dir, &out).map_err(|e| (1, e)),
         other => client_command(other).map_err(|e| (1, e)),
     };
     match result {

@@ -16,20 +16,18 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
+use quiver_bench::floor::{raw_fsync_p99, start_echo};
 use quiver_bench::harness::{pin_current_thread, start_broker};
 use quiver_client::{Connection, TlsTrust};
 use quiver_core::batch::{BatchBuilder, NewRecord};
-use quiver_net::server::{Handler, QuicServer};
-use quiver_net::tls;
 use quiver_schema::requests;
 use quiver_schema::wire::{Acks, ErrorCode};
 use serde_json::json;
@@ -49,35 +47,6 @@ struct Args {
     out: PathBuf,
     #[arg(long, default_value = "target/bench-node")]
     dir: PathBuf,
-}
-
-/// Answers each request with a frame of the same size: the transport's floor.
-struct Echo;
-
-impl Handler for Echo {
-    fn handle(&self, request: BytesMut) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
-        Box::pin(async move { request.freeze() })
-    }
-}
-
-fn start_echo(data_dir: PathBuf) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0))
-            .make()
-            .expect("executor")
-            .run(async move {
-                let (identity, _) = tls::load_or_create_dev_identity(&data_dir).expect("identity");
-                let config = tls::server_config(&identity, &tls::QuicLimits::default(), None)
-                    .expect("config");
-                let server =
-                    QuicServer::bind("127.0.0.1:0".parse().expect("addr"), config, 32 << 20, 16)
-                        .expect("bind");
-                tx.send(server.local_addr()).expect("send addr");
-                let _ = server.run(Rc::new(Echo), std::future::pending()).await;
-            })
-    });
-    rx.recv().expect("echo server address")
 }
 
 fn batch(record_bytes: usize, records: usize) -> Bytes {
@@ -137,39 +106,6 @@ fn pct(h: &Histogram<u64>) -> serde_json::Value {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-/// Raw 4 KiB overwrite + fdatasync p99 on the same disk (the storage floor).
-fn raw_fsync_p99(dir: &Path, samples: usize) -> u64 {
-    let dir = dir.to_path_buf();
-    glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0))
-        .make()
-        .expect("executor")
-        .run(async move {
-            let path = dir.join("raw-fsync.bin");
-            let f = glommio::io::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .dma_open(&path)
-                .await
-                .expect("file");
-            let mut prefill = f.alloc_dma_buffer(samples * 4096);
-            prefill.as_bytes_mut().fill(1);
-            f.write_at(prefill, 0).await.expect("prefill");
-            f.fdatasync().await.expect("sync");
-            let mut h = Histogram::<u64>::new(3).expect("histogram");
-            for i in 0..samples {
-                let mut buf = f.alloc_dma_buffer(4096);
-                buf.as_bytes_mut().fill(2);
-                let t = Instant::now();
-                f.write_at(buf, (i * 4096) as u64).await.expect("write");
-                f.fdatasync().await.expect("sync");
-                h.record(t.elapsed().as_micros() as u64).expect("record");
-            }
-            let _ = f.close().await;
-            let _ = std::fs::remove_file(&path);
-            h.value_at_quantile(0.99)
-        })
 }
 
 fn threads_of(pid: u32) -> usize {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -90,53 +91,45 @@ pub async fn run(
             let (rec, size) = (recorder.clone(), workload.message_size);
             let id = (t as u64) << 32 | u64::from(p);
             tasks.push(tokio::spawn(async move {
+                // Acknowledgements are awaited in this task (no task per message): each carries
+                // its own completion time, taken when it resolves.
+                let mut acks = FuturesUnordered::new();
                 let mut seq = 0u64;
                 loop {
                     let intended = start + interval.mul_f64(seq as f64);
-                    if intended >= end {
+                    if intended >= end && acks.is_empty() {
                         return;
                     }
-                    tokio::time::sleep_until(intended).await;
-                    let key = Bytes::from((seq % 1024).to_be_bytes().to_vec());
-                    let msg = payload(
-                        size,
-                        intended.duration_since(start).as_nanos() as u64,
-                        id ^ seq,
-                    );
-                    let ack = match producer.send(key, msg).await {
-                        Ok(ack) => ack,
-                        Err(_) => {
-                            rec.count(|c| c.errors += 1);
-                            seq += 1;
-                            continue;
+                    tokio::select! {
+                        biased;
+                        Some((intended_at, accepted, acked, ok)) = acks.next(), if !acks.is_empty() => {
+                            if measuring(intended_at) {
+                                let acked: Instant = acked;
+                                rec.record(Metric::PublishLatency, acked.saturating_duration_since(accepted).as_micros() as u64);
+                                rec.count(|c| if ok { c.published += 1; c.published_bytes += size as u64 } else { c.errors += 1 });
+                            }
                         }
-                    };
-                    let accepted = Instant::now();
-                    if measuring(intended) {
-                        rec.record(
-                            Metric::PublishDelay,
-                            accepted.saturating_duration_since(intended).as_micros() as u64,
-                        );
-                    }
-                    let rec2 = rec.clone();
-                    tokio::spawn(async move {
-                        let ok = ack.await.is_ok();
-                        if measuring(intended) {
-                            rec2.record(
-                                Metric::PublishLatency,
-                                accepted.elapsed().as_micros() as u64,
-                            );
-                            rec2.count(|c| {
-                                if ok {
-                                    c.published += 1;
-                                    c.published_bytes += size as u64;
-                                } else {
-                                    c.errors += 1;
+                        _ = tokio::time::sleep_until(intended), if intended < end => {
+                            let key = Bytes::from((seq % 1024).to_be_bytes().to_vec());
+                            let msg = payload(size, intended.duration_since(start).as_nanos() as u64, id ^ seq);
+                            seq += 1;
+                            let ack = match producer.send(key, msg).await {
+                                Ok(ack) => ack,
+                                Err(_) => {
+                                    rec.count(|c| c.errors += 1);
+                                    continue;
                                 }
+                            };
+                            let accepted = Instant::now();
+                            if measuring(intended) {
+                                rec.record(Metric::PublishDelay, accepted.saturating_duration_since(intended).as_micros() as u64);
+                            }
+                            acks.push(async move {
+                                let ok = ack.await.is_ok();
+                                (intended, accepted, Instant::now(), ok)
                             });
                         }
-                    });
-                    seq += 1;
+                    }
                 }
             }));
         }
