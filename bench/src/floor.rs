@@ -53,35 +53,7 @@ fn placement() -> glommio::Placement {
 
 /// Raw 4 KiB overwrite + fdatasync p99 on the same disk (the storage floor).
 pub fn raw_fsync_p99(dir: &Path, samples: usize) -> u64 {
-    let dir = dir.to_path_buf();
-    glommio::LocalExecutorBuilder::new(placement())
-        .make()
-        .expect("executor")
-        .run(async move {
-            let path = dir.join("raw-fsync.bin");
-            let f = glommio::io::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .dma_open(&path)
-                .await
-                .expect("file");
-            let mut prefill = f.alloc_dma_buffer(samples * 4096);
-            prefill.as_bytes_mut().fill(1);
-            f.write_at(prefill, 0).await.expect("prefill");
-            f.fdatasync().await.expect("sync");
-            let mut h = Histogram::<u64>::new(3).expect("histogram");
-            for i in 0..samples {
-                let mut buf = f.alloc_dma_buffer(4096);
-                buf.as_bytes_mut().fill(2);
-                let t = Instant::now();
-                f.write_at(buf, (i * 4096) as u64).await.expect("write");
-                f.fdatasync().await.expect("sync");
-                h.record(t.elapsed().as_micros() as u64).expect("record");
-            }
-            let _ = f.close().await;
-            let _ = std::fs::remove_file(&path);
-            h.value_at_quantile(0.99)
-        })
+    raw_fsync_histogram(dir, samples).value_at_quantile(0.99)
 }
 
 /// Raw write+fdatasync latencies as a histogram (µs), for `quiver bench floor`.
