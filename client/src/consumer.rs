@@ -31,7 +31,8 @@ pub enum OffsetReset {
     Earliest,
     /// Move to the end of the log (only records produced from now on).
     Latest,
-    /// Report `OffsetOutOfRange` as an error; a partition without a position starts at the end.
+    /// Report `OffsetOutOfRange` as an error; a partition without a position must be `seek`ed
+    /// first (reading it fails otherwise, like Kafka's `NoOffsetForPartitionException`).
     Error,
 }
 
@@ -158,7 +159,11 @@ impl Consumer {
                 None => {
                     let to = match self.config.auto_offset_reset {
                         OffsetReset::Earliest => SeekTo::Beginning,
-                        _ => SeekTo::End,
+                        OffsetReset::Latest => SeekTo::End,
+                        OffsetReset::Error => return Err(ClientError::Invalid(format!(
+                            "{}/{} has no position and auto_offset_reset is Error: seek it first",
+                            tp.0, tp.1
+                        ))),
                     };
                     let p = resolve(&self.client, &tp.0, tp.1, to).await?;
                     *pos = Some(p);

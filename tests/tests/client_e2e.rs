@@ -272,3 +272,52 @@ async fn lz4_and_zstd_batches_are_stored_as_sent_and_read_back() {
         check_order(&records);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_offset_reset_error_requires_a_seek_and_reports_out_of_range() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = Node::start(dir.path(), 1);
+    let client = client_for(&node).await;
+    Admin::new(client.clone())
+        .create_topic("strict", 1, &[])
+        .await
+        .unwrap();
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    producer
+        .send(ProducerRecord::new("strict", "0"))
+        .await
+        .unwrap();
+    let config = ConsumerConfig {
+        auto_offset_reset: OffsetReset::Error,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer = Consumer::new(client.clone(), config.clone());
+    consumer.assign(&[("strict", 0)]);
+    let err = consumer.next_record().await.unwrap_err();
+    assert!(err.to_string().contains("seek it first"), "{err}");
+    consumer
+        .seek("strict", 0, quiver_client::SeekTo::Offset(0))
+        .await
+        .unwrap();
+    assert_eq!(consumer.next_record().await.unwrap().offset, 0);
+    let mut beyond = Consumer::new(client, config);
+    beyond.assign(&[("strict", 0)]);
+    beyond
+        .seek("strict", 0, quiver_client::SeekTo::Offset(99))
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), beyond.next_record())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            quiver_client::ClientError::Broker {
+                code: quiver_schema::wire::ErrorCode::OffsetOutOfRange,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
