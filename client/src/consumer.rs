@@ -157,13 +157,18 @@ impl Consumer {
             let start = match pos {
                 Some(p) => *p,
                 None => {
-                    let to = match self.config.auto_offset_reset {
-                        OffsetReset::Earliest => SeekTo::Beginning,
-                        OffsetReset::Latest => SeekTo::End,
-                        OffsetReset::Error => return Err(ClientError::Invalid(format!(
+                    let reset = self.config.auto_offset_reset;
+                    if reset == OffsetReset::Error {
+                        let msg = format!(
                             "{}/{} has no position and auto_offset_reset is Error: seek it first",
                             tp.0, tp.1
-                        ))),
+                        );
+                        return Err(ClientError::Invalid(msg));
+                    }
+                    let to = if reset == OffsetReset::Earliest {
+                        SeekTo::Beginning
+                    } else {
+                        SeekTo::End
                     };
                     let p = resolve(&self.client, &tp.0, tp.1, to).await?;
                     *pos = Some(p);
