@@ -13,7 +13,20 @@ pub mod floor;
 pub mod latency;
 
 pub mod harness {
-    //! What the benchmarks share: a real `quiver serve` process and CPU pinning.
+    //! What the benchmarks share: a real `quiver serve` process, CPU pinning, the JSON report.
+
+    /// Writes `report` as pretty JSON to `path` (creating its directory) and says so.
+    pub fn write_report(path: &Path, report: &serde_json::Value) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("results dir");
+        }
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(report).expect("json") + "\n",
+        )
+        .expect("write report");
+        eprintln!("wrote {}", path.display());
+    }
 
     use std::io::{BufRead, BufReader};
     use std::path::Path;

@@ -160,6 +160,20 @@ impl Node {
         }
     }
 
+    /// A `quiver_client::Client` for this node, trusting its dev certificate, whose requests
+    /// give up after `request_timeout_ms` (a killed node never says goodbye: requests on its
+    /// old connection wait for this timeout before they are retried).
+    pub async fn client(&self, request_timeout_ms: u64) -> quiver_client::Client {
+        let config = quiver_client::ClientConfig {
+            trust: TlsTrust::LocalDataDir(self.data_dir.clone()),
+            request_timeout_ms,
+            ..quiver_client::ClientConfig::default()
+        };
+        quiver_client::Client::connect(&[self.shard_addr(0)], config)
+            .await
+            .expect("client connects")
+    }
+
     /// kill -9.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -1,21 +1,8 @@
 //! Back-pressure: a producer offered far more than the broker takes keeps its memory within
 //! `buffer_bytes` plus a fixed margin. Its own test binary, so no other test shares the RSS.
 
-use quiver_client::{
-    Acks, Admin, Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, TlsTrust,
-};
+use quiver_client::{Acks, Admin, Producer, ProducerConfig, ProducerRecord};
 use quiver_tests::node::Node;
-
-async fn client_for(node: &Node) -> Client {
-    let config = ClientConfig {
-        trust: TlsTrust::LocalDataDir(node.data_dir.clone()),
-        request_timeout_ms: 10_000,
-        ..ClientConfig::default()
-    };
-    Client::connect(&[node.shard_addr(0)], config)
-        .await
-        .expect("client connects")
-}
 
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -33,7 +20,7 @@ async fn a_producer_faster_than_the_broker_stays_within_its_buffer() {
     const BUFFER: usize = 16 << 20;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 1);
-    let client = client_for(&node).await;
+    let client = node.client(10_000).await;
     Admin::new(client.clone())
         .create_topic("pressure", 1, &[])
         .await

@@ -6,27 +6,10 @@ use std::time::Duration;
 
 use quiver_client::partitioner::partition_for_key;
 use quiver_client::{
-    Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, TlsTrust,
+    Acks, Admin, Client, Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig,
+    ProducerRecord,
 };
 use quiver_tests::node::Node;
-
-async fn client_for(node: &Node) -> Client {
-    client_with_timeout(node, 10_000).await
-}
-
-/// A client whose requests give up after `request_timeout_ms` (a killed broker never says
-/// goodbye: requests on its old connection wait for this timeout before they are retried).
-async fn client_with_timeout(node: &Node, request_timeout_ms: u64) -> Client {
-    let config = ClientConfig {
-        trust: TlsTrust::LocalDataDir(node.data_dir.clone()),
-        request_timeout_ms,
-        ..ClientConfig::default()
-    };
-    Client::connect(&[node.shard_addr(0)], config)
-        .await
-        .expect("client connects")
-}
 
 /// Reads `topic`'s partitions from the beginning until `count` records arrived; returns
 /// `(partition, offset, value)` in arrival order.
@@ -77,7 +60,7 @@ async fn a_million_records_over_8_partitions_come_back_complete_in_order() {
     const N: u64 = 1_000_000;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 2);
-    let client = client_for(&node).await;
+    let client = node.client(10_000).await;
     Admin::new(client.clone())
         .create_topic("million", 8, &[])
         .await
@@ -124,7 +107,7 @@ async fn records_acknowledged_across_a_broker_crash_are_all_there() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 2);
     let base_port = node.base_port;
-    let client = client_with_timeout(&node, 2_000).await;
+    let client = node.client(2_000).await;
     Admin::new(client.clone())
         .create_topic("crash", 8, &[])
         .await
@@ -205,7 +188,7 @@ async fn records_acknowledged_across_a_broker_crash_are_all_there() {
 async fn lz4_and_zstd_batches_are_stored_as_sent_and_read_back() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 2);
-    let client = client_for(&node).await;
+    let client = node.client(10_000).await;
     let admin = Admin::new(client.clone());
     for (topic, codec) in [
         ("lz4", quiver_client::Compression::Lz4),
@@ -277,7 +260,7 @@ async fn lz4_and_zstd_batches_are_stored_as_sent_and_read_back() {
 async fn auto_offset_reset_error_requires_a_seek_and_reports_out_of_range() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 1);
-    let client = client_for(&node).await;
+    let client = node.client(10_000).await;
     Admin::new(client.clone())
         .create_topic("strict", 1, &[])
         .await

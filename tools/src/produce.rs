@@ -62,25 +62,23 @@ pub async fn run(args: &ClientArgs, p: ProduceArgs) -> Result<(), String> {
         record.partition = p.partition;
         pending.push_back(producer.enqueue(record).await.map_err(|e| e.to_string())?);
         count += 1;
-        while pending.len() > 10_000 {
-            report(
-                pending.pop_front(),
-                p.print_offsets,
-                args.json,
-                &mut first_error,
-            )
-            .await;
-        }
-    }
-    while !pending.is_empty() {
-        report(
-            pending.pop_front(),
+        drain(
+            &mut pending,
+            10_000,
             p.print_offsets,
             args.json,
             &mut first_error,
         )
         .await;
     }
+    drain(
+        &mut pending,
+        0,
+        p.print_offsets,
+        args.json,
+        &mut first_error,
+    )
+    .await;
     producer.close().await;
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
@@ -94,14 +92,28 @@ pub async fn run(args: &ClientArgs, p: ProduceArgs) -> Result<(), String> {
     }
 }
 
-async fn report(
-    f: Option<quiver_client::DeliveryFuture>,
+/// Awaits the oldest deliveries until at most `keep` are pending, in input order, printing
+/// offsets when asked and remembering the first failure.
+async fn drain(
+    pending: &mut VecDeque<quiver_client::DeliveryFuture>,
+    keep: usize,
     print: bool,
     json: bool,
     first_error: &mut Option<String>,
 ) {
-    let Some(f) = f else { return };
-    match f.await {
+    while pending.len() > keep {
+        let Some(f) = pending.pop_front() else { return };
+        report(f.await, print, json, first_error);
+    }
+}
+
+fn report(
+    delivery: Result<quiver_client::RecordMetadata, quiver_client::ClientError>,
+    print: bool,
+    json: bool,
+    first_error: &mut Option<String>,
+) {
+    match delivery {
         Ok(md) if print => {
             if json {
                 println!(

@@ -224,13 +224,5 @@ fn main() {
         raw,
         consumer / raw
     );
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent).expect("results dir");
-    }
-    std::fs::write(
-        &args.out,
-        serde_json::to_string_pretty(&report).expect("json") + "\n",
-    )
-    .expect("write");
-    eprintln!("wrote {}", args.out.display());
+    quiver_bench::harness::write_report(&args.out, &report);
 }

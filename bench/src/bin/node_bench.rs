@@ -134,22 +134,7 @@ async fn throughput(conn: Arc<Connection>, topic: &str, secs: u64, in_flight: us
         tasks.push(tokio::task::spawn_local(async move {
             let mut bytes = 0u64;
             while Instant::now() < deadline {
-                let r = conn
-                    .request(requests::produce(
-                        conn.next_request_id(),
-                        &topic,
-                        0,
-                        Acks::Leader,
-                        30_000,
-                        &payload,
-                    ))
-                    .await
-                    .expect("produce");
-                assert!(r
-                    .envelope()
-                    .body_as_produce_response()
-                    .and_then(|p| p.error())
-                    .is_none());
+                produce_ok(&conn, &topic, &payload).await;
                 bytes += payload.len() as u64;
             }
             bytes
@@ -160,6 +145,28 @@ async fn throughput(conn: Arc<Connection>, topic: &str, secs: u64, in_flight: us
         total += t.await.expect("task");
     }
     total as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+/// Produces `payload` to partition 0 of `topic` with acks=leader; a failure ends the benchmark.
+async fn produce_ok(conn: &Connection, topic: &str, payload: &Bytes) {
+    let r = conn
+        .request(requests::produce(
+            conn.next_request_id(),
+            topic,
+            0,
+            Acks::Leader,
+            30_000,
+            payload,
+        ))
+        .await
+        .expect("produce");
+    assert!(
+        r.envelope()
+            .body_as_produce_response()
+            .and_then(|p| p.error())
+            .is_none(),
+        "produce refused"
+    );
 }
 
 /// Open-loop produce of 64 KiB batches at `mbps`: each request has an intended send time and
@@ -184,22 +191,7 @@ async fn open_loop(conn: Arc<Connection>, topic: &str, mbps: f64, secs: u64) -> 
             hist.clone(),
         );
         tasks.push(tokio::task::spawn_local(async move {
-            let r = conn
-                .request(requests::produce(
-                    conn.next_request_id(),
-                    &topic,
-                    0,
-                    Acks::Leader,
-                    30_000,
-                    &payload,
-                ))
-                .await
-                .expect("produce");
-            assert!(r
-                .envelope()
-                .body_as_produce_response()
-                .and_then(|p| p.error())
-                .is_none());
+            produce_ok(&conn, &topic, &payload).await;
             let _ = hist
                 .borrow_mut()
                 .record(intended.elapsed().as_micros() as u64);
@@ -318,13 +310,5 @@ fn main() {
         f("/broker_threads_idle"),
         f("/broker_threads_under_load")
     );
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent).expect("results dir");
-    }
-    std::fs::write(
-        &args.out,
-        serde_json::to_string_pretty(&report).expect("json") + "\n",
-    )
-    .expect("write report");
-    eprintln!("wrote {}", args.out.display());
+    quiver_bench::harness::write_report(&args.out, &report);
 }

@@ -374,15 +374,7 @@ fn main() {
     report["machine"] = json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "quick": args.quick, "reps": reps });
     let _ = std::fs::remove_dir_all(&args.dir);
     print_table(&report);
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent).expect("results dir");
-    }
-    std::fs::write(
-        &args.out,
-        serde_json::to_string_pretty(&report).expect("json") + "\n",
-    )
-    .expect("write report");
-    eprintln!("wrote {}", args.out.display());
+    quiver_bench::harness::write_report(&args.out, &report);
 }
 
 fn print_table(r: &serde_json::Value) {
