@@ -77,6 +77,18 @@ pub fn check_direct_io(dir: &Path) -> Result<()> {
 /// (virtio-blk, most cloud disks). Opening a file that holds a real block first makes the
 /// probe reach the device. See docs/decisions/0002-glommio-iopoll-probe.md.
 pub async fn prime_device_probe(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    thread_local! {
+        /// Devices whose probe this thread already primed: glommio caches its verdict per
+        /// device in a thread-local too, so once per thread and device is enough.
+        static PRIMED: std::cell::RefCell<std::collections::HashSet<u64>> = Default::default();
+    }
+    let device = std::fs::metadata(dir)
+        .map_err(|e| StorageError::from_io("inspecting", dir, e))?
+        .dev();
+    if PRIMED.with(|p| p.borrow().contains(&device)) {
+        return Ok(());
+    }
     let probe = dir.join(format!(".iopoll-probe{TMP_SUFFIX}"));
     std::fs::write(&probe, vec![0u8; 4096])
         .map_err(|e| StorageError::from_io("writing", &probe, e))?;
@@ -85,7 +97,9 @@ pub async fn prime_device_probe(dir: &Path) -> Result<()> {
     let file = opened.map_err(|e| StorageError::from_glommio("opening", &probe, e))?;
     file.close()
         .await
-        .map_err(|e| StorageError::from_glommio("closing", &probe, e))
+        .map_err(|e| StorageError::from_glommio("closing", &probe, e))?;
+    PRIMED.with(|p| p.borrow_mut().insert(device));
+    Ok(())
 }
 
 /// Writes `bytes` to `dir/name` so that a crash leaves either the old or the new content:
