@@ -2,7 +2,8 @@
 //! tells each `send` where its record landed.
 //!
 //! - Batching: a partition's open batch is sent when it reaches `batch_bytes` or is
-//!   `linger_ms` old, whichever comes first.
+//!   `linger_ms` old, whichever comes first; while the partition's previous batch is in flight
+//!   it keeps filling, so a slow round trip gives bigger batches, not a queue of small ones.
 //! - Memory: records waiting to be acknowledged hold `buffer_bytes` of credit; a full buffer
 //!   makes `send` wait (up to `max_block_ms`, then `BufferFull`): memory never grows without
 //!   bound.
@@ -366,8 +367,9 @@ impl Producer {
     }
 }
 
-/// Seals batches whose linger expired and starts one request per partition that has none in
-/// flight. Sleeps until the next linger deadline or a wake-up.
+/// Starts one request per partition that has none in flight: its oldest full batch, or its open
+/// batch once `linger_ms` old. Sleeps until the next linger deadline or a wake-up (a send that
+/// fills a batch, an acknowledgement).
 async fn sender_loop(inner: Arc<Inner>) {
     let linger = Duration::from_millis(inner.config.linger_ms);
     loop {
@@ -377,21 +379,25 @@ async fn sender_loop(inner: Arc<Inner>) {
             let mut st = inner.state();
             let now = Instant::now();
             for (tp, q) in st.queues.iter_mut() {
-                if q.open
-                    .as_ref()
-                    .is_some_and(|o| now.duration_since(o.opened) >= linger)
+                if q.in_flight {
+                    // The open batch keeps growing (up to batch_bytes) while the partition
+                    // waits for its acknowledgement: a slower round trip makes batches bigger
+                    // instead of queueing more small ones, as Kafka's accumulator does.
+                    continue;
+                }
+                if q.sealed.is_empty()
+                    && q.open
+                        .as_ref()
+                        .is_some_and(|o| now.duration_since(o.opened) >= linger)
                 {
                     q.seal(inner.config.compression);
                 }
-                if let Some(o) = &q.open {
+                if let Some(batch) = q.sealed.pop_front() {
+                    q.in_flight = true;
+                    to_send.push((tp.clone(), batch));
+                } else if let Some(o) = &q.open {
                     let d = o.opened + linger;
                     next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
-                }
-                if !q.in_flight {
-                    if let Some(batch) = q.sealed.pop_front() {
-                        q.in_flight = true;
-                        to_send.push((tp.clone(), batch));
-                    }
                 }
             }
             st.queues.retain(|_, q| !q.is_idle());
