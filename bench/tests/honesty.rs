@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use quiver_bench::latency::driver::{BenchConsumer, BenchProducer, Driver};
+use quiver_bench::latency::pacer::Pacing;
 use quiver_bench::latency::recorder::Metric;
 use quiver_bench::latency::runner::run;
 use quiver_bench::latency::workload::Workload;
@@ -120,9 +121,16 @@ fn within_1_percent(got_us: u64, want_ms: u64) {
 async fn injected_latencies_are_reported_within_one_percent() {
     // Message n is acknowledged after (n % 100 + 1) * 10 ms: uniform over 10 ms ... 1 s.
     let d = driver(|n| Duration::from_millis((n % 100 + 1) * 10), None);
-    let r = run(d, &workload(10), 1000, Duration::from_secs(60), |_| {})
-        .await
-        .unwrap();
+    let r = run(
+        d,
+        &workload(10),
+        1000,
+        Pacing::Tokio,
+        Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let h = r.recorder.total(Metric::PublishLatency);
     assert_eq!(h.len(), 10_000);
     within_1_percent(h.value_at_quantile(0.50), 500);
@@ -142,9 +150,16 @@ async fn a_one_second_stall_shows_in_publish_delay_and_end_to_end() {
         |_| Duration::from_millis(1),
         Some((2000, Duration::from_secs(1))),
     );
-    let r = run(d, &workload(5), 1000, Duration::from_secs(60), |_| {})
-        .await
-        .unwrap();
+    let r = run(
+        d,
+        &workload(5),
+        1000,
+        Pacing::Tokio,
+        Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let delay = r.recorder.total(Metric::PublishDelay);
     let e2e = r.recorder.total(Metric::EndToEnd);
     let latency = r.recorder.total(Metric::PublishLatency);
@@ -170,4 +185,20 @@ async fn a_one_second_stall_shows_in_publish_delay_and_end_to_end() {
         "publish latency alone hides it: p99 {} µs",
         latency.value_at_quantile(0.99)
     );
+}
+
+/// The timerfd pacer used for measurements never sends a message before its intended time
+/// (late is recorded as publish delay; early would hide it).
+#[tokio::test]
+async fn precise_pacer_never_wakes_early() {
+    let mut pacer = quiver_bench::latency::pacer::Pacer::precise().expect("timerfd");
+    let start = tokio::time::Instant::now();
+    for i in 0..500u32 {
+        let due = start + Duration::from_micros(37) * i;
+        pacer.sleep_until(due).await;
+        assert!(
+            tokio::time::Instant::now() >= due,
+            "woke before message {i} was due"
+        );
+    }
 }

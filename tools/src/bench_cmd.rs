@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use quiver_bench::latency::pacer::Pacing;
 use quiver_bench::latency::quiver::QuiverDriver;
 use quiver_bench::latency::recorder::{hgrm, summary, svg_plot, Metric, METRICS};
 use quiver_bench::latency::runner::{run, RunResult};
@@ -180,6 +181,7 @@ pub async fn run_workload(client_args: &ClientArgs, b: BenchArgs) -> Result<(), 
             driver,
             &workload,
             rate,
+            Pacing::Precise,
             Duration::from_secs(10.min(total_s.max(1))),
             progress,
         )
@@ -202,6 +204,7 @@ pub async fn run_workload(client_args: &ClientArgs, b: BenchArgs) -> Result<(), 
             driver.clone(),
             &workload,
             rate,
+            Pacing::Precise,
             Duration::from_secs(10),
             progress,
         )

@@ -4,9 +4,11 @@
 //!
 //! - [`workload`]: the workload files (`bench/workloads/*.toml`).
 //! - [`driver`]: what a system under test provides; [`quiver`] is Quiver's.
-//! - [`runner`]: the open loop; [`recorder`]: the histograms and their outputs.
+//! - [`runner`]: the open loop; [`pacer`]: when it wakes; [`recorder`]: the histograms and
+//!   their outputs.
 
 pub mod driver;
+pub mod pacer;
 pub mod quiver;
 pub mod recorder;
 pub mod runner;

@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::driver::Driver;
+use super::pacer::{Pacer, Pacing};
 use super::recorder::{summary, Metric, Recorder, METRICS};
 use super::workload::Workload;
 
@@ -40,6 +41,7 @@ pub async fn run(
     driver: Arc<dyn Driver>,
     workload: &Workload,
     rate: u64,
+    pacing: Pacing,
     progress_every: Duration,
     progress: impl Fn(String) + Send + Sync + 'static,
 ) -> Result<RunResult, String> {
@@ -94,6 +96,7 @@ pub async fn run(
                 // Acknowledgements are awaited in this task (no task per message): each carries
                 // its own completion time, taken when it resolves.
                 let mut acks = FuturesUnordered::new();
+                let mut pacer = Pacer::new(pacing);
                 let mut seq = 0u64;
                 loop {
                     let intended = start + interval.mul_f64(seq as f64);
@@ -109,7 +112,7 @@ pub async fn run(
                                 rec.count(|c| if ok { c.published += 1; c.published_bytes += size as u64 } else { c.errors += 1 });
                             }
                         }
-                        _ = tokio::time::sleep_until(intended), if intended < end => {
+                        _ = pacer.sleep_until(intended), if intended < end => {
                             let key = Bytes::from((seq % 1024).to_be_bytes().to_vec());
                             let msg = payload(size, intended.duration_since(start).as_nanos() as u64, id ^ seq);
                             seq += 1;
