@@ -29,6 +29,14 @@ pub struct Workload {
     /// For max-rate discovery: the p99 end-to-end latency the rate must keep.
     #[serde(default)]
     pub max_p99_ms: Option<u64>,
+    /// For max-rate discovery: the first rate tried (msg/s); it doubles until the bound breaks,
+    /// then bisects.
+    #[serde(default = "default_start_rate")]
+    pub start_rate: u64,
+}
+
+fn default_start_rate() -> u64 {
+    1000
 }
 
 fn default_acks() -> String {
