@@ -202,3 +202,35 @@ async fn precise_pacer_never_wakes_early() {
         );
     }
 }
+
+/// A system that never acknowledges is given up on (DRAIN_LIMIT after the end), and what it
+/// left unacknowledged is counted, not silently dropped; progress ticks every second and a
+/// line of figures every `progress_every` while it runs.
+#[tokio::test(start_paused = true)]
+async fn a_system_that_falls_behind_is_counted_and_progress_keeps_ticking() {
+    let d = driver(|_| Duration::from_secs(3600), None);
+    let seen = Arc::new(std::sync::Mutex::new((0u64, 0u64)));
+    let s = seen.clone();
+    let r = run(
+        d,
+        &workload(5),
+        1000,
+        Pacing::Tokio,
+        Duration::from_secs(5),
+        move |p| {
+            let mut s = s.lock().unwrap();
+            match p {
+                quiver_bench::latency::runner::Progress::Tick { .. } => s.0 += 1,
+                quiver_bench::latency::runner::Progress::Line(_) => s.1 += 1,
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.report["unacknowledged"], 5000, "{}", r.report);
+    assert_eq!(r.report["published_msgs_per_s"], 0.0);
+    let (ticks, lines) = *seen.lock().unwrap();
+    // 5 s of run + DRAIN_LIMIT (10 s) of waiting: a tick a second, a line every 5 s.
+    assert!(ticks >= 15, "{ticks} ticks");
+    assert!(lines >= 3, "{lines} lines");
+}

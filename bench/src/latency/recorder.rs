@@ -43,6 +43,13 @@ pub struct Counts {
     pub published_bytes: u64,
     pub consumed: u64,
     pub errors: u64,
+    /// Messages still unacknowledged when the run gave up waiting ([`DRAIN_LIMIT`] after its
+    /// end): a system that fell that far behind.
+    ///
+    /// [`DRAIN_LIMIT`]: super::runner::DRAIN_LIMIT
+    pub unacknowledged: u64,
+    /// Messages the producers had not even handed to the client by then.
+    pub unsent: u64,
 }
 
 fn index(m: Metric) -> usize {

@@ -14,6 +14,26 @@ use super::pacer::{Pacer, Pacing};
 use super::recorder::{summary, Metric, Recorder, METRICS};
 use super::workload::Workload;
 
+/// How long a run waits after its end for outstanding acknowledgements before it counts them
+/// as unacknowledged and stops.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+/// What a run tells while it runs.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Every second: how far the run is (a progress bar), and what was counted so far (after
+    /// the warm-up only).
+    Tick {
+        elapsed_s: u64,
+        total_s: u64,
+        warming_up: bool,
+        published: u64,
+        consumed: u64,
+    },
+    /// Every `progress_every`: rates, backlog and percentiles of the interval.
+    Line(String),
+}
+
 /// A finished run.
 pub struct RunResult {
     pub recorder: Arc<Recorder>,
@@ -36,15 +56,16 @@ fn intended_of(payload: &[u8]) -> Option<u64> {
 }
 
 /// Runs `workload` at `rate` msg/s (all producers together) and returns the recorded figures.
-/// Progress lines go to `progress` every `progress_every`.
+/// Progress goes to `progress`: a tick every second, a line every `progress_every`.
 pub async fn run(
     driver: Arc<dyn Driver>,
     workload: &Workload,
     rate: u64,
     pacing: Pacing,
     progress_every: Duration,
-    progress: impl Fn(String) + Send + Sync + 'static,
+    progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<RunResult, String> {
+    let workload_warmup_s = workload.warmup_duration_s;
     let topics = driver.prepare(workload).await?;
     let recorder = Arc::new(Recorder::default());
     let start = Instant::now();
@@ -103,6 +124,17 @@ pub async fn run(
                     if intended >= end && acks.is_empty() {
                         return;
                     }
+                    if Instant::now() >= end + DRAIN_LIMIT {
+                        // So far behind that the run gives up: what was never sent and never
+                        // acknowledged is counted, not waited for.
+                        let left = acks.len() as u64;
+                        let unsent = end.saturating_duration_since(intended).as_secs_f64() * per_producer;
+                        rec.count(|c| {
+                            c.unacknowledged += left;
+                            c.unsent += unsent.ceil() as u64;
+                        });
+                        return;
+                    }
                     tokio::select! {
                         biased;
                         Some((intended_at, accepted, acked, ok)) = acks.next(), if !acks.is_empty() => {
@@ -112,6 +144,7 @@ pub async fn run(
                                 rec.count(|c| if ok { c.published += 1; c.published_bytes += size as u64 } else { c.errors += 1 });
                             }
                         }
+                        _ = tokio::time::sleep_until(end + DRAIN_LIMIT), if intended >= end => {}
                         _ = pacer.sleep_until(intended), if intended < end => {
                             let key = Bytes::from((seq % 1024).to_be_bytes().to_vec());
                             let msg = payload(size, intended.duration_since(start).as_nanos() as u64, id ^ seq);
@@ -137,18 +170,30 @@ pub async fn run(
             }));
         }
     }
-    // Progress lines while it runs.
+    // A tick every second, a line of figures every `progress_every`.
     let rec = recorder.clone();
+    let total_s = workload.warmup_duration_s + workload.test_duration_s;
+    let line_every_s = progress_every.as_secs().max(1);
     let reporter = tokio::spawn(async move {
         let mut last = rec.counts();
-        let mut tick = start;
+        let mut elapsed_s = 0u64;
         loop {
-            tick += progress_every;
-            tokio::time::sleep_until(tick).await;
+            elapsed_s += 1;
+            tokio::time::sleep_until(start + Duration::from_secs(elapsed_s)).await;
             let now = rec.counts();
-            let secs = progress_every.as_secs_f64();
+            progress(Progress::Tick {
+                elapsed_s,
+                total_s,
+                warming_up: elapsed_s <= workload_warmup_s,
+                published: now.published,
+                consumed: now.consumed,
+            });
+            if elapsed_s % line_every_s != 0 {
+                continue;
+            }
+            let secs = line_every_s as f64;
             let h = rec.take_interval();
-            progress(format!(
+            progress(Progress::Line(format!(
                 "pub {:>9.0} msg/s  cons {:>9.0} msg/s  backlog {:>8}  pub-lat p50/p99/p99.9 {}/{}/{} µs  pub-delay p99 {} µs  e2e p50/p99/p99.9 {}/{}/{} µs",
                 (now.published - last.published) as f64 / secs,
                 (now.consumed - last.consumed) as f64 / secs,
@@ -156,7 +201,7 @@ pub async fn run(
                 h[0].value_at_quantile(0.5), h[0].value_at_quantile(0.99), h[0].value_at_quantile(0.999),
                 h[1].value_at_quantile(0.99),
                 h[2].value_at_quantile(0.5), h[2].value_at_quantile(0.99), h[2].value_at_quantile(0.999),
-            ));
+            )));
             last = now;
         }
     });
@@ -176,6 +221,8 @@ pub async fn run(
         "consumed_msgs_per_s": counts.consumed as f64 / measured_secs,
         "published_mb_per_s": counts.published_bytes as f64 / measured_secs / 1e6,
         "errors": counts.errors,
+        "unacknowledged": counts.unacknowledged,
+        "unsent": counts.unsent,
         "latency_us": metrics,
     });
     Ok(RunResult {
