@@ -140,23 +140,7 @@ enum TopicCommand {
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// Run a workload file against a node (--broker) or an embedded one (--embedded).
-    Run {
-        workload: PathBuf,
-        /// Start a node with a temporary data directory for the run.
-        #[arg(long)]
-        embedded: bool,
-        /// Messages per second over all producers (overrides the workload; 0 = find the max).
-        #[arg(long)]
-        rate: Option<u64>,
-        /// Seconds of measurement (overrides the workload).
-        #[arg(long)]
-        duration_s: Option<u64>,
-        /// Where the JSON report, .hgrm files and the SVG plot go.
-        #[arg(long, default_value = "perf/results")]
-        out: PathBuf,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Run(Box<bench_cmd::BenchArgs>),
     /// This machine's floor: QUIC echo round trip of the message size, raw write + fdatasync.
     Floor {
         #[arg(long, default_value_t = 1024)]
@@ -294,28 +278,8 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 client,
             } => topic::cluster_info(&client).await,
             Command::Bench {
-                command:
-                    BenchCommand::Run {
-                        workload,
-                        embedded,
-                        rate,
-                        duration_s,
-                        out,
-                        client,
-                    },
-            } => {
-                bench_cmd::run_workload(
-                    &client,
-                    bench_cmd::BenchArgs {
-                        workload,
-                        embedded,
-                        rate,
-                        duration_s,
-                        out,
-                    },
-                )
-                .await
-            }
+                command: BenchCommand::Run(args),
+            } => bench_cmd::run_workload(*args).await,
             Command::Serve { .. } | Command::ConfigReference | Command::Bench { .. } => Ok(()),
         }
     })

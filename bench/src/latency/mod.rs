@@ -3,13 +3,17 @@
 //! a JSON report, `.hgrm` files and an SVG latency-by-percentile plot.
 //!
 //! - [`workload`]: the workload files (`bench/workloads/*.toml`).
-//! - [`driver`]: what a system under test provides; [`quiver`] is Quiver's.
+//! - [`driver`]: what a system under test provides; [`quiver`] is Quiver's, `nats` (feature
+//!   `nats`) NATS JetStream's.
 //! - [`runner`]: the open loop; [`pacer`]: when it wakes; [`recorder`]: the histograms and
 //!   their outputs.
 
 pub mod driver;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod pacer;
 pub mod quiver;
+pub mod rate_search;
 pub mod recorder;
 pub mod runner;
 pub mod workload;
