@@ -102,8 +102,8 @@ def main(reps_dir, results_dir, doc):
             behind = report.get("unacknowledged", 0) + report.get("unsent", 0)
             consumed = report["consumed_msgs_per_s"] > 0
             e2e_cell = lambda k: ms(e2e[k]) if consumed else "none consumed in time"
-            if not consumed:
-                ratio = "n/a"
+            if not consumed or behind:
+                ratio = "n/a (fell behind)"
             fixed_rows.append(
                 f"| {workload} | {system} | {report['target_rate_msgs']:,} msg/s "
                 f"({report['published_msgs_per_s']:,.0f} acked) | {e2e_cell('p50_us')} | {e2e_cell('p99_us')} "
