@@ -13,7 +13,7 @@ use futures::FutureExt;
 use quiver_bench::latency::driver::{BenchConsumer, BenchProducer, Driver};
 use quiver_bench::latency::pacer::Pacing;
 use quiver_bench::latency::recorder::Metric;
-use quiver_bench::latency::runner::run;
+use quiver_bench::latency::runner::{run, RunResult};
 use quiver_bench::latency::workload::Workload;
 use tokio::sync::mpsc;
 
@@ -117,20 +117,25 @@ fn within_1_percent(got_us: u64, want_ms: u64) {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn injected_latencies_are_reported_within_one_percent() {
-    // Message n is acknowledged after (n % 100 + 1) * 10 ms: uniform over 10 ms ... 1 s.
-    let d = driver(|n| Duration::from_millis((n % 100 + 1) * 10), None);
-    let r = run(
+/// A `secs`-second run at 1,000 msg/s on tokio's (paused) clock, progress ignored.
+async fn run_quietly(d: Arc<dyn Driver>, secs: u64) -> RunResult {
+    run(
         d,
-        &workload(10),
+        &workload(secs),
         1000,
         Pacing::Tokio,
         Duration::from_secs(60),
         |_| {},
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn injected_latencies_are_reported_within_one_percent() {
+    // Message n is acknowledged after (n % 100 + 1) * 10 ms: uniform over 10 ms ... 1 s.
+    let d = driver(|n| Duration::from_millis((n % 100 + 1) * 10), None);
+    let r = run_quietly(d, 10).await;
     let h = r.recorder.total(Metric::PublishLatency);
     assert_eq!(h.len(), 10_000);
     within_1_percent(h.value_at_quantile(0.50), 500);
@@ -150,16 +155,7 @@ async fn a_one_second_stall_shows_in_publish_delay_and_end_to_end() {
         |_| Duration::from_millis(1),
         Some((2000, Duration::from_secs(1))),
     );
-    let r = run(
-        d,
-        &workload(5),
-        1000,
-        Pacing::Tokio,
-        Duration::from_secs(60),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let r = run_quietly(d, 5).await;
     let delay = r.recorder.total(Metric::PublishDelay);
     let e2e = r.recorder.total(Metric::EndToEnd);
     let latency = r.recorder.total(Metric::PublishLatency);
