@@ -140,6 +140,20 @@ impl Node {
     }
 
     /// SIGTERM, then the exit status once the node stopped (within 60 s).
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the node's process: requests sent meanwhile
+    /// wait, unanswered, in its socket buffer.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "signalling the node: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
     pub fn terminate(mut self) -> std::process::ExitStatus {
         // SAFETY: kill with a pid we spawned and a valid signal number.
         unsafe {

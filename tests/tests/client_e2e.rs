@@ -1,5 +1,6 @@
-//! The client against a real broker: a million records over 8 partitions with acks=all, and
-//! records acknowledged across a broker crash and restart.
+//! The client against a real broker: a million records over 8 partitions with acks=all,
+//! records acknowledged across a broker crash and restart, and batches that grow while a
+//! partition waits for its acknowledgement.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -302,5 +303,78 @@ async fn auto_offset_reset_error_requires_a_seek_and_reports_out_of_range() {
             }
         ),
         "{err}"
+    );
+}
+
+/// Batches in a partition's segment files, walked by their Kafka batch headers (length at
+/// bytes 8..12); zero padding past the last batch ends the walk.
+fn batches_on_disk(partition_dir: &std::path::Path) -> usize {
+    let mut batches = 0;
+    for entry in std::fs::read_dir(partition_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("log") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut at = 0usize;
+        while let Some(len) = bytes.get(at + 8..at + 12) {
+            let len = i32::from_be_bytes(len.try_into().unwrap());
+            if len <= 0 {
+                break;
+            }
+            batches += 1;
+            at += 12 + len as usize;
+        }
+    }
+    batches
+}
+
+/// While a partition's batch is in flight, its next records wait in one open batch (sent
+/// whole when the acknowledgement comes) instead of a queue of linger-sized batches: a slow
+/// round trip must make batches bigger, not the request rate higher. The node is frozen
+/// (SIGSTOP) while the first record is in flight and 2,000 more are enqueued over 50+ ms
+/// with linger_ms = 1; before this behaviour every linger interval sealed a batch of its own
+/// (dozens of batches queued behind the first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sent_while_a_batch_is_in_flight_share_the_next_batch() {
+    const N: usize = 2_000;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = Node::start(dir.path(), 1);
+    let client = node.client(10_000).await;
+    Admin::new(client.clone())
+        .create_topic("accumulate", 1, &[])
+        .await
+        .unwrap();
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            linger_ms: 1,
+            batch_bytes: 1 << 20,
+            ..ProducerConfig::default()
+        },
+    );
+    let record = || ProducerRecord::new("accumulate", vec![b'x'; 100]).partition(0);
+    node.freeze(true);
+    let mut pending = vec![producer.enqueue(record()).await.unwrap()];
+    for i in 0..N {
+        // Spread over ≥ 50 ms: 50 times linger_ms, each of which used to seal a batch.
+        if i % 40 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        pending.push(producer.enqueue(record()).await.unwrap());
+    }
+    node.freeze(false);
+    for f in pending {
+        f.await.expect("acks=all send succeeds");
+    }
+    producer.close().await;
+    drop(client);
+    assert!(node.terminate().success(), "clean stop");
+    let batches = batches_on_disk(&dir.path().join("topics/accumulate/0"));
+    assert!(
+        (2..=5).contains(&batches),
+        "{} records in {batches} batches: records enqueued while a batch was in flight should share one",
+        N + 1
     );
 }
