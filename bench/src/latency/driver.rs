@@ -7,6 +7,17 @@ use futures::future::BoxFuture;
 
 use super::workload::Workload;
 
+/// The names a driver gives a run's topics: `bench-<workload>-<ms since epoch>-<i>`, fresh for
+/// each run (a max-rate search runs several against the same server).
+pub fn fresh_topic_names(workload: &Workload) -> Vec<String> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    (0..workload.topics)
+        .map(|i| format!("bench-{}-{stamp}-{i}", workload.name))
+        .collect()
+}
+
 pub trait Driver: Send + Sync + 'static {
     /// Creates the workload's topics (fresh names) and returns them.
     fn prepare<'a>(&'a self, workload: &'a Workload) -> BoxFuture<'a, Result<Vec<String>, String>>;

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
-use super::driver::{BenchConsumer, BenchProducer, Driver};
+use super::driver::{fresh_topic_names, BenchConsumer, BenchProducer, Driver};
 use super::workload::Workload;
 
 pub struct NatsDriver {
@@ -64,12 +64,8 @@ impl Driver for NatsDriver {
             for name in old {
                 let _ = self.js.delete_stream(&name).await;
             }
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            let mut names = Vec::new();
-            for i in 0..w.topics {
-                let name = format!("bench-{}-{stamp}-{i}", w.name);
+            let names = fresh_topic_names(w);
+            for name in &names {
                 self.js
                     .create_stream(stream::Config {
                         name: name.clone(),
@@ -80,7 +76,6 @@ impl Driver for NatsDriver {
                     })
                     .await
                     .map_err(|e| format!("creating stream {name}: {e}"))?;
-                names.push(name);
             }
             if let Ok(mut v) = self.created.lock() {
                 v.extend(names.iter().cloned());

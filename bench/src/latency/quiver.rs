@@ -7,7 +7,7 @@ use quiver_client::{
     Acks, Admin, Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 
-use super::driver::{BenchConsumer, BenchProducer, Driver};
+use super::driver::{fresh_topic_names, BenchConsumer, BenchProducer, Driver};
 use super::workload::Workload;
 
 pub struct QuiverDriver {
@@ -27,17 +27,12 @@ impl Driver for QuiverDriver {
     fn prepare<'a>(&'a self, w: &'a Workload) -> BoxFuture<'a, Result<Vec<String>, String>> {
         async move {
             let admin = Admin::new(self.client.clone());
-            let stamp = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let mut names = Vec::new();
-            for i in 0..w.topics {
-                let name = format!("bench-{}-{stamp}-{i}", w.name);
+            let names = fresh_topic_names(w);
+            for name in &names {
                 admin
-                    .create_topic(&name, w.partitions_per_topic as i32, &[])
+                    .create_topic(name, w.partitions_per_topic as i32, &[])
                     .await
                     .map_err(|e| e.to_string())?;
-                names.push(name);
             }
             Ok(names)
         }
