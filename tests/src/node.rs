@@ -188,6 +188,21 @@ impl Node {
             .expect("client connects")
     }
 
+    /// [`Node::client`] after creating `topic` with `partitions` partitions through it.
+    pub async fn client_with_topic(
+        &self,
+        request_timeout_ms: u64,
+        topic: &str,
+        partitions: i32,
+    ) -> quiver_client::Client {
+        let client = self.client(request_timeout_ms).await;
+        quiver_client::Admin::new(client.clone())
+            .create_topic(topic, partitions, &[])
+            .await
+            .expect("topic created");
+        client
+    }
+
     /// kill -9.
     pub fn kill(mut self) {
         let _ = self.child.kill();

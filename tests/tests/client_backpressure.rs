@@ -1,7 +1,7 @@
 //! Back-pressure: a producer offered far more than the broker takes keeps its memory within
 //! `buffer_bytes` plus a fixed margin. Its own test binary, so no other test shares the RSS.
 
-use quiver_client::{Acks, Admin, Producer, ProducerConfig, ProducerRecord};
+use quiver_client::{Acks, Producer, ProducerConfig, ProducerRecord};
 use quiver_tests::node::Node;
 
 fn rss_bytes() -> u64 {
@@ -20,11 +20,7 @@ async fn a_producer_faster_than_the_broker_stays_within_its_buffer() {
     const BUFFER: usize = 16 << 20;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 1);
-    let client = node.client(10_000).await;
-    Admin::new(client.clone())
-        .create_topic("pressure", 1, &[])
-        .await
-        .unwrap();
+    let client = node.client_with_topic(10_000, "pressure", 1).await;
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {

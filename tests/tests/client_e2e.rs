@@ -61,11 +61,7 @@ async fn a_million_records_over_8_partitions_come_back_complete_in_order() {
     const N: u64 = 1_000_000;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 2);
-    let client = node.client(10_000).await;
-    Admin::new(client.clone())
-        .create_topic("million", 8, &[])
-        .await
-        .unwrap();
+    let client = node.client_with_topic(10_000, "million", 8).await;
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
@@ -108,11 +104,7 @@ async fn records_acknowledged_across_a_broker_crash_are_all_there() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 2);
     let base_port = node.base_port;
-    let client = node.client(2_000).await;
-    Admin::new(client.clone())
-        .create_topic("crash", 8, &[])
-        .await
-        .unwrap();
+    let client = node.client_with_topic(2_000, "crash", 8).await;
     let config = ProducerConfig {
         acks: Acks::All,
         linger_ms: 2,
@@ -261,11 +253,7 @@ async fn lz4_and_zstd_batches_are_stored_as_sent_and_read_back() {
 async fn auto_offset_reset_error_requires_a_seek_and_reports_out_of_range() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 1);
-    let client = node.client(10_000).await;
-    Admin::new(client.clone())
-        .create_topic("strict", 1, &[])
-        .await
-        .unwrap();
+    let client = node.client_with_topic(10_000, "strict", 1).await;
     let producer = Producer::new(client.clone(), ProducerConfig::default());
     producer
         .send(ProducerRecord::new("strict", "0"))
@@ -340,11 +328,7 @@ async fn records_sent_while_a_batch_is_in_flight_share_the_next_batch() {
     const N: usize = 2_000;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let node = Node::start(dir.path(), 1);
-    let client = node.client(10_000).await;
-    Admin::new(client.clone())
-        .create_topic("accumulate", 1, &[])
-        .await
-        .unwrap();
+    let client = node.client_with_topic(10_000, "accumulate", 1).await;
     let producer = Producer::new(
         client.clone(),
         ProducerConfig {
