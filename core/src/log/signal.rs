@@ -68,6 +68,21 @@ impl<T> Future for Receiver<T> {
     }
 }
 
+impl<T> Drop for Receiver<T> {
+    /// A receiver given up on (a long poll answered by another partition, a timeout) lets go
+    /// of its waker at once, though its sender may live on in a wait list.
+    fn drop(&mut self) {
+        self.0.borrow_mut().waker = None;
+    }
+}
+
+impl<T> Receiver<T> {
+    /// False once the receiver was dropped: sending to it would reach nobody.
+    fn sender_has_receiver(sender: &Sender<T>) -> bool {
+        Rc::strong_count(&sender.0) > 1
+    }
+}
+
 /// A doorbell with one listener: `ring` sets it, `wait` resolves once it is set and clears it.
 /// Rings while nobody waits are remembered (once), so no wake-up is lost.
 #[derive(Default)]
@@ -110,7 +125,14 @@ pub struct WaitList {
 impl WaitList {
     pub fn register(&self) -> Receiver<()> {
         let (tx, rx) = oneshot();
-        self.waiters.borrow_mut().push(tx);
+        let mut waiters = self.waiters.borrow_mut();
+        // Waiters that gave up (their receiver dropped) stay until the next `wake_all`; on a
+        // log nobody appends to that is never, so they are pruned each time the list doubles
+        // (amortised O(1) per registration, memory bounded by twice the live waiters).
+        if waiters.len() >= 64 && waiters.len().is_power_of_two() {
+            waiters.retain(Receiver::sender_has_receiver);
+        }
+        waiters.push(tx);
         rx
     }
 
@@ -119,5 +141,22 @@ impl WaitList {
         for w in waiters {
             w.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiters_that_gave_up_are_pruned_and_live_ones_still_woken() {
+        let list = WaitList::default();
+        let live = list.register();
+        for _ in 0..10_000 {
+            drop(list.register());
+        }
+        assert!(list.waiters.borrow().len() <= 128, "bounded, not 10,001");
+        list.wake_all();
+        assert_eq!(futures_lite::future::block_on(live), Some(()));
     }
 }
