@@ -1,6 +1,7 @@
 //! [`Consumer`]: reads assigned partitions from chosen positions as a stream of records.
 //!
-//! One long-poll fetch loop per partition prefetches whole batches into a queue bounded by
+//! One long-poll fetch loop per shard (covering every assigned partition that shard serves)
+//! prefetches whole batches into a queue bounded by
 //! `max_buffer_bytes` (no busy loop when idle: a fetch waits at the broker until data arrives
 //! or `fetch_max_wait_ms` passes). Records are handed out with their key and value as slices
 //! of the fetched batch.
@@ -9,12 +10,13 @@
 //! primitives a group's rebalance will drive.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use quiver_core::batch::{BatchHeader, RecordIter};
-use quiver_schema::requests::{self, Fetch};
+use quiver_schema::requests::{self, FetchLimits, FetchPart};
 use quiver_schema::wire::ErrorCode;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
@@ -52,7 +54,7 @@ pub enum SeekTo {
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// Most bytes one fetch may return.
+    /// Most bytes one fetch may return, over all its partitions and for each one.
     pub fetch_max_bytes: u32,
     /// How long the broker may hold a fetch waiting for `fetch_min_bytes`, in milliseconds.
     pub fetch_max_wait_ms: u32,
@@ -153,6 +155,7 @@ impl Consumer {
     async fn start_fetchers(&mut self) -> Result<()> {
         let credit = Arc::new(Semaphore::new(self.config.max_buffer_bytes));
         let (tx, rx) = mpsc::channel(1024);
+        let mut by_shard: BTreeMap<SocketAddr, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         for (tp, pos) in self.positions.iter_mut() {
             let start = match pos {
                 Some(p) => *p,
@@ -175,11 +178,29 @@ impl Consumer {
                     p
                 }
             };
+            let route = self.client.route(&tp.0).await?;
+            let addr = usize::try_from(tp.1)
+                .ok()
+                .and_then(|p| route.partitions.get(p))
+                .copied()
+                .ok_or_else(|| ClientError::Broker {
+                    code: ErrorCode::UnknownPartition,
+                    message: format!(
+                        "topic {:?} has {} partitions, not {}",
+                        tp.0,
+                        route.partitions.len(),
+                        tp.1
+                    ),
+                })?;
+            by_shard.entry(addr).or_default().push((tp.clone(), start));
+        }
+        for (addr, parts) in by_shard {
             let job = FetchLoop {
                 client: self.client.clone(),
                 config: self.config.clone(),
-                tp: tp.clone(),
-                offset: start,
+                addr,
+                parts,
+                turn: 0,
                 credit: credit.clone(),
                 tx: tx.clone(),
             };
@@ -281,49 +302,42 @@ async fn resolve(client: &Client, topic: &str, partition: i32, to: SeekTo) -> Re
     })
 }
 
-/// One partition's prefetch loop.
+/// One shard's prefetch loop: one long-poll fetch at a time covering every assigned
+/// partition that shard serves (as a Kafka consumer sends one fetch per broker).
 struct FetchLoop {
     client: Client,
     config: ConsumerConfig,
-    tp: TopicPartition,
-    offset: i64,
+    addr: SocketAddr,
+    /// The partitions and the offset each is fetched from next.
+    parts: Vec<(TopicPartition, i64)>,
+    /// Which partition goes first in the next request: rotated so that a byte budget spent
+    /// early in a response never starves the same partitions.
+    turn: usize,
     credit: Arc<Semaphore>,
     tx: mpsc::Sender<Result<Fetched>>,
+}
+
+/// What one partition's entry of a fetch response said.
+enum EntryOutcome {
+    Batches(Bytes),
+    Empty,
+    Failed(ClientError),
 }
 
 impl FetchLoop {
     async fn run(mut self) {
         loop {
             match self.fetch_once().await {
-                Ok(Some(fetched)) => {
-                    if self.tx.send(Ok(fetched)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) if e.is_retriable() => {
-                    tracing::debug!(topic = %self.tp.0, partition = self.tp.1, "fetch failed, retrying: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                Err(ClientError::Broker {
-                    code: ErrorCode::OffsetOutOfRange,
-                    message,
-                }) if self.config.auto_offset_reset != OffsetReset::Error => {
-                    let to = if self.config.auto_offset_reset == OffsetReset::Earliest {
-                        SeekTo::Beginning
-                    } else {
-                        SeekTo::End
-                    };
-                    match resolve(&self.client, &self.tp.0, self.tp.1, to).await {
-                        Ok(o) => {
-                            tracing::warn!(topic = %self.tp.0, partition = self.tp.1, from = self.offset, to = o, "position out of range ({message}); reset");
-                            self.offset = o;
-                        }
-                        Err(e) => {
-                            let _ = self.tx.send(Err(e)).await;
+                Ok(outcomes) => {
+                    for (i, outcome) in outcomes {
+                        if !self.settle(i, outcome).await {
                             return;
                         }
                     }
+                }
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(shard = %self.addr, "fetch failed, retrying: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
                 Err(e) => {
                     let _ = self.tx.send(Err(e)).await;
@@ -333,44 +347,111 @@ impl FetchLoop {
         }
     }
 
-    /// One long-poll fetch; `None` when it timed out empty.
-    async fn fetch_once(&mut self) -> Result<Option<Fetched>> {
-        let (topic, partition) = (self.tp.0.clone(), self.tp.1);
-        let f = Fetch {
-            topic: &topic,
-            partition,
-            offset: self.offset,
-            max_bytes: self.config.fetch_max_bytes,
+    /// Hands one partition's entry on; false when the loop must stop.
+    async fn settle(&mut self, i: usize, outcome: EntryOutcome) -> bool {
+        let tp = self.parts[i].0.clone();
+        match outcome {
+            EntryOutcome::Empty => true,
+            EntryOutcome::Batches(data) => match self.split(i, data).await {
+                Ok(fetched) => self.tx.send(Ok(fetched)).await.is_ok(),
+                Err(e) => {
+                    let _ = self.tx.send(Err(e)).await;
+                    false
+                }
+            },
+            EntryOutcome::Failed(ClientError::Broker {
+                code: ErrorCode::OffsetOutOfRange,
+                message,
+            }) if self.config.auto_offset_reset != OffsetReset::Error => {
+                let to = if self.config.auto_offset_reset == OffsetReset::Earliest {
+                    SeekTo::Beginning
+                } else {
+                    SeekTo::End
+                };
+                match resolve(&self.client, &tp.0, tp.1, to).await {
+                    Ok(o) => {
+                        tracing::warn!(topic = %tp.0, partition = tp.1, from = self.parts[i].1, to = o, "position out of range ({message}); reset");
+                        self.parts[i].1 = o;
+                        true
+                    }
+                    Err(e) => {
+                        let _ = self.tx.send(Err(e)).await;
+                        false
+                    }
+                }
+            }
+            EntryOutcome::Failed(e) if e.is_retriable() => {
+                tracing::debug!(topic = %tp.0, partition = tp.1, "fetch failed, retrying: {e}");
+                if e.needs_metadata_refresh() {
+                    let _ = self.client.refresh_route(&tp.0).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                true
+            }
+            EntryOutcome::Failed(e) => {
+                let _ = self.tx.send(Err(e)).await;
+                false
+            }
+        }
+    }
+
+    /// One long-poll fetch over all the shard's partitions: each partition's entry, by index.
+    async fn fetch_once(&mut self) -> Result<Vec<(usize, EntryOutcome)>> {
+        let n = self.parts.len();
+        let order: Vec<usize> = (0..n).map(|k| (self.turn + k) % n).collect();
+        self.turn = (self.turn + 1) % n.max(1);
+        let limits = FetchLimits {
             max_wait_ms: self.config.fetch_max_wait_ms,
             min_bytes: self.config.fetch_min_bytes,
+            max_bytes: self.config.fetch_max_bytes,
         };
         let resp = self
             .client
-            .partition_request(
-                &topic,
-                partition,
-                |id| requests::fetch(id, &f),
-                |r| {
-                    body_error(
-                        r.envelope()
-                            .body_as_fetch_response()
-                            .and_then(|b| b.error()),
-                    )
-                },
-            )
+            .request_to(self.addr, |id| {
+                let parts: Vec<FetchPart<'_>> = order
+                    .iter()
+                    .map(|&i| FetchPart {
+                        topic: &self.parts[i].0 .0,
+                        partition: self.parts[i].0 .1,
+                        offset: self.parts[i].1,
+                        max_bytes: self.config.fetch_max_bytes,
+                    })
+                    .collect();
+                requests::fetch_many(id, &limits, &parts)
+            })
             .await?;
-        let body = resp
+        let entries = resp
             .envelope()
             .body_as_fetch_response()
-            .ok_or_else(|| ClientError::Protocol("fetch response without body".into()))?;
-        let Some(records) = body.records() else {
-            return Ok(None);
-        };
+            .and_then(|b| b.partitions())
+            .filter(|e| e.len() == n)
+            .ok_or_else(|| {
+                ClientError::Protocol(format!(
+                    "the fetch response does not have one entry for each of the {n} partitions asked"
+                ))
+            })?;
         // The response frame stays alive through `Bytes`; batches are slices of it.
-        let frame = resp.bytes().clone();
-        let range = quiver_schema::frame::vector_range(&frame, records.bytes())
-            .ok_or_else(|| ClientError::Protocol("records outside the frame".into()))?;
-        let mut data = frame.slice(range);
+        let frame = resp.bytes();
+        let mut out = Vec::with_capacity(n);
+        for (k, entry) in entries.iter().enumerate() {
+            let outcome = match (body_error(entry.error()), entry.records()) {
+                (Err(e), _) => EntryOutcome::Failed(e),
+                (Ok(()), None) => EntryOutcome::Empty,
+                (Ok(()), Some(r)) if r.is_empty() => EntryOutcome::Empty,
+                (Ok(()), Some(r)) => match quiver_schema::frame::vector_range(frame, r.bytes()) {
+                    Some(range) => EntryOutcome::Batches(frame.slice(range)),
+                    None => EntryOutcome::Failed(ClientError::Protocol(
+                        "records outside the frame".into(),
+                    )),
+                },
+            };
+            out.push((order[k], outcome));
+        }
+        Ok(out)
+    }
+
+    /// Splits one partition's records into whole batches and moves its offset past them.
+    async fn split(&mut self, i: usize, mut data: Bytes) -> Result<Fetched> {
         let credit = self
             .credit
             .clone()
@@ -385,13 +466,13 @@ impl FetchLoop {
                 .total_bytes()
                 .filter(|l| *l <= data.len())
                 .ok_or_else(|| ClientError::Protocol("a fetched batch is cut short".into()))?;
-            self.offset = header.last_offset() + 1;
+            self.parts[i].1 = header.last_offset() + 1;
             batches.push(data.split_to(len));
         }
-        Ok(Some(Fetched {
-            tp: self.tp.clone(),
+        Ok(Fetched {
+            tp: self.parts[i].0.clone(),
             batches,
             _credit: credit,
-        }))
+        })
     }
 }

@@ -171,6 +171,26 @@ fn write_fuzz_seeds_on_request() {
             requests::produce(8, "t", 0, Acks::All, 100, &batch),
         ),
         (
+            "produce-many",
+            requests::produce_many(
+                10,
+                Acks::All,
+                100,
+                &[
+                    requests::ProducePart {
+                        topic: "t",
+                        partition: 0,
+                        records: &batch,
+                    },
+                    requests::ProducePart {
+                        topic: "u",
+                        partition: 2,
+                        records: &batch,
+                    },
+                ],
+            ),
+        ),
+        (
             "fetch",
             requests::fetch(
                 9,

@@ -156,17 +156,33 @@ mod tests {
     #[test]
     fn frames_round_trip_and_batches_are_found_in_place() {
         let records = vec![7u8; 1000];
-        let frame = requests::produce(42, "orders", 3, wire::Acks::All, 5000, &records);
+        let other = vec![9u8; 10];
+        let parts = [
+            requests::ProducePart {
+                topic: "orders",
+                partition: 3,
+                records: &records,
+            },
+            requests::ProducePart {
+                topic: "audit",
+                partition: 0,
+                records: &other,
+            },
+        ];
+        let frame = requests::produce_many(42, wire::Acks::All, 5000, &parts);
         let env = parse_frame(&frame, DEFAULT_MAX_FRAME_BYTES).unwrap();
         assert_eq!(env.request_id(), 42);
         assert_eq!(env.api(), ApiKey::Produce);
-        let p = env.body_as_produce_request().unwrap();
-        assert_eq!(p.topic(), Some("orders"));
-        assert_eq!(p.partition(), 3);
-        let got = p.records().unwrap().bytes();
-        assert_eq!(got, &records[..]);
-        let range = vector_range(&frame, got).unwrap();
-        assert_eq!(&frame[range], &records[..]);
+        let entries = env.body_as_produce_request().unwrap().partitions().unwrap();
+        assert_eq!(entries.len(), 2);
+        for (entry, part) in entries.iter().zip(&parts) {
+            assert_eq!(entry.topic(), Some(part.topic));
+            assert_eq!(entry.partition(), part.partition);
+            let got = entry.records().unwrap().bytes();
+            assert_eq!(got, part.records);
+            let range = vector_range(&frame, got).unwrap();
+            assert_eq!(&frame[range], part.records);
+        }
     }
 
     #[test]

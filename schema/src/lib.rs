@@ -13,6 +13,7 @@
 
 pub mod frame;
 pub mod requests;
+mod responses;
 
 #[rustfmt::skip]
 #[allow(clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn, mismatched_lifetime_syntaxes, deprecated, non_camel_case_types)]
@@ -20,8 +21,8 @@ mod quiver_generated;
 
 pub use quiver_generated::quiver::wire;
 
-/// The version of every API this build speaks (all APIs start at 0).
-pub const API_VERSION: u16 = 0;
+/// The version of every API this build speaks (1: Produce and Fetch carry many partitions).
+pub const API_VERSION: u16 = 1;
 
 /// Every API with the versions this build supports, as sent in the handshake.
 pub fn supported_versions() -> Vec<wire::ApiVersion> {

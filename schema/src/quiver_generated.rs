@@ -3161,6 +3161,136 @@ impl ::core::fmt::Debug for ListOffsetsResponse<'_> {
       ds.finish()
   }
 }
+pub enum ProducePartitionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ProducePartition<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProducePartition<'a> {
+  type Inner = ProducePartition<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProducePartition<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RECORDS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProducePartition { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProducePartitionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ProducePartition<'bldr>> {
+    let mut builder = ProducePartitionBuilder::new(_fbb);
+    if let Some(x) = args.records { builder.add_records(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ProducePartition::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(ProducePartition::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn records(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ProducePartition::VT_RECORDS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProducePartition<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("records", Self::VT_RECORDS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProducePartitionArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: i32,
+    pub records: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for ProducePartitionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ProducePartitionArgs {
+      topic: None,
+      partition: 0,
+      records: None,
+    }
+  }
+}
+
+pub struct ProducePartitionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProducePartitionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProducePartition::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: i32) {
+    self.fbb_.push_slot::<i32>(ProducePartition::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_records(&mut self, records: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProducePartition::VT_RECORDS, records);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProducePartitionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProducePartitionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProducePartition<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProducePartition<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProducePartition");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("records", &self.records());
+      ds.finish()
+  }
+}
 pub enum ProduceRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -3177,11 +3307,9 @@ impl<'a> ::flatbuffers::Follow<'a> for ProduceRequest<'a> {
 }
 
 impl<'a> ProduceRequest<'a> {
-  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
-  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
-  pub const VT_ACKS: ::flatbuffers::VOffsetT = 8;
-  pub const VT_TIMEOUT_MS: ::flatbuffers::VOffsetT = 10;
-  pub const VT_RECORDS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ACKS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_TIMEOUT_MS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3193,29 +3321,13 @@ impl<'a> ProduceRequest<'a> {
     args: &'args ProduceRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ProduceRequest<'bldr>> {
     let mut builder = ProduceRequestBuilder::new(_fbb);
-    if let Some(x) = args.records { builder.add_records(x); }
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
     builder.add_timeout_ms(args.timeout_ms);
-    builder.add_partition(args.partition);
-    if let Some(x) = args.topic { builder.add_topic(x); }
     builder.add_acks(args.acks);
     builder.finish()
   }
 
 
-  #[inline]
-  pub fn topic(&self) -> Option<&'a str> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ProduceRequest::VT_TOPIC, None)}
-  }
-  #[inline]
-  pub fn partition(&self) -> i32 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<i32>(ProduceRequest::VT_PARTITION, Some(0)).unwrap()}
-  }
   #[inline]
   pub fn acks(&self) -> Acks {
     // Safety:
@@ -3231,11 +3343,11 @@ impl<'a> ProduceRequest<'a> {
     unsafe { self._tab.get::<u32>(ProduceRequest::VT_TIMEOUT_MS, Some(30000)).unwrap()}
   }
   #[inline]
-  pub fn records(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+  pub fn partitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ProducePartition<'a>>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(ProduceRequest::VT_RECORDS, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ProducePartition>>>>(ProduceRequest::VT_PARTITIONS, None)}
   }
 }
 
@@ -3245,31 +3357,25 @@ impl ::flatbuffers::Verifiable for ProduceRequest<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
-     .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
      .visit_field::<Acks>("acks", Self::VT_ACKS, false)?
      .visit_field::<u32>("timeout_ms", Self::VT_TIMEOUT_MS, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("records", Self::VT_RECORDS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ProducePartition>>>>("partitions", Self::VT_PARTITIONS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct ProduceRequestArgs<'a> {
-    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub partition: i32,
     pub acks: Acks,
     pub timeout_ms: u32,
-    pub records: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ProducePartition<'a>>>>>,
 }
 impl<'a> Default for ProduceRequestArgs<'a> {
   #[inline]
   fn default() -> Self {
     ProduceRequestArgs {
-      topic: None,
-      partition: 0,
       acks: Acks::All,
       timeout_ms: 30000,
-      records: None,
+      partitions: None,
     }
   }
 }
@@ -3280,14 +3386,6 @@ pub struct ProduceRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProduceRequestBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProduceRequest::VT_TOPIC, topic);
-  }
-  #[inline]
-  pub fn add_partition(&mut self, partition: i32) {
-    self.fbb_.push_slot::<i32>(ProduceRequest::VT_PARTITION, partition, 0);
-  }
-  #[inline]
   pub fn add_acks(&mut self, acks: Acks) {
     self.fbb_.push_slot::<Acks>(ProduceRequest::VT_ACKS, acks, Acks::All);
   }
@@ -3296,8 +3394,8 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProduceRequestBuilder<'a, 'b,
     self.fbb_.push_slot::<u32>(ProduceRequest::VT_TIMEOUT_MS, timeout_ms, 30000);
   }
   #[inline]
-  pub fn add_records(&mut self, records: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProduceRequest::VT_RECORDS, records);
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ProducePartition<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProduceRequest::VT_PARTITIONS, partitions);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProduceRequestBuilder<'a, 'b, A> {
@@ -3317,11 +3415,156 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProduceRequestBuilder<'a, 'b,
 impl ::core::fmt::Debug for ProduceRequest<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("ProduceRequest");
-      ds.field("topic", &self.topic());
-      ds.field("partition", &self.partition());
       ds.field("acks", &self.acks());
       ds.field("timeout_ms", &self.timeout_ms());
-      ds.field("records", &self.records());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum ProducePartitionResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ProducePartitionResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ProducePartitionResponse<'a> {
+  type Inner = ProducePartitionResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ProducePartitionResponse<'a> {
+  pub const VT_BASE_OFFSET: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LAST_OFFSET: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ProducePartitionResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ProducePartitionResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ProducePartitionResponse<'bldr>> {
+    let mut builder = ProducePartitionResponseBuilder::new(_fbb);
+    builder.add_log_start_offset(args.log_start_offset);
+    builder.add_last_offset(args.last_offset);
+    builder.add_base_offset(args.base_offset);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn base_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ProducePartitionResponse::VT_BASE_OFFSET, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn last_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ProducePartitionResponse::VT_LAST_OFFSET, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn log_start_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(ProducePartitionResponse::VT_LOG_START_OFFSET, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(ProducePartitionResponse::VT_ERROR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ProducePartitionResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("base_offset", Self::VT_BASE_OFFSET, false)?
+     .visit_field::<i64>("last_offset", Self::VT_LAST_OFFSET, false)?
+     .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ProducePartitionResponseArgs<'a> {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+}
+impl<'a> Default for ProducePartitionResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ProducePartitionResponseArgs {
+      base_offset: -1,
+      last_offset: -1,
+      log_start_offset: -1,
+      error: None,
+    }
+  }
+}
+
+pub struct ProducePartitionResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProducePartitionResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_base_offset(&mut self, base_offset: i64) {
+    self.fbb_.push_slot::<i64>(ProducePartitionResponse::VT_BASE_OFFSET, base_offset, -1);
+  }
+  #[inline]
+  pub fn add_last_offset(&mut self, last_offset: i64) {
+    self.fbb_.push_slot::<i64>(ProducePartitionResponse::VT_LAST_OFFSET, last_offset, -1);
+  }
+  #[inline]
+  pub fn add_log_start_offset(&mut self, log_start_offset: i64) {
+    self.fbb_.push_slot::<i64>(ProducePartitionResponse::VT_LOG_START_OFFSET, log_start_offset, -1);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(ProducePartitionResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProducePartitionResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ProducePartitionResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ProducePartitionResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ProducePartitionResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ProducePartitionResponse");
+      ds.field("base_offset", &self.base_offset());
+      ds.field("last_offset", &self.last_offset());
+      ds.field("log_start_offset", &self.log_start_offset());
+      ds.field("error", &self.error());
       ds.finish()
   }
 }
@@ -3341,10 +3584,7 @@ impl<'a> ::flatbuffers::Follow<'a> for ProduceResponse<'a> {
 }
 
 impl<'a> ProduceResponse<'a> {
-  pub const VT_BASE_OFFSET: ::flatbuffers::VOffsetT = 4;
-  pub const VT_LAST_OFFSET: ::flatbuffers::VOffsetT = 6;
-  pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 8;
-  pub const VT_ERROR: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 4;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3356,41 +3596,17 @@ impl<'a> ProduceResponse<'a> {
     args: &'args ProduceResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ProduceResponse<'bldr>> {
     let mut builder = ProduceResponseBuilder::new(_fbb);
-    builder.add_log_start_offset(args.log_start_offset);
-    builder.add_last_offset(args.last_offset);
-    builder.add_base_offset(args.base_offset);
-    if let Some(x) = args.error { builder.add_error(x); }
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
     builder.finish()
   }
 
 
   #[inline]
-  pub fn base_offset(&self) -> i64 {
+  pub fn partitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ProducePartitionResponse<'a>>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<i64>(ProduceResponse::VT_BASE_OFFSET, Some(-1)).unwrap()}
-  }
-  #[inline]
-  pub fn last_offset(&self) -> i64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<i64>(ProduceResponse::VT_LAST_OFFSET, Some(-1)).unwrap()}
-  }
-  #[inline]
-  pub fn log_start_offset(&self) -> i64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<i64>(ProduceResponse::VT_LOG_START_OFFSET, Some(-1)).unwrap()}
-  }
-  #[inline]
-  pub fn error(&self) -> Option<Error<'a>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(ProduceResponse::VT_ERROR, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ProducePartitionResponse>>>>(ProduceResponse::VT_PARTITIONS, None)}
   }
 }
 
@@ -3400,28 +3616,19 @@ impl ::flatbuffers::Verifiable for ProduceResponse<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<i64>("base_offset", Self::VT_BASE_OFFSET, false)?
-     .visit_field::<i64>("last_offset", Self::VT_LAST_OFFSET, false)?
-     .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ProducePartitionResponse>>>>("partitions", Self::VT_PARTITIONS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct ProduceResponseArgs<'a> {
-    pub base_offset: i64,
-    pub last_offset: i64,
-    pub log_start_offset: i64,
-    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ProducePartitionResponse<'a>>>>>,
 }
 impl<'a> Default for ProduceResponseArgs<'a> {
   #[inline]
   fn default() -> Self {
     ProduceResponseArgs {
-      base_offset: -1,
-      last_offset: -1,
-      log_start_offset: -1,
-      error: None,
+      partitions: None,
     }
   }
 }
@@ -3432,20 +3639,8 @@ pub struct ProduceResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> 
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProduceResponseBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_base_offset(&mut self, base_offset: i64) {
-    self.fbb_.push_slot::<i64>(ProduceResponse::VT_BASE_OFFSET, base_offset, -1);
-  }
-  #[inline]
-  pub fn add_last_offset(&mut self, last_offset: i64) {
-    self.fbb_.push_slot::<i64>(ProduceResponse::VT_LAST_OFFSET, last_offset, -1);
-  }
-  #[inline]
-  pub fn add_log_start_offset(&mut self, log_start_offset: i64) {
-    self.fbb_.push_slot::<i64>(ProduceResponse::VT_LOG_START_OFFSET, log_start_offset, -1);
-  }
-  #[inline]
-  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(ProduceResponse::VT_ERROR, error);
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ProducePartitionResponse<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProduceResponse::VT_PARTITIONS, partitions);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProduceResponseBuilder<'a, 'b, A> {
@@ -3465,10 +3660,154 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProduceResponseBuilder<'a, 'b
 impl ::core::fmt::Debug for ProduceResponse<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("ProduceResponse");
-      ds.field("base_offset", &self.base_offset());
-      ds.field("last_offset", &self.last_offset());
-      ds.field("log_start_offset", &self.log_start_offset());
-      ds.field("error", &self.error());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum FetchPartitionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FetchPartition<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FetchPartition<'a> {
+  type Inner = FetchPartition<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FetchPartition<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 8;
+  pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FetchPartition { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FetchPartitionArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FetchPartition<'bldr>> {
+    let mut builder = FetchPartitionBuilder::new(_fbb);
+    builder.add_offset(args.offset);
+    builder.add_max_bytes(args.max_bytes);
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FetchPartition::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(FetchPartition::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(FetchPartition::VT_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn max_bytes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(FetchPartition::VT_MAX_BYTES, Some(1048576)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FetchPartition<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<u32>("max_bytes", Self::VT_MAX_BYTES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FetchPartitionArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: u32,
+}
+impl<'a> Default for FetchPartitionArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FetchPartitionArgs {
+      topic: None,
+      partition: 0,
+      offset: 0,
+      max_bytes: 1048576,
+    }
+  }
+}
+
+pub struct FetchPartitionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchPartitionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchPartition::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: i32) {
+    self.fbb_.push_slot::<i32>(FetchPartition::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: i64) {
+    self.fbb_.push_slot::<i64>(FetchPartition::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_max_bytes(&mut self, max_bytes: u32) {
+    self.fbb_.push_slot::<u32>(FetchPartition::VT_MAX_BYTES, max_bytes, 1048576);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchPartitionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FetchPartitionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FetchPartition<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FetchPartition<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FetchPartition");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("offset", &self.offset());
+      ds.field("max_bytes", &self.max_bytes());
       ds.finish()
   }
 }
@@ -3488,12 +3827,10 @@ impl<'a> ::flatbuffers::Follow<'a> for FetchRequest<'a> {
 }
 
 impl<'a> FetchRequest<'a> {
-  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
-  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
-  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 8;
-  pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 10;
-  pub const VT_MAX_WAIT_MS: ::flatbuffers::VOffsetT = 12;
-  pub const VT_MIN_BYTES: ::flatbuffers::VOffsetT = 14;
+  pub const VT_MAX_WAIT_MS: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MIN_BYTES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3505,44 +3842,14 @@ impl<'a> FetchRequest<'a> {
     args: &'args FetchRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<FetchRequest<'bldr>> {
     let mut builder = FetchRequestBuilder::new(_fbb);
-    builder.add_offset(args.offset);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    builder.add_max_bytes(args.max_bytes);
     builder.add_min_bytes(args.min_bytes);
     builder.add_max_wait_ms(args.max_wait_ms);
-    builder.add_max_bytes(args.max_bytes);
-    builder.add_partition(args.partition);
-    if let Some(x) = args.topic { builder.add_topic(x); }
     builder.finish()
   }
 
 
-  #[inline]
-  pub fn topic(&self) -> Option<&'a str> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(FetchRequest::VT_TOPIC, None)}
-  }
-  #[inline]
-  pub fn partition(&self) -> i32 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<i32>(FetchRequest::VT_PARTITION, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn offset(&self) -> i64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<i64>(FetchRequest::VT_OFFSET, Some(0)).unwrap()}
-  }
-  #[inline]
-  pub fn max_bytes(&self) -> u32 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<u32>(FetchRequest::VT_MAX_BYTES, Some(1048576)).unwrap()}
-  }
   #[inline]
   pub fn max_wait_ms(&self) -> u32 {
     // Safety:
@@ -3557,6 +3864,20 @@ impl<'a> FetchRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(FetchRequest::VT_MIN_BYTES, Some(1)).unwrap()}
   }
+  #[inline]
+  pub fn max_bytes(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(FetchRequest::VT_MAX_BYTES, Some(4194304)).unwrap()}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartition<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartition>>>>(FetchRequest::VT_PARTITIONS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for FetchRequest<'_> {
@@ -3565,34 +3886,28 @@ impl ::flatbuffers::Verifiable for FetchRequest<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
-     .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
-     .visit_field::<i64>("offset", Self::VT_OFFSET, false)?
-     .visit_field::<u32>("max_bytes", Self::VT_MAX_BYTES, false)?
      .visit_field::<u32>("max_wait_ms", Self::VT_MAX_WAIT_MS, false)?
      .visit_field::<u32>("min_bytes", Self::VT_MIN_BYTES, false)?
+     .visit_field::<u32>("max_bytes", Self::VT_MAX_BYTES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FetchPartition>>>>("partitions", Self::VT_PARTITIONS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct FetchRequestArgs<'a> {
-    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
-    pub partition: i32,
-    pub offset: i64,
-    pub max_bytes: u32,
     pub max_wait_ms: u32,
     pub min_bytes: u32,
+    pub max_bytes: u32,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartition<'a>>>>>,
 }
 impl<'a> Default for FetchRequestArgs<'a> {
   #[inline]
   fn default() -> Self {
     FetchRequestArgs {
-      topic: None,
-      partition: 0,
-      offset: 0,
-      max_bytes: 1048576,
       max_wait_ms: 500,
       min_bytes: 1,
+      max_bytes: 4194304,
+      partitions: None,
     }
   }
 }
@@ -3603,28 +3918,20 @@ pub struct FetchRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchRequestBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchRequest::VT_TOPIC, topic);
-  }
-  #[inline]
-  pub fn add_partition(&mut self, partition: i32) {
-    self.fbb_.push_slot::<i32>(FetchRequest::VT_PARTITION, partition, 0);
-  }
-  #[inline]
-  pub fn add_offset(&mut self, offset: i64) {
-    self.fbb_.push_slot::<i64>(FetchRequest::VT_OFFSET, offset, 0);
-  }
-  #[inline]
-  pub fn add_max_bytes(&mut self, max_bytes: u32) {
-    self.fbb_.push_slot::<u32>(FetchRequest::VT_MAX_BYTES, max_bytes, 1048576);
-  }
-  #[inline]
   pub fn add_max_wait_ms(&mut self, max_wait_ms: u32) {
     self.fbb_.push_slot::<u32>(FetchRequest::VT_MAX_WAIT_MS, max_wait_ms, 500);
   }
   #[inline]
   pub fn add_min_bytes(&mut self, min_bytes: u32) {
     self.fbb_.push_slot::<u32>(FetchRequest::VT_MIN_BYTES, min_bytes, 1);
+  }
+  #[inline]
+  pub fn add_max_bytes(&mut self, max_bytes: u32) {
+    self.fbb_.push_slot::<u32>(FetchRequest::VT_MAX_BYTES, max_bytes, 4194304);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FetchPartition<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchRequest::VT_PARTITIONS, partitions);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchRequestBuilder<'a, 'b, A> {
@@ -3644,12 +3951,157 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchRequestBuilder<'a, 'b, A
 impl ::core::fmt::Debug for FetchRequest<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("FetchRequest");
-      ds.field("topic", &self.topic());
-      ds.field("partition", &self.partition());
-      ds.field("offset", &self.offset());
-      ds.field("max_bytes", &self.max_bytes());
       ds.field("max_wait_ms", &self.max_wait_ms());
       ds.field("min_bytes", &self.min_bytes());
+      ds.field("max_bytes", &self.max_bytes());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum FetchPartitionResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FetchPartitionResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FetchPartitionResponse<'a> {
+  type Inner = FetchPartitionResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FetchPartitionResponse<'a> {
+  pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 6;
+  pub const VT_RECORDS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FetchPartitionResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FetchPartitionResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<FetchPartitionResponse<'bldr>> {
+    let mut builder = FetchPartitionResponseBuilder::new(_fbb);
+    builder.add_log_start_offset(args.log_start_offset);
+    builder.add_high_watermark(args.high_watermark);
+    if let Some(x) = args.error { builder.add_error(x); }
+    if let Some(x) = args.records { builder.add_records(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn high_watermark(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(FetchPartitionResponse::VT_HIGH_WATERMARK, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn log_start_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(FetchPartitionResponse::VT_LOG_START_OFFSET, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn records(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(FetchPartitionResponse::VT_RECORDS, None)}
+  }
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(FetchPartitionResponse::VT_ERROR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FetchPartitionResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+     .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("records", Self::VT_RECORDS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FetchPartitionResponseArgs<'a> {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+}
+impl<'a> Default for FetchPartitionResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    FetchPartitionResponseArgs {
+      high_watermark: -1,
+      log_start_offset: -1,
+      records: None,
+      error: None,
+    }
+  }
+}
+
+pub struct FetchPartitionResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchPartitionResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_high_watermark(&mut self, high_watermark: i64) {
+    self.fbb_.push_slot::<i64>(FetchPartitionResponse::VT_HIGH_WATERMARK, high_watermark, -1);
+  }
+  #[inline]
+  pub fn add_log_start_offset(&mut self, log_start_offset: i64) {
+    self.fbb_.push_slot::<i64>(FetchPartitionResponse::VT_LOG_START_OFFSET, log_start_offset, -1);
+  }
+  #[inline]
+  pub fn add_records(&mut self, records: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchPartitionResponse::VT_RECORDS, records);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(FetchPartitionResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchPartitionResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FetchPartitionResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FetchPartitionResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FetchPartitionResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FetchPartitionResponse");
+      ds.field("high_watermark", &self.high_watermark());
+      ds.field("log_start_offset", &self.log_start_offset());
+      ds.field("records", &self.records());
+      ds.field("error", &self.error());
       ds.finish()
   }
 }
@@ -3669,10 +4121,7 @@ impl<'a> ::flatbuffers::Follow<'a> for FetchResponse<'a> {
 }
 
 impl<'a> FetchResponse<'a> {
-  pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 4;
-  pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 6;
-  pub const VT_RECORDS: ::flatbuffers::VOffsetT = 8;
-  pub const VT_ERROR: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 4;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3684,41 +4133,17 @@ impl<'a> FetchResponse<'a> {
     args: &'args FetchResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<FetchResponse<'bldr>> {
     let mut builder = FetchResponseBuilder::new(_fbb);
-    builder.add_log_start_offset(args.log_start_offset);
-    builder.add_high_watermark(args.high_watermark);
-    if let Some(x) = args.error { builder.add_error(x); }
-    if let Some(x) = args.records { builder.add_records(x); }
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
     builder.finish()
   }
 
 
   #[inline]
-  pub fn high_watermark(&self) -> i64 {
+  pub fn partitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartitionResponse<'a>>>> {
     // Safety:
     // Created from valid Table for this object
     // which contains a valid value in this slot
-    unsafe { self._tab.get::<i64>(FetchResponse::VT_HIGH_WATERMARK, Some(-1)).unwrap()}
-  }
-  #[inline]
-  pub fn log_start_offset(&self) -> i64 {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<i64>(FetchResponse::VT_LOG_START_OFFSET, Some(-1)).unwrap()}
-  }
-  #[inline]
-  pub fn records(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(FetchResponse::VT_RECORDS, None)}
-  }
-  #[inline]
-  pub fn error(&self) -> Option<Error<'a>> {
-    // Safety:
-    // Created from valid Table for this object
-    // which contains a valid value in this slot
-    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(FetchResponse::VT_ERROR, None)}
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartitionResponse>>>>(FetchResponse::VT_PARTITIONS, None)}
   }
 }
 
@@ -3728,28 +4153,19 @@ impl ::flatbuffers::Verifiable for FetchResponse<'_> {
     v: &mut ::flatbuffers::Verifier, pos: usize
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
-     .visit_field::<i64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
-     .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("records", Self::VT_RECORDS, false)?
-     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FetchPartitionResponse>>>>("partitions", Self::VT_PARTITIONS, false)?
      .finish();
     Ok(())
   }
 }
 pub struct FetchResponseArgs<'a> {
-    pub high_watermark: i64,
-    pub log_start_offset: i64,
-    pub records: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
-    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartitionResponse<'a>>>>>,
 }
 impl<'a> Default for FetchResponseArgs<'a> {
   #[inline]
   fn default() -> Self {
     FetchResponseArgs {
-      high_watermark: -1,
-      log_start_offset: -1,
-      records: None,
-      error: None,
+      partitions: None,
     }
   }
 }
@@ -3760,20 +4176,8 @@ pub struct FetchResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
 }
 impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchResponseBuilder<'a, 'b, A> {
   #[inline]
-  pub fn add_high_watermark(&mut self, high_watermark: i64) {
-    self.fbb_.push_slot::<i64>(FetchResponse::VT_HIGH_WATERMARK, high_watermark, -1);
-  }
-  #[inline]
-  pub fn add_log_start_offset(&mut self, log_start_offset: i64) {
-    self.fbb_.push_slot::<i64>(FetchResponse::VT_LOG_START_OFFSET, log_start_offset, -1);
-  }
-  #[inline]
-  pub fn add_records(&mut self, records: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchResponse::VT_RECORDS, records);
-  }
-  #[inline]
-  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
-    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(FetchResponse::VT_ERROR, error);
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FetchPartitionResponse<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchResponse::VT_PARTITIONS, partitions);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchResponseBuilder<'a, 'b, A> {
@@ -3793,10 +4197,7 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchResponseBuilder<'a, 'b, 
 impl ::core::fmt::Debug for FetchResponse<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("FetchResponse");
-      ds.field("high_watermark", &self.high_watermark());
-      ds.field("log_start_offset", &self.log_start_offset());
-      ds.field("records", &self.records());
-      ds.field("error", &self.error());
+      ds.field("partitions", &self.partitions());
       ds.finish()
   }
 }

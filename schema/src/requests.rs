@@ -189,6 +189,14 @@ pub fn list_offsets(
     finish_frame(fbb, root)
 }
 
+/// One partition's part of a produce request: whole RecordBatch v2 batches.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducePart<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub records: &'a [u8],
+}
+
 /// A produce of `records` (whole RecordBatch v2 batches) to one partition.
 pub fn produce(
     request_id: u64,
@@ -198,17 +206,48 @@ pub fn produce(
     timeout_ms: u32,
     records: &[u8],
 ) -> Bytes {
-    let mut fbb = FlatBufferBuilder::with_capacity(records.len() + 256);
-    let records = Some(fbb.create_vector(records));
-    let topic = Some(fbb.create_string(topic));
+    let part = ProducePart {
+        topic,
+        partition,
+        records,
+    };
+    produce_many(request_id, acks, timeout_ms, &[part])
+}
+
+/// A produce to many partitions of one shard, one entry per partition.
+pub fn produce_many(
+    request_id: u64,
+    acks: wire::Acks,
+    timeout_ms: u32,
+    parts: &[ProducePart<'_>],
+) -> Bytes {
+    let bytes: usize = parts
+        .iter()
+        .map(|p| p.records.len() + p.topic.len() + 64)
+        .sum();
+    let mut fbb = FlatBufferBuilder::with_capacity(bytes + 256);
+    let entries: Vec<_> = parts
+        .iter()
+        .map(|p| {
+            let records = Some(fbb.create_vector(p.records));
+            let topic = Some(fbb.create_string(p.topic));
+            wire::ProducePartition::create(
+                &mut fbb,
+                &wire::ProducePartitionArgs {
+                    topic,
+                    partition: p.partition,
+                    records,
+                },
+            )
+        })
+        .collect();
+    let partitions = Some(fbb.create_vector(&entries));
     let body = wire::ProduceRequest::create(
         &mut fbb,
         &wire::ProduceRequestArgs {
-            topic,
-            partition,
             acks,
             timeout_ms,
-            records,
+            partitions,
         },
     );
     let root = envelope(
@@ -223,6 +262,7 @@ pub fn produce(
 }
 
 /// A long-poll fetch from one partition.
+#[derive(Debug, Clone, Copy)]
 pub struct Fetch<'a> {
     pub topic: &'a str,
     pub partition: i32,
@@ -233,17 +273,64 @@ pub struct Fetch<'a> {
 }
 
 pub fn fetch(request_id: u64, f: &Fetch<'_>) -> Bytes {
-    let mut fbb = FlatBufferBuilder::with_capacity(256);
-    let topic = Some(fbb.create_string(f.topic));
+    let part = FetchPart {
+        topic: f.topic,
+        partition: f.partition,
+        offset: f.offset,
+        max_bytes: f.max_bytes,
+    };
+    let limits = FetchLimits {
+        max_wait_ms: f.max_wait_ms,
+        min_bytes: f.min_bytes,
+        max_bytes: f.max_bytes,
+    };
+    fetch_many(request_id, &limits, &[part])
+}
+
+/// One partition's part of a fetch request.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchPart<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Most bytes for this partition.
+    pub max_bytes: u32,
+}
+
+/// The long-poll bounds of a fetch request, over all its partitions.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    pub max_bytes: u32,
+}
+
+/// A long-poll fetch from many partitions of one shard.
+pub fn fetch_many(request_id: u64, limits: &FetchLimits, parts: &[FetchPart<'_>]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + parts.len() * 64);
+    let entries: Vec<_> = parts
+        .iter()
+        .map(|p| {
+            let topic = Some(fbb.create_string(p.topic));
+            wire::FetchPartition::create(
+                &mut fbb,
+                &wire::FetchPartitionArgs {
+                    topic,
+                    partition: p.partition,
+                    offset: p.offset,
+                    max_bytes: p.max_bytes,
+                },
+            )
+        })
+        .collect();
+    let partitions = Some(fbb.create_vector(&entries));
     let body = wire::FetchRequest::create(
         &mut fbb,
         &wire::FetchRequestArgs {
-            topic,
-            partition: f.partition,
-            offset: f.offset,
-            max_bytes: f.max_bytes,
-            max_wait_ms: f.max_wait_ms,
-            min_bytes: f.min_bytes,
+            max_wait_ms: limits.max_wait_ms,
+            min_bytes: limits.min_bytes,
+            max_bytes: limits.max_bytes,
+            partitions,
         },
     );
     let root = envelope(

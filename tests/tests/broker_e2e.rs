@@ -27,8 +27,14 @@ fn code(r: &ResponseFrame) -> ErrorCode {
         return e.code();
     }
     let body_error = match env.api() {
-        ApiKey::Produce => env.body_as_produce_response().and_then(|b| b.error()),
-        ApiKey::Fetch => env.body_as_fetch_response().and_then(|b| b.error()),
+        ApiKey::Produce => env
+            .body_as_produce_response()
+            .and_then(|b| b.single())
+            .and_then(|b| b.error()),
+        ApiKey::Fetch => env
+            .body_as_fetch_response()
+            .and_then(|b| b.single())
+            .and_then(|b| b.error()),
         ApiKey::ListOffsets => env.body_as_list_offsets_response().and_then(|b| b.error()),
         ApiKey::AlterConfigs => env.body_as_alter_configs_response().and_then(|b| b.error()),
         _ => None,
@@ -106,7 +112,11 @@ async fn produce(
         .unwrap();
     match code(&r) {
         ErrorCode::None => {
-            let p = r.envelope().body_as_produce_response().unwrap();
+            let p = r
+                .envelope()
+                .body_as_produce_response()
+                .and_then(|b| b.single())
+                .unwrap();
             Ok((p.base_offset(), p.last_offset()))
         }
         c => Err(c),
@@ -135,9 +145,19 @@ async fn fetch(
     if code(&r) != ErrorCode::None {
         return Err(code(&r));
     }
-    let body = r.envelope().body_as_fetch_response().unwrap();
+    let body = r
+        .envelope()
+        .body_as_fetch_response()
+        .and_then(|b| b.single())
+        .unwrap();
     let hw = body.high_watermark();
-    let mut records = Bytes::copy_from_slice(body.records().map(|v| v.bytes()).unwrap_or_default());
+    let out = valid_batches(body.records().map(|v| v.bytes()).unwrap_or_default());
+    Ok((out, hw))
+}
+
+/// The whole batches in a fetched records vector, each validated.
+fn valid_batches(records: &[u8]) -> Vec<Bytes> {
+    let mut records = Bytes::copy_from_slice(records);
     let mut out = Vec::new();
     while !records.is_empty() {
         let h = validate_batch(
@@ -152,7 +172,7 @@ async fn fetch(
         let len = h.total_bytes().unwrap();
         out.push(records.split_to(len));
     }
-    Ok((out, hw))
+    out
 }
 
 fn values(batches: &[Bytes]) -> Vec<String> {
@@ -289,6 +309,224 @@ async fn a_long_poll_is_answered_by_the_append_that_satisfies_it() {
     let (got, hw) = fetch(&c, "lp", 0, 1, 200).await.unwrap();
     assert!(got.is_empty());
     assert_eq!(hw, 1);
+}
+
+/// Per-entry outcomes of a multi-partition produce: (base offset, error code) in request order.
+async fn produce_many(
+    conn: &Connection,
+    topic: &str,
+    batches: &[(i32, &Bytes)],
+) -> Vec<(i64, ErrorCode, String)> {
+    let parts: Vec<requests::ProducePart<'_>> = batches
+        .iter()
+        .map(|(partition, records)| requests::ProducePart {
+            topic,
+            partition: *partition,
+            records,
+        })
+        .collect();
+    let r = conn
+        .request(requests::produce_many(
+            conn.next_request_id(),
+            Acks::All,
+            10_000,
+            &parts,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        r.envelope().error().is_none(),
+        "the request as a whole was refused"
+    );
+    let entries = r
+        .envelope()
+        .body_as_produce_response()
+        .unwrap()
+        .partitions()
+        .unwrap();
+    entries
+        .iter()
+        .map(|e| {
+            let err = e.error();
+            (
+                e.base_offset(),
+                err.map_or(ErrorCode::None, |e| e.code()),
+                err.and_then(|e| e.message())
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Per-entry values of a multi-partition fetch, in request order.
+async fn fetch_many(
+    conn: &Connection,
+    parts: &[requests::FetchPart<'_>],
+    max_wait_ms: u32,
+    max_bytes: u32,
+) -> Vec<Vec<String>> {
+    let limits = requests::FetchLimits {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes,
+    };
+    let r = conn
+        .request(requests::fetch_many(conn.next_request_id(), &limits, parts))
+        .await
+        .unwrap();
+    let entries = r
+        .envelope()
+        .body_as_fetch_response()
+        .unwrap()
+        .partitions()
+        .unwrap();
+    entries
+        .iter()
+        .map(|e| {
+            assert!(e.error().is_none(), "{:?}", e.error().map(|e| e.message()));
+            values(&valid_batches(
+                e.records().map(|v| v.bytes()).unwrap_or_default(),
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_partitions_in_one_request_are_served_one_by_one() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = Node::start(dir.path(), 2);
+    let c0 = Arc::new(node.connect(0).await);
+    assert_eq!(create(&c0, "multi", 4, &[]).await, ErrorCode::None);
+    let owner = owners(&c0, "multi").await;
+    let on =
+        |shard: usize| -> Vec<i32> { (0..4i32).filter(|&p| owner[p as usize] == shard).collect() };
+    let (mine, theirs) = (on(0), on(1));
+    assert!(mine.len() >= 2 && !theirs.is_empty(), "owners {owner:?}");
+    let (a, b, c) = (batch(&["a"], 1), batch(&["b"], 1), batch(&["c"], 1));
+    // Shard 0's partitions are appended; shard 1's is refused by itself, naming its owner.
+    let got = produce_many(
+        &c0,
+        "multi",
+        &[(mine[0], &a), (mine[1], &b), (theirs[0], &c)],
+    )
+    .await;
+    assert_eq!((got[0].0, got[0].1), (0, ErrorCode::None));
+    assert_eq!((got[1].0, got[1].1), (0, ErrorCode::None));
+    assert_eq!(got[2].1, ErrorCode::NotOwner);
+    assert!(
+        got[2].2.contains(&(node.base_port + 1).to_string()),
+        "the message names the owner: {}",
+        got[2].2
+    );
+    // A request for another shard's partitions only is forwarded whole.
+    let got = produce_many(&c0, "multi", &[(theirs[0], &c)]).await;
+    assert_eq!((got[0].0, got[0].1), (0, ErrorCode::None));
+
+    // One long poll over two partitions is woken by an append to either.
+    let poll = {
+        let c0 = c0.clone();
+        let (p, q) = (mine[0], mine[1]);
+        tokio::spawn(async move {
+            let parts = [
+                requests::FetchPart {
+                    topic: "multi",
+                    partition: p,
+                    offset: 1,
+                    max_bytes: 1 << 20,
+                },
+                requests::FetchPart {
+                    topic: "multi",
+                    partition: q,
+                    offset: 1,
+                    max_bytes: 1 << 20,
+                },
+            ];
+            fetch_many(&c0, &parts, 30_000, 1 << 20).await
+        })
+    };
+    tokio::task::yield_now().await;
+    assert!(!poll.is_finished());
+    let x = batch(&["x"], 2);
+    let got = produce_many(&c0, "multi", &[(mine[1], &x)]).await;
+    assert_eq!((got[0].0, got[0].1), (1, ErrorCode::None));
+    let got = tokio::time::timeout(Duration::from_secs(25), poll)
+        .await
+        .expect("woken by the append")
+        .unwrap();
+    assert_eq!(got, vec![Vec::<String>::new(), vec!["x".to_string()]]);
+
+    // A 1-byte budget: the first partition with data returns one whole batch, the rest wait.
+    let parts = [
+        requests::FetchPart {
+            topic: "multi",
+            partition: mine[0],
+            offset: 0,
+            max_bytes: 1 << 20,
+        },
+        requests::FetchPart {
+            topic: "multi",
+            partition: mine[1],
+            offset: 0,
+            max_bytes: 1 << 20,
+        },
+    ];
+    let got = fetch_many(&c0, &parts, 0, 1).await;
+    assert_eq!(got, vec![vec!["a".to_string()], vec![]]);
+
+    // Two entries sharing one records vector are refused: each is split out of the frame.
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let shared = fbb.create_vector(&a[..]);
+    let entries: Vec<_> = mine[..2]
+        .iter()
+        .map(|&p| {
+            let topic = fbb.create_string("multi");
+            wire::ProducePartition::create(
+                &mut fbb,
+                &wire::ProducePartitionArgs {
+                    topic: Some(topic),
+                    partition: p,
+                    records: Some(shared),
+                },
+            )
+        })
+        .collect();
+    let partitions = fbb.create_vector(&entries);
+    let body = wire::ProduceRequest::create(
+        &mut fbb,
+        &wire::ProduceRequestArgs {
+            acks: Acks::All,
+            timeout_ms: 1000,
+            partitions: Some(partitions),
+        },
+    );
+    let root = wire::Envelope::create(
+        &mut fbb,
+        &wire::EnvelopeArgs {
+            request_id: 3,
+            api: ApiKey::Produce,
+            version: quiver_schema::API_VERSION,
+            body_type: wire::Body::ProduceRequest,
+            body: Some(body.as_union_value()),
+            error: None,
+        },
+    );
+    let frame = quiver_schema::frame::finish_frame(fbb, root);
+    let resp = c0.raw_exchange(frame).await.expect("answered");
+    let env = quiver_schema::frame::parse_frame(&resp, 1 << 25).unwrap();
+    assert_eq!(
+        env.error().map(|e| e.code()),
+        Some(ErrorCode::MalformedRequest)
+    );
+    // Nothing of it was appended.
+    let got = fetch_many(&c0, &parts, 0, 1 << 20).await;
+    assert_eq!(
+        got,
+        vec![
+            vec!["a".to_string()],
+            vec!["b".to_string(), "x".to_string()]
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -476,7 +714,7 @@ async fn malformed_input_gets_typed_errors_and_the_node_keeps_serving() {
         quiver_schema::frame::finish_frame(fbb, root)
     };
     assert_eq!(
-        raw_code(envelope_with(200, 0)).await,
+        raw_code(envelope_with(200, quiver_schema::API_VERSION)).await,
         Some(ErrorCode::UnknownApi)
     );
     assert_eq!(
@@ -485,6 +723,11 @@ async fn malformed_input_gets_typed_errors_and_the_node_keeps_serving() {
     );
     assert_eq!(
         raw_code(envelope_with(ApiKey::Produce.0, 0)).await,
+        Some(ErrorCode::UnsupportedVersion),
+        "version 0 carried one partition per Produce; this node speaks version 1"
+    );
+    assert_eq!(
+        raw_code(envelope_with(ApiKey::Produce.0, quiver_schema::API_VERSION)).await,
         Some(ErrorCode::MalformedRequest),
         "API without its body"
     );

@@ -229,6 +229,7 @@ async fn lz4_and_zstd_batches_are_stored_as_sent_and_read_back() {
         let records = resp
             .envelope()
             .body_as_fetch_response()
+            .and_then(|b| b.single())
             .unwrap()
             .records()
             .unwrap()
@@ -339,6 +340,9 @@ async fn records_sent_while_a_batch_is_in_flight_share_the_next_batch() {
         },
     );
     let record = || ProducerRecord::new("accumulate", vec![b'x'; 100]).partition(0);
+    // The route is known before the node freezes: the producer looks a topic's route up
+    // before it sends (a lookup would wait for the frozen node too).
+    client.route("accumulate").await.unwrap();
     node.freeze(true);
     let mut pending = vec![producer.enqueue(record()).await.unwrap()];
     for i in 0..N {

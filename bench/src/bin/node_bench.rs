@@ -85,6 +85,7 @@ async fn interleaved(
             if let Some(e) = r
                 .envelope()
                 .body_as_produce_response()
+                .and_then(|p| p.single())
                 .and_then(|p| p.error())
             {
                 panic!("produce failed: {:?} {:?}", e.code(), e.message());
@@ -163,6 +164,7 @@ async fn produce_ok(conn: &Connection, topic: &str, payload: &Bytes) {
     assert!(
         r.envelope()
             .body_as_produce_response()
+            .and_then(|p| p.single())
             .and_then(|p| p.error())
             .is_none(),
         "produce refused"

@@ -34,36 +34,54 @@ pub enum Request {
         timestamp_ms: i64,
     },
     Produce {
-        topic: String,
-        partition: i32,
         acks: wire::Acks,
         timeout_ms: u32,
-        records: Range<usize>,
+        parts: Vec<ProducePartReq>,
     },
     Fetch {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        max_bytes: u32,
         max_wait_ms: u32,
         min_bytes: u32,
+        max_bytes: u32,
+        parts: Vec<FetchPartReq>,
     },
 }
 
+/// One partition of a produce request; its batches are a range of the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducePartReq {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Range<usize>,
+}
+
+/// One partition of a fetch request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartReq {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: u32,
+}
+
+/// Most partitions one produce or fetch request may name.
+pub const MAX_PARTS_PER_REQUEST: usize = 10_000;
+
 impl Request {
-    /// The partition a data-plane request is for (it is served by that partition's shard).
-    pub fn partition(&self) -> Option<(&str, i32)> {
+    /// The partitions a data-plane request is for (it is served by their shard).
+    pub fn partitions(&self) -> Vec<(&str, i32)> {
         match self {
             Self::ListOffsets {
                 topic, partition, ..
-            }
-            | Self::Produce {
-                topic, partition, ..
-            }
-            | Self::Fetch {
-                topic, partition, ..
-            } => Some((topic, *partition)),
-            _ => None,
+            } => vec![(topic.as_str(), *partition)],
+            Self::Produce { parts, .. } => parts
+                .iter()
+                .map(|p| (p.topic.as_str(), p.partition))
+                .collect(),
+            Self::Fetch { parts, .. } => parts
+                .iter()
+                .map(|p| (p.topic.as_str(), p.partition))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -113,6 +131,37 @@ fn configs(
             .collect()
     })
     .unwrap_or_default()
+}
+
+/// A produce or fetch names at least one partition and at most [`MAX_PARTS_PER_REQUEST`].
+fn check_parts(id: u64, api: ApiKey, count: usize) -> Result<(), Refusal> {
+    if count == 0 || count > MAX_PARTS_PER_REQUEST {
+        return Err(refuse(
+            id,
+            api,
+            ErrorCode::InvalidRequest,
+            format!(
+                "the {api:?} request names {count} partitions; send 1 to {MAX_PARTS_PER_REQUEST}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The entries' record vectors must not overlap (FlatBuffers would let two entries share one
+/// vector): each partition's batches are split out of the frame without a copy.
+fn check_disjoint(id: u64, api: ApiKey, parts: &[ProducePartReq]) -> Result<(), Refusal> {
+    let mut ranges: Vec<&Range<usize>> = parts.iter().map(|p| &p.records).collect();
+    ranges.sort_by_key(|r| r.start);
+    if ranges.windows(2).any(|w| w[0].end > w[1].start) {
+        return Err(refuse(
+            id,
+            api,
+            ErrorCode::MalformedRequest,
+            "two partitions' records overlap in the frame; give each partition its own vector",
+        ));
+    }
+    Ok(())
 }
 
 /// Verifies `frame` and turns it into a request. Every failure becomes a [`Refusal`] carrying
@@ -193,15 +242,6 @@ pub fn decode(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, ApiKey, Requ
         }
         ApiKey::Produce => {
             let b = env.body_as_produce_request().ok_or_else(missing)?;
-            let records = b.records().map(|r| r.bytes()).unwrap_or_default();
-            let range = vector_range(frame, records).ok_or_else(|| {
-                refuse(
-                    id,
-                    api,
-                    ErrorCode::MalformedRequest,
-                    "records lie outside the frame",
-                )
-            })?;
             if !matches!(
                 b.acks(),
                 wire::Acks::None | wire::Acks::Leader | wire::Acks::All
@@ -216,23 +256,54 @@ pub fn decode(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, ApiKey, Requ
                     ),
                 ));
             }
+            let entries = b.partitions().map(|v| v.iter().collect::<Vec<_>>());
+            let entries = entries.unwrap_or_default();
+            check_parts(id, api, entries.len())?;
+            let mut parts = Vec::with_capacity(entries.len());
+            for e in entries {
+                let records = e.records().map(|r| r.bytes()).unwrap_or_default();
+                let range = vector_range(frame, records).ok_or_else(|| {
+                    refuse(
+                        id,
+                        api,
+                        ErrorCode::MalformedRequest,
+                        "records lie outside the frame",
+                    )
+                })?;
+                parts.push(ProducePartReq {
+                    topic: e.topic().unwrap_or_default().to_string(),
+                    partition: e.partition(),
+                    records: range,
+                });
+            }
+            check_disjoint(id, api, &parts)?;
             Request::Produce {
-                topic: b.topic().unwrap_or_default().to_string(),
-                partition: b.partition(),
                 acks: b.acks(),
                 timeout_ms: b.timeout_ms(),
-                records: range,
+                parts,
             }
         }
         ApiKey::Fetch => {
             let b = env.body_as_fetch_request().ok_or_else(missing)?;
+            let parts: Vec<FetchPartReq> = b
+                .partitions()
+                .map(|v| {
+                    v.iter()
+                        .map(|e| FetchPartReq {
+                            topic: e.topic().unwrap_or_default().to_string(),
+                            partition: e.partition(),
+                            offset: e.offset(),
+                            max_bytes: e.max_bytes(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            check_parts(id, api, parts.len())?;
             Request::Fetch {
-                topic: b.topic().unwrap_or_default().to_string(),
-                partition: b.partition(),
-                offset: b.offset(),
-                max_bytes: b.max_bytes(),
                 max_wait_ms: b.max_wait_ms(),
                 min_bytes: b.min_bytes(),
+                max_bytes: b.max_bytes(),
+                parts,
             }
         }
         other => {
@@ -258,14 +329,33 @@ mod tests {
 
     #[test]
     fn decodes_every_request_and_refuses_bad_ones() {
-        let frame = requests::produce(5, "t", 2, wire::Acks::Leader, 100, b"abc");
+        let parts = [
+            requests::ProducePart {
+                topic: "t",
+                partition: 2,
+                records: b"abc",
+            },
+            requests::ProducePart {
+                topic: "u",
+                partition: 0,
+                records: b"de",
+            },
+        ];
+        let frame = requests::produce_many(5, wire::Acks::Leader, 100, &parts);
         let (id, api, req) = decode(&frame, 1 << 20).unwrap();
         assert_eq!((id, api), (5, ApiKey::Produce));
-        let Request::Produce { records, acks, .. } = req else {
+        assert_eq!(req.partitions(), vec![("t", 2), ("u", 0)]);
+        let Request::Produce { parts, acks, .. } = req else {
             panic!()
         };
-        assert_eq!(&frame[records], b"abc");
+        assert_eq!(&frame[parts[0].records.clone()], b"abc");
+        assert_eq!(&frame[parts[1].records.clone()], b"de");
         assert_eq!(acks, wire::Acks::Leader);
+        let empty = requests::produce_many(5, wire::Acks::All, 100, &[]);
+        assert_eq!(
+            decode(&empty, 1 << 20).unwrap_err().code,
+            ErrorCode::InvalidRequest
+        );
         let f = requests::fetch(
             6,
             &requests::Fetch {
@@ -277,7 +367,7 @@ mod tests {
                 min_bytes: 12,
             },
         );
-        assert_eq!(decode(&f, 1 << 20).unwrap().2.partition(), Some(("t", 1)));
+        assert_eq!(decode(&f, 1 << 20).unwrap().2.partitions(), vec![("t", 1)]);
         let c = requests::create_topics(
             7,
             &[requests::NewTopic {

@@ -221,24 +221,52 @@ pub fn list_offsets(id: u64, offset: i64, o: &Outcome) -> Bytes {
     finish_frame(fbb, root)
 }
 
-pub fn produce(
-    id: u64,
-    base_offset: i64,
-    last_offset: i64,
-    log_start_offset: i64,
-    o: &Outcome,
-) -> Bytes {
-    let mut fbb = FlatBufferBuilder::with_capacity(256);
-    let error = outcome(&mut fbb, o);
-    let body = wire::ProduceResponse::create(
-        &mut fbb,
-        &wire::ProduceResponseArgs {
-            base_offset,
-            last_offset,
-            log_start_offset,
-            error,
-        },
-    );
+/// How one partition of a produce request went.
+#[derive(Debug, Clone)]
+pub struct ProducePartOutcome {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+    pub outcome: Outcome,
+}
+
+impl ProducePartOutcome {
+    /// A partition that failed before any offset was assigned.
+    pub fn failed(code: ErrorCode, message: String) -> Self {
+        Self::failed_with((code, message))
+    }
+
+    /// As [`ProducePartOutcome::failed`], from an error pair.
+    pub fn failed_with(error: (ErrorCode, String)) -> Self {
+        Self {
+            base_offset: -1,
+            last_offset: -1,
+            log_start_offset: -1,
+            outcome: Err(error),
+        }
+    }
+}
+
+/// A produce response: one entry per request entry, in the request's order.
+pub fn produce(id: u64, parts: &[ProducePartOutcome]) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(64 + parts.len() * 64);
+    let entries: Vec<_> = parts
+        .iter()
+        .map(|p| {
+            let error = outcome(&mut fbb, &p.outcome);
+            wire::ProducePartitionResponse::create(
+                &mut fbb,
+                &wire::ProducePartitionResponseArgs {
+                    base_offset: p.base_offset,
+                    last_offset: p.last_offset,
+                    log_start_offset: p.log_start_offset,
+                    error,
+                },
+            )
+        })
+        .collect();
+    let partitions = Some(fbb.create_vector(&entries));
+    let body = wire::ProduceResponse::create(&mut fbb, &wire::ProduceResponseArgs { partitions });
     let root = envelope(
         &mut fbb,
         id,
@@ -250,38 +278,62 @@ pub fn produce(
     finish_frame(fbb, root)
 }
 
-/// A fetch response. One batch is copied once, into the frame; several are first joined
-/// (a second copy; a hand-laid vector would save it — see docs/protocol.md).
-pub fn fetch(
-    id: u64,
-    high_watermark: i64,
-    log_start_offset: i64,
-    batches: &[Bytes],
-    o: &Outcome,
-) -> Bytes {
-    let total: usize = batches.iter().map(Bytes::len).sum();
-    let mut fbb = FlatBufferBuilder::with_capacity(total + 256);
-    let records = match batches {
-        [] => None,
-        [one] => Some(fbb.create_vector(&one[..])),
-        many => {
-            let mut joined = Vec::with_capacity(total);
-            for b in many {
-                joined.extend_from_slice(b);
-            }
-            Some(fbb.create_vector(&joined))
+/// What one partition of a fetch request returns.
+#[derive(Debug, Clone)]
+pub struct FetchPartOutcome {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub batches: Vec<Bytes>,
+    pub outcome: Outcome,
+}
+
+impl FetchPartOutcome {
+    /// A partition that could not be read at all.
+    pub fn failed(code: ErrorCode, message: String) -> Self {
+        Self {
+            high_watermark: -1,
+            log_start_offset: -1,
+            batches: Vec::new(),
+            outcome: Err((code, message)),
         }
-    };
-    let error = outcome(&mut fbb, o);
-    let body = wire::FetchResponse::create(
-        &mut fbb,
-        &wire::FetchResponseArgs {
-            high_watermark,
-            log_start_offset,
-            records,
-            error,
-        },
-    );
+    }
+}
+
+/// A fetch response: one entry per request entry, in the request's order. A partition's one
+/// batch is copied once, into the frame; several are first joined (a second copy; a hand-laid
+/// vector would save it — see docs/protocol.md).
+pub fn fetch(id: u64, parts: &[FetchPartOutcome]) -> Bytes {
+    let total: usize = parts.iter().flat_map(|p| &p.batches).map(Bytes::len).sum();
+    let mut fbb = FlatBufferBuilder::with_capacity(total + 128 + parts.len() * 64);
+    let mut joined = Vec::new();
+    let entries: Vec<_> = parts
+        .iter()
+        .map(|p| {
+            let records = match &p.batches[..] {
+                [] => None,
+                [one] => Some(fbb.create_vector(&one[..])),
+                many => {
+                    joined.clear();
+                    for b in many {
+                        joined.extend_from_slice(b);
+                    }
+                    Some(fbb.create_vector(&joined))
+                }
+            };
+            let error = outcome(&mut fbb, &p.outcome);
+            wire::FetchPartitionResponse::create(
+                &mut fbb,
+                &wire::FetchPartitionResponseArgs {
+                    high_watermark: p.high_watermark,
+                    log_start_offset: p.log_start_offset,
+                    records,
+                    error,
+                },
+            )
+        })
+        .collect();
+    let partitions = Some(fbb.create_vector(&entries));
+    let body = wire::FetchResponse::create(&mut fbb, &wire::FetchResponseArgs { partitions });
     let root = envelope(
         &mut fbb,
         id,

@@ -10,7 +10,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::{Buf, Bytes, BytesMut};
 use glommio::channels::channel_mesh::Senders;
 use glommio::sync::Semaphore;
 use glommio::TaskQueueHandle;
@@ -18,8 +22,11 @@ use quiver_schema::frame::error_frame;
 use quiver_schema::wire::{self, ErrorCode};
 
 use super::metadata::{Metadata, MetadataStore};
-use super::request::{self, Request};
-use super::response::{self, HandshakeInfo, PartitionInfo, TopicConfigs, TopicInfo};
+use super::request::{self, FetchPartReq, ProducePartReq, Request};
+use super::response::{
+    self, FetchPartOutcome, HandshakeInfo, PartitionInfo, ProducePartOutcome, TopicConfigs,
+    TopicInfo,
+};
 use super::topic_config;
 use crate::log::signal::Sender;
 use crate::log::{LogConfig, PartitionLog};
@@ -161,24 +168,59 @@ impl Shard {
         };
         let target = if req.is_control() {
             Some(0)
-        } else if let Some((topic, partition)) = req.partition() {
-            match self.metadata().owner(topic, partition) {
-                Some(owner) => Some(owner % self.settings().shard_count),
-                None => {
-                    return error_frame(
-                        id,
-                        api,
-                        unknown_code(&self.metadata(), topic),
-                        &unknown_message(topic, partition),
-                    )
-                }
-            }
         } else {
-            None
+            match self.owner_of(&req) {
+                Ok(t) => t,
+                Err((code, message)) => return error_frame(id, api, code, &message),
+            }
         };
         match target {
             Some(owner) if owner != self.id => self.forward(owner, Forwarded::Frame(frame)).await,
             _ => self.serve(id, req, frame).await,
+        }
+    }
+
+    /// The shard a data-plane request must run on: the owner when every partition it names
+    /// has the same one (a request sent to the wrong shard is forwarded whole); `None` to run
+    /// here, where partitions this shard does not own are answered one by one.
+    fn owner_of(&self, req: &Request) -> Result<Option<usize>, (ErrorCode, String)> {
+        let parts = req.partitions();
+        let meta = self.metadata();
+        let n = self.settings().shard_count;
+        let mut owner = None;
+        for (topic, partition) in &parts {
+            match meta.owner(topic, *partition) {
+                Some(o) if owner.is_none_or(|x| x == o % n) => owner = Some(o % n),
+                Some(_) => return Ok(None),
+                None if matches!(req, Request::ListOffsets { .. }) => {
+                    return Err((
+                        unknown_code(&meta, topic),
+                        unknown_message(topic, *partition),
+                    ))
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(owner)
+    }
+
+    /// The log of a partition this shard owns, or the error its entry in a response gets.
+    fn locate(&self, topic: &str, partition: i32) -> Result<PartitionLog, (ErrorCode, String)> {
+        let meta = self.metadata();
+        match meta.owner(topic, partition) {
+            None => Err((
+                unknown_code(&meta, topic),
+                unknown_message(topic, partition),
+            )),
+            Some(o) if o % self.settings().shard_count != self.id => Err((
+                ErrorCode::NotOwner,
+                format!(
+                    "partition {topic}/{partition} is served by {}, not by shard {}; send it there (refresh metadata)",
+                    self.address(o % self.settings().shard_count),
+                    self.id
+                ),
+            )),
+            Some(_) => self.open_log(topic, partition),
         }
     }
 
@@ -219,34 +261,22 @@ impl Shard {
                     .await
             }
             Request::Produce {
-                topic,
-                partition,
                 acks,
                 timeout_ms,
-                records,
-            } => {
-                let mut frame = frame;
-                // Zero-copy: the batches are split out of the received frame buffer.
-                let mut batches = frame.split_off(records.start);
-                batches.truncate(records.end - records.start);
-                self.produce(id, &topic, partition, acks, timeout_ms, batches)
-                    .await
-            }
+                parts,
+            } => self.produce(id, acks, timeout_ms, parts, frame).await,
             Request::Fetch {
-                topic,
-                partition,
-                offset,
-                max_bytes,
                 max_wait_ms,
                 min_bytes,
+                max_bytes,
+                parts,
             } => {
-                let f = FetchArgs {
-                    offset,
-                    max_bytes,
+                let limits = FetchLimits {
                     max_wait_ms,
                     min_bytes,
+                    max_bytes,
                 };
-                self.fetch(id, &topic, partition, f).await
+                self.fetch(id, &limits, &parts).await
             }
         }
     }
@@ -363,125 +393,125 @@ impl Shard {
         }
     }
 
+    /// Appends each partition's batches to its log, all partitions at once (their flushers
+    /// run side by side), and answers when every partition is acknowledged per `acks` or
+    /// `timeout_ms` passed.
     async fn produce(
         &self,
         id: u64,
-        topic: &str,
-        partition: i32,
         acks: wire::Acks,
         timeout_ms: u32,
-        mut batches: BytesMut,
+        parts: Vec<ProducePartReq>,
+        frame: BytesMut,
     ) -> Reply {
-        let log = match self.open_log(topic, partition) {
-            Ok(l) => l,
-            Err(e) => return response::produce(id, -1, -1, -1, &Err(e)),
-        };
-        let mut parts = Vec::new();
-        while !batches.is_empty() {
-            let Some(len) = batch_len(&batches) else {
-                return response::produce(id, -1, -1, -1, &Err((ErrorCode::InvalidBatch, format!("{} bytes of records do not hold a whole RecordBatch v2; send whole batches", batches.len()))));
-            };
-            parts.push(batches.split_to(len));
-        }
-        if parts.is_empty() {
-            return response::produce(
-                id,
-                -1,
-                -1,
-                -1,
-                &Err((
-                    ErrorCode::InvalidBatch,
-                    "the produce request holds no record batch".into(),
-                )),
-            );
+        let records = split_records(frame, &parts);
+        let outcomes: Rc<RefCell<Vec<Option<ProducePartOutcome>>>> =
+            Rc::new(RefCell::new(vec![None; parts.len()]));
+        let mut work = Vec::new();
+        for (i, (part, records)) in parts.iter().zip(records).enumerate() {
+            let prepared = self
+                .locate(&part.topic, part.partition)
+                .and_then(|log| Ok((log, split_batches(records)?)));
+            match prepared {
+                Ok((log, batches)) => work.push((i, log, batches)),
+                Err((code, message)) => {
+                    outcomes.borrow_mut()[i] = Some(ProducePartOutcome::failed(code, message));
+                }
+            }
         }
         if acks == wire::Acks::None {
-            glommio::spawn_local(async move {
-                for b in parts {
-                    if let Err(e) = log.append(b, 0).await {
-                        tracing::debug!("acks=none append failed: {e}");
-                        return;
+            for (i, log, batches) in work {
+                glommio::spawn_local(async move {
+                    for b in batches {
+                        if let Err(e) = log.append(b, 0).await {
+                            tracing::debug!("acks=none append failed: {e}");
+                            return;
+                        }
                     }
-                }
-            })
-            .detach();
-            return response::produce(id, -1, -1, -1, &Ok(()));
-        }
-        let appends = async {
-            let mut range: Option<(u64, u64)> = None;
-            for b in parts {
-                let info = if acks == wire::Acks::Leader {
-                    log.append_buffered(b, 0).await?
-                } else {
-                    log.append(b, 0).await?
-                };
-                range = Some((range.map_or(info.base_offset, |r| r.0), info.last_offset));
+                })
+                .detach();
+                outcomes.borrow_mut()[i] = Some(ProducePartOutcome {
+                    base_offset: -1,
+                    last_offset: -1,
+                    log_start_offset: -1,
+                    outcome: Ok(()),
+                });
             }
-            Ok::<_, StorageError>(range)
-        };
-        let timed = futures_lite::future::or(async { Some(appends.await) }, async {
-            glommio::timer::sleep(Duration::from_millis(u64::from(timeout_ms.max(1)))).await;
-            None
-        })
-        .await;
-        match timed {
-            Some(Ok(Some((base, last)))) => response::produce(id, base as i64, last as i64, log.log_start_offset() as i64, &Ok(())),
-            Some(Ok(None)) => response::produce(id, -1, -1, -1, &Err((ErrorCode::InvalidBatch, "no batch".into()))),
-            Some(Err(e)) => response::produce(id, -1, -1, log.log_start_offset() as i64, &Err(storage_error(&e))),
-            None => response::produce(id, -1, -1, -1, &Err((ErrorCode::Timeout, format!("not acknowledged within timeout_ms = {timeout_ms}; the batch may still be written: retry with idempotence or check with a fetch")))),
+        } else {
+            let appends = work.into_iter().map(|(i, log, batches)| {
+                let outcomes = outcomes.clone();
+                async move {
+                    let outcome = append_all(&log, acks, batches).await;
+                    outcomes.borrow_mut()[i] = Some(outcome);
+                }
+            });
+            futures_lite::future::or(join_all(appends.collect()), async {
+                glommio::timer::sleep(Duration::from_millis(u64::from(timeout_ms.max(1)))).await;
+            })
+            .await;
         }
+        let outcomes: Vec<ProducePartOutcome> = outcomes
+            .borrow_mut()
+            .drain(..)
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    ProducePartOutcome::failed(
+                        ErrorCode::Timeout,
+                        format!("not acknowledged within timeout_ms = {timeout_ms}; the batch may still be written: retry with idempotence or check with a fetch"),
+                    )
+                })
+            })
+            .collect();
+        response::produce(id, &outcomes)
     }
 
-    async fn fetch(&self, id: u64, topic: &str, partition: i32, f: FetchArgs) -> Reply {
-        let log = match self.open_log(topic, partition) {
-            Ok(l) => l,
-            Err(e) => return response::fetch(id, -1, -1, &[], &Err(e)),
-        };
-        let Ok(offset) = u64::try_from(f.offset) else {
-            return response::fetch(
-                id,
-                log.committed_offset() as i64,
-                log.log_start_offset() as i64,
-                &[],
-                &Err(storage_error(&StorageError::OffsetOutOfRange {
-                    requested: 0,
-                    log_start_offset: log.log_start_offset(),
-                    log_end_offset: log.committed_offset(),
-                })),
-            );
-        };
-        let max_bytes = (f.max_bytes as usize).clamp(
-            1,
-            self.settings().max_frame_bytes.saturating_sub(1024).max(1),
-        );
-        let deadline = std::time::Instant::now() + Duration::from_millis(u64::from(f.max_wait_ms));
+    /// A long poll over many partitions: answers once `min_bytes` are available over all of
+    /// them, a partition fails, or `max_wait_ms` passed; until then it sleeps on the logs'
+    /// commit wake-ups (no polling loop).
+    async fn fetch(&self, id: u64, limits: &FetchLimits, parts: &[FetchPartReq]) -> Reply {
+        let logs: Vec<_> = parts
+            .iter()
+            .map(|p| self.locate(&p.topic, p.partition))
+            .collect();
+        // Room for the envelope and each entry's fields besides the records.
+        let frame_room = self
+            .settings()
+            .max_frame_bytes
+            .saturating_sub(1024 + parts.len() * 64)
+            .max(1);
+        let budget = (limits.max_bytes as usize).clamp(1, frame_room);
+        let deadline =
+            std::time::Instant::now() + Duration::from_millis(u64::from(limits.max_wait_ms));
         loop {
-            let batches = match log.read_runs(offset, max_bytes).await {
-                Ok(b) => b,
-                Err(e) => {
-                    return response::fetch(
-                        id,
-                        log.committed_offset() as i64,
-                        log.log_start_offset() as i64,
-                        &[],
-                        &Err(storage_error(&e)),
-                    )
-                }
-            };
-            let bytes: usize = batches.iter().map(Bytes::len).sum();
-            let now = std::time::Instant::now();
-            if bytes >= f.min_bytes as usize || now >= deadline {
-                return response::fetch(
-                    id,
-                    log.committed_offset() as i64,
-                    log.log_start_offset() as i64,
-                    &batches,
-                    &Ok(()),
-                );
+            let mut out = Vec::with_capacity(parts.len());
+            let mut total = 0usize;
+            let mut failed = false;
+            for (part, log) in parts.iter().zip(&logs) {
+                let entry = match log {
+                    Err((code, message)) => FetchPartOutcome::failed(*code, message.clone()),
+                    // Past the budget, a partition is left for the next fetch; the first one
+                    // with data always returns at least one whole batch.
+                    Ok(log) if total >= budget => empty_entry(log),
+                    Ok(log) => read_part(log, part, (budget - total).max(1)).await,
+                };
+                total += entry.batches.iter().map(Bytes::len).sum::<usize>();
+                failed |= entry.outcome.is_err();
+                out.push(entry);
             }
-            // Long poll: sleep until an append commits past what we have, or the deadline.
-            let wait_from = log.committed_offset();
-            futures_lite::future::or(log.wait_for_offset(wait_from), async {
+            let now = std::time::Instant::now();
+            if failed || total >= limits.min_bytes as usize || now >= deadline {
+                return response::fetch(id, &out);
+            }
+            // Long poll: sleep until any partition commits past what it has, or the deadline.
+            let wakeups: Vec<_> = logs
+                .iter()
+                .flatten()
+                .map(|log| {
+                    let from = log.committed_offset();
+                    Box::pin(log.wait_for_offset(from))
+                })
+                .collect();
+            futures_lite::future::or(select_any(wakeups), async {
                 glommio::timer::sleep(deadline - now).await;
             })
             .await;
@@ -489,12 +519,167 @@ impl Shard {
     }
 }
 
-/// Fetch parameters.
-struct FetchArgs {
-    offset: i64,
-    max_bytes: u32,
+/// The long-poll bounds of a fetch.
+struct FetchLimits {
     max_wait_ms: u32,
     min_bytes: u32,
+    max_bytes: u32,
+}
+
+/// An entry with no records: the partition's marks only.
+fn empty_entry(log: &PartitionLog) -> FetchPartOutcome {
+    FetchPartOutcome {
+        high_watermark: log.committed_offset() as i64,
+        log_start_offset: log.log_start_offset() as i64,
+        batches: Vec::new(),
+        outcome: Ok(()),
+    }
+}
+
+/// Reads one partition of a fetch: whole batches from its offset, up to `room` bytes (and its
+/// own `max_bytes`), at least one batch.
+async fn read_part(log: &PartitionLog, part: &FetchPartReq, room: usize) -> FetchPartOutcome {
+    let mut entry = empty_entry(log);
+    if log.is_closing() {
+        // Its wake-up would fire at once, forever: answer instead of spinning.
+        entry.outcome = Err((
+            ErrorCode::ShuttingDown,
+            format!(
+                "partition {}/{} is closing (topic deleted or reconfigured, or the node stopping); refresh metadata and retry",
+                part.topic, part.partition
+            ),
+        ));
+        return entry;
+    }
+    let Ok(offset) = u64::try_from(part.offset) else {
+        entry.outcome = Err(storage_error(&StorageError::OffsetOutOfRange {
+            requested: 0,
+            log_start_offset: log.log_start_offset(),
+            log_end_offset: log.committed_offset(),
+        }));
+        return entry;
+    };
+    let max_bytes = (part.max_bytes as usize).clamp(1, room);
+    match log.read_runs(offset, max_bytes).await {
+        Ok(batches) => entry.batches = batches,
+        Err(e) => entry.outcome = Err(storage_error(&e)),
+    }
+    entry
+}
+
+/// Appends one partition's batches in order and says how it went.
+async fn append_all(
+    log: &PartitionLog,
+    acks: wire::Acks,
+    batches: Vec<BytesMut>,
+) -> ProducePartOutcome {
+    let mut range: Option<(u64, u64)> = None;
+    for b in batches {
+        let appended = if acks == wire::Acks::Leader {
+            log.append_buffered(b, 0).await
+        } else {
+            log.append(b, 0).await
+        };
+        match appended {
+            Ok(info) => {
+                range = Some((range.map_or(info.base_offset, |r| r.0), info.last_offset));
+            }
+            Err(e) => {
+                return ProducePartOutcome {
+                    log_start_offset: log.log_start_offset() as i64,
+                    ..ProducePartOutcome::failed_with(storage_error(&e))
+                }
+            }
+        }
+    }
+    match range {
+        Some((base, last)) => ProducePartOutcome {
+            base_offset: base as i64,
+            last_offset: last as i64,
+            log_start_offset: log.log_start_offset() as i64,
+            outcome: Ok(()),
+        },
+        None => ProducePartOutcome::failed(ErrorCode::InvalidBatch, "no batch".into()),
+    }
+}
+
+/// Each entry's records, split out of the received frame without a copy. The decoder checked
+/// that the ranges lie inside the frame and do not overlap.
+fn split_records(mut frame: BytesMut, parts: &[ProducePartReq]) -> Vec<BytesMut> {
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&i| parts[i].records.start);
+    let mut out = vec![BytesMut::new(); parts.len()];
+    let mut cursor = 0;
+    for i in order {
+        let r = &parts[i].records;
+        let skip = r.start.saturating_sub(cursor).min(frame.len());
+        frame.advance(skip);
+        out[i] = frame.split_to(r.len().min(frame.len()));
+        cursor = r.end;
+    }
+    out
+}
+
+/// The whole batches of one partition's records.
+fn split_batches(mut records: BytesMut) -> Result<Vec<BytesMut>, (ErrorCode, String)> {
+    let mut batches = Vec::new();
+    while !records.is_empty() {
+        let Some(len) = batch_len(&records) else {
+            return Err((
+                ErrorCode::InvalidBatch,
+                format!(
+                    "{} bytes of records do not hold a whole RecordBatch v2; send whole batches",
+                    records.len()
+                ),
+            ));
+        };
+        batches.push(records.split_to(len));
+    }
+    if batches.is_empty() {
+        return Err((
+            ErrorCode::InvalidBatch,
+            "the produce request holds no record batch for this partition".into(),
+        ));
+    }
+    Ok(batches)
+}
+
+/// Runs every future to completion, side by side (one task; each wake-up polls those still
+/// pending — fine for the few dozen partitions of one request).
+async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
+    let mut futures: Vec<Option<Pin<Box<F>>>> =
+        futures.into_iter().map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for slot in &mut futures {
+            if let Some(f) = slot {
+                if f.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    pending = true;
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+}
+
+/// Resolves when the first of `futures` does (never, for none).
+async fn select_any<F: Future<Output = ()> + Unpin>(mut futures: Vec<F>) {
+    std::future::poll_fn(|cx| {
+        for f in &mut futures {
+            if Pin::new(f).poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await;
 }
 
 /// Length of the whole batch at the start of `buf`, if `buf` holds it.

@@ -461,6 +461,12 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// True once the log started closing (its topic was deleted or reconfigured, or the node
+    /// is stopping): waiting on it for new data would return at once, forever.
+    pub fn is_closing(&self) -> bool {
+        self.inner.state.borrow().closing
+    }
+
     /// Resolves once an offset >= `offset` is committed (or the log closes): the wake-up a
     /// long-polling fetch waits on. Never a sleep loop.
     pub async fn wait_for_offset(&self, offset: u64) {
