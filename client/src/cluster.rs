@@ -53,6 +53,25 @@ pub struct TopicRoute {
     pub partitions: Vec<SocketAddr>,
 }
 
+impl TopicRoute {
+    /// The address of the shard owning `partition`; `UnknownPartition` when the topic has
+    /// no such partition.
+    pub fn address(&self, partition: i32) -> Result<SocketAddr> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.partitions.get(p))
+            .copied()
+            .ok_or_else(|| ClientError::Broker {
+                code: ErrorCode::UnknownPartition,
+                message: format!(
+                    "topic {:?} has {} partitions, not {partition}",
+                    self.name,
+                    self.partitions.len()
+                ),
+            })
+    }
+}
+
 struct Inner {
     config: ClientConfig,
     bootstrap: Vec<SocketAddr>,
@@ -253,19 +272,7 @@ impl Client {
             } else {
                 self.route(topic).await?
             };
-            let Some(addr) = usize::try_from(partition)
-                .ok()
-                .and_then(|p| route.partitions.get(p))
-                .copied()
-            else {
-                return Err(ClientError::Broker {
-                    code: ErrorCode::UnknownPartition,
-                    message: format!(
-                        "topic {topic:?} has {} partitions, not {partition}",
-                        route.partitions.len()
-                    ),
-                });
-            };
+            let addr = route.address(partition)?;
             let result = match self.request_to(addr, &build).await {
                 Ok(r) => body_err(&r).map(|()| r),
                 Err(e) => Err(e),

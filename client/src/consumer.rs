@@ -179,19 +179,7 @@ impl Consumer {
                 }
             };
             let route = self.client.route(&tp.0).await?;
-            let addr = usize::try_from(tp.1)
-                .ok()
-                .and_then(|p| route.partitions.get(p))
-                .copied()
-                .ok_or_else(|| ClientError::Broker {
-                    code: ErrorCode::UnknownPartition,
-                    message: format!(
-                        "topic {:?} has {} partitions, not {}",
-                        tp.0,
-                        route.partitions.len(),
-                        tp.1
-                    ),
-                })?;
+            let addr = route.address(tp.1)?;
             by_shard.entry(addr).or_default().push((tp.clone(), start));
         }
         for (addr, parts) in by_shard {

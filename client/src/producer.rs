@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quiver_core::batch::{BatchBuilder, Compression, NewRecord};
 use quiver_schema::requests;
-use quiver_schema::wire::{self, ErrorCode};
+use quiver_schema::wire;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use crate::cluster::{body_error, Client, TopicRoute};
@@ -492,19 +492,7 @@ fn route_of(
             )))
         }
     };
-    usize::try_from(tp.1)
-        .ok()
-        .and_then(|p| route.partitions.get(p))
-        .copied()
-        .ok_or_else(|| ClientError::Broker {
-            code: ErrorCode::UnknownPartition,
-            message: format!(
-                "topic {:?} has {} partitions, not {}",
-                tp.0,
-                route.partitions.len(),
-                tp.1
-            ),
-        })
+    route.address(tp.1)
 }
 
 /// Splits one shard's batches into requests of at most [`MAX_REQUEST_RECORD_BYTES`] (a
