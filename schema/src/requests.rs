@@ -298,7 +298,7 @@ pub struct FetchPart<'a> {
 }
 
 /// The long-poll bounds of a fetch request, over all its partitions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchLimits {
     pub max_wait_ms: u32,
     pub min_bytes: u32,

@@ -5,6 +5,7 @@
 use std::ops::Range;
 
 use quiver_schema::frame::{parse_frame, vector_range, FrameError};
+use quiver_schema::requests::FetchLimits;
 use quiver_schema::wire::{self, ApiKey, ErrorCode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +40,7 @@ pub enum Request {
         parts: Vec<ProducePartReq>,
     },
     Fetch {
-        max_wait_ms: u32,
-        min_bytes: u32,
-        max_bytes: u32,
+        limits: FetchLimits,
         parts: Vec<FetchPartReq>,
     },
 }
@@ -300,9 +299,11 @@ pub fn decode(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, ApiKey, Requ
                 .unwrap_or_default();
             check_parts(id, api, parts.len())?;
             Request::Fetch {
-                max_wait_ms: b.max_wait_ms(),
-                min_bytes: b.min_bytes(),
-                max_bytes: b.max_bytes(),
+                limits: FetchLimits {
+                    max_wait_ms: b.max_wait_ms(),
+                    min_bytes: b.min_bytes(),
+                    max_bytes: b.max_bytes(),
+                },
                 parts,
             }
         }

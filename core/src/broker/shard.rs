@@ -19,6 +19,7 @@ use glommio::channels::channel_mesh::Senders;
 use glommio::sync::Semaphore;
 use glommio::TaskQueueHandle;
 use quiver_schema::frame::error_frame;
+use quiver_schema::requests::FetchLimits;
 use quiver_schema::wire::{self, ErrorCode};
 
 use super::metadata::{Metadata, MetadataStore};
@@ -265,19 +266,7 @@ impl Shard {
                 timeout_ms,
                 parts,
             } => self.produce(id, acks, timeout_ms, parts, frame).await,
-            Request::Fetch {
-                max_wait_ms,
-                min_bytes,
-                max_bytes,
-                parts,
-            } => {
-                let limits = FetchLimits {
-                    max_wait_ms,
-                    min_bytes,
-                    max_bytes,
-                };
-                self.fetch(id, &limits, &parts).await
-            }
+            Request::Fetch { limits, parts } => self.fetch(id, &limits, &parts).await,
         }
     }
 
@@ -517,13 +506,6 @@ impl Shard {
             .await;
         }
     }
-}
-
-/// The long-poll bounds of a fetch.
-struct FetchLimits {
-    max_wait_ms: u32,
-    min_bytes: u32,
-    max_bytes: u32,
 }
 
 /// An entry with no records: the partition's marks only.
