@@ -421,6 +421,11 @@ async fn sender_loop(inner: Arc<Inner>) {
                 {
                     q.seal(inner.config.compression);
                 }
+                let Some(route) = routes.get(&tp.0) else {
+                    // A topic enqueued since the routes were resolved: its enqueue woke the
+                    // sender, so the next pass resolves it.
+                    continue;
+                };
                 let Some(batch) = q.sealed.pop_front() else {
                     if let Some(o) = &q.open {
                         let d = o.opened + linger;
@@ -429,7 +434,11 @@ async fn sender_loop(inner: Arc<Inner>) {
                     continue;
                 };
                 q.in_flight = true;
-                match route_of(&routes, tp) {
+                match route
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|r| r.address(tp.1))
+                {
                     Ok(addr) => requests.entry(addr).or_default().push((tp.clone(), batch)),
                     Err(e) => unroutable.push((tp.clone(), batch, e)),
                 }
@@ -461,7 +470,8 @@ async fn sender_loop(inner: Arc<Inner>) {
 }
 
 /// The routes of the topics with queued records: the client's cached ones, fetched once when
-/// missing. A topic whose route cannot be had is left out (its batches fail or retry).
+/// missing. A failed lookup is kept as its error: the topic's ready batches settle with it
+/// (and retry when it is retriable).
 async fn resolve_routes(inner: &Inner) -> HashMap<Arc<str>, Result<Arc<TopicRoute>>> {
     let topics: Vec<Arc<str>> = {
         let st = inner.state();
@@ -476,23 +486,6 @@ async fn resolve_routes(inner: &Inner) -> HashMap<Arc<str>, Result<Arc<TopicRout
         routes.insert(topic, route);
     }
     routes
-}
-
-fn route_of(
-    routes: &HashMap<Arc<str>, Result<Arc<TopicRoute>>>,
-    tp: &TopicPartition,
-) -> Result<SocketAddr> {
-    let route = match routes.get(&tp.0) {
-        Some(Ok(r)) => r,
-        Some(Err(e)) => return Err(e.clone()),
-        None => {
-            return Err(ClientError::Invalid(format!(
-                "no route for topic {:?}",
-                tp.0
-            )))
-        }
-    };
-    route.address(tp.1)
 }
 
 /// Splits one shard's batches into requests of at most [`MAX_REQUEST_RECORD_BYTES`] (a
@@ -536,26 +529,26 @@ async fn deliver(inner: Arc<Inner>, addr: SocketAddr, batches: Vec<(TopicPartiti
             requests::produce_many(id, cfg.acks.wire(), cfg.request_timeout_ms, &parts)
         })
         .await;
+    let n = batches.len();
     let outcomes: Vec<Result<i64>> = match &result {
-        Ok(resp) => {
-            let entries = resp
-                .envelope()
-                .body_as_produce_response()
-                .and_then(|b| b.partitions());
-            (0..batches.len())
-                .map(|i| match entries.filter(|e| e.len() == batches.len()) {
-                    Some(e) => {
-                        let entry = e.get(i);
-                        body_error(entry.error()).map(|()| entry.base_offset())
-                    }
-                    None => Err(ClientError::Protocol(format!(
-                        "the produce response does not have one entry for each of the {} partitions sent",
-                        batches.len()
-                    ))),
-                })
-                .collect()
-        }
-        Err(e) => batches.iter().map(|_| Err(e.clone())).collect(),
+        Ok(resp) => match resp
+            .envelope()
+            .body_as_produce_response()
+            .and_then(|b| b.partitions())
+            .filter(|e| e.len() == n)
+        {
+            Some(entries) => entries
+                .iter()
+                .map(|entry| body_error(entry.error()).map(|()| entry.base_offset()))
+                .collect(),
+            None => {
+                let e = ClientError::Protocol(format!(
+                    "the produce response does not have one entry for each of the {n} partitions sent"
+                ));
+                vec![Err(e); n]
+            }
+        },
+        Err(e) => vec![Err(e.clone()); n],
     };
     let mut refresh = Vec::new();
     for ((tp, batch), outcome) in batches.into_iter().zip(outcomes) {
