@@ -38,6 +38,17 @@ pub enum OffsetReset {
     Error,
 }
 
+impl OffsetReset {
+    /// Where a partition without a valid position moves to; `None` for `Error`.
+    pub fn seek_to(self) -> Option<SeekTo> {
+        match self {
+            OffsetReset::Earliest => Some(SeekTo::Beginning),
+            OffsetReset::Latest => Some(SeekTo::End),
+            OffsetReset::Error => None,
+        }
+    }
+}
+
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeekTo {
@@ -160,18 +171,12 @@ impl Consumer {
             let start = match pos {
                 Some(p) => *p,
                 None => {
-                    let reset = self.config.auto_offset_reset;
-                    if reset == OffsetReset::Error {
+                    let Some(to) = self.config.auto_offset_reset.seek_to() else {
                         let msg = format!(
                             "{}/{} has no position and auto_offset_reset is Error: seek it first",
                             tp.0, tp.1
                         );
                         return Err(ClientError::Invalid(msg));
-                    }
-                    let to = if reset == OffsetReset::Earliest {
-                        SeekTo::Beginning
-                    } else {
-                        SeekTo::End
                     };
                     let p = resolve(&self.client, &tp.0, tp.1, to).await?;
                     *pos = Some(p);
@@ -350,11 +355,15 @@ impl FetchLoop {
             EntryOutcome::Failed(ClientError::Broker {
                 code: ErrorCode::OffsetOutOfRange,
                 message,
-            }) if self.config.auto_offset_reset != OffsetReset::Error => {
-                let to = if self.config.auto_offset_reset == OffsetReset::Earliest {
-                    SeekTo::Beginning
-                } else {
-                    SeekTo::End
+            }) => {
+                let Some(to) = self.config.auto_offset_reset.seek_to() else {
+                    // auto_offset_reset = Error: the reader gets the error.
+                    let e = ClientError::Broker {
+                        code: ErrorCode::OffsetOutOfRange,
+                        message,
+                    };
+                    let _ = self.tx.send(Err(e)).await;
+                    return false;
                 };
                 match resolve(&self.client, &tp.0, tp.1, to).await {
                     Ok(o) => {
