@@ -7,11 +7,13 @@
 //! - [`server`]: the shard's QUIC endpoint: quinn-proto (sans-IO) driven by glommio's own
 //!   UDP socket and timers on the shard's io_uring, no extra thread. One bidirectional stream
 //!   per request; a bounded number of streams per connection.
+//! - [`udp`]: non-blocking GSO sends and GRO receives on the shard's socket.
 
 pub mod frame_reader;
 pub mod server;
 pub mod socket_buffers;
 pub mod tls;
+pub mod udp;
 
 /// ALPN protocol id of Quiver's wire protocol, version 0.
 pub const ALPN: &[u8] = b"quiver/0";

@@ -5,13 +5,20 @@
 //! Three kinds of tasks share the [`Driver`]: the receive loop (datagrams in), the timer loop
 //! (QUIC timeouts), and one task per request (the handler, then the response out). Each takes
 //! the driver for a synchronous step that returns [`Effects`] — datagrams to send and requests
-//! to dispatch — and performs them after releasing it. Sending awaits io_uring's `sendmsg`
-//! completion, so a full socket buffer back-pressures the sender: a real writability signal.
+//! to dispatch — and performs them after releasing it.
+//!
+//! Datagrams move in batches ([`crate::udp`]): the receive loop drains what is queued (GRO
+//! hands it a run of datagrams per call) before it drives the connections once, so one ACK
+//! answers many packets; connections emit up to [`udp::MAX_GSO_SEGMENTS`] datagrams per
+//! transmit, sent in one GSO call. When the socket buffer is full, sending falls back to
+//! glommio's `send_to`, which awaits io_uring's completion: a real writability signal that
+//! back-pressures the sender.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -27,6 +34,8 @@ use quinn_proto::{
 use quiver_schema::frame::{error_frame, FrameError};
 use quiver_schema::wire::ApiKey;
 
+use crate::udp;
+
 use crate::frame_reader::FrameReader;
 use crate::NetError;
 
@@ -40,13 +49,34 @@ const STOP_REFUSED: VarInt = VarInt::from_u32(1);
 /// Kernel send and receive buffer of each shard's UDP socket: a burst of 64 KiB batches from
 /// many streams must not overflow it (drops look like a black hole to MTU discovery).
 const SOCKET_BUFFER_BYTES: usize = 8 << 20;
-/// Largest UDP payload read at once.
+/// Largest UDP payload read at once (a GRO run of datagrams is at most this long too).
 const MAX_DATAGRAM_BYTES: usize = 65_535;
+/// Receive calls drained before the connections are driven: bounds how long incoming
+/// datagrams hold up the responses and timers waiting behind them.
+const RECV_BATCH_CALLS: usize = 8;
+
+/// One or more datagrams for one destination: `segment_size` set means `data` holds several
+/// of that size (the last may be shorter), for one GSO send.
+struct Outgoing {
+    data: Bytes,
+    to: SocketAddr,
+    segment_size: Option<usize>,
+}
+
+impl Outgoing {
+    fn one(buf: &[u8], t: &quinn_proto::Transmit) -> Self {
+        Self {
+            data: Bytes::copy_from_slice(&buf[..t.size]),
+            to: t.destination,
+            segment_size: t.segment_size,
+        }
+    }
+}
 
 /// What a synchronous driver step asks the caller to do.
 #[derive(Default)]
 struct Effects {
-    sends: Vec<(Bytes, SocketAddr)>,
+    sends: Vec<Outgoing>,
     requests: Vec<(ConnectionHandle, StreamId, BytesMut)>,
 }
 
@@ -63,12 +93,23 @@ struct Driver {
     conns: HashMap<ConnectionHandle, Conn>,
     max_frame_bytes: usize,
     max_connections: usize,
+    /// Datagrams per transmit: [`udp::MAX_GSO_SEGMENTS`] with GSO, else 1.
+    max_segments: usize,
     buf: Vec<u8>,
 }
 
 impl Driver {
-    fn on_datagram(&mut self, now: Instant, remote: SocketAddr, data: BytesMut, fx: &mut Effects) {
+    /// Feeds one datagram to the endpoint. Returns the connection it concerns, to be driven
+    /// once the whole receive batch is in.
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        data: BytesMut,
+        fx: &mut Effects,
+    ) -> Option<ConnectionHandle> {
         let mut buf = std::mem::take(&mut self.buf);
+        let mut to_drive = None;
         match self
             .endpoint
             .handle(now, remote, None, None, data, &mut buf)
@@ -77,8 +118,7 @@ impl Driver {
                 if self.conns.len() >= self.max_connections {
                     tracing::warn!(%remote, max = self.max_connections, "refusing a connection: max_connections reached");
                     let t = self.endpoint.refuse(incoming, &mut buf);
-                    fx.sends
-                        .push((Bytes::copy_from_slice(&buf[..t.size]), t.destination));
+                    fx.sends.push(Outgoing::one(&buf, &t));
                 } else {
                     match self.endpoint.accept(incoming, now, &mut buf, None) {
                         Ok((ch, conn)) => {
@@ -90,14 +130,11 @@ impl Driver {
                                     writers: HashMap::new(),
                                 },
                             );
-                            self.buf = buf;
-                            self.drive(ch, now, fx);
-                            return;
+                            to_drive = Some(ch);
                         }
                         Err(e) => {
                             if let Some(t) = e.response {
-                                fx.sends
-                                    .push((Bytes::copy_from_slice(&buf[..t.size]), t.destination));
+                                fx.sends.push(Outgoing::one(&buf, &t));
                             }
                         }
                     }
@@ -107,17 +144,14 @@ impl Driver {
                 if let Some(c) = self.conns.get_mut(&ch) {
                     c.inner.handle_event(event);
                 }
-                self.buf = buf;
-                self.drive(ch, now, fx);
-                return;
+                to_drive = Some(ch);
             }
-            Some(DatagramEvent::Response(t)) => fx
-                .sends
-                .push((Bytes::copy_from_slice(&buf[..t.size]), t.destination)),
+            Some(DatagramEvent::Response(t)) => fx.sends.push(Outgoing::one(&buf, &t)),
             None => {}
         }
         buf.clear();
         self.buf = buf;
+        to_drive
     }
 
     fn on_timeouts(&mut self, now: Instant, fx: &mut Effects) {
@@ -182,6 +216,7 @@ impl Driver {
             endpoint,
             conns,
             max_frame_bytes,
+            max_segments,
             buf,
             ..
         } = self;
@@ -212,11 +247,10 @@ impl Driver {
         }
         loop {
             buf.clear();
-            let Some(t) = c.inner.poll_transmit(now, 1, buf) else {
+            let Some(t) = c.inner.poll_transmit(now, *max_segments, buf) else {
                 break;
             };
-            fx.sends
-                .push((Bytes::copy_from_slice(&buf[..t.size]), t.destination));
+            fx.sends.push(Outgoing::one(buf, &t));
         }
         if c.inner.is_drained() {
             conns.remove(&ch);
@@ -320,6 +354,7 @@ pub struct QuicServer {
     driver: Rc<RefCell<Driver>>,
     timer_bell: (LocalSender<()>, Rc<LocalReceiver<()>>),
     local_addr: SocketAddr,
+    gso: bool,
 }
 
 impl QuicServer {
@@ -338,10 +373,9 @@ impl QuicServer {
         // datagrams, which QUIC then drops as undecryptable: MTU discovery would fall back
         // to 1200 bytes. Receive whole datagrams.
         socket.set_buffer_size(MAX_DATAGRAM_BYTES);
-        crate::socket_buffers::enlarge(
-            std::os::fd::AsRawFd::as_raw_fd(&socket),
-            SOCKET_BUFFER_BYTES,
-        );
+        crate::socket_buffers::enlarge(socket.as_raw_fd(), SOCKET_BUFFER_BYTES);
+        let offloads = udp::Offloads::enable(socket.as_raw_fd());
+        tracing::debug!(%addr, gso = offloads.gso, gro = offloads.gro, "UDP offloads");
         let local_addr = socket.local_addr().map_err(|e| NetError::Bind {
             addr,
             source: e.into(),
@@ -355,8 +389,14 @@ impl QuicServer {
                 conns: HashMap::new(),
                 max_frame_bytes,
                 max_connections,
+                max_segments: if offloads.gso {
+                    udp::MAX_GSO_SEGMENTS
+                } else {
+                    1
+                },
                 buf: Vec::with_capacity(MAX_DATAGRAM_BYTES),
             })),
+            gso: offloads.gso,
             timer_bell: (tx, Rc::new(rx)),
             local_addr,
         })
@@ -379,6 +419,7 @@ impl QuicServer {
             driver: self.driver,
             bell: self.timer_bell.0,
             handler,
+            gso: Cell::new(self.gso),
         });
         let timer = glommio::spawn_local(timer_loop(ctx.clone(), self.timer_bell.1));
         let result = futures_lite::future::or(recv_loop(ctx.clone(), self.local_addr), async {
@@ -399,6 +440,8 @@ struct Ctx {
     driver: Rc<RefCell<Driver>>,
     bell: LocalSender<()>,
     handler: Rc<dyn Handler>,
+    /// Cleared if the kernel refuses a GSO send (a device without checksum offload).
+    gso: Cell<bool>,
 }
 
 impl Ctx {
@@ -421,33 +464,74 @@ impl Ctx {
         let _ = self.bell.try_send(());
     }
 
-    async fn send_all(&self, sends: Vec<(Bytes, SocketAddr)>) {
-        for (data, to) in sends {
-            if let Err(e) = self.socket.send_to(&data, to).await {
-                tracing::debug!(%to, "sending a datagram failed: {e}");
+    async fn send_all(&self, sends: Vec<Outgoing>) {
+        for out in sends {
+            let Some(size) = out.segment_size else {
+                self.send_one(&out.data, out.to).await;
+                continue;
+            };
+            if self.gso.get() {
+                match udp::try_send(self.socket.as_raw_fd(), &out.data, out.to, Some(size)) {
+                    Ok(true) => continue,
+                    Ok(false) => {} // buffer full: the awaited sends below wait for room
+                    Err(e) => {
+                        tracing::warn!(to = %out.to, "GSO send refused ({e}); sending one datagram per call from now on");
+                        self.gso.set(false);
+                        self.driver.borrow_mut().max_segments = 1;
+                    }
+                }
             }
+            for datagram in out.data.chunks(size) {
+                self.send_one(datagram, out.to).await;
+            }
+        }
+    }
+
+    async fn send_one(&self, datagram: &[u8], to: SocketAddr) {
+        if let Err(e) = self.socket.send_to(datagram, to).await {
+            tracing::debug!(%to, "sending a datagram failed: {e}");
         }
     }
 }
 
+/// Waits until a datagram is queued (a one-byte peek through glommio), then drains up to
+/// [`RECV_BATCH_CALLS`] receives without waiting, and drives each connection they touched.
 async fn recv_loop(ctx: Rc<Ctx>, local: SocketAddr) -> Result<(), NetError> {
+    let fd = ctx.socket.as_raw_fd();
     let mut buf = vec![0u8; MAX_DATAGRAM_BYTES];
+    let mut probe = [0u8; 1];
+    let failed = |e: std::io::Error| NetError::Bind {
+        addr: local,
+        source: e,
+    };
     loop {
-        let (n, from) = ctx
-            .socket
-            .recv_from(&mut buf)
+        ctx.socket
+            .peek_from(&mut probe)
             .await
-            .map_err(|e| NetError::Bind {
-                addr: local,
-                source: e.into(),
-            })?;
+            .map_err(|e| failed(e.into()))?;
+        let now = Instant::now();
         let mut fx = Effects::default();
-        ctx.driver.borrow_mut().on_datagram(
-            Instant::now(),
-            from,
-            BytesMut::from(&buf[..n]),
-            &mut fx,
-        );
+        let mut touched: Vec<ConnectionHandle> = Vec::new();
+        {
+            let mut driver = ctx.driver.borrow_mut();
+            for _ in 0..RECV_BATCH_CALLS {
+                let got = match udp::try_recv(fd, &mut buf) {
+                    Ok(Some(got)) => got,
+                    Ok(None) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(failed(e)),
+                };
+                for datagram in buf[..got.len].chunks(got.stride.max(1)) {
+                    let ch = driver.on_datagram(now, got.from, BytesMut::from(datagram), &mut fx);
+                    if let Some(ch) = ch.filter(|ch| !touched.contains(ch)) {
+                        touched.push(ch);
+                    }
+                }
+            }
+            for ch in touched {
+                driver.drive(ch, now, &mut fx);
+            }
+        }
         ctx.perform(fx).await;
     }
 }
