@@ -28,9 +28,14 @@ impl Driver for QuiverDriver {
         async move {
             let admin = Admin::new(self.client.clone());
             let names = fresh_topic_names(w);
+            let configs: Vec<(&str, &str)> = w
+                .topic_config
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             for name in &names {
                 admin
-                    .create_topic(name, w.partitions_per_topic as i32, &[])
+                    .create_topic(name, w.partitions_per_topic as i32, &configs)
                     .await
                     .map_err(|e| e.to_string())?;
             }

@@ -33,6 +33,11 @@ pub struct Workload {
     /// then bisects.
     #[serde(default = "default_start_rate")]
     pub start_rate: u64,
+    /// Topic configuration for Quiver's topics (as `quiver topic create --config`), like the
+    /// `topicConfig` of OMB's driver files: e.g. `{ flush_policy = "interval" }` measures
+    /// without an fsync per batch. Other systems ignore it.
+    #[serde(default)]
+    pub topic_config: std::collections::BTreeMap<String, String>,
 }
 
 fn default_start_rate() -> u64 {
