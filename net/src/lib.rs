@@ -7,7 +7,7 @@
 //! - [`server`]: the shard's QUIC endpoint: quinn-proto (sans-IO) driven by glommio's own
 //!   UDP socket and timers on the shard's io_uring, no extra thread. One bidirectional stream
 //!   per request; a bounded number of streams per connection.
-//! - [`udp`]: non-blocking GSO sends and GRO receives on the shard's socket.
+//! - [`udp`]: non-blocking GSO sends and draining receives on the shard's socket.
 
 pub mod frame_reader;
 pub mod server;

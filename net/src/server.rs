@@ -7,9 +7,8 @@
 //! the driver for a synchronous step that returns [`Effects`] — datagrams to send and requests
 //! to dispatch — and performs them after releasing it.
 //!
-//! Datagrams move in batches ([`crate::udp`]): the receive loop drains what is queued (GRO
-//! hands it a run of datagrams per call) before it drives the connections once, so one ACK
-//! answers many packets; connections emit up to [`udp::MAX_GSO_SEGMENTS`] datagrams per
+//! Datagrams move in batches ([`crate::udp`]): the receive loop drains what is queued before
+//! it drives the connections once, so one ACK answers many packets; connections emit up to [`udp::MAX_GSO_SEGMENTS`] datagrams per
 //! transmit, sent in one GSO call. When the socket buffer is full, sending falls back to
 //! glommio's `send_to`, which awaits io_uring's completion: a real writability signal that
 //! back-pressures the sender.
@@ -49,7 +48,7 @@ const STOP_REFUSED: VarInt = VarInt::from_u32(1);
 /// Kernel send and receive buffer of each shard's UDP socket: a burst of 64 KiB batches from
 /// many streams must not overflow it (drops look like a black hole to MTU discovery).
 const SOCKET_BUFFER_BYTES: usize = 8 << 20;
-/// Largest UDP payload read at once (a GRO run of datagrams is at most this long too).
+/// Largest UDP payload read at once.
 const MAX_DATAGRAM_BYTES: usize = 65_535;
 /// Receive calls drained before the connections are driven: bounds how long incoming
 /// datagrams hold up the responses and timers waiting behind them.
@@ -374,8 +373,8 @@ impl QuicServer {
         // to 1200 bytes. Receive whole datagrams.
         socket.set_buffer_size(MAX_DATAGRAM_BYTES);
         crate::socket_buffers::enlarge(socket.as_raw_fd(), SOCKET_BUFFER_BYTES);
-        let offloads = udp::Offloads::enable(socket.as_raw_fd());
-        tracing::debug!(%addr, gso = offloads.gso, gro = offloads.gro, "UDP offloads");
+        let gso = udp::gso_supported(socket.as_raw_fd());
+        tracing::debug!(%addr, gso, "UDP segmentation offload");
         let local_addr = socket.local_addr().map_err(|e| NetError::Bind {
             addr,
             source: e.into(),
@@ -389,14 +388,10 @@ impl QuicServer {
                 conns: HashMap::new(),
                 max_frame_bytes,
                 max_connections,
-                max_segments: if offloads.gso {
-                    udp::MAX_GSO_SEGMENTS
-                } else {
-                    1
-                },
+                max_segments: if gso { udp::MAX_GSO_SEGMENTS } else { 1 },
                 buf: Vec::with_capacity(MAX_DATAGRAM_BYTES),
             })),
-            gso: offloads.gso,
+            gso,
             timer_bell: (tx, Rc::new(rx)),
             local_addr,
         })

@@ -89,12 +89,17 @@ async fn a_million_records_over_8_partitions_come_back_complete_in_order() {
     }
     producer.close().await;
     let records = consume_all(&client, "million", 8, N as usize).await;
-    let mut seen = vec![false; N as usize];
-    for &(_, _, v) in &records {
-        assert!(!seen[v as usize], "record {v} twice");
-        seen[v as usize] = true;
+    let mut seen: Vec<Option<(i32, i64)>> = vec![None; N as usize];
+    for &(p, o, v) in &records {
+        if let Some(first) = seen[v as usize] {
+            panic!(
+                "record {v} twice: at (partition, offset) {first:?} and {:?}",
+                (p, o)
+            );
+        }
+        seen[v as usize] = Some((p, o));
     }
-    assert!(seen.iter().all(|s| *s), "every record came back");
+    assert!(seen.iter().all(Option::is_some), "every record came back");
     check_order(&records);
 }
 
