@@ -65,6 +65,11 @@ pub const CONFIG_KEYS: &[(&str, &str, &str)] = &[
         "How often each partition applies retention.",
     ),
     (
+        "shard_commit_log",
+        "true",
+        "acks=all appends are made durable by one commit log per shard: one fdatasync per round for all its partitions (false: one per partition).",
+    ),
+    (
         "log_level",
         "info",
         "Log filter (tracing syntax); RUST_LOG overrides it.",
@@ -105,6 +110,10 @@ pub struct ServeConfig {
     /// How often each partition applies retention, in ms.
     #[arg(long)]
     pub retention_check_interval_ms: Option<u64>,
+    /// Make acks=all appends durable through one commit log per shard (true) or an fdatasync
+    /// per partition (false).
+    #[arg(long)]
+    pub shard_commit_log: Option<bool>,
     /// Log filter (tracing syntax), e.g. info or quiver_core=debug.
     #[arg(long)]
     pub log_level: Option<String>,
@@ -126,6 +135,7 @@ impl ServeConfig {
             retention_check_interval_ms: self
                 .retention_check_interval_ms
                 .or(lower.retention_check_interval_ms),
+            shard_commit_log: self.shard_commit_log.or(lower.shard_commit_log),
             log_level: self.log_level.or(lower.log_level),
         }
     }
@@ -150,6 +160,11 @@ impl ServeConfig {
                                 .map_err(|_| format!("{var}={value:?} is not a whole number"))?,
                         )
                     }
+                    "shard_commit_log" => toml::Value::Boolean(match value.trim() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(format!("{var}={value:?} is not true or false")),
+                    }),
                     _ => toml::Value::String(value),
                 };
                 table.insert((*key).to_string(), v);
@@ -283,6 +298,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
             max_frame_bytes: cfg.max_frame_bytes.unwrap_or((16 << 20) + (64 << 10)),
             default_log: LogConfig::default(),
             retention_check_interval_ms: cfg.retention_check_interval_ms.unwrap_or(300_000),
+            shard_commit_log: cfg.shard_commit_log.unwrap_or(true),
         },
         bind_host: listen.ip(),
         cores,
@@ -334,6 +350,7 @@ mod tests {
             tls_client_ca: Some("/ca".into()),
             max_frame_bytes: Some(1),
             retention_check_interval_ms: Some(1),
+            shard_commit_log: Some(true),
             log_level: Some("info".into()),
         };
         let fields: Vec<String> = serde_json::to_value(&all)

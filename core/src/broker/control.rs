@@ -291,7 +291,13 @@ impl Shard {
                     continue;
                 }
             };
-            match PartitionLog::open_in(self.partition_dir(&key.0, key.1), cfg, self.latency).await
+            match PartitionLog::open_in(
+                self.partition_dir(&key.0, key.1),
+                cfg,
+                self.latency,
+                self.commit_log.clone(),
+            )
+            .await
             {
                 Ok(log) => {
                     let interval =
@@ -308,12 +314,25 @@ impl Shard {
         }
     }
 
-    /// Closes every log (flushes, fsyncs, writes indexes).
+    /// Closes every log (flushes, fsyncs, writes indexes), then the commit log; its files
+    /// are deleted when every log closed cleanly (recovery would find nothing to add).
     pub async fn close_all(&self) {
         let logs: Vec<PartitionLog> = self.logs.borrow_mut().drain().map(|(_, o)| o.log).collect();
+        let mut clean = true;
         for log in logs {
             if let Err(e) = log.close().await {
                 tracing::warn!(dir = %log.dir().display(), "close failed: {e}");
+                clean = false;
+            }
+        }
+        if let Some(commit_log) = &self.commit_log {
+            commit_log.close().await;
+            if clean {
+                if let Err(e) = commit_log.remove_files().await {
+                    tracing::warn!(
+                        "removing the closed commit log failed (the next start replays it): {e}"
+                    );
+                }
             }
         }
     }

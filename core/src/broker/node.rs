@@ -14,7 +14,8 @@ use quiver_net::server::{Handler, QuicServer};
 use quiver_net::tls::{self, QuicLimits, TlsIdentity};
 
 use super::metadata::{Metadata, MetadataStore};
-use super::shard::{NodeSettings, NodeShared, Shard, ShardMsg, ShardQueues};
+use super::shard::{NodeSettings, NodeShared, Shard, ShardMsg, ShardQueues, ShardStorage};
+use crate::log::commit_log::{self, CommitLog};
 
 /// Everything `quiver serve` decides before the shards start.
 #[derive(Debug, Clone)]
@@ -109,6 +110,35 @@ impl Handler for ShardHandler {
     }
 }
 
+/// Crash recovery's second half, before any shard opens a partition: re-applies the shards'
+/// commit logs (whatever the shard count was) to the partition logs, on a one-off executor.
+fn replay_commit_logs(data_dir: &std::path::Path) -> Result<(), NodeError> {
+    if !data_dir.join(commit_log::COMMIT_LOG_DIR).exists() {
+        return Ok(());
+    }
+    let root = data_dir.to_path_buf();
+    let report = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("quiver-recovery")
+        .spawn(move || async move { commit_log::replay_all(&root).await })
+        .map_err(|e| NodeError::Setup(format!("cannot start the recovery executor: {e}")))?
+        .join()
+        .map_err(|e| NodeError::Setup(format!("commit log recovery stopped: {e}")))?
+        .map_err(|e| {
+            NodeError::Setup(format!(
+                "commit log recovery failed: {e}; the commit log is kept, fix the cause and start again"
+            ))
+        })?;
+    if report.files > 0 {
+        tracing::info!(
+            files = report.files,
+            partitions = report.partitions,
+            batches = report.batches_appended,
+            "replayed the commit log"
+        );
+    }
+    Ok(())
+}
+
 /// Runs a node until every shard stops. `on_ready` is called once all shards serve.
 pub fn run_node(
     config: NodeConfig,
@@ -129,6 +159,7 @@ pub fn run_node(
         ))
     })?;
     let data_dir = &config.settings.data_dir;
+    replay_commit_logs(data_dir)?;
     let meta = load_metadata(data_dir)?;
     let (identity, cert_created) = identity(&config)?;
     let server_config =
@@ -298,7 +329,20 @@ async fn shard_main(
         latency: Some(latency),
         background: Some(background),
     };
-    let shard = Rc::new(Shard::new(id, shared.clone(), senders, queues));
+    let settings = &shared.settings;
+    let commit_log = if settings.shard_commit_log {
+        let dir = commit_log::shard_dir(&settings.data_dir, id);
+        let opened =
+            CommitLog::open(&dir, &settings.data_dir, Some(latency), Some(background)).await;
+        Some(opened.map_err(|e| NodeError::Shard {
+            shard: id,
+            reason: format!("cannot start the commit log: {e}"),
+        })?)
+    } else {
+        None
+    };
+    let storage = ShardStorage { commit_log };
+    let shard = Rc::new(Shard::new(id, shared.clone(), senders, queues, storage));
     for (_peer, stream) in receivers.streams() {
         let shard = shard.clone();
         glommio::spawn_local(async move {

@@ -30,7 +30,7 @@ use super::response::{
 };
 use super::topic_config;
 use crate::log::signal::Sender;
-use crate::log::{LogConfig, PartitionLog};
+use crate::log::{CommitLog, LogConfig, PartitionLog};
 use crate::StorageError;
 
 /// Settings every shard of a node shares.
@@ -46,6 +46,9 @@ pub struct NodeSettings {
     /// Defaults for topics; per-topic configs override them.
     pub default_log: LogConfig,
     pub retention_check_interval_ms: u64,
+    /// Make `acks=all` appends durable through one commit log per shard (one fdatasync per
+    /// round for all its partitions) instead of an fdatasync per partition per round.
+    pub shard_commit_log: bool,
 }
 
 /// The task queues of a shard: produce/fetch (and the logs' flushers) in `latency`,
@@ -54,6 +57,13 @@ pub struct NodeSettings {
 pub struct ShardQueues {
     pub latency: Option<TaskQueueHandle>,
     pub background: Option<TaskQueueHandle>,
+}
+
+/// The shard's storage services shared by its partition logs.
+#[derive(Clone, Default)]
+pub struct ShardStorage {
+    /// `None` when `shard_commit_log` is off.
+    pub commit_log: Option<CommitLog>,
 }
 
 /// What one node's shards share: settings and metadata (control plane only).
@@ -102,6 +112,7 @@ pub struct Shard {
     pub(super) background: Option<TaskQueueHandle>,
     /// Task queue of the produce/fetch path: the logs' flushers run here.
     pub(super) latency: Option<TaskQueueHandle>,
+    pub(super) commit_log: Option<CommitLog>,
 }
 
 type Reply = Bytes;
@@ -124,6 +135,7 @@ impl Shard {
         node: Arc<NodeShared>,
         mesh: Senders<ShardMsg>,
         queues: ShardQueues,
+        storage: ShardStorage,
     ) -> Self {
         let meta = node.metadata.snapshot();
         Self {
@@ -138,6 +150,7 @@ impl Shard {
             apply_gate: Semaphore::new(1),
             background: queues.background,
             latency: queues.latency,
+            commit_log: storage.commit_log,
         }
     }
 

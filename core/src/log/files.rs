@@ -11,6 +11,8 @@ pub const SEGMENT_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".index";
 pub const TMP_SUFFIX: &str = ".tmp";
 pub const EPOCH_CHECKPOINT: &str = "leader-epoch-checkpoint";
+/// The partition directory's incarnation id (decimal u64), written once when it is created.
+pub const LOG_ID: &str = "log.id";
 
 pub fn segment_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:020}{SEGMENT_SUFFIX}"))
@@ -219,4 +221,25 @@ pub async fn remove(path: &Path) -> Result<()> {
             }
         }
     }
+}
+
+/// The directory's log id; `Ok(None)` when it has none (or an unreadable one).
+pub async fn read_log_id(dir: &Path) -> Result<Option<u64>> {
+    Ok(read_small(&dir.join(LOG_ID), 64)
+        .await?
+        .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok()))
+}
+
+/// The directory's log id, made (from the clock, in nanoseconds) and written durably when it
+/// has none: commit log entries name a partition by directory and id, so a deleted and
+/// recreated topic never receives its predecessor's entries.
+pub async fn ensure_log_id(dir: &Path) -> Result<u64> {
+    if let Some(id) = read_log_id(dir).await? {
+        return Ok(id);
+    }
+    let id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    write_atomically(dir, LOG_ID, id.to_string().into_bytes()).await?;
+    Ok(id)
 }

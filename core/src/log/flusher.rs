@@ -2,7 +2,9 @@
 //! O_DIRECT writes and `fdatasync`s, rolls segments, and acknowledges appends.
 //!
 //! Appends that arrive while a write + fdatasync is in flight wait in the queue and go out
-//! together in the next round: one write and one fdatasync for all of them.
+//! together in the next round: one write and one fdatasync for all of them. With the shard's
+//! commit log, a round writes the segment without fdatasync and waits for the commit log
+//! instead (see `super::commit_log`).
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -90,6 +92,10 @@ async fn round(inner: &Rc<Inner>) {
     }
     inner.state.borrow_mut().stats.write_rounds += 1;
     let result = match write_all(inner, &batch).await {
+        Ok(()) if inner.commit_log.is_some() => {
+            let bytes = batch.iter().map(|p| p.bytes.clone()).collect();
+            inner.log_to_commit_log(None, bytes).await
+        }
         Ok(()) => sync_if_due(inner).await,
         Err(e) => Err(e),
     };
@@ -273,7 +279,9 @@ const ZERO_AHEAD_LOW_BYTES: u64 = 512 << 10;
 /// the file's size and its fdatasync has no metadata to journal (on ext4 that halves the
 /// tail latency of append+fsync). Runs with the write gate held, after the round's
 /// acknowledgements, so it never races a data write. Recovery and close cut the zeroes off
-/// (a zero header is a clean end of the log).
+/// (a zero header is a clean end of the log). With the commit log the zeroes are not synced:
+/// they only spare each data write a block allocation; the checkpoint's fdatasync persists
+/// the allocation.
 async fn zero_ahead(inner: &Rc<Inner>) -> Result<()> {
     if inner.config.flush != FlushPolicy::EveryAppend {
         return Ok(());
@@ -294,7 +302,9 @@ async fn zero_ahead(inner: &Rc<Inner>) -> Result<()> {
     let mut buf = file.alloc(ZERO_AHEAD_CHUNK_BYTES as usize);
     buf.as_bytes_mut().fill(0);
     file.write_aligned(Rc::new(buf), start).await?;
-    file.sync().await?;
+    if inner.commit_log.is_none() {
+        file.sync().await?;
+    }
     inner.state.borrow_mut().zeroed_until = start + ZERO_AHEAD_CHUNK_BYTES;
     Ok(())
 }

@@ -7,12 +7,15 @@
 //! - Sans-IO bookkeeping: [`segment_meta`] (per-segment state), [`index`] (offset and time
 //!   indexes and their file), [`scan`] (what the bytes at a position are), [`cache`] (recent
 //!   batches), [`epoch`] (leader epoch → start offset).
+//! - [`commit_log`]: the shard's commit log — one write + fdatasync per round for all its
+//!   partitions — and its recovery.
 //! - [`config`]: [`LogConfig`] and [`FlushPolicy`]; [`files`]: small-file and directory helpers;
 //!   [`signal`]: single-shard wake-ups.
 //!
 //! On-disk layout and recovery are described in `docs/storage-format.md`.
 
 pub mod cache;
+pub mod commit_log;
 pub mod config;
 pub mod epoch;
 pub mod files;
@@ -24,5 +27,6 @@ pub mod segment;
 pub mod segment_meta;
 pub mod signal;
 
+pub use commit_log::CommitLog;
 pub use config::{FlushPolicy, LogConfig};
 pub use partition_log::{AppendInfo, LogStats, PartitionLog, RetentionOutcome};

@@ -18,6 +18,8 @@ use glommio::sync::Semaphore;
 use glommio::TaskQueueHandle;
 
 use super::cache::BatchCache;
+use super::commit_log::format::{Entry as WalEntry, NO_TRUNCATION};
+use super::commit_log::CommitLog;
 use super::config::LogConfig;
 use super::epoch::LeaderEpochMap;
 use super::files;
@@ -140,7 +142,15 @@ pub(super) struct Inner {
     pub room_waiters: WaitList,
     /// Held by whoever changes segment files.
     pub write_gate: Semaphore,
+    /// Held by `sync_now`, which the flusher and the commit log's checkpoints both call.
+    pub sync_gate: Semaphore,
     pub flusher_exit: RefCell<Option<super::signal::Receiver<()>>>,
+    /// Set when appends are made durable by the shard's commit log instead of an fdatasync
+    /// of this log's segment per round (only under [`super::FlushPolicy::EveryAppend`]).
+    pub commit_log: Option<CommitLog>,
+    /// This directory's incarnation and its name in commit log entries.
+    pub log_id: u64,
+    pub wal_key: String,
 }
 
 /// One partition's log on one shard. Cloning gives another handle to the same log.
@@ -159,15 +169,17 @@ impl PartitionLog {
     /// Opens (or creates) the log in `dir`, recovering from any crash, and starts its flusher
     /// on the current task queue.
     pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
-        Self::open_in(dir, config, None).await
+        Self::open_in(dir, config, None, None).await
     }
 
     /// As [`PartitionLog::open`], with the flusher on task queue `flush_queue` (the shard's
-    /// latency-sensitive queue).
+    /// latency-sensitive queue) and, under [`super::FlushPolicy::EveryAppend`], appends made
+    /// durable by the shard's `commit_log` instead of an fdatasync of this log per round.
     pub async fn open_in(
         dir: impl AsRef<Path>,
         config: LogConfig,
         flush_queue: Option<TaskQueueHandle>,
+        commit_log: Option<CommitLog>,
     ) -> Result<Self> {
         config.validate()?;
         let dir = dir.as_ref();
@@ -180,6 +192,12 @@ impl PartitionLog {
         files::check_direct_io(&dir)?;
         files::prime_device_probe(&dir).await?;
         let state = recover(&dir, &config).await?;
+        let log_id = files::ensure_log_id(&dir).await?;
+        let commit_log = commit_log.filter(|_| config.flush == super::FlushPolicy::EveryAppend);
+        let wal_key = commit_log
+            .as_ref()
+            .map(|c| c.key_of(&dir))
+            .unwrap_or_default();
         let inner = Rc::new(Inner {
             dir,
             config,
@@ -188,8 +206,15 @@ impl PartitionLog {
             committed_waiters: WaitList::default(),
             room_waiters: WaitList::default(),
             write_gate: Semaphore::new(1),
+            sync_gate: Semaphore::new(1),
             flusher_exit: RefCell::new(None),
+            commit_log,
+            log_id,
+            wal_key,
         });
+        if let Some(c) = &inner.commit_log {
+            c.register(Rc::downgrade(&inner));
+        }
         super::flusher::spawn(inner.clone(), flush_queue)?;
         Ok(Self { inner })
     }
@@ -262,6 +287,30 @@ impl PartitionLog {
     /// this caller. Use [`PartitionLog::append`] to wait for durability.
     pub async fn append_buffered(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
         Ok(self.enqueue(batch, leader_epoch).await?.0)
+    }
+
+    /// Recovery from the commit log: appends the batches of `chain` (in offset order, offsets
+    /// as stamped when first written) that this log does not hold yet. Stops at a gap — a
+    /// chain that starts past this log's end cannot be joined without losing offsets.
+    /// Returns how many batches were appended.
+    pub async fn replay(&self, chain: &[(BatchHeader, Bytes)]) -> Result<u64> {
+        let mut appended = 0;
+        for (header, bytes) in chain {
+            let next = self.inner.state.borrow().next_offset;
+            let base = header.base_offset as u64;
+            if base < next {
+                continue;
+            }
+            if base > next {
+                tracing::error!(dir = %self.inner.dir.display(), log_end = next, chain_base = base,
+                    "commit log chain does not join the recovered log; offsets in between are lost");
+                break;
+            }
+            self.append(BytesMut::from(&bytes[..]), header.partition_leader_epoch)
+                .await?;
+            appended += 1;
+        }
+        Ok(appended)
     }
 
     async fn enqueue(
@@ -624,20 +673,31 @@ fn segment_for(st: &State, offset: u64) -> &Segment {
 }
 
 impl Inner {
-    /// fdatasync of the active segment plus the epoch checkpoint when it changed.
+    /// fdatasync of the active segment plus the epoch checkpoint when it changed. Bytes
+    /// written while the fdatasync runs stay counted as unsynced.
     pub(super) async fn sync_now(&self) -> Result<()> {
-        let (file, epochs) = {
+        let _gate = self
+            .sync_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed {
+                path: self.dir.clone(),
+            })?;
+        let (file, epochs, covered) = {
             let st = self.state.borrow();
             (
                 st.active().file.clone(),
                 st.epochs_dirty.then(|| st.epochs.encode()),
+                st.unsynced_bytes,
             )
         };
         file.sync().await?;
         {
             let mut st = self.state.borrow_mut();
-            st.unsynced_bytes = 0;
-            st.unsynced_since = None;
+            st.unsynced_bytes = st.unsynced_bytes.saturating_sub(covered);
+            if st.unsynced_bytes == 0 {
+                st.unsynced_since = None;
+            }
             st.stats.fdatasyncs += 1;
         }
         if let Some(text) = epochs {
@@ -645,6 +705,40 @@ impl Inner {
             self.state.borrow_mut().epochs_dirty = false;
         }
         Ok(())
+    }
+
+    /// A commit log checkpoint's part: makes the segment bytes written so far durable. A
+    /// closing or failed log is skipped (closing fsyncs itself; a failed one acknowledged
+    /// nothing it has not rolled back).
+    pub(super) async fn checkpoint_sync(&self) -> Result<()> {
+        let skip = {
+            let st = self.state.borrow();
+            st.closing || st.failed.is_some() || st.unsynced_bytes == 0
+        };
+        if skip {
+            return Ok(());
+        }
+        self.sync_now().await
+    }
+
+    /// Hands `batches` (just written to the segment) to the commit log and waits until they
+    /// are durable there; `truncate_from` records a truncation first.
+    pub(super) async fn log_to_commit_log(
+        &self,
+        truncate_from: Option<u64>,
+        batches: Vec<Bytes>,
+    ) -> Result<()> {
+        let Some(commit_log) = &self.commit_log else {
+            return Ok(());
+        };
+        commit_log
+            .append(WalEntry {
+                log_id: self.log_id,
+                truncate_from: truncate_from.unwrap_or(NO_TRUNCATION),
+                key: self.wal_key.clone(),
+                batches,
+            })
+            .await
     }
 
     /// Truncation with the write gate held. Also the rollback after a failed write.
@@ -722,6 +816,8 @@ impl Inner {
         if let Some(text) = epochs {
             files::write_atomically(&self.dir, files::EPOCH_CHECKPOINT, text.into_bytes()).await?;
         }
+        // Recovery must not re-append what the commit log holds above the new end.
+        self.log_to_commit_log(Some(new_end), Vec::new()).await?;
         Ok(new_end)
     }
 

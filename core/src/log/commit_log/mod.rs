@@ -1,0 +1,499 @@
+//! The shard's commit log: one O_DIRECT write and one `fdatasync` per round for all the
+//! shard's partitions, instead of one `fdatasync` per partition per round.
+//!
+//! With a commit log, a partition's flusher writes its batches to its segment **without**
+//! fsyncing it, then hands the same bytes to [`CommitLog::append`], which resolves once a
+//! round of the commit log holding them is on disk; only then are the appends acknowledged.
+//! Rounds are group commits across partitions: what the flushers hand over while a round is
+//! in flight goes out together in the next one (ScyllaDB's per-shard commitlog; Kafka has no
+//! fsync on its path at all). docs/decisions/0009-shard-commit-log.md has the measurements.
+//!
+//! - Files: `<data>/commitlog/shard-<id>/<seq>.wal`, frames as in [`format`]. After
+//!   [`ROTATE_AT_BYTES`] the writer moves to the next file and a **checkpoint** fsyncs every
+//!   registered partition log that has unsynced segment bytes; then the old file is kept as
+//!   the spare for a later rotation (its blocks are allocated, so writes into it need no
+//!   metadata update) or deleted.
+//! - Recovery ([`replay_all`]) runs once per node start, before the shards open their
+//!   partitions: it reads every shard's files, folds them into per-partition chains
+//!   ([`replay`]), appends to each partition what its recovered segments lack (fsynced), and
+//!   removes the commit log. The shards then start with empty ones.
+
+pub mod format;
+pub mod replay;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+
+use glommio::io::{DmaFile, OpenOptions};
+use glommio::TaskQueueHandle;
+
+use self::format::{encode_frame, frame_len, Entry};
+use super::files;
+use super::partition_log::{Inner as LogInner, PartitionLog};
+use super::signal::{oneshot, Doorbell, Receiver, Sender};
+use super::LogConfig;
+use crate::error::{Result, StorageError};
+
+/// The writer moves to a new file once a file holds this much.
+pub const ROTATE_AT_BYTES: u64 = 32 << 20;
+/// Most bytes of entries in one round (a bigger single entry goes alone).
+const ROUND_MAX_BYTES: usize = 8 << 20;
+/// Name of the recycled file waiting for the next rotation.
+const SPARE_NAME: &str = "spare.wal";
+/// Directory under the data directory that holds every shard's commit log.
+pub const COMMIT_LOG_DIR: &str = "commitlog";
+
+/// Counters since open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitLogStats {
+    pub rounds: u64,
+    pub entries: u64,
+    pub bytes_written: u64,
+    pub rotations: u64,
+    pub checkpoints: u64,
+}
+
+struct Queued {
+    entry: Entry,
+    ack: Sender<Result<()>>,
+}
+
+struct ActiveFile {
+    seq: u64,
+    path: PathBuf,
+    file: Rc<DmaFile>,
+}
+
+struct State {
+    queue: VecDeque<Queued>,
+    active: ActiveFile,
+    /// Next write position in the active file (page aligned).
+    position: u64,
+    spare: Option<(PathBuf, Rc<DmaFile>)>,
+    closing: bool,
+    stats: CommitLogStats,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// The data directory: entry keys are partition directories relative to it.
+    root: PathBuf,
+    state: RefCell<State>,
+    doorbell: Doorbell,
+    logs: RefCell<Vec<Weak<LogInner>>>,
+    background: Option<TaskQueueHandle>,
+    writer_exit: RefCell<Option<Receiver<()>>>,
+}
+
+/// One shard's commit log. Cloning gives another handle.
+#[derive(Clone)]
+pub struct CommitLog {
+    inner: Rc<Inner>,
+}
+
+/// Where shard `shard`'s commit log lives.
+pub fn shard_dir(root: &Path, shard: usize) -> PathBuf {
+    root.join(COMMIT_LOG_DIR).join(format!("shard-{shard}"))
+}
+
+fn wal_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq}.wal"))
+}
+
+async fn create_file(path: &Path) -> Result<Rc<DmaFile>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .dma_open(path)
+        .await
+        .map_err(|e| StorageError::from_glommio("creating commit log file", path, e))?;
+    Ok(Rc::new(file))
+}
+
+impl CommitLog {
+    /// Starts an empty commit log in `dir` (recovery must have run: leftover files are an
+    /// error). `root` is the data directory the partition directories live under. The writer
+    /// runs on `queue`, checkpoints on `background`.
+    pub async fn open(
+        dir: &Path,
+        root: &Path,
+        queue: Option<TaskQueueHandle>,
+        background: Option<TaskQueueHandle>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::from_io("creating directory", dir, e))?;
+        let dir =
+            std::fs::canonicalize(dir).map_err(|e| StorageError::from_io("resolving", dir, e))?;
+        let root =
+            std::fs::canonicalize(root).map_err(|e| StorageError::from_io("resolving", root, e))?;
+        if !list_files(&dir)?.is_empty() {
+            return Err(StorageError::InvalidConfig(format!(
+                "{} holds commit log files that were not replayed; start the node normally (it replays them) instead of opening the commit log directly",
+                dir.display()
+            )));
+        }
+        files::check_direct_io(&dir)?;
+        // Before the first (empty) DmaFile of this thread: see prime_device_probe.
+        files::prime_device_probe(&dir).await?;
+        files::remove(&dir.join(SPARE_NAME)).await?;
+        let path = wal_path(&dir, 1);
+        let file = create_file(&path).await?;
+        files::sync_dir(&dir).await?;
+        let inner = Rc::new(Inner {
+            dir,
+            root,
+            state: RefCell::new(State {
+                queue: VecDeque::new(),
+                active: ActiveFile { seq: 1, path, file },
+                position: 0,
+                spare: None,
+                closing: false,
+                stats: CommitLogStats::default(),
+            }),
+            doorbell: Doorbell::default(),
+            logs: RefCell::new(Vec::new()),
+            background,
+            writer_exit: RefCell::new(None),
+        });
+        let (exit_tx, exit_rx) = oneshot();
+        *inner.writer_exit.borrow_mut() = Some(exit_rx);
+        let task = {
+            let inner = inner.clone();
+            async move {
+                writer(inner).await;
+                exit_tx.send(());
+            }
+        };
+        match queue {
+            Some(q) => glommio::spawn_local_into(task, q)
+                .map_err(|e| {
+                    StorageError::from_glommio(
+                        "spawning the commit log writer for",
+                        dir_of(&inner),
+                        e,
+                    )
+                })?
+                .detach(),
+            None => glommio::spawn_local(task).detach(),
+        };
+        Ok(Self { inner })
+    }
+
+    pub fn stats(&self) -> CommitLogStats {
+        self.inner.state.borrow().stats
+    }
+
+    /// The key entries of the log in `dir` carry: its path relative to the data directory.
+    pub(in crate::log) fn key_of(&self, dir: &Path) -> String {
+        dir.strip_prefix(&self.inner.root)
+            .unwrap_or(dir)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Registers a partition log for checkpoints.
+    pub(in crate::log) fn register(&self, log: Weak<LogInner>) {
+        let mut logs = self.inner.logs.borrow_mut();
+        logs.retain(|l| l.strong_count() > 0);
+        logs.push(log);
+    }
+
+    /// Resolves once `entry` is on disk (written and fdatasynced).
+    pub(crate) async fn append(&self, entry: Entry) -> Result<()> {
+        let rx = {
+            let mut st = self.inner.state.borrow_mut();
+            if st.closing {
+                return Err(StorageError::Closed {
+                    path: self.inner.dir.clone(),
+                });
+            }
+            let (tx, rx) = oneshot();
+            st.queue.push_back(Queued { entry, ack: tx });
+            rx
+        };
+        self.inner.doorbell.ring();
+        match rx.await {
+            Some(result) => result,
+            None => Err(StorageError::Closed {
+                path: self.inner.dir.clone(),
+            }),
+        }
+    }
+
+    /// Writes what is queued and stops the writer. Call after every partition log using it
+    /// is closed; then [`CommitLog::remove_files`] if they all closed cleanly.
+    pub async fn close(&self) {
+        self.inner.state.borrow_mut().closing = true;
+        self.inner.doorbell.ring();
+        let exit = self.inner.writer_exit.borrow_mut().take();
+        if let Some(exit) = exit {
+            exit.await;
+        }
+    }
+
+    /// Deletes this commit log's files: every partition log was closed (fsynced), so nothing
+    /// in them is needed.
+    pub async fn remove_files(&self) -> Result<()> {
+        for (_, path) in list_files(&self.inner.dir)? {
+            files::remove(&path).await?;
+        }
+        files::remove(&self.inner.dir.join(SPARE_NAME)).await?;
+        files::sync_dir(&self.inner.dir).await
+    }
+}
+
+fn dir_of(inner: &Inner) -> &Path {
+    &inner.dir
+}
+
+/// `(seq, path)` of the `<seq>.wal` files in `dir`, by sequence number.
+fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(StorageError::from_io("listing", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::from_io("listing", dir, e))?;
+        let name = entry.file_name();
+        let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".wal"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        out.push((seq, entry.path()));
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn writer(inner: Rc<Inner>) {
+    loop {
+        let round: Vec<Queued> = {
+            let mut st = inner.state.borrow_mut();
+            let mut bytes = 0usize;
+            let mut round = Vec::new();
+            while let Some(q) = st.queue.front() {
+                let len = q.entry.encoded_len();
+                if !round.is_empty() && bytes + len > ROUND_MAX_BYTES {
+                    break;
+                }
+                bytes += len;
+                if let Some(q) = st.queue.pop_front() {
+                    round.push(q);
+                }
+            }
+            if round.is_empty() && st.closing {
+                return;
+            }
+            round
+        };
+        if round.is_empty() {
+            inner.doorbell.wait().await;
+            continue;
+        }
+        let result = write_round(&inner, &round).await;
+        for q in round {
+            q.ack.send(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.for_another_waiter()),
+            });
+        }
+        if let Err(e) = &result {
+            tracing::warn!(dir = %inner.dir.display(), "commit log write failed; its appends fail and roll back: {e}");
+        }
+        let full = inner.state.borrow().position >= ROTATE_AT_BYTES;
+        if full {
+            if let Err(e) = rotate(&inner).await {
+                tracing::warn!(dir = %inner.dir.display(), "commit log rotation failed, writing on in the current file: {e}");
+            }
+        }
+    }
+}
+
+async fn write_round(inner: &Rc<Inner>, round: &[Queued]) -> Result<()> {
+    let (file, path, seq, position) = {
+        let st = inner.state.borrow();
+        (
+            st.active.file.clone(),
+            st.active.path.clone(),
+            st.active.seq,
+            st.position,
+        )
+    };
+    let entries: Vec<&Entry> = round.iter().map(|q| &q.entry).collect();
+    let len = frame_len(&entries);
+    let mut buf = file.alloc_dma_buffer(len);
+    encode_frame(seq, &entries, buf.as_bytes_mut());
+    let written = file
+        .write_rc_at(Rc::new(buf), position)
+        .await
+        .map_err(|e| StorageError::from_glommio("writing commit log", &path, e))?;
+    if written != len {
+        return Err(StorageError::Io {
+            op: "writing commit log",
+            path,
+            source: std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes"),
+            ),
+        });
+    }
+    file.fdatasync()
+        .await
+        .map_err(|e| StorageError::from_glommio("syncing commit log", &path, e))?;
+    let mut st = inner.state.borrow_mut();
+    st.position += len as u64;
+    st.stats.rounds += 1;
+    st.stats.entries += round.len() as u64;
+    st.stats.bytes_written += len as u64;
+    Ok(())
+}
+
+/// Moves the writer to file `seq + 1` (the spare, renamed, when there is one) and starts the
+/// checkpoint that retires the full file.
+async fn rotate(inner: &Rc<Inner>) -> Result<()> {
+    let (seq, spare) = {
+        let mut st = inner.state.borrow_mut();
+        (st.active.seq + 1, st.spare.take())
+    };
+    let path = wal_path(&inner.dir, seq);
+    let file = match spare {
+        Some((spare_path, file)) => {
+            glommio::io::rename(&spare_path, &path).await.map_err(|e| {
+                StorageError::from_glommio("renaming the spare commit log file to", &path, e)
+            })?;
+            file
+        }
+        None => create_file(&path).await?,
+    };
+    files::sync_dir(&inner.dir).await?;
+    let full = {
+        let mut st = inner.state.borrow_mut();
+        st.position = 0;
+        st.stats.rotations += 1;
+        std::mem::replace(&mut st.active, ActiveFile { seq, path, file })
+    };
+    let task = checkpoint(inner.clone(), full);
+    match inner.background {
+        Some(q) => glommio::spawn_local_into(task, q)
+            .map_err(|e| {
+                StorageError::from_glommio("spawning a commit log checkpoint for", &inner.dir, e)
+            })?
+            .detach(),
+        None => glommio::spawn_local(task).detach(),
+    };
+    Ok(())
+}
+
+/// Makes every partition's segment bytes written so far durable, after which the full file
+/// `full` holds nothing recovery needs: it becomes the spare, or is deleted.
+async fn checkpoint(inner: Rc<Inner>, full: ActiveFile) {
+    let logs: Vec<Rc<LogInner>> = inner
+        .logs
+        .borrow()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    for log in logs {
+        if let Err(e) = log.checkpoint_sync().await {
+            tracing::warn!(file = %full.path.display(), "commit log checkpoint failed; keeping the file for recovery: {e}");
+            return;
+        }
+    }
+    let keep_as_spare = {
+        let st = inner.state.borrow();
+        st.spare.is_none() && !st.closing
+    };
+    let spare_path = inner.dir.join(SPARE_NAME);
+    let retired = if keep_as_spare {
+        glommio::io::rename(&full.path, &spare_path).await.is_ok()
+    } else {
+        files::remove(&full.path).await.is_ok()
+    };
+    if !retired {
+        tracing::warn!(file = %full.path.display(), "could not retire a checkpointed commit log file");
+        return;
+    }
+    let mut st = inner.state.borrow_mut();
+    st.stats.checkpoints += 1;
+    if keep_as_spare {
+        st.spare = Some((spare_path, full.file));
+    }
+}
+
+/// What [`replay_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    pub files: usize,
+    pub partitions: usize,
+    pub batches_appended: u64,
+}
+
+/// Recovery: re-applies every shard's commit log under `root` to the partition logs, then
+/// removes the commit logs. Run before any shard opens a partition. Partitions whose
+/// directory is gone (a deleted topic) or holds another incarnation are skipped.
+pub async fn replay_all(root: &Path) -> Result<ReplayReport> {
+    let wal_root = root.join(COMMIT_LOG_DIR);
+    let mut report = ReplayReport::default();
+    let shard_dirs = match std::fs::read_dir(&wal_root) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) => return Err(StorageError::from_io("listing", &wal_root, e)),
+    };
+    let mut entries = Vec::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for d in shard_dirs {
+        let d = d.map_err(|e| StorageError::from_io("listing", &wal_root, e))?;
+        if d.path().is_dir() {
+            dirs.push(d.path());
+        }
+    }
+    dirs.sort();
+    for dir in &dirs {
+        for (seq, path) in list_files(dir)? {
+            let bytes =
+                std::fs::read(&path).map_err(|e| StorageError::from_io("reading", &path, e))?;
+            let (mut decoded, end) = format::decode_file(seq, &bytes);
+            if let format::End::Torn(why) = end {
+                tracing::info!(file = %path.display(), "commit log ends in a torn round (never acknowledged): {why}");
+            }
+            entries.append(&mut decoded);
+            report.files += 1;
+        }
+    }
+    let config = LogConfig {
+        max_batch_bytes: super::config::MAX_BATCH_BYTES_LIMIT,
+        max_pending_bytes: super::config::MAX_BATCH_BYTES_LIMIT,
+        ..LogConfig::default()
+    };
+    for plan in replay::plan(entries) {
+        let dir = root.join(&plan.key);
+        if !dir.is_dir() {
+            continue;
+        }
+        if files::read_log_id(&dir).await? != Some(plan.log_id) {
+            continue;
+        }
+        let log = PartitionLog::open(&dir, config.clone()).await?;
+        let appended = log.replay(&plan.batches).await;
+        let closed = log.close().await;
+        let appended = appended?;
+        closed?;
+        if appended > 0 {
+            tracing::info!(dir = %dir.display(), batches = appended, "recovered from the commit log");
+        }
+        report.partitions += 1;
+        report.batches_appended += appended;
+    }
+    std::fs::remove_dir_all(&wal_root)
+        .map_err(|e| StorageError::from_io("removing", &wal_root, e))?;
+    files::sync_dir(root).await?;
+    Ok(report)
+}

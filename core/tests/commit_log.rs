@@ -1,0 +1,265 @@
+//! The shard commit log on a real disk: appends acknowledged through it survive the loss of
+//! every segment write that was not fsynced, across rotations and checkpoints; truncations
+//! are not undone by recovery; a recreated partition does not receive its predecessor's
+//! entries.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use common::{batch, run, scratch};
+use quiver_core::batch::{validate_batch, BatchLimits};
+use quiver_core::log::commit_log::{self, format, replay, CommitLog, ROTATE_AT_BYTES};
+use quiver_core::log::{LogConfig, PartitionLog};
+
+async fn read_all(log: &PartitionLog) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut next = log.log_start_offset();
+    loop {
+        let got = log.read(next, 4 << 20).await.expect("read");
+        if got.is_empty() {
+            return out;
+        }
+        for b in got {
+            let h = validate_batch(
+                &b,
+                BatchLimits {
+                    max_batch_bytes: 4 << 20,
+                },
+            )
+            .expect("valid batch");
+            next = h.last_offset() as u64 + 1;
+            out.push(b);
+        }
+    }
+}
+
+fn partition_dir(root: &Path, p: usize) -> PathBuf {
+    root.join("topics").join(format!("t-{p}"))
+}
+
+/// The first offset the surviving commit log files hold for partition directory `key`: the
+/// segment bytes below it were made durable by a checkpoint, those from it on may be lost.
+fn first_logged_offset(root: &Path, key: &str) -> u64 {
+    let dir = commit_log::shard_dir(root, 0);
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
+        .expect("commit log dir")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let seq = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".wal")?
+                .parse()
+                .ok()?;
+            Some((seq, path))
+        })
+        .collect();
+    files.sort();
+    let mut entries = Vec::new();
+    for (seq, path) in files {
+        entries.extend(format::decode_file(seq, &std::fs::read(path).expect("read")).0);
+    }
+    let plans = replay::plan(entries);
+    let plan = plans
+        .iter()
+        .find(|p| p.key == key)
+        .expect("partition in the commit log");
+    plan.batches[0].0.base_offset as u64
+}
+
+/// Cuts the partition's (only) segment inside the batch `extra` batches after `offset`, as if
+/// every write from there on never reached the disk (none of them was fsynced).
+fn lose_unsynced_tail(dir: &Path, offset: u64, extra: usize) {
+    let seg = dir.join("00000000000000000000.log");
+    let bytes = std::fs::read(&seg).expect("segment");
+    let mut at = 0usize;
+    loop {
+        let base = u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        if base >= offset {
+            break;
+        }
+        let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes"));
+        at += 12 + len as usize;
+    }
+    for _ in 0..extra {
+        let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes"));
+        at += 12 + len as usize;
+    }
+    let torn = if extra > 0 { 100 } else { 0 };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .and_then(|f| f.set_len((at + torn) as u64))
+        .expect("cut");
+}
+
+fn segment_path_exists(dir: &Path) -> bool {
+    dir.join("00000000000000000000.log").exists()
+}
+
+#[test]
+fn acknowledged_appends_survive_losing_unsynced_segment_writes() {
+    let scratch = scratch();
+    let root = scratch.path().to_path_buf();
+    // Enough for more than two rotations of the commit log (checkpoints, a recycled file).
+    let batches_per_partition = (ROTATE_AT_BYTES as usize * 5 / 2) / (2 * (64 << 10));
+    let expected = {
+        let root = root.clone();
+        run(async move {
+            let wal = CommitLog::open(&commit_log::shard_dir(&root, 0), &root, None, None)
+                .await
+                .expect("commit log");
+            let mut logs = Vec::new();
+            for p in 0..2 {
+                let log = PartitionLog::open_in(
+                    partition_dir(&root, p),
+                    LogConfig::default(),
+                    None,
+                    Some(wal.clone()),
+                )
+                .await
+                .expect("open");
+                logs.push(log);
+            }
+            let mut expected = vec![Vec::new(), Vec::new()];
+            for i in 0..batches_per_partition {
+                for (p, log) in logs.iter().enumerate() {
+                    let b = batch((p * 100_000 + i) as u64, 64, 1000, 1_000);
+                    expected[p].push(b.clone());
+                    log.append(b, 0).await.expect("acknowledged");
+                }
+            }
+            let stats = wal.stats();
+            assert!(stats.rotations >= 2, "{stats:?}");
+            assert!(stats.checkpoints >= 1, "{stats:?}");
+            // Crash: nothing is closed, the segments are left as they are.
+            expected
+        })
+    };
+    for (p, extra) in [(0, 3), (1, 0)] {
+        let first = first_logged_offset(&root, &format!("topics/t-{p}"));
+        assert!(first > 0, "a checkpoint made the start durable");
+        lose_unsynced_tail(&partition_dir(&root, p), first, extra);
+    }
+    let root2 = root.clone();
+    run(async move {
+        let report = commit_log::replay_all(&root2).await.expect("replay");
+        assert!(report.batches_appended > 0, "{report:?}");
+        assert!(!root2.join(commit_log::COMMIT_LOG_DIR).exists());
+        for (p, want) in expected.into_iter().enumerate() {
+            let log = PartitionLog::open(partition_dir(&root2, p), LogConfig::default())
+                .await
+                .expect("reopen");
+            let got = read_all(&log).await;
+            assert_eq!(got.len(), want.len(), "partition {p}");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                // Offsets were stamped on append; compare from the records on.
+                assert_eq!(g[61..], w[61..], "partition {p}, batch {i}");
+                assert_eq!(
+                    validate_batch(
+                        g,
+                        BatchLimits {
+                            max_batch_bytes: 4 << 20
+                        }
+                    )
+                    .expect("valid")
+                    .base_offset,
+                    (i * 64) as i64
+                );
+            }
+            log.close().await.expect("close");
+        }
+        // Nothing left to replay.
+        assert_eq!(
+            commit_log::replay_all(&root2).await.expect("again").files,
+            0
+        );
+    });
+}
+
+#[test]
+fn a_truncation_is_not_undone_and_a_recreated_partition_is_left_alone() {
+    let scratch = scratch();
+    let root = scratch.path().to_path_buf();
+    let root1 = root.clone();
+    let kept = run(async move {
+        let wal = CommitLog::open(&commit_log::shard_dir(&root1, 0), &root1, None, None)
+            .await
+            .expect("commit log");
+        let open = |p| {
+            PartitionLog::open_in(
+                partition_dir(&root1, p),
+                LogConfig::default(),
+                None,
+                Some(wal.clone()),
+            )
+        };
+        let log = open(0).await.expect("open");
+        let doomed = open(1).await.expect("open");
+        let mut kept = Vec::new();
+        for i in 0..10u64 {
+            let b = batch(i, 1, 100, 1);
+            if i < 5 {
+                kept.push(b.clone());
+            }
+            log.append(b, 0).await.expect("append");
+            doomed.append(batch(i, 1, 100, 1), 0).await.expect("append");
+        }
+        assert_eq!(log.truncate_to(5).await.expect("truncate"), 5);
+        for i in 100..103u64 {
+            let b = batch(i, 1, 100, 1);
+            kept.push(b.clone());
+            log.append(b, 1).await.expect("append");
+        }
+        kept
+    });
+    // Partition 0 loses every write after its truncation (which was fsynced).
+    let dir0 = partition_dir(&root, 0);
+    let seg = dir0.join("00000000000000000000.log");
+    let five = {
+        // The truncation left exactly five 1-record batches; find their length on disk.
+        let bytes = std::fs::read(&seg).expect("segment");
+        let mut at = 0usize;
+        for _ in 0..5 {
+            let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes"));
+            at += 12 + len as usize;
+        }
+        at
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .and_then(|f| f.set_len(five as u64))
+        .expect("cut");
+    // Partition 1's topic is deleted and created again: a new, empty incarnation.
+    let dir1 = partition_dir(&root, 1);
+    std::fs::remove_dir_all(&dir1).expect("delete");
+    let root2 = root.clone();
+    run(async move {
+        let fresh = PartitionLog::open(&dir1, LogConfig::default())
+            .await
+            .expect("recreate");
+        fresh.close().await.expect("close");
+        let report = commit_log::replay_all(&root2).await.expect("replay");
+        assert_eq!(report.batches_appended, 3, "{report:?}");
+        let log = PartitionLog::open(&dir0, LogConfig::default())
+            .await
+            .expect("reopen");
+        let got = read_all(&log).await;
+        assert_eq!(got.len(), kept.len());
+        for (g, w) in got.iter().zip(&kept) {
+            assert_eq!(g[61..], w[61..]);
+        }
+        let fresh = PartitionLog::open(&dir1, LogConfig::default())
+            .await
+            .expect("reopen");
+        assert_eq!(
+            fresh.committed_offset(),
+            0,
+            "the old incarnation's entries were applied"
+        );
+        assert!(segment_path_exists(&dir1));
+    });
+}
