@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::BytesMut;
+use quiver_core::log::commit_log::{self, CommitLog};
 use quiver_core::log::{LogConfig, PartitionLog};
 use quiver_core::StorageError;
 use quiver_tests::crash_batch;
@@ -105,11 +106,23 @@ fn is_root() -> bool {
 
 #[test]
 fn disk_full_fails_the_append_keeps_data_and_recovers_after_space_is_freed() {
+    disk_full_scenario(false);
+}
+
+/// The same with the shard's commit log, which fills up too: its failed round makes the log
+/// roll back, and it writes on in a new file once there is room.
+#[test]
+fn disk_full_with_the_commit_log_recovers_the_same_way() {
+    disk_full_scenario(true);
+}
+
+fn disk_full_scenario(with_commit_log: bool) {
     if !is_root() {
         eprintln!("SKIPPED: mounting a loop filesystem needs root (CI runs as root)");
         return;
     }
     let fs = LoopFs::new(24);
+    let root = fs.mount_point.clone();
     let data = fs.mount_point.join("log");
     std::fs::create_dir(&data).unwrap();
     let filler = fill(&fs.mount_point, 2 << 20);
@@ -121,7 +134,17 @@ fn disk_full_fails_the_append_keeps_data_and_recovers_after_space_is_freed() {
         .make()
         .unwrap()
         .run(async move {
-            let log = PartitionLog::open(&data, cfg.clone()).await.unwrap();
+            let wal = match with_commit_log {
+                true => Some(
+                    CommitLog::open(&commit_log::shard_dir(&root, 0), &root, None, None)
+                        .await
+                        .unwrap(),
+                ),
+                false => None,
+            };
+            let log = PartitionLog::open_in(&data, cfg.clone(), None, wal.clone())
+                .await
+                .unwrap();
             let mut acked: Vec<(u64, BytesMut)> = Vec::new();
             let mut seq = 0;
             let (err, failed_batch) = loop {
@@ -165,6 +188,11 @@ fn disk_full_fails_the_append_keeps_data_and_recovers_after_space_is_freed() {
                 "no gap, no half-written batch left behind"
             );
             log.close().await.unwrap();
+            if let Some(wal) = wal {
+                wal.close().await;
+                // Recovery over what the commit log holds changes nothing: all was closed.
+                commit_log::replay_all(&root).await.unwrap();
+            }
             let reopened = PartitionLog::open(&data, cfg).await.unwrap();
             assert_eq!(reopened.committed_offset(), info.last_offset + 1);
             reopened.close().await.unwrap();

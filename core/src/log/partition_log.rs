@@ -816,8 +816,13 @@ impl Inner {
         if let Some(text) = epochs {
             files::write_atomically(&self.dir, files::EPOCH_CHECKPOINT, text.into_bytes()).await?;
         }
-        // Recovery must not re-append what the commit log holds above the new end.
-        self.log_to_commit_log(Some(new_end), Vec::new()).await?;
+        // Recovery must not re-append what the commit log holds above the new end. If the
+        // commit log cannot take the note (it failed too: a full disk), the truncation stands;
+        // a crash before later appends overwrite those offsets could then bring back batches
+        // that were never acknowledged — never lose acknowledged ones.
+        if let Err(e) = self.log_to_commit_log(Some(new_end), Vec::new()).await {
+            tracing::warn!(dir = %self.dir.display(), "could not log a truncation to {new_end} in the commit log: {e}");
+        }
         Ok(new_end)
     }
 

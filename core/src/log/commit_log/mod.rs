@@ -72,6 +72,10 @@ struct State {
     /// Next write position in the active file (page aligned).
     position: u64,
     spare: Option<(PathBuf, Rc<DmaFile>)>,
+    /// A checkpoint is renaming its file to the spare's name.
+    spare_claimed: bool,
+    /// Set by a failed round or rotation: the next round goes to a new file first.
+    must_rotate: bool,
     closing: bool,
     stats: CommitLogStats,
 }
@@ -150,6 +154,8 @@ impl CommitLog {
                 active: ActiveFile { seq: 1, path, file },
                 position: 0,
                 spare: None,
+                spare_claimed: false,
+                must_rotate: false,
                 closing: false,
                 stats: CommitLogStats::default(),
             }),
@@ -298,7 +304,17 @@ async fn writer(inner: Rc<Inner>) {
             inner.doorbell.wait().await;
             continue;
         }
-        let result = write_round(&inner, &round).await;
+        // After a failed round the file may end in a torn frame, which would hide every later
+        // frame from recovery: write on only in a new file.
+        let must_rotate = inner.state.borrow().must_rotate;
+        let result = match must_rotate {
+            true => match rotate(&inner).await {
+                Ok(()) => write_round(&inner, &round).await,
+                Err(e) => Err(e),
+            },
+            false => write_round(&inner, &round).await,
+        };
+        inner.state.borrow_mut().must_rotate = result.is_err();
         for q in round {
             q.ack.send(match &result {
                 Ok(()) => Ok(()),
@@ -308,10 +324,14 @@ async fn writer(inner: Rc<Inner>) {
         if let Err(e) = &result {
             tracing::warn!(dir = %inner.dir.display(), "commit log write failed; its appends fail and roll back: {e}");
         }
-        let full = inner.state.borrow().position >= ROTATE_AT_BYTES;
+        let full = {
+            let st = inner.state.borrow();
+            st.position >= ROTATE_AT_BYTES && !st.must_rotate
+        };
         if full {
             if let Err(e) = rotate(&inner).await {
-                tracing::warn!(dir = %inner.dir.display(), "commit log rotation failed, writing on in the current file: {e}");
+                tracing::warn!(dir = %inner.dir.display(), "commit log rotation failed; the next round tries again: {e}");
+                inner.state.borrow_mut().must_rotate = true;
             }
         }
     }
@@ -357,23 +377,27 @@ async fn write_round(inner: &Rc<Inner>, round: &[Queued]) -> Result<()> {
 }
 
 /// Moves the writer to file `seq + 1` (the spare, renamed, when there is one) and starts the
-/// checkpoint that retires the full file.
+/// checkpoint that retires the full file. An error after the switch (the directory fsync)
+/// leaves the writer to rotate again before its next round: frames must not go into a file
+/// whose name may not survive a crash.
 async fn rotate(inner: &Rc<Inner>) -> Result<()> {
-    let (seq, spare) = {
-        let mut st = inner.state.borrow_mut();
-        (st.active.seq + 1, st.spare.take())
-    };
+    let seq = inner.state.borrow().active.seq + 1;
     let path = wal_path(&inner.dir, seq);
+    let spare = inner.state.borrow_mut().spare.take();
     let file = match spare {
-        Some((spare_path, file)) => {
-            glommio::io::rename(&spare_path, &path).await.map_err(|e| {
-                StorageError::from_glommio("renaming the spare commit log file to", &path, e)
-            })?;
-            file
-        }
+        Some((spare_path, file)) => match glommio::io::rename(&spare_path, &path).await {
+            Ok(()) => file,
+            Err(e) => {
+                inner.state.borrow_mut().spare = Some((spare_path, file));
+                return Err(StorageError::from_glommio(
+                    "renaming the spare commit log file to",
+                    &path,
+                    e,
+                ));
+            }
+        },
         None => create_file(&path).await?,
     };
-    files::sync_dir(&inner.dir).await?;
     let full = {
         let mut st = inner.state.borrow_mut();
         st.position = 0;
@@ -389,7 +413,7 @@ async fn rotate(inner: &Rc<Inner>) -> Result<()> {
             .detach(),
         None => glommio::spawn_local(task).detach(),
     };
-    Ok(())
+    files::sync_dir(&inner.dir).await
 }
 
 /// Makes every partition's segment bytes written so far durable, after which the full file
@@ -407,9 +431,13 @@ async fn checkpoint(inner: Rc<Inner>, full: ActiveFile) {
             return;
         }
     }
+    // Claimed before the rename is awaited: two checkpoints must not both rename onto
+    // spare.wal, or the handle kept could be the one whose name was replaced.
     let keep_as_spare = {
-        let st = inner.state.borrow();
-        st.spare.is_none() && !st.closing
+        let mut st = inner.state.borrow_mut();
+        let keep = st.spare.is_none() && !st.spare_claimed && !st.closing;
+        st.spare_claimed |= keep;
+        keep
     };
     let spare_path = inner.dir.join(SPARE_NAME);
     let retired = if keep_as_spare {
@@ -417,11 +445,14 @@ async fn checkpoint(inner: Rc<Inner>, full: ActiveFile) {
     } else {
         files::remove(&full.path).await.is_ok()
     };
+    let mut st = inner.state.borrow_mut();
+    if keep_as_spare {
+        st.spare_claimed = false;
+    }
     if !retired {
         tracing::warn!(file = %full.path.display(), "could not retire a checkpointed commit log file");
         return;
     }
-    let mut st = inner.state.borrow_mut();
     st.stats.checkpoints += 1;
     if keep_as_spare {
         st.spare = Some((spare_path, full.file));
