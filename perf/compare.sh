@@ -83,7 +83,7 @@ run_one() { # system workload out-dir
     local args=(bench run "bench/workloads/$workload.toml" --out "$out" --report-as "$system")
     [ -n "${DURATION_S:-}" ] && args+=(--duration-s "$DURATION_S")
     if [ "$system" = quiver ]; then
-        "$QUIVER" "${args[@]}" --embedded --label "quiver $(git rev-parse --short HEAD), embedded node, acks=all, fdatasync per batch"
+        "$QUIVER" "${args[@]}" --embedded --label "quiver $(git rev-parse --short HEAD), embedded node, acks=all, durable before the ack (shard commit log: one fdatasync per round)"
     else
         start_nats "$system"
         "$QUIVER" "${args[@]}" --system nats --nats-url "nats://127.0.0.1:$NATS_PORT" --label "$NATS_LABEL" || { stop_nats; return 1; }
