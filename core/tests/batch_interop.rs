@@ -209,6 +209,31 @@ fn write_fuzz_seeds_on_request() {
         std::fs::write(seeds.join("request_decode").join(name), &frame).unwrap();
     }
     std::fs::write(seeds.join("batch_validate").join("small"), &batch).unwrap();
+    // A commit log file: two frames of seq 1 (one with a truncation note), then zeroes.
+    {
+        use quiver_core::log::commit_log::format::{encode_frame, frame_len, Entry, NO_TRUNCATION};
+        let appended = Entry {
+            log_id: 7,
+            truncate_from: NO_TRUNCATION,
+            key: "topics/t-0".into(),
+            batches: vec![Bytes::copy_from_slice(&batch)],
+        };
+        let truncated = Entry {
+            truncate_from: 0,
+            batches: vec![],
+            ..appended.clone()
+        };
+        let mut file = Vec::new();
+        for entries in [vec![&appended], vec![&truncated, &appended]] {
+            let mut frame = vec![0u8; frame_len(&entries)];
+            encode_frame(1, &entries, &mut frame);
+            file.extend_from_slice(&frame);
+        }
+        file.extend_from_slice(&[0u8; 64]);
+        let dir = seeds.join("commit_log_decode");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("two-frames"), &file).unwrap();
+    }
     for entry in std::fs::read_dir(root().join("core/tests/fixtures/kafka-python")).unwrap() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "bin") {
