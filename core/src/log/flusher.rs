@@ -27,13 +27,7 @@ pub(super) fn spawn(inner: Rc<Inner>, queue: Option<TaskQueueHandle>) -> Result<
         run(inner).await;
         exit_tx.send(());
     };
-    match queue {
-        Some(q) => glommio::spawn_local_into(task, q)
-            .map_err(|e| StorageError::from_glommio("spawning the flusher for", &dir, e))?
-            .detach(),
-        None => glommio::spawn_local(task).detach(),
-    };
-    Ok(())
+    super::spawn_detached(task, queue, "spawning the flusher for", &dir)
 }
 
 async fn run(inner: Rc<Inner>) {

@@ -28,5 +28,22 @@ pub mod segment_meta;
 pub mod signal;
 
 pub use commit_log::CommitLog;
+
+/// Spawns `task` on the shard's task queue `queue` (the current one when `None`) and lets it
+/// run on its own; `what` and `path` name it in the error when glommio refuses.
+pub(crate) fn spawn_detached(
+    task: impl std::future::Future<Output = ()> + 'static,
+    queue: Option<glommio::TaskQueueHandle>,
+    what: &'static str,
+    path: &std::path::Path,
+) -> crate::error::Result<()> {
+    match queue {
+        Some(q) => glommio::spawn_local_into(task, q)
+            .map_err(|e| crate::error::StorageError::from_glommio(what, path, e))?
+            .detach(),
+        None => glommio::spawn_local(task).detach(),
+    };
+    Ok(())
+}
 pub use config::{FlushPolicy, LogConfig};
 pub use partition_log::{AppendInfo, LogStats, PartitionLog, RetentionOutcome};

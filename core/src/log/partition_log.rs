@@ -593,15 +593,7 @@ impl PartitionLog {
                 }
             }
         };
-        match queue {
-            Some(q) => glommio::spawn_local_into(task, q)
-                .map_err(|e| {
-                    StorageError::from_glommio("spawning retention for", &self.inner.dir, e)
-                })?
-                .detach(),
-            None => glommio::spawn_local(task).detach(),
-        };
-        Ok(())
+        super::spawn_detached(task, queue, "spawning retention for", &self.inner.dir)
     }
 
     /// Writes what is pending, fsyncs, persists the active segment's index (so the next open

@@ -66,25 +66,7 @@ impl SegmentFile {
 
     /// Writes a page-aligned buffer at a page-aligned position; a short write is an error.
     pub async fn write_aligned(&self, buf: Rc<DmaBuffer>, position: u64) -> Result<()> {
-        debug_assert_eq!(position % PAGE_BYTES, 0);
-        debug_assert_eq!(buf.len() as u64 % PAGE_BYTES, 0);
-        let len = buf.len();
-        let written = self
-            .file
-            .write_rc_at(buf, position)
-            .await
-            .map_err(|e| StorageError::from_glommio("writing segment", &self.path, e))?;
-        if written != len {
-            return Err(StorageError::from_io(
-                "writing segment",
-                &self.path,
-                std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    format!("short write: {written} of {len} bytes"),
-                ),
-            ));
-        }
-        Ok(())
+        write_whole(&self.file, buf, position, "writing segment", &self.path).await
     }
 
     pub async fn sync(&self) -> Result<()> {
@@ -128,6 +110,35 @@ impl SegmentFile {
             .await
             .map_err(|e| StorageError::from_glommio("closing segment", &self.path, e))
     }
+}
+
+/// One O_DIRECT write of all of `buf` (page-aligned, at a page-aligned position) to `file`,
+/// which is at `path`; a short write is an error, named by `op`.
+pub async fn write_whole(
+    file: &DmaFile,
+    buf: Rc<DmaBuffer>,
+    position: u64,
+    op: &'static str,
+    path: &Path,
+) -> Result<()> {
+    debug_assert_eq!(position % PAGE_BYTES, 0);
+    debug_assert_eq!(buf.len() as u64 % PAGE_BYTES, 0);
+    let len = buf.len();
+    let written = file
+        .write_rc_at(buf, position)
+        .await
+        .map_err(|e| StorageError::from_glommio(op, path, e))?;
+    if written != len {
+        return Err(StorageError::from_io(
+            op,
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                format!("short write: {written} of {len} bytes"),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One verified batch found by a [`BatchWalker`].

@@ -32,6 +32,7 @@ use glommio::TaskQueueHandle;
 use self::format::{encode_frame, frame_len, Entry};
 use super::files;
 use super::partition_log::{Inner as LogInner, PartitionLog};
+use super::segment::write_whole;
 use super::signal::{oneshot, Doorbell, Receiver, Sender};
 use super::LogConfig;
 use crate::error::{Result, StorageError};
@@ -173,18 +174,12 @@ impl CommitLog {
                 exit_tx.send(());
             }
         };
-        match queue {
-            Some(q) => glommio::spawn_local_into(task, q)
-                .map_err(|e| {
-                    StorageError::from_glommio(
-                        "spawning the commit log writer for",
-                        dir_of(&inner),
-                        e,
-                    )
-                })?
-                .detach(),
-            None => glommio::spawn_local(task).detach(),
-        };
+        super::spawn_detached(
+            task,
+            queue,
+            "spawning the commit log writer for",
+            &inner.dir,
+        )?;
         Ok(Self { inner })
     }
 
@@ -249,10 +244,6 @@ impl CommitLog {
         files::remove(&self.inner.dir.join(SPARE_NAME)).await?;
         files::sync_dir(&self.inner.dir).await
     }
-}
-
-fn dir_of(inner: &Inner) -> &Path {
-    &inner.dir
 }
 
 /// `(seq, path)` of the `<seq>.wal` files in `dir`, by sequence number.
@@ -351,20 +342,7 @@ async fn write_round(inner: &Rc<Inner>, round: &[Queued]) -> Result<()> {
     let len = frame_len(&entries);
     let mut buf = file.alloc_dma_buffer(len);
     encode_frame(seq, &entries, buf.as_bytes_mut());
-    let written = file
-        .write_rc_at(Rc::new(buf), position)
-        .await
-        .map_err(|e| StorageError::from_glommio("writing commit log", &path, e))?;
-    if written != len {
-        return Err(StorageError::Io {
-            op: "writing commit log",
-            path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::WriteZero,
-                format!("short write: {written} of {len} bytes"),
-            ),
-        });
-    }
+    write_whole(&file, Rc::new(buf), position, "writing commit log", &path).await?;
     file.fdatasync()
         .await
         .map_err(|e| StorageError::from_glommio("syncing commit log", &path, e))?;
@@ -404,15 +382,12 @@ async fn rotate(inner: &Rc<Inner>) -> Result<()> {
         st.stats.rotations += 1;
         std::mem::replace(&mut st.active, ActiveFile { seq, path, file })
     };
-    let task = checkpoint(inner.clone(), full);
-    match inner.background {
-        Some(q) => glommio::spawn_local_into(task, q)
-            .map_err(|e| {
-                StorageError::from_glommio("spawning a commit log checkpoint for", &inner.dir, e)
-            })?
-            .detach(),
-        None => glommio::spawn_local(task).detach(),
-    };
+    super::spawn_detached(
+        checkpoint(inner.clone(), full),
+        inner.background,
+        "spawning a commit log checkpoint for",
+        &inner.dir,
+    )?;
     files::sync_dir(&inner.dir).await
 }
 
