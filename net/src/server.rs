@@ -8,12 +8,12 @@
 //! to dispatch — and performs them after releasing it.
 //!
 //! Datagrams move in batches ([`crate::udp`]): the receive loop drains what is queued before
-//! it drives the connections once, so one ACK answers many packets; connections emit up to [`udp::MAX_GSO_SEGMENTS`] datagrams per
-//! transmit, sent in one GSO call. When the socket buffer is full, sending falls back to
-//! glommio's `send_to`, which awaits io_uring's completion: a real writability signal that
-//! back-pressures the sender.
+//! it drives the connections once, so one ACK answers many packets; connections emit up to
+//! [`udp::MAX_GSO_SEGMENTS`] datagrams per transmit, sent in one GSO call. When the socket
+//! buffer is full, sending falls back to glommio's `send_to`, which awaits io_uring's
+//! completion: a real writability signal that back-pressures the sender.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,9 +33,8 @@ use quinn_proto::{
 use quiver_schema::frame::{error_frame, FrameError};
 use quiver_schema::wire::ApiKey;
 
-use crate::udp;
-
 use crate::frame_reader::FrameReader;
+use crate::udp;
 use crate::NetError;
 
 /// Answers one request frame (length prefix included) with one response frame.
@@ -92,7 +91,8 @@ struct Driver {
     conns: HashMap<ConnectionHandle, Conn>,
     max_frame_bytes: usize,
     max_connections: usize,
-    /// Datagrams per transmit: [`udp::MAX_GSO_SEGMENTS`] with GSO, else 1.
+    /// Datagrams per transmit: [`udp::MAX_GSO_SEGMENTS`] with GSO, else 1 (also once the
+    /// kernel refused a GSO send, e.g. on a device without checksum offload).
     max_segments: usize,
     buf: Vec<u8>,
 }
@@ -353,7 +353,6 @@ pub struct QuicServer {
     driver: Rc<RefCell<Driver>>,
     timer_bell: (LocalSender<()>, Rc<LocalReceiver<()>>),
     local_addr: SocketAddr,
-    gso: bool,
 }
 
 impl QuicServer {
@@ -391,7 +390,6 @@ impl QuicServer {
                 max_segments: if gso { udp::MAX_GSO_SEGMENTS } else { 1 },
                 buf: Vec::with_capacity(MAX_DATAGRAM_BYTES),
             })),
-            gso,
             timer_bell: (tx, Rc::new(rx)),
             local_addr,
         })
@@ -414,7 +412,6 @@ impl QuicServer {
             driver: self.driver,
             bell: self.timer_bell.0,
             handler,
-            gso: Cell::new(self.gso),
         });
         let timer = glommio::spawn_local(timer_loop(ctx.clone(), self.timer_bell.1));
         let result = futures_lite::future::or(recv_loop(ctx.clone(), self.local_addr), async {
@@ -435,8 +432,6 @@ struct Ctx {
     driver: Rc<RefCell<Driver>>,
     bell: LocalSender<()>,
     handler: Rc<dyn Handler>,
-    /// Cleared if the kernel refuses a GSO send (a device without checksum offload).
-    gso: Cell<bool>,
 }
 
 impl Ctx {
@@ -465,13 +460,13 @@ impl Ctx {
                 self.send_one(&out.data, out.to).await;
                 continue;
             };
-            if self.gso.get() {
+            // A transmit built before GSO was turned off still holds several datagrams.
+            if self.driver.borrow().max_segments > 1 {
                 match udp::try_send(self.socket.as_raw_fd(), &out.data, out.to, Some(size)) {
                     Ok(true) => continue,
                     Ok(false) => {} // buffer full: the awaited sends below wait for room
                     Err(e) => {
                         tracing::warn!(to = %out.to, "GSO send refused ({e}); sending one datagram per call from now on");
-                        self.gso.set(false);
                         self.driver.borrow_mut().max_segments = 1;
                     }
                 }
