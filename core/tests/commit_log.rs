@@ -64,7 +64,7 @@ fn first_logged_offset(root: &Path, key: &str) -> u64 {
     let plans = replay::plan(entries);
     let plan = plans
         .iter()
-        .find(|p| p.key == key)
+        .find(|p| &*p.key == key)
         .expect("partition in the commit log");
     plan.batches[0].0.base_offset as u64
 }

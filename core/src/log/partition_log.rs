@@ -150,7 +150,7 @@ pub(super) struct Inner {
     pub commit_log: Option<CommitLog>,
     /// This directory's incarnation and its name in commit log entries.
     pub log_id: u64,
-    pub wal_key: String,
+    pub wal_key: Rc<str>,
 }
 
 /// One partition's log on one shard. Cloning gives another handle to the same log.

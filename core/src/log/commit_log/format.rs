@@ -19,6 +19,8 @@
 //! the last round can be torn, because a round is written only after the previous one's
 //! fdatasync returned.
 
+use std::rc::Rc;
+
 use bytes::Bytes;
 
 /// Frame header: crc32c, payload length, sequence number.
@@ -35,7 +37,8 @@ pub const PAGE_BYTES: usize = 4096;
 pub struct Entry {
     pub log_id: u64,
     pub truncate_from: u64,
-    pub key: String,
+    /// Shared with the partition log that made the entry: no allocation per round.
+    pub key: Rc<str>,
     /// Whole record batches, back to back.
     pub batches: Vec<Bytes>,
 }
@@ -138,9 +141,8 @@ fn decode_entries(mut payload: &[u8]) -> Result<Vec<Entry>, String> {
         let Some(batches) = rest.get(key_len..key_len + batches_len) else {
             return Err("entry batches cut short".into());
         };
-        let key = std::str::from_utf8(key)
-            .map_err(|_| "entry key is not UTF-8".to_string())?
-            .to_string();
+        let key =
+            Rc::from(std::str::from_utf8(key).map_err(|_| "entry key is not UTF-8".to_string())?);
         out.push(Entry {
             log_id,
             truncate_from,
@@ -184,7 +186,7 @@ mod tests {
         bytes.extend_from_slice(&[0u8; 8192]);
         let (entries, end) = decode_file(3, &bytes);
         assert_eq!(end, End::Clean);
-        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        let keys: Vec<&str> = entries.iter().map(|e| &*e.key).collect();
         assert_eq!(keys, ["t-0", "t-1", "t-0"]);
         assert_eq!(&entries[1].batches[0][..5000], &[9u8; 5000][..]);
         assert_eq!(&entries[1].batches[0][5000..], b"tail");

@@ -188,11 +188,12 @@ impl CommitLog {
     }
 
     /// The key entries of the log in `dir` carry: its path relative to the data directory.
-    pub(in crate::log) fn key_of(&self, dir: &Path) -> String {
-        dir.strip_prefix(&self.inner.root)
-            .unwrap_or(dir)
-            .to_string_lossy()
-            .into_owned()
+    pub(in crate::log) fn key_of(&self, dir: &Path) -> Rc<str> {
+        Rc::from(
+            dir.strip_prefix(&self.inner.root)
+                .unwrap_or(dir)
+                .to_string_lossy(),
+        )
     }
 
     /// Registers a partition log for checkpoints.
@@ -480,7 +481,7 @@ pub async fn replay_all(root: &Path) -> Result<ReplayReport> {
         ..LogConfig::default()
     };
     for plan in replay::plan(entries) {
-        let dir = root.join(&plan.key);
+        let dir = root.join(&*plan.key);
         if !dir.is_dir() {
             continue;
         }

@@ -7,6 +7,7 @@
 //! recovered segments then keep what they already hold; the chain supplies what follows.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -18,16 +19,19 @@ use crate::log::config::MAX_BATCH_BYTES_LIMIT;
 #[derive(Debug)]
 pub struct PartitionReplay {
     /// Partition directory, relative to the data directory.
-    pub key: String,
+    pub key: Rc<str>,
     pub log_id: u64,
     /// In offset order, contiguous as written.
-    pub batches: Vec<(BatchHeader, Bytes)>,
+    pub batches: Chain,
 }
+
+/// Batches in offset order, each with its parsed header.
+type Chain = Vec<(BatchHeader, Bytes)>;
 
 /// Folds `entries` (in log order) into one chain per partition incarnation. Batches that fail
 /// validation end their entry (they were checked when appended: only damage gets here).
 pub fn plan(entries: impl IntoIterator<Item = Entry>) -> Vec<PartitionReplay> {
-    let mut chains: BTreeMap<(String, u64), Vec<(BatchHeader, Bytes)>> = BTreeMap::new();
+    let mut chains: BTreeMap<(Rc<str>, u64), Chain> = BTreeMap::new();
     for entry in entries {
         let chain = chains.entry((entry.key, entry.log_id)).or_default();
         if entry.truncate_from != NO_TRUNCATION {
@@ -125,7 +129,7 @@ mod tests {
             entry("a", NO_TRUNCATION, vec![batch(2, 3, 2)]),
         ]);
         assert_eq!(plans.len(), 2);
-        assert_eq!(plans[0].key, "a");
+        assert_eq!(&*plans[0].key, "a");
         assert_eq!(bases(&plans[0]), [(0, 1), (2, 2)]);
         assert_eq!(bases(&plans[1]), [(0, 9)]);
     }
