@@ -12,7 +12,7 @@ use bytes::Bytes;
 use quiver_schema::requests;
 use quiver_schema::wire::ErrorCode;
 
-use crate::connection::{Connection, ResponseFrame};
+use crate::connection::{Connection, ResponseFrame, DEFAULT_CONNECT_TIMEOUT_MS};
 use crate::error::{ClientError, Result};
 use crate::trust::TlsTrust;
 
@@ -27,6 +27,9 @@ pub struct ClientConfig {
     pub client_cert: Option<(PathBuf, PathBuf)>,
     /// How long one request may wait for its response, in milliseconds.
     pub request_timeout_ms: u64,
+    /// How long setting up a connection to one broker may take, in milliseconds. Only the
+    /// requests to that broker wait for it.
+    pub connect_timeout_ms: u64,
     /// Name sent to the broker in the handshake.
     pub client_name: String,
 }
@@ -39,6 +42,7 @@ impl Default for ClientConfig {
             server_name: "localhost".into(),
             client_cert: None,
             request_timeout_ms: 30_000,
+            connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             client_name: format!("quiver-client/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -72,10 +76,15 @@ impl TopicRoute {
     }
 }
 
+/// The pooled connection to one address. Its async lock is held while (re)connecting, so
+/// there is one connect in flight per address and only requests to that address wait for it.
+type ConnectionSlot = Arc<tokio::sync::Mutex<Option<Arc<Connection>>>>;
+
 struct Inner {
     config: ClientConfig,
     bootstrap: Vec<SocketAddr>,
-    conns: tokio::sync::Mutex<HashMap<SocketAddr, Arc<Connection>>>,
+    /// Held only to look up or insert a slot, never across an await.
+    conns: std::sync::Mutex<HashMap<SocketAddr, ConnectionSlot>>,
     routes: std::sync::RwLock<HashMap<String, Arc<TopicRoute>>>,
 }
 
@@ -117,7 +126,7 @@ impl Client {
             inner: Arc::new(Inner {
                 config,
                 bootstrap: brokers.to_vec(),
-                conns: tokio::sync::Mutex::new(HashMap::new()),
+                conns: std::sync::Mutex::new(HashMap::new()),
                 routes: std::sync::RwLock::new(HashMap::new()),
             }),
         };
@@ -135,30 +144,45 @@ impl Client {
         &self.inner.config
     }
 
-    /// The pooled connection to `addr`, (re)connected when needed.
+    fn slot(&self, addr: SocketAddr) -> ConnectionSlot {
+        let mut conns = match self.inner.conns.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        conns.entry(addr).or_default().clone()
+    }
+
+    /// The pooled connection to `addr`, (re)connected when needed. Requests to other
+    /// addresses never wait for this connect; concurrent requests to `addr` share it.
     pub async fn connection(&self, addr: SocketAddr) -> Result<Arc<Connection>> {
-        let mut conns = self.inner.conns.lock().await;
-        if let Some(c) = conns.get(&addr) {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+        let slot = self.slot(addr);
+        let mut conn = slot.lock().await;
+        if let Some(c) = conn.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
         }
         let cfg = &self.inner.config;
-        let conn = Arc::new(
-            Connection::connect_with_cert(
+        let fresh = Arc::new(
+            Connection::connect_within(
                 addr,
                 &cfg.server_name,
                 &cfg.trust,
                 cfg.client_cert.as_ref(),
+                cfg.connect_timeout_ms,
             )
             .await?,
         );
-        conns.insert(addr, conn.clone());
-        Ok(conn)
+        *conn = Some(fresh.clone());
+        Ok(fresh)
     }
 
-    async fn forget(&self, addr: SocketAddr) {
-        self.inner.conns.lock().await.remove(&addr);
+    /// Drops `failed` from the pool so the next request to `addr` reconnects. A slot being
+    /// reconnected, or already holding a newer connection, is left alone.
+    fn forget(&self, addr: SocketAddr, failed: &Arc<Connection>) {
+        if let Ok(mut conn) = self.slot(addr).try_lock() {
+            if conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, failed)) {
+                *conn = None;
+            }
+        }
     }
 
     /// Sends one request to `addr` within `request_timeout_ms`; envelope-level errors become
@@ -179,13 +203,13 @@ impl Client {
         {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                self.forget(addr).await;
+                self.forget(addr, &conn);
                 return Err(e);
             }
             Err(_) => {
                 // A broker killed without a goodbye leaves the connection looking open until
                 // QUIC's idle timeout (30 s): after a timeout, reconnect on the next request.
-                self.forget(addr).await;
+                self.forget(addr, &conn);
                 return Err(ClientError::Timeout { timeout_ms });
             }
         };
@@ -217,7 +241,8 @@ impl Client {
         self.refresh_route(topic).await
     }
 
-    fn cached_route(&self, topic: &str) -> Option<Arc<TopicRoute>> {
+    /// `topic`'s route if it is cached; never waits.
+    pub fn cached_route(&self, topic: &str) -> Option<Arc<TopicRoute>> {
         match self.inner.routes.read() {
             Ok(g) => g.get(topic).cloned(),
             Err(p) => p.into_inner().get(topic).cloned(),

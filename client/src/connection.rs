@@ -19,6 +19,10 @@ pub const MAX_UDP_PAYLOAD_BYTES: u16 = 16_384;
 /// ALPN of the wire protocol; must match the broker's.
 pub const ALPN: &[u8] = b"quiver/0";
 
+/// How long a QUIC handshake may take before the connect fails (Kafka's
+/// `socket.connection.setup.timeout.ms` is the same 10 s).
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
+
 /// A response frame, verified once on arrival.
 #[derive(Debug, Clone)]
 pub struct ResponseFrame {
@@ -65,6 +69,25 @@ impl Connection {
         server_name: &str,
         trust: &TlsTrust,
         client_cert: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    ) -> Result<Self, ClientError> {
+        Self::connect_within(
+            addr,
+            server_name,
+            trust,
+            client_cert,
+            DEFAULT_CONNECT_TIMEOUT_MS,
+        )
+        .await
+    }
+
+    /// As [`Connection::connect_with_cert`], failing with `Connect` when the handshake has
+    /// not finished within `connect_timeout_ms` (an address where nothing answers).
+    pub async fn connect_within(
+        addr: SocketAddr,
+        server_name: &str,
+        trust: &TlsTrust,
+        client_cert: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+        connect_timeout_ms: u64,
     ) -> Result<Self, ClientError> {
         let tls = trust.client_config(ALPN, client_cert)?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
@@ -118,11 +141,11 @@ impl Connection {
                 addr,
                 reason: e.to_string(),
             })?;
-        let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+        let conn = tokio::time::timeout(Duration::from_millis(connect_timeout_ms), connecting)
             .await
             .map_err(|_| ClientError::Connect {
                 addr,
-                reason: "no answer within 10 s".into(),
+                reason: format!("no answer within {connect_timeout_ms} ms"),
             })?
             .map_err(|e| ClientError::Connect {
                 addr,

@@ -157,11 +157,16 @@ struct State {
     sticky_turn: usize,
 }
 
+/// A topic's route lookup started by the sender: in flight (`None`) or failed (its error,
+/// taken by the next pass).
+type RouteLookups = HashMap<Arc<str>, Option<ClientError>>;
+
 struct Inner {
     client: Client,
     config: ProducerConfig,
     credit: Arc<Semaphore>,
     state: Mutex<State>,
+    route_lookups: Mutex<RouteLookups>,
     wake_sender: Notify,
     idle: Notify,
     closed: AtomicBool,
@@ -170,6 +175,13 @@ struct Inner {
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
         match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn route_lookups(&self) -> MutexGuard<'_, RouteLookups> {
+        match self.route_lookups.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
@@ -215,6 +227,7 @@ impl Producer {
             credit: Arc::new(Semaphore::new(config.buffer_bytes)),
             config,
             state: Mutex::new(State::default()),
+            route_lookups: Mutex::new(HashMap::new()),
             wake_sender: Notify::new(),
             idle: Notify::new(),
             closed: AtomicBool::new(false),
@@ -394,7 +407,7 @@ const MAX_REQUEST_RECORD_BYTES: usize = 4 << 20;
 async fn sender_loop(inner: Arc<Inner>) {
     let linger = Duration::from_millis(inner.config.linger_ms);
     loop {
-        let routes = resolve_routes(&inner).await;
+        let routes = resolve_routes(&inner);
         let mut requests: Requests = HashMap::new();
         let mut unroutable = Vec::new();
         let mut next_deadline: Option<Instant> = None;
@@ -422,8 +435,9 @@ async fn sender_loop(inner: Arc<Inner>) {
                     q.seal(inner.config.compression);
                 }
                 let Some(route) = routes.get(&tp.0) else {
-                    // A topic enqueued since the routes were resolved: its enqueue woke the
-                    // sender, so the next pass resolves it.
+                    // Its route is being looked up (the lookup wakes the sender when done),
+                    // or the topic was enqueued since the routes were read (its enqueue woke
+                    // the sender).
                     continue;
                 };
                 let Some(batch) = q.sealed.pop_front() else {
@@ -469,10 +483,12 @@ async fn sender_loop(inner: Arc<Inner>) {
     }
 }
 
-/// The routes of the topics with queued records: the client's cached ones, fetched once when
-/// missing. A failed lookup is kept as its error: the topic's ready batches settle with it
-/// (and retry when it is retriable).
-async fn resolve_routes(inner: &Inner) -> HashMap<Arc<str>, Result<Arc<TopicRoute>>> {
+/// The routes of the topics with queued records, as far as they are known without waiting:
+/// the client's cached ones, and the error of a lookup that failed since the last pass (the
+/// topic's ready batches settle with it, and retry when it is retriable). A topic with no
+/// cached route gets a lookup in the background, which wakes the sender when it ends, so a
+/// slow or unreachable broker never holds up the batches of topics whose routes are known.
+fn resolve_routes(inner: &Arc<Inner>) -> HashMap<Arc<str>, Result<Arc<TopicRoute>>> {
     let topics: Vec<Arc<str>> = {
         let st = inner.state();
         let mut t: Vec<Arc<str>> = st.queues.keys().map(|tp| tp.0.clone()).collect();
@@ -482,10 +498,40 @@ async fn resolve_routes(inner: &Inner) -> HashMap<Arc<str>, Result<Arc<TopicRout
     };
     let mut routes = HashMap::with_capacity(topics.len());
     for topic in topics {
-        let route = inner.client.route(&topic).await;
-        routes.insert(topic, route);
+        if let Some(route) = inner.client.cached_route(&topic) {
+            routes.insert(topic, Ok(route));
+            continue;
+        }
+        let mut lookups = inner.route_lookups();
+        match lookups.get_mut(&topic) {
+            Some(None) => {} // in flight
+            Some(failed) => {
+                if let Some(e) = failed.take() {
+                    lookups.remove(&topic);
+                    routes.insert(topic, Err(e));
+                }
+            }
+            None => {
+                lookups.insert(topic.clone(), None);
+                tokio::spawn(look_up_route(inner.clone(), topic));
+            }
+        }
     }
     routes
+}
+
+/// Asks the cluster where `topic` is; the route lands in the client's cache, an error in
+/// `route_lookups` for the sender's next pass.
+async fn look_up_route(inner: Arc<Inner>, topic: Arc<str>) {
+    let result = inner.client.refresh_route(&topic).await;
+    {
+        let mut lookups = inner.route_lookups();
+        match result {
+            Ok(_) => lookups.remove(&topic),
+            Err(e) => lookups.insert(topic, Some(e)),
+        };
+    }
+    inner.wake_sender.notify_one();
 }
 
 /// Splits one shard's batches into requests of at most [`MAX_REQUEST_RECORD_BYTES`] (a

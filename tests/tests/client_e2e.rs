@@ -371,3 +371,70 @@ async fn records_sent_while_a_batch_is_in_flight_share_the_next_batch() {
         N + 1
     );
 }
+
+/// A broker address where nothing answers holds up only the requests sent to it: the
+/// producer's records for a topic whose route is known are acknowledged while another
+/// topic's route lookup is still waiting on that address (first in the bootstrap list). Before,
+/// the producer's sender looked routes up inline and the client held its connection pool's
+/// lock across a connect, so one unreachable broker stalled every request until the connect
+/// timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_holds_up_only_its_own_requests() {
+    const CONNECT_TIMEOUT_MS: u64 = 3_000;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = Node::start(dir.path(), 1);
+    let admin_client = node.client_with_topic(10_000, "known", 1).await;
+    Admin::new(admin_client.clone())
+        .create_topic("looked-up-later", 1, &[])
+        .await
+        .unwrap();
+    // A bound UDP socket nobody reads: QUIC handshakes to it get no answer at all.
+    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = black_hole.local_addr().unwrap();
+    let client = Client::connect(
+        &[dead, node.shard_addr(0)],
+        quiver_client::ClientConfig {
+            trust: quiver_client::TlsTrust::LocalDataDir(node.data_dir.clone()),
+            request_timeout_ms: 10_000,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            ..quiver_client::ClientConfig::default()
+        },
+    )
+    .await
+    .expect("the second bootstrap address answers");
+    client.route("known").await.unwrap();
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            linger_ms: 0,
+            ..ProducerConfig::default()
+        },
+    );
+    let later = producer
+        .enqueue(ProducerRecord::new("looked-up-later", b"b".to_vec()).partition(0))
+        .await
+        .unwrap();
+    let known = producer
+        .enqueue(ProducerRecord::new("known", b"a".to_vec()).partition(0))
+        .await
+        .unwrap();
+    tokio::pin!(later);
+    let known_meta = tokio::select! {
+        biased;
+        r = &mut later => panic!("the looked-up topic's record settled first: {r:?}"),
+        r = known => r.expect("the known topic's record is acknowledged"),
+    };
+    assert_eq!(known_meta.offset, 0);
+    assert!(
+        client.cached_route("looked-up-later").is_none(),
+        "the other topic's route lookup should still be waiting on the dead address"
+    );
+    let later_meta = tokio::time::timeout(Duration::from_secs(60), later)
+        .await
+        .expect("the lookup falls through to the live broker")
+        .expect("the looked-up topic's record is acknowledged");
+    assert_eq!(later_meta.offset, 0);
+    producer.close().await;
+    drop(black_hole);
+}
