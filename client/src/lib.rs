@@ -31,6 +31,7 @@ pub mod error;
 pub mod partitioner;
 pub mod producer;
 pub mod record;
+pub mod timer;
 pub mod trust;
 
 pub use admin::{Admin, OffsetQuery, TopicDescription};

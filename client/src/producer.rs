@@ -406,6 +406,15 @@ const MAX_REQUEST_RECORD_BYTES: usize = 4 << 20;
 /// end-to-end p50 by ~25 % (docs/decisions/0007).
 async fn sender_loop(inner: Arc<Inner>) {
     let linger = Duration::from_millis(inner.config.linger_ms);
+    // Linger deadlines are often < 1 ms away: tokio's 1 ms timer would add up to a whole
+    // tick to each (crate::timer). Without a timerfd, tokio's timer still works, coarser.
+    let mut timer = match crate::timer::PreciseTimer::new() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!("no timerfd ({e}): linger_ms deadlines follow tokio's 1 ms timer");
+            None
+        }
+    };
     loop {
         let routes = resolve_routes(&inner);
         let mut requests: Requests = HashMap::new();
@@ -470,15 +479,21 @@ async fn sender_loop(inner: Arc<Inner>) {
         if inner.closed.load(Ordering::Acquire) && inner.state().queues.is_empty() {
             return;
         }
-        match next_deadline {
-            Some(d) => {
+        match (next_deadline, timer.as_mut()) {
+            (Some(d), Some(timer)) => {
+                tokio::select! {
+                    () = timer.sleep_until(d) => {}
+                    () = inner.wake_sender.notified() => {}
+                }
+            }
+            (Some(d), None) => {
                 let _ = tokio::time::timeout_at(
                     tokio::time::Instant::from_std(d),
                     inner.wake_sender.notified(),
                 )
                 .await;
             }
-            None => inner.wake_sender.notified().await,
+            (None, _) => inner.wake_sender.notified().await,
         }
     }
 }

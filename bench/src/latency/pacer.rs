@@ -8,10 +8,9 @@
 //! µs while the wake-ups stay bounded at high rates. [`Pacer::tokio`] follows tokio's clock,
 //! which tests pause to make every sleep exact.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use tokio::io::unix::AsyncFd;
+use quiver_client::timer::PreciseTimer;
 use tokio::time::Instant;
 
 /// The shortest gap between two timerfd wake-ups of one producer: messages due within it go out
@@ -32,7 +31,7 @@ pub enum Pacer {
     Tokio,
     /// A timerfd per producer.
     TimerFd {
-        fd: AsyncFd<OwnedFd>,
+        timer: PreciseTimer,
         last_wake: Option<Instant>,
     },
 }
@@ -55,23 +54,8 @@ impl Pacer {
 
     /// A timerfd pacer; must be called inside a tokio runtime with I/O enabled.
     pub fn precise() -> std::io::Result<Self> {
-        // SAFETY: plain syscall; the returned descriptor is owned below.
-        let raw = unsafe {
-            libc::timerfd_create(
-                libc::CLOCK_MONOTONIC,
-                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: the AsyncFd owns `fd`, which stays open and the same until it is dropped.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Pacer::TimerFd {
-            fd,
+            timer: PreciseTimer::new()?,
             last_wake: None,
         })
     }
@@ -88,7 +72,7 @@ impl Pacer {
     pub async fn sleep_until(&mut self, deadline: Instant) {
         match self {
             Pacer::Tokio => tokio::time::sleep_until(deadline).await,
-            Pacer::TimerFd { fd, last_wake } => {
+            Pacer::TimerFd { timer, last_wake } => {
                 if deadline <= Instant::now() {
                     return; // already due: messages behind schedule go out back to back
                 }
@@ -96,58 +80,9 @@ impl Pacer {
                     Some(w) => deadline.max(w + PRECISE_RESOLUTION),
                     None => deadline,
                 };
-                let remaining = target.saturating_duration_since(Instant::now());
-                if !remaining.is_zero() && arm(fd.get_ref(), remaining).is_ok() {
-                    wait_expiry(fd).await;
-                }
+                timer.sleep_until(target.into_std()).await;
                 *last_wake = Some(Instant::now());
             }
-        }
-    }
-}
-
-fn arm(fd: &OwnedFd, after: Duration) -> std::io::Result<()> {
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: libc::timespec {
-            tv_sec: after.as_secs() as libc::time_t,
-            tv_nsec: after.subsec_nanos() as libc::c_long,
-        },
-    };
-    // SAFETY: `spec` is a valid itimerspec; the old value is not asked for.
-    let rc = unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Waits for the armed timer to expire (reads its expiration count).
-async fn wait_expiry(fd: &AsyncFd<OwnedFd>) {
-    loop {
-        let Ok(mut guard) = fd.readable().await else {
-            return;
-        };
-        let mut count = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into `count`.
-        let n = unsafe {
-            libc::read(
-                fd.get_ref().as_raw_fd(),
-                count.as_mut_ptr().cast(),
-                count.len(),
-            )
-        };
-        if n == 8 {
-            return;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::WouldBlock {
-            guard.clear_ready();
-        } else {
-            return;
         }
     }
 }
