@@ -179,8 +179,20 @@ fn acknowledged_appends_survive_losing_unsynced_segment_writes() {
     });
 }
 
+/// The truncation cuts into the segment (written there first by a flush).
 #[test]
 fn a_truncation_is_not_undone_and_a_recreated_partition_is_left_alone() {
+    truncation_scenario(true);
+}
+
+/// The truncation takes back batches still waiting to be written to the segment
+/// (write-behind): the files are not touched, and recovery still does not bring them back.
+#[test]
+fn a_truncation_of_batches_not_yet_in_the_segment_is_not_undone() {
+    truncation_scenario(false);
+}
+
+fn truncation_scenario(write_segment_first: bool) {
     let scratch = scratch();
     let root = scratch.path().to_path_buf();
     let root1 = root.clone();
@@ -207,6 +219,9 @@ fn a_truncation_is_not_undone_and_a_recreated_partition_is_left_alone() {
             log.append(b, 0).await.expect("append");
             doomed.append(batch(i, 1, 100, 1), 0).await.expect("append");
         }
+        if write_segment_first {
+            log.flush().await.expect("flush");
+        }
         assert_eq!(log.truncate_to(5).await.expect("truncate"), 5);
         for i in 100..103u64 {
             let b = batch(i, 1, 100, 1);
@@ -218,16 +233,23 @@ fn a_truncation_is_not_undone_and_a_recreated_partition_is_left_alone() {
     // Partition 0 loses every write after its truncation (which was fsynced).
     let dir0 = partition_dir(&root, 0);
     let seg = dir0.join("00000000000000000000.log");
-    let five = {
-        // The truncation left exactly five 1-record batches; find their length on disk.
+    let (five, on_disk) = {
+        // The truncation left at most five 1-record batches in the segment (five when it cut
+        // into the segment, none when they were all still in memory); keep only those.
         let bytes = std::fs::read(&seg).expect("segment");
         let mut at = 0usize;
-        for _ in 0..5 {
+        let mut n = 0;
+        while n < 5 && at + 12 <= bytes.len() {
             let len = i32::from_be_bytes(bytes[at + 8..at + 12].try_into().expect("4 bytes"));
+            if len <= 0 {
+                break; // zeroes past the written end
+            }
             at += 12 + len as usize;
+            n += 1;
         }
-        at
+        (at, n)
     };
+    assert_eq!(on_disk == 5, write_segment_first);
     std::fs::OpenOptions::new()
         .write(true)
         .open(&seg)
@@ -243,7 +265,8 @@ fn a_truncation_is_not_undone_and_a_recreated_partition_is_left_alone() {
             .expect("recreate");
         fresh.close().await.expect("close");
         let report = commit_log::replay_all(&root2).await.expect("replay");
-        assert_eq!(report.batches_appended, 3, "{report:?}");
+        // The five kept and the three later batches, minus what the segment holds.
+        assert_eq!(report.batches_appended, 8 - on_disk as u64, "{report:?}");
         let log = PartitionLog::open(&dir0, LogConfig::default())
             .await
             .expect("reopen");
@@ -261,5 +284,85 @@ fn a_truncation_is_not_undone_and_a_recreated_partition_is_left_alone() {
             "the old incarnation's entries were applied"
         );
         assert!(segment_path_exists(&dir1));
+    });
+}
+
+/// With the commit log, acknowledged batches reach the segment in bulk (write-behind): until
+/// then they are read from memory — even with no batch cache — and found by timestamp; once
+/// `WRITE_BEHIND_BYTES` wait they are written; a close writes the rest, so the log reopens
+/// whole without the commit log.
+#[test]
+fn acknowledged_batches_waiting_for_the_segment_are_readable_and_reach_it() {
+    let scratch = scratch();
+    let root = scratch.path().to_path_buf();
+    let dir = partition_dir(&root, 0);
+    let config = LogConfig {
+        cache_bytes: 0,
+        ..LogConfig::default()
+    };
+    let dir1 = dir.clone();
+    let config1 = config.clone();
+    let expected = run(async move {
+        let wal = CommitLog::open(&commit_log::shard_dir(&root, 0), &root, None, None)
+            .await
+            .expect("commit log");
+        let log = PartitionLog::open_in(&dir1, config1, None, Some(wal.clone()))
+            .await
+            .expect("open");
+        // 20 batches of 2 records, timestamps 1000, 1010, ...: well under the write-behind size.
+        let mut expected = Vec::new();
+        for i in 0..20u64 {
+            let b = batch(i, 2, 100, 1000 + 10 * i as i64);
+            expected.push(b.clone());
+            log.append(b, 0).await.expect("acknowledged");
+        }
+        assert_eq!(
+            log.stats().bytes_written,
+            0,
+            "nothing written to the segment yet"
+        );
+        assert_eq!(read_all(&log).await.len(), 20);
+        assert_eq!(
+            log.read(15, 1).await.expect("read")[0][61..],
+            expected[7][61..]
+        );
+        assert_eq!(
+            log.offset_for_timestamp(1075).await.expect("by time"),
+            Some(16)
+        );
+        assert_eq!(log.offset_for_timestamp(9999).await.expect("by time"), None);
+        // Enough to pass the write-behind size: written, and reads span segment and memory.
+        let big = quiver_core::log::WRITE_BEHIND_BYTES / (32 << 10) + 2;
+        for i in 0..big as u64 {
+            let b = batch(100 + i, 1, 32 << 10, 5000);
+            expected.push(b.clone());
+            log.append(b, 0).await.expect("acknowledged");
+        }
+        assert!(log.stats().bytes_written > 0, "the write-behind went out");
+        let more = batch(999, 3, 100, 6000);
+        expected.push(more.clone());
+        log.append(more, 0).await.expect("acknowledged");
+        let got = read_all(&log).await;
+        assert_eq!(got.len(), expected.len());
+        for (i, (g, w)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(g[61..], w[61..], "batch {i}");
+        }
+        assert_eq!(
+            log.offset_for_timestamp(1075).await.expect("by time"),
+            Some(16)
+        );
+        log.close().await.expect("close");
+        wal.close().await;
+        expected
+    });
+    run(async move {
+        // No replay: the close wrote and fsynced everything into the segment.
+        let log = PartitionLog::open(&dir, config).await.expect("reopen");
+        let got = read_all(&log).await;
+        assert_eq!(got.len(), expected.len());
+        for (i, (g, w)) in got.iter().zip(&expected).enumerate() {
+            assert_eq!(g[61..], w[61..], "batch {i}");
+        }
+        log.close().await.expect("close");
     });
 }

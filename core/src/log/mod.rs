@@ -46,4 +46,5 @@ pub(crate) fn spawn_detached(
     Ok(())
 }
 pub use config::{FlushPolicy, LogConfig};
+pub use flusher::{WRITE_BEHIND_BYTES, WRITE_BEHIND_MS};
 pub use partition_log::{AppendInfo, LogStats, PartitionLog, RetentionOutcome};

@@ -71,9 +71,14 @@ pub(super) struct TailPage {
     pub bytes: Vec<u8>,
 }
 
-pub(super) struct Pending {
+/// A stamped batch and its parsed header: what the flusher writes to the segment.
+pub(super) struct Appended {
     pub header: BatchHeader,
     pub bytes: Bytes,
+}
+
+pub(super) struct Pending {
+    pub batch: Appended,
     pub ack: Sender<Result<()>>,
 }
 
@@ -91,6 +96,17 @@ pub(super) struct State {
     pub pending: VecDeque<Pending>,
     pub pending_bytes: usize,
     pub cache: BatchCache,
+    /// With the shard's commit log: acknowledged batches (durable in the commit log) not yet
+    /// written to the segment, oldest first; `flusher::write_behind` writes them in bulk.
+    /// They sit above every segment's end, and readers find them in `unwritten`.
+    pub write_behind: VecDeque<Appended>,
+    pub write_behind_bytes: usize,
+    /// When the oldest batch of `write_behind` was acknowledged.
+    pub write_behind_since: Option<std::time::Instant>,
+    /// The batches of `write_behind`, for readers (unbounded: `write_behind` is bounded).
+    pub unwritten: BatchCache,
+    /// Set while so much waits for a segment that cannot be written that appends must fail.
+    pub write_behind_error: Option<StorageError>,
     pub epochs: LeaderEpochMap,
     pub epochs_dirty: bool,
     /// Bytes written since the last fdatasync, and when the first of them was.
@@ -127,6 +143,24 @@ impl State {
 
     pub fn log_start_offset(&self) -> u64 {
         self.segments.keys().next().copied().unwrap_or(0)
+    }
+
+    /// Moves the log's end back to `new_end` (after a truncation); returns the epoch
+    /// checkpoint to write when the epochs changed.
+    fn end_at(&mut self, new_end: u64) -> Option<String> {
+        self.next_offset = new_end;
+        self.committed_offset = self.committed_offset.min(new_end);
+        self.cache.truncate_from(new_end);
+        self.epochs
+            .truncate_from_end(new_end)
+            .then(|| self.epochs.encode())
+    }
+
+    /// First offset of the acknowledged batches not yet written to the segment, if any.
+    pub fn write_behind_start(&self) -> Option<u64> {
+        self.write_behind
+            .front()
+            .map(|b| b.header.base_offset as u64)
     }
 }
 
@@ -238,15 +272,12 @@ impl PartitionLog {
         self.inner.state.borrow().committed_offset
     }
 
-    /// Total bytes of all segments.
+    /// Total bytes of the log: all segments, and acknowledged batches not written to the
+    /// active one yet.
     pub fn size_bytes(&self) -> u64 {
-        self.inner
-            .state
-            .borrow()
-            .segments
-            .values()
-            .map(|s| s.meta.size_bytes)
-            .sum()
+        let st = self.inner.state.borrow();
+        let segments: u64 = st.segments.values().map(|s| s.meta.size_bytes).sum();
+        segments + st.write_behind_bytes as u64
     }
 
     pub fn segment_count(&self) -> usize {
@@ -341,8 +372,7 @@ impl PartitionLog {
             st.stats.appends += 1;
             let (tx, rx) = oneshot();
             st.pending.push_back(Pending {
-                header,
-                bytes,
+                batch: Appended { header, bytes },
                 ack: tx,
             });
             let info = AppendInfo {
@@ -370,15 +400,38 @@ impl PartitionLog {
                         reason: format!("the log failed earlier ({why}); reopen it to recover"),
                     });
                 }
-                let room = st.pending.is_empty()
-                    || st.pending_bytes + batch_bytes <= self.inner.config.max_pending_bytes;
-                if room && !st.appends_blocked {
-                    return Ok(());
+                if st.write_behind_error.is_some() {
+                    None
+                } else {
+                    let room = st.pending.is_empty()
+                        || st.pending_bytes + batch_bytes <= self.inner.config.max_pending_bytes;
+                    if room && !st.appends_blocked {
+                        return Ok(());
+                    }
+                    Some(self.inner.room_waiters.register())
                 }
-                self.inner.room_waiters.register()
             };
-            wait.await;
+            match wait {
+                Some(wait) => {
+                    wait.await;
+                }
+                None => self.retry_write_behind().await?,
+            }
         }
+    }
+
+    /// Appends wait for room while too much waits for a segment that could not be written:
+    /// try that write again now (space may have been freed), failing with its error.
+    async fn retry_write_behind(&self) -> Result<()> {
+        let _gate =
+            self.inner
+                .write_gate
+                .acquire_permit(1)
+                .await
+                .map_err(|_| StorageError::Closed {
+                    path: self.inner.dir.clone(),
+                })?;
+        super::flusher::write_behind(&self.inner).await
     }
 
     /// Whole batches starting with the one that holds `offset`, up to `max_bytes` (at least
@@ -408,6 +461,12 @@ impl PartitionLog {
             }
             if let Some(batches) = st.cache.read(offset, committed, max_bytes) {
                 return Ok(batches);
+            }
+            if st.write_behind_start().is_some_and(|start| offset >= start) {
+                return Ok(st
+                    .unwritten
+                    .read(offset, committed, max_bytes)
+                    .unwrap_or_default());
             }
             let seg = segment_for(&st, offset);
             let entry_rel = seg.meta.offsets.lookup_entry(seg.meta.relative(offset));
@@ -488,26 +547,28 @@ impl PartitionLog {
                     )
                 })
         };
-        let Some((file, position, offset, end, committed)) = plan else {
-            return Ok(None);
-        };
-        let mut walker = BatchWalker::new(file, position, offset, end, 256 << 10);
-        while let Ok(batch) = walker.next().await? {
-            if batch.header.base_offset as u64 >= committed {
-                break;
+        if let Some((file, position, offset, end, committed)) = plan {
+            let mut walker = BatchWalker::new(file, position, offset, end, 256 << 10);
+            while let Ok(batch) = walker.next().await? {
+                if batch.header.base_offset as u64 >= committed {
+                    break;
+                }
+                if batch.header.max_timestamp_ms >= timestamp_ms {
+                    return Ok(Some(first_at_or_after(
+                        &batch.header,
+                        batch.bytes,
+                        timestamp_ms,
+                    )));
+                }
             }
-            if batch.header.max_timestamp_ms < timestamp_ms {
-                continue;
-            }
-            let in_batch = RecordIter::new(batch.bytes)
-                .ok()
-                .and_then(|mut records| {
-                    records.find_map(|r| r.ok().filter(|r| r.timestamp_ms >= timestamp_ms))
-                })
-                .map_or(batch.header.base_offset, |r| r.offset);
-            return Ok(Some(in_batch as u64));
         }
-        Ok(None)
+        // Not in the segments: the acknowledged batches not written yet are all later.
+        let st = self.inner.state.borrow();
+        Ok(st
+            .write_behind
+            .iter()
+            .find(|b| b.header.max_timestamp_ms >= timestamp_ms)
+            .map(|b| first_at_or_after(&b.header, b.bytes.clone(), timestamp_ms)))
     }
 
     /// True once the log started closing (its topic was deleted or reconfigured, or the node
@@ -547,7 +608,8 @@ impl PartitionLog {
             .await
     }
 
-    /// Makes everything written so far durable (for [`super::FlushPolicy::Interval`]).
+    /// Writes what the segment lacks and makes everything written so far durable in the
+    /// segment (for [`super::FlushPolicy::Interval`], or before copying the files).
     pub async fn flush(&self) -> Result<()> {
         let _gate =
             self.inner
@@ -557,6 +619,7 @@ impl PartitionLog {
                 .map_err(|_| StorageError::Closed {
                     path: self.inner.dir.clone(),
                 })?;
+        super::flusher::write_behind(&self.inner).await?;
         self.inner.sync_now().await
     }
 
@@ -615,9 +678,13 @@ impl PartitionLog {
                 .map_err(|_| StorageError::Closed {
                     path: self.inner.dir.clone(),
                 })?;
+        if let Some(why) = self.inner.unrecoverable_in_segment() {
+            return Err(StorageError::AppendAborted { reason: why });
+        }
         if self.inner.state.borrow().failed.is_some() {
             return Ok(());
         }
+        super::flusher::write_behind(&self.inner).await?;
         self.inner.sync_now().await?;
         let (file, meta) = {
             let st = self.inner.state.borrow();
@@ -632,6 +699,27 @@ impl PartitionLog {
         )
         .await
     }
+}
+
+/// Fails the appends not written yet (a truncation takes their offsets back).
+fn fail_pending(st: &mut State, why: &str) {
+    for p in st.pending.drain(..) {
+        p.ack.send(Err(StorageError::AppendAborted {
+            reason: why.to_string(),
+        }));
+    }
+    st.pending_bytes = 0;
+}
+
+/// The offset of the first record of `batch` stamped at or after `timestamp_ms` (its base
+/// offset when its records cannot be read).
+fn first_at_or_after(header: &BatchHeader, batch: Bytes, timestamp_ms: i64) -> u64 {
+    RecordIter::new(batch)
+        .ok()
+        .and_then(|mut records| {
+            records.find_map(|r| r.ok().filter(|r| r.timestamp_ms >= timestamp_ms))
+        })
+        .map_or(header.base_offset, |r| r.offset) as u64
 }
 
 /// Appends `batch` (a slice of `window`) to `runs`, extending the last run when the batch
@@ -699,18 +787,48 @@ impl Inner {
         Ok(())
     }
 
-    /// A commit log checkpoint's part: makes the segment bytes written so far durable. A
-    /// closing or failed log is skipped (closing fsyncs itself; a failed one acknowledged
-    /// nothing it has not rolled back).
-    pub(super) async fn checkpoint_sync(&self) -> Result<()> {
-        let skip = {
-            let st = self.state.borrow();
-            st.closing || st.failed.is_some() || st.unsynced_bytes == 0
-        };
-        if skip {
+    /// A commit log checkpoint's part: writes the acknowledged batches the segment lacks and
+    /// makes the segment durable, so the retired commit log file holds nothing this log
+    /// needs. A failed log that still holds such batches fails the checkpoint (the file is
+    /// kept for recovery); one that does not is skipped.
+    pub(super) async fn checkpoint_sync(self: &Rc<Self>) -> Result<()> {
+        {
+            // With the write gate: a round or a close in progress finishes first, and what it
+            // acknowledged is then written here (or by the close itself).
+            let _gate =
+                self.write_gate
+                    .acquire_permit(1)
+                    .await
+                    .map_err(|_| StorageError::Closed {
+                        path: self.dir.clone(),
+                    })?;
+            if let Some(why) = self.unrecoverable_in_segment() {
+                return Err(StorageError::AppendAborted { reason: why });
+            }
+            if self.state.borrow().failed.is_some() {
+                return Ok(());
+            }
+            super::flusher::write_behind(self).await?;
+        }
+        // The fdatasync without the write gate: the partition's rounds go on meanwhile.
+        if self.state.borrow().unsynced_bytes == 0 {
             return Ok(());
         }
         self.sync_now().await
+    }
+
+    /// Why this log holds acknowledged batches that only the commit log has and that it can
+    /// no longer write to its segment (a failed log with a write-behind): the commit log must
+    /// then be kept for recovery at the next start.
+    fn unrecoverable_in_segment(&self) -> Option<String> {
+        let st = self.state.borrow();
+        let only_in_commit_log = !st.write_behind.is_empty() || st.unsynced_bytes > 0;
+        match &st.failed {
+            Some(why) if self.commit_log.is_some() && only_in_commit_log => Some(format!(
+                "the log failed ({why}) with acknowledged batches only in the commit log; restart the node to recover them from it"
+            )),
+            _ => None,
+        }
     }
 
     /// Hands `batches` (just written to the segment) to the commit log and waits until they
@@ -743,14 +861,18 @@ impl Inner {
     }
 
     async fn truncate_blocked(&self, offset: u64, why: &str) -> Result<u64> {
+        let in_write_behind = {
+            let st = self.state.borrow();
+            offset >= st.log_start_offset()
+                && st.write_behind_start().is_some_and(|wb| offset >= wb)
+        };
+        if in_write_behind {
+            // Only batches not written to the segment yet go: the files stay as they are.
+            return self.truncate_write_behind(offset, why).await;
+        }
         let (removed, target) = {
             let mut st = self.state.borrow_mut();
-            for p in st.pending.drain(..) {
-                p.ack.send(Err(StorageError::AppendAborted {
-                    reason: why.to_string(),
-                }));
-            }
-            st.pending_bytes = 0;
+            fail_pending(&mut st, why);
             let start = st.log_start_offset();
             if offset < start {
                 return Err(StorageError::OffsetOutOfRange {
@@ -759,6 +881,11 @@ impl Inner {
                     log_end_offset: st.next_offset,
                 });
             }
+            // The cut is inside the segments: every batch not written yet is above it.
+            st.write_behind.clear();
+            st.write_behind_bytes = 0;
+            st.write_behind_since = None;
+            st.unwritten.clear();
             let first_base = st.segments.keys().next().copied().unwrap_or(0);
             let keep_base = st
                 .segments
@@ -796,15 +923,45 @@ impl Inner {
             st.tail.aligned_position = aligned;
             st.tail.bytes = tail.to_vec();
             st.zeroed_until = 0;
-            st.next_offset = new_end;
-            st.committed_offset = st.committed_offset.min(new_end);
-            st.cache.truncate_from(new_end);
             st.unsynced_bytes = 0;
             st.unsynced_since = None;
-            st.epochs
-                .truncate_from_end(new_end)
-                .then(|| st.epochs.encode())
+            st.end_at(new_end)
         };
+        self.finish_truncation(new_end, epochs).await
+    }
+
+    /// Truncation at `offset` at or above the first batch not yet written to the segment.
+    async fn truncate_write_behind(&self, offset: u64, why: &str) -> Result<u64> {
+        let epochs = {
+            let mut st = self.state.borrow_mut();
+            fail_pending(&mut st, why);
+            let keep = st
+                .write_behind
+                .iter()
+                .position(|b| b.header.last_offset() as u64 >= offset)
+                .unwrap_or(st.write_behind.len());
+            // As in a segment: the end of the last batch kept (pending appends, stamped past
+            // it, were failed above).
+            let new_end = match (st.write_behind.get(keep), st.write_behind.back()) {
+                (Some(cut), _) => cut.header.base_offset as u64,
+                (None, Some(last)) => last.header.last_offset() as u64 + 1,
+                (None, None) => offset,
+            };
+            for b in st.write_behind.drain(keep..).collect::<Vec<_>>() {
+                st.write_behind_bytes -= b.bytes.len();
+            }
+            if st.write_behind.is_empty() {
+                st.write_behind_since = None;
+            }
+            st.unwritten.truncate_from(new_end);
+            (new_end, st.end_at(new_end))
+        };
+        self.finish_truncation(epochs.0, epochs.1).await
+    }
+
+    /// The last steps of a truncation to `new_end`: the epoch checkpoint and the commit log
+    /// note.
+    async fn finish_truncation(&self, new_end: u64, epochs: Option<String>) -> Result<u64> {
         if let Some(text) = epochs {
             files::write_atomically(&self.dir, files::EPOCH_CHECKPOINT, text.into_bytes()).await?;
         }
@@ -959,6 +1116,11 @@ async fn recover(dir: &Path, config: &LogConfig) -> Result<State> {
         pending: VecDeque::new(),
         pending_bytes: 0,
         cache: BatchCache::new(config.cache_bytes),
+        write_behind: VecDeque::new(),
+        write_behind_bytes: 0,
+        write_behind_since: None,
+        unwritten: BatchCache::new(usize::MAX),
+        write_behind_error: None,
         epochs,
         epochs_dirty,
         unsynced_bytes: 0,
