@@ -331,13 +331,36 @@ fn acknowledged_batches_waiting_for_the_segment_are_readable_and_reach_it() {
             Some(16)
         );
         assert_eq!(log.offset_for_timestamp(9999).await.expect("by time"), None);
-        // Enough to pass the write-behind size: written, and reads span segment and memory.
-        let big = quiver_core::log::WRITE_BEHIND_BYTES / (32 << 10) + 2;
+        // Enough to pass the write-behind size (three times): written, and reads span segment
+        // and memory. Meanwhile a reader keeps reading the last committed batch: it must
+        // never find it missing, also while the write-behind is being written.
+        let stop = std::rc::Rc::new(std::cell::Cell::new(false));
+        let reader = {
+            let (log, stop) = (log.clone(), stop.clone());
+            glommio::spawn_local(async move {
+                let mut reads = 0u64;
+                while !stop.get() {
+                    let end = log.committed_offset();
+                    let got = log.read(end - 1, 1).await.expect("read");
+                    assert!(
+                        !got.is_empty(),
+                        "offset {} is committed but reads empty",
+                        end - 1
+                    );
+                    reads += 1;
+                    futures_lite::future::yield_now().await;
+                }
+                reads
+            })
+        };
+        let big = 3 * quiver_core::log::WRITE_BEHIND_BYTES / (32 << 10) + 2;
         for i in 0..big as u64 {
             let b = batch(100 + i, 1, 32 << 10, 5000);
             expected.push(b.clone());
             log.append(b, 0).await.expect("acknowledged");
         }
+        stop.set(true);
+        assert!(reader.await > 0);
         assert!(log.stats().bytes_written > 0, "the write-behind went out");
         let more = batch(999, 3, 100, 6000);
         expected.push(more.clone());

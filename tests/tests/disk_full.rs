@@ -223,3 +223,80 @@ fn a_read_only_data_directory_is_refused_with_a_remedy() {
         "the message says what to do: {err}"
     );
 }
+
+/// Writes to a file until the filesystem refuses more (root may use ext4's reserved blocks
+/// too, so statvfs's free space is not the end).
+fn fill_completely(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let filler = fill(dir, 0);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&filler)
+        .unwrap();
+    let chunk = vec![1u8; 4096];
+    while f.write_all(&chunk).and_then(|()| f.sync_data()).is_ok() {}
+    filler
+}
+
+/// Acknowledged batches waiting to be written to a segment (write-behind) when its disk is
+/// full: the close fails and says so, the commit log keeps them, reopening the directory
+/// fails while the disk is full (instead of coming back without them and reusing their
+/// offsets), and once space is freed the reopen writes them and every one is readable. The
+/// commit log is on another filesystem, so only the segment's disk is full.
+#[test]
+fn a_close_that_cannot_write_the_write_behind_keeps_it_until_space_is_freed() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a loop filesystem needs root (CI runs as root)");
+        return;
+    }
+    let fs = LoopFs::new(24);
+    let root = fs.mount_point.clone();
+    let data = fs.mount_point.join("log");
+    std::fs::create_dir(&data).unwrap();
+    let wal_fs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let wal_dir = wal_fs.path().join("commitlog");
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .make()
+        .unwrap()
+        .run(async move {
+            let wal = CommitLog::open(&wal_dir, &root, None, None).await.unwrap();
+            let cfg = LogConfig::default();
+            let log = PartitionLog::open_in(&data, cfg.clone(), None, Some(wal.clone()))
+                .await
+                .unwrap();
+            let filler = fill_completely(&root);
+            let mut acked = Vec::new();
+            for seq in 0..5 {
+                let batch = crash_batch(2, seq);
+                let info = log
+                    .append(batch.clone(), 0)
+                    .await
+                    .expect("durable in the commit log");
+                acked.push((info.base_offset, batch));
+            }
+            let end = log.committed_offset();
+            let err = log
+                .close()
+                .await
+                .expect_err("the segment cannot take the batches");
+            assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+            let refused = PartitionLog::open_in(&data, cfg.clone(), None, Some(wal.clone())).await;
+            assert!(
+                matches!(refused, Err(StorageError::DiskFull { .. })),
+                "reopening without the kept batches must fail: {:?}",
+                refused.err()
+            );
+            std::fs::remove_file(&filler).unwrap();
+            let log = PartitionLog::open_in(&data, cfg, None, Some(wal.clone()))
+                .await
+                .expect("space freed: the kept batches are written first");
+            assert_eq!(log.committed_offset(), end);
+            for (base, batch) in &acked {
+                let got = log.read(*base, 1).await.unwrap();
+                assert_eq!(got[0][61..], batch[61..], "batch at {base}");
+            }
+            log.close().await.unwrap();
+            wal.close().await;
+        });
+    drop(fs);
+}

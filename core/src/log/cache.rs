@@ -97,6 +97,19 @@ impl BatchCache {
         self.entries.partition_point(|e| e.next_offset <= offset)
     }
 
+    /// Forgets the batches that end at or before `offset`.
+    pub fn evict_below(&mut self, offset: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.next_offset <= offset)
+        {
+            if let Some(e) = self.entries.pop_front() {
+                self.total_bytes -= e.batch.len();
+            }
+        }
+    }
+
     /// Forgets batches at or after `offset`.
     pub fn truncate_from(&mut self, offset: u64) {
         while self.entries.back().is_some_and(|e| e.next_offset > offset) {

@@ -150,33 +150,38 @@ async fn round(inner: &Rc<Inner>) {
 }
 
 /// Writes the acknowledged batches the segment lacks (see the module documentation). Call
-/// with the write gate held. On failure the batches not written stay queued (readable, and
-/// durable in the commit log) for the next try, and appends fail while too many wait.
+/// with the write gate held (nothing else changes `write_behind` meanwhile). The batches stay
+/// queued, and readable from memory, until their write completed and the segment's metadata
+/// covers them. On failure the batches not written stay queued (readable, and durable in the
+/// commit log) for the next try, and appends fail while too many wait.
 pub(super) async fn write_behind(inner: &Rc<Inner>) -> Result<()> {
-    let batches: Vec<Appended> = inner.state.borrow_mut().write_behind.drain(..).collect();
+    let batches: Vec<Appended> = inner.state.borrow().write_behind.iter().cloned().collect();
     if batches.is_empty() {
+        inner.state.borrow_mut().write_behind_error = None;
         return Ok(());
     }
     let result = write_all(inner, &batches).await;
+    let written = match &result {
+        Ok(()) => batches.len(),
+        Err((written, _)) => *written,
+    };
     let mut st = inner.state.borrow_mut();
-    st.unwritten.clear();
-    st.write_behind_bytes = 0;
-    st.write_behind_since = None;
+    for _ in 0..written {
+        if let Some(b) = st.write_behind.pop_front() {
+            st.write_behind_bytes -= b.bytes.len();
+        }
+    }
+    if let Some(last) = batches[..written].last() {
+        st.unwritten
+            .evict_below(last.header.last_offset() as u64 + 1);
+    }
     match result {
         Ok(()) => {
+            st.write_behind_since = None;
             st.write_behind_error = None;
             Ok(())
         }
-        Err((written, e)) => {
-            for b in batches.into_iter().skip(written) {
-                let (base, next) = (
-                    b.header.base_offset as u64,
-                    b.header.last_offset() as u64 + 1,
-                );
-                st.unwritten.push(base, next, b.bytes.clone());
-                st.write_behind_bytes += b.bytes.len();
-                st.write_behind.push_back(b);
-            }
+        Err((_, e)) => {
             st.write_behind_since = Some(Instant::now());
             if st.write_behind_bytes >= WRITE_BEHIND_LIMIT_BYTES {
                 st.write_behind_error = Some(e.for_another_waiter());

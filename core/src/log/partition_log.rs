@@ -2,10 +2,13 @@
 //!
 //! Concurrency model: everything lives on the shard that opened the log (`Rc`, `RefCell`,
 //! `!Send`). Appenders only validate, stamp and enqueue; one flusher task (see
-//! [`super::flusher`]) turns the queue into aligned O_DIRECT writes and `fdatasync`s — the
-//! group commit — and acknowledges. Writers of the file (flusher rounds, truncation,
-//! retention) take `write_gate`, so they never interleave. Readers take no gate: they see
-//! only offsets below `committed_offset`, whose bytes never change until a truncation.
+//! [`super::flusher`]) makes the queue durable — aligned O_DIRECT writes and `fdatasync`s
+//! of the segment, or with the shard's commit log one round there (the segment gets the
+//! batches later, in bulk: write-behind) — the group commit, and acknowledges. Writers of the
+//! files (flusher rounds, write-behind, truncation, retention, checkpoints) take
+//! `write_gate`, so they never interleave. Readers take no gate: they see only offsets below
+//! `committed_offset`, whose bytes never change until a truncation; those not in the segment
+//! yet are read from memory.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -72,6 +75,7 @@ pub(super) struct TailPage {
 }
 
 /// A stamped batch and its parsed header: what the flusher writes to the segment.
+#[derive(Clone)]
 pub(super) struct Appended {
     pub header: BatchHeader,
     pub bytes: Bytes,
@@ -225,6 +229,11 @@ impl PartitionLog {
             std::fs::canonicalize(dir).map_err(|e| StorageError::from_io("resolving", dir, e))?;
         files::check_direct_io(&dir)?;
         files::prime_device_probe(&dir).await?;
+        if let Some(c) = &commit_log {
+            // A previous incarnation whose close failed may still hold acknowledged batches
+            // its segment lacks: they go in first, or this open fails.
+            c.write_out_closed(&dir).await?;
+        }
         let state = recover(&dir, &config).await?;
         let log_id = files::ensure_log_id(&dir).await?;
         let commit_log = commit_log.filter(|_| config.flush == super::FlushPolicy::EveryAppend);
@@ -298,8 +307,9 @@ impl PartitionLog {
     }
 
     /// Validates `batch`, stamps its base offset and `leader_epoch`, and resolves once it is
-    /// written (and fsynced, under [`super::FlushPolicy::EveryAppend`]). Appends that arrive
-    /// while a write is in flight are written together by the next one (group commit).
+    /// written (and durable, under [`super::FlushPolicy::EveryAppend`]: fsynced in its
+    /// segment, or in the shard's commit log). Appends that arrive while a write is in flight
+    /// are written together by the next one (group commit).
     pub async fn append(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
         let (info, ack) = self.enqueue(batch, leader_epoch).await?;
         match ack.await {
@@ -678,26 +688,15 @@ impl PartitionLog {
                 .map_err(|_| StorageError::Closed {
                     path: self.inner.dir.clone(),
                 })?;
-        if let Some(why) = self.inner.unrecoverable_in_segment() {
-            return Err(StorageError::AppendAborted { reason: why });
+        let result = self.inner.close_files().await;
+        if result.is_err() && self.inner.holds_batches_only_in_commit_log() {
+            // The commit log must keep them: its checkpoints retry the write, and nothing
+            // reopens this directory before they are in the segment (or the node restarts).
+            if let Some(commit_log) = &self.inner.commit_log {
+                commit_log.pin(self.inner.clone());
+            }
         }
-        if self.inner.state.borrow().failed.is_some() {
-            return Ok(());
-        }
-        super::flusher::write_behind(&self.inner).await?;
-        self.inner.sync_now().await?;
-        let (file, meta) = {
-            let st = self.inner.state.borrow();
-            let a = st.active();
-            (a.file.clone(), a.meta.clone())
-        };
-        file.truncate(meta.size_bytes).await?;
-        file.sync().await?;
-        files::write_plain(
-            &files::index_path(&self.inner.dir, meta.base_offset),
-            meta.to_index().encode(),
-        )
-        .await
+        result
     }
 }
 
@@ -817,22 +816,70 @@ impl Inner {
         self.sync_now().await
     }
 
+    /// `close`'s writes, with the write gate held.
+    async fn close_files(self: &Rc<Self>) -> Result<()> {
+        if let Some(why) = self.unrecoverable_in_segment() {
+            return Err(StorageError::AppendAborted { reason: why });
+        }
+        if self.state.borrow().failed.is_some() {
+            return Ok(());
+        }
+        super::flusher::write_behind(self).await?;
+        self.sync_now().await?;
+        let (file, meta) = {
+            let st = self.state.borrow();
+            let a = st.active();
+            (a.file.clone(), a.meta.clone())
+        };
+        file.truncate(meta.size_bytes).await?;
+        file.sync().await?;
+        files::write_plain(
+            &files::index_path(&self.dir, meta.base_offset),
+            meta.to_index().encode(),
+        )
+        .await
+    }
+
+    /// For a log whose close failed and that the commit log kept: writes and fsyncs what its
+    /// segment lacks, so the directory can be opened again.
+    pub(super) async fn write_out_after_close(self: &Rc<Self>) -> Result<()> {
+        let _gate = self
+            .write_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed {
+                path: self.dir.clone(),
+            })?;
+        if let Some(why) = self.unrecoverable_in_segment() {
+            return Err(StorageError::AppendAborted { reason: why });
+        }
+        super::flusher::write_behind(self).await?;
+        self.sync_now().await
+    }
+
+    /// True while acknowledged batches of this log are durable only in the commit log: not
+    /// written to the segment yet, or written but not fsynced.
+    pub(super) fn holds_batches_only_in_commit_log(&self) -> bool {
+        let st = self.state.borrow();
+        self.commit_log.is_some() && (!st.write_behind.is_empty() || st.unsynced_bytes > 0)
+    }
+
     /// Why this log holds acknowledged batches that only the commit log has and that it can
     /// no longer write to its segment (a failed log with a write-behind): the commit log must
     /// then be kept for recovery at the next start.
     fn unrecoverable_in_segment(&self) -> Option<String> {
+        let only_in_commit_log = self.holds_batches_only_in_commit_log();
         let st = self.state.borrow();
-        let only_in_commit_log = !st.write_behind.is_empty() || st.unsynced_bytes > 0;
         match &st.failed {
-            Some(why) if self.commit_log.is_some() && only_in_commit_log => Some(format!(
+            Some(why) if only_in_commit_log => Some(format!(
                 "the log failed ({why}) with acknowledged batches only in the commit log; restart the node to recover them from it"
             )),
             _ => None,
         }
     }
 
-    /// Hands `batches` (just written to the segment) to the commit log and waits until they
-    /// are durable there; `truncate_from` records a truncation first.
+    /// Hands `batches` (a round's, not yet in the segment) to the commit log and waits until
+    /// they are durable there; `truncate_from` records a truncation first.
     pub(super) async fn log_to_commit_log(
         &self,
         truncate_from: Option<u64>,
@@ -881,11 +928,7 @@ impl Inner {
                     log_end_offset: st.next_offset,
                 });
             }
-            // The cut is inside the segments: every batch not written yet is above it.
-            st.write_behind.clear();
-            st.write_behind_bytes = 0;
-            st.write_behind_since = None;
-            st.unwritten.clear();
+
             let first_base = st.segments.keys().next().copied().unwrap_or(0);
             let keep_base = st
                 .segments
@@ -925,6 +968,12 @@ impl Inner {
             st.zeroed_until = 0;
             st.unsynced_bytes = 0;
             st.unsynced_since = None;
+            // The cut is inside the segments: every batch not written yet was above it.
+            st.write_behind.clear();
+            st.write_behind_bytes = 0;
+            st.write_behind_since = None;
+            st.write_behind_error = None;
+            st.unwritten.clear();
             st.end_at(new_end)
         };
         self.finish_truncation(new_end, epochs).await
@@ -952,6 +1001,7 @@ impl Inner {
             }
             if st.write_behind.is_empty() {
                 st.write_behind_since = None;
+                st.write_behind_error = None;
             }
             st.unwritten.truncate_from(new_end);
             (new_end, st.end_at(new_end))

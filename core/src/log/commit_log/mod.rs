@@ -1,16 +1,18 @@
 //! The shard's commit log: one O_DIRECT + O_DSYNC write per round for all the shard's
 //! partitions, instead of one `fdatasync` per partition per round.
 //!
-//! With a commit log, a partition's flusher writes its batches to its segment **without**
-//! fsyncing it, then hands the same bytes to [`CommitLog::append`], which resolves once a
-//! round of the commit log holding them is on disk; only then are the appends acknowledged.
+//! With a commit log, a partition's flusher hands a round's batches to [`CommitLog::append`],
+//! which resolves once a round of the commit log holding them is on disk; only then are the
+//! appends acknowledged. The segment gets them later, in bulk and without fsync
+//! (write-behind, `super::flusher`).
 //! Rounds are group commits across partitions: what the flushers hand over while a round is
 //! in flight goes out together in the next one (ScyllaDB's per-shard commitlog; Kafka has no
 //! fsync on its path at all). docs/decisions/0009-shard-commit-log.md has the measurements.
 //!
 //! - Files: `<data>/commitlog/shard-<id>/<seq>.wal`, frames as in [`format`]. After
-//!   [`ROTATE_AT_BYTES`] the writer moves to the next file and a **checkpoint** fsyncs every
-//!   registered partition log that has unsynced segment bytes; then the old file is kept as
+//!   [`ROTATE_AT_BYTES`] the writer moves to the next file and a **checkpoint** has every
+//!   registered partition log (and every closed one whose close failed, kept by
+//!   [`CommitLog::pin`]) write its write-behind and fsync its segment; then the old file is kept as
 //!   the spare for a later rotation (its blocks are allocated, so writes into it need no
 //!   metadata update) or deleted.
 //! - Recovery ([`replay_all`]) runs once per node start, before the shards open their
@@ -88,6 +90,9 @@ struct Inner {
     state: RefCell<State>,
     doorbell: Doorbell,
     logs: RefCell<Vec<Weak<LogInner>>>,
+    /// Closed logs whose close failed with acknowledged batches only here: kept alive so
+    /// checkpoints retry their writes (and keep the files until then).
+    pinned: RefCell<Vec<Rc<LogInner>>>,
     background: Option<TaskQueueHandle>,
     writer_exit: RefCell<Option<Receiver<()>>>,
 }
@@ -166,6 +171,7 @@ impl CommitLog {
             }),
             doorbell: Doorbell::default(),
             logs: RefCell::new(Vec::new()),
+            pinned: RefCell::new(Vec::new()),
             background,
             writer_exit: RefCell::new(None),
         });
@@ -205,6 +211,33 @@ impl CommitLog {
         let mut logs = self.inner.logs.borrow_mut();
         logs.retain(|l| l.strong_count() > 0);
         logs.push(log);
+    }
+
+    /// Keeps `log` (closed, its close failed) until a checkpoint or a reopen of its directory
+    /// has written what it holds only here.
+    pub(in crate::log) fn pin(&self, log: Rc<LogInner>) {
+        self.inner.pinned.borrow_mut().push(log);
+    }
+
+    /// Before a log is opened in `dir`: writes out a closed predecessor kept by [`Self::pin`],
+    /// failing (the directory must not be opened) when that still does not work.
+    pub(in crate::log) async fn write_out_closed(&self, dir: &Path) -> Result<()> {
+        let pinned: Vec<Rc<LogInner>> = self
+            .inner
+            .pinned
+            .borrow()
+            .iter()
+            .filter(|l| l.dir == dir)
+            .cloned()
+            .collect();
+        for log in pinned {
+            log.write_out_after_close().await?;
+            self.inner
+                .pinned
+                .borrow_mut()
+                .retain(|l| !Rc::ptr_eq(l, &log));
+        }
+        Ok(())
     }
 
     /// Resolves once `entry` is on disk (written with O_DSYNC).
@@ -394,21 +427,31 @@ async fn rotate(inner: &Rc<Inner>) -> Result<()> {
     files::sync_dir(&inner.dir).await
 }
 
-/// Makes every partition's segment bytes written so far durable, after which the full file
+/// Has every partition log write what its segment lacks and fsync it, after which the full file
 /// `full` holds nothing recovery needs: it becomes the spare, or is deleted.
 async fn checkpoint(inner: Rc<Inner>, full: ActiveFile) {
-    let logs: Vec<Rc<LogInner>> = inner
+    let mut logs: Vec<Rc<LogInner>> = inner
         .logs
         .borrow()
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    for log in logs {
+    let pinned: Vec<Rc<LogInner>> = inner.pinned.borrow().clone();
+    for log in pinned {
+        if !logs.iter().any(|l| Rc::ptr_eq(l, &log)) {
+            logs.push(log);
+        }
+    }
+    for log in &logs {
         if let Err(e) = log.checkpoint_sync().await {
             tracing::warn!(file = %full.path.display(), "commit log checkpoint failed; keeping the file for recovery: {e}");
             return;
         }
     }
+    inner
+        .pinned
+        .borrow_mut()
+        .retain(|l| l.holds_batches_only_in_commit_log());
     // Claimed before the rename is awaited: two checkpoints must not both rename onto
     // spare.wal, or the handle kept could be the one whose name was replaced.
     let keep_as_spare = {
