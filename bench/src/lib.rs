@@ -32,6 +32,40 @@ pub mod harness {
     use std::path::Path;
     use std::process::{Child, Command, Stdio};
 
+    /// A base port with `count` consecutive free UDP ports on 127.0.0.1, below the kernel's
+    /// ephemeral range: a socket bound to port 0 (a client's) never takes a port a node on
+    /// them needs. `None` when 200 random tries found none.
+    pub fn free_udp_ports(count: usize) -> Option<u16> {
+        let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        let low = 10_000u16;
+        let span = u64::from(
+            ephemeral_low
+                .saturating_sub(low)
+                .saturating_sub(count as u16)
+                .max(1),
+        );
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut state = u64::from(nanos) ^ (u64::from(std::process::id()) << 32);
+        for _ in 0..200 {
+            // A linear congruential step is random enough to spread concurrent callers.
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let base = low + ((state >> 33) % span) as u16;
+            let all_free = (0..count)
+                .all(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i as u16)).is_ok());
+            if all_free {
+                return Some(base);
+            }
+        }
+        None
+    }
+
     pub fn pin_current_thread(cpu: usize) {
         // SAFETY: cpu_set_t is plain data, zeroed is a valid empty set; CPU_SET writes inside it.
         unsafe {

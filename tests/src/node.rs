@@ -25,27 +25,11 @@ pub fn quiver_binary() -> PathBuf {
     bin
 }
 
-/// A base port with `count` consecutive free UDP ports on 127.0.0.1, below the kernel's
-/// ephemeral range: a client socket bound to port 0 must never take a port a node restarting
-/// on the same ports needs.
+/// A base port with `count` consecutive free UDP ports (see
+/// `quiver_bench::harness::free_udp_ports`).
 pub fn free_ports(count: usize) -> u16 {
-    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32_768);
-    let low = 10_000u16;
-    let span = ephemeral_low
-        .saturating_sub(low)
-        .saturating_sub(count as u16)
-        .max(1);
-    for _ in 0..200 {
-        let base = low + (rand::random::<u16>() % span);
-        let all_free = (0..count).all(|i| UdpSocket::bind(("127.0.0.1", base + i as u16)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no {count} consecutive free UDP ports found");
+    quiver_bench::harness::free_udp_ports(count)
+        .unwrap_or_else(|| panic!("no {count} consecutive free UDP ports found"))
 }
 
 /// Waits (up to 10 s) until the ports are free: after a kill -9 the kernel releases a node's

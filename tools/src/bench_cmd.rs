@@ -70,11 +70,11 @@ fn start_embedded() -> Result<(EmbeddedNode, String, PathBuf), String> {
         .map_err(|e| format!("temporary data dir: {e}"))?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shards = (cpus - 1).max(1); // leave a core to the load generator
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map_err(|e| e.to_string())?
-        .port()
-        .min(30_000);
+                                    // Not the port 0 trick: the node needs one port per shard, and the kernel hands out
+                                    // ports from its ephemeral range to the load generator's sockets too.
+    let node_shards = if cpus >= 2 { cpus - 1 } else { shards };
+    let port = quiver_bench::harness::free_udp_ports(node_shards)
+        .ok_or("no free UDP ports below the ephemeral range for the embedded node")?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // Thread per core, as in production: the node's shards pinned to CPUs 1.., the load
     // generator (this thread, after the node has started) to CPU 0. Unpinned, the scheduler
