@@ -67,7 +67,7 @@ pub const CONFIG_KEYS: &[(&str, &str, &str)] = &[
     (
         "shard_commit_log",
         "true",
-        "acks=all appends are made durable by one commit log per shard: one fdatasync per round for all its partitions (false: one per partition).",
+        "acks=all appends are made durable by one commit log per shard: one O_DSYNC write per round for all its partitions (false: a write + fdatasync per partition per round).",
     ),
     (
         "log_level",
