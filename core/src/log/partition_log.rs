@@ -433,14 +433,7 @@ impl PartitionLog {
     /// Appends wait for room while too much waits for a segment that could not be written:
     /// try that write again now (space may have been freed), failing with its error.
     async fn retry_write_behind(&self) -> Result<()> {
-        let _gate =
-            self.inner
-                .write_gate
-                .acquire_permit(1)
-                .await
-                .map_err(|_| StorageError::Closed {
-                    path: self.inner.dir.clone(),
-                })?;
+        let _gate = self.inner.write_gate().await?;
         super::flusher::write_behind(&self.inner).await
     }
 
@@ -605,14 +598,7 @@ impl PartitionLog {
     /// Removes every batch at or after `offset` (the whole batch holding `offset` goes, as in
     /// Kafka), fails appends not yet written, and returns the new end offset.
     pub async fn truncate_to(&self, offset: u64) -> Result<u64> {
-        let _gate =
-            self.inner
-                .write_gate
-                .acquire_permit(1)
-                .await
-                .map_err(|_| StorageError::Closed {
-                    path: self.inner.dir.clone(),
-                })?;
+        let _gate = self.inner.write_gate().await?;
         self.inner
             .truncate_locked(offset, "the log was truncated")
             .await
@@ -621,14 +607,7 @@ impl PartitionLog {
     /// Writes what the segment lacks and makes everything written so far durable in the
     /// segment (for [`super::FlushPolicy::Interval`], or before copying the files).
     pub async fn flush(&self) -> Result<()> {
-        let _gate =
-            self.inner
-                .write_gate
-                .acquire_permit(1)
-                .await
-                .map_err(|_| StorageError::Closed {
-                    path: self.inner.dir.clone(),
-                })?;
+        let _gate = self.inner.write_gate().await?;
         super::flusher::write_behind(&self.inner).await?;
         self.inner.sync_now().await
     }
@@ -636,14 +615,7 @@ impl PartitionLog {
     /// Deletes whole segments beyond `retention_ms` / `retention_bytes`, oldest first, never
     /// the active one. `now_ms` is the wall clock in ms (a parameter so tests control time).
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
-        let _gate =
-            self.inner
-                .write_gate
-                .acquire_permit(1)
-                .await
-                .map_err(|_| StorageError::Closed {
-                    path: self.inner.dir.clone(),
-                })?;
+        let _gate = self.inner.write_gate().await?;
         self.inner.enforce_retention_locked(now_ms).await
     }
 
@@ -680,14 +652,7 @@ impl PartitionLog {
         }
         self.inner.committed_waiters.wake_all();
         self.inner.room_waiters.wake_all();
-        let _gate =
-            self.inner
-                .write_gate
-                .acquire_permit(1)
-                .await
-                .map_err(|_| StorageError::Closed {
-                    path: self.inner.dir.clone(),
-                })?;
+        let _gate = self.inner.write_gate().await?;
         let result = self.inner.close_files().await;
         if result.is_err() && self.inner.holds_batches_only_in_commit_log() {
             // The commit log must keep them: its checkpoints retry the write, and nothing
@@ -752,6 +717,16 @@ fn segment_for(st: &State, offset: u64) -> &Segment {
 }
 
 impl Inner {
+    /// The write gate (see the module documentation); `Closed` once the log closed it.
+    pub(super) async fn write_gate(&self) -> Result<glommio::sync::Permit<'_>> {
+        self.write_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed {
+                path: self.dir.clone(),
+            })
+    }
+
     /// fdatasync of the active segment plus the epoch checkpoint when it changed. Bytes
     /// written while the fdatasync runs stay counted as unsynced.
     pub(super) async fn sync_now(&self) -> Result<()> {
@@ -794,13 +769,7 @@ impl Inner {
         {
             // With the write gate: a round or a close in progress finishes first, and what it
             // acknowledged is then written here (or by the close itself).
-            let _gate =
-                self.write_gate
-                    .acquire_permit(1)
-                    .await
-                    .map_err(|_| StorageError::Closed {
-                        path: self.dir.clone(),
-                    })?;
+            let _gate = self.write_gate().await?;
             if let Some(why) = self.unrecoverable_in_segment() {
                 return Err(StorageError::AppendAborted { reason: why });
             }
@@ -843,13 +812,7 @@ impl Inner {
     /// For a log whose close failed and that the commit log kept: writes and fsyncs what its
     /// segment lacks, so the directory can be opened again.
     pub(super) async fn write_out_after_close(self: &Rc<Self>) -> Result<()> {
-        let _gate = self
-            .write_gate
-            .acquire_permit(1)
-            .await
-            .map_err(|_| StorageError::Closed {
-                path: self.dir.clone(),
-            })?;
+        let _gate = self.write_gate().await?;
         if let Some(why) = self.unrecoverable_in_segment() {
             return Err(StorageError::AppendAborted { reason: why });
         }
