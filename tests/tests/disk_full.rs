@@ -116,15 +116,24 @@ fn disk_full_with_the_commit_log_recovers_the_same_way() {
     disk_full_scenario(true);
 }
 
-fn disk_full_scenario(with_commit_log: bool) {
+/// A 24 MiB loop filesystem with an empty `log` directory in it, or `None` (test skipped)
+/// when not root.
+fn small_fs_with_log_dir() -> Option<(LoopFs, PathBuf)> {
     if !is_root() {
         eprintln!("SKIPPED: mounting a loop filesystem needs root (CI runs as root)");
-        return;
+        return None;
     }
     let fs = LoopFs::new(24);
-    let root = fs.mount_point.clone();
     let data = fs.mount_point.join("log");
     std::fs::create_dir(&data).unwrap();
+    Some((fs, data))
+}
+
+fn disk_full_scenario(with_commit_log: bool) {
+    let Some((fs, data)) = small_fs_with_log_dir() else {
+        return;
+    };
+    let root = fs.mount_point.clone();
     let filler = fill(&fs.mount_point, 2 << 20);
     let cfg = LogConfig {
         segment_bytes: 512 << 10,
@@ -245,14 +254,10 @@ fn fill_completely(dir: &Path) -> PathBuf {
 /// commit log is on another filesystem, so only the segment's disk is full.
 #[test]
 fn a_close_that_cannot_write_the_write_behind_keeps_it_until_space_is_freed() {
-    if !is_root() {
-        eprintln!("SKIPPED: mounting a loop filesystem needs root (CI runs as root)");
+    let Some((fs, data)) = small_fs_with_log_dir() else {
         return;
-    }
-    let fs = LoopFs::new(24);
+    };
     let root = fs.mount_point.clone();
-    let data = fs.mount_point.join("log");
-    std::fs::create_dir(&data).unwrap();
     let wal_fs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let wal_dir = wal_fs.path().join("commitlog");
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
