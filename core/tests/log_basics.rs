@@ -450,3 +450,33 @@ fn segments_roll_by_age() {
         reopened.close().await.unwrap();
     });
 }
+
+/// A roll that failed after creating the next segment file (at the directory fsync) leaves it
+/// behind, empty: the next roll must not fail on it forever ("file exists").
+#[test]
+fn a_roll_succeeds_over_an_empty_file_left_by_a_failed_one() {
+    let dir = scratch();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = PartitionLog::open(&path, small_segments()).await.unwrap();
+        let mut planted = false;
+        for i in 0..40u64 {
+            let b = batch(i, 10, 300, 5000 + i as i64);
+            if !planted && log.size_bytes() + b.len() as u64 > small_segments().segment_bytes {
+                let next = log.committed_offset();
+                std::fs::File::create(path.join(format!("{next:020}.log"))).unwrap();
+                planted = true;
+            }
+            log.append(b, 0)
+                .await
+                .expect("the roll replaces the leftover");
+        }
+        assert!(planted, "the appends rolled a segment");
+        assert!(log.segment_count() >= 2);
+        assert_eq!(read_all(&log, 0).await.len(), 40);
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(&path, small_segments()).await.unwrap();
+        assert_eq!(read_all(&reopened, 0).await.len(), 40);
+        reopened.close().await.unwrap();
+    });
+}

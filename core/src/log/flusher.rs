@@ -339,6 +339,13 @@ async fn roll(inner: &Rc<Inner>) -> Result<()> {
     )
     .await?;
     let next = meta.next_offset;
+    // A roll that failed after creating the next file (at its directory fsync) left it
+    // behind, empty; no segment can start at `next` yet, so it is only that leftover, and
+    // keeping it would make every later roll fail ("file exists").
+    let leftover = files::segment_path(&inner.dir, next);
+    if std::fs::metadata(&leftover).is_ok_and(|m| m.len() == 0) {
+        files::remove(&leftover).await?;
+    }
     let new_file = Rc::new(SegmentFile::create(&inner.dir, next).await?);
     let mut st = inner.state.borrow_mut();
     st.segments.insert(
