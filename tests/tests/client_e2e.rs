@@ -438,3 +438,49 @@ async fn an_unreachable_broker_holds_up_only_its_own_requests() {
     producer.close().await;
     drop(black_hole);
 }
+
+/// Kafka's drain: once one partition of a shard is ready (here: its batch is full), the
+/// shard's other partitions go along with what they hold, without waiting out `linger_ms`
+/// (a minute here, so without the drain partition 1's record would wait that long).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_partition_takes_the_other_partitions_of_its_shard_along() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = Node::start(dir.path(), 1);
+    let client = node.client_with_topic(10_000, "drain", 2).await;
+    client.route("drain").await.unwrap();
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            linger_ms: 60_000,
+            batch_bytes: 4096,
+            ..ProducerConfig::default()
+        },
+    );
+    let lone = producer
+        .enqueue(ProducerRecord::new("drain", b"along".to_vec()).partition(1))
+        .await
+        .unwrap();
+    let mut full = Vec::new();
+    for _ in 0..8 {
+        // 1000-byte records: the fifth no longer fits a 4 KiB batch, which is then sent.
+        full.push(
+            producer
+                .enqueue(ProducerRecord::new("drain", vec![b'x'; 1000]).partition(0))
+                .await
+                .unwrap(),
+        );
+    }
+    let lone = tokio::time::timeout(Duration::from_secs(20), lone)
+        .await
+        .expect("partition 1's record went with partition 0's full batch, not after linger_ms")
+        .expect("acknowledged");
+    assert_eq!((lone.partition, lone.offset), (1, 0));
+    let first = tokio::time::timeout(Duration::from_secs(20), full.remove(0))
+        .await
+        .expect("the full batch was sent")
+        .expect("acknowledged");
+    assert_eq!((first.partition, first.offset), (0, 0));
+    drop(full); // the rest waits for linger_ms or a flush; not needed here
+    drop(producer);
+}
