@@ -323,9 +323,9 @@ async fn sync_if_due(inner: &Rc<Inner>) -> Result<()> {
     Ok(())
 }
 
-/// Seals the active segment (fdatasync, trim the page padding, write its index) and starts a
-/// new one at the next offset.
-async fn roll(inner: &Rc<Inner>) -> Result<()> {
+/// Trims the active segment's page padding, fdatasyncs it and writes its index (so the next
+/// open skips the scan): before a roll, and on close. Returns its metadata.
+pub(super) async fn seal_active(inner: &Inner) -> Result<SegmentMeta> {
     let (file, meta) = {
         let st = inner.state.borrow();
         let a = st.active();
@@ -338,7 +338,12 @@ async fn roll(inner: &Rc<Inner>) -> Result<()> {
         meta.to_index().encode(),
     )
     .await?;
-    let next = meta.next_offset;
+    Ok(meta)
+}
+
+/// Seals the active segment and starts a new one at the next offset.
+async fn roll(inner: &Rc<Inner>) -> Result<()> {
+    let next = seal_active(inner).await?.next_offset;
     // A roll that failed after creating the next file (at its directory fsync) left it
     // behind, empty; no segment can start at `next` yet, so it is only that leftover, and
     // keeping it would make every later roll fail ("file exists").

@@ -794,30 +794,7 @@ impl Inner {
             return Ok(());
         }
         super::flusher::write_behind(self).await?;
-        self.sync_now().await?;
-        let (file, meta) = {
-            let st = self.state.borrow();
-            let a = st.active();
-            (a.file.clone(), a.meta.clone())
-        };
-        file.truncate(meta.size_bytes).await?;
-        file.sync().await?;
-        files::write_plain(
-            &files::index_path(&self.dir, meta.base_offset),
-            meta.to_index().encode(),
-        )
-        .await
-    }
-
-    /// For a log whose close failed and that the commit log kept: writes and fsyncs what its
-    /// segment lacks, so the directory can be opened again.
-    pub(super) async fn write_out_after_close(self: &Rc<Self>) -> Result<()> {
-        let _gate = self.write_gate().await?;
-        if let Some(why) = self.unrecoverable_in_segment() {
-            return Err(StorageError::AppendAborted { reason: why });
-        }
-        super::flusher::write_behind(self).await?;
-        self.sync_now().await
+        super::flusher::seal_active(self).await.map(|_| ())
     }
 
     /// True while acknowledged batches of this log are durable only in the commit log: not

@@ -231,7 +231,8 @@ impl CommitLog {
             .cloned()
             .collect();
         for log in pinned {
-            log.write_out_after_close().await?;
+            // The checkpoint's part writes and fsyncs what the segment lacks.
+            log.checkpoint_sync().await?;
             self.inner
                 .pinned
                 .borrow_mut()
