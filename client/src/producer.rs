@@ -10,6 +10,11 @@
 //! - Requests: once a partition of a shard is ready, every partition of that shard with
 //!   records waiting (and no batch in flight) goes along in one produce request — one
 //!   stream, one frame, one round trip, one commit log round on the node (Kafka's drain).
+//!   A shard has at most `max_in_flight_requests_per_shard` requests unanswered; beyond it
+//!   its batches keep filling. With `linger_ms = 0` and 1 in flight, batching adapts to the
+//!   round trip: a batch is what arrived while the previous request was out.
+//! - The sender's decisions ([`plan_pass`]) are a plain function of the queues, routes and
+//!   clock, unit-tested without a broker.
 //! - Order: one batch in flight per partition, retried (with backoff, within
 //!   `delivery_timeout_ms`) before the next is sent, so retries never reorder a partition.
 //! - Partitioning: [`crate::partitioner`] — Kafka's murmur2 for keys, sticky for keyless.
@@ -76,6 +81,11 @@ pub struct ProducerConfig {
     pub request_timeout_ms: u32,
     /// Batch compression (`None`, `Lz4` or `Zstd`); the broker stores batches as they come.
     pub compression: Compression,
+    /// Produce requests one shard may have unanswered (Kafka's
+    /// `max.in.flight.requests.per.connection`; at least 1). While a shard is at it, its
+    /// partitions' batches keep filling instead of waiting in small requests of their own:
+    /// with `linger_ms = 0` and 1 here, a batch is whatever came in during one round trip.
+    pub max_in_flight_requests_per_shard: usize,
 }
 
 impl Default for ProducerConfig {
@@ -90,6 +100,7 @@ impl Default for ProducerConfig {
             retry_backoff_ms: 100,
             request_timeout_ms: 30_000,
             compression: Compression::None,
+            max_in_flight_requests_per_shard: 5,
         }
     }
 }
@@ -156,6 +167,8 @@ struct State {
     sticky: HashMap<Arc<str>, i32>,
     /// Rotates the partition a new sticky batch starts on.
     sticky_turn: usize,
+    /// Produce requests sent to each shard and not yet answered.
+    requests_in_flight: HashMap<SocketAddr, usize>,
 }
 
 /// A topic's route lookup started by the sender: in flight (`None`) or failed (its error,
@@ -393,20 +406,102 @@ impl Producer {
 /// What one pass of the sender takes: per shard address, the batches of one request.
 type Requests = HashMap<SocketAddr, Vec<(TopicPartition, SealedBatch)>>;
 
+/// The routes the sender knows this pass, by topic (an error: the topic's lookup failed).
+type Routes = HashMap<Arc<str>, Result<Arc<TopicRoute>>>;
+
 /// Most record bytes one produce request carries; a shard with more ready gets several
 /// requests (each partition still has one batch in flight at most).
 const MAX_REQUEST_RECORD_BYTES: usize = 4 << 20;
 
-/// Sends what is ready, one request per shard: a partition is ready when it has no batch in
-/// flight, is not backing off, and has a full batch or one `linger_ms` old. As Kafka's
-/// sender drains a ready broker, the other partitions of a shard with a ready partition go
-/// along with whatever they hold: with the node's commit log one round makes them all
-/// durable, so one request per round trip halves the node's CPU at 50,000 msg/s over 16
-/// partitions (docs/decisions/0012; before the commit log it did the opposite, 0007). Sleeps
-/// until the next linger or backoff deadline, or a wake-up (a send that fills or starts a
-/// batch, an acknowledgement).
+/// What one pass of the sender decided: the requests to send, the batches that cannot be
+/// routed (settled with their error), and when to look again if nothing wakes the sender.
+#[derive(Default)]
+struct Pass {
+    requests: Requests,
+    unroutable: Vec<(TopicPartition, SealedBatch, ClientError)>,
+    next_deadline: Option<Instant>,
+}
+
+/// The sender's decision, without I/O: which batches go now.
+///
+/// A partition is ready when it has no batch in flight, is not backing off, its shard has
+/// fewer than `max_in_flight_requests_per_shard` requests unanswered, and it has a full batch
+/// or one `linger_ms` old. As Kafka's sender drains a ready broker, the other partitions of
+/// a shard with a ready partition go along with whatever they hold: with the node's commit
+/// log one round makes them all durable, so one request per round trip halves the node's
+/// CPU at 50,000 msg/s over 16 partitions (docs/decisions/0012; before the commit log it did
+/// the opposite, 0007). Marks the partitions it takes as in flight.
+fn plan_pass(st: &mut State, routes: &Routes, now: Instant, config: &ProducerConfig) -> Pass {
+    let linger = Duration::from_millis(config.linger_ms);
+    let max_in_flight = config.max_in_flight_requests_per_shard.max(1);
+    let mut pass = Pass::default();
+    let State {
+        queues,
+        requests_in_flight,
+        ..
+    } = st;
+    for (tp, q) in queues.iter_mut() {
+        if q.in_flight {
+            // The open batch keeps growing (up to batch_bytes) while the partition waits for
+            // its acknowledgement: a slower round trip makes batches bigger instead of
+            // queueing more small ones, as Kafka's accumulator does.
+            continue;
+        }
+        if let Some(at) = q.sealed.front().and_then(|b| b.retry_at) {
+            if at > now {
+                pass.next_deadline = Some(pass.next_deadline.map_or(at, |n| n.min(at)));
+                continue;
+            }
+        }
+        let Some(route) = routes.get(&tp.0) else {
+            // Its route is being looked up (the lookup wakes the sender when done), or the
+            // topic was enqueued since the routes were read (its enqueue woke the sender).
+            continue;
+        };
+        let addr = route
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|r| r.address(tp.1));
+        if let Ok(addr) = &addr {
+            let shard_busy = requests_in_flight.get(addr).copied().unwrap_or(0) >= max_in_flight
+                && !pass.requests.contains_key(addr);
+            if shard_busy {
+                // Keeps filling; the shard's next answer wakes the sender.
+                continue;
+            }
+        }
+        if q.sealed.is_empty()
+            && q.open
+                .as_ref()
+                .is_some_and(|o| now.duration_since(o.opened) >= linger)
+        {
+            q.seal(config.compression);
+        }
+        let Some(batch) = q.sealed.pop_front() else {
+            if let Some(o) = &q.open {
+                let d = o.opened + linger;
+                pass.next_deadline = Some(pass.next_deadline.map_or(d, |n| n.min(d)));
+            }
+            continue;
+        };
+        q.in_flight = true;
+        match addr {
+            Ok(addr) => pass
+                .requests
+                .entry(addr)
+                .or_default()
+                .push((tp.clone(), batch)),
+            Err(e) => pass.unroutable.push((tp.clone(), batch, e)),
+        }
+    }
+    drain_shards_with_ready_partitions(queues, routes, &mut pass.requests, config.compression);
+    queues.retain(|_, q| !q.is_idle());
+    pass
+}
+
+/// Sends what [`plan_pass`] finds ready; sleeps until the next linger or backoff deadline, or
+/// a wake-up (a send that fills or starts a batch, an answer, a route lookup's end).
 async fn sender_loop(inner: Arc<Inner>) {
-    let linger = Duration::from_millis(inner.config.linger_ms);
     // Linger deadlines are often < 1 ms away: tokio's 1 ms timer would add up to a whole
     // tick to each (crate::timer). Without a timerfd, tokio's timer still works, coarser.
     let mut timer = match crate::timer::PreciseTimer::new() {
@@ -418,75 +513,20 @@ async fn sender_loop(inner: Arc<Inner>) {
     };
     loop {
         let routes = resolve_routes(&inner);
-        let mut requests: Requests = HashMap::new();
-        let mut unroutable = Vec::new();
-        let mut next_deadline: Option<Instant> = None;
-        {
-            let mut st = inner.state();
-            let now = Instant::now();
-            for (tp, q) in st.queues.iter_mut() {
-                if q.in_flight {
-                    // The open batch keeps growing (up to batch_bytes) while the partition
-                    // waits for its acknowledgement: a slower round trip makes batches bigger
-                    // instead of queueing more small ones, as Kafka's accumulator does.
-                    continue;
-                }
-                if let Some(at) = q.sealed.front().and_then(|b| b.retry_at) {
-                    if at > now {
-                        next_deadline = Some(next_deadline.map_or(at, |n| n.min(at)));
-                        continue;
-                    }
-                }
-                if q.sealed.is_empty()
-                    && q.open
-                        .as_ref()
-                        .is_some_and(|o| now.duration_since(o.opened) >= linger)
-                {
-                    q.seal(inner.config.compression);
-                }
-                let Some(route) = routes.get(&tp.0) else {
-                    // Its route is being looked up (the lookup wakes the sender when done),
-                    // or the topic was enqueued since the routes were read (its enqueue woke
-                    // the sender).
-                    continue;
-                };
-                let Some(batch) = q.sealed.pop_front() else {
-                    if let Some(o) = &q.open {
-                        let d = o.opened + linger;
-                        next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
-                    }
-                    continue;
-                };
-                q.in_flight = true;
-                match route
-                    .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|r| r.address(tp.1))
-                {
-                    Ok(addr) => requests.entry(addr).or_default().push((tp.clone(), batch)),
-                    Err(e) => unroutable.push((tp.clone(), batch, e)),
-                }
-            }
-            drain_shards_with_ready_partitions(
-                &mut st,
-                &routes,
-                &mut requests,
-                inner.config.compression,
-            );
-            st.queues.retain(|_, q| !q.is_idle());
-        }
-        for (tp, batch, e) in unroutable {
+        let pass = plan_pass(&mut inner.state(), &routes, Instant::now(), &inner.config);
+        for (tp, batch, e) in pass.unroutable {
             settle(&inner, tp, batch, Err(e));
         }
-        for (addr, batches) in requests {
+        for (addr, batches) in pass.requests {
             for chunk in split_by_size(batches) {
-                tokio::spawn(deliver(inner.clone(), addr, chunk));
+                let request = RequestInFlight::start(&inner, addr);
+                tokio::spawn(deliver(request, chunk));
             }
         }
         if inner.closed.load(Ordering::Acquire) && inner.state().queues.is_empty() {
             return;
         }
-        match (next_deadline, timer.as_mut()) {
+        match (pass.next_deadline, timer.as_mut()) {
             (Some(d), Some(timer)) => {
                 tokio::select! {
                     () = timer.sleep_until(d) => {}
@@ -509,15 +549,15 @@ async fn sender_loop(inner: Arc<Inner>) {
 /// along with the records it holds (its open batch sealed early), unless it has a batch in
 /// flight or is backing off after a failure.
 fn drain_shards_with_ready_partitions(
-    st: &mut State,
-    routes: &HashMap<Arc<str>, Result<Arc<TopicRoute>>>,
+    queues: &mut HashMap<TopicPartition, PartitionQueue>,
+    routes: &Routes,
     requests: &mut Requests,
     compression: Compression,
 ) {
     if requests.is_empty() {
         return;
     }
-    for (tp, q) in st.queues.iter_mut() {
+    for (tp, q) in queues.iter_mut() {
         if q.in_flight || !q.sealed.is_empty() || q.open.is_none() {
             continue; // in flight, backing off (a sealed batch left), or nothing to send
         }
@@ -541,7 +581,7 @@ fn drain_shards_with_ready_partitions(
 /// topic's ready batches settle with it, and retry when it is retriable). A topic with no
 /// cached route gets a lookup in the background, which wakes the sender when it ends, so a
 /// slow or unreachable broker never holds up the batches of topics whose routes are known.
-fn resolve_routes(inner: &Arc<Inner>) -> HashMap<Arc<str>, Result<Arc<TopicRoute>>> {
+fn resolve_routes(inner: &Arc<Inner>) -> Routes {
     let topics: Vec<Arc<str>> = {
         let st = inner.state();
         let mut t: Vec<Arc<str>> = st.queues.keys().map(|tp| tp.0.clone()).collect();
@@ -610,9 +650,40 @@ fn split_by_size(
     out
 }
 
+/// One produce request counted against its shard's `max_in_flight_requests_per_shard` from
+/// its start until it is dropped (answered, failed, or its task cancelled).
+struct RequestInFlight {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+}
+
+impl RequestInFlight {
+    fn start(inner: &Arc<Inner>, addr: SocketAddr) -> Self {
+        *inner.state().requests_in_flight.entry(addr).or_default() += 1;
+        Self {
+            inner: inner.clone(),
+            addr,
+        }
+    }
+}
+
+impl Drop for RequestInFlight {
+    fn drop(&mut self) {
+        let mut st = self.inner.state();
+        if let Some(n) = st.requests_in_flight.get_mut(&self.addr) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.requests_in_flight.remove(&self.addr);
+            }
+        }
+    }
+}
+
 /// Sends one request carrying one batch for each of several partitions of one shard, and
 /// settles each batch by its own entry of the response.
-async fn deliver(inner: Arc<Inner>, addr: SocketAddr, batches: Vec<(TopicPartition, SealedBatch)>) {
+async fn deliver(request: RequestInFlight, batches: Vec<(TopicPartition, SealedBatch)>) {
+    let inner = request.inner.clone();
+    let addr = request.addr;
     let cfg = &inner.config;
     let result = inner
         .client
@@ -660,6 +731,8 @@ async fn deliver(inner: Arc<Inner>, addr: SocketAddr, batches: Vec<(TopicPartiti
         }
         settle(&inner, tp, batch, outcome);
     }
+    // The shard may take the next request while routes are refreshed.
+    drop(request);
     for topic in refresh {
         if let Err(e) = inner.client.refresh_route(&topic).await {
             tracing::debug!(topic = %topic, "metadata refresh after a failed produce failed: {e}");
@@ -716,4 +789,146 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
         }
     }
     inner.idle.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHARD_A: &str = "127.0.0.1:7001";
+    const SHARD_B: &str = "127.0.0.1:7002";
+
+    /// Topic "t": partitions 0 and 1 on shard A, partition 2 on shard B.
+    fn routes() -> Routes {
+        let a = SHARD_A.parse().unwrap();
+        let b = SHARD_B.parse().unwrap();
+        let route = TopicRoute {
+            name: "t".into(),
+            partitions: vec![a, a, b],
+        };
+        HashMap::from([(Arc::from("t"), Ok(Arc::new(route)))])
+    }
+
+    fn config(linger_ms: u64, max_in_flight_requests_per_shard: usize) -> ProducerConfig {
+        ProducerConfig {
+            linger_ms,
+            max_in_flight_requests_per_shard,
+            ..ProducerConfig::default()
+        }
+    }
+
+    /// Adds one record to partition `p` of "t", whose open batch (if new) opened at `opened`.
+    fn add(st: &mut State, p: i32, opened: Instant) {
+        let q = st.queues.entry((Arc::from("t"), p)).or_default();
+        let open = q.open.get_or_insert_with(|| OpenBatch {
+            builder: BatchBuilder::new(),
+            waiters: Vec::new(),
+            timestamps: Vec::new(),
+            credit_bytes: 0,
+            opened,
+        });
+        open.builder.push(&NewRecord {
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Vec::new(),
+            timestamp_ms: 0,
+        });
+        open.waiters.push(oneshot::channel().0);
+        open.timestamps.push(0);
+    }
+
+    /// The partitions each shard's request carries, sorted.
+    fn sent(pass: &Pass, shard: &str) -> Vec<i32> {
+        let addr: SocketAddr = shard.parse().unwrap();
+        let mut p: Vec<i32> = pass
+            .requests
+            .get(&addr)
+            .map(|r| r.iter().map(|(tp, _)| tp.1).collect())
+            .unwrap_or_default();
+        p.sort();
+        p
+    }
+
+    #[test]
+    fn a_batch_waits_out_linger_then_goes() {
+        let (mut st, t0) = (State::default(), Instant::now());
+        add(&mut st, 0, t0);
+        let cfg = config(5, 5);
+        let early = plan_pass(&mut st, &routes(), t0 + Duration::from_millis(1), &cfg);
+        assert!(early.requests.is_empty());
+        assert_eq!(early.next_deadline, Some(t0 + Duration::from_millis(5)));
+        let due = plan_pass(&mut st, &routes(), t0 + Duration::from_millis(5), &cfg);
+        assert_eq!(sent(&due, SHARD_A), [0]);
+        assert!(st.queues[&(Arc::from("t"), 0)].in_flight);
+    }
+
+    #[test]
+    fn a_ready_partition_takes_the_others_of_its_shard_along_but_not_other_shards() {
+        let (mut st, t0) = (State::default(), Instant::now());
+        add(&mut st, 0, t0);
+        let now = t0 + Duration::from_millis(5);
+        add(&mut st, 1, now); // just opened, same shard
+        add(&mut st, 2, now); // just opened, shard B
+        let pass = plan_pass(&mut st, &routes(), now, &config(5, 5));
+        assert_eq!(sent(&pass, SHARD_A), [0, 1]);
+        assert_eq!(sent(&pass, SHARD_B), Vec::<i32>::new());
+        assert_eq!(pass.next_deadline, Some(now + Duration::from_millis(5)));
+    }
+
+    #[test]
+    fn a_shard_at_its_request_limit_lets_batches_fill_until_it_answers() {
+        let (mut st, t0) = (State::default(), Instant::now());
+        let cfg = config(0, 1);
+        st.requests_in_flight.insert(SHARD_A.parse().unwrap(), 1);
+        add(&mut st, 0, t0);
+        add(&mut st, 0, t0);
+        add(&mut st, 2, t0);
+        let busy = plan_pass(&mut st, &routes(), t0, &cfg);
+        assert_eq!(
+            sent(&busy, SHARD_A),
+            Vec::<i32>::new(),
+            "shard A is at its limit"
+        );
+        assert_eq!(sent(&busy, SHARD_B), [2], "shard B is not");
+        assert_eq!(
+            busy.next_deadline, None,
+            "the answer wakes the sender, not a timer"
+        );
+        let q = &st.queues[&(Arc::from("t"), 0)];
+        assert!(
+            q.sealed.is_empty() && !q.in_flight,
+            "the batch stays open to fill"
+        );
+        add(&mut st, 0, t0);
+        st.requests_in_flight.clear(); // shard A answered
+        let after = plan_pass(&mut st, &routes(), t0, &cfg);
+        let batches = &after.requests[&SHARD_A.parse().unwrap()];
+        assert_eq!(batches.len(), 1);
+        assert_eq!(
+            batches[0].1.waiters.len(),
+            3,
+            "one batch of all three records"
+        );
+    }
+
+    #[test]
+    fn a_batch_backing_off_after_a_failure_waits_for_its_retry_time() {
+        let (mut st, t0) = (State::default(), Instant::now());
+        add(&mut st, 0, t0);
+        let q = st.queues.get_mut(&(Arc::from("t"), 0)).unwrap();
+        q.seal(Compression::None);
+        let retry_at = t0 + Duration::from_millis(100);
+        q.sealed[0].retry_at = Some(retry_at);
+        add(&mut st, 1, t0); // ready: takes shard A's request, but 0 may not go along
+        let pass = plan_pass(
+            &mut st,
+            &routes(),
+            t0 + Duration::from_millis(10),
+            &config(0, 5),
+        );
+        assert_eq!(sent(&pass, SHARD_A), [1]);
+        assert_eq!(pass.next_deadline, Some(retry_at));
+        let later = plan_pass(&mut st, &routes(), retry_at, &config(0, 5));
+        assert_eq!(sent(&later, SHARD_A), [0]);
+    }
 }

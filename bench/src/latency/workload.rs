@@ -26,6 +26,10 @@ pub struct Workload {
     pub linger_ms: u64,
     #[serde(default = "default_batch")]
     pub batch_bytes: usize,
+    /// Produce requests a producer may have unanswered per shard (Kafka's
+    /// `max.in.flight.requests.per.connection`).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight_requests: usize,
     /// For max-rate discovery: the p99 end-to-end latency the rate must keep.
     #[serde(default)]
     pub max_p99_ms: Option<u64>,
@@ -49,6 +53,9 @@ fn default_acks() -> String {
 }
 fn default_linger() -> u64 {
     1
+}
+fn default_max_in_flight() -> usize {
+    5
 }
 fn default_batch() -> usize {
     128 << 10
