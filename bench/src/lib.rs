@@ -6,10 +6,13 @@
 //! - `bin/node_bench.rs`: a node's produce latency and throughput against a raw QUIC echo.
 //! - `bin/client_bench.rs`: the client's producer rate and consumer catch-up read.
 //! - [`harness`]: starting a real broker process, pinning threads.
+//! - [`hiccup`]: the machine's own stalls (jHiccup's method), measured during runs and in
+//!   `quiver bench floor`.
 //! - Later (issue "The latency benchmark harness"): open-loop OMB-style workloads against a
 //!   node, with coordinated omission shown.
 
 pub mod floor;
+pub mod hiccup;
 pub mod latency;
 
 pub mod harness {

@@ -13,7 +13,7 @@
 //!   A shard has at most `max_in_flight_requests_per_shard` requests unanswered; beyond it
 //!   its batches keep filling. With `linger_ms = 0` and 1 in flight, batching adapts to the
 //!   round trip: a batch is what arrived while the previous request was out.
-//! - The sender's decisions ([`plan_pass`]) are a plain function of the queues, routes and
+//! - The sender's decisions (`plan_pass`) are a plain function of the queues, routes and
 //!   clock, unit-tested without a broker.
 //! - Order: one batch in flight per partition, retried (with backoff, within
 //!   `delivery_timeout_ms`) before the next is sent, so retries never reorder a partition.

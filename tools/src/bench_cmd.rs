@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use quiver_bench::hiccup;
 use quiver_bench::latency::driver::Driver;
 use quiver_bench::latency::pacer::Pacing;
 use quiver_bench::latency::quiver::QuiverDriver;
@@ -225,6 +226,40 @@ fn print_summary(result: &RunResult) {
         r["unacknowledged"],
         r["unsent"]
     );
+    let hiccups = hiccup::lines(&r["hiccups"]);
+    if !hiccups.is_empty() {
+        println!("platform hiccups during the measurement (a thread per CPU sleeping 1 ms):");
+        for line in hiccups {
+            println!("  {line}");
+        }
+    }
+}
+
+/// [`run`] with the platform's hiccups measured over the same window (after the warm-up):
+/// they land in the report as `hiccups`.
+async fn run_metered(
+    driver: Arc<dyn Driver>,
+    workload: &Workload,
+    rate: u64,
+    progress_every: Duration,
+    progress: impl Fn(Progress) + Send + Sync + 'static,
+) -> Result<RunResult, String> {
+    let meters = hiccup::Meters::start(
+        std::time::Instant::now() + Duration::from_secs(workload.warmup_duration_s),
+    );
+    let result = run(
+        driver,
+        workload,
+        rate,
+        Pacing::Precise,
+        progress_every,
+        progress,
+    )
+    .await;
+    let hiccups = meters.stop();
+    let mut result = result?;
+    result.report["hiccups"] = hiccup::summary(&hiccups);
+    Ok(result)
 }
 
 pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
@@ -272,11 +307,10 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
             "{}: {rate} msg/s for {} s after {} s of warm-up",
             workload.name, workload.test_duration_s, workload.warmup_duration_s
         );
-        let result = run(
+        let result = run_metered(
             driver,
             &workload,
             rate,
-            Pacing::Precise,
             Duration::from_secs(10.min(total_s.max(1))),
             progress,
         )
@@ -299,11 +333,10 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
     let mut steps = Vec::new();
     while let Some(rate) = search.next_rate() {
         eprintln!("max-rate: trying {rate} msg/s");
-        let result = run(
+        let result = run_metered(
             driver.clone(),
             &workload,
             rate,
-            Pacing::Precise,
             Duration::from_secs(10),
             progress,
         )
@@ -369,8 +402,15 @@ async fn nats_driver(_url: &str) -> Result<Arc<dyn Driver>, String> {
     )
 }
 
-/// `quiver bench floor`: QUIC echo round trip of `size` bytes and raw write+fdatasync.
-pub fn floor(size: usize, samples: usize, data_dir: &Path, out: &Path) -> Result<(), String> {
+/// `quiver bench floor`: QUIC echo round trip of `size` bytes, raw write+fdatasync, and
+/// `hiccup_s` seconds of the idle machine's hiccups.
+pub fn floor(
+    size: usize,
+    samples: usize,
+    hiccup_s: u64,
+    data_dir: &Path,
+    out: &Path,
+) -> Result<(), String> {
     std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let tls_dir = tempfile::tempdir_in(data_dir).map_err(|e| e.to_string())?;
     let fsync = quiver_bench::floor::raw_fsync_histogram(data_dir, samples);
@@ -385,8 +425,16 @@ pub fn floor(size: usize, samples: usize, data_dir: &Path, out: &Path) -> Result
         size,
         samples,
     ));
-    let report = json!({"message_size": size, "samples": samples, "quic_echo": summary(&echo), "write_fdatasync_4k": summary(&fsync),
+    let hiccups = (hiccup_s > 0).then(|| {
+        let mut s = hiccup::summary(&hiccup::measure_idle(Duration::from_secs(hiccup_s)));
+        s["seconds"] = json!(hiccup_s);
+        s
+    });
+    let mut report = json!({"message_size": size, "samples": samples, "quic_echo": summary(&echo), "write_fdatasync_4k": summary(&fsync),
         "floor_p99_us": echo.value_at_quantile(0.99) + fsync.value_at_quantile(0.99)});
+    if let Some(h) = &hiccups {
+        report["hiccups_idle"] = h.clone();
+    }
     println!("| floor | p50 | p99 | p99.9 |\n|---|---|---|---|");
     for (name, h) in [("QUIC echo", &echo), ("write + fdatasync", &fsync)] {
         println!(
@@ -400,6 +448,12 @@ pub fn floor(size: usize, samples: usize, data_dir: &Path, out: &Path) -> Result
         "floor p99 (echo p99 + write+fdatasync p99): {} µs",
         report["floor_p99_us"]
     );
+    if let Some(h) = &hiccups {
+        println!("hiccups of the idle machine over {hiccup_s} s (a thread per CPU sleeping 1 ms):");
+        for line in hiccup::lines(h) {
+            println!("  {line}");
+        }
+    }
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     std::fs::write(
         out.join("floor.json"),

@@ -141,12 +141,16 @@ enum TopicCommand {
 enum BenchCommand {
     /// Run a workload file against a node (--broker) or an embedded one (--embedded).
     Run(Box<bench_cmd::BenchArgs>),
-    /// This machine's floor: QUIC echo round trip of the message size, raw write + fdatasync.
+    /// This machine's floor: QUIC echo round trip of the message size, raw write + fdatasync,
+    /// and the platform's hiccups (a thread per CPU sleeping 1 ms, as jHiccup).
     Floor {
         #[arg(long, default_value_t = 1024)]
         message_size: usize,
         #[arg(long, default_value_t = 5000)]
         samples: usize,
+        /// Seconds of hiccup measurement on the idle machine (0: skip).
+        #[arg(long, default_value_t = 10)]
+        hiccup_s: u64,
         /// A directory on the disk the data directory would use.
         #[arg(long, default_value = ".")]
         data_dir: PathBuf,
@@ -298,10 +302,11 @@ fn main() -> ExitCode {
                 BenchCommand::Floor {
                     message_size,
                     samples,
+                    hiccup_s,
                     data_dir,
                     out,
                 },
-        } => bench_cmd::floor(message_size, samples, &data_dir, &out).map_err(|e| (1, e)),
+        } => bench_cmd::floor(message_size, samples, hiccup_s, &data_dir, &out).map_err(|e| (1, e)),
         other => client_command(other).map_err(|e| (1, e)),
     };
     match result {
