@@ -1,0 +1,190 @@
+//! Platform hiccups, measured as jHiccup does: a thread per CPU sleeps 1 ms at a time and
+//! records how much later than asked it got to run again.
+//!
+//! A hiccup stops whatever wanted that CPU: a hypervisor taking the vCPU away, the kernel
+//! running something else, an interrupt storm. An open-loop benchmark counts every message
+//! whose intended send time falls inside one (coordinated omission shown), so a machine that
+//! loses a CPU for 5 ms a few times a second has that in its p99 at any rate high enough to
+//! put hundreds of messages in each gap — whatever the system under test does. Reporting the
+//! hiccups measured during the run lets a reader tell the two apart.
+//!
+//! Each sample is recorded with hdrhistogram's coordinated-omission correction for the 1 ms
+//! interval, so a percentile reads as "a thread that became runnable at a random moment
+//! waited this long at most, that share of the time".
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// How long each meter thread sleeps between two looks at the clock.
+pub const INTERVAL: Duration = Duration::from_millis(1);
+
+/// Largest hiccup the histograms hold (longer ones are recorded as this).
+const MAX_HICCUP_US: u64 = 60_000_000;
+
+/// One meter thread per CPU, pinned, running until [`Meters::stop`].
+pub struct Meters {
+    stop: Arc<AtomicBool>,
+    threads: Vec<(usize, JoinHandle<Histogram<u64>>)>,
+}
+
+/// What one CPU's meter saw.
+pub struct CpuHiccups {
+    pub cpu: usize,
+    /// Hiccups in µs beyond [`INTERVAL`], with coordinated-omission correction.
+    pub histogram: Histogram<u64>,
+}
+
+impl Meters {
+    /// Starts a meter on every online CPU (not only those the calling thread is pinned to);
+    /// samples before `measure_from` (a warm-up) are not recorded.
+    pub fn start(measure_from: Instant) -> Self {
+        // SAFETY: sysconf reads a system constant.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        let cpus = usize::try_from(online).unwrap_or(1).max(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..cpus)
+            .filter_map(|cpu| {
+                let stop = stop.clone();
+                std::thread::Builder::new()
+                    .name(format!("hiccup-{cpu}"))
+                    .spawn(move || meter(cpu, measure_from, &stop))
+                    .ok()
+                    .map(|t| (cpu, t))
+            })
+            .collect();
+        Self { stop, threads }
+    }
+
+    /// Stops the meters and returns what each saw.
+    pub fn stop(self) -> Vec<CpuHiccups> {
+        self.stop.store(true, Ordering::Release);
+        self.threads
+            .into_iter()
+            .filter_map(|(cpu, t)| t.join().ok().map(|histogram| CpuHiccups { cpu, histogram }))
+            .collect()
+    }
+}
+
+/// Measures for `duration` with nothing else running (for `quiver bench floor`).
+pub fn measure_idle(duration: Duration) -> Vec<CpuHiccups> {
+    let meters = Meters::start(Instant::now());
+    std::thread::sleep(duration);
+    meters.stop()
+}
+
+fn meter(cpu: usize, measure_from: Instant, stop: &AtomicBool) -> Histogram<u64> {
+    crate::harness::pin_current_thread(cpu);
+    // The default 50 µs timer slack would show up in every sample.
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+    let mut h = Histogram::<u64>::new_with_bounds(1, MAX_HICCUP_US, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+    let interval_us = INTERVAL.as_micros() as u64;
+    while !stop.load(Ordering::Acquire) {
+        let before = Instant::now();
+        std::thread::sleep(INTERVAL);
+        let after = Instant::now();
+        if before < measure_from {
+            continue;
+        }
+        let late_us = after
+            .saturating_duration_since(before + INTERVAL)
+            .as_micros() as u64;
+        // Within the bounds by the clamp, so recording cannot fail.
+        let _ = h.record_correct(late_us.clamp(1, MAX_HICCUP_US), interval_us);
+    }
+    h
+}
+
+/// JSON for a report: per CPU p50/p99/p99.9/max in µs and the share of time spent in
+/// hiccups longer than 1 ms.
+pub fn summary(cpus: &[CpuHiccups]) -> serde_json::Value {
+    let per_cpu: Vec<serde_json::Value> = cpus
+        .iter()
+        .map(|c| {
+            let h = &c.histogram;
+            serde_json::json!({
+                "cpu": c.cpu,
+                "samples": h.len(),
+                "p50_us": h.value_at_quantile(0.5),
+                "p99_us": h.value_at_quantile(0.99),
+                "p999_us": h.value_at_quantile(0.999),
+                "max_us": h.max(),
+                "share_over_1ms": share_over(h, 1000),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "method": "a thread per CPU sleeps 1 ms and records how late it wakes (jHiccup), coordinated-omission corrected",
+        "per_cpu": per_cpu,
+    })
+}
+
+/// Share of samples above `us`.
+fn share_over(h: &Histogram<u64>, us: u64) -> f64 {
+    if h.is_empty() {
+        return 0.0;
+    }
+    let below = h.count_between(0, us);
+    (h.len() - below) as f64 / h.len() as f64
+}
+
+/// One line per CPU of a [`summary`], for people: `cpu 0: p99 120 µs, p99.9 4100 µs, max
+/// 8700 µs, 0.31 % of the time in hiccups > 1 ms`.
+pub fn lines(summary: &serde_json::Value) -> Vec<String> {
+    let Some(cpus) = summary["per_cpu"].as_array() else {
+        return Vec::new();
+    };
+    cpus.iter()
+        .map(|c| {
+            format!(
+                "cpu {}: p99 {} µs, p99.9 {} µs, max {} µs, {:.2} % of the time in hiccups > 1 ms",
+                c["cpu"],
+                c["p99_us"],
+                c["p999_us"],
+                c["max_us"],
+                100.0 * c["share_over_1ms"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quiet_interval_records_samples_and_a_summary() {
+        let cpus = measure_idle(Duration::from_millis(200));
+        assert!(!cpus.is_empty());
+        for c in &cpus {
+            // ~200 sleeps of 1 ms (fewer on a busy machine; corrections add samples).
+            assert!(
+                c.histogram.len() >= 20,
+                "cpu {}: {} samples",
+                c.cpu,
+                c.histogram.len()
+            );
+        }
+        let s = summary(&cpus);
+        assert_eq!(s["per_cpu"].as_array().map(Vec::len), Some(cpus.len()));
+        assert_eq!(lines(&s).len(), cpus.len());
+    }
+
+    #[test]
+    fn share_over_counts_only_longer_samples() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, MAX_HICCUP_US, 3).unwrap();
+        for _ in 0..98 {
+            h.record(50).unwrap();
+        }
+        h.record(5000).unwrap();
+        h.record(8000).unwrap();
+        assert!((share_over(&h, 1000) - 0.02).abs() < 1e-9);
+    }
+}
