@@ -28,6 +28,16 @@ def ms(us):
     return f"{us / 1000:.2f} ms"
 
 
+def hiccup_cell(hiccups):
+    """Per CPU: the share of the time in hiccups > 1 ms and the longest (jHiccup's method)."""
+    cpus = (hiccups or {}).get("per_cpu", [])
+    if not cpus:
+        return "n/a"
+    return "; ".join(
+        f"cpu {c['cpu']}: {100 * c['share_over_1ms']:.2f} %, max {ms(c['max_us'])}" for c in cpus
+    )
+
+
 def main(reps_dir, results_dir, doc):
     reps_dir, results_dir, doc = Path(reps_dir), Path(results_dir), Path(doc)
     runs = {}  # (workload, system) -> [(rep_dir, report)]
@@ -79,6 +89,9 @@ def main(reps_dir, results_dir, doc):
                     "errors": rr["errors"],
                     "unacknowledged": rr.get("unacknowledged", 0),
                     "unsent": rr.get("unsent", 0),
+                    "hiccups_share_over_1ms": [
+                        c["share_over_1ms"] for c in rr.get("hiccups", {}).get("per_cpu", [])
+                    ],
                 }
                 for r, rr in reps
             ],
@@ -110,7 +123,7 @@ def main(reps_dir, results_dir, doc):
                 f"| {e2e_cell('p999_us')} | {ms(pub['p99_us'])} | {ratio} | "
                 + ", ".join(ms(r[1]["latency_us"]["end_to_end"]["p99_us"]) for r in reps)
                 + (f" (fell behind: {behind:,} messages unsent or unacknowledged when the run gave up)" if behind else "")
-                + f" | {label} |"
+                + f" | {hiccup_cell(report.get('hiccups'))} | {label} |"
             )
 
     lines = [BEGIN, ""]
@@ -119,12 +132,18 @@ def main(reps_dir, results_dir, doc):
             f"Floor (median of {len(floors)} `quiver bench floor` runs, one per repetition): "
             f"QUIC echo p99 {floor['quic_echo']['p99_us']} µs + write+fdatasync p99 "
             f"{floor['write_fdatasync_4k']['p99_us']} µs = **{floor['floor_p99_us']} µs**."
+            + (
+                f" Hiccups of the idle machine ({floor['hiccups_idle'].get('seconds', '?')} s, "
+                f"share of the time > 1 ms and longest): {hiccup_cell(floor['hiccups_idle'])}."
+                if "hiccups_idle" in floor
+                else ""
+            )
         )
         lines.append("")
     if fixed_rows:
         lines += [
-            "| workload | system | rate | e2e p50 | e2e p99 | e2e p99.9 | publish p99 | e2e p99 / floor p99 | e2e p99 of each repetition | durability |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| workload | system | rate | e2e p50 | e2e p99 | e2e p99.9 | publish p99 | e2e p99 / floor p99 | e2e p99 of each repetition | machine hiccups during the run (time > 1 ms, longest) | durability |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             *fixed_rows,
             "",
         ]
