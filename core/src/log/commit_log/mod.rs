@@ -27,6 +27,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
 
 use glommio::io::{DmaFile, OpenOptions};
 use glommio::TaskQueueHandle;
@@ -43,6 +44,10 @@ use crate::error::{Result, StorageError};
 pub const ROTATE_AT_BYTES: u64 = 32 << 20;
 /// Most bytes of entries in one round (a bigger single entry goes alone).
 const ROUND_MAX_BYTES: usize = 8 << 20;
+/// A round slower than this is logged: every acks=all produce of the shard waited for it.
+const SLOW_ROUND: Duration = Duration::from_millis(100);
+/// At most one slow-round warning per this interval (a failing disk is slow every round).
+const SLOW_ROUND_WARN_EVERY: Duration = Duration::from_secs(10);
 /// Name of the recycled file waiting for the next rotation.
 const SPARE_NAME: &str = "spare.wal";
 /// Directory under the data directory that holds every shard's commit log.
@@ -81,6 +86,8 @@ struct State {
     must_rotate: bool,
     closing: bool,
     stats: CommitLogStats,
+    /// When a slow round was last logged (at most one warning per [`SLOW_ROUND_WARN_EVERY`]).
+    slow_round_warned: Option<Instant>,
 }
 
 struct Inner {
@@ -168,6 +175,7 @@ impl CommitLog {
                 must_rotate: false,
                 closing: false,
                 stats: CommitLogStats::default(),
+                slow_round_warned: None,
             }),
             doorbell: Doorbell::default(),
             logs: RefCell::new(Vec::new()),
@@ -382,8 +390,25 @@ async fn write_round(inner: &Rc<Inner>, round: &[Queued]) -> Result<()> {
     let mut buf = file.alloc_dma_buffer(len);
     encode_frame(seq, &entries, buf.as_bytes_mut());
     // O_DSYNC (see `create_file`): durable when the write completes.
+    let started = Instant::now();
     write_whole(&file, Rc::new(buf), position, "writing commit log", &path).await?;
+    let took = started.elapsed();
     let mut st = inner.state.borrow_mut();
+    if took >= SLOW_ROUND
+        && st
+            .slow_round_warned
+            .is_none_or(|at| at.elapsed() >= SLOW_ROUND_WARN_EVERY)
+    {
+        st.slow_round_warned = Some(Instant::now());
+        tracing::warn!(
+            file = %path.display(),
+            took_ms = took.as_millis() as u64,
+            bytes = len,
+            "a commit log write took {} ms: acks=all produce requests of this shard waited for it; \
+             the disk (or the filesystem's journal) stalled",
+            took.as_millis()
+        );
+    }
     st.position += len as u64;
     st.stats.rounds += 1;
     st.stats.entries += round.len() as u64;
