@@ -18,9 +18,10 @@ use glommio::TaskQueueHandle;
 
 use super::config::FlushPolicy;
 use super::files;
-use super::partition_log::{Appended, Inner, Segment, TailPage};
+use super::partition_log::{Appended, Inner, TailPage};
 use super::segment::{align_down, align_up, SegmentFile};
 use super::segment_meta::SegmentMeta;
+use super::segments::Segment;
 use super::signal::{oneshot, Sender};
 use crate::error::{Result, StorageError};
 
@@ -353,13 +354,10 @@ async fn roll(inner: &Rc<Inner>) -> Result<()> {
     }
     let new_file = Rc::new(SegmentFile::create(&inner.dir, next).await?);
     let mut st = inner.state.borrow_mut();
-    st.segments.insert(
-        next,
-        Segment {
-            meta: SegmentMeta::empty(next),
-            file: new_file,
-        },
-    );
+    st.segments.roll(Segment {
+        meta: SegmentMeta::empty(next),
+        file: new_file,
+    });
     st.tail = TailPage::default();
     st.zeroed_until = 0;
     st.active_since = Instant::now();

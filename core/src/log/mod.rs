@@ -25,6 +25,7 @@ pub mod partition_log;
 pub mod scan;
 pub mod segment;
 pub mod segment_meta;
+mod segments;
 pub mod signal;
 
 pub use commit_log::CommitLog;

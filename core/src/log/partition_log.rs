@@ -30,6 +30,7 @@ use super::index::IndexFile;
 use super::scan::StopReason;
 use super::segment::{align_down, scan_segment, BatchWalker, SegmentFile};
 use super::segment_meta::SegmentMeta;
+use super::segments::{Segment, Segments};
 use super::signal::{oneshot, Doorbell, Sender, WaitList};
 use crate::batch::{header, validate_batch, BatchHeader, BatchLimits, RecordIter};
 use crate::error::{Result, StorageError};
@@ -60,11 +61,6 @@ pub struct RetentionOutcome {
     pub log_start_offset: u64,
 }
 
-pub(super) struct Segment {
-    pub meta: SegmentMeta,
-    pub file: Rc<SegmentFile>,
-}
-
 /// The active segment's last partial page, kept in memory so the next write can rewrite it
 /// whole (O_DIRECT writes full pages). Invariant: `aligned_position` is page aligned and
 /// `aligned_position + bytes.len()` is the active segment's size.
@@ -87,8 +83,8 @@ pub(super) struct Pending {
 }
 
 pub(super) struct State {
-    /// All segments by base offset; the last one is active (the only one written to).
-    pub segments: BTreeMap<u64, Segment>,
+    /// The sealed segments and the active one (the only one written to).
+    pub segments: Segments,
     pub tail: TailPage,
     /// When the active segment was created or, after a restart, opened: `segment_ms` counts
     /// from here (the broker's clock, not producers' timestamps).
@@ -131,22 +127,15 @@ pub(super) struct State {
 
 impl State {
     pub fn active(&self) -> &Segment {
-        // SAFETY of the expect: open() creates a segment and nothing removes the last one.
-        self.segments
-            .values()
-            .next_back()
-            .expect("a log always has an active segment")
+        self.segments.active()
     }
 
     pub fn active_mut(&mut self) -> &mut Segment {
-        self.segments
-            .values_mut()
-            .next_back()
-            .expect("a log always has an active segment")
+        self.segments.active_mut()
     }
 
     pub fn log_start_offset(&self) -> u64 {
-        self.segments.keys().next().copied().unwrap_or(0)
+        self.segments.first_base()
     }
 
     /// Moves the log's end back to `new_end` (after a truncation); returns the epoch
@@ -285,8 +274,7 @@ impl PartitionLog {
     /// active one yet.
     pub fn size_bytes(&self) -> u64 {
         let st = self.inner.state.borrow();
-        let segments: u64 = st.segments.values().map(|s| s.meta.size_bytes).sum();
-        segments + st.write_behind_bytes as u64
+        st.segments.size_bytes() + st.write_behind_bytes as u64
     }
 
     pub fn segment_count(&self) -> usize {
@@ -471,7 +459,7 @@ impl PartitionLog {
                     .read(offset, committed, max_bytes)
                     .unwrap_or_default());
             }
-            let seg = segment_for(&st, offset);
+            let seg = st.segments.holding(offset);
             let entry_rel = seg.meta.offsets.lookup_entry(seg.meta.relative(offset));
             (
                 seg.file.clone(),
@@ -535,8 +523,9 @@ impl PartitionLog {
         let plan = {
             let st = self.inner.state.borrow();
             let committed = st.committed_offset;
-            st.segments
-                .values()
+            let found = st
+                .segments
+                .iter()
                 .find(|s| s.meta.max_timestamp_ms >= timestamp_ms && s.meta.base_offset < committed)
                 .map(|s| {
                     let rel = s.meta.times.lookup(timestamp_ms);
@@ -548,7 +537,8 @@ impl PartitionLog {
                         s.meta.size_bytes,
                         committed,
                     )
-                })
+                });
+            found
         };
         if let Some((file, position, offset, end, committed)) = plan {
             let mut walker = BatchWalker::new(file, position, offset, end, 256 << 10);
@@ -700,20 +690,6 @@ fn push_run(runs: &mut Vec<Bytes>, window: &Bytes, batch: Bytes) {
         }
     }
     runs.push(batch);
-}
-
-/// The segment holding `offset` (or the next one, for an offset in a gap).
-fn segment_for(st: &State, offset: u64) -> &Segment {
-    let mut iter = st.segments.range(..=offset).rev();
-    match iter.next() {
-        Some((_, seg)) if offset < seg.meta.next_offset => seg,
-        Some((base, _)) => st
-            .segments
-            .range(base + 1..)
-            .next()
-            .map_or_else(|| st.active(), |(_, s)| s),
-        None => st.segments.values().next().unwrap_or_else(|| st.active()),
-    }
 }
 
 impl Inner {
@@ -869,20 +845,10 @@ impl Inner {
                 });
             }
 
-            let first_base = st.segments.keys().next().copied().unwrap_or(0);
-            let keep_base = st
+            let removed: Vec<Rc<SegmentFile>> = st
                 .segments
-                .range(..=offset)
-                .next_back()
-                .map_or(first_base, |(b, _)| *b);
-            let later: Vec<u64> = st
-                .segments
-                .range(keep_base + 1..)
-                .map(|(b, _)| *b)
-                .collect();
-            let removed: Vec<Rc<SegmentFile>> = later
-                .iter()
-                .filter_map(|b| st.segments.remove(b))
+                .cut_after_segment_of(offset)
+                .into_iter()
                 .map(|s| s.file)
                 .collect();
             let seg = st.active();
@@ -968,11 +934,10 @@ impl Inner {
     async fn enforce_retention_locked(&self, now_ms: i64) -> Result<RetentionOutcome> {
         let (victims, outcome, epochs) = {
             let mut st = self.state.borrow_mut();
-            let mut total: u64 = st.segments.values().map(|s| s.meta.size_bytes).sum();
+            let mut total: u64 = st.segments.size_bytes();
             let sealed: Vec<(u64, u64, i64)> = st
                 .segments
-                .values()
-                .take(st.segments.len().saturating_sub(1))
+                .sealed()
                 .map(|s| {
                     (
                         s.meta.base_offset,
@@ -995,7 +960,7 @@ impl Inner {
                 if !expired && !oversize {
                     break;
                 }
-                if let Some(seg) = st.segments.remove(&base) {
+                if let Some(seg) = st.segments.remove_sealed(base) {
                     total -= size;
                     outcome.deleted_segments += 1;
                     outcome.deleted_bytes += size;
@@ -1076,13 +1041,14 @@ async fn recover(dir: &Path, config: &LogConfig) -> Result<State> {
         let meta = load_segment(dir, &file, base, config, is_active, &mut epochs).await?;
         segments.insert(base, Segment { meta, file });
     }
+    let Some(segments) = Segments::from_ordered(segments) else {
+        return Err(StorageError::InvalidConfig(format!(
+            "no segment could be opened in {}",
+            dir.display()
+        )));
+    };
     let (next_offset, tail) = {
-        let Some(active) = segments.values().next_back() else {
-            return Err(StorageError::InvalidConfig(format!(
-                "no segment could be opened in {}",
-                dir.display()
-            )));
-        };
+        let active = segments.active();
         let size = active.meta.size_bytes;
         let aligned = align_down(size);
         let bytes = active.file.read(aligned, (size - aligned) as usize).await?;
