@@ -52,7 +52,7 @@ async fn run(inner: Rc<Inner>) {
                 (FlushPolicy::Interval { flush_ms, .. }, Some(since)) => {
                     Some(Duration::from_millis(flush_ms).saturating_sub(since.elapsed()))
                 }
-                _ => st.write_behind_since.map(|since| {
+                _ => st.write_behind.since().map(|since| {
                     Duration::from_millis(WRITE_BEHIND_MS).saturating_sub(since.elapsed())
                 }),
             };
@@ -122,17 +122,10 @@ async fn round(inner: &Rc<Inner>) {
                 st.committed_offset = end;
                 if inner.commit_log.is_some() {
                     for b in batches {
-                        let (base, next) = (
-                            b.header.base_offset as u64,
-                            b.header.last_offset() as u64 + 1,
-                        );
-                        st.unwritten.push(base, next, b.bytes.clone());
-                        st.write_behind_bytes += b.bytes.len();
-                        st.write_behind.push_back(b);
+                        st.write_behind.push(b);
                     }
-                    st.write_behind_since.get_or_insert_with(Instant::now);
                 }
-                st.write_behind_bytes >= WRITE_BEHIND_BYTES
+                st.write_behind.bytes() >= WRITE_BEHIND_BYTES
             };
             for ack in acks {
                 ack.send(Ok(()));
@@ -156,37 +149,21 @@ async fn round(inner: &Rc<Inner>) {
 /// covers them. On failure the batches not written stay queued (readable, and durable in the
 /// commit log) for the next try, and appends fail while too many wait.
 pub(super) async fn write_behind(inner: &Rc<Inner>) -> Result<()> {
-    let batches: Vec<Appended> = inner.state.borrow().write_behind.iter().cloned().collect();
+    let batches: Vec<Appended> = inner.state.borrow().write_behind.to_write();
     if batches.is_empty() {
-        inner.state.borrow_mut().write_behind_error = None;
+        inner.state.borrow_mut().write_behind.error = None;
         return Ok(());
     }
     let result = write_all(inner, &batches).await;
-    let written = match &result {
-        Ok(()) => batches.len(),
-        Err((written, _)) => *written,
-    };
     let mut st = inner.state.borrow_mut();
-    for _ in 0..written {
-        if let Some(b) = st.write_behind.pop_front() {
-            st.write_behind_bytes -= b.bytes.len();
-        }
-    }
-    if let Some(last) = batches[..written].last() {
-        st.unwritten
-            .evict_below(last.header.last_offset() as u64 + 1);
-    }
     match result {
         Ok(()) => {
-            st.write_behind_since = None;
-            st.write_behind_error = None;
+            st.write_behind.written(batches.len());
             Ok(())
         }
-        Err((_, e)) => {
-            st.write_behind_since = Some(Instant::now());
-            if st.write_behind_bytes >= WRITE_BEHIND_LIMIT_BYTES {
-                st.write_behind_error = Some(e.for_another_waiter());
-            }
+        Err((written, e)) => {
+            st.write_behind.written(written);
+            st.write_behind.write_failed(&e, WRITE_BEHIND_LIMIT_BYTES);
             Err(e)
         }
     }

@@ -27,6 +27,7 @@ pub mod segment;
 pub mod segment_meta;
 mod segments;
 pub mod signal;
+mod write_behind;
 
 pub use commit_log::CommitLog;
 

@@ -32,6 +32,7 @@ use super::segment::{align_down, scan_segment, BatchWalker, SegmentFile};
 use super::segment_meta::SegmentMeta;
 use super::segments::{Segment, Segments};
 use super::signal::{oneshot, Doorbell, Sender, WaitList};
+use super::write_behind::WriteBehind;
 use crate::batch::{header, validate_batch, BatchHeader, BatchLimits, RecordIter};
 use crate::error::{Result, StorageError};
 
@@ -97,16 +98,8 @@ pub(super) struct State {
     pub pending_bytes: usize,
     pub cache: BatchCache,
     /// With the shard's commit log: acknowledged batches (durable in the commit log) not yet
-    /// written to the segment, oldest first; `flusher::write_behind` writes them in bulk.
-    /// They sit above every segment's end, and readers find them in `unwritten`.
-    pub write_behind: VecDeque<Appended>,
-    pub write_behind_bytes: usize,
-    /// When the oldest batch of `write_behind` was acknowledged.
-    pub write_behind_since: Option<std::time::Instant>,
-    /// The batches of `write_behind`, for readers (unbounded: `write_behind` is bounded).
-    pub unwritten: BatchCache,
-    /// Set while so much waits for a segment that cannot be written that appends must fail.
-    pub write_behind_error: Option<StorageError>,
+    /// written to the segment; `flusher::write_behind` writes them in bulk.
+    pub write_behind: WriteBehind,
     pub epochs: LeaderEpochMap,
     pub epochs_dirty: bool,
     /// Bytes written since the last fdatasync, and when the first of them was.
@@ -147,13 +140,6 @@ impl State {
         self.epochs
             .truncate_from_end(new_end)
             .then(|| self.epochs.encode())
-    }
-
-    /// First offset of the acknowledged batches not yet written to the segment, if any.
-    pub fn write_behind_start(&self) -> Option<u64> {
-        self.write_behind
-            .front()
-            .map(|b| b.header.base_offset as u64)
     }
 }
 
@@ -274,7 +260,7 @@ impl PartitionLog {
     /// active one yet.
     pub fn size_bytes(&self) -> u64 {
         let st = self.inner.state.borrow();
-        st.segments.size_bytes() + st.write_behind_bytes as u64
+        st.segments.size_bytes() + st.write_behind.bytes() as u64
     }
 
     pub fn segment_count(&self) -> usize {
@@ -398,7 +384,7 @@ impl PartitionLog {
                         reason: format!("the log failed earlier ({why}); reopen it to recover"),
                     });
                 }
-                if st.write_behind_error.is_some() {
+                if st.write_behind.error.is_some() {
                     None
                 } else {
                     let room = st.pending.is_empty()
@@ -453,9 +439,9 @@ impl PartitionLog {
             if let Some(batches) = st.cache.read(offset, committed, max_bytes) {
                 return Ok(batches);
             }
-            if st.write_behind_start().is_some_and(|start| offset >= start) {
+            if st.write_behind.start().is_some_and(|start| offset >= start) {
                 return Ok(st
-                    .unwritten
+                    .write_behind
                     .read(offset, committed, max_bytes)
                     .unwrap_or_default());
             }
@@ -559,8 +545,7 @@ impl PartitionLog {
         let st = self.inner.state.borrow();
         Ok(st
             .write_behind
-            .iter()
-            .find(|b| b.header.max_timestamp_ms >= timestamp_ms)
+            .first_with_timestamp_at_or_after(timestamp_ms)
             .map(|b| first_at_or_after(&b.header, b.bytes.clone(), timestamp_ms)))
     }
 
@@ -827,7 +812,7 @@ impl Inner {
         let in_write_behind = {
             let st = self.state.borrow();
             offset >= st.log_start_offset()
-                && st.write_behind_start().is_some_and(|wb| offset >= wb)
+                && st.write_behind.start().is_some_and(|wb| offset >= wb)
         };
         if in_write_behind {
             // Only batches not written to the segment yet go: the files stay as they are.
@@ -876,10 +861,6 @@ impl Inner {
             st.unsynced_since = None;
             // The cut is inside the segments: every batch not written yet was above it.
             st.write_behind.clear();
-            st.write_behind_bytes = 0;
-            st.write_behind_since = None;
-            st.write_behind_error = None;
-            st.unwritten.clear();
             st.end_at(new_end)
         };
         self.finish_truncation(new_end, epochs).await
@@ -890,26 +871,9 @@ impl Inner {
         let epochs = {
             let mut st = self.state.borrow_mut();
             fail_pending(&mut st, why);
-            let keep = st
-                .write_behind
-                .iter()
-                .position(|b| b.header.last_offset() as u64 >= offset)
-                .unwrap_or(st.write_behind.len());
             // As in a segment: the end of the last batch kept (pending appends, stamped past
             // it, were failed above).
-            let new_end = match (st.write_behind.get(keep), st.write_behind.back()) {
-                (Some(cut), _) => cut.header.base_offset as u64,
-                (None, Some(last)) => last.header.last_offset() as u64 + 1,
-                (None, None) => offset,
-            };
-            for b in st.write_behind.drain(keep..).collect::<Vec<_>>() {
-                st.write_behind_bytes -= b.bytes.len();
-            }
-            if st.write_behind.is_empty() {
-                st.write_behind_since = None;
-                st.write_behind_error = None;
-            }
-            st.unwritten.truncate_from(new_end);
+            let new_end = st.write_behind.truncate_from(offset);
             (new_end, st.end_at(new_end))
         };
         self.finish_truncation(epochs.0, epochs.1).await
@@ -1072,11 +1036,7 @@ async fn recover(dir: &Path, config: &LogConfig) -> Result<State> {
         pending: VecDeque::new(),
         pending_bytes: 0,
         cache: BatchCache::new(config.cache_bytes),
-        write_behind: VecDeque::new(),
-        write_behind_bytes: 0,
-        write_behind_since: None,
-        unwritten: BatchCache::new(usize::MAX),
-        write_behind_error: None,
+        write_behind: WriteBehind::default(),
         epochs,
         epochs_dirty,
         unsynced_bytes: 0,
