@@ -754,7 +754,8 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
                 .min(Duration::from_secs(1));
             let at = Instant::now() + backoff;
             if at < deadline {
-                tracing::debug!(topic = %tp.0, partition = tp.1, "retrying a batch after: {e}");
+                // Kafka logs these at WARN too: a retry costs the batch at least the backoff.
+                tracing::warn!(topic = %tp.0, partition = tp.1, attempt = batch.attempts + 1, backoff_ms = backoff.as_millis() as u64, "retrying a batch after: {e}");
                 batch.attempts += 1;
                 batch.retry_at = Some(at);
                 let mut st = inner.state();
