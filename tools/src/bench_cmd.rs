@@ -285,7 +285,7 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
                 client_args.clone()
             };
             let client = client_args.connect().await?;
-            Arc::new(QuiverDriver { client })
+            Arc::new(QuiverDriver::new(client))
         }
         "nats" => nats_driver(&b.nats_url).await?,
         other => return Err(format!("unknown --system {other:?}: use quiver or nats")),

@@ -7,14 +7,17 @@ use futures::future::BoxFuture;
 
 use super::workload::Workload;
 
-/// The names a driver gives a run's topics: `bench-<workload>-<ms since epoch>-<i>`, fresh for
-/// each run (a max-rate search runs several against the same server).
+/// The names a driver gives a run's topics: `bench-<workload>-<ms since epoch>-<run>-<i>`,
+/// fresh for each run (a max-rate search runs several against the same server, and two runs
+/// may start within one millisecond).
 pub fn fresh_topic_names(workload: &Workload) -> Vec<String> {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     (0..workload.topics)
-        .map(|i| format!("bench-{}-{stamp}-{i}", workload.name))
+        .map(|i| format!("bench-{}-{stamp}-{run}-{i}", workload.name))
         .collect()
 }
 

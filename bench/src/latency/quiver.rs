@@ -11,7 +11,20 @@ use super::driver::{fresh_topic_names, BenchConsumer, BenchProducer, Driver};
 use super::workload::Workload;
 
 pub struct QuiverDriver {
-    pub client: Client,
+    client: Client,
+    /// The topics of the last run, deleted when the next one is prepared: a max-rate search
+    /// runs a dozen steps against one node, and keeping every step's data filled a 12 GB
+    /// disk (the NATS driver does the same with its streams).
+    created: std::sync::Mutex<Vec<String>>,
+}
+
+impl QuiverDriver {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            created: std::sync::Mutex::new(Vec::new()),
+        }
+    }
 }
 
 struct QuiverProducer {
@@ -27,6 +40,16 @@ impl Driver for QuiverDriver {
     fn prepare<'a>(&'a self, w: &'a Workload) -> BoxFuture<'a, Result<Vec<String>, String>> {
         async move {
             let admin = Admin::new(self.client.clone());
+            let old: Vec<String> = self
+                .created
+                .lock()
+                .map(|mut v| std::mem::take(&mut *v))
+                .unwrap_or_default();
+            for name in old {
+                if let Err(e) = admin.delete_topic(&name).await {
+                    tracing::warn!("could not delete the previous run's topic {name}: {e}");
+                }
+            }
             let names = fresh_topic_names(w);
             let configs: Vec<(&str, &str)> = w
                 .topic_config
@@ -38,6 +61,9 @@ impl Driver for QuiverDriver {
                     .create_topic(name, w.partitions_per_topic as i32, &configs)
                     .await
                     .map_err(|e| e.to_string())?;
+            }
+            if let Ok(mut v) = self.created.lock() {
+                v.extend(names.iter().cloned());
             }
             Ok(names)
         }
