@@ -184,7 +184,14 @@ struct Inner {
     wake_sender: Notify,
     idle: Notify,
     closed: AtomicBool,
+    /// Retries logged at WARN at most once per [`RETRY_WARN_EVERY`]: when was the last one,
+    /// and how many retries went unlogged since.
+    retry_warned: Mutex<(Option<Instant>, u64)>,
 }
+
+/// At most one WARN per this interval about batches being retried (a full disk retries every
+/// batch of every partition).
+const RETRY_WARN_EVERY: Duration = Duration::from_secs(1);
 
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
@@ -245,6 +252,7 @@ impl Producer {
             wake_sender: Notify::new(),
             idle: Notify::new(),
             closed: AtomicBool::new(false),
+            retry_warned: Mutex::new((None, 0)),
         });
         tokio::spawn(sender_loop(inner.clone()));
         Self { inner }
@@ -741,6 +749,40 @@ async fn deliver(request: RequestInFlight, batches: Vec<(TopicPartition, SealedB
     inner.wake_sender.notify_one();
 }
 
+/// Logs a batch's retry: at WARN (as Kafka does: a retry costs the batch at least its
+/// backoff) at most once per [`RETRY_WARN_EVERY`], with the count of retries since; the rest
+/// at DEBUG.
+fn log_retry(inner: &Inner, tp: &TopicPartition, attempt: u32, backoff: Duration, e: &ClientError) {
+    let backoff_ms = backoff.as_millis() as u64;
+    let unlogged = {
+        let mut w = match inner.retry_warned.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if w.0.is_some_and(|at| at.elapsed() < RETRY_WARN_EVERY) {
+            w.1 += 1;
+            None
+        } else {
+            let unlogged = w.1;
+            *w = (Some(Instant::now()), 0);
+            Some(unlogged)
+        }
+    };
+    match unlogged {
+        Some(unlogged) => tracing::warn!(
+            topic = %tp.0,
+            partition = tp.1,
+            attempt,
+            backoff_ms,
+            other_retries_since_last_warning = unlogged,
+            "retrying a batch after: {e}"
+        ),
+        None => {
+            tracing::debug!(topic = %tp.0, partition = tp.1, attempt, backoff_ms, "retrying a batch after: {e}")
+        }
+    }
+}
+
 /// Settles one partition's batch: resolves its records, or puts it back at the head of its
 /// partition's queue to retry after a backoff (within `delivery_timeout_ms`), so retries
 /// never reorder a partition.
@@ -754,8 +796,7 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
                 .min(Duration::from_secs(1));
             let at = Instant::now() + backoff;
             if at < deadline {
-                // Kafka logs these at WARN too: a retry costs the batch at least the backoff.
-                tracing::warn!(topic = %tp.0, partition = tp.1, attempt = batch.attempts + 1, backoff_ms = backoff.as_millis() as u64, "retrying a batch after: {e}");
+                log_retry(inner, &tp, batch.attempts + 1, backoff, &e);
                 batch.attempts += 1;
                 batch.retry_at = Some(at);
                 let mut st = inner.state();
