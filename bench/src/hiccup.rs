@@ -28,7 +28,7 @@ const MAX_HICCUP_US: u64 = 60_000_000;
 /// One meter thread per CPU, pinned, running until [`Meters::stop`].
 pub struct Meters {
     stop: Arc<AtomicBool>,
-    threads: Vec<(usize, JoinHandle<Histogram<u64>>)>,
+    threads: Vec<(usize, JoinHandle<Option<Histogram<u64>>>)>,
 }
 
 /// What one CPU's meter saw.
@@ -64,7 +64,10 @@ impl Meters {
         self.stop.store(true, Ordering::Release);
         self.threads
             .into_iter()
-            .filter_map(|(cpu, t)| t.join().ok().map(|histogram| CpuHiccups { cpu, histogram }))
+            .filter_map(|(cpu, t)| {
+                let histogram = t.join().ok().flatten()?;
+                Some(CpuHiccups { cpu, histogram })
+            })
             .collect()
     }
 }
@@ -76,15 +79,14 @@ pub fn measure_idle(duration: Duration) -> Vec<CpuHiccups> {
     meters.stop()
 }
 
-fn meter(cpu: usize, measure_from: Instant, stop: &AtomicBool) -> Histogram<u64> {
+fn meter(cpu: usize, measure_from: Instant, stop: &AtomicBool) -> Option<Histogram<u64>> {
     crate::harness::pin_current_thread(cpu);
     // The default 50 µs timer slack would show up in every sample.
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
-    let mut h = Histogram::<u64>::new_with_bounds(1, MAX_HICCUP_US, 3)
-        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+    let mut h = Histogram::<u64>::new_with_bounds(1, MAX_HICCUP_US, 3).ok()?;
     let interval_us = INTERVAL.as_micros() as u64;
     while !stop.load(Ordering::Acquire) {
         let before = Instant::now();
@@ -99,7 +101,7 @@ fn meter(cpu: usize, measure_from: Instant, stop: &AtomicBool) -> Histogram<u64>
         // Within the bounds by the clamp, so recording cannot fail.
         let _ = h.record_correct(late_us.clamp(1, MAX_HICCUP_US), interval_us);
     }
-    h
+    Some(h)
 }
 
 /// JSON for a report: per CPU p50/p99/p99.9/max in µs and the share of time spent in

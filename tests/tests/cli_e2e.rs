@@ -336,4 +336,11 @@ fn quiver_bench_runs_a_workload_with_one_command() {
         .unwrap()
         .starts_with("<svg"));
     assert!(String::from_utf8_lossy(&run.stdout).contains("end_to_end"));
+    // The machine's hiccups over the measured window, one meter per CPU.
+    let cpus = report["hiccups"]["per_cpu"].as_array().unwrap();
+    assert!(!cpus.is_empty());
+    for c in cpus {
+        assert!(c["samples"].as_u64().unwrap() > 100, "{c}");
+    }
+    assert!(String::from_utf8_lossy(&run.stdout).contains("platform hiccups"));
 }
