@@ -21,6 +21,29 @@ pub fn fresh_topic_names(workload: &Workload) -> Vec<String> {
         .collect()
 }
 
+/// The topics (or streams) of a driver's last run, deleted when it prepares the next one: a
+/// max-rate search runs a dozen steps against one server, and keeping every step's data
+/// filled a 12 GB disk.
+#[derive(Default)]
+pub struct LastRunTopics(std::sync::Mutex<Vec<String>>);
+
+impl LastRunTopics {
+    /// The last run's names (forgotten here: the caller deletes them).
+    pub fn take(&self) -> Vec<String> {
+        match self.0.lock() {
+            Ok(mut v) => std::mem::take(&mut *v),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+
+    pub fn remember(&self, names: &[String]) {
+        match self.0.lock() {
+            Ok(mut v) => v.extend(names.iter().cloned()),
+            Err(p) => p.into_inner().extend(names.iter().cloned()),
+        }
+    }
+}
+
 pub trait Driver: Send + Sync + 'static {
     /// Creates the workload's topics (fresh names) and returns them.
     fn prepare<'a>(&'a self, workload: &'a Workload) -> BoxFuture<'a, Result<Vec<String>, String>>;

@@ -13,21 +13,19 @@
 //!   deliver group, so the consumers of one subscription share its messages like a Kafka
 //!   consumer group shares partitions.
 
-use std::sync::Mutex;
-
 use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
-use super::driver::{fresh_topic_names, BenchConsumer, BenchProducer, Driver};
+use super::driver::{fresh_topic_names, BenchConsumer, BenchProducer, Driver, LastRunTopics};
 use super::workload::Workload;
 
 pub struct NatsDriver {
     js: jetstream::Context,
     /// Streams an earlier run of this process made (deleted when the next run prepares, so a
     /// max-rate search does not fill the disk).
-    created: Mutex<Vec<String>>,
+    created: LastRunTopics,
 }
 
 impl NatsDriver {
@@ -38,7 +36,7 @@ impl NatsDriver {
             .map_err(|e| format!("cannot connect to NATS at {url}: {e} (is nats-server running with JetStream on, `nats-server -js`?)"))?;
         Ok(Self {
             js: jetstream::new(client),
-            created: Mutex::new(Vec::new()),
+            created: LastRunTopics::default(),
         })
     }
 }
@@ -56,12 +54,7 @@ struct NatsConsumer {
 impl Driver for NatsDriver {
     fn prepare<'a>(&'a self, w: &'a Workload) -> BoxFuture<'a, Result<Vec<String>, String>> {
         async move {
-            let old: Vec<String> = self
-                .created
-                .lock()
-                .map(|mut v| std::mem::take(&mut *v))
-                .unwrap_or_default();
-            for name in old {
+            for name in self.created.take() {
                 let _ = self.js.delete_stream(&name).await;
             }
             let names = fresh_topic_names(w);
@@ -77,9 +70,7 @@ impl Driver for NatsDriver {
                     .await
                     .map_err(|e| format!("creating stream {name}: {e}"))?;
             }
-            if let Ok(mut v) = self.created.lock() {
-                v.extend(names.iter().cloned());
-            }
+            self.created.remember(&names);
             Ok(names)
         }
         .boxed()

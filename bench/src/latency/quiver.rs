@@ -7,22 +7,20 @@ use quiver_client::{
     Acks, Admin, Client, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 
-use super::driver::{fresh_topic_names, BenchConsumer, BenchProducer, Driver};
+use super::driver::{fresh_topic_names, BenchConsumer, BenchProducer, Driver, LastRunTopics};
 use super::workload::Workload;
 
 pub struct QuiverDriver {
     client: Client,
-    /// The topics of the last run, deleted when the next one is prepared: a max-rate search
-    /// runs a dozen steps against one node, and keeping every step's data filled a 12 GB
-    /// disk (the NATS driver does the same with its streams).
-    created: std::sync::Mutex<Vec<String>>,
+    /// Deleted when the next run is prepared.
+    created: LastRunTopics,
 }
 
 impl QuiverDriver {
     pub fn new(client: Client) -> Self {
         Self {
             client,
-            created: std::sync::Mutex::new(Vec::new()),
+            created: LastRunTopics::default(),
         }
     }
 }
@@ -40,12 +38,7 @@ impl Driver for QuiverDriver {
     fn prepare<'a>(&'a self, w: &'a Workload) -> BoxFuture<'a, Result<Vec<String>, String>> {
         async move {
             let admin = Admin::new(self.client.clone());
-            let old: Vec<String> = self
-                .created
-                .lock()
-                .map(|mut v| std::mem::take(&mut *v))
-                .unwrap_or_default();
-            for name in old {
+            for name in self.created.take() {
                 if let Err(e) = admin.delete_topic(&name).await {
                     tracing::warn!("could not delete the previous run's topic {name}: {e}");
                 }
@@ -62,9 +55,7 @@ impl Driver for QuiverDriver {
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            if let Ok(mut v) = self.created.lock() {
-                v.extend(names.iter().cloned());
-            }
+            self.created.remember(&names);
             Ok(names)
         }
         .boxed()
