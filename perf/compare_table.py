@@ -34,7 +34,9 @@ def hiccup_cell(hiccups):
     if not cpus:
         return "n/a"
     return "; ".join(
-        f"cpu {c['cpu']}: {100 * c['share_over_1ms']:.2f} %, max {ms(c['max_us'])}" for c in cpus
+        f"cpu {c['cpu']}{' (' + c['policy'] + ')' if 'policy' in c else ''}: "
+        f"{100 * c['share_over_1ms']:.2f} %, max {ms(c['max_us'])}"
+        for c in cpus
     )
 
 
