@@ -125,6 +125,44 @@ fn meter(cpu: usize, measure_from: Instant, stop: &AtomicBool) -> Option<Measure
     Some((h, policy))
 }
 
+/// How late the calling tokio runtime runs a task that wants to wake every [`INTERVAL`]
+/// (a timerfd, so not tokio's 1 ms wheel), until `stop`: the load generator's own queueing
+/// (its producer, consumer and connections share the runtime), beside what the per-CPU
+/// meters say about the machine. Coordinated-omission corrected, µs; `None` without a
+/// timerfd.
+pub async fn event_loop_lag(
+    measure_from: Instant,
+    stop: Arc<AtomicBool>,
+) -> Option<Histogram<u64>> {
+    let mut timer = quiver_client::timer::PreciseTimer::new().ok()?;
+    let mut h = Histogram::<u64>::new_with_bounds(1, MAX_HICCUP_US, 3).ok()?;
+    let interval_us = INTERVAL.as_micros() as u64;
+    while !stop.load(Ordering::Acquire) {
+        let deadline = Instant::now() + INTERVAL;
+        timer.sleep_until(deadline).await;
+        if deadline < measure_from {
+            continue;
+        }
+        let late_us = deadline.elapsed().as_micros() as u64;
+        // Within the bounds by the clamp, so recording cannot fail.
+        let _ = h.record_correct(late_us.clamp(1, MAX_HICCUP_US), interval_us);
+    }
+    Some(h)
+}
+
+/// p50/p99/p99.9/max (µs) and the share of samples over 1 ms, for a report.
+pub fn lag_summary(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "method": "a task on the load generator's runtime waking every 1 ms on a timerfd: how late it ran, coordinated-omission corrected",
+        "samples": h.len(),
+        "p50_us": h.value_at_quantile(0.5),
+        "p99_us": h.value_at_quantile(0.99),
+        "p999_us": h.value_at_quantile(0.999),
+        "max_us": h.max(),
+        "share_over_1ms": share_over(h, 1000),
+    })
+}
+
 /// JSON for a report: per CPU p50/p99/p99.9/max in µs and the share of time spent in
 /// hiccups longer than 1 ms.
 pub fn summary(cpus: &[CpuHiccups]) -> serde_json::Value {

@@ -343,4 +343,7 @@ fn quiver_bench_runs_a_workload_with_one_command() {
         assert!(c["samples"].as_u64().unwrap() > 100, "{c}");
     }
     assert!(String::from_utf8_lossy(&run.stdout).contains("platform hiccups"));
+    // And the load generator's own event-loop lag over the same window.
+    assert!(report["event_loop_lag"]["samples"].as_u64().unwrap() > 100);
+    assert!(String::from_utf8_lossy(&run.stdout).contains("load generator's own lag"));
 }

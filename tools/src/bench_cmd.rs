@@ -226,6 +226,16 @@ fn print_summary(result: &RunResult) {
         r["unacknowledged"],
         r["unsent"]
     );
+    let lag = &r["event_loop_lag"];
+    if lag.is_object() {
+        println!(
+            "load generator's own lag (a task waking every 1 ms on its runtime): p99 {} µs, p99.9 {} µs, max {} µs, {:.2} % of the time > 1 ms",
+            lag["p99_us"],
+            lag["p999_us"],
+            lag["max_us"],
+            100.0 * lag["share_over_1ms"].as_f64().unwrap_or(0.0)
+        );
+    }
     let hiccups = hiccup::lines(&r["hiccups"]);
     if !hiccups.is_empty() {
         println!("platform hiccups during the measurement (a thread per CPU sleeping 1 ms):");
@@ -244,9 +254,10 @@ async fn run_metered(
     progress_every: Duration,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<RunResult, String> {
-    let meters = hiccup::Meters::start(
-        std::time::Instant::now() + Duration::from_secs(workload.warmup_duration_s),
-    );
+    let measure_from = std::time::Instant::now() + Duration::from_secs(workload.warmup_duration_s);
+    let meters = hiccup::Meters::start(measure_from);
+    let stop_lag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lag = tokio::spawn(hiccup::event_loop_lag(measure_from, stop_lag.clone()));
     let result = run(
         driver,
         workload,
@@ -257,8 +268,13 @@ async fn run_metered(
     )
     .await;
     let hiccups = meters.stop();
+    stop_lag.store(true, std::sync::atomic::Ordering::Release);
+    let lag = lag.await.ok().flatten();
     let mut result = result?;
     result.report["hiccups"] = hiccup::summary(&hiccups);
+    if let Some(lag) = lag {
+        result.report["event_loop_lag"] = hiccup::lag_summary(&lag);
+    }
     Ok(result)
 }
 
