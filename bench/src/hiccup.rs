@@ -107,22 +107,42 @@ fn meter(cpu: usize, measure_from: Instant, stop: &AtomicBool) -> Option<Measure
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
-    let mut h = Histogram::<u64>::new_with_bounds(1, MAX_HICCUP_US, 3).ok()?;
-    let interval_us = INTERVAL.as_micros() as u64;
+    let mut lateness = Lateness::new(measure_from)?;
     while !stop.load(Ordering::Acquire) {
-        let before = Instant::now();
+        let due = Instant::now() + INTERVAL;
         std::thread::sleep(INTERVAL);
-        let after = Instant::now();
-        if before < measure_from {
-            continue;
-        }
-        let late_us = after
-            .saturating_duration_since(before + INTERVAL)
-            .as_micros() as u64;
-        // Within the bounds by the clamp, so recording cannot fail.
-        let _ = h.record_correct(late_us.clamp(1, MAX_HICCUP_US), interval_us);
+        lateness.woke(due);
     }
-    Some((h, policy))
+    Some((lateness.histogram, policy))
+}
+
+/// How late something that wants to wake every [`INTERVAL`] got to run: µs, coordinated-
+/// omission corrected, wake-ups due before `measure_from` (a warm-up) left out. Shared by the
+/// per-CPU meters and [`event_loop_lag`] so both count alike.
+struct Lateness {
+    histogram: Histogram<u64>,
+    measure_from: Instant,
+}
+
+impl Lateness {
+    fn new(measure_from: Instant) -> Option<Self> {
+        Some(Self {
+            histogram: Histogram::new_with_bounds(1, MAX_HICCUP_US, 3).ok()?,
+            measure_from,
+        })
+    }
+
+    /// Records a wake-up that was due at `due`, now.
+    fn woke(&mut self, due: Instant) {
+        if due < self.measure_from {
+            return;
+        }
+        let late_us = due.elapsed().as_micros() as u64;
+        // Within the bounds by the clamp, so recording cannot fail.
+        let _ = self
+            .histogram
+            .record_correct(late_us.clamp(1, MAX_HICCUP_US), INTERVAL.as_micros() as u64);
+    }
 }
 
 /// How late the calling tokio runtime runs a task that wants to wake every [`INTERVAL`]
@@ -135,19 +155,13 @@ pub async fn event_loop_lag(
     stop: Arc<AtomicBool>,
 ) -> Option<Histogram<u64>> {
     let mut timer = quiver_client::timer::PreciseTimer::new().ok()?;
-    let mut h = Histogram::<u64>::new_with_bounds(1, MAX_HICCUP_US, 3).ok()?;
-    let interval_us = INTERVAL.as_micros() as u64;
+    let mut lateness = Lateness::new(measure_from)?;
     while !stop.load(Ordering::Acquire) {
-        let deadline = Instant::now() + INTERVAL;
-        timer.sleep_until(deadline).await;
-        if deadline < measure_from {
-            continue;
-        }
-        let late_us = deadline.elapsed().as_micros() as u64;
-        // Within the bounds by the clamp, so recording cannot fail.
-        let _ = h.record_correct(late_us.clamp(1, MAX_HICCUP_US), interval_us);
+        let due = Instant::now() + INTERVAL;
+        timer.sleep_until(due).await;
+        lateness.woke(due);
     }
-    Some(h)
+    Some(lateness.histogram)
 }
 
 /// Samples, p50/p99/p99.9/max (µs) and the share of samples over 1 ms.

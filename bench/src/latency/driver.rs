@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use super::recorder::lock;
 use super::workload::Workload;
 
 /// The names a driver gives a run's topics: `bench-<workload>-<ms since epoch>-<run>-<i>`,
@@ -30,17 +31,11 @@ pub struct LastRunTopics(std::sync::Mutex<Vec<String>>);
 impl LastRunTopics {
     /// The last run's names (forgotten here: the caller deletes them).
     pub fn take(&self) -> Vec<String> {
-        match self.0.lock() {
-            Ok(mut v) => std::mem::take(&mut *v),
-            Err(p) => std::mem::take(&mut *p.into_inner()),
-        }
+        std::mem::take(&mut *lock(&self.0))
     }
 
     pub fn remember(&self, names: &[String]) {
-        match self.0.lock() {
-            Ok(mut v) => v.extend(names.iter().cloned()),
-            Err(p) => p.into_inner().extend(names.iter().cloned()),
-        }
+        lock(&self.0).extend(names.iter().cloned());
     }
 }
 
