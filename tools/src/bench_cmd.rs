@@ -73,8 +73,7 @@ fn start_embedded() -> Result<(EmbeddedNode, String, PathBuf), String> {
     let shards = (cpus - 1).max(1); // leave a core to the load generator
                                     // Not the port 0 trick: the node needs one port per shard, and the kernel hands out
                                     // ports from its ephemeral range to the load generator's sockets too.
-    let node_shards = if cpus >= 2 { cpus - 1 } else { shards };
-    let port = quiver_bench::harness::free_udp_ports(node_shards)
+    let port = quiver_bench::harness::free_udp_ports(shards)
         .ok_or("no free UDP ports below the ephemeral range for the embedded node")?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // Thread per core, as in production: the node's shards pinned to CPUs 1.., the load
@@ -245,8 +244,9 @@ fn print_summary(result: &RunResult) {
     }
 }
 
-/// [`run`] with the platform's hiccups measured over the same window (after the warm-up):
-/// they land in the report as `hiccups`.
+/// [`run`] with the platform's hiccups and the load generator's own event-loop lag measured
+/// over the same window (after the warm-up): they land in the report as `hiccups` and
+/// `event_loop_lag`.
 async fn run_metered(
     driver: Arc<dyn Driver>,
     workload: &Workload,
