@@ -193,19 +193,19 @@ struct Inner {
 /// batch of every partition).
 const RETRY_WARN_EVERY: Duration = Duration::from_secs(1);
 
+/// The guard of `m`, poisoned or not: the producer's locks guard plain bookkeeping that a
+/// panicking holder cannot leave half-updated in a way that matters more than stopping.
+fn unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        unpoisoned(&self.state)
     }
 
     fn route_lookups(&self) -> MutexGuard<'_, RouteLookups> {
-        match self.route_lookups.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        unpoisoned(&self.route_lookups)
     }
 }
 
@@ -755,10 +755,7 @@ async fn deliver(request: RequestInFlight, batches: Vec<(TopicPartition, SealedB
 fn log_retry(inner: &Inner, tp: &TopicPartition, attempt: u32, backoff: Duration, e: &ClientError) {
     let backoff_ms = backoff.as_millis() as u64;
     let unlogged = {
-        let mut w = match inner.retry_warned.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut w = unpoisoned(&inner.retry_warned);
         if w.0.is_some_and(|at| at.elapsed() < RETRY_WARN_EVERY) {
             w.1 += 1;
             None
