@@ -175,6 +175,27 @@ impl Client {
         Ok(fresh)
     }
 
+    /// The pooled connections that are open, with their transport statistics (path MTU,
+    /// datagrams, lost packets): what a benchmark reports beside its latencies.
+    pub fn connection_stats(&self) -> Vec<(SocketAddr, quinn::ConnectionStats)> {
+        let slots: Vec<(SocketAddr, ConnectionSlot)> = match self.inner.conns.lock() {
+            Ok(g) => g.iter().map(|(a, s)| (*a, s.clone())).collect(),
+            Err(p) => p
+                .into_inner()
+                .iter()
+                .map(|(a, s)| (*a, s.clone()))
+                .collect(),
+        };
+        slots
+            .into_iter()
+            .filter_map(|(addr, slot)| {
+                let conn = slot.try_lock().ok()?;
+                let c = conn.as_ref().filter(|c| !c.is_closed())?;
+                Some((addr, c.stats()))
+            })
+            .collect()
+    }
+
     /// Drops `failed` from the pool so the next request to `addr` reconnects. A slot being
     /// reconnected, or already holding a newer connection, is left alone.
     fn forget(&self, addr: SocketAddr, failed: &Arc<Connection>) {

@@ -16,6 +16,13 @@ use crate::trust::TlsTrust;
 /// Largest UDP payload the client accepts (the broker advertises the same).
 pub const MAX_UDP_PAYLOAD_BYTES: u16 = 16_384;
 
+/// Upper bound of MTU discovery (the broker uses the same): datagrams grow from 1,452 bytes
+/// to this where the path allows (loopback, jumbo frames). quinn sends up to ten datagrams
+/// in one GSO call and the kernel refuses (and quinn then loses) a call over UDP's 65,507
+/// payload bytes: with an 8,952-byte bound no request got through at all.
+pub const MTU_UPPER_BOUND_BYTES: u16 = 6_550;
+const _: () = assert!(MTU_UPPER_BOUND_BYTES as u32 * 10 <= 65_507);
+
 /// ALPN of the wire protocol; must match the broker's.
 pub const ALPN: &[u8] = b"quiver/0";
 
@@ -104,6 +111,9 @@ impl Connection {
         let mut ack_frequency = quinn::AckFrequencyConfig::default();
         ack_frequency.ack_eliciting_threshold(7u32.into());
         transport.ack_frequency_config(Some(ack_frequency));
+        let mut mtu = quinn::MtuDiscoveryConfig::default();
+        mtu.upper_bound(MTU_UPPER_BOUND_BYTES);
+        transport.mtu_discovery_config(Some(mtu));
         config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if addr.is_ipv6() {
             "[::]:0"

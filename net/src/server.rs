@@ -246,7 +246,9 @@ impl Driver {
         }
         loop {
             buf.clear();
-            let Some(t) = c.inner.poll_transmit(now, *max_segments, buf) else {
+            // Ten datagrams of a discovered MTU may pass UDP's 64 KiB: fewer per send then.
+            let segments = (*max_segments).min(udp::segments_per_send(c.inner.current_mtu()));
+            let Some(t) = c.inner.poll_transmit(now, segments, buf) else {
                 break;
             };
             fx.sends.push(Outgoing::one(buf, &t));

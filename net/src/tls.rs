@@ -180,6 +180,10 @@ pub fn server_config(
     // Advertise ACK-frequency support, so a client sending at disk speed can ask for fewer
     // ACKs (each one is a datagram, a syscall, for the shard).
     transport.ack_frequency_config(Some(quinn_proto::AckFrequencyConfig::default()));
+    // Larger datagrams where the path allows: fewer per request, fewer syscalls and ACKs.
+    let mut mtu = quinn_proto::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_UPPER_BOUND_BYTES);
+    transport.mtu_discovery_config(Some(mtu));
     config.transport_config(Arc::new(transport));
     Ok(Arc::new(config))
 }
@@ -211,7 +215,13 @@ fn client_verifier(
         .map_err(|e| NetError::Tls(format!("client verification setup: {e}")))
 }
 
-/// Largest UDP payload this node accepts (advertised as `max_udp_payload_size`). MTU
-/// discovery keeps quinn's default bound (1452): larger probes were followed by heavy
-/// packet loss under load on loopback, not yet understood (docs/protocol.md).
+/// Largest UDP payload this node accepts (advertised as `max_udp_payload_size`).
 pub const MAX_UDP_PAYLOAD_BYTES: u16 = 16_384;
+
+/// Upper bound of MTU discovery: where the path allows (loopback, jumbo-frame networks),
+/// datagrams grow from 1,452 bytes up to this, and a 24 KiB request is 4 datagrams instead
+/// of 18. It is the largest size of which ten still fit one GSO send (UDP's 65,507-byte
+/// payload bound): quinn's client endpoint sends up to ten datagrams per call and a larger
+/// call is refused by the kernel and lost whole (docs/decisions/0014-mtu-bound.md). The
+/// client uses the same bound.
+pub const MTU_UPPER_BOUND_BYTES: u16 = crate::udp::MAX_GSO_PAYLOAD_BYTES / 10;

@@ -16,6 +16,18 @@ use std::os::fd::RawFd;
 /// UDP's 64 KiB payload bound holds 45 datagrams of 1,452 bytes; 32 measured no better).
 pub const MAX_GSO_SEGMENTS: usize = 10;
 
+/// Most payload bytes one GSO send may carry in all (UDP's bound over IPv4: 65,535 minus the
+/// IP and UDP headers). The kernel refuses a larger send with `EMSGSIZE`.
+pub const MAX_GSO_PAYLOAD_BYTES: u16 = 65_507;
+
+/// How many datagrams of `segment_bytes` one GSO send may hold: [`MAX_GSO_SEGMENTS`], fewer
+/// when datagrams are so large (MTU discovery on loopback or jumbo frames) that ten would
+/// pass [`MAX_GSO_PAYLOAD_BYTES`]; at least one.
+pub fn segments_per_send(segment_bytes: u16) -> usize {
+    let fit = usize::from(MAX_GSO_PAYLOAD_BYTES) / usize::from(segment_bytes.max(1200));
+    fit.clamp(1, MAX_GSO_SEGMENTS)
+}
+
 /// Whether the kernel takes GSO sends on this socket (`UDP_SEGMENT` readable; Linux 4.18+).
 /// Without it the shard sends one datagram per call.
 ///
@@ -255,6 +267,18 @@ mod tests {
         let (a, _) = pair();
         let mut buf = vec![0u8; 2048];
         assert_eq!(try_recv(a.as_raw_fd(), &mut buf).expect("recv"), None);
+    }
+
+    #[test]
+    fn a_gso_send_never_passes_udps_payload_bound() {
+        assert_eq!(segments_per_send(1_452), MAX_GSO_SEGMENTS);
+        assert_eq!(segments_per_send(6_550), 10);
+        assert_eq!(segments_per_send(8_952), 7);
+        assert_eq!(segments_per_send(65_000), 1);
+        for mtu in [1_200u16, 1_452, 4_000, 6_550, 6_551, 8_952, 16_384, 65_527] {
+            let n = segments_per_send(mtu);
+            assert!(n == 1 || n * usize::from(mtu) <= usize::from(MAX_GSO_PAYLOAD_BYTES));
+        }
     }
 
     #[test]

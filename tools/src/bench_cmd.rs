@@ -235,6 +235,22 @@ fn print_summary(result: &RunResult) {
             100.0 * lag["share_over_1ms"].as_f64().unwrap_or(0.0)
         );
     }
+    for c in r["transport"]["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "transport to {} since it connected: path MTU {} bytes, {} datagrams sent in {} calls, {} received in {} calls, {} packets lost",
+            c["broker"].as_str().unwrap_or("?"),
+            c["path_mtu_bytes"],
+            c["datagrams_sent"],
+            c["send_calls"],
+            c["datagrams_received"],
+            c["receive_calls"],
+            c["packets_lost"]
+        );
+    }
     let hiccups = hiccup::lines(&r["hiccups"]);
     if !hiccups.is_empty() {
         println!("platform hiccups during the measurement (a thread per CPU sleeping 1 ms):");
@@ -259,7 +275,7 @@ async fn run_metered(
     let stop_lag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lag = tokio::spawn(hiccup::event_loop_lag(measure_from, stop_lag.clone()));
     let result = run(
-        driver,
+        driver.clone(),
         workload,
         rate,
         Pacing::Precise,
@@ -272,6 +288,7 @@ async fn run_metered(
     let lag = lag.await.ok().flatten();
     let mut result = result?;
     result.report["hiccups"] = hiccup::summary(&hiccups);
+    result.report["transport"] = driver.transport_report();
     if let Some(lag) = lag {
         result.report["event_loop_lag"] = hiccup::lag_summary(&lag);
     }

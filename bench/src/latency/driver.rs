@@ -53,6 +53,11 @@ pub trait Driver: Send + Sync + 'static {
         topic: &'a str,
         partitions: Vec<u32>,
     ) -> BoxFuture<'a, Result<Box<dyn BenchConsumer>, String>>;
+    /// What the transport did during the run (per connection: path MTU, datagrams, lost
+    /// packets), for the report; `Null` where the driver cannot tell.
+    fn transport_report(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
 }
 
 pub trait BenchProducer: Send + Sync {

@@ -61,6 +61,28 @@ impl Driver for QuiverDriver {
         .boxed()
     }
 
+    fn transport_report(&self) -> serde_json::Value {
+        let conns: Vec<serde_json::Value> = self
+            .client
+            .connection_stats()
+            .into_iter()
+            .map(|(addr, s)| {
+                serde_json::json!({
+                    "broker": addr.to_string(),
+                    "path_mtu_bytes": s.path.current_mtu,
+                    "rtt_us": s.path.rtt.as_micros() as u64,
+                    "datagrams_sent": s.udp_tx.datagrams,
+                    "datagrams_received": s.udp_rx.datagrams,
+                    "send_calls": s.udp_tx.ios,
+                    "receive_calls": s.udp_rx.ios,
+                    "packets_lost": s.path.lost_packets,
+                    "congestion_events": s.path.congestion_events,
+                })
+            })
+            .collect();
+        serde_json::json!({ "connections": conns })
+    }
+
     fn producer<'a>(
         &'a self,
         topic: &'a str,
