@@ -1,6 +1,7 @@
 //! The client against a real broker: a million records over 8 partitions with acks=all,
 //! records acknowledged across a broker crash and restart, and batches that grow while a
-//! partition waits for its acknowledgement.
+//! partition waits for its acknowledgement, and datagrams that grow past 1,452 bytes on
+//! loopback.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -483,4 +484,59 @@ async fn a_ready_partition_takes_the_other_partitions_of_its_shard_along() {
     assert_eq!((first.partition, first.offset), (0, 0));
     drop(full); // the rest waits for linger_ms or a flush; not needed here
     drop(producer);
+}
+
+/// On loopback MTU discovery lets datagrams grow past Ethernet's 1,452 bytes, up to the bound
+/// both sides use, and produce and fetch keep working at that size. With a larger bound
+/// (8,952) ten datagrams per GSO send passed UDP's 64 KiB, the kernel refused them and no
+/// request got through (docs/decisions/0014-mtu-bound.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_grow_to_the_mtu_bound_on_loopback_and_nothing_stalls() {
+    const PER_ROUND: u64 = 2_000;
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let node = Node::start(dir.path(), 1);
+    let client = node.client_with_topic(10_000, "jumbo", 4).await;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut sent = 0u64;
+    // Traffic until discovery has grown the path MTU (a few round trips on loopback).
+    let mtu = loop {
+        let mut acks = Vec::new();
+        for i in sent..sent + PER_ROUND {
+            // 1 KiB values that still read back as the number `consume_all` expects.
+            let record = ProducerRecord::new("jumbo", format!("{i:01024}")).key(i.to_string());
+            acks.push(producer.enqueue(record).await.unwrap());
+        }
+        for a in acks {
+            a.await.expect("acks=all send succeeds");
+        }
+        sent += PER_ROUND;
+        let stats = client.connection_stats();
+        assert_eq!(stats.len(), 1, "one connection to the one shard");
+        let mtu = stats[0].1.path.current_mtu;
+        if mtu > 1_452 {
+            break mtu;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "path MTU still {mtu} bytes after {sent} records"
+        );
+    };
+    assert!(
+        mtu <= quiver_client::connection::MTU_UPPER_BOUND_BYTES,
+        "path MTU {mtu} above the bound"
+    );
+    producer.close().await;
+    // The fetch responses (the broker's large datagrams) bring every record back.
+    let records = consume_all(&client, "jumbo", 4, sent as usize).await;
+    let mut values: Vec<u64> = records.iter().map(|r| r.2).collect();
+    values.sort_unstable();
+    assert!(values.iter().copied().eq(0..sent), "every record once");
+    check_order(&records);
 }
