@@ -389,3 +389,35 @@ fn acknowledged_batches_waiting_for_the_segment_are_readable_and_reach_it() {
         log.close().await.expect("close");
     });
 }
+
+/// On a filesystem with room, the first active file and the first spare are written through
+/// with zeros at open, so no O_DSYNC round extends a file (and commits the journal); on a
+/// small or nearly full one (below 1 GiB free) they are left empty, leaving the space to
+/// appends.
+#[test]
+fn the_first_files_are_pre_written_where_there_is_room() {
+    let scratch = scratch();
+    let root = scratch.path().to_path_buf();
+    let free = quiver_core::log::files::available_bytes(&root).expect("statvfs");
+    run(async move {
+        let dir = commit_log::shard_dir(&root, 0);
+        let wal = CommitLog::open(&dir, &root, None, None)
+            .await
+            .expect("commit log");
+        let size = |name: &str| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len());
+        if free >= 2 << 30 {
+            assert!(size("1.wal") >= ROTATE_AT_BYTES, "1.wal: {}", size("1.wal"));
+            assert!(
+                size("spare.wal") >= ROTATE_AT_BYTES,
+                "spare: {}",
+                size("spare.wal")
+            );
+        } else if free < 1 << 30 {
+            assert_eq!(size("1.wal"), 0);
+            assert_eq!(size("spare.wal"), 0);
+        }
+        wal.close().await;
+        wal.remove_files().await.expect("remove");
+        assert_eq!(std::fs::read_dir(&dir).expect("dir").count(), 0);
+    });
+}

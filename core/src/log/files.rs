@@ -194,6 +194,18 @@ pub async fn read_small(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>> 
     Ok(Some(out))
 }
 
+/// Bytes an unprivileged writer may still use on `dir`'s filesystem; `None` if it cannot be
+/// asked.
+pub fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: all-zero is a valid statvfs; `path` is a NUL-terminated string that outlives
+    // the call, which only writes into `st`.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
 pub async fn sync_dir(dir: &Path) -> Result<()> {
     let d = Directory::open(dir)
         .await
