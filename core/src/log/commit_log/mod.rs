@@ -119,9 +119,6 @@ fn wal_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq}.wal"))
 }
 
-/// Commit log files are opened `O_DSYNC`: each round's write returns once it is durable, in
-/// one I/O request, instead of a write followed by an `fdatasync` (which io_uring hands to a
-/// worker thread): round p50 331 → 277 µs here (docs/decisions/0011).
 /// Bytes a commit log file is written through with zeros when it is created at open: a file
 /// reaches [`ROTATE_AT_BYTES`] plus at most one round before the writer moves on.
 const PREWRITTEN_BYTES: u64 = ROTATE_AT_BYTES + ROUND_MAX_BYTES as u64;
@@ -165,6 +162,9 @@ async fn prewrite_first_files(
     Ok(spare)
 }
 
+/// Commit log files are opened `O_DSYNC`: each round's write returns once it is durable, in
+/// one I/O request, instead of a write followed by an `fdatasync` (which io_uring hands to a
+/// worker thread): round p50 331 → 277 µs here (docs/decisions/0011).
 async fn create_file(path: &Path) -> Result<Rc<DmaFile>> {
     let file = OpenOptions::new()
         .read(true)
