@@ -116,6 +116,13 @@ pub fn body_error(e: Option<quiver_schema::wire::Error<'_>>) -> Result<()> {
     }
 }
 
+/// The guard of `m`, poisoned or not: the client's locks guard plain bookkeeping (the
+/// connection pool, the producer's queues) that a panicking holder cannot leave half-updated
+/// in a way that matters more than stopping.
+pub(crate) fn unpoisoned<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Client {
     /// Connects to the first reachable broker in `brokers` and checks it speaks our protocol.
     pub async fn connect(brokers: &[SocketAddr], config: ClientConfig) -> Result<Self> {
@@ -145,11 +152,10 @@ impl Client {
     }
 
     fn slot(&self, addr: SocketAddr) -> ConnectionSlot {
-        let mut conns = match self.inner.conns.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        conns.entry(addr).or_default().clone()
+        unpoisoned(&self.inner.conns)
+            .entry(addr)
+            .or_default()
+            .clone()
     }
 
     /// The pooled connection to `addr`, (re)connected when needed. Requests to other
@@ -178,14 +184,10 @@ impl Client {
     /// The pooled connections that are open, with their transport statistics (path MTU,
     /// datagrams, lost packets): what a benchmark reports beside its latencies.
     pub fn connection_stats(&self) -> Vec<(SocketAddr, quinn::ConnectionStats)> {
-        let slots: Vec<(SocketAddr, ConnectionSlot)> = match self.inner.conns.lock() {
-            Ok(g) => g.iter().map(|(a, s)| (*a, s.clone())).collect(),
-            Err(p) => p
-                .into_inner()
-                .iter()
-                .map(|(a, s)| (*a, s.clone()))
-                .collect(),
-        };
+        let slots: Vec<(SocketAddr, ConnectionSlot)> = unpoisoned(&self.inner.conns)
+            .iter()
+            .map(|(a, s)| (*a, s.clone()))
+            .collect();
         slots
             .into_iter()
             .filter_map(|(addr, slot)| {

@@ -34,7 +34,7 @@ use quiver_schema::requests;
 use quiver_schema::wire;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
-use crate::cluster::{body_error, Client, TopicRoute};
+use crate::cluster::{body_error, unpoisoned, Client, TopicRoute};
 use crate::error::{ClientError, Result};
 use crate::partitioner::partition_for_key;
 use crate::record::{now_ms, ProducerRecord, RecordMetadata};
@@ -192,12 +192,6 @@ struct Inner {
 /// At most one WARN per this interval about batches being retried (a full disk retries every
 /// batch of every partition).
 const RETRY_WARN_EVERY: Duration = Duration::from_secs(1);
-
-/// The guard of `m`, poisoned or not: the producer's locks guard plain bookkeeping that a
-/// panicking holder cannot leave half-updated in a way that matters more than stopping.
-fn unpoisoned<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl Inner {
     fn state(&self) -> MutexGuard<'_, State> {
