@@ -251,12 +251,18 @@ fn print_summary(result: &RunResult) {
             c["packets_lost"]
         );
     }
-    let hiccups = hiccup::lines(&r["hiccups"]);
-    if !hiccups.is_empty() {
-        println!("platform hiccups during the measurement (a thread per CPU sleeping 1 ms):");
-        for line in hiccups {
-            println!("  {line}");
-        }
+    print_hiccups("platform hiccups during the measurement", &r["hiccups"]);
+}
+
+/// A hiccup summary (`hiccup::summary`) under `title`, a line per CPU; nothing without one.
+fn print_hiccups(title: &str, summary: &serde_json::Value) {
+    let lines = hiccup::lines(summary);
+    if lines.is_empty() {
+        return;
+    }
+    println!("{title} (a thread per CPU sleeping 1 ms):");
+    for line in lines {
+        println!("  {line}");
     }
 }
 
@@ -482,10 +488,7 @@ pub fn floor(
         report["floor_p99_us"]
     );
     if let Some(h) = &hiccups {
-        println!("hiccups of the idle machine over {hiccup_s} s (a thread per CPU sleeping 1 ms):");
-        for line in hiccup::lines(h) {
-            println!("  {line}");
-        }
+        print_hiccups(&format!("hiccups of the idle machine over {hiccup_s} s"), h);
     }
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     std::fs::write(
