@@ -195,7 +195,9 @@ pub fn run_node(
         std::sync::mpsc::channel::<Result<std::net::SocketAddr, NodeError>>();
     let bind_host = config.bind_host;
     let max_connections = config.quic.max_connections;
+    // Named for `top -H` and the benchmark's report of each thread's waits for a CPU.
     let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("shard")
         .on_all_shards(move || async move {
             let result = shard_main(
                 shared,
