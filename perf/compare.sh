@@ -86,7 +86,7 @@ run_one() { # system workload out-dir
         "$QUIVER" "${args[@]}" --embedded --label "quiver $(git rev-parse --short HEAD), embedded node, acks=all, durable before the ack (shard commit log: one O_DSYNC write per round)"
     else
         start_nats "$system"
-        "$QUIVER" "${args[@]}" --system nats --nats-url "nats://127.0.0.1:$NATS_PORT" --label "$NATS_LABEL" || { stop_nats; return 1; }
+        "$QUIVER" "${args[@]}" --system nats --nats-url "nats://127.0.0.1:$NATS_PORT" --watch-pid "$NATS_PID" --label "$NATS_LABEL" || { stop_nats; return 1; }
         stop_nats
     fi
 }

@@ -8,9 +8,12 @@
 //! - [`harness`]: starting a real broker process, pinning threads.
 //! - [`hiccup`]: the machine's own stalls (jHiccup's method), measured during runs and in
 //!   `quiver bench floor`.
+//! - [`cpu_wait`]: how long the load generator's and the node's busy threads waited for a
+//!   CPU while runnable (other processes on their CPUs), measured during runs.
 //! - Later (issue "The latency benchmark harness"): open-loop OMB-style workloads against a
 //!   node, with coordinated omission shown.
 
+pub mod cpu_wait;
 pub mod floor;
 pub mod hiccup;
 pub mod latency;

@@ -7,7 +7,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quiver_bench::hiccup;
 use quiver_bench::latency::driver::Driver;
 use quiver_bench::latency::pacer::Pacing;
 use quiver_bench::latency::quiver::QuiverDriver;
@@ -15,6 +14,7 @@ use quiver_bench::latency::rate_search::RateSearch;
 use quiver_bench::latency::recorder::{hgrm, summary, svg_plot, Metric, METRICS};
 use quiver_bench::latency::runner::{run, Progress, RunResult};
 use quiver_bench::latency::workload::Workload;
+use quiver_bench::{cpu_wait, hiccup};
 use serde_json::json;
 
 use crate::connect::ClientArgs;
@@ -47,6 +47,10 @@ pub struct BenchArgs {
     /// The name the output files carry (`<workload>-<name>.json`); default: the system.
     #[arg(long)]
     pub report_as: Option<String>,
+    /// A server process (not embedded) whose busy threads' waits for a CPU are reported
+    /// beside the load generator's and an embedded node's (`cpu_waits`).
+    #[arg(long)]
+    pub watch_pid: Option<u32>,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -252,6 +256,13 @@ fn print_summary(result: &RunResult) {
         );
     }
     print_hiccups("platform hiccups during the measurement", &r["hiccups"]);
+    let waits = cpu_wait::lines(&r["cpu_waits"]);
+    if !waits.is_empty() {
+        println!("busy threads kept from a CPU while runnable (other processes on their CPUs):");
+        for line in waits {
+            println!("  {line}");
+        }
+    }
 }
 
 /// A hiccup summary (`hiccup::summary`) under `title`, a line per CPU; nothing without one.
@@ -266,18 +277,20 @@ fn print_hiccups(title: &str, summary: &serde_json::Value) {
     }
 }
 
-/// [`run`] with the platform's hiccups and the load generator's own event-loop lag measured
-/// over the same window (after the warm-up): they land in the report as `hiccups` and
-/// `event_loop_lag`.
+/// [`run`] with the platform's hiccups, the load generator's own event-loop lag and the
+/// waits for a CPU of the busy threads of `watch` measured over the same window (after the
+/// warm-up): they land in the report as `hiccups`, `event_loop_lag` and `cpu_waits`.
 async fn run_metered(
     driver: Arc<dyn Driver>,
     workload: &Workload,
     rate: u64,
+    watch: &[cpu_wait::Watch],
     progress_every: Duration,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<RunResult, String> {
     let measure_from = std::time::Instant::now() + Duration::from_secs(workload.warmup_duration_s);
     let meters = hiccup::Meters::start(measure_from);
+    let waits = cpu_wait::CpuWaits::start(watch.to_vec(), measure_from);
     let stop_lag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lag = tokio::spawn(hiccup::event_loop_lag(measure_from, stop_lag.clone()));
     let result = run(
@@ -290,10 +303,12 @@ async fn run_metered(
     )
     .await;
     let hiccups = meters.stop();
+    let waits = waits.stop();
     stop_lag.store(true, std::sync::atomic::Ordering::Release);
     let lag = lag.await.ok().flatten();
     let mut result = result?;
     result.report["hiccups"] = hiccup::summary(&hiccups);
+    result.report["cpu_waits"] = cpu_wait::summary(&waits);
     result.report["transport"] = driver.transport_report();
     if let Some(lag) = lag {
         result.report["event_loop_lag"] = hiccup::lag_summary(&lag);
@@ -309,11 +324,25 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
         workload.test_duration_s = d;
     }
     let mut node = None;
+    let mut watch = vec![cpu_wait::Watch {
+        label: "load generator".into(),
+        pid: std::process::id(),
+    }];
+    if let Some(pid) = b.watch_pid {
+        watch.push(cpu_wait::Watch {
+            label: format!("server (pid {pid})"),
+            pid,
+        });
+    }
     let driver: Arc<dyn Driver> = match b.system.as_str() {
         "quiver" => {
             let client_args = if b.embedded {
                 let (embedded, broker, data) = start_embedded()?;
                 eprintln!("embedded node at {broker}");
+                watch.push(cpu_wait::Watch {
+                    label: "node".into(),
+                    pid: embedded.child.id(),
+                });
                 node = Some(embedded);
                 ClientArgs {
                     broker,
@@ -350,6 +379,7 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
             driver,
             &workload,
             rate,
+            &watch,
             Duration::from_secs(10.min(total_s.max(1))),
             progress,
         )
@@ -376,6 +406,7 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
             driver.clone(),
             &workload,
             rate,
+            &watch,
             Duration::from_secs(10),
             progress,
         )
