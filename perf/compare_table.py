@@ -40,6 +40,23 @@ def hiccup_cell(hiccups):
     )
 
 
+def waits_cell(cpu_waits):
+    """Per process, its busiest thread: the share of the time it waited for a CPU while
+    runnable, its waits over 1 ms and the longest (`cpu_waits` of the report)."""
+    busiest = {}
+    for t in (cpu_waits or {}).get("threads", []):
+        p = t["process"]
+        if p not in busiest or t["ran_share"] > busiest[p]["ran_share"]:
+            busiest[p] = t
+    if not busiest:
+        return "n/a"
+    return "; ".join(
+        f"{p} ({t['thread']}): {100 * t['waited_share']:.1f} %, "
+        f"{t['waits_over_1ms']} > 1 ms, longest {ms(t['longest_wait_us'])}"
+        for p, t in sorted(busiest.items())
+    )
+
+
 def main(reps_dir, results_dir, doc):
     reps_dir, results_dir, doc = Path(reps_dir), Path(results_dir), Path(doc)
     runs = {}  # (workload, system) -> [(rep_dir, report)]
@@ -94,6 +111,7 @@ def main(reps_dir, results_dir, doc):
                     "hiccups_share_over_1ms": [
                         c["share_over_1ms"] for c in rr.get("hiccups", {}).get("per_cpu", [])
                     ],
+                    "cpu_waits": waits_cell(rr.get("cpu_waits")),
                 }
                 for r, rr in reps
             ],
@@ -125,7 +143,7 @@ def main(reps_dir, results_dir, doc):
                 f"| {e2e_cell('p999_us')} | {ms(pub['p99_us'])} | {ratio} | "
                 + ", ".join(ms(r[1]["latency_us"]["end_to_end"]["p99_us"]) for r in reps)
                 + (f" (fell behind: {behind:,} messages unsent or unacknowledged when the run gave up)" if behind else "")
-                + f" | {hiccup_cell(report.get('hiccups'))} | {label} |"
+                + f" | {hiccup_cell(report.get('hiccups'))} | {waits_cell(report.get('cpu_waits'))} | {label} |"
             )
 
     lines = [BEGIN, ""]
@@ -144,8 +162,8 @@ def main(reps_dir, results_dir, doc):
         lines.append("")
     if fixed_rows:
         lines += [
-            "| workload | system | rate | e2e p50 | e2e p99 | e2e p99.9 | publish p99 | e2e p99 / floor p99 | e2e p99 of each repetition | machine hiccups during the run (time > 1 ms, longest) | durability |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| workload | system | rate | e2e p50 | e2e p99 | e2e p99.9 | publish p99 | e2e p99 / floor p99 | e2e p99 of each repetition | machine hiccups during the run (time > 1 ms, longest) | busiest threads' waits for a CPU (time, waits > 1 ms, longest) | durability |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *fixed_rows,
             "",
         ]
