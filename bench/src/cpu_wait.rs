@@ -134,8 +134,11 @@ impl Watched {
     }
 }
 
-/// The busy threads of each process in `watch`, listed when the measurement starts.
+/// The threads of each process in `watch` when the measurement starts, but the calling one
+/// (the sampler: reading every thread's counters in the settle window can make it look busy).
 fn list_threads(watch: &[Watch]) -> Vec<Watched> {
+    // SAFETY: gettid has no preconditions.
+    let own_tid = unsafe { libc::gettid() } as u32;
     let mut out = Vec::new();
     for w in watch {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", w.pid)) else {
@@ -149,6 +152,9 @@ fn list_threads(watch: &[Watch]) -> Vec<Watched> {
             else {
                 continue;
             };
+            if tid == own_tid {
+                continue;
+            }
             let Ok(file) = File::open(task.path().join("schedstat")) else {
                 continue;
             };
