@@ -344,12 +344,16 @@ mod tests {
     #[test]
     fn two_spinners_on_one_cpu_each_wait_about_half() {
         let stop = Arc::new(AtomicBool::new(false));
+        // The sampler reads thread names when it starts: a thread sets its own name once it
+        // runs, so the sampler starts after both spinners are running.
+        let started = Arc::new(std::sync::Barrier::new(3));
         let spinners: Vec<_> = (0..2)
             .map(|_| {
-                let stop = stop.clone();
+                let (stop, started) = (stop.clone(), started.clone());
                 std::thread::Builder::new()
                     .name("spinner".into())
                     .spawn(move || {
+                        started.wait();
                         crate::harness::pin_current_thread(0);
                         while !stop.load(Ordering::Relaxed) {
                             std::hint::spin_loop();
@@ -358,6 +362,7 @@ mod tests {
                     .unwrap()
             })
             .collect();
+        started.wait();
         let waits = CpuWaits::start(
             vec![Watch {
                 label: "test".into(),
