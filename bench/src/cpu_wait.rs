@@ -119,8 +119,6 @@ struct Watched {
     tid: u32,
     file: File,
     tracker: Tracker,
-    /// Run time at the first reading, to tell busy threads from helpers.
-    first_run_ns: Option<u64>,
 }
 
 impl Watched {
@@ -167,7 +165,6 @@ fn list_threads(watch: &[Watch]) -> Vec<Watched> {
                 tid,
                 file,
                 tracker: Tracker::default(),
-                first_run_ns: None,
             });
         }
     }
@@ -226,7 +223,6 @@ fn sample(watch: &[Watch], measure_from: Instant, stop: &AtomicBool) -> Vec<Thre
         last = now;
         threads.retain_mut(|t| match t.read() {
             Some((run, wait)) => {
-                t.first_run_ns.get_or_insert(run);
                 t.tracker.sample(interval_ns, run, wait);
                 true
             }
