@@ -201,12 +201,7 @@ impl CpuWaits {
 fn sample(watch: &[Watch], measure_from: Instant, stop: &AtomicBool) -> Vec<ThreadWaits> {
     // Real-time where allowed, as the hiccup meters: a late sampler only blurs the ±1 ms, but
     // it should not itself wait behind what it measures.
-    let param = libc::sched_param { sched_priority: 1 };
-    // SAFETY: `param` is a valid sched_param; both calls affect only this thread.
-    unsafe {
-        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
-    }
+    crate::hiccup::measuring_thread();
     while Instant::now() < measure_from {
         if stop.load(Ordering::Acquire) {
             return Vec::new();
@@ -300,7 +295,7 @@ mod tests {
     fn waits_are_runs_of_intervals_waited_at_least_half() {
         let mut t = Tracker::default();
         let (mut run, mut wait) = (0, 0);
-        t.sample(MS, run, wait); // baseline
+        t.sample(MS, run, wait); // the baseline
                                  // 10 intervals running, then 3 waited whole, 1 running, 1 waited a quarter.
         for _ in 0..10 {
             run += MS;

@@ -94,19 +94,26 @@ pub fn measure_idle(duration: Duration) -> Vec<CpuHiccups> {
     meters.stop()
 }
 
-fn meter(cpu: usize, measure_from: Instant, stop: &AtomicBool) -> Option<Measured> {
-    crate::harness::pin_current_thread(cpu);
+/// Makes the calling thread a measuring one: `SCHED_FIFO` priority 1 where allowed (see the
+/// module documentation) and a 1 ns timer slack (the default 50 µs would show up in every
+/// sample). Returns the policy it got, `fifo` or `normal`.
+pub(crate) fn measuring_thread() -> &'static str {
     let param = libc::sched_param { sched_priority: 1 };
     // SAFETY: `param` is a valid sched_param; the call affects only this thread.
     let policy = match unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } {
         0 => "fifo",
         _ => "normal",
     };
-    // The default 50 µs timer slack would show up in every sample.
     // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
     }
+    policy
+}
+
+fn meter(cpu: usize, measure_from: Instant, stop: &AtomicBool) -> Option<Measured> {
+    crate::harness::pin_current_thread(cpu);
+    let policy = measuring_thread();
     let mut lateness = Lateness::new(measure_from)?;
     while !stop.load(Ordering::Acquire) {
         let due = Instant::now() + INTERVAL;
