@@ -256,22 +256,26 @@ fn print_summary(result: &RunResult) {
         );
     }
     print_hiccups("platform hiccups during the measurement", &r["hiccups"]);
-    let waits = cpu_wait::lines(&r["cpu_waits"]);
-    if !waits.is_empty() {
-        println!("busy threads kept from a CPU while runnable (other processes on their CPUs):");
-        for line in waits {
-            println!("  {line}");
-        }
-    }
+    print_block(
+        "busy threads kept from a CPU while runnable (other processes on their CPUs)",
+        cpu_wait::lines(&r["cpu_waits"]),
+    );
 }
 
 /// A hiccup summary (`hiccup::summary`) under `title`, a line per CPU; nothing without one.
 fn print_hiccups(title: &str, summary: &serde_json::Value) {
-    let lines = hiccup::lines(summary);
+    print_block(
+        &format!("{title} (a thread per CPU sleeping 1 ms)"),
+        hiccup::lines(summary),
+    );
+}
+
+/// `heading:` and the lines under it, indented; nothing without lines.
+fn print_block(heading: &str, lines: Vec<String>) {
     if lines.is_empty() {
         return;
     }
-    println!("{title} (a thread per CPU sleeping 1 ms):");
+    println!("{heading}:");
     for line in lines {
         println!("  {line}");
     }
