@@ -28,6 +28,7 @@ NATS_SYNC_VERSION=2.12.8
 NATS_PORT=14222
 WORK=target/compare
 QUIVER=target/release/quiver
+CPUS=$(nproc)
 
 log() { echo "compare: $*" >&2; }
 
@@ -65,9 +66,9 @@ start_nats() {
     # CPU 0 (run_one). Unpinned, nats-server's threads ran on the load generator's CPU and
     # the load generator waited for it 26 % of the time (its cpu_waits).
     local pin=()
-    if [ "$(nproc)" -ge 2 ]; then
-        pin=(taskset -c "1-$(($(nproc) - 1))")
-        NATS_LABEL="$NATS_LABEL, pinned to CPUs 1-$(($(nproc) - 1)) (load generator on 0)"
+    if [ "$CPUS" -ge 2 ]; then
+        pin=(taskset -c "1-$((CPUS - 1))")
+        NATS_LABEL="$NATS_LABEL, pinned to CPUs 1-$((CPUS - 1)) (load generator on 0)"
     fi
     "${pin[@]}" "$bin" -c "$conf" >"$WORK/nats-$1.log" 2>&1 &
     NATS_PID=$!
@@ -95,7 +96,7 @@ run_one() { # system workload out-dir
     else
         start_nats "$system"
         local pin=()
-        [ "$(nproc)" -ge 2 ] && pin=(taskset -c 0)
+        [ "$CPUS" -ge 2 ] && pin=(taskset -c 0)
         "${pin[@]}" "$QUIVER" "${args[@]}" --system nats --nats-url "nats://127.0.0.1:$NATS_PORT" --watch-pid "$NATS_PID" --label "$NATS_LABEL" || { stop_nats; return 1; }
         stop_nats
     fi

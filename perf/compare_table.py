@@ -45,8 +45,6 @@ def waits_cell(cpu_waits):
     runnable, its waits over 1 ms and the longest (`cpu_waits` of the report)."""
     busiest = {}
     for t in (cpu_waits or {}).get("threads", []):
-        if t["thread"] == "cpu-waits":
-            continue  # the sampler itself, which reports made before 2026-11-27 15:10 list
         p = t["process"]
         if p not in busiest or t["ran_share"] > busiest[p]["ran_share"]:
             busiest[p] = t
