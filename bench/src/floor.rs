@@ -1,6 +1,11 @@
 //! The machine's floor, measured so results can be quoted as ratios: a raw QUIC echo of the
 //! message size (the same server code on one glommio shard) and a raw O_DIRECT 4 KiB write +
 //! fdatasync on the data disk.
+//!
+//! Both run their server side on `server_cpu`, the CPU the benchmark's node runs on, so the
+//! floor pays the same scheduling as the messages it is compared with (on a VM whose idle
+//! CPUs halt, where the io_uring worker doing the fdatasync runs moves the disk floor's p50 by
+//! ~90 µs: docs/decisions/0015).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,10 +27,10 @@ impl Handler for Echo {
     }
 }
 
-pub fn start_echo(data_dir: PathBuf) -> SocketAddr {
+pub fn start_echo(data_dir: PathBuf, server_cpu: Option<usize>) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        glommio::LocalExecutorBuilder::new(placement())
+        glommio::LocalExecutorBuilder::new(placement(server_cpu))
             .make()
             .expect("executor")
             .run(async move {
@@ -42,51 +47,60 @@ pub fn start_echo(data_dir: PathBuf) -> SocketAddr {
     rx.recv().expect("echo server address")
 }
 
-/// Pinned to CPU 0 where it exists (benchmarks put the server there), else unpinned.
-fn placement() -> glommio::Placement {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
-        glommio::Placement::Fixed(0)
-    } else {
-        glommio::Placement::Unbound
+fn placement(cpu: Option<usize>) -> glommio::Placement {
+    match cpu {
+        Some(cpu) => glommio::Placement::Fixed(cpu),
+        None => glommio::Placement::Unbound,
     }
 }
 
 /// Raw 4 KiB overwrite + fdatasync p99 on the same disk (the storage floor).
-pub fn raw_fsync_p99(dir: &Path, samples: usize) -> u64 {
-    raw_fsync_histogram(dir, samples).value_at_quantile(0.99)
+pub fn raw_fsync_p99(dir: &Path, samples: usize, server_cpu: Option<usize>) -> u64 {
+    raw_fsync_histogram(dir, samples, server_cpu).value_at_quantile(0.99)
 }
 
-/// Raw write+fdatasync latencies as a histogram (µs), for `quiver bench floor`.
-pub fn raw_fsync_histogram(dir: &Path, samples: usize) -> Histogram<u64> {
+/// Raw write+fdatasync latencies as a histogram (µs), for `quiver bench floor`. On a thread
+/// of its own pinned to `server_cpu` (its io_uring workers, which run the fdatasync, inherit
+/// that CPU as the node's shards' do); the caller's affinity is left alone.
+pub fn raw_fsync_histogram(
+    dir: &Path,
+    samples: usize,
+    server_cpu: Option<usize>,
+) -> Histogram<u64> {
     let dir = dir.to_path_buf();
-    glommio::LocalExecutorBuilder::new(placement())
-        .make()
-        .expect("executor")
-        .run(async move {
-            let path = dir.join("floor-fsync.bin");
-            let f = glommio::io::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .dma_open(&path)
-                .await
-                .expect("file");
-            let mut prefill = f.alloc_dma_buffer(samples * 4096);
-            prefill.as_bytes_mut().fill(1);
-            f.write_at(prefill, 0).await.expect("prefill");
-            f.fdatasync().await.expect("sync");
-            let mut h = Histogram::<u64>::new(3).expect("histogram");
-            for i in 0..samples {
-                let mut buf = f.alloc_dma_buffer(4096);
-                buf.as_bytes_mut().fill(2);
-                let t = Instant::now();
-                f.write_at(buf, (i * 4096) as u64).await.expect("write");
+    let run = move || {
+        glommio::LocalExecutorBuilder::new(placement(server_cpu))
+            .make()
+            .expect("executor")
+            .run(async move {
+                let path = dir.join("floor-fsync.bin");
+                let f = glommio::io::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .dma_open(&path)
+                    .await
+                    .expect("file");
+                let mut prefill = f.alloc_dma_buffer(samples * 4096);
+                prefill.as_bytes_mut().fill(1);
+                f.write_at(prefill, 0).await.expect("prefill");
                 f.fdatasync().await.expect("sync");
-                h.record(t.elapsed().as_micros() as u64).expect("record");
-            }
-            let _ = f.close().await;
-            let _ = std::fs::remove_file(&path);
-            h
-        })
+                let mut h = Histogram::<u64>::new(3).expect("histogram");
+                for i in 0..samples {
+                    let mut buf = f.alloc_dma_buffer(4096);
+                    buf.as_bytes_mut().fill(2);
+                    let t = Instant::now();
+                    f.write_at(buf, (i * 4096) as u64).await.expect("write");
+                    f.fdatasync().await.expect("sync");
+                    h.record(t.elapsed().as_micros() as u64).expect("record");
+                }
+                let _ = f.close().await;
+                let _ = std::fs::remove_file(&path);
+                h
+            })
+    };
+    std::thread::spawn(run)
+        .join()
+        .expect("the write+fdatasync floor thread panicked")
 }
 
 /// Round trips of `size`-byte frames to an echo server, as a histogram (µs).
@@ -121,4 +135,34 @@ pub async fn echo_histogram(
         }
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn affinity_of_this_thread() -> Vec<usize> {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn disk_floor_records_every_sample_and_leaves_the_callers_cpus_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let before = affinity_of_this_thread();
+        let h = raw_fsync_histogram(dir.path(), 20, Some(0));
+        assert_eq!(h.len(), 20);
+        assert!(h.min() > 0, "a durable write takes time");
+        assert_eq!(affinity_of_this_thread(), before);
+        assert!(
+            !dir.path().join("floor-fsync.bin").exists(),
+            "the scratch file is removed"
+        );
+    }
 }

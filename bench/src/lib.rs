@@ -8,6 +8,7 @@
 //! - [`harness`]: starting a real broker process, pinning threads.
 //! - [`hiccup`]: the machine's own stalls (jHiccup's method), measured during runs and in
 //!   `quiver bench floor`.
+//! - [`machine`]: the idle and frequency settings recorded beside every result.
 //! - [`cpu_wait`]: how long the load generator's and the node's busy threads waited for a
 //!   CPU while runnable (other processes on their CPUs), measured during runs.
 //! - Later (issue "The latency benchmark harness"): open-loop OMB-style workloads against a
@@ -17,6 +18,7 @@ pub mod cpu_wait;
 pub mod floor;
 pub mod hiccup;
 pub mod latency;
+pub mod machine;
 
 pub mod harness {
     //! What the benchmarks share: a real `quiver serve` process, CPU pinning, the JSON report.
@@ -70,6 +72,30 @@ pub mod harness {
             }
         }
         None
+    }
+
+    /// Where a benchmark on this machine puts things, thread per core as in production: the
+    /// load generator on CPU 0 and the node's shards on CPUs 1.. (`--embedded`), and the
+    /// floor's echo client and server the same way. `None` on one CPU: nothing is pinned.
+    /// Unpinned, the scheduler moved the node and the load generator onto each other's core
+    /// and p99.9 end-to-end at 10,000 msg/s was 3-5x higher (docs/decisions/0006).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Placement {
+        pub load_generator_cpu: usize,
+        /// The node's shards take this CPU and every one after it.
+        pub first_node_cpu: usize,
+        pub cpus: usize,
+    }
+
+    impl Placement {
+        pub fn of_this_machine() -> Option<Self> {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cpus >= 2).then_some(Self {
+                load_generator_cpu: 0,
+                first_node_cpu: 1,
+                cpus,
+            })
+        }
     }
 
     pub fn pin_current_thread(cpu: usize) {

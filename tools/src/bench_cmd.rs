@@ -73,27 +73,26 @@ fn start_embedded() -> Result<(EmbeddedNode, String, PathBuf), String> {
         .prefix("quiver-bench-")
         .tempdir_in(".")
         .map_err(|e| format!("temporary data dir: {e}"))?;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shards = (cpus - 1).max(1); // leave a core to the load generator
-                                    // Not the port 0 trick: the node needs one port per shard, and the kernel hands out
-                                    // ports from its ephemeral range to the load generator's sockets too.
+    let placement = quiver_bench::harness::Placement::of_this_machine();
+    let shards = placement.map_or(1, |p| p.cpus - p.first_node_cpu); // leave a core to the load generator
+                                                                     // Not the port 0 trick: the node needs one port per shard, and the kernel hands out
+                                                                     // ports from its ephemeral range to the load generator's sockets too.
     let port = quiver_bench::harness::free_udp_ports(shards)
         .ok_or("no free UDP ports below the ephemeral range for the embedded node")?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    // Thread per core, as in production: the node's shards pinned to CPUs 1.., the load
-    // generator (this thread, after the node has started) to CPU 0. Unpinned, the scheduler
-    // moved them onto each other's core and p99.9 end-to-end at 10,000 msg/s was 3-5x higher.
-    let pin = cpus >= 2;
-    let placement = if pin {
-        ["--cores".to_string(), format!("1-{}", cpus - 1)]
-    } else {
-        ["--shards".to_string(), shards.to_string()]
+    // The load generator (this thread) is pinned after the node has started.
+    let node_cpus = match placement {
+        Some(p) => [
+            "--cores".to_string(),
+            format!("{}-{}", p.first_node_cpu, p.cpus - 1),
+        ],
+        None => ["--shards".to_string(), shards.to_string()],
     };
     let mut child = Command::new(exe)
         .args([
             "serve",
-            &placement[0],
-            &placement[1],
+            &node_cpus[0],
+            &node_cpus[1],
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--log-level",
@@ -104,8 +103,8 @@ fn start_embedded() -> Result<(EmbeddedNode, String, PathBuf), String> {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot start the embedded node: {e}"))?;
-    if pin {
-        quiver_bench::harness::pin_current_thread(0);
+    if let Some(p) = placement {
+        quiver_bench::harness::pin_current_thread(p.load_generator_cpu);
     }
     let stdout = child
         .stdout
@@ -228,6 +227,10 @@ fn print_summary(result: &RunResult) {
         r["errors"],
         r["unacknowledged"],
         r["unsent"]
+    );
+    println!(
+        "machine: {}",
+        quiver_bench::machine::describe(&quiver_bench::machine::settings())
     );
     let lag = &r["event_loop_lag"];
     if lag.is_object() {
@@ -365,7 +368,7 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
     let _node = node;
     let run_info = |extra: serde_json::Value| {
         let mut v = json!({"embedded": b.embedded && b.system == "quiver", "label": b.label, "driver": b.system,
-            "pacing": "timerfd (100 µs)"});
+            "pacing": "timerfd (100 µs)", "machine": quiver_bench::machine::settings()});
         if let (Some(to), Some(from)) = (v.as_object_mut(), extra.as_object()) {
             to.extend(from.clone());
         }
@@ -487,8 +490,15 @@ pub fn floor(
 ) -> Result<(), String> {
     std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let tls_dir = tempfile::tempdir_in(data_dir).map_err(|e| e.to_string())?;
-    let fsync = quiver_bench::floor::raw_fsync_histogram(data_dir, samples);
-    let addr = quiver_bench::floor::start_echo(tls_dir.path().to_path_buf());
+    // Placed as `--embedded` places the node and the load generator: the floor's messages
+    // take the same CPUs, and pay the same wake-ups, as the benchmark's.
+    let placement = quiver_bench::harness::Placement::of_this_machine();
+    let server_cpu = placement.map(|p| p.first_node_cpu);
+    let fsync = quiver_bench::floor::raw_fsync_histogram(data_dir, samples, server_cpu);
+    let addr = quiver_bench::floor::start_echo(tls_dir.path().to_path_buf(), server_cpu);
+    if let Some(p) = placement {
+        quiver_bench::harness::pin_current_thread(p.load_generator_cpu);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -504,8 +514,11 @@ pub fn floor(
         s["seconds"] = json!(hiccup_s);
         s
     });
+    let machine = quiver_bench::machine::settings();
     let mut report = json!({"message_size": size, "samples": samples, "quic_echo": summary(&echo), "write_fdatasync_4k": summary(&fsync),
-        "floor_p99_us": echo.value_at_quantile(0.99) + fsync.value_at_quantile(0.99)});
+        "floor_p99_us": echo.value_at_quantile(0.99) + fsync.value_at_quantile(0.99),
+        "placement": placement.map(|p| json!({"echo_client_cpu": p.load_generator_cpu, "server_cpu": p.first_node_cpu})),
+        "machine": machine});
     if let Some(h) = &hiccups {
         report["hiccups_idle"] = h.clone();
     }
@@ -521,6 +534,16 @@ pub fn floor(
     println!(
         "floor p99 (echo p99 + write+fdatasync p99): {} µs",
         report["floor_p99_us"]
+    );
+    if let Some(p) = placement {
+        println!(
+            "placed as `bench run --embedded`: echo client on CPU {}, echo server and disk on CPU {}",
+            p.load_generator_cpu, p.first_node_cpu
+        );
+    }
+    println!(
+        "machine: {}",
+        quiver_bench::machine::describe(&report["machine"])
     );
     if let Some(h) = &hiccups {
         print_hiccups(&format!("hiccups of the idle machine over {hiccup_s} s"), h);
