@@ -158,6 +158,11 @@ def main(reps_dir, results_dir, doc):
                 if "hiccups_idle" in floor
                 else ""
             )
+            + (
+                " Machine: " + ", ".join(f"{k} {v}" for k, v in floor["machine"].items()) + "."
+                if "machine" in floor
+                else ""
+            )
         )
         lines.append("")
     if fixed_rows:
