@@ -55,52 +55,63 @@ fn placement(cpu: Option<usize>) -> glommio::Placement {
 }
 
 /// Raw 4 KiB overwrite + fdatasync p99 on the same disk (the storage floor).
-pub fn raw_fsync_p99(dir: &Path, samples: usize, server_cpu: Option<usize>) -> u64 {
-    raw_fsync_histogram(dir, samples, server_cpu).value_at_quantile(0.99)
+pub fn raw_fsync_p99(dir: &Path, samples: usize, server_cpu: Option<usize>) -> Result<u64, String> {
+    Ok(raw_fsync_histogram(dir, samples, server_cpu)?.value_at_quantile(0.99))
 }
 
 /// Raw write+fdatasync latencies as a histogram (µs), for `quiver bench floor`. On a thread
 /// of its own pinned to `server_cpu` (its io_uring workers, which run the fdatasync, inherit
-/// that CPU as the node's shards' do); the caller's affinity is left alone.
+/// that CPU as the node's shards' do); the caller's affinity is left alone. A disk error
+/// (full, read-only, no O_DIRECT) comes back as a message naming the file.
 pub fn raw_fsync_histogram(
     dir: &Path,
     samples: usize,
     server_cpu: Option<usize>,
-) -> Histogram<u64> {
-    let dir = dir.to_path_buf();
+) -> Result<Histogram<u64>, String> {
+    let path = dir.join("floor-fsync.bin");
     let run = move || {
-        glommio::LocalExecutorBuilder::new(placement(server_cpu))
+        let executor = glommio::LocalExecutorBuilder::new(placement(server_cpu))
             .make()
-            .expect("executor")
-            .run(async move {
-                let path = dir.join("floor-fsync.bin");
-                let f = glommio::io::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .dma_open(&path)
-                    .await
-                    .expect("file");
+            .map_err(|e| format!("starting the disk floor's executor: {e}"))?;
+        executor.run(async move {
+            let failed = |what: &str, e: glommio::GlommioError<()>| {
+                format!("{what} {} for the disk floor: {e}", path.display())
+            };
+            let f = glommio::io::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .dma_open(&path)
+                .await
+                .map_err(|e| failed("opening", e))?;
+            let result = async {
                 let mut prefill = f.alloc_dma_buffer(samples * 4096);
                 prefill.as_bytes_mut().fill(1);
-                f.write_at(prefill, 0).await.expect("prefill");
-                f.fdatasync().await.expect("sync");
-                let mut h = Histogram::<u64>::new(3).expect("histogram");
+                f.write_at(prefill, 0)
+                    .await
+                    .map_err(|e| failed("writing", e))?;
+                f.fdatasync().await.map_err(|e| failed("syncing", e))?;
+                let mut h = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
                 for i in 0..samples {
                     let mut buf = f.alloc_dma_buffer(4096);
                     buf.as_bytes_mut().fill(2);
                     let t = Instant::now();
-                    f.write_at(buf, (i * 4096) as u64).await.expect("write");
-                    f.fdatasync().await.expect("sync");
-                    h.record(t.elapsed().as_micros() as u64).expect("record");
+                    f.write_at(buf, (i * 4096) as u64)
+                        .await
+                        .map_err(|e| failed("writing", e))?;
+                    f.fdatasync().await.map_err(|e| failed("syncing", e))?;
+                    h.saturating_record(t.elapsed().as_micros() as u64);
                 }
-                let _ = f.close().await;
-                let _ = std::fs::remove_file(&path);
-                h
-            })
+                Ok(h)
+            }
+            .await;
+            let _ = f.close().await;
+            let _ = std::fs::remove_file(&path);
+            result
+        })
     };
     std::thread::spawn(run)
         .join()
-        .expect("the write+fdatasync floor thread panicked")
+        .map_err(|_| "the disk floor's thread panicked".to_string())?
 }
 
 /// Round trips of `size`-byte frames to an echo server, as a histogram (µs).
@@ -156,7 +167,7 @@ mod tests {
     fn disk_floor_records_every_sample_and_leaves_the_callers_cpus_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let before = affinity_of_this_thread();
-        let h = raw_fsync_histogram(dir.path(), 20, Some(0));
+        let h = raw_fsync_histogram(dir.path(), 20, Some(0)).expect("disk floor");
         assert_eq!(h.len(), 20);
         assert!(h.min() > 0, "a durable write takes time");
         assert_eq!(affinity_of_this_thread(), before);

@@ -494,7 +494,7 @@ pub fn floor(
     // take the same CPUs, and pay the same wake-ups, as the benchmark's.
     let placement = quiver_bench::harness::Placement::of_this_machine();
     let server_cpu = placement.map(|p| p.first_node_cpu);
-    let fsync = quiver_bench::floor::raw_fsync_histogram(data_dir, samples, server_cpu);
+    let fsync = quiver_bench::floor::raw_fsync_histogram(data_dir, samples, server_cpu)?;
     let addr = quiver_bench::floor::start_echo(tls_dir.path().to_path_buf(), server_cpu);
     if let Some(p) = placement {
         quiver_bench::harness::pin_current_thread(p.load_generator_cpu);

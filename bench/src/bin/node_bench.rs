@@ -216,7 +216,9 @@ fn main() {
     // The broker runs on CPU 0 here (`start_broker`), so the floor's server side does too.
     let server_cpu = quiver_bench::harness::Placement::of_this_machine().map(|_| 0);
     let raw_fsync: Vec<f64> = (0..args.reps)
-        .map(|_| raw_fsync_p99(&args.dir, args.samples.min(4000), server_cpu) as f64)
+        .map(|_| {
+            raw_fsync_p99(&args.dir, args.samples.min(4000), server_cpu).expect("disk floor") as f64
+        })
         .collect();
     let echo_addr = start_echo(echo_dir.clone(), server_cpu);
     let broker = start_broker(&node_dir);
