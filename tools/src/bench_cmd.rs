@@ -74,9 +74,10 @@ fn start_embedded() -> Result<(EmbeddedNode, String, PathBuf), String> {
         .tempdir_in(".")
         .map_err(|e| format!("temporary data dir: {e}"))?;
     let placement = quiver_bench::harness::Placement::of_this_machine();
-    let shards = placement.map_or(1, |p| p.cpus - p.first_node_cpu); // leave a core to the load generator
-                                                                     // Not the port 0 trick: the node needs one port per shard, and the kernel hands out
-                                                                     // ports from its ephemeral range to the load generator's sockets too.
+    // Shards on every CPU but the load generator's.
+    let shards = placement.map_or(1, |p| p.cpus - p.first_node_cpu);
+    // Not the port 0 trick: the node needs one port per shard, and the kernel hands out
+    // ports from its ephemeral range to the load generator's sockets too.
     let port = quiver_bench::harness::free_udp_ports(shards)
         .ok_or("no free UDP ports below the ephemeral range for the embedded node")?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -230,7 +231,7 @@ fn print_summary(result: &RunResult) {
     );
     println!(
         "machine: {}",
-        quiver_bench::machine::describe(&quiver_bench::machine::settings())
+        quiver_bench::machine::describe(&r["machine"])
     );
     let lag = &r["event_loop_lag"];
     if lag.is_object() {
@@ -286,7 +287,8 @@ fn print_block(heading: &str, lines: Vec<String>) {
 
 /// [`run`] with the platform's hiccups, the load generator's own event-loop lag and the
 /// waits for a CPU of the busy threads of `watch` measured over the same window (after the
-/// warm-up): they land in the report as `hiccups`, `event_loop_lag` and `cpu_waits`.
+/// warm-up): they land in the report as `hiccups`, `event_loop_lag` and `cpu_waits`, beside
+/// the transport's counters and the machine's idle settings (`machine`, as in floor.json).
 async fn run_metered(
     driver: Arc<dyn Driver>,
     workload: &Workload,
@@ -317,6 +319,7 @@ async fn run_metered(
     result.report["hiccups"] = hiccup::summary(&hiccups);
     result.report["cpu_waits"] = cpu_wait::summary(&waits);
     result.report["transport"] = driver.transport_report();
+    result.report["machine"] = quiver_bench::machine::settings();
     if let Some(lag) = lag {
         result.report["event_loop_lag"] = hiccup::lag_summary(&lag);
     }
@@ -368,7 +371,7 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
     let _node = node;
     let run_info = |extra: serde_json::Value| {
         let mut v = json!({"embedded": b.embedded && b.system == "quiver", "label": b.label, "driver": b.system,
-            "pacing": "timerfd (100 µs)", "machine": quiver_bench::machine::settings()});
+            "pacing": "timerfd (100 µs)"});
         if let (Some(to), Some(from)) = (v.as_object_mut(), extra.as_object()) {
             to.extend(from.clone());
         }
