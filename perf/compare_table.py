@@ -159,6 +159,19 @@ def main(reps_dir, results_dir, doc):
                 else ""
             )
             + (
+                f" What busy CPUs lose ({floor['busy_cpus'].get('seconds', '?')} s of a thread per CPU "
+                "spinning, all at once; of it, to other threads / unseen by the guest): "
+                + "; ".join(
+                    f"cpu {c['cpu']}: {c['lost_ms_per_s']:.1f} ms/s ({c['other_threads_ms_per_s']:.1f} / "
+                    f"{c['unseen_by_guest_ms_per_s']:.1f}), {c['gaps_over_1ms']} gaps > 1 ms, "
+                    f"longest {c['longest_us'] / 1000:.2f} ms"
+                    for c in floor["busy_cpus"]["per_cpu"]
+                )
+                + "."
+                if "busy_cpus" in floor
+                else ""
+            )
+            + (
                 " Machine: " + ", ".join(f"{k} {v}" for k, v in floor["machine"].items()) + "."
                 if "machine" in floor
                 else ""

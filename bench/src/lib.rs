@@ -14,6 +14,7 @@
 //! - Later (issue "The latency benchmark harness"): open-loop OMB-style workloads against a
 //!   node, with coordinated omission shown.
 
+pub mod busy_cpu;
 pub mod cpu_wait;
 pub mod floor;
 pub mod hiccup;

@@ -347,3 +347,57 @@ fn quiver_bench_runs_a_workload_with_one_command() {
     assert!(report["event_loop_lag"]["samples"].as_u64().unwrap() > 100);
     assert!(String::from_utf8_lossy(&run.stdout).contains("load generator's own lag"));
 }
+
+#[test]
+fn quiver_bench_floor_measures_echo_disk_and_the_machine_in_one_command() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = dir.path().join("results");
+    let run = Command::new(quiver_binary())
+        .current_dir(dir.path())
+        .args([
+            "bench",
+            "floor",
+            "--samples",
+            "300",
+            "--hiccup-s",
+            "1",
+            "--busy-s",
+            "1",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("floor.json")).unwrap()).unwrap();
+    let echo_p99 = report["quic_echo"]["p99_us"].as_u64().unwrap();
+    let disk_p99 = report["write_fdatasync_4k"]["p99_us"].as_u64().unwrap();
+    assert_eq!(report["quic_echo"]["count"].as_u64(), Some(300));
+    assert_eq!(report["write_fdatasync_4k"]["count"].as_u64(), Some(300));
+    assert!(echo_p99 > 0 && disk_p99 > 0, "{report}");
+    assert_eq!(report["floor_p99_us"].as_u64(), Some(echo_p99 + disk_p99));
+    assert!(report["machine"]["kernel"].as_str().is_some());
+    // Every CPU spun for the second asked, and what it lost is split in two.
+    let cpus = report["busy_cpus"]["per_cpu"].as_array().unwrap();
+    assert_eq!(
+        cpus.len() as u64,
+        report["machine"]["cpus"].as_u64().unwrap()
+    );
+    for c in cpus {
+        let lost = c["lost_ms_per_s"].as_f64().unwrap();
+        let parts = c["other_threads_ms_per_s"].as_f64().unwrap()
+            + c["unseen_by_guest_ms_per_s"].as_f64().unwrap();
+        assert!((0.0..=1000.0).contains(&lost), "{c}");
+        assert!((parts - lost).abs() < 0.05, "{c}");
+    }
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("floor p99"), "{stdout}");
+    assert!(stdout.contains("what busy CPUs lose"), "{stdout}");
+}

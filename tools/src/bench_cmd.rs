@@ -483,11 +483,13 @@ async fn nats_driver(_url: &str) -> Result<Arc<dyn Driver>, String> {
 }
 
 /// `quiver bench floor`: QUIC echo round trip of `size` bytes, raw write+fdatasync, and
-/// `hiccup_s` seconds of the idle machine's hiccups.
+/// `hiccup_s` seconds of the idle machine's hiccups and `busy_s` seconds of what busy CPUs
+/// lose.
 pub fn floor(
     size: usize,
     samples: usize,
     hiccup_s: u64,
+    busy_s: u64,
     data_dir: &Path,
     out: &Path,
 ) -> Result<(), String> {
@@ -517,6 +519,10 @@ pub fn floor(
         s["seconds"] = json!(hiccup_s);
         s
     });
+    let busy = (busy_s > 0).then(|| {
+        let cpus = quiver_bench::busy_cpu::measure(Duration::from_secs(busy_s));
+        quiver_bench::busy_cpu::summary(&cpus, busy_s as f64)
+    });
     let machine = quiver_bench::machine::settings();
     let mut report = json!({"message_size": size, "samples": samples, "quic_echo": summary(&echo), "write_fdatasync_4k": summary(&fsync),
         "floor_p99_us": echo.value_at_quantile(0.99) + fsync.value_at_quantile(0.99),
@@ -524,6 +530,9 @@ pub fn floor(
         "machine": machine});
     if let Some(h) = &hiccups {
         report["hiccups_idle"] = h.clone();
+    }
+    if let Some(b) = &busy {
+        report["busy_cpus"] = b.clone();
     }
     println!("| floor | p50 | p99 | p99.9 |\n|---|---|---|---|");
     for (name, h) in [("QUIC echo", &echo), ("write + fdatasync", &fsync)] {
@@ -550,6 +559,12 @@ pub fn floor(
     );
     if let Some(h) = &hiccups {
         print_hiccups(&format!("hiccups of the idle machine over {hiccup_s} s"), h);
+    }
+    if let Some(b) = &busy {
+        println!("what busy CPUs lose over {busy_s} s (a thread per CPU spinning, all at once):");
+        for line in quiver_bench::busy_cpu::lines(b) {
+            println!("  {line}");
+        }
     }
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     std::fs::write(

@@ -142,7 +142,8 @@ enum BenchCommand {
     /// Run a workload file against a node (--broker) or an embedded one (--embedded).
     Run(Box<bench_cmd::BenchArgs>),
     /// This machine's floor: QUIC echo round trip of the message size, raw write + fdatasync,
-    /// and the platform's hiccups (a thread per CPU sleeping 1 ms, as jHiccup).
+    /// the platform's hiccups (a thread per CPU sleeping 1 ms, as jHiccup) and what busy CPUs
+    /// lose (a thread per CPU spinning).
     Floor {
         #[arg(long, default_value_t = 1024)]
         message_size: usize,
@@ -151,6 +152,9 @@ enum BenchCommand {
         /// Seconds of hiccup measurement on the idle machine (0: skip).
         #[arg(long, default_value_t = 10)]
         hiccup_s: u64,
+        /// Seconds of spinning on every CPU at once, to see what busy CPUs lose (0: skip).
+        #[arg(long, default_value_t = 5)]
+        busy_s: u64,
         /// A directory on the disk the data directory would use.
         #[arg(long, default_value = ".")]
         data_dir: PathBuf,
@@ -303,10 +307,12 @@ fn main() -> ExitCode {
                     message_size,
                     samples,
                     hiccup_s,
+                    busy_s,
                     data_dir,
                     out,
                 },
-        } => bench_cmd::floor(message_size, samples, hiccup_s, &data_dir, &out).map_err(|e| (1, e)),
+        } => bench_cmd::floor(message_size, samples, hiccup_s, busy_s, &data_dir, &out)
+            .map_err(|e| (1, e)),
         other => client_command(other).map_err(|e| (1, e)),
     };
     match result {
