@@ -152,22 +152,17 @@ fn round2(x: f64) -> f64 {
 
 /// One line per CPU of a [`summary`], for people.
 pub fn lines(summary: &serde_json::Value) -> Vec<String> {
-    let Some(cpus) = summary["per_cpu"].as_array() else {
-        return Vec::new();
-    };
-    cpus.iter()
-        .map(|c| {
-            format!(
-                "cpu {}: lost {:.1} ms/s ({:.1} to other threads, {:.1} unseen by the guest: interrupts or the host), {} gaps > 1 ms, longest {:.2} ms",
-                c["cpu"],
-                c["lost_ms_per_s"].as_f64().unwrap_or(0.0),
-                c["other_threads_ms_per_s"].as_f64().unwrap_or(0.0),
-                c["unseen_by_guest_ms_per_s"].as_f64().unwrap_or(0.0),
-                c["gaps_over_1ms"],
-                c["longest_us"].as_u64().unwrap_or(0) as f64 / 1000.0
-            )
-        })
-        .collect()
+    crate::hiccup::per_cpu_lines(summary, |c| {
+        format!(
+            "cpu {}: lost {:.1} ms/s ({:.1} to other threads, {:.1} unseen by the guest: interrupts or the host), {} gaps > 1 ms, longest {:.2} ms",
+            c["cpu"],
+            c["lost_ms_per_s"].as_f64().unwrap_or(0.0),
+            c["other_threads_ms_per_s"].as_f64().unwrap_or(0.0),
+            c["unseen_by_guest_ms_per_s"].as_f64().unwrap_or(0.0),
+            c["gaps_over_1ms"],
+            c["longest_us"].as_u64().unwrap_or(0) as f64 / 1000.0
+        )
+    })
 }
 
 #[cfg(test)]

@@ -220,22 +220,28 @@ fn share_over(h: &Histogram<u64>, us: u64) -> f64 {
 /// One line per CPU of a [`summary`], for people: `cpu 0: p99 120 µs, p99.9 4100 µs, max
 /// 8700 µs, 0.31 % of the time in hiccups > 1 ms`.
 pub fn lines(summary: &serde_json::Value) -> Vec<String> {
-    let Some(cpus) = summary["per_cpu"].as_array() else {
-        return Vec::new();
-    };
-    cpus.iter()
-        .map(|c| {
-            format!(
-                "cpu {} ({}): p99 {} µs, p99.9 {} µs, max {} µs, {:.2} % of the time in hiccups > 1 ms",
-                c["cpu"],
-                c["policy"].as_str().unwrap_or("?"),
-                c["p99_us"],
-                c["p999_us"],
-                c["max_us"],
-                100.0 * c["share_over_1ms"].as_f64().unwrap_or(0.0)
-            )
-        })
-        .collect()
+    per_cpu_lines(summary, |c| {
+        format!(
+            "cpu {} ({}): p99 {} µs, p99.9 {} µs, max {} µs, {:.2} % of the time in hiccups > 1 ms",
+            c["cpu"],
+            c["policy"].as_str().unwrap_or("?"),
+            c["p99_us"],
+            c["p999_us"],
+            c["max_us"],
+            100.0 * c["share_over_1ms"].as_f64().unwrap_or(0.0)
+        )
+    })
+}
+
+/// A line per entry of a summary's `per_cpu` array; none without one.
+pub(crate) fn per_cpu_lines(
+    summary: &serde_json::Value,
+    line: impl Fn(&serde_json::Value) -> String,
+) -> Vec<String> {
+    summary["per_cpu"]
+        .as_array()
+        .map(|cpus| cpus.iter().map(line).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -305,22 +305,16 @@ fn quiver_bench_runs_a_workload_with_one_command() {
     )
     .unwrap();
     let out = dir.path().join("results");
-    let run = Command::new(quiver_binary())
-        .current_dir(dir.path())
-        .args([
+    let run = quiver_succeeds_in(
+        dir.path(),
+        &[
             "bench",
             "run",
             workload.to_str().unwrap(),
             "--embedded",
             "--out",
             out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
     );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("tiny-quiver.json")).unwrap()).unwrap();
@@ -352,9 +346,9 @@ fn quiver_bench_runs_a_workload_with_one_command() {
 fn quiver_bench_floor_measures_echo_disk_and_the_machine_in_one_command() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let out = dir.path().join("results");
-    let run = Command::new(quiver_binary())
-        .current_dir(dir.path())
-        .args([
+    let run = quiver_succeeds_in(
+        dir.path(),
+        &[
             "bench",
             "floor",
             "--samples",
@@ -367,13 +361,7 @@ fn quiver_bench_floor_measures_echo_disk_and_the_machine_in_one_command() {
             dir.path().to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
     );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("floor.json")).unwrap()).unwrap();
@@ -400,4 +388,20 @@ fn quiver_bench_floor_measures_echo_disk_and_the_machine_in_one_command() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("floor p99"), "{stdout}");
     assert!(stdout.contains("what busy CPUs lose"), "{stdout}");
+}
+
+/// Runs `quiver ARGS` in `dir` without a broker; fails the test with its stderr unless it
+/// succeeds.
+fn quiver_succeeds_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    let run = Command::new(quiver_binary())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "quiver {args:?} failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    run
 }
