@@ -72,9 +72,7 @@ fn per_second_ms(part: Duration, whole: Duration) -> f64 {
 /// Spins a thread on every online CPU at once for `duration` and returns what each lost.
 /// CPUs whose thread could not start are left out.
 pub fn measure(duration: Duration) -> Vec<BusyCpu> {
-    // SAFETY: sysconf reads a system constant.
-    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    let cpus = usize::try_from(online).unwrap_or(1).max(1);
+    let cpus = crate::harness::online_cpus();
     let start_at = Instant::now() + Duration::from_millis(20); // all spinners start together
     let threads: Vec<_> = (0..cpus)
         .filter_map(|cpu| {

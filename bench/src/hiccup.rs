@@ -53,9 +53,7 @@ impl Meters {
     /// Starts a meter on every online CPU (not only those the calling thread is pinned to);
     /// samples before `measure_from` (a warm-up) are not recorded.
     pub fn start(measure_from: Instant) -> Self {
-        // SAFETY: sysconf reads a system constant.
-        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-        let cpus = usize::try_from(online).unwrap_or(1).max(1);
+        let cpus = crate::harness::online_cpus();
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..cpus)
             .filter_map(|cpu| {

@@ -99,6 +99,14 @@ pub mod harness {
         }
     }
 
+    /// The machine's online CPUs, not the calling thread's affinity (the load generator is
+    /// pinned to one): what the per-CPU meters cover and the reports record.
+    pub fn online_cpus() -> usize {
+        // SAFETY: sysconf reads a system constant.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        usize::try_from(online).unwrap_or(1).max(1)
+    }
+
     pub fn pin_current_thread(cpu: usize) {
         // SAFETY: cpu_set_t is plain data, zeroed is a valid empty set; CPU_SET writes inside it.
         unsafe {

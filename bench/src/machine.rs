@@ -24,10 +24,7 @@ const SCHED_RR: u64 = 2;
 /// What this machine's idle and frequency settings are, as JSON (absent keys: not on this
 /// kernel).
 pub fn settings() -> Value {
-    // Online CPUs of the machine, not this thread's affinity (the load generator is pinned).
-    // SAFETY: sysconf only reads a system value.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1);
-    let mut out = json!({ "cpus": cpus });
+    let mut out = json!({ "cpus": crate::harness::online_cpus() });
     let fields = [
         ("kernel", read(OSRELEASE)),
         ("cpuidle_driver", read(&format!("{CPUIDLE}/current_driver"))),

@@ -561,10 +561,12 @@ pub fn floor(
         print_hiccups(&format!("hiccups of the idle machine over {hiccup_s} s"), h);
     }
     if let Some(b) = &busy {
-        println!("what busy CPUs lose over {busy_s} s (a thread per CPU spinning, all at once):");
-        for line in quiver_bench::busy_cpu::lines(b) {
-            println!("  {line}");
-        }
+        print_block(
+            &format!(
+                "what busy CPUs lose over {busy_s} s (a thread per CPU spinning, all at once)"
+            ),
+            quiver_bench::busy_cpu::lines(b),
+        );
     }
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     std::fs::write(
