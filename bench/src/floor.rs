@@ -27,24 +27,72 @@ impl Handler for Echo {
     }
 }
 
-pub fn start_echo(data_dir: PathBuf, server_cpu: Option<usize>) -> SocketAddr {
+/// Starts the echo server (the transport's floor) on a glommio thread on `server_cpu`.
+pub fn start_echo(data_dir: PathBuf, server_cpu: Option<usize>) -> Result<SocketAddr, String> {
+    start_quic_server(data_dir, server_cpu, |_| async {
+        Ok(Rc::new(Echo) as Rc<dyn Handler>)
+    })
+}
+
+/// Serves the handler `make` builds with Quiver's QUIC server code, on a glommio thread of its
+/// own on `server_cpu` (unpinned: `None`), with a dev certificate in `data_dir` (where
+/// clients find it with `TlsTrust::LocalDataDir`). Returns the server's address once it
+/// listens, or why it could not start (`make`'s error, the certificate, the bind).
+pub fn start_quic_server<F, Fut>(
+    data_dir: PathBuf,
+    server_cpu: Option<usize>,
+    make: F,
+) -> Result<SocketAddr, String>
+where
+    F: FnOnce(PathBuf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Rc<dyn Handler>, String>>,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        glommio::LocalExecutorBuilder::new(placement(server_cpu))
-            .make()
-            .expect("executor")
-            .run(async move {
-                let (identity, _) = tls::load_or_create_dev_identity(&data_dir).expect("identity");
+        let executor = match glommio::LocalExecutorBuilder::new(placement(server_cpu)).make() {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = tx.send(Err(format!("starting the server's executor: {e}")));
+                return;
+            }
+        };
+        executor.run(async move {
+            let started = async {
+                let handler = make(data_dir.clone()).await?;
+                let (identity, _) = tls::load_or_create_dev_identity(&data_dir)
+                    .map_err(|e| format!("the server's dev certificate: {e}"))?;
                 let config = tls::server_config(&identity, &tls::QuicLimits::default(), None)
-                    .expect("config");
-                let server =
-                    QuicServer::bind("127.0.0.1:0".parse().expect("addr"), config, 32 << 20, 16)
-                        .expect("bind");
-                tx.send(server.local_addr()).expect("send addr");
-                let _ = server.run(Rc::new(Echo), std::future::pending()).await;
-            })
+                    .map_err(|e| format!("the server's TLS settings: {e}"))?;
+                let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+                let server = QuicServer::bind(any_port, config, 32 << 20, 16)
+                    .map_err(|e| format!("binding the server's socket: {e}"))?;
+                Ok::<_, String>((server, handler))
+            };
+            match started.await {
+                Ok((server, handler)) => {
+                    let _ = tx.send(Ok(server.local_addr()));
+                    // As a node's shard serves: in a latency-sensitive task queue.
+                    let queue = glommio::executor().create_task_queue(
+                        glommio::Shares::Static(1000),
+                        glommio::Latency::Matters(std::time::Duration::from_millis(1)),
+                        "serve",
+                    );
+                    let serve = server.run(handler, std::future::pending());
+                    match glommio::spawn_local_into(serve, queue) {
+                        Ok(task) => {
+                            let _ = task.await;
+                        }
+                        Err(e) => tracing::error!("the server did not start: {e}"),
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        })
     });
-    rx.recv().expect("echo server address")
+    rx.recv()
+        .map_err(|_| "the server's thread ended before it listened".to_string())?
 }
 
 fn placement(cpu: Option<usize>) -> glommio::Placement {

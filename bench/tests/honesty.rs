@@ -230,3 +230,43 @@ async fn a_system_that_falls_behind_is_counted_and_progress_keeps_ticking() {
     assert!(ticks >= 15, "{ticks} ticks");
     assert!(lines >= 3, "{lines} lines");
 }
+
+/// The durable echo (`--system durable-echo`) on real sockets and a real file: every message
+/// of a short run comes back to the consumer of its partition, each exactly once, and the
+/// server wrote its requests to its file.
+#[tokio::test(flavor = "current_thread")]
+async fn durable_echo_returns_every_message_to_the_consumer_of_its_partition() {
+    use quiver_bench::latency::durable_echo::{start_server, DurableEchoDriver, FILE_NAME};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = start_server(dir.path().to_path_buf(), None).expect("durable echo server");
+    let driver: Arc<dyn Driver> = Arc::new(DurableEchoDriver::new(addr, dir.path().to_path_buf()));
+    let w = Workload::from_toml(
+        "name = \"echo\"\ntopics = 1\npartitions_per_topic = 4\nmessage_size = 100\nproducers_per_topic = 1\nsubscriptions_per_topic = 1\nconsumers_per_subscription = 2\nproducer_rate = 2000\nwarmup_duration_s = 0\ntest_duration_s = 2\nmax_in_flight_requests = 2\n",
+    )
+    .expect("workload");
+    let r = run(
+        driver,
+        &w,
+        2000,
+        Pacing::Precise,
+        Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    .expect("run");
+    let counts = r.recorder.counts();
+    assert_eq!(counts.errors, 0);
+    assert_eq!(counts.unacknowledged + counts.unsent, 0);
+    assert_eq!(counts.published, 4000, "2 s at 2,000 msg/s");
+    assert_eq!(
+        counts.consumed, 4000,
+        "each message reached one consumer, once"
+    );
+    assert_eq!(r.recorder.total(Metric::EndToEnd).len(), 4000);
+    let written = std::fs::metadata(dir.path().join(FILE_NAME)).expect("the server's file");
+    assert_eq!(
+        written.len(),
+        64 << 20,
+        "pre-written once, then overwritten"
+    );
+}

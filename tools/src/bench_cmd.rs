@@ -34,8 +34,10 @@ pub struct BenchArgs {
     /// Where the JSON report, .hgrm files and the SVG plot go.
     #[arg(long, default_value = "perf/results")]
     pub out: PathBuf,
-    /// The system under test: quiver, or nats (NATS JetStream, in a build with
-    /// `--features nats`; see perf/compare.sh).
+    /// The system under test: quiver; durable-echo (the design's floor under load: a server in
+    /// this process that only writes each request with O_DSYNC and sends it back, placed as
+    /// `--embedded` places the node; docs/decisions/0017); or nats (NATS JetStream, in a
+    /// build with `--features nats`; see perf/compare.sh).
     #[arg(long, default_value = "quiver")]
     pub system: String,
     /// The NATS server for `--system nats`.
@@ -344,6 +346,7 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
             pid,
         });
     }
+    let mut echo_dir = None;
     let driver: Arc<dyn Driver> = match b.system.as_str() {
         "quiver" => {
             let client_args = if b.embedded {
@@ -365,12 +368,22 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
             let client = client_args.connect().await?;
             Arc::new(QuiverDriver::new(client))
         }
+        "durable-echo" => {
+            let (driver, dir) = start_durable_echo()?;
+            echo_dir = Some(dir);
+            driver
+        }
         "nats" => nats_driver(&b.nats_url).await?,
-        other => return Err(format!("unknown --system {other:?}: use quiver or nats")),
+        other => {
+            return Err(format!(
+                "unknown --system {other:?}: use quiver, durable-echo or nats"
+            ))
+        }
     };
     let _node = node;
+    let _echo_dir = echo_dir;
     let run_info = |extra: serde_json::Value| {
-        let mut v = json!({"embedded": b.embedded && b.system == "quiver", "label": b.label, "driver": b.system,
+        let mut v = json!({"embedded": (b.embedded && b.system == "quiver") || b.system == "durable-echo", "label": b.label, "driver": b.system,
             "pacing": "timerfd (100 µs)"});
         if let (Some(to), Some(from)) = (v.as_object_mut(), extra.as_object()) {
             to.extend(from.clone());
@@ -482,6 +495,28 @@ async fn nats_driver(_url: &str) -> Result<Arc<dyn Driver>, String> {
     )
 }
 
+/// Starts `--system durable-echo`'s server in this process, on the CPU an embedded node would
+/// get (its file in a temporary directory here, as the embedded node's data), and pins the
+/// load generator as `--embedded` does.
+fn start_durable_echo() -> Result<(Arc<dyn Driver>, tempfile::TempDir), String> {
+    use quiver_bench::latency::durable_echo::{start_server, DurableEchoDriver};
+    let dir = tempfile::Builder::new()
+        .prefix("quiver-bench-echo-")
+        .tempdir_in(".")
+        .map_err(|e| format!("temporary directory for the durable echo: {e}"))?;
+    let placement = quiver_bench::harness::Placement::of_this_machine();
+    let addr = start_server(
+        dir.path().to_path_buf(),
+        placement.map(|p| p.first_node_cpu),
+    )?;
+    if let Some(p) = placement {
+        quiver_bench::harness::pin_current_thread(p.load_generator_cpu);
+    }
+    eprintln!("durable echo at {addr}");
+    let driver = DurableEchoDriver::new(addr, dir.path().to_path_buf());
+    Ok((Arc::new(driver), dir))
+}
+
 /// `quiver bench floor`: QUIC echo round trip of `size` bytes, raw write+fdatasync, and
 /// `hiccup_s` seconds of the idle machine's hiccups and `busy_s` seconds of what busy CPUs
 /// lose.
@@ -500,7 +535,7 @@ pub fn floor(
     let placement = quiver_bench::harness::Placement::of_this_machine();
     let server_cpu = placement.map(|p| p.first_node_cpu);
     let fsync = quiver_bench::floor::raw_fsync_histogram(data_dir, samples, server_cpu)?;
-    let addr = quiver_bench::floor::start_echo(tls_dir.path().to_path_buf(), server_cpu);
+    let addr = quiver_bench::floor::start_echo(tls_dir.path().to_path_buf(), server_cpu)?;
     if let Some(p) = placement {
         quiver_bench::harness::pin_current_thread(p.load_generator_cpu);
     }

@@ -220,7 +220,7 @@ fn main() {
             raw_fsync_p99(&args.dir, args.samples.min(4000), server_cpu).expect("disk floor") as f64
         })
         .collect();
-    let echo_addr = start_echo(echo_dir.clone(), server_cpu);
+    let echo_addr = start_echo(echo_dir.clone(), server_cpu).expect("echo server");
     let broker = start_broker(&node_dir);
     let broker_pid = broker.child.id();
     pin_current_thread(1);
