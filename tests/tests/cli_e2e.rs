@@ -298,12 +298,7 @@ fn serve_refuses_bad_configuration_with_the_reason() {
 #[test]
 fn quiver_bench_runs_a_workload_with_one_command() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let workload = dir.path().join("tiny.toml");
-    std::fs::write(
-        &workload,
-        "name = \"tiny\"\ntopics = 1\npartitions_per_topic = 2\nmessage_size = 256\nproducers_per_topic = 1\nsubscriptions_per_topic = 1\nconsumers_per_subscription = 1\nproducer_rate = 500\nwarmup_duration_s = 1\ntest_duration_s = 2\n",
-    )
-    .unwrap();
+    let workload = tiny_workload(dir.path());
     let out = dir.path().join("results");
     let run = quiver_succeeds_in(
         dir.path(),
@@ -340,6 +335,53 @@ fn quiver_bench_runs_a_workload_with_one_command() {
     // And the load generator's own event-loop lag over the same window.
     assert!(report["event_loop_lag"]["samples"].as_u64().unwrap() > 100);
     assert!(String::from_utf8_lossy(&run.stdout).contains("load generator's own lag"));
+}
+
+/// A workload of 2 s at 500 msg/s over 2 partitions, after 1 s of warm-up.
+fn tiny_workload(dir: &std::path::Path) -> std::path::PathBuf {
+    let workload = dir.join("tiny.toml");
+    std::fs::write(
+        &workload,
+        "name = \"tiny\"\ntopics = 1\npartitions_per_topic = 2\nmessage_size = 256\nproducers_per_topic = 1\nsubscriptions_per_topic = 1\nconsumers_per_subscription = 1\nproducer_rate = 500\nwarmup_duration_s = 1\ntest_duration_s = 2\n",
+    )
+    .unwrap();
+    workload
+}
+
+#[test]
+fn quiver_bench_runs_the_durable_echo_with_one_command() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let workload = tiny_workload(dir.path());
+    let out = dir.path().join("results");
+    let run = quiver_succeeds_in(
+        dir.path(),
+        &[
+            "bench",
+            "run",
+            workload.to_str().unwrap(),
+            "--system",
+            "durable-echo",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("tiny-durable-echo.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["system"], "durable-echo");
+    assert_eq!(report["run"]["embedded"], true);
+    assert_eq!(report["errors"], 0);
+    let published = report["latency_us"]["publish_latency"]["count"].as_u64().unwrap();
+    let consumed = report["latency_us"]["end_to_end"]["count"].as_u64().unwrap();
+    assert_eq!(published, 1000, "2 s at 500 msg/s");
+    assert_eq!(consumed, published, "every message came back once");
+    assert!(String::from_utf8_lossy(&run.stderr).contains("durable echo at 127.0.0.1:"));
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("quiver-bench-echo-"))
+        .collect();
+    assert!(left.is_empty(), "the server's temporary directory is removed");
 }
 
 #[test]
