@@ -371,17 +371,28 @@ fn quiver_bench_runs_the_durable_echo_with_one_command() {
     assert_eq!(report["system"], "durable-echo");
     assert_eq!(report["run"]["embedded"], true);
     assert_eq!(report["errors"], 0);
-    let published = report["latency_us"]["publish_latency"]["count"].as_u64().unwrap();
-    let consumed = report["latency_us"]["end_to_end"]["count"].as_u64().unwrap();
+    let published = report["latency_us"]["publish_latency"]["count"]
+        .as_u64()
+        .unwrap();
+    let consumed = report["latency_us"]["end_to_end"]["count"]
+        .as_u64()
+        .unwrap();
     assert_eq!(published, 1000, "2 s at 500 msg/s");
     assert_eq!(consumed, published, "every message came back once");
     assert!(String::from_utf8_lossy(&run.stderr).contains("durable echo at 127.0.0.1:"));
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("quiver-bench-echo-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("quiver-bench-echo-")
+        })
         .collect();
-    assert!(left.is_empty(), "the server's temporary directory is removed");
+    assert!(
+        left.is_empty(),
+        "the server's temporary directory is removed"
+    );
 }
 
 #[test]

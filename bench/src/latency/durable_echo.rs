@@ -129,7 +129,7 @@ async fn open_file(dir: &Path) -> Result<DurableEcho, String> {
 /// Starts the durable echo server on a glommio thread on `server_cpu`; its file and dev
 /// certificate go in `data_dir`.
 pub fn start_server(data_dir: PathBuf, server_cpu: Option<usize>) -> Result<SocketAddr, String> {
-    crate::floor::start_quic_server(data_dir, server_cpu, |dir| async move {
+    crate::floor::start_quic_server(data_dir, server_cpu, true, |dir| async move {
         Ok(Rc::new(open_file(&dir).await?) as Rc<dyn Handler>)
     })
 }
