@@ -297,22 +297,7 @@ fn serve_refuses_bad_configuration_with_the_reason() {
 
 #[test]
 fn quiver_bench_runs_a_workload_with_one_command() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let workload = tiny_workload(dir.path());
-    let out = dir.path().join("results");
-    let run = quiver_succeeds_in(
-        dir.path(),
-        &[
-            "bench",
-            "run",
-            workload.to_str().unwrap(),
-            "--embedded",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("tiny-quiver.json")).unwrap()).unwrap();
+    let (_dir, out, run, report) = run_tiny_bench(&["--embedded"], "quiver");
     for metric in ["publish_latency", "publish_delay", "end_to_end"] {
         assert!(
             report["latency_us"][metric]["count"].as_u64().unwrap() > 500,
@@ -337,37 +322,38 @@ fn quiver_bench_runs_a_workload_with_one_command() {
     assert!(String::from_utf8_lossy(&run.stdout).contains("load generator's own lag"));
 }
 
-/// A workload of 2 s at 500 msg/s over 2 partitions, after 1 s of warm-up.
-fn tiny_workload(dir: &std::path::Path) -> std::path::PathBuf {
-    let workload = dir.join("tiny.toml");
+/// `quiver bench run` with `args` of a workload of 2 s at 500 msg/s over 2 partitions (after
+/// 1 s of warm-up), in a fresh directory: the directory, the results folder, the command's
+/// output and the report of `system`.
+fn run_tiny_bench(
+    args: &[&str],
+    system: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Output,
+    serde_json::Value,
+) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let workload = dir.path().join("tiny.toml");
     std::fs::write(
         &workload,
         "name = \"tiny\"\ntopics = 1\npartitions_per_topic = 2\nmessage_size = 256\nproducers_per_topic = 1\nsubscriptions_per_topic = 1\nconsumers_per_subscription = 1\nproducer_rate = 500\nwarmup_duration_s = 1\ntest_duration_s = 2\n",
     )
     .unwrap();
-    workload
+    let out = dir.path().join("results");
+    let mut all = vec!["bench", "run", workload.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    let run = quiver_succeeds_in(dir.path(), &all);
+    let report_path = out.join(format!("tiny-{system}.json"));
+    let report = serde_json::from_slice(&std::fs::read(report_path).unwrap()).unwrap();
+    (dir, out, run, report)
 }
 
 #[test]
 fn quiver_bench_runs_the_durable_echo_with_one_command() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let workload = tiny_workload(dir.path());
-    let out = dir.path().join("results");
-    let run = quiver_succeeds_in(
-        dir.path(),
-        &[
-            "bench",
-            "run",
-            workload.to_str().unwrap(),
-            "--system",
-            "durable-echo",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("tiny-durable-echo.json")).unwrap())
-            .unwrap();
+    let (dir, _out, run, report) = run_tiny_bench(&["--system", "durable-echo"], "durable-echo");
     assert_eq!(report["system"], "durable-echo");
     assert_eq!(report["run"]["embedded"], true);
     assert_eq!(report["errors"], 0);
