@@ -111,12 +111,8 @@ fn spin(cpu: usize, start_at: Instant, duration: Duration) -> BusyCpu {
 /// where the kernel does not keep it.
 fn run_queue_wait() -> Duration {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    Duration::from_nanos(parse_run_queue_wait_ns(&text).unwrap_or(0))
-}
-
-/// `schedstat` is "<on-CPU ns> <run-queue wait ns> <timeslices>".
-fn parse_run_queue_wait_ns(schedstat: &str) -> Option<u64> {
-    schedstat.split_whitespace().nth(1)?.parse().ok()
+    let wait_ns = crate::cpu_wait::parse_schedstat(&text).map_or(0, |(_, wait)| wait);
+    Duration::from_nanos(wait_ns)
 }
 
 /// JSON for a report: per CPU the lost time per second, split into what the guest's
@@ -204,13 +200,6 @@ mod tests {
         let line = &lines(&s)[0];
         assert!(line.contains("4.0 to other threads"), "{line}");
         assert!(line.contains("996.0 unseen by the guest"), "{line}");
-    }
-
-    #[test]
-    fn reads_the_run_queue_wait_field() {
-        assert_eq!(parse_run_queue_wait_ns("414171 2500 1\n"), Some(2500));
-        assert_eq!(parse_run_queue_wait_ns(""), None);
-        assert_eq!(parse_run_queue_wait_ns("1 x 1"), None);
     }
 
     #[test]

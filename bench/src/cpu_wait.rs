@@ -126,10 +126,15 @@ impl Watched {
     fn read(&self) -> Option<(u64, u64)> {
         let mut buf = [0u8; 96];
         let n = self.file.read_at(&mut buf, 0).ok()?;
-        let text = std::str::from_utf8(buf.get(..n)?).ok()?;
-        let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
-        Some((fields.next()??, fields.next()??))
+        parse_schedstat(std::str::from_utf8(buf.get(..n)?).ok()?)
     }
+}
+
+/// A `schedstat` file's `(ns on the CPU, ns runnable but waiting for it)`; its third field,
+/// the timeslice count, is not needed.
+pub(crate) fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().ok());
+    Some((fields.next()??, fields.next()??))
 }
 
 /// The threads of each process in `watch` when the measurement starts, but the calling one
@@ -288,6 +293,13 @@ pub fn lines(summary: &serde_json::Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_run_and_wait_fields_of_schedstat() {
+        assert_eq!(parse_schedstat("414171 2500 1\n"), Some((414171, 2500)));
+        assert_eq!(parse_schedstat(""), None);
+        assert_eq!(parse_schedstat("1 x 1"), None);
+    }
 
     const MS: u64 = 1_000_000;
 
