@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -56,6 +55,13 @@ struct DurableEcho {
 impl Handler for DurableEcho {
     fn handle(&self, request: BytesMut) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
         let len = request.len().div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
+        if len as u64 > FILE_BYTES {
+            tracing::warn!(
+                bytes = request.len(),
+                "durable echo: request larger than its file"
+            );
+            return Box::pin(async { Bytes::new() });
+        }
         let mut position = self.next_position.get();
         if position + len as u64 > FILE_BYTES {
             position = 0;
@@ -64,13 +70,6 @@ impl Handler for DurableEcho {
         self.next_position.set(position + len as u64);
         let (file, path) = (self.file.clone(), self.path.clone());
         Box::pin(async move {
-            if len as u64 > FILE_BYTES {
-                tracing::warn!(
-                    bytes = request.len(),
-                    "durable echo: request larger than its file"
-                );
-                return Bytes::new();
-            }
             let mut buf = file.alloc_dma_buffer(len);
             let bytes = buf.as_bytes_mut();
             bytes[..request.len()].copy_from_slice(&request);
@@ -145,7 +144,6 @@ pub struct DurableEchoDriver {
     addr: SocketAddr,
     /// Where the server's dev certificate is.
     data_dir: PathBuf,
-    partitions_per_topic: AtomicU32,
     subscribers: Arc<Mutex<HashMap<String, Vec<Subscriber>>>>,
 }
 
@@ -154,7 +152,6 @@ impl DurableEchoDriver {
         Self {
             addr,
             data_dir,
-            partitions_per_topic: AtomicU32::new(1),
             subscribers: Arc::default(),
         }
     }
@@ -312,8 +309,6 @@ impl BenchConsumer for EchoConsumer {
 
 impl Driver for DurableEchoDriver {
     fn prepare<'a>(&'a self, w: &'a Workload) -> BoxFuture<'a, Result<Vec<String>, String>> {
-        self.partitions_per_topic
-            .store(w.partitions_per_topic.max(1), Ordering::Relaxed);
         lock(&self.subscribers).clear();
         async move { Ok(fresh_topic_names(w)) }.boxed()
     }
@@ -341,7 +336,7 @@ impl Driver for DurableEchoDriver {
             ));
             Ok(Box::new(EchoProducer {
                 shared,
-                partitions: self.partitions_per_topic.load(Ordering::Relaxed),
+                partitions: w.partitions_per_topic,
                 sender,
             }) as Box<dyn BenchProducer>)
         }
