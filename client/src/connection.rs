@@ -151,16 +151,24 @@ impl Connection {
                 addr,
                 reason: e.to_string(),
             })?;
-        let conn = tokio::time::timeout(Duration::from_millis(connect_timeout_ms), connecting)
-            .await
-            .map_err(|_| ClientError::Connect {
-                addr,
-                reason: format!("no answer within {connect_timeout_ms} ms"),
-            })?
-            .map_err(|e| ClientError::Connect {
-                addr,
-                reason: e.to_string(),
-            })?;
+        let handshake = tokio::time::timeout(Duration::from_millis(connect_timeout_ms), connecting);
+        let conn = tokio::select! {
+            result = handshake => result
+                .map_err(|_| ClientError::Connect {
+                    addr,
+                    reason: format!("no answer within {connect_timeout_ms} ms"),
+                })?
+                .map_err(|e| ClientError::Connect {
+                    addr,
+                    reason: e.to_string(),
+                })?,
+            refused = port_unreachable(addr, bind) => {
+                return Err(ClientError::Connect {
+                    addr,
+                    reason: format!("nothing listens on that UDP port ({refused})"),
+                });
+            }
+        };
         Ok(Self {
             endpoint,
             conn,
@@ -235,6 +243,32 @@ impl Connection {
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
         self.endpoint.wait_idle().await;
+    }
+}
+
+/// Resolves when the OS reports `addr`'s port unreachable, and never otherwise.
+///
+/// quinn's socket is not connected, so the kernel cannot hand it the ICMP "port unreachable"
+/// a closed port answers with, and a handshake to a stopped node waits its whole connect
+/// timeout. A connected probe socket beside it sends one byte (a datagram too short to be a
+/// QUIC packet, which a QUIC server drops) and sees `ECONNREFUSED` at once where the ICMP
+/// comes back (always on loopback). It runs beside the handshake, so it costs a live
+/// connection no time.
+async fn port_unreachable(addr: SocketAddr, bind: SocketAddr) -> std::io::Error {
+    let probe = async {
+        let socket = tokio::net::UdpSocket::bind(bind).await?;
+        socket.connect(addr).await?;
+        socket.send(&[0]).await?;
+        let mut buf = [0u8; 64];
+        loop {
+            socket.recv(&mut buf).await?; // an answer (not a QUIC server): keep listening
+        }
+    };
+    let result: std::io::Result<()> = probe.await;
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => e,
+        // The probe itself failed (no socket, say): the handshake's timeout decides.
+        _ => std::future::pending().await,
     }
 }
 

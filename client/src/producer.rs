@@ -121,11 +121,21 @@ struct SealedBatch {
     waiters: Vec<Waiter>,
     timestamps: Vec<i64>,
     credit_bytes: usize,
-    sealed: Instant,
+    /// When its first record was added: `delivery_timeout_ms` counts from here, as Kafka's
+    /// `delivery.timeout.ms` counts from `send()`, so every record's outcome is known within
+    /// that time of its send, however long it waited behind other batches.
+    opened: Instant,
     /// Sends that failed with a retriable error so far.
     attempts: u32,
     /// Not to be sent again before this (backoff after a failure).
     retry_at: Option<Instant>,
+}
+
+impl SealedBatch {
+    /// When its records fail if not acknowledged by then.
+    fn delivery_deadline(&self, config: &ProducerConfig) -> Instant {
+        self.opened + Duration::from_millis(config.delivery_timeout_ms)
+    }
 }
 
 #[derive(Default)]
@@ -140,8 +150,12 @@ impl PartitionQueue {
         self.open.is_none() && self.sealed.is_empty() && !self.in_flight
     }
 
-    fn seal(&mut self, codec: Compression) {
-        if let Some(open) = self.open.take() {
+    /// Seals the open batch, if any; true when there was one.
+    fn seal(&mut self, codec: Compression) -> bool {
+        let Some(open) = self.open.take() else {
+            return false;
+        };
+        {
             // Compression fails only on allocation failure; send such a batch uncompressed.
             let bytes = open
                 .builder
@@ -152,10 +166,48 @@ impl PartitionQueue {
                 waiters: open.waiters,
                 timestamps: open.timestamps,
                 credit_bytes: open.credit_bytes,
-                sealed: Instant::now(),
+                opened: open.opened,
                 attempts: 0,
                 retry_at: None,
             });
+        }
+        true
+    }
+}
+
+/// The sticky partitioner's choice for one topic (Kafka's KIP-480): keyless records go to
+/// `partition` until a batch of that partition is sealed, then to the next partition. Keyless
+/// load thus fills one batch at a time and spreads over every partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sticky {
+    partition: i32,
+    /// A batch of `partition` was sealed since it was chosen: move on.
+    sealed: bool,
+}
+
+/// The partition the next keyless record of a topic with `n` partitions goes to, given the
+/// topic's sticky choice so far; `start` picks the first partition (a per-producer random
+/// number, so that many producers do not all start on the same partition).
+fn sticky_partition(current: Option<Sticky>, n: usize, start: usize) -> Sticky {
+    let n = n.max(1);
+    match current {
+        Some(s) if !s.sealed && (s.partition as usize) < n => s,
+        Some(s) => Sticky {
+            partition: ((s.partition as usize + 1) % n) as i32,
+            sealed: false,
+        },
+        None => Sticky {
+            partition: (start % n) as i32,
+            sealed: false,
+        },
+    }
+}
+
+/// Marks `tp`'s sticky choice as used up once a batch of it was sealed.
+fn note_sealed(sticky: &mut HashMap<Arc<str>, Sticky>, tp: &TopicPartition) {
+    if let Some(s) = sticky.get_mut(&tp.0) {
+        if s.partition == tp.1 {
+            s.sealed = true;
         }
     }
 }
@@ -163,10 +215,10 @@ impl PartitionQueue {
 #[derive(Default)]
 struct State {
     queues: HashMap<TopicPartition, PartitionQueue>,
-    /// Keyless records of a topic go to this partition until its batch is sent.
-    sticky: HashMap<Arc<str>, i32>,
-    /// Rotates the partition a new sticky batch starts on.
-    sticky_turn: usize,
+    /// Keyless records of a topic go to this partition until its batch is sealed.
+    sticky: HashMap<Arc<str>, Sticky>,
+    /// Where this producer's sticky partitioning starts (random per producer).
+    sticky_start: usize,
     /// Produce requests sent to each shard and not yet answered.
     requests_in_flight: HashMap<SocketAddr, usize>,
 }
@@ -234,6 +286,15 @@ fn record_bytes(r: &ProducerRecord) -> usize {
             .sum::<usize>()
 }
 
+/// A per-producer random number (from the clock and the process id: no RNG dependency for
+/// one number).
+fn random_start() -> usize {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize);
+    nanos ^ (std::process::id() as usize).wrapping_mul(0x9E37_79B9)
+}
+
 impl Producer {
     /// A producer on `client`; starts its sender task on the current tokio runtime.
     pub fn new(client: Client, config: ProducerConfig) -> Self {
@@ -241,7 +302,10 @@ impl Producer {
             client,
             credit: Arc::new(Semaphore::new(config.buffer_bytes)),
             config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                sticky_start: random_start(),
+                ..State::default()
+            }),
             route_lookups: Mutex::new(HashMap::new()),
             wake_sender: Notify::new(),
             idle: Notify::new(),
@@ -316,9 +380,9 @@ impl Producer {
         }
         let mut st = self.inner.state();
         let topic: Arc<str> = Arc::from(record.topic.as_str());
-        st.sticky_turn = st.sticky_turn.wrapping_add(1);
-        let turn = st.sticky_turn;
-        Ok(*st.sticky.entry(topic).or_insert_with(|| (turn % n) as i32))
+        let choice = sticky_partition(st.sticky.get(&topic).copied(), n, st.sticky_start);
+        st.sticky.insert(topic, choice);
+        Ok(choice.partition)
     }
 
     /// Adds the record; returns true when a batch was sealed (the sender should look).
@@ -344,8 +408,7 @@ impl Producer {
             .as_ref()
             .is_some_and(|o| o.builder.size_bytes() + size > cfg.batch_bytes)
         {
-            q.seal(cfg.compression);
-            sealed = true;
+            sealed = q.seal(cfg.compression);
         }
         let open = q.open.get_or_insert_with(|| OpenBatch {
             builder: BatchBuilder::new(),
@@ -360,12 +423,10 @@ impl Producer {
         open.timestamps.push(ts);
         open.credit_bytes += size;
         if open.builder.size_bytes() >= cfg.batch_bytes {
-            q.seal(cfg.compression);
-            sealed = true;
+            sealed |= q.seal(cfg.compression);
         }
-        if sealed && record.key.is_none() && record.partition.is_none() {
-            // Sticky partitioning: the next keyless batch of this topic picks a new partition.
-            st.sticky.remove(&tp.0);
+        if sealed {
+            note_sealed(&mut st.sticky, &tp);
         }
         sealed || first_in_batch
     }
@@ -375,8 +436,11 @@ impl Producer {
     pub async fn flush(&self) {
         {
             let mut st = self.inner.state();
-            for q in st.queues.values_mut() {
-                q.seal(self.inner.config.compression);
+            let State { queues, sticky, .. } = &mut *st;
+            for (tp, q) in queues.iter_mut() {
+                if q.seal(self.inner.config.compression) {
+                    note_sealed(sticky, tp);
+                }
             }
         }
         self.inner.wake_sender.notify_one();
@@ -415,12 +479,13 @@ type Routes = HashMap<Arc<str>, Result<Arc<TopicRoute>>>;
 /// requests (each partition still has one batch in flight at most).
 const MAX_REQUEST_RECORD_BYTES: usize = 4 << 20;
 
-/// What one pass of the sender decided: the requests to send, the batches that cannot be
-/// routed (settled with their error), and when to look again if nothing wakes the sender.
+/// What one pass of the sender decided: the requests to send, the batches that fail without
+/// being sent (no route, or their delivery timeout ran out while they waited; settled with
+/// their error), and when to look again if nothing wakes the sender.
 #[derive(Default)]
 struct Pass {
     requests: Requests,
-    unroutable: Vec<(TopicPartition, SealedBatch, ClientError)>,
+    failed: Vec<(TopicPartition, SealedBatch, ClientError)>,
     next_deadline: Option<Instant>,
 }
 
@@ -440,6 +505,7 @@ fn plan_pass(st: &mut State, routes: &Routes, now: Instant, config: &ProducerCon
     let State {
         queues,
         requests_in_flight,
+        sticky,
         ..
     } = st;
     for (tp, q) in queues.iter_mut() {
@@ -476,8 +542,9 @@ fn plan_pass(st: &mut State, routes: &Routes, now: Instant, config: &ProducerCon
             && q.open
                 .as_ref()
                 .is_some_and(|o| now.duration_since(o.opened) >= linger)
+            && q.seal(config.compression)
         {
-            q.seal(config.compression);
+            note_sealed(sticky, tp);
         }
         let Some(batch) = q.sealed.pop_front() else {
             if let Some(o) = &q.open {
@@ -487,16 +554,32 @@ fn plan_pass(st: &mut State, routes: &Routes, now: Instant, config: &ProducerCon
             continue;
         };
         q.in_flight = true;
+        if now >= batch.delivery_deadline(config) {
+            // It waited behind its partition's earlier batches (in flight or retrying) for
+            // the whole delivery timeout: fail it now rather than send it late.
+            let e = ClientError::DeliveryTimeout {
+                timeout_ms: config.delivery_timeout_ms,
+                last_error: "the batch expired before it could be sent (its partition's earlier batches were still being retried)".into(),
+            };
+            pass.failed.push((tp.clone(), batch, e));
+            continue;
+        }
         match addr {
             Ok(addr) => pass
                 .requests
                 .entry(addr)
                 .or_default()
                 .push((tp.clone(), batch)),
-            Err(e) => pass.unroutable.push((tp.clone(), batch, e)),
+            Err(e) => pass.failed.push((tp.clone(), batch, e)),
         }
     }
-    drain_shards_with_ready_partitions(queues, routes, &mut pass.requests, config.compression);
+    drain_shards_with_ready_partitions(
+        queues,
+        routes,
+        &mut pass.requests,
+        sticky,
+        config.compression,
+    );
     queues.retain(|_, q| !q.is_idle());
     pass
 }
@@ -516,7 +599,7 @@ async fn sender_loop(inner: Arc<Inner>) {
     loop {
         let routes = resolve_routes(&inner);
         let pass = plan_pass(&mut inner.state(), &routes, Instant::now(), &inner.config);
-        for (tp, batch, e) in pass.unroutable {
+        for (tp, batch, e) in pass.failed {
             settle(&inner, tp, batch, Err(e));
         }
         for (addr, batches) in pass.requests {
@@ -554,6 +637,7 @@ fn drain_shards_with_ready_partitions(
     queues: &mut HashMap<TopicPartition, PartitionQueue>,
     routes: &Routes,
     requests: &mut Requests,
+    sticky: &mut HashMap<Arc<str>, Sticky>,
     compression: Compression,
 ) {
     if requests.is_empty() {
@@ -570,7 +654,9 @@ fn drain_shards_with_ready_partitions(
         else {
             continue;
         };
-        q.seal(compression);
+        if q.seal(compression) {
+            note_sealed(sticky, tp);
+        }
         if let Some(batch) = q.sealed.pop_front() {
             q.in_flight = true;
             shard_request.push((tp.clone(), batch));
@@ -779,7 +865,7 @@ fn log_retry(inner: &Inner, tp: &TopicPartition, attempt: u32, backoff: Duration
 /// never reorder a partition.
 fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Result<i64>) {
     let cfg = &inner.config;
-    let deadline = batch.sealed + Duration::from_millis(cfg.delivery_timeout_ms);
+    let deadline = batch.delivery_deadline(cfg);
     let outcome = match outcome {
         Err(e) if e.is_retriable() => {
             let backoff = Duration::from_millis(cfg.retry_backoff_ms.max(1))
@@ -942,6 +1028,77 @@ mod tests {
             3,
             "one batch of all three records"
         );
+    }
+
+    #[test]
+    fn keyless_records_move_to_the_next_partition_each_time_a_batch_is_sealed() {
+        let first = sticky_partition(None, 4, 6);
+        assert_eq!(
+            first.partition, 2,
+            "starts where the producer's random start says"
+        );
+        assert_eq!(
+            sticky_partition(Some(first), 4, 6),
+            first,
+            "stays while the batch is open"
+        );
+        let mut seen = Vec::new();
+        let mut s = first;
+        for _ in 0..4 {
+            s.sealed = true;
+            s = sticky_partition(Some(s), 4, 6);
+            seen.push(s.partition);
+        }
+        assert_eq!(seen, [3, 0, 1, 2], "one batch on each partition in turn");
+        let shrunk = Sticky {
+            partition: 7,
+            sealed: false,
+        };
+        assert_eq!(sticky_partition(Some(shrunk), 4, 0).partition, 0);
+    }
+
+    #[test]
+    fn a_linger_seal_by_the_sender_moves_the_sticky_partition_on() {
+        let (mut st, t0) = (State::default(), Instant::now());
+        st.sticky.insert(
+            Arc::from("t"),
+            Sticky {
+                partition: 0,
+                sealed: false,
+            },
+        );
+        add(&mut st, 0, t0);
+        let pass = plan_pass(
+            &mut st,
+            &routes(),
+            t0 + Duration::from_millis(5),
+            &config(5, 5),
+        );
+        assert_eq!(sent(&pass, SHARD_A), [0]);
+        assert!(st.sticky[&Arc::from("t")].sealed);
+    }
+
+    #[test]
+    fn a_batch_whose_delivery_timeout_ran_out_while_waiting_fails_unsent() {
+        let (mut st, t0) = (State::default(), Instant::now());
+        let cfg = ProducerConfig {
+            delivery_timeout_ms: 100,
+            ..config(0, 5)
+        };
+        add(&mut st, 0, t0);
+        add(&mut st, 1, t0 + Duration::from_millis(50));
+        let pass = plan_pass(&mut st, &routes(), t0 + Duration::from_millis(100), &cfg);
+        assert_eq!(sent(&pass, SHARD_A), [1], "partition 1 still has 50 ms");
+        assert_eq!(pass.failed.len(), 1);
+        let (tp, _, e) = &pass.failed[0];
+        assert_eq!(tp.1, 0);
+        assert!(matches!(
+            e,
+            ClientError::DeliveryTimeout {
+                timeout_ms: 100,
+                ..
+            }
+        ));
     }
 
     #[test]

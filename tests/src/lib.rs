@@ -5,6 +5,7 @@
 //! - `tests/disk_full.rs`: a log on a small loop-mounted ext4 filled to ENOSPC.
 //! - Broker-level tests arrive with the broker node.
 
+pub mod cli;
 pub mod node;
 
 use bytes::{Bytes, BytesMut};

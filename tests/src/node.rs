@@ -108,6 +108,11 @@ impl Node {
         }
     }
 
+    /// The node process's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn shard_addr(&self, shard: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.base_port + shard as u16))
     }

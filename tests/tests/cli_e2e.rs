@@ -1,63 +1,10 @@
 //! The `quiver` command as a user types it, against a real node: every client command, its
 //! JSON output, and its errors (broker down, unknown topic, invalid config, bad time).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use quiver_tests::cli::Cli;
 use quiver_tests::node::{free_ports, quiver_binary, Node};
-
-struct Cli {
-    broker: String,
-    data_dir: String,
-}
-
-impl Cli {
-    fn for_node(node: &Node) -> Self {
-        Self {
-            broker: node.shard_addr(0).to_string(),
-            data_dir: node.data_dir.display().to_string(),
-        }
-    }
-
-    fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(quiver_binary());
-        cmd.args(args)
-            .args(["--broker", &self.broker, "--node-data-dir", &self.data_dir]);
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("run quiver");
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "quiver {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.run(args, stdin);
-        assert!(!out.status.success(), "quiver {args:?} should fail");
-        String::from_utf8(out.stderr).unwrap()
-    }
-}
 
 #[test]
 fn every_client_command_works_and_says_what_went_wrong() {

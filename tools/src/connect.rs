@@ -5,6 +5,14 @@ use std::path::PathBuf;
 
 use quiver_client::{Client, ClientConfig, TlsTrust};
 
+/// How long a command waits for an answer to one request, unless it has a flag for it.
+pub const REQUEST_TIMEOUT_MS: u64 = 15_000;
+
+/// How long the CLI waits for a QUIC handshake. Shorter than the client library's 10 s: a
+/// person at a terminal, usually on the node's own machine, wants to hear soon that nothing
+/// answers. (A closed port on a reachable host fails at once: the client sees the ICMP.)
+pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+
 /// Flags of every client command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
@@ -55,14 +63,33 @@ impl ClientArgs {
 
     /// Connects, with an error that says what to check when nothing answers.
     pub async fn connect(&self) -> Result<Client, String> {
+        self.connect_with_request_timeout(REQUEST_TIMEOUT_MS).await
+    }
+
+    /// [`ClientArgs::connect`], each request waiting at most `request_timeout_ms` for its
+    /// answer.
+    pub async fn connect_with_request_timeout(
+        &self,
+        request_timeout_ms: u64,
+    ) -> Result<Client, String> {
         let addrs = self.addresses()?;
         let config = ClientConfig {
             trust: self.trust(),
-            request_timeout_ms: 15_000,
+            request_timeout_ms,
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
             ..ClientConfig::default()
         };
         Client::connect(&addrs, config).await.map_err(|e| {
-            format!("cannot reach a Quiver broker at {}: {e}\n  is `quiver serve` running? (--broker HOST:PORT or QUIVER_BROKERS to point elsewhere)", self.broker)
+            let e = e.to_string();
+            let ask = if e.contains("quiver serve") {
+                ""
+            } else {
+                "is `quiver serve` running? "
+            };
+            format!(
+                "cannot reach a Quiver broker at {}: {e}\n  {ask}(--broker HOST:PORT or QUIVER_BROKERS to point elsewhere)",
+                self.broker
+            )
         })
     }
 }

@@ -47,7 +47,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Send one record per line of stdin; exits once every record is acknowledged.
+    /// Send one record per line of stdin; exits once every record is acknowledged, or non-zero
+    /// with the counts once one cannot be delivered (reading stops there).
     Produce {
         topic: String,
         /// Split each line into key and value at the first SEP.
@@ -58,9 +59,17 @@ enum Command {
         /// Send every record to this partition (default: by key, or sticky for keyless records).
         #[arg(long)]
         partition: Option<i32>,
-        /// Print `partition offset` per record, in input order.
+        /// Print `partition offset` per record, in input order (`- -` for a record that was
+        /// not acknowledged; with --json, `{"line", "partition", "offset"}` or `{"line", "error"}`).
         #[arg(long)]
         print_offsets: bool,
+        /// How long a record may take to be acknowledged, retries included, counted from when
+        /// it was read. The first record that runs out of it stops the reading of stdin.
+        #[arg(long, default_value_t = 120_000)]
+        delivery_timeout_ms: u64,
+        /// How long one produce request may wait for its answer before it is retried.
+        #[arg(long, default_value_t = connect::REQUEST_TIMEOUT_MS)]
+        request_timeout_ms: u64,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -85,8 +94,9 @@ enum Command {
         /// Keep waiting for new records.
         #[arg(long)]
         follow: bool,
-        #[arg(long, value_enum, default_value = "value")]
-        format: consume::Format,
+        /// How each record is printed [default: value; json with --json].
+        #[arg(long, value_enum)]
+        format: Option<consume::Format>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -216,7 +226,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         match cmd {
             Command::Topic { command, client } => match command {
                 TopicCommand::Create {
@@ -237,6 +247,8 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 acks,
                 partition,
                 print_offsets,
+                delivery_timeout_ms,
+                request_timeout_ms,
                 client,
             } => {
                 produce::run(
@@ -247,6 +259,8 @@ fn client_command(cmd: Command) -> Result<(), String> {
                         acks,
                         partition,
                         print_offsets,
+                        delivery_timeout_ms,
+                        request_timeout_ms,
                     },
                 )
                 .await
@@ -262,6 +276,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 format,
                 client,
             } => {
+                let format = consume::format(format, client.json)?;
                 let start = match (offset, from_time) {
                     (Some(o), _) => SeekTo::Offset(o),
                     (None, Some(t)) => SeekTo::Timestamp(time::parse_rfc3339_ms(&t)?),
@@ -290,7 +305,11 @@ fn client_command(cmd: Command) -> Result<(), String> {
             } => bench_cmd::run_workload(*args).await,
             Command::Serve { .. } | Command::ConfigReference | Command::Bench { .. } => Ok(()),
         }
-    })
+    });
+    // Do not wait for a blocked read of stdin (produce stops reading at its first failure)
+    // or any other blocking task: the command's work is done.
+    rt.shutdown_background();
+    result
 }
 
 fn main() -> ExitCode {

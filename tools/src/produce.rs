@@ -1,9 +1,15 @@
 //! `quiver produce TOPIC`: one record per line of stdin, every record acknowledged before exit.
+//!
+//! The first record that cannot be delivered (its delivery timeout ran out, or the broker
+//! refused it for good) stops the reading of stdin: what is in flight is waited for, the counts
+//! of acknowledged and unacknowledged records are printed, and the command exits non-zero,
+//! within the delivery timeout of the failure. Input past that point is never read, so a
+//! caller knows exactly which lines to send again (`--print-offsets` lists them).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use quiver_client::{Acks, Producer, ProducerConfig, ProducerRecord};
+use quiver_client::{Acks, ClientError, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use tokio::io::AsyncBufReadExt;
 
 use crate::connect::ClientArgs;
@@ -15,16 +21,43 @@ pub enum AcksArg {
     All,
 }
 
+/// How long the CLI lets a batch wait for more lines (records from a pipe arrive faster).
+const LINGER_MS: u64 = 2;
+
+/// Deliveries awaited in input order at most this many lines behind the reading.
+const MAX_PENDING_RECORDS: usize = 10_000;
+
 pub struct ProduceArgs {
     pub topic: String,
     pub key_separator: Option<String>,
     pub acks: AcksArg,
     pub partition: Option<i32>,
     pub print_offsets: bool,
+    pub delivery_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+}
+
+/// What became of the lines read so far.
+#[derive(Debug, Default)]
+struct Tally {
+    read: u64,
+    acknowledged: u64,
+    failed: u64,
+    first_error: Option<String>,
 }
 
 pub async fn run(args: &ClientArgs, p: ProduceArgs) -> Result<(), String> {
-    let client = args.connect().await?;
+    // Kafka's rule (delivery.timeout.ms >= linger.ms + request.timeout.ms): a request must be
+    // able to finish before its records' delivery timeout.
+    if p.delivery_timeout_ms < p.request_timeout_ms + LINGER_MS {
+        return Err(format!(
+            "--delivery-timeout-ms ({}) must be at least --request-timeout-ms ({}) + {LINGER_MS} ms of linger",
+            p.delivery_timeout_ms, p.request_timeout_ms
+        ));
+    }
+    let client = args
+        .connect_with_request_timeout(p.request_timeout_ms)
+        .await?;
     let acks = match p.acks {
         AcksArg::None => Acks::None,
         AcksArg::Leader => Acks::Leader,
@@ -35,20 +68,30 @@ pub async fn run(args: &ClientArgs, p: ProduceArgs) -> Result<(), String> {
         client,
         ProducerConfig {
             acks,
-            linger_ms: 2,
+            linger_ms: LINGER_MS,
+            delivery_timeout_ms: p.delivery_timeout_ms,
+            request_timeout_ms: u32::try_from(p.request_timeout_ms).unwrap_or(u32::MAX),
             ..ProducerConfig::default()
         },
     );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut pending = VecDeque::new();
-    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut pending: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();
+    let mut tally = Tally::default();
+    let mut bytes = 0u64;
     let start = Instant::now();
-    let mut first_error: Option<String> = None;
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .map_err(|e| format!("reading stdin: {e}"))?
-    {
+    let out = Output {
+        print: p.print_offsets,
+        json: args.json,
+    };
+    while tally.first_error.is_none() {
+        let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| format!("reading stdin: {e}"))?
+        else {
+            break;
+        };
+        tally.read += 1;
         let (key, value) = match &p.key_separator {
             Some(sep) => match line.split_once(sep.as_str()) {
                 Some((k, v)) => (Some(k.to_string()), v.to_string()),
@@ -60,73 +103,100 @@ pub async fn run(args: &ClientArgs, p: ProduceArgs) -> Result<(), String> {
         let mut record = ProducerRecord::new(&p.topic, value);
         record.key = key.map(bytes::Bytes::from);
         record.partition = p.partition;
-        pending.push_back(producer.enqueue(record).await.map_err(|e| e.to_string())?);
-        count += 1;
-        drain(
-            &mut pending,
-            10_000,
-            p.print_offsets,
-            args.json,
-            &mut first_error,
-        )
-        .await;
+        match producer.enqueue(record).await {
+            Ok(delivery) => pending.push_back((tally.read, delivery)),
+            Err(e) => {
+                drain(&mut pending, 0, out, &mut tally).await;
+                out.line(tally.read, &Err(e.clone()));
+                tally.record(&Err(e));
+                break;
+            }
+        }
+        drain(&mut pending, MAX_PENDING_RECORDS, out, &mut tally).await;
     }
-    drain(
-        &mut pending,
-        0,
-        p.print_offsets,
-        args.json,
-        &mut first_error,
-    )
-    .await;
+    drain(&mut pending, 0, out, &mut tally).await;
     producer.close().await;
     let secs = start.elapsed().as_secs_f64().max(1e-9);
-    eprintln!(
-        "produced {count} records ({bytes} bytes) to {} in {secs:.2} s: {:.0} records/s",
-        p.topic,
-        count as f64 / secs
-    );
-    match first_error {
-        Some(e) => Err(format!("some records were not acknowledged: {e}")),
-        None => Ok(()),
+    if args.json && !p.print_offsets {
+        // --json without --print-offsets: the outcome as one object, for scripts.
+        println!(
+            "{}",
+            serde_json::json!({"topic": p.topic, "records_read": tally.read, "acknowledged": tally.acknowledged,
+                "not_acknowledged": tally.failed, "first_error": tally.first_error, "seconds": secs})
+        );
+    }
+    match tally.first_error {
+        None => {
+            eprintln!(
+                "produced {} records ({bytes} bytes) to {} in {secs:.2} s: {:.0} records/s",
+                tally.read,
+                p.topic,
+                tally.read as f64 / secs
+            );
+            Ok(())
+        }
+        Some(e) => Err(format!(
+            "{} of {} records read were acknowledged, {} were not; stdin was not read past line {} (first error: {e})",
+            tally.acknowledged, tally.read, tally.failed, tally.read
+        )),
+    }
+}
+
+impl Tally {
+    fn record(&mut self, delivery: &Result<quiver_client::RecordMetadata, ClientError>) {
+        match delivery {
+            Ok(_) => self.acknowledged += 1,
+            Err(e) => {
+                self.failed += 1;
+                self.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// How each record's outcome is printed (`--print-offsets`, `--json`).
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    print: bool,
+    json: bool,
+}
+
+impl Output {
+    /// One line per input line, in input order: `partition offset`, or `- -` for a line that
+    /// was not acknowledged; with `--json`, an object with the input line number.
+    fn line(self, line: u64, delivery: &Result<quiver_client::RecordMetadata, ClientError>) {
+        if !self.print {
+            return;
+        }
+        match (delivery, self.json) {
+            (Ok(md), true) => println!(
+                "{}",
+                serde_json::json!({"line": line, "partition": md.partition, "offset": md.offset})
+            ),
+            (Ok(md), false) => println!("{} {}", md.partition, md.offset),
+            (Err(e), true) => println!(
+                "{}",
+                serde_json::json!({"line": line, "error": e.to_string()})
+            ),
+            (Err(_), false) => println!("- -"),
+        }
     }
 }
 
 /// Awaits the oldest deliveries until at most `keep` are pending, in input order, printing
-/// offsets when asked and remembering the first failure.
+/// and counting each outcome.
 async fn drain(
-    pending: &mut VecDeque<quiver_client::DeliveryFuture>,
+    pending: &mut VecDeque<(u64, DeliveryFuture)>,
     keep: usize,
-    print: bool,
-    json: bool,
-    first_error: &mut Option<String>,
+    out: Output,
+    tally: &mut Tally,
 ) {
     while pending.len() > keep {
-        let Some(f) = pending.pop_front() else { return };
-        report(f.await, print, json, first_error);
-    }
-}
-
-fn report(
-    delivery: Result<quiver_client::RecordMetadata, quiver_client::ClientError>,
-    print: bool,
-    json: bool,
-    first_error: &mut Option<String>,
-) {
-    match delivery {
-        Ok(md) if print => {
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"partition": md.partition, "offset": md.offset})
-                );
-            } else {
-                println!("{} {}", md.partition, md.offset);
-            }
-        }
-        Ok(_) => {}
-        Err(e) => {
-            first_error.get_or_insert_with(|| e.to_string());
-        }
+        let Some((line, f)) = pending.pop_front() else {
+            return;
+        };
+        let delivery = f.await;
+        out.line(line, &delivery);
+        tally.record(&delivery);
     }
 }

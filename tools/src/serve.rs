@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use quiver_core::broker::data_dir_lock::{DataDirLock, DataDirLockError};
 use quiver_core::broker::node::{run_node, Banner, NodeConfig};
 use quiver_core::broker::shard::NodeSettings;
 use quiver_core::log::LogConfig;
@@ -270,6 +271,13 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
             ))
         }
     };
+    // First, before any check writes a probe file there: one node per data directory.
+    let data_dir_lock = match DataDirLock::acquire(&data_dir) {
+        Ok(lock) => Some(std::sync::Arc::new(lock)),
+        Err(e @ DataDirLockError::Held { .. }) => return Err((2, e.to_string())),
+        // The data directory check below says what is wrong with the directory.
+        Err(DataDirLockError::Io { .. }) => None,
+    };
     let problems: Vec<diagnose::Problem> = [
         diagnose::io_uring(),
         diagnose::memlock(),
@@ -305,6 +313,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
         tls_pem,
         tls_client_ca: cfg.tls_client_ca,
         quic: Default::default(),
+        data_dir_lock,
     };
     run_node(config, print_banner).map_err(|e| (1, e.to_string()))
 }

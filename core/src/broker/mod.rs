@@ -5,10 +5,12 @@
 //! - [`shard`]: one shard — its partition logs, request dispatch, forwarding of requests for
 //!   partitions another shard owns, and (on shard 0, the controller) metadata changes.
 //! - [`request`] / [`response`]: decoding requests and encoding responses (sans-IO).
+//! - [`data_dir_lock`]: one node per data directory (`flock` on `<data_dir>/.lock`).
 //! - [`metadata`]: topics, configs and the shard table (`metadata.json`).
 //! - [`topic_config`]: topic `key=value` configs validated into log configs.
 
 mod control;
+pub mod data_dir_lock;
 pub mod metadata;
 pub mod node;
 pub mod request;

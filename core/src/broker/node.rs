@@ -13,6 +13,7 @@ use glommio::{CpuSet, Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
 use quiver_net::server::{Handler, QuicServer};
 use quiver_net::tls::{self, QuicLimits, TlsIdentity};
 
+use super::data_dir_lock::DataDirLock;
 use super::metadata::{Metadata, MetadataStore};
 use super::shard::{NodeSettings, NodeShared, Shard, ShardMsg, ShardQueues, ShardStorage};
 use crate::log::commit_log::{self, CommitLog};
@@ -30,6 +31,9 @@ pub struct NodeConfig {
     /// PEM CAs whose client certificates are required (mTLS); `None` accepts any client.
     pub tls_client_ca: Option<PathBuf>,
     pub quic: QuicLimits,
+    /// The data directory's lock, when the caller took it before its own checks (`quiver
+    /// serve` does); `None`: [`run_node`] takes it before touching the directory.
+    pub data_dir_lock: Option<Arc<DataDirLock>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +149,15 @@ pub fn run_node(
     on_ready: impl FnOnce(&Banner) + Send + 'static,
 ) -> Result<(), NodeError> {
     let mut config = config;
+    // Before anything in the directory is read or written: a second node there would
+    // overwrite this one's acknowledged records.
+    let _data_dir_lock = match config.data_dir_lock.take() {
+        Some(lock) => lock,
+        None => Arc::new(
+            DataDirLock::acquire(&config.settings.data_dir)
+                .map_err(|e| NodeError::Setup(e.to_string()))?,
+        ),
+    };
     std::fs::create_dir_all(config.settings.data_dir.join("topics")).map_err(|e| {
         NodeError::Setup(format!(
             "cannot create {}: {e}",
