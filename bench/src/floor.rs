@@ -22,7 +22,11 @@ use quiver_net::tls;
 struct Echo;
 
 impl Handler for Echo {
-    fn handle(&self, request: BytesMut) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
+    fn handle(
+        &self,
+        _peer: Rc<quiver_net::server::Peer>,
+        request: BytesMut,
+    ) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
         Box::pin(async move { request.freeze() })
     }
 }

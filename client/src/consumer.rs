@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use quiver_core::batch::{BatchHeader, RecordIter};
+use quiver_batch::{BatchHeader, RecordIter};
 use quiver_schema::requests::{self, FetchLimits, FetchPart};
 use quiver_schema::wire::ErrorCode;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};

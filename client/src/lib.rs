@@ -41,6 +41,6 @@ pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 pub use error::ClientError;
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
 /// Batch compression codecs (re-exported from the batch codec).
-pub use quiver_core::batch::Compression;
+pub use quiver_batch::Compression;
 pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata};
 pub use trust::TlsTrust;

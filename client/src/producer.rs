@@ -29,7 +29,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quiver_core::batch::{BatchBuilder, Compression, NewRecord};
+use quiver_batch::{BatchBuilder, Compression, NewRecord};
 use quiver_schema::requests;
 use quiver_schema::wire;
 use tokio::sync::{oneshot, Notify, Semaphore};
@@ -332,7 +332,7 @@ impl Producer {
         }
         let size = record_bytes(&record);
         let cfg = &self.inner.config;
-        if size + quiver_core::batch::HEADER_BYTES > cfg.batch_bytes {
+        if size + quiver_batch::HEADER_BYTES > cfg.batch_bytes {
             return Err(ClientError::RecordTooLarge {
                 size_bytes: size,
                 max_bytes: cfg.batch_bytes,

@@ -37,9 +37,17 @@ use crate::frame_reader::FrameReader;
 use crate::udp;
 use crate::NetError;
 
-/// Answers one request frame (length prefix included) with one response frame.
+/// Who is at the other end of a connection, as TLS established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub remote: SocketAddr,
+    /// The DER of the certificate the client presented (mTLS), if it presented one.
+    pub client_certificate: Option<Bytes>,
+}
+
+/// Answers one request frame (length prefix included) from `peer` with one response frame.
 pub trait Handler: 'static {
-    fn handle(&self, request: BytesMut) -> Pin<Box<dyn Future<Output = Bytes>>>;
+    fn handle(&self, peer: Rc<Peer>, request: BytesMut) -> Pin<Box<dyn Future<Output = Bytes>>>;
 }
 
 /// Application error code used when the server stops reading a stream it refused.
@@ -75,11 +83,13 @@ impl Outgoing {
 #[derive(Default)]
 struct Effects {
     sends: Vec<Outgoing>,
-    requests: Vec<(ConnectionHandle, StreamId, BytesMut)>,
+    requests: Vec<(ConnectionHandle, StreamId, Rc<Peer>, BytesMut)>,
 }
 
 struct Conn {
     inner: Connection,
+    /// Known once the handshake is done (set by the first request).
+    peer: Option<Rc<Peer>>,
     readers: HashMap<StreamId, FrameReader>,
     /// Response bytes not yet accepted by the stream (flow control).
     writers: HashMap<StreamId, Bytes>,
@@ -125,6 +135,7 @@ impl Driver {
                                 ch,
                                 Conn {
                                     inner: conn,
+                                    peer: None,
                                     readers: HashMap::new(),
                                     writers: HashMap::new(),
                                 },
@@ -305,7 +316,7 @@ fn read_stream(c: &mut Conn, ch: ConnectionHandle, id: StreamId, fx: &mut Effect
         None => reader.finish(),
     };
     match result {
-        Ok(frame) => fx.requests.push((ch, id, frame)),
+        Ok(frame) => fx.requests.push((ch, id, peer_of(c), frame)),
         Err(e) => {
             let _ = c.inner.recv_stream(id).stop(STOP_REFUSED);
             c.writers.insert(
@@ -315,6 +326,28 @@ fn read_stream(c: &mut Conn, ch: ConnectionHandle, id: StreamId, fx: &mut Effect
             write_pending(c, id);
         }
     }
+}
+
+/// The connection's peer: its address and the client certificate TLS verified.
+fn peer_of(c: &mut Conn) -> Rc<Peer> {
+    if let Some(p) = &c.peer {
+        return p.clone();
+    }
+    let client_certificate = c
+        .inner
+        .crypto_session()
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|certs| certs.first().map(|c| Bytes::copy_from_slice(c.as_ref())));
+    let peer = Rc::new(Peer {
+        remote: c.inner.remote_address(),
+        client_certificate,
+    });
+    c.peer = Some(peer.clone());
+    peer
 }
 
 /// Writes as much of a pending response as flow control allows; finishes the stream once all
@@ -439,10 +472,10 @@ struct Ctx {
 impl Ctx {
     /// Sends the datagrams, dispatches the requests, and tells the timer loop to look again.
     async fn perform(self: &Rc<Self>, fx: Effects) {
-        for (ch, id, frame) in fx.requests {
+        for (ch, id, peer, frame) in fx.requests {
             let ctx = self.clone();
             glommio::spawn_local(async move {
-                let response = ctx.handler.handle(frame).await;
+                let response = ctx.handler.handle(peer, frame).await;
                 let mut fx = Effects::default();
                 ctx.driver
                     .borrow_mut()

@@ -18,7 +18,11 @@ use quiver_schema::wire::{ApiKey, ErrorCode};
 struct Echo;
 
 impl Handler for Echo {
-    fn handle(&self, request: BytesMut) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
+    fn handle(
+        &self,
+        _peer: Rc<quiver_net::server::Peer>,
+        request: BytesMut,
+    ) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
         Box::pin(async move {
             match parse_frame(&request, DEFAULT_MAX_FRAME_BYTES) {
                 Ok(env) => error_frame(

@@ -120,6 +120,56 @@ pub fn envelope<'a>(
             body_type,
             body,
             error,
+            client_id: None,
+        },
+    )
+}
+
+/// What every request's envelope carries besides its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeader<'a> {
+    pub request_id: u64,
+    /// The client's name for itself (empty: none).
+    pub client_id: &'a str,
+}
+
+impl From<u64> for RequestHeader<'static> {
+    fn from(request_id: u64) -> Self {
+        Self {
+            request_id,
+            client_id: "",
+        }
+    }
+}
+
+impl<'a> From<(u64, &'a str)> for RequestHeader<'a> {
+    fn from((request_id, client_id): (u64, &'a str)) -> Self {
+        Self {
+            request_id,
+            client_id,
+        }
+    }
+}
+
+/// A request's envelope with `body` already built in `fbb`.
+pub fn request_envelope<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    header: RequestHeader<'_>,
+    api: ApiKey,
+    body_type: wire::Body,
+    body: WIPOffset<flatbuffers::UnionWIPOffset>,
+) -> WIPOffset<Envelope<'a>> {
+    let client_id = (!header.client_id.is_empty()).then(|| fbb.create_string(header.client_id));
+    Envelope::create(
+        fbb,
+        &EnvelopeArgs {
+            request_id: header.request_id,
+            api,
+            version: crate::API_VERSION,
+            body_type,
+            body: Some(body),
+            error: None,
+            client_id,
         },
     )
 }

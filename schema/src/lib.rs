@@ -7,10 +7,16 @@
 //! - [`frame`]: the sans-IO frame codec — length prefix, size limits, verification with
 //!   bounded verifier options, typed [`frame::FrameError`]s.
 //! - [`requests`]: encoders for every request (used by the client and by tests).
+//! - [`decode`] / [`encode`]: the node's side — request frames into the broker's typed
+//!   requests ([`quiver_broker_api::Request`]) and its responses into frames; [`codes`] maps
+//!   the broker's names to the wire's. A Kafka wire codec would sit beside these.
 //!
 //! Record batches are `[ubyte]` vectors: [`frame::vector_range`] gives their position in the
 //! received buffer so the broker can split them out without a copy.
 
+pub mod codes;
+pub mod decode;
+pub mod encode;
 pub mod frame;
 pub mod requests;
 mod responses;
@@ -22,7 +28,7 @@ mod quiver_generated;
 pub use quiver_generated::quiver::wire;
 
 /// The version of every API this build speaks (1: Produce and Fetch carry many partitions).
-pub const API_VERSION: u16 = 1;
+pub const API_VERSION: u16 = quiver_broker_api::API_VERSION;
 
 /// Every API with the versions this build supports, as sent in the handshake.
 pub fn supported_versions() -> Vec<wire::ApiVersion> {

@@ -4223,6 +4223,7 @@ impl<'a> Envelope<'a> {
   pub const VT_BODY_TYPE: ::flatbuffers::VOffsetT = 10;
   pub const VT_BODY: ::flatbuffers::VOffsetT = 12;
   pub const VT_ERROR: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CLIENT_ID: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4235,6 +4236,7 @@ impl<'a> Envelope<'a> {
   ) -> ::flatbuffers::WIPOffset<Envelope<'bldr>> {
     let mut builder = EnvelopeBuilder::new(_fbb);
     builder.add_request_id(args.request_id);
+    if let Some(x) = args.client_id { builder.add_client_id(x); }
     if let Some(x) = args.error { builder.add_error(x); }
     if let Some(x) = args.body { builder.add_body(x); }
     builder.add_version(args.version);
@@ -4285,6 +4287,13 @@ impl<'a> Envelope<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(Envelope::VT_ERROR, None)}
+  }
+  #[inline]
+  pub fn client_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Envelope::VT_CLIENT_ID, None)}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -4591,6 +4600,7 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
         }
      })?
      .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_id", Self::VT_CLIENT_ID, false)?
      .finish();
     Ok(())
   }
@@ -4602,6 +4612,7 @@ pub struct EnvelopeArgs<'a> {
     pub body_type: Body,
     pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
     pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub client_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for EnvelopeArgs<'a> {
   #[inline]
@@ -4613,6 +4624,7 @@ impl<'a> Default for EnvelopeArgs<'a> {
       body_type: Body::NONE,
       body: None,
       error: None,
+      client_id: None,
     }
   }
 }
@@ -4645,6 +4657,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EnvelopeBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(Envelope::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn add_client_id(&mut self, client_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Envelope::VT_CLIENT_ID, client_id);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EnvelopeBuilder<'a, 'b, A> {
@@ -4801,6 +4817,7 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
       };
       ds.field("error", &self.error());
+      ds.field("client_id", &self.client_id());
       ds.finish()
   }
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 
-use crate::frame::{envelope, finish_frame};
+use crate::frame::{finish_frame, request_envelope, RequestHeader};
 use crate::wire::{self, ApiKey, Body};
 
 fn strings<'a>(
@@ -31,7 +31,7 @@ fn configs<'a>(
     fbb.create_vector(&offs)
 }
 
-pub fn handshake(request_id: u64, client_name: &str) -> Bytes {
+pub fn handshake<'h>(header: impl Into<RequestHeader<'h>>, client_name: &str) -> Bytes {
     let mut fbb = FlatBufferBuilder::with_capacity(256);
     let client_name = Some(fbb.create_string(client_name));
     let versions = Some(fbb.create_vector(&crate::supported_versions()));
@@ -42,29 +42,27 @@ pub fn handshake(request_id: u64, client_name: &str) -> Bytes {
             versions,
         },
     );
-    let root = envelope(
+    let root = request_envelope(
         &mut fbb,
-        request_id,
+        header.into(),
         ApiKey::Handshake,
         Body::HandshakeRequest,
-        Some(body.as_union_value()),
-        None,
+        body.as_union_value(),
     );
     finish_frame(fbb, root)
 }
 
 /// Metadata of `topics` (empty: every topic).
-pub fn metadata(request_id: u64, topics: &[&str]) -> Bytes {
+pub fn metadata<'h>(header: impl Into<RequestHeader<'h>>, topics: &[&str]) -> Bytes {
     let mut fbb = FlatBufferBuilder::with_capacity(256);
     let topics = (!topics.is_empty()).then(|| strings(&mut fbb, topics));
     let body = wire::MetadataRequest::create(&mut fbb, &wire::MetadataRequestArgs { topics });
-    let root = envelope(
+    let root = request_envelope(
         &mut fbb,
-        request_id,
+        header.into(),
         ApiKey::Metadata,
         Body::MetadataRequest,
-        Some(body.as_union_value()),
-        None,
+        body.as_union_value(),
     );
     finish_frame(fbb, root)
 }
@@ -76,7 +74,7 @@ pub struct NewTopic<'a> {
     pub configs: &'a [(&'a str, &'a str)],
 }
 
-pub fn create_topics(request_id: u64, topics: &[NewTopic<'_>]) -> Bytes {
+pub fn create_topics<'h>(header: impl Into<RequestHeader<'h>>, topics: &[NewTopic<'_>]) -> Bytes {
     let mut fbb = FlatBufferBuilder::with_capacity(512);
     let offs: Vec<_> = topics
         .iter()
@@ -96,52 +94,53 @@ pub fn create_topics(request_id: u64, topics: &[NewTopic<'_>]) -> Bytes {
     let topics = Some(fbb.create_vector(&offs));
     let body =
         wire::CreateTopicsRequest::create(&mut fbb, &wire::CreateTopicsRequestArgs { topics });
-    let root = envelope(
+    let root = request_envelope(
         &mut fbb,
-        request_id,
+        header.into(),
         ApiKey::CreateTopics,
         Body::CreateTopicsRequest,
-        Some(body.as_union_value()),
-        None,
+        body.as_union_value(),
     );
     finish_frame(fbb, root)
 }
 
-pub fn delete_topics(request_id: u64, names: &[&str]) -> Bytes {
+pub fn delete_topics<'h>(header: impl Into<RequestHeader<'h>>, names: &[&str]) -> Bytes {
     let mut fbb = FlatBufferBuilder::with_capacity(256);
     let names = Some(strings(&mut fbb, names));
     let body =
         wire::DeleteTopicsRequest::create(&mut fbb, &wire::DeleteTopicsRequestArgs { names });
-    let root = envelope(
+    let root = request_envelope(
         &mut fbb,
-        request_id,
+        header.into(),
         ApiKey::DeleteTopics,
         Body::DeleteTopicsRequest,
-        Some(body.as_union_value()),
-        None,
+        body.as_union_value(),
     );
     finish_frame(fbb, root)
 }
 
-pub fn describe_configs(request_id: u64, topics: &[&str]) -> Bytes {
+pub fn describe_configs<'h>(header: impl Into<RequestHeader<'h>>, topics: &[&str]) -> Bytes {
     let mut fbb = FlatBufferBuilder::with_capacity(256);
     let topics = Some(strings(&mut fbb, topics));
     let body = wire::DescribeConfigsRequest::create(
         &mut fbb,
         &wire::DescribeConfigsRequestArgs { topics },
     );
-    let root = envelope(
+    let root = request_envelope(
         &mut fbb,
-        request_id,
+        header.into(),
         ApiKey::DescribeConfigs,
         Body::DescribeConfigsRequest,
-        Some(body.as_union_value()),
-        None,
+        body.as_union_value(),
     );
     finish_frame(fbb, root)
 }
 
-pub fn alter_configs(request_id: u64, topic: &str, set: &[(&str, &str)]) -> Bytes {
+pub fn alter_configs<'h>(
+    header: impl Into<RequestHeader<'h>>,
+    topic: &str,
+    set: &[(&str, &str)],
+) -> Bytes {
     let mut fbb = FlatBufferBuilder::with_capacity(256);
     let topic = Some(fbb.create_string(topic));
     let configs = Some(configs(&mut fbb, set));
@@ -149,19 +148,18 @@ pub fn alter_configs(request_id: u64, topic: &str, set: &[(&str, &str)]) -> Byte
         &mut fbb,
         &wire::AlterConfigsRequestArgs { topic, configs },
     );
-    let root = envelope(
+    let root = request_envelope(
         &mut fbb,
-        request_id,
+        header.into(),
         ApiKey::AlterConfigs,
         Body::AlterConfigsRequest,
-        Some(body.as_union_value()),
-        None,
+        body.as_union_value(),
     );
     finish_frame(fbb, root)
 }
 
-pub fn list_offsets(
-    request_id: u64,
+pub fn list_offsets<'h>(
+    header: impl Into<RequestHeader<'h>>,
     topic: &str,
     partition: i32,
     spec: wire::OffsetSpec,
@@ -178,13 +176,12 @@ pub fn list_offsets(
             timestamp_ms,
         },
     );
-    let root = envelope(
+    let root = request_envelope(
         &mut fbb,
-        request_id,
+        header.into(),
         ApiKey::ListOffsets,
         Body::ListOffsetsRequest,
-        Some(body.as_union_value()),
-        None,
+        body.as_union_value(),
     );
     finish_frame(fbb, root)
 }
@@ -198,8 +195,8 @@ pub struct ProducePart<'a> {
 }
 
 /// A produce of `records` (whole RecordBatch v2 batches) to one partition.
-pub fn produce(
-    request_id: u64,
+pub fn produce<'h>(
+    header: impl Into<RequestHeader<'h>>,
     topic: &str,
     partition: i32,
     acks: wire::Acks,
@@ -211,12 +208,12 @@ pub fn produce(
         partition,
         records,
     };
-    produce_many(request_id, acks, timeout_ms, &[part])
+    produce_many(header, acks, timeout_ms, &[part])
 }
 
 /// A produce to many partitions of one shard, one entry per partition.
-pub fn produce_many(
-    request_id: u64,
+pub fn produce_many<'h>(
+    header: impl Into<RequestHeader<'h>>,
     acks: wire::Acks,
     timeout_ms: u32,
     parts: &[ProducePart<'_>],
@@ -250,13 +247,12 @@ pub fn produce_many(
             partitions,
         },
     );
-    let root = envelope(
+    let root = request_envelope(
         &mut fbb,
-        request_id,
+        header.into(),
         ApiKey::Produce,
         Body::ProduceRequest,
-        Some(body.as_union_value()),
-        None,
+        body.as_union_value(),
     );
     finish_frame(fbb, root)
 }
@@ -272,7 +268,7 @@ pub struct Fetch<'a> {
     pub min_bytes: u32,
 }
 
-pub fn fetch(request_id: u64, f: &Fetch<'_>) -> Bytes {
+pub fn fetch<'h>(header: impl Into<RequestHeader<'h>>, f: &Fetch<'_>) -> Bytes {
     let part = FetchPart {
         topic: f.topic,
         partition: f.partition,
@@ -284,7 +280,7 @@ pub fn fetch(request_id: u64, f: &Fetch<'_>) -> Bytes {
         min_bytes: f.min_bytes,
         max_bytes: f.max_bytes,
     };
-    fetch_many(request_id, &limits, &[part])
+    fetch_many(header, &limits, &[part])
 }
 
 /// One partition's part of a fetch request.
@@ -306,7 +302,11 @@ pub struct FetchLimits {
 }
 
 /// A long-poll fetch from many partitions of one shard.
-pub fn fetch_many(request_id: u64, limits: &FetchLimits, parts: &[FetchPart<'_>]) -> Bytes {
+pub fn fetch_many<'h>(
+    header: impl Into<RequestHeader<'h>>,
+    limits: &FetchLimits,
+    parts: &[FetchPart<'_>],
+) -> Bytes {
     let mut fbb = FlatBufferBuilder::with_capacity(128 + parts.len() * 64);
     let entries: Vec<_> = parts
         .iter()
@@ -333,13 +333,12 @@ pub fn fetch_many(request_id: u64, limits: &FetchLimits, parts: &[FetchPart<'_>]
             partitions,
         },
     );
-    let root = envelope(
+    let root = request_envelope(
         &mut fbb,
-        request_id,
+        header.into(),
         ApiKey::Fetch,
         Body::FetchRequest,
-        Some(body.as_union_value()),
-        None,
+        body.as_union_value(),
     );
     finish_frame(fbb, root)
 }

@@ -9,7 +9,7 @@ pub mod cli;
 pub mod node;
 
 use bytes::{Bytes, BytesMut};
-use quiver_core::batch::{BatchBuilder, NewRecord};
+use quiver_batch::{BatchBuilder, NewRecord};
 
 /// The deterministic batch number `seq` of crash round `round`: the child appends it, the
 /// test rebuilds it to compare bytes.
@@ -33,9 +33,9 @@ pub fn crash_batch(round: u64, seq: u64) -> BytesMut {
 
 /// Log settings shared by the crash child and the checker: small segments so rolls happen
 /// under the kill.
-pub fn crash_log_config() -> quiver_core::log::LogConfig {
-    quiver_core::log::LogConfig {
+pub fn crash_log_config() -> quiver_storage::LogConfig {
+    quiver_storage::LogConfig {
         segment_bytes: 256 << 10,
-        ..quiver_core::log::LogConfig::default()
+        ..quiver_storage::LogConfig::default()
     }
 }

@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use quiver_batch::{header, validate_batch, BatchBuilder, BatchLimits, NewRecord, RecordIter};
 use quiver_client::{Connection, ResponseFrame};
-use quiver_core::batch::{
-    header, validate_batch, BatchBuilder, BatchLimits, NewRecord, RecordIter,
-};
 use quiver_schema::requests::{self, Fetch, NewTopic};
 use quiver_schema::wire::{self, Acks, ApiKey, ErrorCode, OffsetSpec};
 use quiver_tests::node::Node;
@@ -509,6 +507,7 @@ async fn many_partitions_in_one_request_are_served_one_by_one() {
             body_type: wire::Body::ProduceRequest,
             body: Some(body.as_union_value()),
             error: None,
+            client_id: None,
         },
     );
     let frame = quiver_schema::frame::finish_frame(fbb, root);
@@ -709,6 +708,7 @@ async fn malformed_input_gets_typed_errors_and_the_node_keeps_serving() {
                 body_type: wire::Body::NONE,
                 body: None,
                 error: None,
+                client_id: None,
             },
         );
         quiver_schema::frame::finish_frame(fbb, root)

@@ -241,7 +241,7 @@ async fn lz4_and_zstd_batches_are_stored_as_sent_and_read_back() {
             .unwrap()
             .bytes()
             .to_vec();
-        let header = quiver_core::batch::BatchHeader::parse(&records).unwrap();
+        let header = quiver_batch::BatchHeader::parse(&records).unwrap();
         assert_eq!(
             header.compression().unwrap(),
             codec,

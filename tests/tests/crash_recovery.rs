@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use bytes::Bytes;
-use quiver_core::batch::{header, validate_batch, BatchLimits};
-use quiver_core::log::PartitionLog;
+use quiver_batch::{header, validate_batch, BatchLimits};
+use quiver_storage::PartitionLog;
 use quiver_tests::{crash_batch, crash_log_config};
 use rand::{Rng, SeedableRng};
 
@@ -48,7 +48,7 @@ fn read_log(dir: &std::path::Path) -> Vec<Bytes> {
                     out.push(b);
                 }
             }
-            assert_eq!(next, log.committed_offset());
+            assert_eq!(next, log.durable_offset());
             log.close().await.unwrap();
             out
         })

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::BytesMut;
-use quiver_core::log::commit_log::{self, CommitLog};
-use quiver_core::log::{LogConfig, PartitionLog};
-use quiver_core::StorageError;
+use quiver_storage::commit_log::{self, CommitLog};
+use quiver_storage::StorageError;
+use quiver_storage::{LogConfig, PartitionLog};
 use quiver_tests::crash_batch;
 
 /// A loop-mounted ext4 filesystem, unmounted on drop.
@@ -175,18 +175,19 @@ fn disk_full_scenario(with_commit_log: bool) {
             );
             assert!(!acked.is_empty());
             let end = acked.last().map(|(b, _)| *b).unwrap();
-            assert!(log.committed_offset() > end);
+            assert!(log.durable_offset() > end);
             // Everything acknowledged is still readable.
             for (base, _) in acked.iter().step_by(7) {
                 assert!(!log.read(*base, 1).await.unwrap().is_empty());
             }
             // Still full: the same batch fails the same way, and nothing acknowledged is lost.
-            let committed = log.committed_offset();
-            assert!(matches!(
-                log.append(failed_batch.clone(), 0).await,
-                Err(StorageError::DiskFull { .. })
-            ));
-            assert_eq!(log.committed_offset(), committed);
+            let committed = log.durable_offset();
+            let again = log.append(failed_batch.clone(), 0).await;
+            assert!(
+                matches!(again, Err(StorageError::DiskFull { .. })),
+                "still full, the same batch fails the same way: {again:?}"
+            );
+            assert_eq!(log.durable_offset(), committed);
             std::fs::remove_file(&filler).unwrap();
             let info = log
                 .append(failed_batch, 0)
@@ -203,7 +204,7 @@ fn disk_full_scenario(with_commit_log: bool) {
                 commit_log::replay_all(&root).await.unwrap();
             }
             let reopened = PartitionLog::open(&data, cfg).await.unwrap();
-            assert_eq!(reopened.committed_offset(), info.last_offset + 1);
+            assert_eq!(reopened.durable_offset(), info.last_offset + 1);
             reopened.close().await.unwrap();
         });
     drop(fs);
@@ -279,7 +280,7 @@ fn a_close_that_cannot_write_the_write_behind_keeps_it_until_space_is_freed() {
                     .expect("durable in the commit log");
                 acked.push((info.base_offset, batch));
             }
-            let end = log.committed_offset();
+            let end = log.durable_offset();
             let err = log
                 .close()
                 .await
@@ -295,7 +296,7 @@ fn a_close_that_cannot_write_the_write_behind_keeps_it_until_space_is_freed() {
             let log = PartitionLog::open_in(&data, cfg, None, Some(wal.clone()))
                 .await
                 .expect("space freed: the kept batches are written first");
-            assert_eq!(log.committed_offset(), end);
+            assert_eq!(log.durable_offset(), end);
             for (base, batch) in &acked {
                 let got = log.read(*base, 1).await.unwrap();
                 assert_eq!(got[0][61..], batch[61..], "batch at {base}");

@@ -99,7 +99,7 @@ pub fn data_dir(dir: &Path) -> Option<Problem> {
             ))
         }
     }
-    quiver_core::log::files::check_direct_io(dir)
+    quiver_storage::files::check_direct_io(dir)
         .err()
         .map(|e| problem(e.to_string(), "put the data directory on ext4 or xfs"))
 }

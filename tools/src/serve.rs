@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use quiver_core::broker::data_dir_lock::{DataDirLock, DataDirLockError};
-use quiver_core::broker::node::{run_node, Banner, NodeConfig};
-use quiver_core::broker::shard::NodeSettings;
-use quiver_core::log::LogConfig;
+use quiver_broker::shard::NodeSettings;
+use quiver_node::data_dir_lock::{DataDirLock, DataDirLockError};
+use quiver_node::run::{run_node, Banner, NodeConfig};
+use quiver_storage::LogConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::diagnose;
@@ -115,7 +115,7 @@ pub struct ServeConfig {
     /// per partition (false).
     #[arg(long)]
     pub shard_commit_log: Option<bool>,
-    /// Log filter (tracing syntax), e.g. info or quiver_core=debug.
+    /// Log filter (tracing syntax), e.g. info or quiver_storage=debug.
     #[arg(long)]
     pub log_level: Option<String>,
 }

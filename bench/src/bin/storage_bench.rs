@@ -21,8 +21,8 @@ use bytes::{Bytes, BytesMut};
 use clap::Parser;
 use glommio::io::{DmaFile, OpenOptions};
 use hdrhistogram::Histogram;
-use quiver_core::batch::{BatchBuilder, NewRecord};
-use quiver_core::log::{FlushPolicy, LogConfig, PartitionLog};
+use quiver_batch::{BatchBuilder, NewRecord};
+use quiver_storage::{FlushPolicy, LogConfig, PartitionLog};
 use serde_json::json;
 
 #[derive(Parser, Debug)]

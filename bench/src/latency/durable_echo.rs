@@ -53,7 +53,11 @@ struct DurableEcho {
 }
 
 impl Handler for DurableEcho {
-    fn handle(&self, request: BytesMut) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
+    fn handle(
+        &self,
+        _peer: Rc<quiver_net::server::Peer>,
+        request: BytesMut,
+    ) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
         let len = request.len().div_ceil(BLOCK_BYTES) * BLOCK_BYTES;
         if len as u64 > FILE_BYTES {
             tracing::warn!(
@@ -93,7 +97,7 @@ impl Handler for DurableEcho {
 async fn open_file(dir: &Path) -> Result<DurableEcho, String> {
     // As a node's logs do: else glommio's iopoll probe reads the new, empty file, wrongly
     // concludes that the device polls, and the writes wait on the polled ring (~1.3 ms here).
-    quiver_core::log::files::prime_device_probe(dir)
+    quiver_storage::files::prime_device_probe(dir)
         .await
         .map_err(|e| format!("preparing the durable echo's disk: {e}"))?;
     let path = dir.join(FILE_NAME);

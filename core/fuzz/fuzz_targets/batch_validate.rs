@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quiver_core::batch::{validate_batch, BatchLimits, RecordIter};
+use quiver_batch::{validate_batch, BatchLimits, RecordIter};
 
 fuzz_target!(|data: &[u8]| {
     let _ = validate_batch(data, BatchLimits { max_batch_bytes: 1 << 20 });

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quiver_core::log::commit_log::{format, replay};
+use quiver_storage::commit_log::{format, replay};
 
 fuzz_target!(|data: &[u8]| {
     let (entries, _end) = format::decode_file(1, data);

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::rc::Rc;
 
-use quiver_core::log::PartitionLog;
+use quiver_storage::PartitionLog;
 use quiver_tests::{crash_batch, crash_log_config};
 
 fn main() {
@@ -26,7 +26,7 @@ fn main() {
                 .await
                 .expect("open log"),
         );
-        println!("OPEN {}", log.committed_offset());
+        println!("OPEN {}", log.durable_offset());
         let next_seq = Rc::new(std::cell::Cell::new(0u64));
         let workers: Vec<_> = (0..8)
             .map(|_| {

@@ -1,0 +1,159 @@
+//! [`Request`]: every API a broker serves, as owned values.
+
+use bytes::BytesMut;
+
+/// The APIs, by name (a protocol codec maps its own keys to these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    Handshake,
+    Metadata,
+    CreateTopics,
+    DeleteTopics,
+    DescribeConfigs,
+    AlterConfigs,
+    ListOffsets,
+    Produce,
+    Fetch,
+}
+
+/// How much acknowledgement a produce waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Acks {
+    /// Answer at once; offsets are not reported.
+    None,
+    /// Answer once the leader has the batches in memory (offsets assigned).
+    Leader,
+    /// Answer once the batches are durable per the topic's flush policy.
+    All,
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<(String, String)>,
+}
+
+/// What ListOffsets asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    /// The first offset still held.
+    Earliest,
+    /// The high watermark: the offset the next readable record will get.
+    Latest,
+    /// The first record stamped at or after this time (ms since the epoch).
+    Timestamp(i64),
+}
+
+/// One partition's part of a produce: its record batches, back to back, as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducePartition {
+    pub topic: String,
+    pub partition: i32,
+    /// Whole RecordBatch v2 batches. Owned and mutable: the broker stamps base offset and
+    /// leader epoch in place, without a copy.
+    pub records: BytesMut,
+}
+
+/// Appends to many partitions, answered per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Produce {
+    pub acks: Acks,
+    /// How long the broker may take to acknowledge, per `acks`.
+    pub timeout_ms: u32,
+    pub partitions: Vec<ProducePartition>,
+}
+
+/// One partition's part of a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// Most bytes this partition may return (at least one whole batch is always returned).
+    pub max_bytes: u32,
+}
+
+/// A long poll over many partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
+    /// How long to wait for `min_bytes`.
+    pub max_wait_ms: u32,
+    /// Bytes to wait for, over all partitions.
+    pub min_bytes: u32,
+    /// Most bytes of the whole answer.
+    pub max_bytes: u32,
+    pub partitions: Vec<FetchPartition>,
+}
+
+/// Every request a broker serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Handshake {
+        client_name: String,
+    },
+    /// Topics and where their partitions are (empty: every topic).
+    Metadata {
+        topics: Vec<String>,
+    },
+    CreateTopics(Vec<NewTopic>),
+    DeleteTopics(Vec<String>),
+    DescribeConfigs(Vec<String>),
+    AlterConfigs {
+        topic: String,
+        configs: Vec<(String, String)>,
+    },
+    ListOffsets {
+        topic: String,
+        partition: i32,
+        query: OffsetQuery,
+    },
+    Produce(Produce),
+    Fetch(Fetch),
+}
+
+impl Request {
+    /// Which API this is.
+    pub fn api(&self) -> Api {
+        match self {
+            Self::Handshake { .. } => Api::Handshake,
+            Self::Metadata { .. } => Api::Metadata,
+            Self::CreateTopics(_) => Api::CreateTopics,
+            Self::DeleteTopics(_) => Api::DeleteTopics,
+            Self::DescribeConfigs(_) => Api::DescribeConfigs,
+            Self::AlterConfigs { .. } => Api::AlterConfigs,
+            Self::ListOffsets { .. } => Api::ListOffsets,
+            Self::Produce(_) => Api::Produce,
+            Self::Fetch(_) => Api::Fetch,
+        }
+    }
+
+    /// The partitions a data-plane request is for (it is served by their owners).
+    pub fn partitions(&self) -> Vec<(&str, i32)> {
+        match self {
+            Self::ListOffsets {
+                topic, partition, ..
+            } => vec![(topic.as_str(), *partition)],
+            Self::Produce(p) => p
+                .partitions
+                .iter()
+                .map(|p| (p.topic.as_str(), p.partition))
+                .collect(),
+            Self::Fetch(f) => f
+                .partitions
+                .iter()
+                .map(|p| (p.topic.as_str(), p.partition))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Requests that change the cluster's metadata: the controller runs them.
+    pub fn is_control(&self) -> bool {
+        matches!(
+            self,
+            Self::CreateTopics(_) | Self::DeleteTopics(_) | Self::AlterConfigs { .. }
+        )
+    }
+}

@@ -1,0 +1,135 @@
+//! [`Response`]: what a broker answers, per API.
+
+use bytes::Bytes;
+
+use crate::error::{ApiError, Outcome};
+use crate::request::Api;
+
+/// The node a client talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeInfo {
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// Port of shard i (shard-aware clients connect to the owner directly).
+    pub shard_ports: Vec<u16>,
+}
+
+/// Where one partition is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub node_id: i32,
+    pub shard: u16,
+    /// `host:port` of the owning shard.
+    pub address: String,
+}
+
+/// One topic of a Metadata answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+    pub outcome: Outcome,
+}
+
+/// How creating or deleting one topic went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicResult {
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+/// One topic's effective configs, or why they cannot be shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfigs {
+    pub name: String,
+    pub configs: Vec<(String, String)>,
+    pub outcome: Outcome,
+}
+
+/// How one partition of a produce went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducePartOutcome {
+    /// Offset of the first record appended (-1: unknown, as with acks=none, or failed).
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub log_start_offset: i64,
+    pub outcome: Outcome,
+}
+
+impl ProducePartOutcome {
+    /// A partition that failed before any offset was assigned.
+    pub fn failed(error: ApiError) -> Self {
+        Self {
+            base_offset: -1,
+            last_offset: -1,
+            log_start_offset: -1,
+            outcome: Err(error),
+        }
+    }
+}
+
+/// What one partition of a fetch returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartOutcome {
+    /// The offset below which records are readable (-1 when the partition failed).
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// Whole batches (or runs of whole batches), in offset order.
+    pub batches: Vec<Bytes>,
+    pub outcome: Outcome,
+}
+
+impl FetchPartOutcome {
+    /// A partition that could not be read at all.
+    pub fn failed(error: ApiError) -> Self {
+        Self {
+            high_watermark: -1,
+            log_start_offset: -1,
+            batches: Vec::new(),
+            outcome: Err(error),
+        }
+    }
+}
+
+/// Every answer a broker gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Handshake(HandshakeInfo),
+    Metadata(Vec<TopicInfo>),
+    CreateTopics(Vec<TopicResult>),
+    DeleteTopics(Vec<TopicResult>),
+    DescribeConfigs(Vec<TopicConfigs>),
+    AlterConfigs(Outcome),
+    ListOffsets {
+        offset: i64,
+        outcome: Outcome,
+    },
+    /// One entry per partition of the request, in its order.
+    Produce(Vec<ProducePartOutcome>),
+    /// One entry per partition of the request, in its order.
+    Fetch(Vec<FetchPartOutcome>),
+    /// The request as a whole was not served (the node is stopping, a shard did not answer).
+    Refused {
+        api: Api,
+        error: ApiError,
+    },
+}
+
+impl Response {
+    /// Which API this answers.
+    pub fn api(&self) -> Api {
+        match self {
+            Self::Handshake(_) => Api::Handshake,
+            Self::Metadata(_) => Api::Metadata,
+            Self::CreateTopics(_) => Api::CreateTopics,
+            Self::DeleteTopics(_) => Api::DeleteTopics,
+            Self::DescribeConfigs(_) => Api::DescribeConfigs,
+            Self::AlterConfigs(_) => Api::AlterConfigs,
+            Self::ListOffsets { .. } => Api::ListOffsets,
+            Self::Produce(_) => Api::Produce,
+            Self::Fetch(_) => Api::Fetch,
+            Self::Refused { api, .. } => *api,
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The control plane of a shard: metadata changes (on the controller shard) and applying them
+//! (on every shard). Nothing here is on the produce/fetch path.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use quiver_broker_api::{Api, ApiError, ErrorCode, NewTopic, Outcome, Response, TopicResult};
+use quiver_storage::files;
+use quiver_storage::PartitionLog;
+
+use crate::forward::ShardCall;
+use crate::metadata::{Metadata, TopicMeta};
+use crate::partition::Partition;
+use crate::replica::ReplicaState;
+use crate::shard::Shard;
+use crate::topic_config;
+use crate::MAX_PARTITIONS_PER_TOPIC;
+
+fn shutting_down(api: Api) -> Response {
+    Response::Refused {
+        api,
+        error: ApiError::new(ErrorCode::ShuttingDown, "shutting down"),
+    }
+}
+
+impl Shard {
+    /// Writes `meta` to disk, publishes it to the node, and waits until every shard applied it.
+    async fn commit_metadata(&self, mut meta: Metadata) -> Outcome {
+        meta.version += 1;
+        let dir = self.settings().data_dir.clone();
+        files::write_atomically(&dir, "metadata.json", meta.to_json())
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    ErrorCode::StorageError,
+                    format!("could not persist metadata: {e}"),
+                )
+            })?;
+        self.node.metadata.publish(meta);
+        self.apply_metadata().await;
+        for shard in (0..self.settings().shard_count).filter(|s| *s != self.id) {
+            self.call(shard, ShardCall::ApplyMetadata).await;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn create_topics(&self, topics: Vec<NewTopic>) -> Response {
+        let Ok(_gate) = self.control_gate.acquire_permit(1).await else {
+            return shutting_down(Api::CreateTopics);
+        };
+        let mut meta = (*self.metadata()).clone();
+        let mut results: Vec<TopicResult> = Vec::new();
+        let mut changed = false;
+        for t in topics {
+            let outcome = self.check_new_topic(&meta, &t);
+            if outcome.is_ok() {
+                let shards = meta.assign_shards(t.partitions as usize, self.settings().shard_count);
+                let mut topic = TopicMeta::on_shards(self.settings().node_id, &shards);
+                topic.configs = t.configs.into_iter().collect();
+                meta.topics.insert(t.name.clone(), topic);
+                changed = true;
+            }
+            results.push(TopicResult {
+                name: t.name,
+                outcome,
+            });
+        }
+        if changed {
+            if let Err(e) = self.commit_metadata(meta).await {
+                results
+                    .iter_mut()
+                    .filter(|r| r.outcome.is_ok())
+                    .for_each(|r| r.outcome = Err(e.clone()));
+            }
+        }
+        Response::CreateTopics(results)
+    }
+
+    fn check_new_topic(&self, meta: &Metadata, t: &NewTopic) -> Outcome {
+        topic_config::validate_topic_name(&t.name)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidTopicName, e))?;
+        if meta.topics.contains_key(&t.name) {
+            return Err(ApiError::new(
+                ErrorCode::TopicExists,
+                format!(
+                    "topic {:?} already exists; delete it first or pick another name",
+                    t.name
+                ),
+            ));
+        }
+        if t.partitions < 1 || t.partitions > MAX_PARTITIONS_PER_TOPIC {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "partitions = {} must be within [1, {MAX_PARTITIONS_PER_TOPIC}]",
+                    t.partitions
+                ),
+            ));
+        }
+        let configs: BTreeMap<String, String> = t.configs.iter().cloned().collect();
+        topic_config::to_log_config(&configs, &self.settings().default_log)
+            .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))?;
+        Ok(())
+    }
+
+    pub(crate) async fn delete_topics(&self, names: Vec<String>) -> Response {
+        let Ok(_gate) = self.control_gate.acquire_permit(1).await else {
+            return shutting_down(Api::DeleteTopics);
+        };
+        let mut meta = (*self.metadata()).clone();
+        let mut results = Vec::new();
+        for name in names {
+            let outcome = if meta.topics.remove(&name).is_some() {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    ErrorCode::UnknownTopic,
+                    format!("topic {name:?} does not exist"),
+                ))
+            };
+            results.push(TopicResult { name, outcome });
+        }
+        if results.iter().any(|r| r.outcome.is_ok()) {
+            if let Err(e) = self.commit_metadata(meta).await {
+                results
+                    .iter_mut()
+                    .filter(|r| r.outcome.is_ok())
+                    .for_each(|r| r.outcome = Err(e.clone()));
+            }
+        }
+        Response::DeleteTopics(results)
+    }
+
+    pub(crate) async fn alter_configs(
+        &self,
+        topic: String,
+        set: Vec<(String, String)>,
+    ) -> Response {
+        let Ok(_gate) = self.control_gate.acquire_permit(1).await else {
+            return shutting_down(Api::AlterConfigs);
+        };
+        let mut meta = (*self.metadata()).clone();
+        let Some(t) = meta.topics.get_mut(&topic) else {
+            return Response::AlterConfigs(Err(ApiError::new(
+                ErrorCode::UnknownTopic,
+                format!("topic {topic:?} does not exist"),
+            )));
+        };
+        let mut configs = t.configs.clone();
+        configs.extend(set);
+        if let Err(e) = topic_config::to_log_config(&configs, &self.settings().default_log) {
+            return Response::AlterConfigs(Err(ApiError::new(ErrorCode::InvalidConfig, e)));
+        }
+        t.configs = configs;
+        Response::AlterConfigs(self.commit_metadata(meta).await)
+    }
+
+    /// Makes this shard's open partitions match the node's metadata: opens owned partitions,
+    /// closes and deletes those of deleted topics, reopens those whose config changed, and
+    /// takes new leaders and epochs.
+    pub async fn apply_metadata(&self) {
+        let Ok(_gate) = self.apply_gate.acquire_permit(1).await else {
+            return;
+        };
+        let meta = self.metadata();
+        let n = self.settings().shard_count;
+        let node = self.settings().node_id;
+        let mut wanted = BTreeMap::new();
+        for (name, t) in &meta.topics {
+            for (p, pm) in t.partitions.iter().enumerate() {
+                if pm.shard % n == self.id {
+                    let replica = ReplicaState::new(node, pm);
+                    wanted.insert((name.clone(), p as i32), (t.configs.clone(), replica));
+                }
+            }
+        }
+        let stale: Vec<(String, i32)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .filter(|(k, open)| wanted.get(*k).map(|w| &w.0) != Some(&open.configs))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            let Some(open) = self.partitions.borrow_mut().remove(&key) else {
+                continue;
+            };
+            if let Err(e) = open.log.close().await {
+                tracing::warn!(topic = %key.0, partition = key.1, "closing a log failed: {e}");
+            }
+            if !wanted.contains_key(&key) {
+                let dir = self.partition_dir(&key.0, key.1);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), "removing a deleted partition failed: {e}");
+                }
+            }
+        }
+        for (key, (configs, replica)) in wanted {
+            if let Some(open) = self.partitions.borrow_mut().get_mut(&key) {
+                open.replica = replica;
+                continue;
+            }
+            let cfg = match topic_config::to_log_config(&configs, &self.settings().default_log) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(topic = %key.0, "invalid stored config, partition not opened: {e}");
+                    continue;
+                }
+            };
+            match PartitionLog::open_in(
+                self.partition_dir(&key.0, key.1),
+                cfg,
+                self.latency,
+                self.commit_log.clone(),
+            )
+            .await
+            {
+                Ok(log) => {
+                    let interval =
+                        Duration::from_millis(self.settings().retention_check_interval_ms.max(1));
+                    if let Err(e) = log.spawn_retention(self.background, interval) {
+                        tracing::warn!("retention task not started: {e}");
+                    }
+                    self.partitions.borrow_mut().insert(
+                        key,
+                        Partition {
+                            log,
+                            replica,
+                            configs,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(topic = %key.0, partition = key.1, "cannot open partition: {e}")
+                }
+            }
+        }
+    }
+
+    /// Closes every log (flushes, fsyncs, writes indexes), then the commit log; its files
+    /// are deleted when every log closed cleanly (recovery would find nothing to add).
+    pub async fn close_all(&self) {
+        let logs: Vec<PartitionLog> = self
+            .partitions
+            .borrow_mut()
+            .drain()
+            .map(|(_, p)| p.log)
+            .collect();
+        let mut clean = true;
+        for log in logs {
+            if let Err(e) = log.close().await {
+                tracing::warn!(dir = %log.dir().display(), "close failed: {e}");
+                clean = false;
+            }
+        }
+        if let Some(commit_log) = &self.commit_log {
+            commit_log.close().await;
+            if clean {
+                if let Err(e) = commit_log.remove_files().await {
+                    tracing::warn!(
+                        "removing the closed commit log failed (the next start replays it): {e}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! # quiver-broker: the service a shard runs, protocol-neutral
+//!
+//! A shard takes typed requests ([`quiver_broker_api::Request`], with the sender's
+//! [`quiver_broker_api::RequestContext`]) from whichever listener decoded them and answers
+//! typed responses; it knows no wire format.
+//!
+//! - [`shard`]: one shard — its partitions, request dispatch, topic and offset queries.
+//!   [`produce`] and [`fetch`] serve the data path; [`control`] changes and applies metadata
+//!   (on the controller shard); [`forward`] carries typed requests between shards.
+//! - Sans-IO decisions, unit-tested without sockets or disks: [`routing`] (partition or
+//!   coordinator key → shard), [`acks`] (when a produce answers, with what), [`long_poll`]
+//!   (a fetch's budget, answer or wait), [`replica`] (leader epoch; log end, durable offset
+//!   and high watermark kept apart), [`batches`] (records into whole batches).
+//! - [`metadata`]: topics, configs, and each partition's shard, replicas, leader and epoch
+//!   (`metadata.json`); [`topic_config`]: topic `key=value` configs validated into log
+//!   configs; [`partition`]: a partition open on this shard.
+//!
+//! Where what comes next goes: `group/` (the consumer group coordinator) and `txn/` (the
+//! transaction coordinator), each placed by [`routing::coordinator`] on the shard owning its
+//! key's partition of `__consumer_offsets` / `__transaction_state`; `auth/` (authenticate the
+//! context's peer, authorize each request against ACLs); the replication of a partition
+//! behind [`replica`] (core/raft holds the consensus core, core/cluster the metadata state
+//! machine).
+
+pub mod acks;
+pub mod batches;
+pub mod control;
+pub mod fetch;
+pub mod forward;
+pub mod long_poll;
+pub mod metadata;
+pub mod partition;
+pub mod produce;
+pub mod replica;
+pub mod routing;
+pub mod shard;
+pub mod topic_config;
+
+pub use quiver_broker_api::API_VERSION;
+
+/// Upper bound on partitions per topic.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;

@@ -1,0 +1,322 @@
+//! One shard: owns some partitions outright and serves requests for them. A request for
+//! partitions another shard owns travels to it over the channel mesh as a typed request and
+//! comes back as a typed response ([`crate::forward`]); metadata changes run on the
+//! controller shard ([`crate::control`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::channel_mesh::Senders;
+use glommio::sync::Semaphore;
+use glommio::TaskQueueHandle;
+use quiver_broker_api::{
+    ApiError, ErrorCode, HandshakeInfo, OffsetQuery, PartitionInfo, Request, RequestContext,
+    Response, TopicConfigs, TopicInfo,
+};
+use quiver_storage::signal::Sender;
+use quiver_storage::{CommitLog, LogConfig, StorageError};
+
+use crate::forward::{ShardMsg, ShardReply};
+use crate::metadata::{Metadata, MetadataStore, NodeId};
+use crate::partition::Partition;
+use crate::routing::{self, Route};
+use crate::topic_config;
+
+/// Settings every shard of a node shares.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    /// Host clients reach this node at (in metadata addresses).
+    pub advertised_host: String,
+    pub base_port: u16,
+    pub shard_count: usize,
+    pub max_frame_bytes: usize,
+    /// Defaults for topics; per-topic configs override them.
+    pub default_log: LogConfig,
+    pub retention_check_interval_ms: u64,
+    /// Make `acks=all` appends durable through one commit log per shard (one fdatasync per
+    /// round for all its partitions) instead of an fdatasync per partition per round.
+    pub shard_commit_log: bool,
+}
+
+/// The task queues of a shard: produce/fetch (and the logs' flushers) in `latency`,
+/// retention and other housekeeping in `background`, which gets fewer shares.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardQueues {
+    pub latency: Option<TaskQueueHandle>,
+    pub background: Option<TaskQueueHandle>,
+}
+
+/// The shard's storage services shared by its partition logs.
+#[derive(Clone, Default)]
+pub struct ShardStorage {
+    /// `None` when `shard_commit_log` is off.
+    pub commit_log: Option<CommitLog>,
+}
+
+/// What one node's shards share: settings and metadata (control plane only).
+pub struct NodeShared {
+    pub settings: NodeSettings,
+    pub metadata: MetadataStore,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub(crate) node: Arc<NodeShared>,
+    pub(crate) meta: RefCell<Arc<Metadata>>,
+    pub(crate) partitions: RefCell<HashMap<(String, i32), Partition>>,
+    pub(crate) mesh: Senders<ShardMsg>,
+    pub(crate) pending: RefCell<HashMap<u64, Sender<ShardReply>>>,
+    pub(crate) next_forward_id: Cell<u64>,
+    /// Serialises metadata changes (used on the controller).
+    pub(crate) control_gate: Semaphore,
+    /// Serialises `apply_metadata` on this shard.
+    pub(crate) apply_gate: Semaphore,
+    pub(crate) background: Option<TaskQueueHandle>,
+    /// Task queue of the produce/fetch path: the logs' flushers run here.
+    pub(crate) latency: Option<TaskQueueHandle>,
+    pub(crate) commit_log: Option<CommitLog>,
+}
+
+/// The protocol-neutral error of a storage failure.
+pub(crate) fn storage_error(e: &StorageError) -> ApiError {
+    let code = match e {
+        StorageError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+        StorageError::DiskFull { .. } => ErrorCode::DiskFull,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::Corrupt { .. } => ErrorCode::CorruptData,
+        StorageError::Closed { .. } => ErrorCode::ShuttingDown,
+        _ => ErrorCode::StorageError,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        node: Arc<NodeShared>,
+        mesh: Senders<ShardMsg>,
+        queues: ShardQueues,
+        storage: ShardStorage,
+    ) -> Self {
+        let meta = node.metadata.snapshot();
+        Self {
+            id,
+            node,
+            meta: RefCell::new(meta),
+            partitions: RefCell::new(HashMap::new()),
+            mesh,
+            pending: RefCell::new(HashMap::new()),
+            next_forward_id: Cell::new(1),
+            control_gate: Semaphore::new(1),
+            apply_gate: Semaphore::new(1),
+            background: queues.background,
+            latency: queues.latency,
+            commit_log: storage.commit_log,
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &NodeSettings {
+        &self.node.settings
+    }
+
+    /// The settings this shard's node runs with.
+    pub fn node_settings(&self) -> &NodeSettings {
+        &self.node.settings
+    }
+
+    /// This shard's metadata, refreshed when the node's version moved (one atomic load).
+    pub(crate) fn metadata(&self) -> Arc<Metadata> {
+        if self.node.metadata.version() != self.meta.borrow().version {
+            *self.meta.borrow_mut() = self.node.metadata.snapshot();
+        }
+        self.meta.borrow().clone()
+    }
+
+    pub(crate) fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.settings()
+            .data_dir
+            .join("topics")
+            .join(topic)
+            .join(partition.to_string())
+    }
+
+    /// Serves one request, here or on the shard that owns it. Never panics on any input.
+    pub async fn handle(self: Rc<Self>, ctx: RequestContext, request: Request) -> Response {
+        let meta = self.metadata();
+        let api = request.api();
+        match routing::route(&request, &meta, self.settings().shard_count, self.id) {
+            Ok(Route::Here) => self.serve(ctx, request).await,
+            Ok(Route::Shard(owner)) => self.forward(owner, ctx, request).await,
+            Err(error) => match api {
+                quiver_broker_api::Api::ListOffsets => Response::ListOffsets {
+                    offset: -1,
+                    outcome: Err(error),
+                },
+                api => Response::Refused { api, error },
+            },
+        }
+    }
+
+    /// The partition this shard serves, or the error its entry in a response gets.
+    pub(crate) fn locate(&self, topic: &str, partition: i32) -> Result<Partition, ApiError> {
+        let meta = self.metadata();
+        let n = self.settings().shard_count;
+        match routing::owner(&meta, topic, partition, n) {
+            None => Err(routing::unknown_partition(&meta, topic, partition)),
+            Some(o) if o != self.id => Err(ApiError::new(
+                ErrorCode::NotOwner,
+                format!(
+                    "partition {topic}/{partition} is served by {}, not by shard {}; send it there (refresh metadata)",
+                    self.address(o),
+                    self.id
+                ),
+            )),
+            Some(_) => self.open_partition(topic, partition),
+        }
+    }
+
+    /// Runs a request on this shard.
+    async fn serve(self: Rc<Self>, _ctx: RequestContext, request: Request) -> Response {
+        match request {
+            Request::Handshake { .. } => {
+                let meta = self.metadata();
+                let n = self.settings().shard_count;
+                Response::Handshake(HandshakeInfo {
+                    node_id: self.settings().node_id,
+                    cluster_id: meta.cluster_id.clone(),
+                    shard_ports: (0..n)
+                        .map(|i| self.settings().base_port.saturating_add(i as u16))
+                        .collect(),
+                })
+            }
+            Request::Metadata { topics } => Response::Metadata(self.describe_topics(&topics)),
+            Request::DescribeConfigs(topics) => {
+                Response::DescribeConfigs(self.describe_configs(&topics))
+            }
+            Request::CreateTopics(topics) => self.create_topics(topics).await,
+            Request::DeleteTopics(names) => self.delete_topics(names).await,
+            Request::AlterConfigs { topic, configs } => self.alter_configs(topic, configs).await,
+            Request::ListOffsets {
+                topic,
+                partition,
+                query,
+            } => self.list_offsets(&topic, partition, query).await,
+            Request::Produce(p) => Response::Produce(self.produce(p).await),
+            Request::Fetch(f) => Response::Fetch(self.fetch(&f).await),
+        }
+    }
+
+    pub(crate) fn address(&self, shard: usize) -> String {
+        format!(
+            "{}:{}",
+            self.settings().advertised_host,
+            self.settings().base_port as usize + shard
+        )
+    }
+
+    fn describe_topics(&self, names: &[String]) -> Vec<TopicInfo> {
+        let meta = self.metadata();
+        let n = self.settings().shard_count;
+        let names: Vec<String> = if names.is_empty() {
+            meta.topics.keys().cloned().collect()
+        } else {
+            names.to_vec()
+        };
+        names
+            .into_iter()
+            .map(|name| match meta.topics.get(&name) {
+                None => TopicInfo {
+                    name: name.clone(),
+                    partitions: vec![],
+                    outcome: Err(ApiError::new(
+                        ErrorCode::UnknownTopic,
+                        format!("topic {name:?} does not exist; create it first"),
+                    )),
+                },
+                Some(t) => TopicInfo {
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .enumerate()
+                        .map(|(p, pm)| PartitionInfo {
+                            partition: p as i32,
+                            node_id: pm.leader,
+                            shard: (pm.shard % n) as u16,
+                            address: self.address(pm.shard % n),
+                        })
+                        .collect(),
+                    name,
+                    outcome: Ok(()),
+                },
+            })
+            .collect()
+    }
+
+    fn describe_configs(&self, names: &[String]) -> Vec<TopicConfigs> {
+        let meta = self.metadata();
+        names
+            .iter()
+            .map(|name| {
+                let found = meta.topics.get(name).ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::UnknownTopic,
+                        format!("topic {name:?} does not exist"),
+                    )
+                });
+                let configs = found.and_then(|t| {
+                    topic_config::to_log_config(&t.configs, &self.settings().default_log)
+                        .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))
+                });
+                match configs {
+                    Ok(cfg) => TopicConfigs {
+                        name: name.clone(),
+                        configs: topic_config::describe(&cfg),
+                        outcome: Ok(()),
+                    },
+                    Err(e) => TopicConfigs {
+                        name: name.clone(),
+                        configs: vec![],
+                        outcome: Err(e),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    fn open_partition(&self, topic: &str, partition: i32) -> Result<Partition, ApiError> {
+        match self.partitions.borrow().get(&(topic.to_string(), partition)) {
+            Some(p) => Ok(p.clone()),
+            None => Err(ApiError::new(ErrorCode::NotOwner, format!("partition {topic}/{partition} is not open on shard {}; refresh metadata and retry", self.id))),
+        }
+    }
+
+    async fn list_offsets(&self, topic: &str, partition: i32, query: OffsetQuery) -> Response {
+        let found = match self.open_partition(topic, partition) {
+            Err(e) => Err(e),
+            Ok(p) => match query {
+                OffsetQuery::Earliest => Ok(Some(p.offsets().log_start_offset)),
+                OffsetQuery::Latest => Ok(Some(p.offsets().high_watermark)),
+                OffsetQuery::Timestamp(ts) => p
+                    .log
+                    .offset_for_timestamp(ts)
+                    .await
+                    .map_err(|e| storage_error(&e)),
+            },
+        };
+        match found {
+            Ok(o) => Response::ListOffsets {
+                offset: o.map_or(-1, |o| o as i64),
+                outcome: Ok(()),
+            },
+            Err(e) => Response::ListOffsets {
+                offset: -1,
+                outcome: Err(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! Starting a node: N shards on N glommio executors (pinned to CPUs, or unpinned in tests),
+//! joined in a channel mesh, each serving QUIC at `base_port + shard`.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{CpuSet, Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
+use quiver_broker_api::{Principal, RequestContext};
+use quiver_net::server::{Handler, Peer, QuicServer};
+use quiver_net::tls::{self, QuicLimits, TlsIdentity};
+use quiver_schema::{decode, encode};
+
+use crate::data_dir_lock::DataDirLock;
+use quiver_broker::forward::ShardMsg;
+use quiver_broker::metadata::{Metadata, MetadataStore, NodeId};
+use quiver_broker::shard::{NodeSettings, NodeShared, Shard, ShardQueues, ShardStorage};
+use quiver_storage::commit_log::{self, CommitLog};
+
+/// Everything `quiver serve` decides before the shards start.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub settings: NodeSettings,
+    /// IP to bind (the base port comes from `settings`).
+    pub bind_host: std::net::IpAddr,
+    /// CPUs to pin shards to, one each; `None` runs shards unpinned.
+    pub cores: Option<Vec<usize>>,
+    /// PEM certificate and key; `None` makes or reuses the dev certificate.
+    pub tls_pem: Option<(PathBuf, PathBuf)>,
+    /// PEM CAs whose client certificates are required (mTLS); `None` accepts any client.
+    pub tls_client_ca: Option<PathBuf>,
+    pub quic: QuicLimits,
+    /// The data directory's lock, when the caller took it before its own checks (`quiver
+    /// serve` does); `None`: [`run_node`] takes it before touching the directory.
+    pub data_dir_lock: Option<Arc<DataDirLock>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("shard {shard} failed to start: {reason}")]
+    Shard { shard: usize, reason: String },
+}
+
+/// What the node tells its operator once every shard serves.
+#[derive(Debug, Clone)]
+pub struct Banner {
+    pub shard_addresses: Vec<std::net::SocketAddr>,
+    pub data_dir: PathBuf,
+    pub cert_path: PathBuf,
+    pub cert_fingerprint_sha256: String,
+    pub cert_created: bool,
+    pub cluster_id: String,
+    pub topics: usize,
+}
+
+fn load_metadata(data_dir: &std::path::Path, node: NodeId) -> Result<Metadata, NodeError> {
+    let path = data_dir.join("metadata.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => Metadata::from_json(&bytes, node).map_err(NodeError::Setup),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let meta = Metadata {
+                version: 0,
+                cluster_id: format!("quiver-{:x}-{:x}", nanos, std::process::id()),
+                ..Metadata::default()
+            };
+            write_durably(&path, &meta.to_json())?;
+            Ok(meta)
+        }
+        Err(e) => Err(NodeError::Setup(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Temp file, fsync, rename, fsync of the directory: a crash leaves the old or the new file.
+fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), NodeError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| NodeError::Setup(format!("cannot write {}: {e}", path.display()));
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn identity(config: &NodeConfig) -> Result<(TlsIdentity, bool), NodeError> {
+    match &config.tls_pem {
+        Some((cert, key)) => tls::load_pem(cert, key)
+            .map(|i| (i, false))
+            .map_err(|e| NodeError::Setup(e.to_string())),
+        None => tls::load_or_create_dev_identity(&config.settings.data_dir)
+            .map_err(|e| NodeError::Setup(e.to_string())),
+    }
+}
+
+/// The QUIC listener's handler: Quiver's FlatBuffers frames in and out, the broker's typed
+/// requests and responses in between.
+struct ShardHandler(Rc<Shard>);
+
+impl Handler for ShardHandler {
+    fn handle(
+        &self,
+        peer: Rc<Peer>,
+        request: BytesMut,
+    ) -> Pin<Box<dyn std::future::Future<Output = Bytes>>> {
+        let shard = self.0.clone();
+        Box::pin(async move {
+            let max_frame_bytes = shard.node_settings().max_frame_bytes;
+            let decoded = match decode::decode_request(request, max_frame_bytes) {
+                Ok(d) => d,
+                Err(refusal) => return refusal.to_frame(),
+            };
+            let ctx = RequestContext {
+                peer: Some(peer.remote),
+                client_certificate: peer.client_certificate.clone(),
+                principal: Principal::Anonymous,
+                client_id: decoded.client_id,
+            };
+            let response = shard.handle(ctx, decoded.request).await;
+            encode::encode_response(decoded.request_id, &response)
+        })
+    }
+}
+
+/// Crash recovery's second half, before any shard opens a partition: re-applies the shards'
+/// commit logs (whatever the shard count was) to the partition logs, on a one-off executor.
+fn replay_commit_logs(data_dir: &std::path::Path) -> Result<(), NodeError> {
+    if !data_dir.join(commit_log::COMMIT_LOG_DIR).exists() {
+        return Ok(());
+    }
+    let root = data_dir.to_path_buf();
+    let report = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("quiver-recovery")
+        .spawn(move || async move { commit_log::replay_all(&root).await })
+        .map_err(|e| NodeError::Setup(format!("cannot start the recovery executor: {e}")))?
+        .join()
+        .map_err(|e| NodeError::Setup(format!("commit log recovery stopped: {e}")))?
+        .map_err(|e| {
+            NodeError::Setup(format!(
+                "commit log recovery failed: {e}; the commit log is kept, fix the cause and start again"
+            ))
+        })?;
+    if report.files > 0 {
+        tracing::info!(
+            files = report.files,
+            partitions = report.partitions,
+            batches = report.batches_appended,
+            "replayed the commit log"
+        );
+    }
+    Ok(())
+}
+
+/// Runs a node until every shard stops. `on_ready` is called once all shards serve.
+pub fn run_node(
+    config: NodeConfig,
+    on_ready: impl FnOnce(&Banner) + Send + 'static,
+) -> Result<(), NodeError> {
+    let mut config = config;
+    // Before anything in the directory is read or written: a second node there would
+    // overwrite this one's acknowledged records.
+    let _data_dir_lock = match config.data_dir_lock.take() {
+        Some(lock) => lock,
+        None => Arc::new(
+            DataDirLock::acquire(&config.settings.data_dir)
+                .map_err(|e| NodeError::Setup(e.to_string()))?,
+        ),
+    };
+    std::fs::create_dir_all(config.settings.data_dir.join("topics")).map_err(|e| {
+        NodeError::Setup(format!(
+            "cannot create {}: {e}",
+            config.settings.data_dir.display()
+        ))
+    })?;
+    // Absolute from here on: glommio opens relative paths against an invalid directory fd.
+    config.settings.data_dir = std::fs::canonicalize(&config.settings.data_dir).map_err(|e| {
+        NodeError::Setup(format!(
+            "cannot resolve {}: {e}",
+            config.settings.data_dir.display()
+        ))
+    })?;
+    let data_dir = &config.settings.data_dir;
+    replay_commit_logs(data_dir)?;
+    let meta = load_metadata(data_dir, config.settings.node_id)?;
+    let (identity, cert_created) = identity(&config)?;
+    let server_config =
+        tls::server_config(&identity, &config.quic, config.tls_client_ca.as_deref())
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+    let n = config.settings.shard_count.max(1);
+    let banner_base = Banner {
+        shard_addresses: Vec::new(),
+        data_dir: data_dir.clone(),
+        cert_path: identity.cert_path.clone(),
+        cert_fingerprint_sha256: identity.fingerprint_sha256(),
+        cert_created,
+        cluster_id: meta.cluster_id.clone(),
+        topics: meta.topics.len(),
+    };
+    let shared = Arc::new(NodeShared {
+        settings: config.settings.clone(),
+        metadata: MetadataStore::new(meta),
+    });
+    let placement = match &config.cores {
+        None => PoolPlacement::Unbound(n),
+        Some(cores) => {
+            let set = CpuSet::online()
+                .map_err(|e| NodeError::Setup(format!("cannot list CPUs: {e}")))?
+                .filter(|l| cores.contains(&l.cpu));
+            PoolPlacement::MaxSpread(n, Some(set))
+        }
+    };
+    let mesh = MeshBuilder::<ShardMsg, _>::full(n, 1024);
+    let (stop_senders, stop_fds) = stop_channels(n)?;
+    block_termination_signals();
+    let (ready_tx, ready_rx) =
+        std::sync::mpsc::channel::<Result<std::net::SocketAddr, NodeError>>();
+    let bind_host = config.bind_host;
+    let max_connections = config.quic.max_connections;
+    // Named for `top -H` and the benchmark's report of each thread's waits for a CPU.
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("shard")
+        .on_all_shards(move || async move {
+            let result = shard_main(
+                shared,
+                mesh,
+                stop_fds,
+                server_config,
+                bind_host,
+                max_connections,
+                ready_tx.clone(),
+            )
+            .await;
+            if let Err(e) = result {
+                let _ = ready_tx.send(Err(e));
+            }
+        })
+        .map_err(|e| NodeError::Setup(format!("cannot start {n} shards: {e}")))?;
+    let mut banner = banner_base;
+    for _ in 0..n {
+        match ready_rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(Ok(addr)) => banner.shard_addresses.push(addr),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                return Err(NodeError::Setup(
+                    "shards did not start within 300 s (recovering a large log?)".into(),
+                ))
+            }
+        }
+    }
+    banner.shard_addresses.sort_by_key(|a| a.port());
+    on_ready(&banner);
+    std::thread::spawn(move || {
+        let signal = wait_for_termination_signal();
+        tracing::info!("signal {signal}: stopping (finishing in-flight appends, fsync)");
+        for mut s in stop_senders {
+            let _ = std::io::Write::write_all(&mut s, b"x");
+        }
+    });
+    for r in handles.join_all() {
+        if let Err(e) = r {
+            return Err(NodeError::Setup(format!("a shard stopped: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// One socket pair per shard: the node writes a byte to stop that shard.
+type StopFds = Arc<std::sync::Mutex<Vec<Option<std::os::fd::OwnedFd>>>>;
+
+fn stop_channels(n: usize) -> Result<(Vec<std::os::unix::net::UnixStream>, StopFds), NodeError> {
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for _ in 0..n {
+        let (a, b) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| NodeError::Setup(format!("socketpair: {e}")))?;
+        senders.push(a);
+        receivers.push(Some(std::os::fd::OwnedFd::from(b)));
+    }
+    Ok((senders, Arc::new(std::sync::Mutex::new(receivers))))
+}
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialise it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Blocks SIGINT/SIGTERM in this thread and the shard threads it starts, so that only
+/// `wait_for_termination_signal` receives them.
+fn block_termination_signals() {
+    let set = termination_set();
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+fn wait_for_termination_signal() -> i32 {
+    let set = termination_set();
+    let mut sig = 0;
+    // SAFETY: `set` is initialised and the signals are blocked in every thread of the process.
+    unsafe {
+        libc::sigwait(&set, &mut sig);
+    }
+    sig
+}
+
+/// Resolves when the node writes to (or closes) this shard's stop socket.
+async fn stopped(fd: Option<std::os::fd::OwnedFd>) {
+    use futures_lite::AsyncReadExt;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    // SAFETY: the fd is an open Unix socket we own; glommio's stream takes ownership of it.
+    let mut stream = unsafe { glommio::net::UnixStream::from_raw_fd(fd.into_raw_fd()) };
+    let mut byte = [0u8; 1];
+    let _ = stream.read(&mut byte).await;
+}
+
+async fn shard_main(
+    shared: Arc<NodeShared>,
+    mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
+    stop_fds: StopFds,
+    server_config: Arc<quiver_net::quinn_proto::ServerConfig>,
+    bind_host: std::net::IpAddr,
+    max_connections: usize,
+    ready: std::sync::mpsc::Sender<Result<std::net::SocketAddr, NodeError>>,
+) -> Result<(), NodeError> {
+    let (senders, mut receivers) = mesh
+        .join()
+        .await
+        .map_err(|_| NodeError::Setup("the shard mesh did not form".into()))?;
+    let id = senders.peer_id();
+    let stop_fd = match stop_fds.lock() {
+        Ok(mut fds) => fds.get_mut(id).and_then(Option::take),
+        Err(poisoned) => poisoned.into_inner().get_mut(id).and_then(Option::take),
+    };
+    let ex = glommio::executor();
+    let latency = ex.create_task_queue(
+        Shares::Static(1000),
+        Latency::Matters(Duration::from_millis(1)),
+        "produce-fetch",
+    );
+    let background = ex.create_task_queue(Shares::Static(50), Latency::NotImportant, "background");
+    let queues = ShardQueues {
+        latency: Some(latency),
+        background: Some(background),
+    };
+    let settings = &shared.settings;
+    let commit_log = if settings.shard_commit_log {
+        let dir = commit_log::shard_dir(&settings.data_dir, id);
+        let opened =
+            CommitLog::open(&dir, &settings.data_dir, Some(latency), Some(background)).await;
+        Some(opened.map_err(|e| NodeError::Shard {
+            shard: id,
+            reason: format!("cannot start the commit log: {e}"),
+        })?)
+    } else {
+        None
+    };
+    let storage = ShardStorage { commit_log };
+    let shard = Rc::new(Shard::new(id, shared.clone(), senders, queues, storage));
+    for (_peer, stream) in receivers.streams() {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = stream.recv().await {
+                shard.on_mesh_message(msg);
+            }
+        })
+        .detach();
+    }
+    shard.apply_metadata().await;
+    let port = shared.settings.base_port as usize + id;
+    let port = u16::try_from(port).map_err(|_| NodeError::Shard {
+        shard: id,
+        reason: format!("port {port} is out of range; lower the base port"),
+    })?;
+    let addr = std::net::SocketAddr::new(bind_host, port);
+    let server = QuicServer::bind(
+        addr,
+        server_config,
+        shared.settings.max_frame_bytes,
+        max_connections,
+    )
+    .map_err(|e| NodeError::Shard {
+        shard: id,
+        reason: e.to_string(),
+    })?;
+    let _ = ready.send(Ok(server.local_addr()));
+    let handler: Rc<dyn Handler> = Rc::new(ShardHandler(shard.clone()));
+    let task =
+        glommio::spawn_local_into(server.run(handler, stopped(stop_fd)), latency).map_err(|e| {
+            NodeError::Shard {
+                shard: id,
+                reason: e.to_string(),
+            }
+        })?;
+    let result = task.await;
+    shard.close_all().await;
+    result.map_err(|e| NodeError::Shard {
+        shard: id,
+        reason: e.to_string(),
+    })
+}

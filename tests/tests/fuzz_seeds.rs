@@ -1,0 +1,133 @@
+//! The fuzzers' seed corpora (`core/fuzz/seeds/`): valid request frames, batches and commit
+//! log files, written on request.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use quiver_batch::{BatchBuilder, NewRecord};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Writes the fuzzers' seed corpora (valid frames and batches) when QUIVER_WRITE_FUZZ_SEEDS is
+/// set: `QUIVER_WRITE_FUZZ_SEEDS=1 cargo test -p quiver-tests --test fuzz_seeds`.
+#[test]
+fn write_fuzz_seeds_on_request() {
+    if std::env::var_os("QUIVER_WRITE_FUZZ_SEEDS").is_none() {
+        return;
+    }
+    use quiver_schema::requests;
+    use quiver_schema::wire::{Acks, OffsetSpec};
+    let seeds = root().join("core/fuzz/seeds");
+    let mut b = BatchBuilder::new();
+    b.push(&NewRecord {
+        key: Some(Bytes::from_static(b"k")),
+        value: Some(Bytes::from_static(b"v")),
+        headers: vec![(Bytes::from_static(b"h"), None)],
+        timestamp_ms: 5,
+    });
+    let batch = b.build();
+    let frames = [
+        ("handshake", requests::handshake(1, "fuzz")),
+        ("metadata", requests::metadata(2, &["a", "b"])),
+        (
+            "create",
+            requests::create_topics(
+                3,
+                &[requests::NewTopic {
+                    name: "t",
+                    partitions: 3,
+                    configs: &[("retention_ms", "1")],
+                }],
+            ),
+        ),
+        ("delete", requests::delete_topics(4, &["t"])),
+        ("describe", requests::describe_configs(5, &["t"])),
+        (
+            "alter",
+            requests::alter_configs(6, "t", &[("segment_bytes", "4096")]),
+        ),
+        (
+            "offsets",
+            requests::list_offsets(7, "t", 0, OffsetSpec::Timestamp, 9),
+        ),
+        (
+            "produce",
+            requests::produce(8, "t", 0, Acks::All, 100, &batch),
+        ),
+        (
+            "produce-many",
+            requests::produce_many(
+                10,
+                Acks::All,
+                100,
+                &[
+                    requests::ProducePart {
+                        topic: "t",
+                        partition: 0,
+                        records: &batch,
+                    },
+                    requests::ProducePart {
+                        topic: "u",
+                        partition: 2,
+                        records: &batch,
+                    },
+                ],
+            ),
+        ),
+        (
+            "fetch",
+            requests::fetch(
+                9,
+                &requests::Fetch {
+                    topic: "t",
+                    partition: 0,
+                    offset: 0,
+                    max_bytes: 10,
+                    max_wait_ms: 0,
+                    min_bytes: 1,
+                },
+            ),
+        ),
+    ];
+    for (name, frame) in frames {
+        std::fs::write(seeds.join("request_decode").join(name), &frame).unwrap();
+    }
+    std::fs::write(seeds.join("batch_validate").join("small"), &batch).unwrap();
+    // A commit log file: two frames of seq 1 (one with a truncation note), then zeroes.
+    {
+        use quiver_storage::commit_log::format::{encode_frame, frame_len, Entry, NO_TRUNCATION};
+        let appended = Entry {
+            log_id: 7,
+            truncate_from: NO_TRUNCATION,
+            key: "topics/t-0".into(),
+            batches: vec![Bytes::copy_from_slice(&batch)],
+        };
+        let truncated = Entry {
+            truncate_from: 0,
+            batches: vec![],
+            ..appended.clone()
+        };
+        let mut file = Vec::new();
+        for entries in [vec![&appended], vec![&truncated, &appended]] {
+            let mut frame = vec![0u8; frame_len(&entries)];
+            encode_frame(1, &entries, &mut frame);
+            file.extend_from_slice(&frame);
+        }
+        file.extend_from_slice(&[0u8; 64]);
+        let dir = seeds.join("commit_log_decode");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("two-frames"), &file).unwrap();
+    }
+    for entry in std::fs::read_dir(root().join("core/batch/tests/fixtures/kafka-python")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "bin") {
+            std::fs::copy(
+                &p,
+                seeds.join("batch_validate").join(p.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
+}
