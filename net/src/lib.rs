@@ -4,11 +4,16 @@
 //!   data directory, or PEM files for production — and the rustls/QUIC server config.
 //! - [`frame_reader`]: reassembles one request frame from a stream's chunks, enforcing
 //!   `max_frame_bytes` (sans-IO).
-//! - [`server`]: the shard's QUIC endpoint: quinn-proto (sans-IO) driven by glommio's own
-//!   UDP socket and timers on the shard's io_uring, no extra thread. One bidirectional stream
-//!   per request; a bounded number of streams per connection.
+//! - `driver`: the endpoint as a sans-IO state machine (quinn-proto's endpoint and
+//!   connections, frame readers, response writers): datagrams and responses in, datagrams
+//!   and request frames out. Unit-tested against an in-memory quinn-proto client.
+//! - [`server`]: the shard's QUIC endpoint: the driver run by glommio's own UDP socket and
+//!   timers on the shard's io_uring, no extra thread. One bidirectional stream per request;
+//!   a bounded number of streams per connection. The handler learns each request's
+//!   [`server::Peer`] (address, client certificate).
 //! - [`udp`]: non-blocking GSO sends and draining receives on the shard's socket.
 
+mod driver;
 pub mod frame_reader;
 pub mod server;
 pub mod socket_buffers;

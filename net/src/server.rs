@@ -14,7 +14,6 @@
 //! completion: a real writability signal that back-pressures the sender.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -26,14 +25,9 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::UdpSocket;
-use quinn_proto::{
-    Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event, ReadError,
-    ServerConfig, StreamEvent, StreamId, VarInt, WriteError,
-};
-use quiver_schema::frame::{error_frame, FrameError};
-use quiver_schema::wire::ApiKey;
+use quinn_proto::{ConnectionHandle, ServerConfig};
 
-use crate::frame_reader::FrameReader;
+use crate::driver::{Driver, Effects, Outgoing, MAX_DATAGRAM_BYTES};
 use crate::udp;
 use crate::NetError;
 
@@ -50,337 +44,12 @@ pub trait Handler: 'static {
     fn handle(&self, peer: Rc<Peer>, request: BytesMut) -> Pin<Box<dyn Future<Output = Bytes>>>;
 }
 
-/// Application error code used when the server stops reading a stream it refused.
-const STOP_REFUSED: VarInt = VarInt::from_u32(1);
 /// Kernel send and receive buffer of each shard's UDP socket: a burst of 64 KiB batches from
 /// many streams must not overflow it (drops look like a black hole to MTU discovery).
 const SOCKET_BUFFER_BYTES: usize = 8 << 20;
-/// Largest UDP payload read at once.
-const MAX_DATAGRAM_BYTES: usize = 65_535;
 /// Receive calls drained before the connections are driven: bounds how long incoming
 /// datagrams hold up the responses and timers waiting behind them.
 const RECV_BATCH_CALLS: usize = 8;
-
-/// One or more datagrams for one destination: `segment_size` set means `data` holds several
-/// of that size (the last may be shorter), for one GSO send.
-struct Outgoing {
-    data: Bytes,
-    to: SocketAddr,
-    segment_size: Option<usize>,
-}
-
-impl Outgoing {
-    fn one(buf: &[u8], t: &quinn_proto::Transmit) -> Self {
-        Self {
-            data: Bytes::copy_from_slice(&buf[..t.size]),
-            to: t.destination,
-            segment_size: t.segment_size,
-        }
-    }
-}
-
-/// What a synchronous driver step asks the caller to do.
-#[derive(Default)]
-struct Effects {
-    sends: Vec<Outgoing>,
-    requests: Vec<(ConnectionHandle, StreamId, Rc<Peer>, BytesMut)>,
-}
-
-struct Conn {
-    inner: Connection,
-    /// Known once the handshake is done (set by the first request).
-    peer: Option<Rc<Peer>>,
-    readers: HashMap<StreamId, FrameReader>,
-    /// Response bytes not yet accepted by the stream (flow control).
-    writers: HashMap<StreamId, Bytes>,
-}
-
-/// The sans-IO core plus per-stream bookkeeping. Never held across an `.await`.
-struct Driver {
-    endpoint: Endpoint,
-    conns: HashMap<ConnectionHandle, Conn>,
-    max_frame_bytes: usize,
-    max_connections: usize,
-    /// Datagrams per transmit: [`udp::MAX_GSO_SEGMENTS`] with GSO, else 1 (also once the
-    /// kernel refused a GSO send, e.g. on a device without checksum offload).
-    max_segments: usize,
-    buf: Vec<u8>,
-}
-
-impl Driver {
-    /// Feeds one datagram to the endpoint. Returns the connection it concerns, to be driven
-    /// once the whole receive batch is in.
-    fn on_datagram(
-        &mut self,
-        now: Instant,
-        remote: SocketAddr,
-        data: BytesMut,
-        fx: &mut Effects,
-    ) -> Option<ConnectionHandle> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let mut to_drive = None;
-        match self
-            .endpoint
-            .handle(now, remote, None, None, data, &mut buf)
-        {
-            Some(DatagramEvent::NewConnection(incoming)) => {
-                if self.conns.len() >= self.max_connections {
-                    tracing::warn!(%remote, max = self.max_connections, "refusing a connection: max_connections reached");
-                    let t = self.endpoint.refuse(incoming, &mut buf);
-                    fx.sends.push(Outgoing::one(&buf, &t));
-                } else {
-                    match self.endpoint.accept(incoming, now, &mut buf, None) {
-                        Ok((ch, conn)) => {
-                            self.conns.insert(
-                                ch,
-                                Conn {
-                                    inner: conn,
-                                    peer: None,
-                                    readers: HashMap::new(),
-                                    writers: HashMap::new(),
-                                },
-                            );
-                            to_drive = Some(ch);
-                        }
-                        Err(e) => {
-                            if let Some(t) = e.response {
-                                fx.sends.push(Outgoing::one(&buf, &t));
-                            }
-                        }
-                    }
-                }
-            }
-            Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                if let Some(c) = self.conns.get_mut(&ch) {
-                    c.inner.handle_event(event);
-                }
-                to_drive = Some(ch);
-            }
-            Some(DatagramEvent::Response(t)) => fx.sends.push(Outgoing::one(&buf, &t)),
-            None => {}
-        }
-        buf.clear();
-        self.buf = buf;
-        to_drive
-    }
-
-    fn on_timeouts(&mut self, now: Instant, fx: &mut Effects) {
-        let due: Vec<ConnectionHandle> = self
-            .conns
-            .iter_mut()
-            .filter_map(|(ch, c)| {
-                c.inner
-                    .poll_timeout()
-                    .is_some_and(|t| t <= now)
-                    .then_some(*ch)
-            })
-            .collect();
-        for ch in due {
-            if let Some(c) = self.conns.get_mut(&ch) {
-                c.inner.handle_timeout(now);
-            }
-            self.drive(ch, now, fx);
-        }
-    }
-
-    fn close_all(&mut self, now: Instant, fx: &mut Effects) {
-        let handles: Vec<ConnectionHandle> = self.conns.keys().copied().collect();
-        for ch in handles {
-            if let Some(c) = self.conns.get_mut(&ch) {
-                c.inner.close(
-                    now,
-                    VarInt::from_u32(0),
-                    Bytes::from_static(b"node shutting down"),
-                );
-            }
-            self.drive(ch, now, fx);
-        }
-    }
-
-    fn next_timeout(&mut self) -> Option<Instant> {
-        self.conns
-            .values_mut()
-            .filter_map(|c| c.inner.poll_timeout())
-            .min()
-    }
-
-    fn on_response(
-        &mut self,
-        ch: ConnectionHandle,
-        id: StreamId,
-        response: Bytes,
-        now: Instant,
-        fx: &mut Effects,
-    ) {
-        if let Some(c) = self.conns.get_mut(&ch) {
-            c.writers.insert(id, response);
-            write_pending(c, id);
-        }
-        self.drive(ch, now, fx);
-    }
-
-    /// Runs one connection's state machine to quiescence: application events, endpoint
-    /// events, then every datagram it wants to send.
-    fn drive(&mut self, ch: ConnectionHandle, now: Instant, fx: &mut Effects) {
-        let Self {
-            endpoint,
-            conns,
-            max_frame_bytes,
-            max_segments,
-            buf,
-            ..
-        } = self;
-        let Some(c) = conns.get_mut(&ch) else { return };
-        while let Some(event) = c.inner.poll() {
-            match event {
-                Event::Stream(StreamEvent::Opened { dir: Dir::Bi }) => {
-                    while let Some(id) = c.inner.streams().accept(Dir::Bi) {
-                        c.readers.insert(id, FrameReader::new(*max_frame_bytes));
-                        read_stream(c, ch, id, fx);
-                    }
-                }
-                Event::Stream(StreamEvent::Readable { id }) => read_stream(c, ch, id, fx),
-                Event::Stream(StreamEvent::Writable { id }) => write_pending(c, id),
-                Event::Stream(StreamEvent::Stopped { id, .. }) => {
-                    c.writers.remove(&id);
-                }
-                Event::ConnectionLost { reason } => {
-                    tracing::debug!(?ch, "connection closed: {reason}")
-                }
-                _ => {}
-            }
-        }
-        while let Some(event) = c.inner.poll_endpoint_events() {
-            if let Some(back) = endpoint.handle_event(ch, event) {
-                c.inner.handle_event(back);
-            }
-        }
-        loop {
-            buf.clear();
-            // Ten datagrams of a discovered MTU may pass UDP's 64 KiB: fewer per send then.
-            let segments = (*max_segments).min(udp::segments_per_send(c.inner.current_mtu()));
-            let Some(t) = c.inner.poll_transmit(now, segments, buf) else {
-                break;
-            };
-            fx.sends.push(Outgoing::one(buf, &t));
-        }
-        if c.inner.is_drained() {
-            conns.remove(&ch);
-        }
-    }
-}
-
-/// Reads what arrived on a request stream; dispatches the frame once whole, or answers a bad
-/// one with a typed error frame and stops the stream.
-fn read_stream(c: &mut Conn, ch: ConnectionHandle, id: StreamId, fx: &mut Effects) {
-    let Some(reader) = c.readers.get_mut(&id) else {
-        return;
-    };
-    let mut recv = c.inner.recv_stream(id);
-    let Ok(mut chunks) = recv.read(true) else {
-        c.readers.remove(&id);
-        return;
-    };
-    let mut failure: Option<FrameError> = None;
-    let mut finished = false;
-    loop {
-        match chunks.next(usize::MAX) {
-            Ok(Some(chunk)) => {
-                if let Err(e) = reader.push(&chunk.bytes) {
-                    failure = Some(e);
-                    break;
-                }
-            }
-            Ok(None) => {
-                finished = true;
-                break;
-            }
-            Err(ReadError::Blocked) => break,
-            Err(ReadError::Reset(_)) => {
-                let _ = chunks.finalize(); // transmits are polled right after
-                c.readers.remove(&id);
-                return;
-            }
-        }
-    }
-    let _ = chunks.finalize(); // flow-control credit goes out with the next poll_transmit
-    let complete = failure.is_none() && reader.is_complete();
-    if !complete && failure.is_none() && !finished {
-        return; // more to come
-    }
-    let Some(reader) = c.readers.remove(&id) else {
-        return;
-    };
-    let result = match failure {
-        Some(e) => Err(e),
-        None => reader.finish(),
-    };
-    match result {
-        Ok(frame) => fx.requests.push((ch, id, peer_of(c), frame)),
-        Err(e) => {
-            let _ = c.inner.recv_stream(id).stop(STOP_REFUSED);
-            c.writers.insert(
-                id,
-                error_frame(0, ApiKey::Handshake, e.code(), &e.to_string()),
-            );
-            write_pending(c, id);
-        }
-    }
-}
-
-/// The connection's peer: its address and the client certificate TLS verified.
-fn peer_of(c: &mut Conn) -> Rc<Peer> {
-    if let Some(p) = &c.peer {
-        return p.clone();
-    }
-    let client_certificate = c
-        .inner
-        .crypto_session()
-        .peer_identity()
-        .and_then(|id| {
-            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .and_then(|certs| certs.first().map(|c| Bytes::copy_from_slice(c.as_ref())));
-    let peer = Rc::new(Peer {
-        remote: c.inner.remote_address(),
-        client_certificate,
-    });
-    c.peer = Some(peer.clone());
-    peer
-}
-
-/// Writes as much of a pending response as flow control allows; finishes the stream once all
-/// of it is accepted.
-fn write_pending(c: &mut Conn, id: StreamId) {
-    let Some(data) = c.writers.get_mut(&id) else {
-        return;
-    };
-    let mut send = c.inner.send_stream(id);
-    let mut chunks = [std::mem::take(data)];
-    match send.write_chunks(&mut chunks) {
-        Ok(_) | Err(WriteError::Blocked) => {}
-        Err(WriteError::Stopped(_) | WriteError::ClosedStream) => {
-            c.writers.remove(&id);
-            return;
-        }
-    }
-    let [rest] = chunks;
-    if rest.is_empty() {
-        let _ = send.finish();
-        c.writers.remove(&id);
-    } else {
-        *data = rest;
-    }
-}
-
-/// Endpoint settings: accept datagrams up to `MAX_UDP_PAYLOAD_BYTES`.
-fn endpoint_config() -> EndpointConfig {
-    let mut c = EndpointConfig::default();
-    // The bound is a valid payload size (1200..=65527), so this cannot fail.
-    let _ = c.max_udp_payload_size(crate::tls::MAX_UDP_PAYLOAD_BYTES);
-    c
-}
 
 /// A bound QUIC endpoint for one shard.
 pub struct QuicServer {
@@ -413,18 +82,15 @@ impl QuicServer {
             addr,
             source: e.into(),
         })?;
-        let endpoint = Endpoint::new(Arc::new(endpoint_config()), Some(config), true, None);
         let (tx, rx) = local_channel::new_bounded(1);
         Ok(Self {
             socket: Rc::new(socket),
-            driver: Rc::new(RefCell::new(Driver {
-                endpoint,
-                conns: HashMap::new(),
+            driver: Rc::new(RefCell::new(Driver::new(
+                config,
                 max_frame_bytes,
                 max_connections,
-                max_segments: if gso { udp::MAX_GSO_SEGMENTS } else { 1 },
-                buf: Vec::with_capacity(MAX_DATAGRAM_BYTES),
-            })),
+                if gso { udp::MAX_GSO_SEGMENTS } else { 1 },
+            ))),
             timer_bell: (tx, Rc::new(rx)),
             local_addr,
         })

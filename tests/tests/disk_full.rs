@@ -209,7 +209,7 @@ fn disk_full_scenario(with_commit_log: bool) {
             if let Some(wal) = wal {
                 wal.close().await;
                 // Recovery over what the commit log holds changes nothing: all was closed.
-                commit_log::replay_all(&root).await.unwrap();
+                quiver_storage::recovery::replay_all(&root).await.unwrap();
             }
             let reopened = PartitionLog::open(&data, cfg).await.unwrap();
             assert_eq!(reopened.durable_offset(), info.last_offset + 1);

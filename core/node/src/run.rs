@@ -147,7 +147,7 @@ fn replay_commit_logs(data_dir: &std::path::Path) -> Result<(), NodeError> {
     let root = data_dir.to_path_buf();
     let report = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("quiver-recovery")
-        .spawn(move || async move { commit_log::replay_all(&root).await })
+        .spawn(move || async move { quiver_storage::recovery::replay_all(&root).await })
         .map_err(|e| NodeError::Setup(format!("cannot start the recovery executor: {e}")))?
         .join()
         .map_err(|e| NodeError::Setup(format!("commit log recovery stopped: {e}")))?

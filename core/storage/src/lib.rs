@@ -3,17 +3,22 @@
 //! A partition log is an append-only sequence of Kafka RecordBatch v2 batches
 //! ([`quiver_batch`]) on direct-I/O segments, owned by one glommio shard.
 //!
-//! - [`partition_log`]: [`PartitionLog`], the driver: append with group commit, read,
-//!   timestamp lookup, truncate, retention, recovery on open.
-//! - [`segment`]: one segment file (O_DIRECT `DmaFile`) and the batch walker that verifies
-//!   what it reads.
-//! - Sans-IO bookkeeping: [`segment_meta`] (per-segment state), [`index`] (offset and time
-//!   indexes and their file), [`scan`] (what the bytes at a position are), [`cache`] (recent
-//!   batches), [`epoch`] (leader epoch → start offset).
+//! - [`log`]: [`PartitionLog`]. Its decisions (admission and back-pressure, stamping,
+//!   group-commit rounds and the durable offset, rolls, write splitting, syncs and
+//!   write-behind, retention, truncation, what recovery trusts) are one sans-IO state
+//!   machine, `log::state`, unit-tested without disks; the other files of `log/` are its
+//!   thin glommio drivers (append, flush, read, truncate, retention, recover, checkpoint).
 //! - [`commit_log`]: the shard's commit log — one write + fdatasync per round for all its
-//!   partitions — and its recovery.
-//! - [`config`]: [`LogConfig`] and [`FlushPolicy`]; [`files`]: small-file and directory helpers;
-//!   [`signal`]: single-shard wake-ups.
+//!   partitions. It sees partition logs only as [`commit_log::Member`]s: no cycle.
+//! - [`recovery`]: at node start, the commit logs re-applied to the partition logs.
+//! - Sans-IO bookkeeping: [`segment_meta`] (per-segment state), `segments` (the sealed and
+//!   active segments), [`index`] (offset and time indexes and their file), [`scan`] (what the
+//!   bytes at a position are), [`cache`] (recent batches), [`epoch`] (leader epoch → start
+//!   offset).
+//! - I/O: [`segment`] (one O_DIRECT segment file and the batch walker that verifies what it
+//!   reads), [`files`] (small-file and directory helpers).
+//! - [`config`]: [`LogConfig`] and [`FlushPolicy`]; [`signal`]: single-shard wake-ups;
+//!   [`error`]: [`StorageError`].
 //!
 //! On-disk layout and recovery are described in `docs/storage-format.md`.
 
@@ -23,17 +28,21 @@ pub mod config;
 pub mod epoch;
 pub mod error;
 pub mod files;
-mod flusher;
 pub mod index;
-pub mod partition_log;
+pub mod log;
+pub mod recovery;
 pub mod scan;
 pub mod segment;
 pub mod segment_meta;
 mod segments;
 pub mod signal;
-mod write_behind;
 
 pub use commit_log::CommitLog;
+pub use config::{FlushPolicy, LogConfig};
+pub use error::{Result, StorageError};
+pub use log::{
+    AppendInfo, LogStats, PartitionLog, RetentionOutcome, WRITE_BEHIND_BYTES, WRITE_BEHIND_MS,
+};
 
 /// Spawns `task` on the shard's task queue `queue` (the current one when `None`) and lets it
 /// run on its own; `what` and `path` name it in the error when glommio refuses.
@@ -51,7 +60,3 @@ pub(crate) fn spawn_detached(
     };
     Ok(())
 }
-pub use config::{FlushPolicy, LogConfig};
-pub use error::{Result, StorageError};
-pub use flusher::{WRITE_BEHIND_BYTES, WRITE_BEHIND_MS};
-pub use partition_log::{AppendInfo, LogStats, PartitionLog, RetentionOutcome};

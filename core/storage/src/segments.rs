@@ -7,21 +7,23 @@ use std::rc::Rc;
 use crate::segment::SegmentFile;
 use crate::segment_meta::SegmentMeta;
 
-pub(super) struct Segment {
+/// A segment: its metadata and its file handle (`F`: the open file; tests of the log's
+/// decisions use `()`, no file at all).
+pub(crate) struct Segment<F = Rc<SegmentFile>> {
     pub meta: SegmentMeta,
-    pub file: Rc<SegmentFile>,
+    pub file: F,
 }
 
-pub(super) struct Segments {
+pub(crate) struct Segments<F = Rc<SegmentFile>> {
     /// Every segment before the active one, by base offset.
-    sealed: BTreeMap<u64, Segment>,
-    active: Segment,
+    sealed: BTreeMap<u64, Segment<F>>,
+    active: Segment<F>,
 }
 
-impl Segments {
+impl<F> Segments<F> {
     /// The segments of `all` (by base offset); the last becomes the active one. `None` when
     /// `all` is empty.
-    pub fn from_ordered(mut all: BTreeMap<u64, Segment>) -> Option<Self> {
+    pub fn from_ordered(mut all: BTreeMap<u64, Segment<F>>) -> Option<Self> {
         let (_, active) = all.pop_last()?;
         Some(Self {
             sealed: all,
@@ -29,16 +31,16 @@ impl Segments {
         })
     }
 
-    pub fn active(&self) -> &Segment {
+    pub fn active(&self) -> &Segment<F> {
         &self.active
     }
 
-    pub fn active_mut(&mut self) -> &mut Segment {
+    pub fn active_mut(&mut self) -> &mut Segment<F> {
         &mut self.active
     }
 
     /// Seals the active segment and makes `next` (which starts where it ends) active.
-    pub fn roll(&mut self, next: Segment) {
+    pub fn roll(&mut self, next: Segment<F>) {
         let sealed = std::mem::replace(&mut self.active, next);
         self.sealed.insert(sealed.meta.base_offset, sealed);
     }
@@ -57,17 +59,17 @@ impl Segments {
     }
 
     /// Every segment, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Segment> {
+    pub fn iter(&self) -> impl Iterator<Item = &Segment<F>> {
         self.sealed.values().chain(std::iter::once(&self.active))
     }
 
     /// The sealed segments, oldest first.
-    pub fn sealed(&self) -> impl Iterator<Item = &Segment> {
+    pub fn sealed(&self) -> impl Iterator<Item = &Segment<F>> {
         self.sealed.values()
     }
 
     /// Removes a sealed segment (retention); the active one cannot be removed.
-    pub fn remove_sealed(&mut self, base: u64) -> Option<Segment> {
+    pub fn remove_sealed(&mut self, base: u64) -> Option<Segment<F>> {
         self.sealed.remove(&base)
     }
 
@@ -77,7 +79,7 @@ impl Segments {
 
     /// The segment holding `offset`, or the next one for an offset in a gap (the active one
     /// for an offset at or past its base).
-    pub fn holding(&self, offset: u64) -> &Segment {
+    pub fn holding(&self, offset: u64) -> &Segment<F> {
         if self.active.meta.base_offset <= offset {
             return &self.active;
         }
@@ -95,7 +97,7 @@ impl Segments {
     /// For a truncation to `offset`: the segment holding it (the last one starting at or
     /// before it, or the oldest) becomes the active one; the segments after it are removed
     /// and returned, oldest first, for their files to be deleted.
-    pub fn cut_after_segment_of(&mut self, offset: u64) -> Vec<Segment> {
+    pub fn cut_after_segment_of(&mut self, offset: u64) -> Vec<Segment<F>> {
         if self.active.meta.base_offset <= offset {
             return Vec::new();
         }

@@ -77,6 +77,11 @@ impl<T> Drop for Receiver<T> {
 }
 
 impl<T> Receiver<T> {
+    /// The value, if it was sent already (without waiting).
+    pub fn try_take(&mut self) -> Option<T> {
+        self.0.borrow_mut().value.take()
+    }
+
     /// False once the receiver was dropped: sending to it would reach nobody.
     fn sender_has_receiver(sender: &Sender<T>) -> bool {
         Rc::strong_count(&sender.0) > 1

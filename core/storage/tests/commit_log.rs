@@ -145,7 +145,9 @@ fn acknowledged_appends_survive_losing_unsynced_segment_writes() {
     }
     let root2 = root.clone();
     run(async move {
-        let report = commit_log::replay_all(&root2).await.expect("replay");
+        let report = quiver_storage::recovery::replay_all(&root2)
+            .await
+            .expect("replay");
         assert!(report.batches_appended > 0, "{report:?}");
         assert!(!root2.join(commit_log::COMMIT_LOG_DIR).exists());
         for (p, want) in expected.into_iter().enumerate() {
@@ -173,7 +175,10 @@ fn acknowledged_appends_survive_losing_unsynced_segment_writes() {
         }
         // Nothing left to replay.
         assert_eq!(
-            commit_log::replay_all(&root2).await.expect("again").files,
+            quiver_storage::recovery::replay_all(&root2)
+                .await
+                .expect("again")
+                .files,
             0
         );
     });
@@ -264,7 +269,9 @@ fn truncation_scenario(write_segment_first: bool) {
             .await
             .expect("recreate");
         fresh.close().await.expect("close");
-        let report = commit_log::replay_all(&root2).await.expect("replay");
+        let report = quiver_storage::recovery::replay_all(&root2)
+            .await
+            .expect("replay");
         // The five kept and the three later batches, minus what the segment holds.
         assert_eq!(report.batches_appended, 8 - on_disk as u64, "{report:?}");
         let log = PartitionLog::open(&dir0, LogConfig::default())

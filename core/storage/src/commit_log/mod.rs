@@ -4,7 +4,7 @@
 //! With a commit log, a partition's flusher hands a round's batches to [`CommitLog::append`],
 //! which resolves once a round of the commit log holding them is on disk; only then are the
 //! appends acknowledged. The segment gets them later, in bulk and without fsync
-//! (write-behind, `crate::flusher`).
+//! (write-behind, `crate::log`).
 //! Rounds are group commits across partitions: what the flushers hand over while a round is
 //! in flight goes out together in the next one (ScyllaDB's per-shard commitlog; Kafka has no
 //! fsync on its path at all). docs/decisions/0009-shard-commit-log.md has the measurements.
@@ -15,17 +15,21 @@
 //!   [`CommitLog::pin`]) write its write-behind and fsync its segment; then the old file is kept as
 //!   the spare for a later rotation (its blocks are allocated, so writes into it need no
 //!   metadata update) or deleted.
-//! - Recovery ([`replay_all`]) runs once per node start, before the shards open their
-//!   partitions: it reads every shard's files, folds them into per-partition chains
-//!   ([`replay`]), appends to each partition what its recovered segments lack (fsynced), and
-//!   removes the commit log. The shards then start with empty ones.
+//! - Recovery (`crate::recovery::replay_all`) runs once per node start, before the shards
+//!   open their partitions: it reads every shard's files ([`read_all`]), folds them into
+//!   per-partition chains ([`replay`]), appends to each partition what its recovered segments
+//!   lack (fsynced), and removes the commit log. The shards then start with empty ones.
+//! - The commit log knows the partition logs only as [`Member`]s: what a checkpoint needs of
+//!   them. It depends on nothing of the partition log.
 
 pub mod format;
 pub mod replay;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,10 +39,18 @@ use glommio::TaskQueueHandle;
 use self::format::{encode_frame, frame_len, Entry};
 use crate::error::{Result, StorageError};
 use crate::files;
-use crate::partition_log::{Inner as LogInner, PartitionLog};
 use crate::segment::write_whole;
 use crate::signal::{oneshot, Doorbell, Receiver, Sender};
-use crate::LogConfig;
+
+/// A partition log, as the commit log's checkpoints see it.
+pub trait Member {
+    /// The log's directory (to find a closed predecessor when a log reopens there).
+    fn dir(&self) -> &Path;
+    /// Writes what the log holds only in the commit log to its segment, and fsyncs it.
+    fn checkpoint_sync(self: Rc<Self>) -> Pin<Box<dyn Future<Output = Result<()>>>>;
+    /// True while acknowledged batches are durable only in the commit log.
+    fn holds_batches_only_in_commit_log(&self) -> bool;
+}
 
 /// The writer moves to a new file once a file holds this much.
 pub const ROTATE_AT_BYTES: u64 = 32 << 20;
@@ -96,10 +108,10 @@ struct Inner {
     root: PathBuf,
     state: RefCell<State>,
     doorbell: Doorbell,
-    logs: RefCell<Vec<Weak<LogInner>>>,
+    logs: RefCell<Vec<Weak<dyn Member>>>,
     /// Closed logs whose close failed with acknowledged batches only here: kept alive so
     /// checkpoints retry their writes (and keep the files until then).
-    pinned: RefCell<Vec<Rc<LogInner>>>,
+    pinned: RefCell<Vec<Rc<dyn Member>>>,
     background: Option<TaskQueueHandle>,
     writer_exit: RefCell<Option<Receiver<()>>>,
 }
@@ -273,7 +285,7 @@ impl CommitLog {
     }
 
     /// Registers a partition log for checkpoints.
-    pub(crate) fn register(&self, log: Weak<LogInner>) {
+    pub(crate) fn register(&self, log: Weak<dyn Member>) {
         let mut logs = self.inner.logs.borrow_mut();
         logs.retain(|l| l.strong_count() > 0);
         logs.push(log);
@@ -281,24 +293,24 @@ impl CommitLog {
 
     /// Keeps `log` (closed, its close failed) until a checkpoint or a reopen of its directory
     /// has written what it holds only here.
-    pub(crate) fn pin(&self, log: Rc<LogInner>) {
+    pub(crate) fn pin(&self, log: Rc<dyn Member>) {
         self.inner.pinned.borrow_mut().push(log);
     }
 
     /// Before a log is opened in `dir`: writes out a closed predecessor kept by [`Self::pin`],
     /// failing (the directory must not be opened) when that still does not work.
     pub(crate) async fn write_out_closed(&self, dir: &Path) -> Result<()> {
-        let pinned: Vec<Rc<LogInner>> = self
+        let pinned: Vec<Rc<dyn Member>> = self
             .inner
             .pinned
             .borrow()
             .iter()
-            .filter(|l| l.dir == dir)
+            .filter(|l| l.dir() == dir)
             .cloned()
             .collect();
         for log in pinned {
             // The checkpoint's part writes and fsyncs what the segment lacks.
-            log.checkpoint_sync().await?;
+            log.clone().checkpoint_sync().await?;
             self.inner
                 .pinned
                 .borrow_mut()
@@ -514,20 +526,20 @@ async fn rotate(inner: &Rc<Inner>) -> Result<()> {
 /// Has every partition log write what its segment lacks and fsync it, after which the full file
 /// `full` holds nothing recovery needs: it becomes the spare, or is deleted.
 async fn checkpoint(inner: Rc<Inner>, full: ActiveFile) {
-    let mut logs: Vec<Rc<LogInner>> = inner
+    let mut logs: Vec<Rc<dyn Member>> = inner
         .logs
         .borrow()
         .iter()
         .filter_map(Weak::upgrade)
         .collect();
-    let pinned: Vec<Rc<LogInner>> = inner.pinned.borrow().clone();
+    let pinned: Vec<Rc<dyn Member>> = inner.pinned.borrow().clone();
     for log in pinned {
         if !logs.iter().any(|l| Rc::ptr_eq(l, &log)) {
             logs.push(log);
         }
     }
     for log in &logs {
-        if let Err(e) = log.checkpoint_sync().await {
+        if let Err(e) = log.clone().checkpoint_sync().await {
             tracing::warn!(file = %full.path.display(), "commit log checkpoint failed; keeping the file for recovery: {e}");
             return;
         }
@@ -564,23 +576,13 @@ async fn checkpoint(inner: Rc<Inner>, full: ActiveFile) {
     }
 }
 
-/// What [`replay_all`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayReport {
-    pub files: usize,
-    pub partitions: usize,
-    pub batches_appended: u64,
-}
-
-/// Recovery: re-applies every shard's commit log under `root` to the partition logs, then
-/// removes the commit logs. Run before any shard opens a partition. Partitions whose
-/// directory is gone (a deleted topic) or holds another incarnation are skipped.
-pub async fn replay_all(root: &Path) -> Result<ReplayReport> {
+/// Every entry of every shard's commit log under `root`, in log order, and how many files
+/// held them (recovery's input; see `crate::recovery`).
+pub fn read_all(root: &Path) -> Result<(Vec<Entry>, usize)> {
     let wal_root = root.join(COMMIT_LOG_DIR);
-    let mut report = ReplayReport::default();
     let shard_dirs = match std::fs::read_dir(&wal_root) {
         Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(report),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(StorageError::from_io("listing", &wal_root, e)),
     };
     let mut entries = Vec::new();
@@ -592,6 +594,7 @@ pub async fn replay_all(root: &Path) -> Result<ReplayReport> {
         }
     }
     dirs.sort();
+    let mut files_read = 0;
     for dir in &dirs {
         for (seq, path) in list_files(dir)? {
             let bytes =
@@ -601,35 +604,8 @@ pub async fn replay_all(root: &Path) -> Result<ReplayReport> {
                 tracing::info!(file = %path.display(), "commit log ends in a torn round (never acknowledged): {why}");
             }
             entries.append(&mut decoded);
-            report.files += 1;
+            files_read += 1;
         }
     }
-    let config = LogConfig {
-        max_batch_bytes: crate::config::MAX_BATCH_BYTES_LIMIT,
-        max_pending_bytes: crate::config::MAX_BATCH_BYTES_LIMIT,
-        ..LogConfig::default()
-    };
-    for plan in replay::plan(entries) {
-        let dir = root.join(&*plan.key);
-        if !dir.is_dir() {
-            continue;
-        }
-        if files::read_log_id(&dir).await? != Some(plan.log_id) {
-            continue;
-        }
-        let log = PartitionLog::open(&dir, config.clone()).await?;
-        let appended = log.replay(&plan.batches).await;
-        let closed = log.close().await;
-        let appended = appended?;
-        closed?;
-        if appended > 0 {
-            tracing::info!(dir = %dir.display(), batches = appended, "recovered from the commit log");
-        }
-        report.partitions += 1;
-        report.batches_appended += appended;
-    }
-    std::fs::remove_dir_all(&wal_root)
-        .map_err(|e| StorageError::from_io("removing", &wal_root, e))?;
-    files::sync_dir(root).await?;
-    Ok(report)
+    Ok((entries, files_read))
 }

@@ -1,17 +1,17 @@
 //! Acknowledged batches waiting to be written to the active segment (with the shard's commit
 //! log, where they are already durable): the queue the flusher writes from and the index
-//! readers find them by, kept in step in one place. See `flusher::write_behind`.
+//! readers find them by, kept in step in one place. See `flush::write_behind`.
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::state::Appended;
 use crate::cache::BatchCache;
 use crate::error::StorageError;
-use crate::partition_log::Appended;
 
-pub(super) struct WriteBehind {
+pub(crate) struct WriteBehind {
     /// Oldest first; they sit above every segment's end.
     batches: VecDeque<Appended>,
     bytes: usize,

@@ -1,25 +1,29 @@
 //! The group-commit write path: one task per log drains the pending queue into aligned
-//! O_DIRECT writes and `fdatasync`s, rolls segments, and acknowledges appends.
+//! O_DIRECT writes and `fdatasync`s, rolls segments, and acknowledges appends — each step as
+//! [`super::state::LogState`] decides.
 //!
 //! Appends that arrive while a write + fdatasync is in flight wait in the queue and go out
 //! together in the next round: one write and one fdatasync for all of them.
 //!
 //! With the shard's commit log a round only hands its batches to the commit log (see
 //! `crate::commit_log`) and acknowledges them once that is durable; the segment gets them
-//! later, [`WRITE_BEHIND_BYTES`] or [`WRITE_BEHIND_MS`] at a time (**write-behind**), without
+//! later, [`WRITE_BEHIND_BYTES`](super::WRITE_BEHIND_BYTES) or
+//! [`WRITE_BEHIND_MS`](super::WRITE_BEHIND_MS) at a time (**write-behind**), without
 //! fdatasync (the commit log's checkpoint fsyncs). Writing every round's few KiB to every
 //! partition's segment cost one block I/O per partition per round — on a virtio disk a VM
 //! exit each, about a tenth of the shard's CPU at 50,000 msg/s (docs/decisions/0010).
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use glommio::TaskQueueHandle;
 
-use crate::config::FlushPolicy;
+use super::state::{
+    Appended, FlusherStep, TailPage, WRITE_BEHIND_LIMIT_BYTES, ZERO_AHEAD_CHUNK_BYTES,
+};
+use super::Inner;
 use crate::error::{Result, StorageError};
 use crate::files;
-use crate::partition_log::{Appended, Inner, TailPage};
 use crate::segment::{align_down, align_up, SegmentFile};
 use crate::segment_meta::SegmentMeta;
 use crate::segments::Segment;
@@ -36,37 +40,16 @@ pub(super) fn spawn(inner: Rc<Inner>, queue: Option<TaskQueueHandle>) -> Result<
     crate::spawn_detached(task, queue, "spawning the flusher for", &dir)
 }
 
-/// A partition's write-behind goes to its segment once it holds this many bytes...
-pub const WRITE_BEHIND_BYTES: usize = 256 << 10;
-/// ...or its oldest batch is this old.
-pub const WRITE_BEHIND_MS: u64 = 250;
-/// Appends fail (with the segment write's error) while this much waits for a segment that
-/// cannot be written: memory stays bounded when only the segment's writes fail.
-const WRITE_BEHIND_LIMIT_BYTES: usize = 4 * WRITE_BEHIND_BYTES;
-
 async fn run(inner: Rc<Inner>) {
     loop {
-        let (has_pending, closing, sync_in) = {
-            let st = inner.state.borrow();
-            let sync_in = match (inner.config.flush, st.unsynced_since) {
-                (FlushPolicy::Interval { flush_ms, .. }, Some(since)) => {
-                    Some(Duration::from_millis(flush_ms).saturating_sub(since.elapsed()))
-                }
-                _ => st.write_behind.since().map(|since| {
-                    Duration::from_millis(WRITE_BEHIND_MS).saturating_sub(since.elapsed())
-                }),
-            };
-            (!st.pending.is_empty(), st.closing, sync_in)
-        };
-        if has_pending {
-            round(&inner).await;
-            continue;
-        }
-        if closing {
-            return;
-        }
-        match sync_in {
-            Some(d) if d.is_zero() => {
+        let step = inner
+            .state
+            .borrow()
+            .flusher_step(Instant::now(), &inner.config);
+        match step {
+            FlusherStep::Round => round(&inner).await,
+            FlusherStep::Exit => return,
+            FlusherStep::Housekeeping => {
                 let Ok(_gate) = inner.write_gate.acquire_permit(1).await else {
                     return;
                 };
@@ -76,13 +59,13 @@ async fn run(inner: Rc<Inner>) {
                     tracing::error!(dir = %inner.dir.display(), "periodic fdatasync failed: {e}");
                 }
             }
-            Some(d) => {
+            FlusherStep::Sleep(d) => {
                 futures_lite::future::or(inner.doorbell.wait(), async {
                     glommio::timer::sleep(d).await;
                 })
                 .await
             }
-            None => inner.doorbell.wait().await,
+            FlusherStep::Wait => inner.doorbell.wait().await,
         }
     }
 }
@@ -93,24 +76,18 @@ async fn run(inner: Rc<Inner>) {
 /// With the commit log, a write-behind that is due goes to the segment *beside* the round's
 /// commit log write, not after its acknowledgements: there it held the partition's flusher
 /// for its whole write (p50 ~600 µs, p99 ~2 ms at 50,000 msg/s), and the next produce request,
-/// which needs every partition's round, waited for the slowest (see docs/benchmarks.md,
-/// session 11).
+/// which needs every partition's round, waited for the slowest (docs/decisions/0010).
 async fn round(inner: &Rc<Inner>) {
     let Ok(_gate) = inner.write_gate.acquire_permit(1).await else {
         return;
     };
-    let (batches, acks): (Vec<Appended>, Vec<_>) = {
-        let mut st = inner.state.borrow_mut();
-        st.pending_bytes = 0;
-        st.pending.drain(..).map(|p| (p.batch, p.ack)).unzip()
-    };
+    let (batches, acks) = inner.state.borrow_mut().take_round();
     inner.room_waiters.wake_all();
     if batches.is_empty() {
         return;
     }
-    inner.state.borrow_mut().stats.write_rounds += 1;
     if inner.commit_log.is_some() {
-        let write_behind_due = inner.state.borrow().write_behind.bytes() >= WRITE_BEHIND_BYTES;
+        let write_behind_due = inner.state.borrow().write_behind_due();
         let bytes = batches.iter().map(|b| b.bytes.clone()).collect();
         let commit = async {
             match inner.log_to_commit_log(None, bytes).await {
@@ -151,20 +128,14 @@ async fn round(inner: &Rc<Inner>) {
     }
 }
 
-/// A round's batches are durable: moves the committed offset past them, queues them for the
-/// segment (with the commit log), and wakes their producers and the readers waiting for them.
+/// A round's batches are durable: the state moves the durable offset past them (and queues
+/// them for the segment, with the commit log); their producers and the readers waiting for
+/// them wake.
 fn acknowledge(inner: &Inner, batches: Vec<Appended>, acks: Vec<Sender<Result<()>>>) {
-    {
-        let mut st = inner.state.borrow_mut();
-        if let Some(last) = batches.last() {
-            st.durable_offset = last.header.last_offset() as u64 + 1;
-        }
-        if inner.commit_log.is_some() {
-            for b in batches {
-                st.write_behind.push(b);
-            }
-        }
-    }
+    inner
+        .state
+        .borrow_mut()
+        .acknowledge(batches, inner.commit_log.is_some());
     for ack in acks {
         ack.send(Ok(()));
     }
@@ -210,8 +181,8 @@ async fn fail_round(inner: &Rc<Inner>, acks: Vec<Sender<Result<()>>>, error: Sto
     for ack in acks {
         ack.send(Err(error.for_another_waiter()));
     }
-    let committed = inner.state.borrow().durable_offset;
-    if let Err(e) = inner.truncate_locked(committed, &reason).await {
+    let durable = inner.state.borrow().durable_offset;
+    if let Err(e) = inner.truncate_locked(durable, &reason).await {
         tracing::error!(dir = %inner.dir.display(), "rollback after a failed write failed too: {e}");
         inner.state.borrow_mut().failed = Some(format!("{reason}; then rollback failed: {e}"));
     }
@@ -225,49 +196,18 @@ async fn write_all(
 ) -> std::result::Result<(), (usize, StorageError)> {
     let mut i = 0;
     while i < batch.len() {
-        if needs_roll(inner, &batch[i]) {
+        let roll_first = inner
+            .state
+            .borrow()
+            .needs_roll(&batch[i], Instant::now(), &inner.config);
+        if roll_first {
             roll(inner).await.map_err(|e| (i, e))?;
         }
-        let end = run_end(inner, batch, i);
+        let end = inner.state.borrow().run_end(batch, i, &inner.config);
         write_run(inner, &batch[i..end]).await.map_err(|e| (i, e))?;
         i = end;
     }
     Ok(())
-}
-
-fn needs_roll(inner: &Inner, next: &Appended) -> bool {
-    let st = inner.state.borrow();
-    let meta = &st.active().meta;
-    let cfg = &inner.config;
-    let aged = !meta.is_empty() && st.active_since.elapsed().as_millis() as u64 > cfg.segment_ms;
-    aged || meta.would_overflow(
-        next.bytes.len() as u64,
-        next.header.last_offset() as u64,
-        cfg.segment_bytes,
-    )
-}
-
-/// End (exclusive) of the run starting at `start` that fits in the active segment and in
-/// one write of at most `max_write_bytes`. Always at least one batch.
-fn run_end(inner: &Inner, batch: &[Appended], start: usize) -> usize {
-    let st = inner.state.borrow();
-    let mut meta_size = st.active().meta.size_bytes;
-    let base = st.active().meta.base_offset;
-    let mut write_bytes = st.tail.bytes.len();
-    let mut end = start;
-    for p in &batch[start..] {
-        let len = p.bytes.len();
-        let overflow = meta_size + len as u64 > inner.config.segment_bytes
-            || p.header.last_offset() as u64 - base > u64::from(u32::MAX)
-            || write_bytes + len > inner.config.max_write_bytes;
-        if end > start && overflow {
-            break;
-        }
-        meta_size += len as u64;
-        write_bytes += len;
-        end += 1;
-    }
-    end
 }
 
 /// One aligned write: the tail page followed by the run, zero-padded to a page.
@@ -288,41 +228,25 @@ async fn write_run(inner: &Rc<Inner>, run: &[Appended]) -> Result<()> {
         (file, st.tail.aligned_position, Rc::new(buf), logical_len)
     };
     file.write_aligned(buf.clone(), position).await?;
-    let mut st = inner.state.borrow_mut();
-    let interval = inner.config.index_interval_bytes;
-    let meta = &mut st.active_mut().meta;
-    for p in run {
-        meta.on_batch(&p.header, p.bytes.len() as u64, interval);
-    }
-    debug_assert_eq!(meta.size_bytes, position + logical_len as u64);
     let end = position + logical_len as u64;
     let tail_start = align_down(end);
-    st.tail = TailPage {
+    let tail = TailPage {
         aligned_position: tail_start,
         bytes: buf.as_bytes()[(tail_start - position) as usize..logical_len].to_vec(),
     };
-    st.unsynced_bytes += logical_len as u64;
-    st.stats.bytes_written += buf.len() as u64;
-    st.unsynced_since.get_or_insert_with(Instant::now);
+    inner.state.borrow_mut().run_written(
+        run,
+        logical_len,
+        tail,
+        buf.len() as u64,
+        &inner.config,
+        Instant::now(),
+    );
     Ok(())
 }
 
 async fn sync_if_due(inner: &Rc<Inner>) -> Result<()> {
-    let due = {
-        let st = inner.state.borrow();
-        match inner.config.flush {
-            FlushPolicy::EveryAppend => true,
-            FlushPolicy::Interval {
-                flush_ms,
-                flush_bytes,
-            } => {
-                st.unsynced_bytes >= flush_bytes
-                    || st
-                        .unsynced_since
-                        .is_some_and(|t| t.elapsed().as_millis() as u64 >= flush_ms)
-            }
-        }
-    };
+    let due = inner.state.borrow().sync_due(Instant::now(), &inner.config);
     if due {
         inner.sync_now().await?;
     }
@@ -358,49 +282,35 @@ async fn roll(inner: &Rc<Inner>) -> Result<()> {
         files::remove(&leftover).await?;
     }
     let new_file = Rc::new(SegmentFile::create(&inner.dir, next).await?);
-    let mut st = inner.state.borrow_mut();
-    st.segments.roll(Segment {
-        meta: SegmentMeta::empty(next),
-        file: new_file,
-    });
-    st.tail = TailPage::default();
-    st.zeroed_until = 0;
-    st.active_since = Instant::now();
+    inner.state.borrow_mut().rolled(
+        Segment {
+            meta: SegmentMeta::empty(next),
+            file: new_file,
+        },
+        Instant::now(),
+    );
     tracing::debug!(dir = %inner.dir.display(), base_offset = next, "rolled to a new segment");
     Ok(())
 }
 
-/// Zeroes written ahead of the tail at a time, and the headroom below which more are written.
-const ZERO_AHEAD_CHUNK_BYTES: u64 = 2 << 20;
-const ZERO_AHEAD_LOW_BYTES: u64 = 512 << 10;
-
-/// Under [`FlushPolicy::EveryAppend`] without the commit log, keeps the next couple of MiB
-/// past the tail written with zeroes and synced, so that an append's write lands on
-/// allocated, initialised blocks inside the file's size and its fdatasync has no metadata to
-/// journal (on ext4 that halves the tail latency of append+fsync). Runs with the write gate
-/// held, after the round's acknowledgements, so it never races a data write. Recovery and
-/// close cut the zeroes off (a zero header is a clean end of the log).
+/// Under `every_append` without the commit log, keeps the next couple of MiB past the tail
+/// written with zeroes and synced, so that an append's write lands on allocated, initialised
+/// blocks inside the file's size and its fdatasync has no metadata to journal (on ext4 that
+/// halves the tail latency of append+fsync). Runs with the write gate held, after the round's
+/// acknowledgements, so it never races a data write. Recovery and close cut the zeroes off (a
+/// zero header is a clean end of the log).
 ///
 /// With the commit log it is off: segment writes are off the acknowledgement path and come
 /// 256 KiB at a time (write-behind), so allocating their blocks costs little, while each
 /// 2 MiB of zeroes held the disk long enough to delay the commit log rounds queued behind it
 /// (node produce p99 1.9–2.0 → 1.0–1.3 ms without it; docs/decisions/0010).
 async fn zero_ahead(inner: &Rc<Inner>) -> Result<()> {
-    if inner.config.flush != FlushPolicy::EveryAppend || inner.commit_log.is_some() {
-        return Ok(());
-    }
     let (file, start) = {
         let st = inner.state.borrow();
-        let a = st.active();
-        let tail_end = align_up(a.meta.size_bytes);
-        if st.zeroed_until >= tail_end + ZERO_AHEAD_LOW_BYTES {
+        let Some(start) = st.zero_ahead_at(&inner.config, inner.commit_log.is_some()) else {
             return Ok(());
-        }
-        let start = st.zeroed_until.max(tail_end);
-        if start + ZERO_AHEAD_CHUNK_BYTES > inner.config.segment_bytes {
-            return Ok(());
-        }
-        (a.file.clone(), start)
+        };
+        (st.active().file.clone(), start)
     };
     let mut buf = file.alloc(ZERO_AHEAD_CHUNK_BYTES as usize);
     buf.as_bytes_mut().fill(0);

@@ -1,0 +1,386 @@
+//! [`PartitionLog`]: the driver that owns one partition's segments on one shard.
+//!
+//! Every decision lives in [`state::LogState`] (sans-IO, unit-tested); the files of this
+//! folder are its thin glommio drivers: appending here, the flusher in [`flush`] (group
+//! commit, rolls, write-behind), reads in [`read`], [`truncate`], [`retention`], [`recover`]
+//! (open), and [`checkpoint`] (what the shard's commit log asks of a log).
+//!
+//! Concurrency model: everything lives on the shard that opened the log (`Rc`, `RefCell`,
+//! `!Send`). Appenders only validate, stamp and enqueue; one flusher task makes the queue
+//! durable — aligned O_DIRECT writes and `fdatasync`s of the segment, or with the shard's
+//! commit log one round there (the segment gets the batches later, in bulk: write-behind) —
+//! and acknowledges. Writers of the files (flusher rounds, write-behind, truncation,
+//! retention, checkpoints) take `write_gate`, so they never interleave. Readers take no gate:
+//! they see only offsets below the durable offset, whose bytes never change until a
+//! truncation; those not in the segment yet are read from memory.
+
+mod checkpoint;
+mod flush;
+mod read;
+mod recover;
+mod retention;
+pub(crate) mod state;
+mod truncate;
+pub(crate) mod write_behind;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use glommio::sync::Semaphore;
+use glommio::TaskQueueHandle;
+use quiver_batch::{validate_batch, BatchHeader, BatchLimits};
+
+use crate::commit_log::CommitLog;
+use crate::config::{FlushPolicy, LogConfig};
+use crate::epoch::LeaderEpochMap;
+use crate::error::{Result, StorageError};
+use crate::files;
+use crate::signal::{oneshot, Doorbell, Receiver, WaitList};
+use state::{Admission, LogState};
+
+pub use state::{AppendInfo, LogStats, RetentionOutcome, WRITE_BEHIND_BYTES, WRITE_BEHIND_MS};
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub config: LogConfig,
+    pub state: RefCell<LogState>,
+    /// Wakes the flusher.
+    pub doorbell: Doorbell,
+    /// Consumers waiting for the durable offset to move.
+    pub durable_waiters: WaitList,
+    /// Appenders waiting for room in the pending queue.
+    pub room_waiters: WaitList,
+    /// Held by whoever changes segment files.
+    pub write_gate: Semaphore,
+    /// Held by `sync_now`, which the flusher and the commit log's checkpoints both call.
+    pub sync_gate: Semaphore,
+    pub flusher_exit: RefCell<Option<Receiver<()>>>,
+    /// Set when appends are made durable by the shard's commit log instead of an fdatasync
+    /// of this log's segment per round (only under [`FlushPolicy::EveryAppend`]).
+    pub commit_log: Option<CommitLog>,
+    /// This directory's incarnation and its name in commit log entries.
+    pub log_id: u64,
+    pub wal_key: Rc<str>,
+}
+
+/// One partition's log on one shard. Cloning gives another handle to the same log.
+#[derive(Clone)]
+pub struct PartitionLog {
+    pub(crate) inner: Rc<Inner>,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, recovering from any crash, and starts its flusher
+    /// on the current task queue.
+    pub async fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Self> {
+        Self::open_in(dir, config, None, None).await
+    }
+
+    /// As [`PartitionLog::open`], with the flusher on task queue `flush_queue` (the shard's
+    /// latency-sensitive queue) and, under [`FlushPolicy::EveryAppend`], appends made
+    /// durable by the shard's `commit_log` instead of an fdatasync of this log per round.
+    pub async fn open_in(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        flush_queue: Option<TaskQueueHandle>,
+        commit_log: Option<CommitLog>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::from_io("creating directory", dir, e))?;
+        // glommio resolves relative paths against an invalid directory fd (EBADF): use an
+        // absolute path from here on.
+        let dir =
+            std::fs::canonicalize(dir).map_err(|e| StorageError::from_io("resolving", dir, e))?;
+        files::check_direct_io(&dir)?;
+        files::prime_device_probe(&dir).await?;
+        if let Some(c) = &commit_log {
+            // A previous incarnation whose close failed may still hold acknowledged batches
+            // its segment lacks: they go in first, or this open fails.
+            c.write_out_closed(&dir).await?;
+        }
+        let state = recover::recover(&dir, &config).await?;
+        let log_id = files::ensure_log_id(&dir).await?;
+        let commit_log = commit_log.filter(|_| config.flush == FlushPolicy::EveryAppend);
+        let wal_key = commit_log
+            .as_ref()
+            .map(|c| c.key_of(&dir))
+            .unwrap_or_default();
+        let inner = Rc::new(Inner {
+            dir,
+            config,
+            state: RefCell::new(state),
+            doorbell: Doorbell::default(),
+            durable_waiters: WaitList::default(),
+            room_waiters: WaitList::default(),
+            write_gate: Semaphore::new(1),
+            sync_gate: Semaphore::new(1),
+            flusher_exit: RefCell::new(None),
+            commit_log,
+            log_id,
+            wal_key,
+        });
+        if let Some(c) = &inner.commit_log {
+            let member: Rc<dyn crate::commit_log::Member> = inner.clone();
+            c.register(Rc::downgrade(&member));
+        }
+        flush::spawn(inner.clone(), flush_queue)?;
+        Ok(Self { inner })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// First offset still held (retention moves it forward).
+    pub fn log_start_offset(&self) -> u64 {
+        self.inner.state.borrow().log_start_offset()
+    }
+
+    /// One past the last batch written per the flush policy (fsynced under `every_append`,
+    /// in the segment or the shard's commit log). Reads never go past it; the broker's high
+    /// watermark (what consumers may read) is at most this.
+    pub fn durable_offset(&self) -> u64 {
+        self.inner.state.borrow().durable_offset
+    }
+
+    /// The offset the next append gets: appended batches, durable or not yet.
+    pub fn log_end_offset(&self) -> u64 {
+        self.inner.state.borrow().next_offset
+    }
+
+    /// Total bytes of the log: all segments, and acknowledged batches not written to the
+    /// active one yet.
+    pub fn size_bytes(&self) -> u64 {
+        let st = self.inner.state.borrow();
+        st.segments.size_bytes() + st.write_behind.bytes() as u64
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.borrow().segments.len()
+    }
+
+    pub fn leader_epochs(&self) -> LeaderEpochMap {
+        self.inner.state.borrow().epochs.clone()
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.inner.state.borrow().stats
+    }
+
+    /// Bytes held by the batch cache now.
+    pub fn cache_bytes(&self) -> usize {
+        self.inner.state.borrow().cache.total_bytes()
+    }
+
+    /// Validates `batch`, stamps its base offset and `leader_epoch`, and resolves once it is
+    /// written (and durable, under [`FlushPolicy::EveryAppend`]: fsynced in its segment, or
+    /// in the shard's commit log). Appends that arrive while a write is in flight are written
+    /// together by the next one (group commit).
+    pub async fn append(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+        let (info, ack) = self.enqueue(batch, leader_epoch).await?;
+        match ack.await {
+            Some(Ok(())) => Ok(info),
+            Some(Err(e)) => Err(e),
+            None => Err(StorageError::Closed {
+                path: self.inner.dir.clone(),
+            }),
+        }
+    }
+
+    /// Validates, stamps and enqueues `batch`, and returns as soon as it is in the log's
+    /// memory (offsets assigned, in the cache, queued for the next group-commit write) —
+    /// what `acks=leader` promises, like a Kafka leader's page cache. Consumers see it once it
+    /// is written; a crash before that write loses it, and a failed write is not reported to
+    /// this caller. Use [`PartitionLog::append`] to wait for durability.
+    pub async fn append_buffered(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+        Ok(self.enqueue(batch, leader_epoch).await?.0)
+    }
+
+    /// Recovery from the commit log: appends the batches of `chain` (in offset order, offsets
+    /// as stamped when first written) that this log does not hold yet. Stops at a gap — a
+    /// chain that starts past this log's end cannot be joined without losing offsets.
+    /// Returns how many batches were appended.
+    pub async fn replay(&self, chain: &[(BatchHeader, Bytes)]) -> Result<u64> {
+        let mut appended = 0;
+        for (header, bytes) in chain {
+            let next = self.inner.state.borrow().next_offset;
+            let base = header.base_offset as u64;
+            if base < next {
+                continue;
+            }
+            if base > next {
+                tracing::error!(dir = %self.inner.dir.display(), log_end = next, chain_base = base,
+                    "commit log chain does not join the recovered log; offsets in between are lost");
+                break;
+            }
+            self.append(BytesMut::from(&bytes[..]), header.partition_leader_epoch)
+                .await?;
+            appended += 1;
+        }
+        Ok(appended)
+    }
+
+    async fn enqueue(
+        &self,
+        batch: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<(AppendInfo, Receiver<Result<()>>)> {
+        let limits = BatchLimits {
+            max_batch_bytes: self.inner.config.max_batch_bytes,
+        };
+        let header = validate_batch(&batch, limits)?;
+        self.wait_for_room(batch.len()).await?;
+        let (tx, rx) = oneshot();
+        let info = self
+            .inner
+            .state
+            .borrow_mut()
+            .stamp(batch, header, leader_epoch, tx);
+        self.inner.doorbell.ring();
+        Ok((info, rx))
+    }
+
+    async fn wait_for_room(&self, batch_bytes: usize) -> Result<()> {
+        loop {
+            let admission =
+                self.inner
+                    .state
+                    .borrow()
+                    .admit(batch_bytes, &self.inner.config, &self.inner.dir);
+            match admission {
+                Admission::Admit => return Ok(()),
+                Admission::Refuse(e) => return Err(e),
+                Admission::WaitForRoom => {
+                    self.inner.room_waiters.register().await;
+                }
+                Admission::RetryWriteBehind => {
+                    // Space may have been freed: try that write again, failing with its error.
+                    let _gate = self.inner.write_gate().await?;
+                    flush::write_behind(&self.inner).await?;
+                }
+            }
+        }
+    }
+
+    /// True once the log started closing (its topic was deleted or reconfigured, or the node
+    /// is stopping): waiting on it for new data would return at once, forever.
+    pub fn is_closing(&self) -> bool {
+        self.inner.state.borrow().closing
+    }
+
+    /// Resolves once an offset >= `offset` is durable (or the log closes): the wake-up a
+    /// long-polling fetch waits on. Never a sleep loop.
+    pub async fn wait_for_offset(&self, offset: u64) {
+        loop {
+            let wait = {
+                let st = self.inner.state.borrow();
+                if st.durable_offset > offset || st.closing {
+                    return;
+                }
+                self.inner.durable_waiters.register()
+            };
+            wait.await;
+        }
+    }
+
+    /// Removes every batch at or after `offset` (the whole batch holding `offset` goes, as in
+    /// Kafka), fails appends not yet written, and returns the new end offset.
+    pub async fn truncate_to(&self, offset: u64) -> Result<u64> {
+        let _gate = self.inner.write_gate().await?;
+        self.inner
+            .truncate_locked(offset, "the log was truncated")
+            .await
+    }
+
+    /// Writes what the segment lacks and makes everything written so far durable in the
+    /// segment (for [`FlushPolicy::Interval`], or before copying the files).
+    pub async fn flush(&self) -> Result<()> {
+        let _gate = self.inner.write_gate().await?;
+        flush::write_behind(&self.inner).await?;
+        self.inner.sync_now().await
+    }
+
+    /// Writes what is pending, fsyncs, persists the active segment's index (so the next open
+    /// skips the scan), and stops the flusher. Appends after this fail with `Closed`.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.state.borrow_mut().closing = true;
+        self.inner.doorbell.ring();
+        let exit = self.inner.flusher_exit.borrow_mut().take();
+        if let Some(exit) = exit {
+            exit.await;
+        }
+        self.inner.durable_waiters.wake_all();
+        self.inner.room_waiters.wake_all();
+        let _gate = self.inner.write_gate().await?;
+        let result = self.inner.close_files().await;
+        if result.is_err() && self.inner.holds_batches_only_in_commit_log() {
+            // The commit log must keep them: its checkpoints retry the write, and nothing
+            // reopens this directory before they are in the segment (or the node restarts).
+            if let Some(commit_log) = &self.inner.commit_log {
+                commit_log.pin(self.inner.clone());
+            }
+        }
+        result
+    }
+}
+
+impl Inner {
+    /// The write gate (see the module documentation); `Closed` once the log closed it.
+    pub(crate) async fn write_gate(&self) -> Result<glommio::sync::Permit<'_>> {
+        self.write_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed {
+                path: self.dir.clone(),
+            })
+    }
+
+    /// fdatasync of the active segment plus the epoch checkpoint when it changed. Bytes
+    /// written while the fdatasync runs stay counted as unsynced.
+    pub(crate) async fn sync_now(&self) -> Result<()> {
+        let _gate = self
+            .sync_gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| StorageError::Closed {
+                path: self.dir.clone(),
+            })?;
+        let (file, epochs, covered) = {
+            let st = self.state.borrow();
+            (
+                st.active().file.clone(),
+                st.epochs_dirty.then(|| st.epochs.encode()),
+                st.unsynced_bytes,
+            )
+        };
+        file.sync().await?;
+        self.state.borrow_mut().synced(covered);
+        if let Some(text) = epochs {
+            files::write_atomically(&self.dir, files::EPOCH_CHECKPOINT, text.into_bytes()).await?;
+            self.state.borrow_mut().epochs_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// True while acknowledged batches of this log are durable only in the commit log.
+    pub(crate) fn holds_batches_only_in_commit_log(&self) -> bool {
+        self.state
+            .borrow()
+            .holds_batches_only_in_commit_log(self.commit_log.is_some())
+    }
+}

@@ -1,0 +1,104 @@
+//! Recovery's driver, on open: every segment's metadata from its index or a scan (as
+//! [`super::state::segment_source`] decides), a torn or corrupt tail of the active segment
+//! cut off, the leader-epoch checkpoint read back.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+use super::state::{segment_source, LogState, SegmentSource, TailPage};
+use crate::config::LogConfig;
+use crate::epoch::LeaderEpochMap;
+use crate::error::{Result, StorageError};
+use crate::files;
+use crate::index::IndexFile;
+use crate::segment::{align_down, scan_segment, SegmentFile};
+use crate::segment_meta::SegmentMeta;
+use crate::segments::{Segment, Segments};
+
+/// Opens every segment in `dir`: sealed ones from their index (rebuilt by a scan when it is
+/// missing or damaged), the active one by a full scan that truncates a torn or corrupt tail.
+pub(super) async fn recover(dir: &Path, config: &LogConfig) -> Result<LogState> {
+    let mut bases = files::list_segments(dir)?;
+    let epochs = match files::read_small(&dir.join(files::EPOCH_CHECKPOINT), 1 << 20).await? {
+        None => LeaderEpochMap::default(),
+        Some(bytes) => std::str::from_utf8(&bytes).ok().and_then(LeaderEpochMap::decode).unwrap_or_else(|| {
+            tracing::warn!(dir = %dir.display(), "leader-epoch-checkpoint is damaged; rebuilding it from the active segment");
+            LeaderEpochMap::default()
+        }),
+    };
+    let mut epochs = epochs;
+    if bases.is_empty() {
+        SegmentFile::create(dir, 0).await?;
+        bases.push(0);
+    }
+    let mut segments = BTreeMap::new();
+    let last = bases.len() - 1;
+    for (i, base) in bases.into_iter().enumerate() {
+        let file = Rc::new(SegmentFile::open(dir, base).await?);
+        let is_active = i == last;
+        let meta = load_segment(dir, &file, base, config, is_active, &mut epochs).await?;
+        segments.insert(base, Segment { meta, file });
+    }
+    let Some(segments) = Segments::from_ordered(segments) else {
+        return Err(StorageError::InvalidConfig(format!(
+            "no segment could be opened in {}",
+            dir.display()
+        )));
+    };
+    let tail = {
+        let active = segments.active();
+        let size = active.meta.size_bytes;
+        let aligned = align_down(size);
+        let bytes = active.file.read(aligned, (size - aligned) as usize).await?;
+        TailPage {
+            aligned_position: aligned,
+            bytes: bytes.to_vec(),
+        }
+    };
+    Ok(LogState::recovered(
+        segments,
+        tail,
+        epochs,
+        false,
+        config.cache_bytes,
+        Instant::now(),
+    ))
+}
+
+async fn load_segment(
+    dir: &Path,
+    file: &Rc<SegmentFile>,
+    base: u64,
+    config: &LogConfig,
+    is_active: bool,
+    epochs: &mut LeaderEpochMap,
+) -> Result<SegmentMeta> {
+    let index_path = files::index_path(dir, base);
+    let physical = file.physical_size().await?;
+    let index = files::read_small(&index_path, 256 << 20)
+        .await?
+        .and_then(|bytes| IndexFile::decode(&bytes));
+    if is_active {
+        // The active segment will change: its index must not outlive this open.
+        files::remove(&index_path).await?;
+    }
+    if let SegmentSource::Index(idx) = segment_source(index, physical) {
+        return Ok(SegmentMeta::from_index(base, *idx));
+    }
+    let (meta, invalid) =
+        scan_segment(file.clone(), base, config.index_interval_bytes, epochs).await?;
+    if let Some(why) = &invalid {
+        tracing::warn!(segment = %file.path.display(), valid_bytes = meta.size_bytes, physical_bytes = physical,
+            "truncating a torn or corrupt tail: {why}");
+    }
+    if meta.size_bytes != physical {
+        file.truncate(meta.size_bytes).await?;
+        file.sync().await?;
+    }
+    if !is_active {
+        files::write_plain(&index_path, meta.to_index().encode()).await?;
+    }
+    Ok(meta)
+}
