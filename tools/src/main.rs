@@ -4,7 +4,6 @@
 mod bench_cmd;
 mod connect;
 mod consume;
-mod diagnose;
 mod produce;
 mod serve;
 mod time;

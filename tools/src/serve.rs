@@ -10,7 +10,7 @@ use quiver_node::run::{run_node, Banner, NodeConfig};
 use quiver_storage::LogConfig;
 use serde::{Deserialize, Serialize};
 
-use crate::diagnose;
+use quiver_node::startup_checks as diagnose;
 
 /// Default address of a local node: shard i listens on port 7420 + i.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
