@@ -49,7 +49,7 @@ install() {
         ln -sf "$(pwd)/$WORK/nats-sync/py/bin/nats-server" "$WORK/nats-sync/bin/nats-server"
     fi
     log "building quiver with the NATS driver"
-    cargo build --release -q -p quiver --features nats
+    cargo build --release -q -p quiver --features nats,instruments
 }
 
 # Starts a NATS server for system $1 with an empty store; sets NATS_PID and NATS_LABEL.

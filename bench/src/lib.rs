@@ -6,20 +6,18 @@
 //! - `bin/node_bench.rs`: a node's produce latency and throughput against a raw QUIC echo.
 //! - `bin/client_bench.rs`: the client's producer rate and consumer catch-up read.
 //! - [`harness`]: starting a real broker process, pinning threads.
-//! - [`hiccup`]: the machine's own stalls (jHiccup's method), measured during runs and in
-//!   `quiver bench floor`.
-//! - [`machine`]: the idle and frequency settings recorded beside every result.
-//! - [`cpu_wait`]: how long the load generator's and the node's busy threads waited for a
-//!   CPU while runnable (other processes on their CPUs), measured during runs.
-//! - Later (issue "The latency benchmark harness"): open-loop OMB-style workloads against a
-//!   node, with coordinated omission shown.
+//! - [`latency`]: the OMB-style harness behind `quiver bench run`: workloads, open-loop
+//!   pacing, the recorder, drivers (Quiver, the durable echo, NATS), rate search.
+//! - [`floor`]: `quiver bench floor`'s QUIC echo and raw write+fdatasync.
+//! - [`meters`]: what a run measures of the machine beside Quiver, through
+//!   `instruments` (hiccups, CPU waits, busy CPUs, machine settings) when built with the
+//!   cargo feature `instruments`; the shipped binary leaves them out.
 
-pub mod busy_cpu;
-pub mod cpu_wait;
 pub mod floor;
-pub mod hiccup;
+#[cfg(feature = "instruments")]
+pub mod instruments;
 pub mod latency;
-pub mod machine;
+pub mod meters;
 
 pub mod harness {
     //! What the benchmarks share: a real `quiver serve` process, CPU pinning, the JSON report.

@@ -14,7 +14,7 @@ use quiver_bench::latency::rate_search::RateSearch;
 use quiver_bench::latency::recorder::{hgrm, summary, svg_plot, Metric, METRICS};
 use quiver_bench::latency::runner::{run, Progress, RunResult};
 use quiver_bench::latency::workload::Workload;
-use quiver_bench::{cpu_wait, hiccup};
+use quiver_bench::meters::{self, Watch};
 use serde_json::json;
 
 use crate::connect::ClientArgs;
@@ -50,7 +50,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub report_as: Option<String>,
     /// A server process (not embedded) whose busy threads' waits for a CPU are reported
-    /// beside the load generator's and an embedded node's (`cpu_waits`).
+    /// beside the load generator's and an embedded node's (`cpu_waits`; instruments builds).
     #[arg(long)]
     pub watch_pid: Option<u32>,
     #[command(flatten)]
@@ -231,20 +231,6 @@ fn print_summary(result: &RunResult) {
         r["unacknowledged"],
         r["unsent"]
     );
-    println!(
-        "machine: {}",
-        quiver_bench::machine::describe(&r["machine"])
-    );
-    let lag = &r["event_loop_lag"];
-    if lag.is_object() {
-        println!(
-            "load generator's own lag (a task waking every 1 ms on its runtime): p99 {} µs, p99.9 {} µs, max {} µs, {:.2} % of the time > 1 ms",
-            lag["p99_us"],
-            lag["p999_us"],
-            lag["max_us"],
-            100.0 * lag["share_over_1ms"].as_f64().unwrap_or(0.0)
-        );
-    }
     for c in r["transport"]["connections"]
         .as_array()
         .into_iter()
@@ -261,49 +247,36 @@ fn print_summary(result: &RunResult) {
             c["packets_lost"]
         );
     }
-    print_hiccups("platform hiccups during the measurement", &r["hiccups"]);
-    print_block(
-        "busy threads kept from a CPU while runnable (other processes on their CPUs)",
-        cpu_wait::lines(&r["cpu_waits"]),
-    );
+    print_blocks(meters::run_blocks(r));
 }
 
-/// A hiccup summary (`hiccup::summary`) under `title`, a line per CPU; nothing without one.
-fn print_hiccups(title: &str, summary: &serde_json::Value) {
-    print_block(
-        &format!("{title} (a thread per CPU sleeping 1 ms)"),
-        hiccup::lines(summary),
-    );
-}
-
-/// `heading:` and the lines under it, indented; nothing without lines.
-fn print_block(heading: &str, lines: Vec<String>) {
-    if lines.is_empty() {
-        return;
-    }
-    println!("{heading}:");
-    for line in lines {
-        println!("  {line}");
+/// Each heading, and the lines under it indented; a heading with no lines under it that
+/// ends in `:` is left out (a meter with nothing to say).
+fn print_blocks(blocks: Vec<meters::Block>) {
+    for (heading, lines) in blocks {
+        if lines.is_empty() && heading.ends_with(':') {
+            continue;
+        }
+        println!("{heading}");
+        for line in lines {
+            println!("  {line}");
+        }
     }
 }
 
-/// [`run`] with the platform's hiccups, the load generator's own event-loop lag and the
-/// waits for a CPU of the busy threads of `watch` measured over the same window (after the
-/// warm-up): they land in the report as `hiccups`, `event_loop_lag` and `cpu_waits`, beside
-/// the transport's counters and the machine's idle settings (`machine`, as in floor.json).
+/// [`run`] with the transport's counters in the report, and, in a build with the machine
+/// instruments, the platform's hiccups, the load generator's event-loop lag and the waits
+/// for a CPU of the busy threads of `watch` over the same window (after the warm-up).
 async fn run_metered(
     driver: Arc<dyn Driver>,
     workload: &Workload,
     rate: u64,
-    watch: &[cpu_wait::Watch],
+    watch: &[Watch],
     progress_every: Duration,
     progress: impl Fn(Progress) + Send + Sync + 'static,
 ) -> Result<RunResult, String> {
     let measure_from = std::time::Instant::now() + Duration::from_secs(workload.warmup_duration_s);
-    let meters = hiccup::Meters::start(measure_from);
-    let waits = cpu_wait::CpuWaits::start(watch.to_vec(), measure_from);
-    let stop_lag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let lag = tokio::spawn(hiccup::event_loop_lag(measure_from, stop_lag.clone()));
+    let machine = meters::RunMeters::start(measure_from, watch);
     let result = run(
         driver.clone(),
         workload,
@@ -313,18 +286,15 @@ async fn run_metered(
         progress,
     )
     .await;
-    let hiccups = meters.stop();
-    let waits = waits.stop();
-    stop_lag.store(true, std::sync::atomic::Ordering::Release);
-    let lag = lag.await.ok().flatten();
+    let mut report = serde_json::Value::Null;
+    machine.stop(&mut report).await;
     let mut result = result?;
-    result.report["hiccups"] = hiccup::summary(&hiccups);
-    result.report["cpu_waits"] = cpu_wait::summary(&waits);
-    result.report["transport"] = driver.transport_report();
-    result.report["machine"] = quiver_bench::machine::settings();
-    if let Some(lag) = lag {
-        result.report["event_loop_lag"] = hiccup::lag_summary(&lag);
+    if let serde_json::Value::Object(fields) = report {
+        for (k, v) in fields {
+            result.report[k] = v;
+        }
     }
+    result.report["transport"] = driver.transport_report();
     Ok(result)
 }
 
@@ -336,15 +306,21 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
         workload.test_duration_s = d;
     }
     let mut node = None;
-    let mut watch = vec![cpu_wait::Watch {
+    let mut watch = vec![Watch {
         label: "load generator".into(),
         pid: std::process::id(),
     }];
     if let Some(pid) = b.watch_pid {
-        watch.push(cpu_wait::Watch {
+        watch.push(Watch {
             label: format!("server (pid {pid})"),
             pid,
         });
+    }
+    if b.watch_pid.is_some() && !meters::BUILT_IN {
+        return Err(format!(
+            "--watch-pid measures the machine, which this build leaves out; build it in with: {}",
+            meters::BUILD_WITH
+        ));
     }
     let mut echo_dir = None;
     let driver: Arc<dyn Driver> = match b.system.as_str() {
@@ -352,7 +328,7 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
             let client_args = if b.embedded {
                 let (embedded, broker, data) = start_embedded()?;
                 eprintln!("embedded node at {broker}");
-                watch.push(cpu_wait::Watch {
+                watch.push(Watch {
                     label: "node".into(),
                     pid: embedded.child.id(),
                 });
@@ -523,11 +499,18 @@ fn start_durable_echo() -> Result<(Arc<dyn Driver>, tempfile::TempDir), String> 
 pub fn floor(
     size: usize,
     samples: usize,
-    hiccup_s: u64,
-    busy_s: u64,
+    hiccup_s: Option<u64>,
+    busy_s: Option<u64>,
     data_dir: &Path,
     out: &Path,
 ) -> Result<(), String> {
+    if !meters::BUILT_IN && (hiccup_s.is_some() || busy_s.is_some()) {
+        return Err(format!(
+            "--hiccup-s and --busy-s measure the machine, which this build leaves out; build it in with: {}",
+            meters::BUILD_WITH
+        ));
+    }
+    let (hiccup_s, busy_s) = (hiccup_s.unwrap_or(10), busy_s.unwrap_or(5));
     std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let tls_dir = tempfile::tempdir_in(data_dir).map_err(|e| e.to_string())?;
     // Placed as `--embedded` places the node and the load generator: the floor's messages
@@ -549,26 +532,10 @@ pub fn floor(
         size,
         samples,
     ));
-    let hiccups = (hiccup_s > 0).then(|| {
-        let mut s = hiccup::summary(&hiccup::measure_idle(Duration::from_secs(hiccup_s)));
-        s["seconds"] = json!(hiccup_s);
-        s
-    });
-    let busy = (busy_s > 0).then(|| {
-        let cpus = quiver_bench::busy_cpu::measure(Duration::from_secs(busy_s));
-        quiver_bench::busy_cpu::summary(&cpus, busy_s as f64)
-    });
-    let machine = quiver_bench::machine::settings();
     let mut report = json!({"message_size": size, "samples": samples, "quic_echo": summary(&echo), "write_fdatasync_4k": summary(&fsync),
         "floor_p99_us": echo.value_at_quantile(0.99) + fsync.value_at_quantile(0.99),
-        "placement": placement.map(|p| json!({"echo_client_cpu": p.load_generator_cpu, "server_cpu": p.first_node_cpu})),
-        "machine": machine});
-    if let Some(h) = &hiccups {
-        report["hiccups_idle"] = h.clone();
-    }
-    if let Some(b) = &busy {
-        report["busy_cpus"] = b.clone();
-    }
+        "placement": placement.map(|p| json!({"echo_client_cpu": p.load_generator_cpu, "server_cpu": p.first_node_cpu}))});
+    meters::measure_floor(hiccup_s, busy_s, &mut report);
     println!("| floor | p50 | p99 | p99.9 |\n|---|---|---|---|");
     for (name, h) in [("QUIC echo", &echo), ("write + fdatasync", &fsync)] {
         println!(
@@ -588,21 +555,7 @@ pub fn floor(
             p.load_generator_cpu, p.first_node_cpu
         );
     }
-    println!(
-        "machine: {}",
-        quiver_bench::machine::describe(&report["machine"])
-    );
-    if let Some(h) = &hiccups {
-        print_hiccups(&format!("hiccups of the idle machine over {hiccup_s} s"), h);
-    }
-    if let Some(b) = &busy {
-        print_block(
-            &format!(
-                "what busy CPUs lose over {busy_s} s (a thread per CPU spinning, all at once)"
-            ),
-            quiver_bench::busy_cpu::lines(b),
-        );
-    }
+    print_blocks(meters::floor_blocks(&report));
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     std::fs::write(
         out.join("floor.json"),

@@ -150,20 +150,22 @@ enum TopicCommand {
 enum BenchCommand {
     /// Run a workload file against a node (--broker) or an embedded one (--embedded).
     Run(Box<bench_cmd::BenchArgs>),
-    /// This machine's floor: QUIC echo round trip of the message size, raw write + fdatasync,
-    /// the platform's hiccups (a thread per CPU sleeping 1 ms, as jHiccup) and what busy CPUs
-    /// lose (a thread per CPU spinning).
+    /// This machine's floor: QUIC echo round trip of the message size and raw write +
+    /// fdatasync; in a build with `--features instruments`, also the platform's hiccups (a
+    /// thread per CPU sleeping 1 ms, as jHiccup) and what busy CPUs lose.
     Floor {
         #[arg(long, default_value_t = 1024)]
         message_size: usize,
         #[arg(long, default_value_t = 5000)]
         samples: usize,
-        /// Seconds of hiccup measurement on the idle machine (0: skip).
-        #[arg(long, default_value_t = 10)]
-        hiccup_s: u64,
-        /// Seconds of spinning on every CPU at once, to see what busy CPUs lose (0: skip).
-        #[arg(long, default_value_t = 5)]
-        busy_s: u64,
+        /// Seconds of hiccup measurement on the idle machine (0: skip) [default: 10;
+        /// instruments builds only].
+        #[arg(long)]
+        hiccup_s: Option<u64>,
+        /// Seconds of spinning on every CPU at once, to see what busy CPUs lose (0: skip)
+        /// [default: 5; instruments builds only].
+        #[arg(long)]
+        busy_s: Option<u64>,
         /// A directory on the disk the data directory would use.
         #[arg(long, default_value = ".")]
         data_dir: PathBuf,

@@ -3,7 +3,7 @@
 //! `/proc/<pid>/task/<tid>/schedstat` (ns run, ns runnable but waiting, sched_info) every
 //! [`INTERVAL`] by a sampler thread of its own.
 //!
-//! The hiccup meters ([`crate::hiccup`]) run `SCHED_FIFO`, so a normal-priority neighbour
+//! The hiccup meters ([`crate::instruments::hiccup`]) run `SCHED_FIFO`, so a normal-priority neighbour
 //! never delays them: they show the hypervisor and non-preemptible kernel work, not another
 //! process taking a CPU. That is what this shows. On the 2-vCPU VMs the published figures come
 //! from, the VM's own agent (a process at nice −10) runs 2–5 ms about once a second on one of
@@ -34,12 +34,7 @@ const SETTLE_SAMPLES: u32 = 200;
 /// Share of the settle window a thread must have run to stay watched.
 const BUSY_SHARE: f64 = 0.05;
 
-/// A process whose busy threads are watched, under a label for the report.
-#[derive(Debug, Clone)]
-pub struct Watch {
-    pub label: String,
-    pub pid: u32,
-}
+pub use crate::meters::Watch;
 
 /// The waits one thread had over the measured window.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,7 +201,7 @@ impl CpuWaits {
 fn sample(watch: &[Watch], measure_from: Instant, stop: &AtomicBool) -> Vec<ThreadWaits> {
     // Real-time where allowed, as the hiccup meters: a late sampler only blurs the ±1 ms, but
     // it should not itself wait behind what it measures.
-    crate::hiccup::measuring_thread();
+    crate::instruments::hiccup::measuring_thread();
     while Instant::now() < measure_from {
         if stop.load(Ordering::Acquire) {
             return Vec::new();

@@ -1,7 +1,7 @@
 //! What a busy CPU loses: a thread per CPU spins on the clock for a while, all CPUs at once,
 //! and adds up the gaps in which it did not run.
 //!
-//! The hiccup meters ([`crate::hiccup`]) sleep between samples, so they see what stops a
+//! The hiccup meters ([`crate::instruments::hiccup`]) sleep between samples, so they see what stops a
 //! thread that wakes: they miss what only happens to a CPU that stays busy, as a benchmark's
 //! node and load generator do. On a virtual machine whose host is short of cores, the host
 //! takes a busy vCPU away for milliseconds at a time and gives an idle one back at once: on
@@ -111,7 +111,7 @@ fn spin(cpu: usize, start_at: Instant, duration: Duration) -> BusyCpu {
 /// where the kernel does not keep it.
 fn run_queue_wait() -> Duration {
     let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    let wait_ns = crate::cpu_wait::parse_schedstat(&text).map_or(0, |(_, wait)| wait);
+    let wait_ns = crate::instruments::cpu_wait::parse_schedstat(&text).map_or(0, |(_, wait)| wait);
     Duration::from_nanos(wait_ns)
 }
 
@@ -146,7 +146,7 @@ fn round2(x: f64) -> f64 {
 
 /// One line per CPU of a [`summary`], for people.
 pub fn lines(summary: &serde_json::Value) -> Vec<String> {
-    crate::hiccup::per_cpu_lines(summary, |c| {
+    crate::instruments::hiccup::per_cpu_lines(summary, |c| {
         format!(
             "cpu {}: lost {:.1} ms/s ({:.1} to other threads, {:.1} unseen by the guest: interrupts or the host), {} gaps > 1 ms, longest {:.2} ms",
             c["cpu"],
