@@ -73,6 +73,9 @@ pub struct CommitLogStats {
     pub bytes_written: u64,
     pub rotations: u64,
     pub checkpoints: u64,
+    /// Rotations that found no checkpointed spare and created a file that was not pre-written
+    /// (the checkpoints did not keep up with the write rate).
+    pub rotations_without_spare: u64,
 }
 
 struct Queued {
@@ -84,6 +87,10 @@ struct ActiveFile {
     seq: u64,
     path: PathBuf,
     file: Rc<DmaFile>,
+    /// Its blocks were written ahead (a spare, or the first file): a write overwrites
+    /// initialised blocks and needs no journal commit. A file created when no spare was ready
+    /// extends with every write, and each O_DSYNC write waits for the filesystem's journal.
+    prewritten: bool,
 }
 
 struct State {
@@ -238,7 +245,12 @@ impl CommitLog {
             root,
             state: RefCell::new(State {
                 queue: VecDeque::new(),
-                active: ActiveFile { seq: 1, path, file },
+                active: ActiveFile {
+                    seq: 1,
+                    path,
+                    file,
+                    prewritten: spare.is_some(),
+                },
                 position: 0,
                 spare,
                 spare_claimed: false,
@@ -446,13 +458,14 @@ async fn writer(inner: Rc<Inner>) {
 }
 
 async fn write_round(inner: &Rc<Inner>, round: &[Queued]) -> Result<()> {
-    let (file, path, seq, position) = {
+    let (file, path, seq, position, prewritten) = {
         let st = inner.state.borrow();
         (
             st.active.file.clone(),
             st.active.path.clone(),
             st.active.seq,
             st.position,
+            st.active.prewritten,
         )
     };
     let entries: Vec<&Entry> = round.iter().map(|q| &q.entry).collect();
@@ -474,6 +487,9 @@ async fn write_round(inner: &Rc<Inner>, round: &[Queued]) -> Result<()> {
             file = %path.display(),
             took_ms = took.as_millis() as u64,
             bytes = len,
+            position,
+            prewritten,
+            rotations_without_spare = st.stats.rotations_without_spare,
             "a commit log write took {} ms: acks=all produce requests of this shard waited for it; \
              the disk (or the filesystem's journal) stalled",
             took.as_millis()
@@ -494,9 +510,9 @@ async fn rotate(inner: &Rc<Inner>) -> Result<()> {
     let seq = inner.state.borrow().active.seq + 1;
     let path = wal_path(&inner.dir, seq);
     let spare = inner.state.borrow_mut().spare.take();
-    let file = match spare {
+    let (file, prewritten) = match spare {
         Some((spare_path, file)) => match glommio::io::rename(&spare_path, &path).await {
-            Ok(()) => file,
+            Ok(()) => (file, true),
             Err(e) => {
                 inner.state.borrow_mut().spare = Some((spare_path, file));
                 return Err(StorageError::from_glommio(
@@ -506,13 +522,20 @@ async fn rotate(inner: &Rc<Inner>) -> Result<()> {
                 ));
             }
         },
-        None => create_file(&path).await?,
+        None => (create_file(&path).await?, false),
     };
     let full = {
         let mut st = inner.state.borrow_mut();
         st.position = 0;
         st.stats.rotations += 1;
-        std::mem::replace(&mut st.active, ActiveFile { seq, path, file })
+        st.stats.rotations_without_spare += u64::from(!prewritten);
+        let next = ActiveFile {
+            seq,
+            path,
+            file,
+            prewritten,
+        };
+        std::mem::replace(&mut st.active, next)
     };
     crate::spawn_detached(
         checkpoint(inner.clone(), full),
