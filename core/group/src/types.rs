@@ -1,0 +1,121 @@
+//! Topic-partitions, assignments, group configuration and the node-wide limits.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One partition of one topic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+/// The partitions a member owns or should own.
+pub type Assignment = BTreeSet<TopicPartition>;
+
+/// Partition counts of the topics a group subscribes to (a topic absent: does not exist).
+pub type TopicCounts = BTreeMap<String, i32>;
+
+/// Which assignor computes a group's target assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AssignorKind {
+    /// Each topic's partitions in contiguous ranges over the members subscribed to it.
+    Range,
+    /// All partitions spread evenly (counts differ by at most one), moving as few as
+    /// possible from their current owners.
+    #[default]
+    Uniform,
+}
+
+impl AssignorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Range => "range",
+            Self::Uniform => "uniform",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "range" => Some(Self::Range),
+            "uniform" | "sticky" => Some(Self::Uniform),
+            _ => None,
+        }
+    }
+}
+
+/// A group's configuration (`quiver group alter-config`), within the node's [`Limits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// A member not heard from for this long is removed and its partitions reassigned.
+    pub session_timeout_ms: u32,
+    /// How often members heartbeat (told to them in every heartbeat answer).
+    pub heartbeat_interval_ms: u32,
+    pub assignor: AssignorKind,
+}
+
+impl Default for GroupConfig {
+    /// Kafka's KIP-848 defaults: 45 s session, 5 s heartbeat.
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+            assignor: AssignorKind::Uniform,
+        }
+    }
+}
+
+/// Node-wide bounds every group and request is held to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_groups: usize,
+    pub max_members_per_group: usize,
+    /// Longest member id, instance id or group id.
+    pub max_id_bytes: usize,
+    /// Longest metadata string of a committed offset.
+    pub max_offset_metadata_bytes: usize,
+    /// Most topics one member may subscribe to.
+    pub max_subscribed_topics: usize,
+    pub min_session_timeout_ms: u32,
+    pub max_session_timeout_ms: u32,
+    pub min_heartbeat_interval_ms: u32,
+    pub max_heartbeat_interval_ms: u32,
+    /// Longest a member may take to revoke partitions before it is removed.
+    pub max_rebalance_timeout_ms: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_groups: 10_000,
+            max_members_per_group: 1_000,
+            max_id_bytes: 255,
+            max_offset_metadata_bytes: 4_096,
+            max_subscribed_topics: 1_000,
+            min_session_timeout_ms: 1_000,
+            max_session_timeout_ms: 1_800_000,
+            min_heartbeat_interval_ms: 100,
+            max_heartbeat_interval_ms: 60_000,
+            max_rebalance_timeout_ms: 1_800_000,
+        }
+    }
+}
+
+/// A committed offset of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The next offset the group will read.
+    pub offset: i64,
+    /// Whatever the committer attached (at most `max_offset_metadata_bytes`).
+    pub metadata: String,
+    /// When it was committed (ms since the epoch, the coordinator's clock).
+    pub commit_time_ms: i64,
+}
