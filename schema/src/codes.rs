@@ -16,6 +16,12 @@ pub fn wire_api(api: Api) -> wire::ApiKey {
         Api::ListOffsets => wire::ApiKey::ListOffsets,
         Api::Produce => wire::ApiKey::Produce,
         Api::Fetch => wire::ApiKey::Fetch,
+        Api::ConsumerGroupHeartbeat => wire::ApiKey::ConsumerGroupHeartbeat,
+        Api::OffsetCommit => wire::ApiKey::OffsetCommit,
+        Api::OffsetFetch => wire::ApiKey::OffsetFetch,
+        Api::ListGroups => wire::ApiKey::ListGroups,
+        Api::DescribeGroup => wire::ApiKey::DescribeGroup,
+        Api::DeleteGroup => wire::ApiKey::DeleteGroup,
     }
 }
 
@@ -42,8 +48,79 @@ pub fn wire_code(code: ErrorCode) -> wire::ErrorCode {
         ErrorCode::TooManyRequests => wire::ErrorCode::TooManyRequests,
         ErrorCode::ShuttingDown => wire::ErrorCode::ShuttingDown,
         ErrorCode::InvalidRequest => wire::ErrorCode::InvalidRequest,
+        ErrorCode::FencedMemberEpoch => wire::ErrorCode::FencedMemberEpoch,
+        ErrorCode::UnknownMemberId => wire::ErrorCode::UnknownMemberId,
+        ErrorCode::StaleGeneration => wire::ErrorCode::StaleGeneration,
+        ErrorCode::UnknownGroup => wire::ErrorCode::UnknownGroup,
+        ErrorCode::UnassignedPartition => wire::ErrorCode::UnassignedPartition,
+        ErrorCode::GroupNotEmpty => wire::ErrorCode::GroupNotEmpty,
+        ErrorCode::LimitExceeded => wire::ErrorCode::LimitExceeded,
+        ErrorCode::CoordinatorLoading => wire::ErrorCode::CoordinatorLoading,
     }
 }
+
+/// The broker's API for a wire key; `None` for a key this build does not know.
+pub fn broker_api(key: wire::ApiKey) -> Option<Api> {
+    ALL_APIS.iter().copied().find(|a| wire_api(*a) == key)
+}
+
+/// The broker's error code for a wire code (`Unknown` for one this build does not know).
+pub fn broker_code(code: wire::ErrorCode) -> ErrorCode {
+    ALL_CODES
+        .iter()
+        .copied()
+        .find(|c| wire_code(*c) == code)
+        .unwrap_or(ErrorCode::Unknown)
+}
+
+const ALL_APIS: [Api; 15] = [
+    Api::Handshake,
+    Api::Metadata,
+    Api::CreateTopics,
+    Api::DeleteTopics,
+    Api::DescribeConfigs,
+    Api::AlterConfigs,
+    Api::ListOffsets,
+    Api::Produce,
+    Api::Fetch,
+    Api::ConsumerGroupHeartbeat,
+    Api::OffsetCommit,
+    Api::OffsetFetch,
+    Api::ListGroups,
+    Api::DescribeGroup,
+    Api::DeleteGroup,
+];
+
+const ALL_CODES: [ErrorCode; 28] = [
+    ErrorCode::Unknown,
+    ErrorCode::MalformedRequest,
+    ErrorCode::UnsupportedVersion,
+    ErrorCode::UnknownApi,
+    ErrorCode::FrameTooLarge,
+    ErrorCode::UnknownTopic,
+    ErrorCode::UnknownPartition,
+    ErrorCode::NotOwner,
+    ErrorCode::TopicExists,
+    ErrorCode::InvalidTopicName,
+    ErrorCode::InvalidConfig,
+    ErrorCode::InvalidBatch,
+    ErrorCode::CorruptData,
+    ErrorCode::OffsetOutOfRange,
+    ErrorCode::DiskFull,
+    ErrorCode::StorageError,
+    ErrorCode::Timeout,
+    ErrorCode::TooManyRequests,
+    ErrorCode::ShuttingDown,
+    ErrorCode::InvalidRequest,
+    ErrorCode::FencedMemberEpoch,
+    ErrorCode::UnknownMemberId,
+    ErrorCode::StaleGeneration,
+    ErrorCode::UnknownGroup,
+    ErrorCode::UnassignedPartition,
+    ErrorCode::GroupNotEmpty,
+    ErrorCode::LimitExceeded,
+    ErrorCode::CoordinatorLoading,
+];
 
 /// The broker's acks for a wire value; `None` for a value the protocol does not define.
 pub fn acks(acks: wire::Acks) -> Option<Acks> {
@@ -61,33 +138,23 @@ mod tests {
 
     #[test]
     fn every_error_code_has_its_own_wire_code() {
-        let all = [
-            ErrorCode::Unknown,
-            ErrorCode::MalformedRequest,
-            ErrorCode::UnsupportedVersion,
-            ErrorCode::UnknownApi,
-            ErrorCode::FrameTooLarge,
-            ErrorCode::UnknownTopic,
-            ErrorCode::UnknownPartition,
-            ErrorCode::NotOwner,
-            ErrorCode::TopicExists,
-            ErrorCode::InvalidTopicName,
-            ErrorCode::InvalidConfig,
-            ErrorCode::InvalidBatch,
-            ErrorCode::CorruptData,
-            ErrorCode::OffsetOutOfRange,
-            ErrorCode::DiskFull,
-            ErrorCode::StorageError,
-            ErrorCode::Timeout,
-            ErrorCode::TooManyRequests,
-            ErrorCode::ShuttingDown,
-            ErrorCode::InvalidRequest,
-        ];
+        let all = ALL_CODES;
         let mut wire: Vec<i16> = all.iter().map(|c| wire_code(*c).0).collect();
         wire.sort_unstable();
         wire.dedup();
         assert_eq!(wire.len(), all.len());
         assert!(!wire.contains(&wire::ErrorCode::None.0));
         assert_eq!(wire.len() as i16, wire::ErrorCode::ENUM_MAX);
+        for c in all {
+            assert_eq!(broker_code(wire_code(c)), c);
+        }
+    }
+
+    #[test]
+    fn every_api_has_its_own_wire_key() {
+        for k in wire::ApiKey::ENUM_MIN..=wire::ApiKey::ENUM_MAX {
+            let api = broker_api(wire::ApiKey(k)).expect("every wire key is an API");
+            assert_eq!(wire_api(api).0, k);
+        }
     }
 }

@@ -291,16 +291,20 @@ fn parse(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, String, Parsed), 
                 partitions,
             }))
         }
-        other => Err(refuse(
-            id,
-            other,
-            ErrorCode::UnknownApi,
-            format!(
-                "API {} is unknown to this node; it supports 0..={}",
-                other.0,
-                ApiKey::ENUM_MAX
-            ),
-        )),
+        other => match crate::groups::decode(&env, other) {
+            Some(Ok(r)) => ready(r),
+            Some(Err(message)) => Err(refuse(id, api, ErrorCode::InvalidRequest, message)),
+            None => Err(refuse(
+                id,
+                other,
+                ErrorCode::UnknownApi,
+                format!(
+                    "API {} is unknown to this node; it supports 0..={}",
+                    other.0,
+                    ApiKey::ENUM_MAX
+                ),
+            )),
+        },
     }
 }
 

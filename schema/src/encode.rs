@@ -23,6 +23,21 @@ pub fn encode_response(request_id: u64, response: &Response) -> Bytes {
         Response::ListOffsets { offset, outcome } => list_offsets(request_id, *offset, outcome),
         Response::Produce(parts) => produce(request_id, parts),
         Response::Fetch(parts) => fetch(request_id, parts),
+        Response::ConsumerGroupHeartbeat(_)
+        | Response::OffsetCommit { .. }
+        | Response::OffsetFetch(_)
+        | Response::ListGroups(_)
+        | Response::DescribeGroup(_)
+        | Response::DeleteGroup(_) => {
+            crate::groups::encode(request_id, response).unwrap_or_else(|| {
+                error_frame(
+                    request_id,
+                    ApiKey::Handshake,
+                    wire::ErrorCode::Unknown,
+                    "unencodable",
+                )
+            })
+        }
         Response::Refused { api, error } => error_frame(
             request_id,
             wire_api(*api),

@@ -10,6 +10,8 @@
 //! - [`decode`] / [`encode`]: the node's side — request frames into the broker's typed
 //!   requests ([`quiver_broker_api::Request`]) and its responses into frames; [`codes`] maps
 //!   the broker's names to the wire's. A Kafka wire codec would sit beside these.
+//! - [`groups`]: the consumer group APIs, both directions (decode/encode on the node,
+//!   request encoders and response readers for the client).
 //!
 //! Record batches are `[ubyte]` vectors: [`frame::vector_range`] gives their position in the
 //! received buffer so the broker can split them out without a copy.
@@ -18,6 +20,7 @@ pub mod codes;
 pub mod decode;
 pub mod encode;
 pub mod frame;
+pub mod groups;
 pub mod requests;
 mod responses;
 

@@ -71,6 +71,21 @@ pub const CONFIG_KEYS: &[(&str, &str, &str)] = &[
         "acks=all appends are made durable by one commit log per shard: one O_DSYNC write per round for all its partitions (false: a write + fdatasync per partition per round).",
     ),
     (
+        "offsets_topic_partitions",
+        "16",
+        "Partitions of __consumer_offsets when it is created on first use (a group's coordinator is the shard owning hash(group) % N).",
+    ),
+    (
+        "group_session_timeout_ms",
+        "45000",
+        "A consumer group member not heard from for this long is removed and its partitions reassigned (new groups' default).",
+    ),
+    (
+        "group_heartbeat_interval_ms",
+        "5000",
+        "How often consumer group members heartbeat (new groups' default; below the session timeout).",
+    ),
+    (
         "log_level",
         "info",
         "Log filter (tracing syntax); RUST_LOG overrides it.",
@@ -115,6 +130,15 @@ pub struct ServeConfig {
     /// per partition (false).
     #[arg(long)]
     pub shard_commit_log: Option<bool>,
+    /// Partitions of __consumer_offsets when it is created.
+    #[arg(long)]
+    pub offsets_topic_partitions: Option<u32>,
+    /// Consumer group session timeout (new groups' default), ms.
+    #[arg(long)]
+    pub group_session_timeout_ms: Option<u32>,
+    /// Consumer group heartbeat interval (new groups' default), ms.
+    #[arg(long)]
+    pub group_heartbeat_interval_ms: Option<u32>,
     /// Log filter (tracing syntax), e.g. info or quiver_storage=debug.
     #[arg(long)]
     pub log_level: Option<String>,
@@ -137,6 +161,15 @@ impl ServeConfig {
                 .retention_check_interval_ms
                 .or(lower.retention_check_interval_ms),
             shard_commit_log: self.shard_commit_log.or(lower.shard_commit_log),
+            offsets_topic_partitions: self
+                .offsets_topic_partitions
+                .or(lower.offsets_topic_partitions),
+            group_session_timeout_ms: self
+                .group_session_timeout_ms
+                .or(lower.group_session_timeout_ms),
+            group_heartbeat_interval_ms: self
+                .group_heartbeat_interval_ms
+                .or(lower.group_heartbeat_interval_ms),
             log_level: self.log_level.or(lower.log_level),
         }
     }
@@ -153,14 +186,17 @@ impl ServeConfig {
             let var = format!("QUIVER_{}", key.to_uppercase());
             if let Some(value) = get(&var) {
                 let v = match *key {
-                    "shards" | "max_frame_bytes" | "retention_check_interval_ms" => {
-                        toml::Value::Integer(
-                            value
-                                .trim()
-                                .parse()
-                                .map_err(|_| format!("{var}={value:?} is not a whole number"))?,
-                        )
-                    }
+                    "shards"
+                    | "max_frame_bytes"
+                    | "retention_check_interval_ms"
+                    | "offsets_topic_partitions"
+                    | "group_session_timeout_ms"
+                    | "group_heartbeat_interval_ms" => toml::Value::Integer(
+                        value
+                            .trim()
+                            .parse()
+                            .map_err(|_| format!("{var}={value:?} is not a whole number"))?,
+                    ),
                     "shard_commit_log" => toml::Value::Boolean(match value.trim() {
                         "true" | "1" => true,
                         "false" | "0" => false,
@@ -173,6 +209,44 @@ impl ServeConfig {
         }
         ServeConfig::deserialize(table).map_err(|e| format!("environment: {e}"))
     }
+}
+
+/// Consumer group settings from the configuration, checked against the node's bounds.
+fn group_settings(
+    cfg: &ServeConfig,
+) -> Result<quiver_broker::groups::GroupSettings, (i32, String)> {
+    let mut g = quiver_broker::groups::GroupSettings::default();
+    if let Some(n) = cfg.offsets_topic_partitions {
+        if n == 0 || n > quiver_broker::MAX_PARTITIONS_PER_TOPIC as u32 {
+            return Err((
+                2,
+                format!(
+                    "offsets_topic_partitions = {n}: use 1 to {}",
+                    quiver_broker::MAX_PARTITIONS_PER_TOPIC
+                ),
+            ));
+        }
+        g.offsets_topic_partitions = n;
+    }
+    if let Some(ms) = cfg.group_session_timeout_ms {
+        g.defaults.session_timeout_ms = ms;
+    }
+    if let Some(ms) = cfg.group_heartbeat_interval_ms {
+        g.defaults.heartbeat_interval_ms = ms;
+    }
+    let l = &g.limits;
+    let d = &g.defaults;
+    if !(l.min_session_timeout_ms..=l.max_session_timeout_ms).contains(&d.session_timeout_ms)
+        || !(l.min_heartbeat_interval_ms..=l.max_heartbeat_interval_ms)
+            .contains(&d.heartbeat_interval_ms)
+        || d.heartbeat_interval_ms >= d.session_timeout_ms
+    {
+        return Err((2, format!(
+            "group_session_timeout_ms = {} and group_heartbeat_interval_ms = {}: the session must be {}..={} ms, the heartbeat {}..={} ms and below the session",
+            d.session_timeout_ms, d.heartbeat_interval_ms, l.min_session_timeout_ms, l.max_session_timeout_ms, l.min_heartbeat_interval_ms, l.max_heartbeat_interval_ms
+        )));
+    }
+    Ok(g)
 }
 
 /// The configuration reference of docs/operations.md, generated from [`CONFIG_KEYS`].
@@ -256,6 +330,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
         (None, None) => cpus,
     };
     let cores = cores.or_else(|| cfg.shards.is_none().then(|| (0..cpus).collect()));
+    let groups = group_settings(&cfg)?;
     let listen = cfg
         .listen
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default address"));
@@ -307,6 +382,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
             default_log: LogConfig::default(),
             retention_check_interval_ms: cfg.retention_check_interval_ms.unwrap_or(300_000),
             shard_commit_log: cfg.shard_commit_log.unwrap_or(true),
+            groups,
         },
         bind_host: listen.ip(),
         cores,
@@ -360,6 +436,9 @@ mod tests {
             max_frame_bytes: Some(1),
             retention_check_interval_ms: Some(1),
             shard_commit_log: Some(true),
+            offsets_topic_partitions: Some(1),
+            group_session_timeout_ms: Some(1),
+            group_heartbeat_interval_ms: Some(1),
             log_level: Some("info".into()),
         };
         let fields: Vec<String> = serde_json::to_value(&all)

@@ -24,6 +24,14 @@ pub enum ErrorCode {
     TooManyRequests,
     ShuttingDown,
     InvalidRequest,
+    FencedMemberEpoch,
+    UnknownMemberId,
+    StaleGeneration,
+    UnknownGroup,
+    UnassignedPartition,
+    GroupNotEmpty,
+    LimitExceeded,
+    CoordinatorLoading,
 }
 
 /// An error code with a message a person can act on.
@@ -45,3 +53,20 @@ impl ApiError {
 
 /// Success, or why not.
 pub type Outcome = Result<(), ApiError>;
+
+impl From<quiver_group::GroupError> for ApiError {
+    fn from(e: quiver_group::GroupError) -> Self {
+        use quiver_group::GroupError as G;
+        let code = match &e {
+            G::FencedMemberEpoch { .. } => ErrorCode::FencedMemberEpoch,
+            G::UnknownMemberId { .. } => ErrorCode::UnknownMemberId,
+            G::StaleGeneration { .. } => ErrorCode::StaleGeneration,
+            G::UnknownGroup(_) => ErrorCode::UnknownGroup,
+            G::UnassignedPartition { .. } => ErrorCode::UnassignedPartition,
+            G::GroupNotEmpty(_) => ErrorCode::GroupNotEmpty,
+            G::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+            G::Invalid(_) => ErrorCode::InvalidRequest,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}

@@ -24,10 +24,12 @@ pub mod response;
 pub use context::{Principal, RequestContext};
 pub use error::{ApiError, ErrorCode, Outcome};
 pub use request::{
-    Acks, Api, Fetch, FetchPartition, NewTopic, OffsetQuery, Produce, ProducePartition, Request,
+    Acks, Api, Fetch, FetchPartition, Heartbeat, NewTopic, OffsetCommit, OffsetQuery, Produce,
+    ProducePartition, Request, TopicPartition,
 };
 pub use response::{
-    FetchPartOutcome, HandshakeInfo, PartitionInfo, ProducePartOutcome, Response, TopicConfigs,
+    CommittedOffset, FetchPartOutcome, GroupDescription, GroupListing, GroupState, HandshakeInfo,
+    HeartbeatOutcome, MemberDescription, PartitionInfo, ProducePartOutcome, Response, TopicConfigs,
     TopicInfo, TopicResult,
 };
 

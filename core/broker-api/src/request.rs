@@ -1,6 +1,7 @@
 //! [`Request`]: every API a broker serves, as owned values.
 
 use bytes::BytesMut;
+pub use quiver_group::{Heartbeat, OffsetCommit, TopicPartition};
 
 /// The APIs, by name (a protocol codec maps its own keys to these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,6 +15,12 @@ pub enum Api {
     ListOffsets,
     Produce,
     Fetch,
+    ConsumerGroupHeartbeat,
+    OffsetCommit,
+    OffsetFetch,
+    ListGroups,
+    DescribeGroup,
+    DeleteGroup,
 }
 
 /// How much acknowledgement a produce waits for.
@@ -111,6 +118,23 @@ pub enum Request {
     },
     Produce(Produce),
     Fetch(Fetch),
+    /// A consumer group member's heartbeat (join, leave, reconcile).
+    ConsumerGroupHeartbeat(Heartbeat),
+    OffsetCommit(OffsetCommit),
+    /// Committed offsets of `partitions` (empty: all of the group's).
+    OffsetFetch {
+        group: String,
+        partitions: Vec<TopicPartition>,
+    },
+    /// The groups whose coordinator is the shard asked.
+    ListGroups,
+    DescribeGroup {
+        group: String,
+    },
+    DeleteGroup {
+        group: String,
+        force: bool,
+    },
 }
 
 impl Request {
@@ -126,6 +150,25 @@ impl Request {
             Self::ListOffsets { .. } => Api::ListOffsets,
             Self::Produce(_) => Api::Produce,
             Self::Fetch(_) => Api::Fetch,
+            Self::ConsumerGroupHeartbeat(_) => Api::ConsumerGroupHeartbeat,
+            Self::OffsetCommit(_) => Api::OffsetCommit,
+            Self::OffsetFetch { .. } => Api::OffsetFetch,
+            Self::ListGroups => Api::ListGroups,
+            Self::DescribeGroup { .. } => Api::DescribeGroup,
+            Self::DeleteGroup { .. } => Api::DeleteGroup,
+        }
+    }
+
+    /// The consumer group a coordinator request is for (it is served by the group's
+    /// coordinator, the owner of its partition of `__consumer_offsets`).
+    pub fn group(&self) -> Option<&str> {
+        match self {
+            Self::ConsumerGroupHeartbeat(h) => Some(&h.group),
+            Self::OffsetCommit(c) => Some(&c.group),
+            Self::OffsetFetch { group, .. }
+            | Self::DescribeGroup { group }
+            | Self::DeleteGroup { group, .. } => Some(group),
+            _ => None,
         }
     }
 

@@ -4,6 +4,18 @@ use bytes::Bytes;
 
 use crate::error::{ApiError, Outcome};
 use crate::request::Api;
+pub use quiver_group::coordinator::{GroupDescription, HeartbeatOutcome, MemberDescription};
+pub use quiver_group::group::GroupState;
+pub use quiver_group::types::CommittedOffset;
+use quiver_group::TopicPartition;
+
+/// One group of a ListGroups answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group: String,
+    pub state: String,
+    pub members: u32,
+}
 
 /// The node a client talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +121,16 @@ pub enum Response {
     Produce(Vec<ProducePartOutcome>),
     /// One entry per partition of the request, in its order.
     Fetch(Vec<FetchPartOutcome>),
+    ConsumerGroupHeartbeat(Result<HeartbeatOutcome, ApiError>),
+    /// `outcome` refuses the whole request (nothing committed); else one entry per partition.
+    OffsetCommit {
+        outcome: Outcome,
+        partitions: Vec<(TopicPartition, Outcome)>,
+    },
+    OffsetFetch(Result<Vec<(TopicPartition, CommittedOffset)>, ApiError>),
+    ListGroups(Result<Vec<GroupListing>, ApiError>),
+    DescribeGroup(Result<GroupDescription, ApiError>),
+    DeleteGroup(Outcome),
     /// The request as a whole was not served (the node is stopping, a shard did not answer).
     Refused {
         api: Api,
@@ -129,6 +151,12 @@ impl Response {
             Self::ListOffsets { .. } => Api::ListOffsets,
             Self::Produce(_) => Api::Produce,
             Self::Fetch(_) => Api::Fetch,
+            Self::ConsumerGroupHeartbeat(_) => Api::ConsumerGroupHeartbeat,
+            Self::OffsetCommit { .. } => Api::OffsetCommit,
+            Self::OffsetFetch(_) => Api::OffsetFetch,
+            Self::ListGroups(_) => Api::ListGroups,
+            Self::DescribeGroup(_) => Api::DescribeGroup,
+            Self::DeleteGroup(_) => Api::DeleteGroup,
             Self::Refused { api, .. } => *api,
         }
     }

@@ -15,9 +15,12 @@
 //!   (`metadata.json`); [`topic_config`]: topic `key=value` configs validated into log
 //!   configs; [`partition`]: a partition open on this shard.
 //!
-//! Where what comes next goes: `group/` (the consumer group coordinator) and `txn/` (the
-//! transaction coordinator), each placed by [`routing::coordinator`] on the shard owning its
-//! key's partition of `__consumer_offsets` / `__transaction_state`; `auth/` (authenticate the
+//! - [`groups`]: the consumer group coordinators (the sans-IO `quiver-group` core, loaded
+//!   from and persisted to this shard's partitions of `__consumer_offsets`).
+//!
+//! Where what comes next goes: `txn/` (the transaction coordinator), placed by
+//! [`routing::coordinator`] on the shard owning its key's partition of
+//! `__transaction_state`; `auth/` (authenticate the
 //! context's peer, authorize each request against ACLs); the replication of a partition
 //! behind [`replica`] (core/raft holds the consensus core, core/cluster the metadata state
 //! machine).
@@ -27,6 +30,7 @@ pub mod batches;
 pub mod control;
 pub mod fetch;
 pub mod forward;
+pub mod groups;
 pub mod long_poll;
 pub mod metadata;
 pub mod partition;

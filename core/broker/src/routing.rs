@@ -41,6 +41,9 @@ pub fn route(
 ) -> Result<Route, ApiError> {
     let target = if request.is_control() {
         Some(CONTROLLER_SHARD)
+    } else if let Some(group) = request.group() {
+        // Until the offsets topic exists, where it lands (which creates it, then forwards).
+        coordinator(meta, quiver_group::OFFSETS_TOPIC, group, shard_count).map(|(_, s)| s)
     } else {
         data_owner(request, meta, shard_count)?
     };

@@ -41,6 +41,8 @@ pub struct NodeSettings {
     /// Make `acks=all` appends durable through one commit log per shard (one fdatasync per
     /// round for all its partitions) instead of an fdatasync per partition per round.
     pub shard_commit_log: bool,
+    /// Consumer groups: the offsets topic, limits and defaults.
+    pub groups: crate::groups::GroupSettings,
 }
 
 /// The task queues of a shard: produce/fetch (and the logs' flushers) in `latency`,
@@ -80,6 +82,8 @@ pub struct Shard {
     /// Task queue of the produce/fetch path: the logs' flushers run here.
     pub(crate) latency: Option<TaskQueueHandle>,
     pub(crate) commit_log: Option<CommitLog>,
+    /// The consumer group coordinators of the `__consumer_offsets` partitions it owns.
+    pub(crate) groups: crate::groups::GroupCoordinators,
 }
 
 /// The protocol-neutral error of a storage failure.
@@ -117,6 +121,7 @@ impl Shard {
             background: queues.background,
             latency: queues.latency,
             commit_log: storage.commit_log,
+            groups: Default::default(),
         }
     }
 
@@ -181,7 +186,7 @@ impl Shard {
     }
 
     /// Runs a request on this shard.
-    async fn serve(self: Rc<Self>, _ctx: RequestContext, request: Request) -> Response {
+    async fn serve(self: Rc<Self>, ctx: RequestContext, request: Request) -> Response {
         match request {
             Request::Handshake { .. } => {
                 let meta = self.metadata();
@@ -208,6 +213,12 @@ impl Shard {
             } => self.list_offsets(&topic, partition, query).await,
             Request::Produce(p) => Response::Produce(self.produce(p).await),
             Request::Fetch(f) => Response::Fetch(self.fetch(&f).await),
+            r @ (Request::ConsumerGroupHeartbeat(_)
+            | Request::OffsetCommit(_)
+            | Request::OffsetFetch { .. }
+            | Request::ListGroups
+            | Request::DescribeGroup { .. }
+            | Request::DeleteGroup { .. }) => self.serve_group(ctx, r).await,
         }
     }
 

@@ -1,0 +1,407 @@
+//! The consumer group coordinators this shard runs: one [`quiver_group::Coordinator`] per
+//! partition of `__consumer_offsets` the shard owns, loaded from that partition on first use
+//! (the log is the truth), driven by requests and a ticker, its records appended (durable)
+//! before any answer goes out.
+//!
+//! - The topic is created on first use (`NodeSettings::groups.offsets_topic_partitions`).
+//! - A group's requests are routed to the shard owning `hash(group) % N` ([`crate::routing`]).
+//! - Requests of one coordinator run one at a time (its gate): the log's order is the order
+//!   the state changed in.
+//! - An append that fails drops the loaded state; the next request reloads it from the log,
+//!   so memory never holds a change the log does not.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::sync::Semaphore;
+use quiver_batch::{BatchBuilder, BatchHeader, NewRecord, RecordIter};
+use quiver_broker_api::{
+    ApiError, ErrorCode, GroupListing, NewTopic, Request, RequestContext, Response,
+};
+use quiver_group::types::TopicCounts;
+use quiver_group::{Coordinator, GroupConfig, Limits, Record, OFFSETS_TOPIC};
+
+use crate::partition::Partition;
+use crate::routing;
+use crate::shard::{storage_error, Shard};
+
+/// How the node runs consumer groups.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// Partitions of `__consumer_offsets` when it is created (Kafka's default: 50; 16 here,
+    /// for nodes of a few cores).
+    pub offsets_topic_partitions: u32,
+    pub limits: Limits,
+    /// What a new group starts with (`quiver group alter-config` changes one group).
+    pub defaults: GroupConfig,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        Self {
+            offsets_topic_partitions: 16,
+            limits: Limits::default(),
+            defaults: GroupConfig::default(),
+        }
+    }
+}
+
+/// How often loaded coordinators expire sessions.
+const TICK: Duration = Duration::from_millis(100);
+/// Largest batch of coordinator records appended at once.
+const MAX_RECORDS_BATCH_BYTES: usize = 512 << 10;
+/// Bytes read at a time while loading a coordinator partition.
+const LOAD_READ_BYTES: usize = 1 << 20;
+
+struct Slot {
+    coordinator: RefCell<Coordinator>,
+    /// One request at a time: compute, append, answer.
+    gate: Semaphore,
+}
+
+/// The coordinators of one shard.
+pub struct GroupCoordinators {
+    slots: RefCell<HashMap<i32, Rc<Slot>>>,
+    started: Instant,
+    ticker_running: std::cell::Cell<bool>,
+}
+
+impl Default for GroupCoordinators {
+    fn default() -> Self {
+        Self {
+            slots: RefCell::new(HashMap::new()),
+            started: Instant::now(),
+            ticker_running: std::cell::Cell::new(false),
+        }
+    }
+}
+
+impl GroupCoordinators {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn refused(api: quiver_broker_api::Api, error: ApiError) -> Response {
+    Response::Refused { api, error }
+}
+
+impl Shard {
+    /// Serves a consumer group request here (routing sent it to its coordinator's shard, or
+    /// here while `__consumer_offsets` did not exist yet).
+    pub(crate) async fn serve_group(
+        self: Rc<Self>,
+        ctx: RequestContext,
+        request: Request,
+    ) -> Response {
+        let api = request.api();
+        if matches!(request, Request::ListGroups) {
+            return Response::ListGroups(Ok(self.list_groups()));
+        }
+        let Some(group) = request.group().map(str::to_string) else {
+            return refused(
+                api,
+                ApiError::new(ErrorCode::InvalidRequest, "not a group request"),
+            );
+        };
+        if !self.metadata().topics.contains_key(OFFSETS_TOPIC) {
+            if let Err(e) = self.clone().create_offsets_topic(ctx.clone()).await {
+                return refused(api, e);
+            }
+        }
+        let meta = self.metadata();
+        let n = self.settings().shard_count;
+        let Some((partition, owner)) = routing::coordinator(&meta, OFFSETS_TOPIC, &group, n) else {
+            return refused(
+                api,
+                ApiError::new(
+                    ErrorCode::CoordinatorLoading,
+                    format!("{OFFSETS_TOPIC} is not available yet; retry"),
+                ),
+            );
+        };
+        if owner != self.id {
+            return self.forward(owner, ctx, request).await;
+        }
+        let slot = match self.clone().coordinator_slot(partition).await {
+            Ok(s) => s,
+            Err(e) => return refused(api, e),
+        };
+        let Ok(_permit) = slot.gate.acquire_permit(1).await else {
+            return refused(
+                api,
+                ApiError::new(ErrorCode::ShuttingDown, "the node is stopping"),
+            );
+        };
+        let now = self.groups.now_ms();
+        let counts = self.topic_counts();
+        let (response, records) = {
+            let mut co = slot.coordinator.borrow_mut();
+            match request {
+                Request::ConsumerGroupHeartbeat(hb) => match co.heartbeat(&hb, now, &counts) {
+                    Ok((o, r)) => (Response::ConsumerGroupHeartbeat(Ok(o)), r),
+                    Err(e) => (Response::ConsumerGroupHeartbeat(Err(e.into())), Vec::new()),
+                },
+                Request::OffsetCommit(c) => match co.commit(&c, now, wall_clock_ms()) {
+                    Ok((outcomes, r)) => (
+                        Response::OffsetCommit {
+                            outcome: Ok(()),
+                            partitions: c
+                                .offsets
+                                .iter()
+                                .zip(outcomes)
+                                .map(|((tp, _, _), o)| (tp.clone(), o.map_err(ApiError::from)))
+                                .collect(),
+                        },
+                        r,
+                    ),
+                    Err(e) => (
+                        Response::OffsetCommit {
+                            outcome: Err(e.into()),
+                            partitions: Vec::new(),
+                        },
+                        Vec::new(),
+                    ),
+                },
+                Request::OffsetFetch { group, partitions } => (
+                    Response::OffsetFetch(Ok(co.committed(&group, &partitions))),
+                    Vec::new(),
+                ),
+                Request::DescribeGroup { group } => (
+                    Response::DescribeGroup(co.describe(&group).map_err(ApiError::from)),
+                    Vec::new(),
+                ),
+                Request::DeleteGroup { group, force } => match co.delete(&group, force, now) {
+                    Ok(r) => (Response::DeleteGroup(Ok(())), r),
+                    Err(e) => (Response::DeleteGroup(Err(e.into())), Vec::new()),
+                },
+                other => {
+                    return refused(
+                        other.api(),
+                        ApiError::new(ErrorCode::InvalidRequest, "not a group request"),
+                    )
+                }
+            }
+        };
+        if records.is_empty() {
+            return response;
+        }
+        match self.persist(partition, &records).await {
+            Ok(()) => response,
+            Err(e) => {
+                // Memory holds changes the log does not: forget it; the next request reloads.
+                self.groups.slots.borrow_mut().remove(&partition);
+                refused(api, e)
+            }
+        }
+    }
+
+    fn list_groups(&self) -> Vec<GroupListing> {
+        let slots: Vec<Rc<Slot>> = self.groups.slots.borrow().values().cloned().collect();
+        let mut out: Vec<GroupListing> = slots
+            .iter()
+            .flat_map(|s| s.coordinator.borrow().list())
+            .map(|(group, state, members)| GroupListing {
+                group,
+                state: state.name().to_string(),
+                members: members as u32,
+            })
+            .collect();
+        out.sort_by(|a, b| a.group.cmp(&b.group));
+        out
+    }
+
+    /// Partition counts of every topic (what assignors divide).
+    fn topic_counts(&self) -> TopicCounts {
+        self.metadata()
+            .topics
+            .iter()
+            .map(|(name, t)| (name.clone(), t.partitions.len() as i32))
+            .collect()
+    }
+
+    async fn create_offsets_topic(self: Rc<Self>, ctx: RequestContext) -> Result<(), ApiError> {
+        let partitions = self.settings().groups.offsets_topic_partitions.max(1) as i32;
+        let request = Request::CreateTopics(vec![NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            partitions,
+            configs: Vec::new(),
+        }]);
+        // Boxed: handle → serve → serve_group → here → handle.
+        let answer: std::pin::Pin<Box<dyn std::future::Future<Output = Response>>> =
+            Box::pin(self.clone().handle(ctx, request));
+        match answer.await {
+            Response::CreateTopics(results) => match results.into_iter().next() {
+                Some(r) => match r.outcome {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.code == ErrorCode::TopicExists => Ok(()),
+                    Err(e) => Err(e),
+                },
+                None => Err(ApiError::new(
+                    ErrorCode::Unknown,
+                    "no answer creating the offsets topic",
+                )),
+            },
+            Response::Refused { error, .. } => Err(error),
+            _ => Err(ApiError::new(
+                ErrorCode::Unknown,
+                "unexpected answer creating the offsets topic",
+            )),
+        }
+    }
+
+    /// The loaded coordinator of `partition`, loading it from the log when needed.
+    async fn coordinator_slot(self: Rc<Self>, partition: i32) -> Result<Rc<Slot>, ApiError> {
+        if let Some(s) = self.groups.slots.borrow().get(&partition) {
+            return Ok(s.clone());
+        }
+        let log = self.locate(OFFSETS_TOPIC, partition)?;
+        let settings = &self.settings().groups;
+        let mut coordinator = Coordinator::new(settings.limits.clone(), settings.defaults.clone());
+        load(&log, &mut coordinator, self.groups.now_ms()).await?;
+        // Another request may have loaded it while this one read.
+        let slot = self
+            .groups
+            .slots
+            .borrow_mut()
+            .entry(partition)
+            .or_insert_with(|| {
+                Rc::new(Slot {
+                    coordinator: RefCell::new(coordinator),
+                    gate: Semaphore::new(1),
+                })
+            })
+            .clone();
+        self.clone().start_group_ticker();
+        Ok(slot)
+    }
+
+    /// Appends `records` to the coordinator's partition, durable before it returns.
+    async fn persist(&self, partition: i32, records: &[Record]) -> Result<(), ApiError> {
+        let log = self.locate(OFFSETS_TOPIC, partition)?;
+        let epoch = log.replica.append_epoch(OFFSETS_TOPIC, partition)?;
+        let now = wall_clock_ms();
+        let mut builder = BatchBuilder::new();
+        let mut batches = Vec::new();
+        for r in records {
+            let (key, value) = r.encode();
+            let record = NewRecord {
+                key: Some(Bytes::from(key)),
+                value: value.map(Bytes::from),
+                headers: Vec::new(),
+                timestamp_ms: now,
+            };
+            if builder.record_count() > 0
+                && builder.size_bytes() + builder.record_size_bytes(&record)
+                    > MAX_RECORDS_BATCH_BYTES
+            {
+                batches.push(std::mem::replace(&mut builder, BatchBuilder::new()).build());
+            }
+            builder.push(&record);
+        }
+        batches.push(builder.build());
+        for b in batches {
+            log.log
+                .append(b, epoch)
+                .await
+                .map_err(|e| storage_error(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the shard's ticker (once): it expires sessions of every loaded coordinator.
+    fn start_group_ticker(self: Rc<Self>) {
+        if self.groups.ticker_running.replace(true) {
+            return;
+        }
+        let queue = self.background;
+        let weak = Rc::downgrade(&self);
+        let task = async move {
+            loop {
+                glommio::timer::sleep(TICK).await;
+                let Some(shard) = weak.upgrade() else {
+                    return;
+                };
+                let slots: Vec<(i32, Rc<Slot>)> = shard
+                    .groups
+                    .slots
+                    .borrow()
+                    .iter()
+                    .map(|(p, s)| (*p, s.clone()))
+                    .collect();
+                for (partition, slot) in slots {
+                    let Ok(_permit) = slot.gate.acquire_permit(1).await else {
+                        return;
+                    };
+                    let counts = shard.topic_counts();
+                    let records = slot
+                        .coordinator
+                        .borrow_mut()
+                        .tick(shard.groups.now_ms(), &counts);
+                    if records.is_empty() {
+                        continue;
+                    }
+                    if let Err(e) = shard.persist(partition, &records).await {
+                        tracing::warn!(partition, "a group coordinator could not persist expired members; it reloads from the log: {e}");
+                        shard.groups.slots.borrow_mut().remove(&partition);
+                    }
+                }
+            }
+        };
+        let spawned = match queue {
+            Some(q) => glommio::spawn_local_into(task, q).map(|t| t.detach()),
+            None => Ok(glommio::spawn_local(task).detach()),
+        };
+        if let Err(e) = spawned {
+            tracing::warn!("could not start the group coordinator ticker: {e}");
+            self.groups.ticker_running.set(false);
+        }
+    }
+}
+
+/// Replays every record of the coordinator's partition into `coordinator`.
+async fn load(log: &Partition, coordinator: &mut Coordinator, now_ms: u64) -> Result<(), ApiError> {
+    let end = log.offsets().high_watermark;
+    let mut offset = log.log.log_start_offset();
+    while offset < end {
+        let batches = log
+            .log
+            .read(offset, LOAD_READ_BYTES)
+            .await
+            .map_err(|e| storage_error(&e))?;
+        if batches.is_empty() {
+            break;
+        }
+        for batch in batches {
+            let header = BatchHeader::parse(&batch)
+                .map_err(|e| ApiError::new(ErrorCode::CorruptData, e.to_string()))?;
+            offset = (header.last_offset() + 1).max(offset as i64 + 1) as u64;
+            let records = RecordIter::new(batch)
+                .map_err(|e| ApiError::new(ErrorCode::CorruptData, e.to_string()))?;
+            for r in records {
+                let r = r.map_err(|e| ApiError::new(ErrorCode::CorruptData, e.to_string()))?;
+                let Some(key) = r.key else { continue };
+                match Record::decode(&key, r.value.as_deref()) {
+                    Ok(rec) => coordinator.replay(&rec, now_ms),
+                    Err(e) => {
+                        tracing::warn!(
+                            offset = r.offset,
+                            "skipping a {OFFSETS_TOPIC} record this node cannot read: {e}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
