@@ -42,9 +42,12 @@ pub fn assign(
     }
 }
 
-fn empty_targets(members: &[MemberSpec<'_>]) -> BTreeMap<String, Assignment> {
+/// An empty assignment for every member (every member gets an entry).
+fn empty_targets<'a, 'b: 'a>(
+    members: impl IntoIterator<Item = &'a MemberSpec<'b>>,
+) -> BTreeMap<String, Assignment> {
     members
-        .iter()
+        .into_iter()
         .map(|m| (m.member_id.to_string(), Assignment::new()))
         .collect()
 }
@@ -104,10 +107,7 @@ fn uniform_homogeneous(
     members: &[&MemberSpec<'_>],
     topics: &TopicCounts,
 ) -> BTreeMap<String, Assignment> {
-    let mut out: BTreeMap<String, Assignment> = members
-        .iter()
-        .map(|m| (m.member_id.to_string(), Assignment::new()))
-        .collect();
+    let mut out = empty_targets(members.iter().copied());
     let Some(first) = members.first() else {
         return out;
     };
@@ -162,10 +162,7 @@ fn uniform_greedy(
     members: &[&MemberSpec<'_>],
     topics: &TopicCounts,
 ) -> BTreeMap<String, Assignment> {
-    let mut out: BTreeMap<String, Assignment> = members
-        .iter()
-        .map(|m| (m.member_id.to_string(), Assignment::new()))
-        .collect();
+    let mut out = empty_targets(members.iter().copied());
     let mut owner: BTreeMap<&TopicPartition, &str> = BTreeMap::new();
     for m in members {
         for p in m.current.iter() {

@@ -208,15 +208,7 @@ impl Coordinator {
         let Some(g) = self.groups.get(name) else {
             return;
         };
-        let subscribed: BTreeSet<&String> = g
-            .members
-            .values()
-            .flat_map(|m| m.value.subscribed.iter())
-            .collect();
-        let topic_counts: Vec<(String, i32)> = subscribed
-            .iter()
-            .filter_map(|t| topics.get(*t).map(|n| ((*t).clone(), *n)))
-            .collect();
+        let topic_counts = Self::subscribed_counts(g, topics);
         let epoch = g.epoch + 1;
         let config = g.config.clone();
         let counts: TopicCounts = topic_counts.iter().cloned().collect();
@@ -256,18 +248,22 @@ impl Coordinator {
         );
     }
 
-    /// Whether the subscribed topics' partition counts differ from the epoch's.
-    fn counts_changed(g: &Group, topics: &TopicCounts) -> bool {
+    /// The partition counts of the topics `g`'s members subscribe to that exist, by name.
+    fn subscribed_counts(g: &Group, topics: &TopicCounts) -> Vec<(String, i32)> {
         let subscribed: BTreeSet<&String> = g
             .members
             .values()
             .flat_map(|m| m.value.subscribed.iter())
             .collect();
-        let now: Vec<(String, i32)> = subscribed
+        subscribed
             .iter()
             .filter_map(|t| topics.get(*t).map(|n| ((*t).clone(), *n)))
-            .collect();
-        now != g.topic_counts
+            .collect()
+    }
+
+    /// Whether the subscribed topics' partition counts differ from the epoch's.
+    fn counts_changed(g: &Group, topics: &TopicCounts) -> bool {
+        Self::subscribed_counts(g, topics) != g.topic_counts
     }
 
     /// A member's heartbeat: join, leave, or move one step toward its target.
