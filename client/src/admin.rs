@@ -34,7 +34,7 @@ pub enum OffsetQuery {
 /// Administrative operations.
 #[derive(Clone)]
 pub struct Admin {
-    client: Client,
+    pub(crate) client: Client,
 }
 
 fn protocol(what: &str) -> ClientError {

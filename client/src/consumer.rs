@@ -6,8 +6,8 @@
 //! or `fetch_max_wait_ms` passes). Records are handed out with their key and value as slices
 //! of the fetched batch.
 //!
-//! Consumer groups and committed offsets come later; `assign`/`seek`/`position` are the
-//! primitives a group's rebalance will drive.
+//! A consumer group member ([`crate::GroupConsumer`]) drives one of these with
+//! `add_assigned`/`remove_assigned` as its assignment changes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -130,6 +130,42 @@ impl Consumer {
             .iter()
             .map(|(t, p)| ((Arc::from(*t), *p), None))
             .collect();
+    }
+
+    /// Adds partitions, each reading from the given offset; the partitions already assigned
+    /// keep their positions (records prefetched for them are fetched again).
+    pub fn add_assigned(&mut self, partitions: &[(&str, i32, i64)]) {
+        self.stop_fetchers();
+        for (t, p, offset) in partitions {
+            self.positions.insert((Arc::from(*t), *p), Some(*offset));
+        }
+    }
+
+    /// Stops reading these partitions; the others keep their positions.
+    pub fn remove_assigned(&mut self, partitions: &[(&str, i32)]) {
+        self.stop_fetchers();
+        for (t, p) in partitions {
+            self.positions.remove(&(Arc::from(*t), *p));
+        }
+    }
+
+    /// The partitions assigned, with their positions (`None`: not resolved yet).
+    pub fn assignment(&self) -> Vec<(Arc<str>, i32, Option<i64>)> {
+        self.positions
+            .iter()
+            .map(|((t, p), pos)| (t.clone(), *p, *pos))
+            .collect()
+    }
+
+    /// The offset after the last record prefetched for a partition and not yet returned
+    /// (`None` when nothing is waiting): what an at-most-once member commits before it hands
+    /// those records out.
+    pub fn buffered_end(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.ready
+            .iter()
+            .rev()
+            .find(|r| &*r.topic == topic && r.partition == partition)
+            .map(|r| r.offset + 1)
     }
 
     /// Moves a partition's position; takes effect for records fetched after this call.
@@ -270,7 +306,12 @@ impl Drop for Consumer {
     }
 }
 
-async fn resolve(client: &Client, topic: &str, partition: i32, to: SeekTo) -> Result<i64> {
+pub(crate) async fn resolve(
+    client: &Client,
+    topic: &str,
+    partition: i32,
+    to: SeekTo,
+) -> Result<i64> {
     let admin = Admin::new(client.clone());
     Ok(match to {
         SeekTo::Offset(o) => o,

@@ -62,6 +62,17 @@ pub enum ClientError {
         /// The error of the last attempt.
         last_error: String,
     },
+    /// A group member was assigned a partition the group has no committed offset for, and
+    /// its `auto_offset_reset` is `Error`.
+    #[error("group {group:?} has no committed offset for {topic}/{partition} and auto_offset_reset is Error; reset it (quiver group reset-offsets) or choose earliest/latest")]
+    NoCommittedOffset {
+        /// The group.
+        group: String,
+        /// The partition's topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
     /// The producer or consumer is closed, or its background task has ended.
     #[error("the producer or consumer is closed")]
     Closed,
@@ -110,6 +121,7 @@ pub fn code_is_retriable(code: ErrorCode) -> bool {
             | ErrorCode::ShuttingDown
             | ErrorCode::DiskFull
             | ErrorCode::StorageError
+            | ErrorCode::CoordinatorLoading
     )
 }
 

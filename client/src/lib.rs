@@ -6,7 +6,10 @@
 //!   buffer with back-pressure, Kafka-compatible key partitioning, acks, ordered retries.
 //! - [`Consumer`] ([`consumer`]): assign, seek (offset, timestamp, beginning, end), position,
 //!   a `Stream` of records with bounded prefetch over long-poll fetches.
-//! - [`Admin`] ([`admin`]): topics, configs, offsets.
+//! - [`GroupConsumer`] ([`group`]): a consumer group member — server-side assignment,
+//!   committed offsets, at-most-once / at-least-once delivery, static membership.
+//! - [`Admin`] ([`admin`], [`admin_groups`]): topics, configs, offsets; groups (list,
+//!   describe, lag, delete, configure, reset offsets).
 //! - [`connection`], [`trust`]: one QUIC connection and how it trusts the broker (CA file,
 //!   pinned fingerprint, or a local node's data directory — never "verification off").
 //!
@@ -24,10 +27,12 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admin_groups;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod record;
@@ -35,12 +40,18 @@ pub mod timer;
 pub mod trust;
 
 pub use admin::{Admin, OffsetQuery, TopicDescription};
+pub use admin_groups::PartitionLag;
 pub use cluster::{Client, ClientConfig};
 pub use connection::{Connection, ResponseFrame};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 pub use error::ClientError;
+pub use group::{
+    DeliveryMode, GroupConsumer, GroupConsumerConfig, GroupEvent, Subscription, TopicPartition,
+};
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
 /// Batch compression codecs (re-exported from the batch codec).
 pub use quiver_batch::Compression;
+/// Group descriptions and committed offsets as `Admin` returns them.
+pub use quiver_broker_api::{CommittedOffset, GroupDescription, GroupListing, MemberDescription};
 pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata};
 pub use trust::TlsTrust;

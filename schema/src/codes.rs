@@ -22,6 +22,7 @@ pub fn wire_api(api: Api) -> wire::ApiKey {
         Api::ListGroups => wire::ApiKey::ListGroups,
         Api::DescribeGroup => wire::ApiKey::DescribeGroup,
         Api::DeleteGroup => wire::ApiKey::DeleteGroup,
+        Api::AlterGroupConfig => wire::ApiKey::AlterGroupConfig,
     }
 }
 
@@ -73,7 +74,7 @@ pub fn broker_code(code: wire::ErrorCode) -> ErrorCode {
         .unwrap_or(ErrorCode::Unknown)
 }
 
-const ALL_APIS: [Api; 15] = [
+const ALL_APIS: [Api; 16] = [
     Api::Handshake,
     Api::Metadata,
     Api::CreateTopics,
@@ -89,6 +90,7 @@ const ALL_APIS: [Api; 15] = [
     Api::ListGroups,
     Api::DescribeGroup,
     Api::DeleteGroup,
+    Api::AlterGroupConfig,
 ];
 
 const ALL_CODES: [ErrorCode; 28] = [

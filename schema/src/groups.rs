@@ -152,6 +152,23 @@ pub(crate) fn decode(env: &Envelope<'_>, api: ApiKey) -> Option<Result<Request, 
                 force: b.force(),
             })
             .ok_or_else(missing),
+        ApiKey::AlterGroupConfig => env
+            .body_as_alter_group_config_request()
+            .map(|b| Request::AlterGroupConfig {
+                group: b.group().unwrap_or_default().to_string(),
+                configs: b
+                    .configs()
+                    .iter()
+                    .flat_map(|v| v.iter())
+                    .map(|c| {
+                        (
+                            c.key().unwrap_or_default().to_string(),
+                            c.value().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect(),
+            })
+            .ok_or_else(missing),
         _ => return None,
     };
     Some(r)
@@ -326,6 +343,18 @@ pub(crate) fn encode(id: u64, response: &Response) -> Option<Bytes> {
             (
                 ApiKey::DeleteGroup,
                 Body::DeleteGroupResponse,
+                b.as_union_value(),
+            )
+        }
+        Response::AlterGroupConfig(o) => {
+            let error = outcome(&mut fbb, o);
+            let b = wire::AlterGroupConfigResponse::create(
+                &mut fbb,
+                &wire::AlterGroupConfigResponseArgs { error },
+            );
+            (
+                ApiKey::AlterGroupConfig,
+                Body::AlterGroupConfigResponse,
                 b.as_union_value(),
             )
         }
@@ -516,6 +545,37 @@ pub fn delete_group<'h>(header: impl Into<RequestHeader<'h>>, group: &str, force
     finish_frame(fbb, root)
 }
 
+/// Sets the named keys of `group`'s configuration.
+pub fn alter_group_config<'h>(
+    header: impl Into<RequestHeader<'h>>,
+    group: &str,
+    configs: &[(&str, &str)],
+) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128);
+    let group = Some(fbb.create_string(group));
+    let entries: Vec<_> = configs
+        .iter()
+        .map(|(k, v)| {
+            let key = Some(fbb.create_string(k));
+            let value = Some(fbb.create_string(v));
+            wire::ConfigEntry::create(&mut fbb, &wire::ConfigEntryArgs { key, value })
+        })
+        .collect();
+    let configs = Some(fbb.create_vector(&entries));
+    let body = wire::AlterGroupConfigRequest::create(
+        &mut fbb,
+        &wire::AlterGroupConfigRequestArgs { group, configs },
+    );
+    let root = request_envelope(
+        &mut fbb,
+        header.into(),
+        ApiKey::AlterGroupConfig,
+        Body::AlterGroupConfigRequest,
+        body.as_union_value(),
+    );
+    finish_frame(fbb, root)
+}
+
 // ---- The client's side: response readers ----
 
 fn api_error(e: Option<wire::Error<'_>>) -> Option<ApiError> {
@@ -616,6 +676,10 @@ pub fn read_response(env: &Envelope<'_>) -> Option<Response> {
         ApiKey::DeleteGroup => {
             let b = env.body_as_delete_group_response()?;
             Response::DeleteGroup(api_error(b.error()).map_or(Ok(()), Err))
+        }
+        ApiKey::AlterGroupConfig => {
+            let b = env.body_as_alter_group_config_response()?;
+            Response::AlterGroupConfig(api_error(b.error()).map_or(Ok(()), Err))
         }
         _ => return None,
     };

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 14;
+pub const ENUM_MAX_API_KEY: u16 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 15] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 16] = [
   ApiKey::Handshake,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -32,6 +32,7 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 15] = [
   ApiKey::ListGroups,
   ApiKey::DescribeGroup,
   ApiKey::DeleteGroup,
+  ApiKey::AlterGroupConfig,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -54,9 +55,10 @@ impl ApiKey {
   pub const ListGroups: Self = Self(12);
   pub const DescribeGroup: Self = Self(13);
   pub const DeleteGroup: Self = Self(14);
+  pub const AlterGroupConfig: Self = Self(15);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 14;
+  pub const ENUM_MAX: u16 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Handshake,
     Self::Metadata,
@@ -73,6 +75,7 @@ impl ApiKey {
     Self::ListGroups,
     Self::DescribeGroup,
     Self::DeleteGroup,
+    Self::AlterGroupConfig,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -92,6 +95,7 @@ impl ApiKey {
       Self::ListGroups => Some("ListGroups"),
       Self::DescribeGroup => Some("DescribeGroup"),
       Self::DeleteGroup => Some("DeleteGroup"),
+      Self::AlterGroupConfig => Some("AlterGroupConfig"),
       _ => None,
     }
   }
@@ -517,10 +521,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Acks {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 30;
+pub const ENUM_MAX_BODY: u8 = 32;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 31] = [
+pub const ENUM_VALUES_BODY: [Body; 33] = [
   Body::NONE,
   Body::HandshakeRequest,
   Body::HandshakeResponse,
@@ -552,6 +556,8 @@ pub const ENUM_VALUES_BODY: [Body; 31] = [
   Body::DescribeGroupResponse,
   Body::DeleteGroupRequest,
   Body::DeleteGroupResponse,
+  Body::AlterGroupConfigRequest,
+  Body::AlterGroupConfigResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -590,9 +596,11 @@ impl Body {
   pub const DescribeGroupResponse: Self = Self(28);
   pub const DeleteGroupRequest: Self = Self(29);
   pub const DeleteGroupResponse: Self = Self(30);
+  pub const AlterGroupConfigRequest: Self = Self(31);
+  pub const AlterGroupConfigResponse: Self = Self(32);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 30;
+  pub const ENUM_MAX: u8 = 32;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::HandshakeRequest,
@@ -625,6 +633,8 @@ impl Body {
     Self::DescribeGroupResponse,
     Self::DeleteGroupRequest,
     Self::DeleteGroupResponse,
+    Self::AlterGroupConfigRequest,
+    Self::AlterGroupConfigResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -660,6 +670,8 @@ impl Body {
       Self::DescribeGroupResponse => Some("DescribeGroupResponse"),
       Self::DeleteGroupRequest => Some("DeleteGroupRequest"),
       Self::DeleteGroupResponse => Some("DeleteGroupResponse"),
+      Self::AlterGroupConfigRequest => Some("AlterGroupConfigRequest"),
+      Self::AlterGroupConfigResponse => Some("AlterGroupConfigResponse"),
       _ => None,
     }
   }
@@ -6780,6 +6792,215 @@ impl ::core::fmt::Debug for DeleteGroupResponse<'_> {
       ds.finish()
   }
 }
+pub enum AlterGroupConfigRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterGroupConfigRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlterGroupConfigRequest<'a> {
+  type Inner = AlterGroupConfigRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlterGroupConfigRequest<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_CONFIGS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlterGroupConfigRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlterGroupConfigRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlterGroupConfigRequest<'bldr>> {
+    let mut builder = AlterGroupConfigRequestBuilder::new(_fbb);
+    if let Some(x) = args.configs { builder.add_configs(x); }
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AlterGroupConfigRequest::VT_GROUP, None)}
+  }
+  #[inline]
+  pub fn configs(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>(AlterGroupConfigRequest::VT_CONFIGS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlterGroupConfigRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>("configs", Self::VT_CONFIGS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterGroupConfigRequestArgs<'a> {
+    pub group: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub configs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>>>,
+}
+impl<'a> Default for AlterGroupConfigRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterGroupConfigRequestArgs {
+      group: None,
+      configs: None,
+    }
+  }
+}
+
+pub struct AlterGroupConfigRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterGroupConfigRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterGroupConfigRequest::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn add_configs(&mut self, configs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ConfigEntry<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterGroupConfigRequest::VT_CONFIGS, configs);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlterGroupConfigRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlterGroupConfigRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterGroupConfigRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlterGroupConfigRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlterGroupConfigRequest");
+      ds.field("group", &self.group());
+      ds.field("configs", &self.configs());
+      ds.finish()
+  }
+}
+pub enum AlterGroupConfigResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterGroupConfigResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlterGroupConfigResponse<'a> {
+  type Inner = AlterGroupConfigResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlterGroupConfigResponse<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlterGroupConfigResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlterGroupConfigResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlterGroupConfigResponse<'bldr>> {
+    let mut builder = AlterGroupConfigResponseBuilder::new(_fbb);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(AlterGroupConfigResponse::VT_ERROR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlterGroupConfigResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterGroupConfigResponseArgs<'a> {
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+}
+impl<'a> Default for AlterGroupConfigResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterGroupConfigResponseArgs {
+      error: None,
+    }
+  }
+}
+
+pub struct AlterGroupConfigResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterGroupConfigResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(AlterGroupConfigResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlterGroupConfigResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlterGroupConfigResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterGroupConfigResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlterGroupConfigResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlterGroupConfigResponse");
+      ds.field("error", &self.error());
+      ds.finish()
+  }
+}
 pub enum EnvelopeOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7324,6 +7545,36 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_group_config_request(&self) -> Option<AlterGroupConfigRequest<'a>> {
+    if self.body_type() == Body::AlterGroupConfigRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterGroupConfigRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_group_config_response(&self) -> Option<AlterGroupConfigResponse<'a>> {
+    if self.body_type() == Body::AlterGroupConfigResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterGroupConfigResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -7367,6 +7618,8 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::DescribeGroupResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescribeGroupResponse>>("Body::DescribeGroupResponse", pos),
           Body::DeleteGroupRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteGroupRequest>>("Body::DeleteGroupRequest", pos),
           Body::DeleteGroupResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteGroupResponse>>("Body::DeleteGroupResponse", pos),
+          Body::AlterGroupConfigRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterGroupConfigRequest>>("Body::AlterGroupConfigRequest", pos),
+          Body::AlterGroupConfigResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterGroupConfigResponse>>("Body::AlterGroupConfigResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -7661,6 +7914,20 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::DeleteGroupResponse => {
           if let Some(x) = self.body_as_delete_group_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::AlterGroupConfigRequest => {
+          if let Some(x) = self.body_as_alter_group_config_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::AlterGroupConfigResponse => {
+          if let Some(x) = self.body_as_alter_group_config_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

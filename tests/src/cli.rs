@@ -49,6 +49,18 @@ impl Cli {
         out
     }
 
+    /// Starts a long-running command (a `consume --follow`), stdout and stderr piped.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(quiver_binary())
+            .args(args)
+            .args(["--broker", &self.broker, "--node-data-dir", &self.data_dir])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run quiver")
+    }
+
     pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin);
         assert!(

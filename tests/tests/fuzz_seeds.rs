@@ -94,6 +94,7 @@ fn write_fuzz_seeds_on_request() {
     for (name, frame) in frames {
         std::fs::write(seeds.join("request_decode").join(name), &frame).unwrap();
     }
+    write_group_seeds(&seeds);
     std::fs::write(seeds.join("batch_validate").join("small"), &batch).unwrap();
     // A commit log file: two frames of seq 1 (one with a truncation note), then zeroes.
     {
@@ -129,5 +130,83 @@ fn write_fuzz_seeds_on_request() {
             )
             .unwrap();
         }
+    }
+}
+
+/// Group request frames for `request_decode`, and `__consumer_offsets` records (in the
+/// `group_record_decode` target's framing) for that target.
+fn write_group_seeds(seeds: &std::path::Path) {
+    use quiver_broker_api::{Heartbeat, OffsetCommit, TopicPartition};
+    use quiver_group::record::Record;
+    use quiver_schema::groups;
+    let tp = TopicPartition::new("t", 1);
+    let hb = Heartbeat {
+        group: "g".into(),
+        member_id: "m".into(),
+        instance_id: Some("i".into()),
+        client_id: "c".into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 1000,
+        subscribed: Some(vec!["t".into()]),
+        assignor: Some("range".into()),
+        owned: vec![tp.clone()],
+    };
+    let commit = OffsetCommit {
+        group: "g".into(),
+        member_id: "m".into(),
+        member_epoch: 3,
+        offsets: vec![(tp.clone(), 7, "meta".into())],
+    };
+    let frames = [
+        ("group-heartbeat", groups::heartbeat(11, &hb)),
+        ("group-commit", groups::offset_commit(12, &commit)),
+        (
+            "group-fetch",
+            groups::offset_fetch(13, "g", std::slice::from_ref(&tp)),
+        ),
+        ("group-list", groups::list_groups(14)),
+        ("group-describe", groups::describe_group(15, "g")),
+        ("group-delete", groups::delete_group(16, "g", true)),
+        (
+            "group-alter",
+            groups::alter_group_config(17, "g", &[("assignor", "range")]),
+        ),
+    ];
+    for (name, frame) in frames {
+        std::fs::write(seeds.join("request_decode").join(name), &frame).unwrap();
+    }
+    let dir = seeds.join("group_record_decode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let records = [
+        (
+            "offset",
+            Record::Offset {
+                group: "g".into(),
+                tp: tp.clone(),
+                value: Some(quiver_broker_api::CommittedOffset {
+                    offset: 7,
+                    metadata: "meta".into(),
+                    commit_time_ms: 1,
+                }),
+            },
+        ),
+        (
+            "offset-tombstone",
+            Record::Offset {
+                group: "g".into(),
+                tp,
+                value: None,
+            },
+        ),
+    ];
+    for (name, record) in records {
+        let (k, v) = record.encode();
+        let mut framed = (k.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&k);
+        if let Some(v) = v {
+            framed.push(0);
+            framed.extend_from_slice(&v);
+        }
+        std::fs::write(dir.join(name), framed).unwrap();
     }
 }

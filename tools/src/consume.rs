@@ -50,7 +50,7 @@ fn text(b: &Option<bytes::Bytes>) -> String {
         .unwrap_or_default()
 }
 
-fn print(r: &ConsumerRecord, format: Format) {
+pub fn print(r: &ConsumerRecord, format: Format) {
     match format {
         Format::Value => println!("{}", text(&r.value)),
         Format::Text => println!(

@@ -1,9 +1,11 @@
-//! The `quiver` command: `serve` runs a node; `topic`, `produce`, `consume`, `offsets` and
-//! `cluster` talk to one. Tables for people, `--json` for scripts; errors say what to do.
+//! The `quiver` command: `serve` runs a node; `topic`, `produce`, `consume`, `group`,
+//! `offsets` and `cluster` talk to one. Tables for people, `--json` for scripts; errors say what to do.
 
 mod bench_cmd;
 mod connect;
 mod consume;
+mod consume_group;
+mod group;
 mod produce;
 mod serve;
 mod time;
@@ -72,15 +74,34 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Print records of a topic; stops at the end of the log unless --follow.
+    /// Print records of a topic; stops at the end of the log unless --follow. With --group,
+    /// as a member of a consumer group: resumes at the group's committed offsets and commits
+    /// what it printed.
     Consume {
         topic: String,
-        /// Start at the earliest offset (the default).
+        /// Start at the earliest offset (the default without --group; with --group, only for
+        /// partitions the group has no committed offset for, which otherwise start at the end).
         #[arg(long, conflicts_with_all = ["offset", "from_time"])]
         from_beginning: bool,
         /// Start at this offset.
-        #[arg(long, conflicts_with = "from_time")]
+        #[arg(long, conflicts_with_all = ["from_time", "group"])]
         offset: Option<i64>,
+        /// Consume as a member of this consumer group.
+        #[arg(long, conflicts_with = "partition")]
+        group: Option<String>,
+        /// A static member's instance id: restarted within the session timeout, it gets its
+        /// partitions back with no rebalance.
+        #[arg(long, requires = "group")]
+        instance_id: Option<String>,
+        /// When offsets are committed (with --group).
+        #[arg(long, value_enum, default_value = "at-least-once", requires = "group")]
+        delivery: consume_group::Delivery,
+        /// How often what was printed is committed (with --group).
+        #[arg(long, default_value_t = 1_000, requires = "group")]
+        commit_interval_ms: u64,
+        /// Print assignment changes on stderr (with --group).
+        #[arg(long, requires = "group")]
+        verbose: bool,
         /// Start at the first record at or after this RFC 3339 time, e.g. 2026-11-26T12:00:00Z.
         #[arg(long)]
         from_time: Option<String>,
@@ -96,6 +117,14 @@ enum Command {
         /// How each record is printed [default: value; json with --json].
         #[arg(long, value_enum)]
         format: Option<consume::Format>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List, describe (members, assignment, committed offsets, lag), delete and configure
+    /// consumer groups; reset their offsets.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -143,6 +172,58 @@ enum TopicCommand {
         name: String,
         #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
         set: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCommand {
+    /// Every group with its state and member count.
+    List,
+    /// Members and their assignment; per partition the committed offset, log start and end,
+    /// and lag in records and in milliseconds (age of the oldest unconsumed record).
+    Describe { group: String },
+    /// Delete a group and its committed offsets.
+    Delete {
+        group: String,
+        /// Delete even while members are live (they are fenced and rejoin a fresh group).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change group configs: session_timeout_ms, heartbeat_interval_ms, assignor.
+    AlterConfig {
+        group: String,
+        #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
+        set: Vec<String>,
+    },
+    /// Move a group's committed offsets for a topic (refused while the group has live
+    /// members, unless --force).
+    #[command(group(clap::ArgGroup::new("to").required(true).args(["to_earliest", "to_latest", "to_time", "to_offset", "shift_by"])))]
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Only this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+        #[arg(long)]
+        to_earliest: bool,
+        #[arg(long)]
+        to_latest: bool,
+        /// The first record at or after this RFC 3339 time.
+        #[arg(long)]
+        to_time: Option<String>,
+        #[arg(long)]
+        to_offset: Option<i64>,
+        /// Move by N (negative: back) from the committed offset.
+        #[arg(long, allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Reset even while members are live: they are removed from the group, rejoin, and
+        /// resume at the new offsets.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -268,8 +349,53 @@ fn client_command(cmd: Command) -> Result<(), String> {
             }
             Command::Consume {
                 topic,
+                from_beginning,
+                offset,
+                group: Some(group),
+                instance_id,
+                delivery,
+                commit_interval_ms,
+                verbose,
+                from_time,
+                partition: _,
+                count,
+                follow,
+                format,
+                client,
+            } => {
+                let format = consume::format(format, client.json)?;
+                let start = match (from_beginning, from_time) {
+                    (_, Some(t)) => SeekTo::Timestamp(time::parse_rfc3339_ms(&t)?),
+                    (true, None) => SeekTo::Beginning,
+                    (false, None) => SeekTo::End,
+                };
+                let _ = offset; // refused by clap beside --group
+                consume_group::run(
+                    &client,
+                    consume_group::GroupArgs {
+                        topic,
+                        group,
+                        start,
+                        instance_id,
+                        delivery,
+                        commit_interval_ms,
+                        count,
+                        follow,
+                        format,
+                        verbose,
+                    },
+                )
+                .await
+            }
+            Command::Consume {
+                topic,
                 from_beginning: _,
                 offset,
+                group: None,
+                instance_id: _,
+                delivery: _,
+                commit_interval_ms: _,
+                verbose: _,
                 from_time,
                 partition,
                 count,
@@ -296,6 +422,47 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 )
                 .await
             }
+            Command::Group { command, client } => match command {
+                GroupCommand::List => group::list(&client).await,
+                GroupCommand::Describe { group } => group::describe(&client, &group).await,
+                GroupCommand::Delete { group, force } => group::delete(&client, &group, force).await,
+                GroupCommand::AlterConfig { group, set } => {
+                    group::alter_config(&client, &group, &set).await
+                }
+                GroupCommand::ResetOffsets {
+                    group,
+                    topic,
+                    partition,
+                    to_earliest,
+                    to_latest,
+                    to_time,
+                    to_offset,
+                    shift_by,
+                    dry_run,
+                    force,
+                } => {
+                    let to = match (to_earliest, to_latest, to_time, to_offset, shift_by) {
+                        (true, ..) => group::ResetTo::Earliest,
+                        (_, true, ..) => group::ResetTo::Latest,
+                        (_, _, Some(t), ..) => group::ResetTo::Time(time::parse_rfc3339_ms(&t)?),
+                        (_, _, _, Some(o), _) => group::ResetTo::Offset(o),
+                        (_, _, _, _, Some(d)) => group::ResetTo::ShiftBy(d),
+                        _ => return Err("choose where to: --to-earliest, --to-latest, --to-time, --to-offset or --shift-by".into()),
+                    };
+                    group::reset_offsets(
+                        &client,
+                        group::ResetArgs {
+                            group,
+                            topic,
+                            partition,
+                            to,
+                            dry_run,
+                            force,
+                        },
+                    )
+                    .await
+                }
+            },
             Command::Offsets { topic, client } => topic::offsets(&client, &topic).await,
             Command::Cluster {
                 command: ClusterCommand::Info,

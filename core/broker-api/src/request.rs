@@ -21,6 +21,7 @@ pub enum Api {
     ListGroups,
     DescribeGroup,
     DeleteGroup,
+    AlterGroupConfig,
 }
 
 /// How much acknowledgement a produce waits for.
@@ -135,6 +136,11 @@ pub enum Request {
         group: String,
         force: bool,
     },
+    /// Sets the named keys of a group's configuration (see `GroupConfig::with_changes`).
+    AlterGroupConfig {
+        group: String,
+        configs: Vec<(String, String)>,
+    },
 }
 
 impl Request {
@@ -156,6 +162,7 @@ impl Request {
             Self::ListGroups => Api::ListGroups,
             Self::DescribeGroup { .. } => Api::DescribeGroup,
             Self::DeleteGroup { .. } => Api::DeleteGroup,
+            Self::AlterGroupConfig { .. } => Api::AlterGroupConfig,
         }
     }
 
@@ -167,7 +174,8 @@ impl Request {
             Self::OffsetCommit(c) => Some(&c.group),
             Self::OffsetFetch { group, .. }
             | Self::DescribeGroup { group }
-            | Self::DeleteGroup { group, .. } => Some(group),
+            | Self::DeleteGroup { group, .. }
+            | Self::AlterGroupConfig { group, .. } => Some(group),
             _ => None,
         }
     }

@@ -131,6 +131,7 @@ pub enum Response {
     ListGroups(Result<Vec<GroupListing>, ApiError>),
     DescribeGroup(Result<GroupDescription, ApiError>),
     DeleteGroup(Outcome),
+    AlterGroupConfig(Outcome),
     /// The request as a whole was not served (the node is stopping, a shard did not answer).
     Refused {
         api: Api,
@@ -157,6 +158,7 @@ impl Response {
             Self::ListGroups(_) => Api::ListGroups,
             Self::DescribeGroup(_) => Api::DescribeGroup,
             Self::DeleteGroup(_) => Api::DeleteGroup,
+            Self::AlterGroupConfig(_) => Api::AlterGroupConfig,
             Self::Refused { api, .. } => *api,
         }
     }

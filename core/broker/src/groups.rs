@@ -185,6 +185,12 @@ impl Shard {
                     Ok(r) => (Response::DeleteGroup(Ok(())), r),
                     Err(e) => (Response::DeleteGroup(Err(e.into())), Vec::new()),
                 },
+                Request::AlterGroupConfig { group, configs } => {
+                    match co.alter_config_keys(&group, &configs, now) {
+                        Ok(r) => (Response::AlterGroupConfig(Ok(())), r),
+                        Err(e) => (Response::AlterGroupConfig(Err(e.into())), Vec::new()),
+                    }
+                }
                 other => {
                     return refused(
                         other.api(),

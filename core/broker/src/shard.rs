@@ -218,7 +218,8 @@ impl Shard {
             | Request::OffsetFetch { .. }
             | Request::ListGroups
             | Request::DescribeGroup { .. }
-            | Request::DeleteGroup { .. }) => self.serve_group(ctx, r).await,
+            | Request::DeleteGroup { .. }
+            | Request::AlterGroupConfig { .. }) => self.serve_group(ctx, r).await,
         }
     }
 

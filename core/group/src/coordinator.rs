@@ -904,6 +904,22 @@ impl Coordinator {
         Ok(out)
     }
 
+    /// Changes the named keys of a group's configuration (the group's current one, or the
+    /// defaults for a new group).
+    pub fn alter_config_keys(
+        &mut self,
+        group: &str,
+        changes: &[(String, String)],
+        now_ms: u64,
+    ) -> Result<Vec<Record>, GroupError> {
+        let current = self
+            .groups
+            .get(group)
+            .map_or_else(|| self.defaults.clone(), |g| g.config.clone());
+        let config = current.with_changes(changes).map_err(GroupError::Invalid)?;
+        self.alter_config(group, config, now_ms)
+    }
+
     /// The configuration new groups get.
     pub fn defaults(&self) -> &GroupConfig {
         &self.defaults

@@ -73,6 +73,40 @@ impl Default for GroupConfig {
     }
 }
 
+impl GroupConfig {
+    /// The keys `with_changes` takes, as `quiver group alter-config` documents them.
+    pub const KEYS: [&'static str; 3] = ["session_timeout_ms", "heartbeat_interval_ms", "assignor"];
+
+    /// This configuration with the named keys changed; an unknown key or a bad value is an
+    /// error naming it (bounds are checked by the coordinator).
+    pub fn with_changes(&self, changes: &[(String, String)]) -> Result<Self, String> {
+        let mut c = self.clone();
+        for (key, value) in changes {
+            let number = || {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| format!("{key} = {value:?}: expected a number of milliseconds"))
+            };
+            match key.as_str() {
+                "session_timeout_ms" => c.session_timeout_ms = number()?,
+                "heartbeat_interval_ms" => c.heartbeat_interval_ms = number()?,
+                "assignor" => {
+                    c.assignor = AssignorKind::parse(value).ok_or_else(|| {
+                        format!("assignor = {value:?}: expected \"uniform\" or \"range\"")
+                    })?
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown group config key {key:?}; known keys: {}",
+                        Self::KEYS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
 /// Node-wide bounds every group and request is held to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {

@@ -320,3 +320,38 @@ fn limits_are_enforced() {
         Err(GroupError::Invalid(_))
     ));
 }
+
+#[test]
+fn alter_config_keys_changes_only_the_named_keys_and_refuses_unknown_ones() {
+    let mut co = Coordinator::new(Limits::default(), GroupConfig::default());
+    let records = co
+        .alter_config_keys("g", &[("heartbeat_interval_ms".into(), "250".into())], 0)
+        .expect("a known key");
+    for r in &records {
+        co.replay(r, 0);
+    }
+    let d = co.describe("g").expect("created by the change");
+    assert_eq!(d.config.heartbeat_interval_ms, 250);
+    assert_eq!(
+        d.config.session_timeout_ms,
+        GroupConfig::default().session_timeout_ms
+    );
+    let err = co
+        .alter_config_keys("g", &[("nope".into(), "1".into())], 0)
+        .expect_err("unknown key");
+    assert!(
+        err.to_string().contains("unknown group config key"),
+        "{err}"
+    );
+    let err = co
+        .alter_config_keys("g", &[("session_timeout_ms".into(), "10".into())], 0)
+        .expect_err("below the node's bound");
+    assert!(err.to_string().contains("bounds"), "{err}");
+    assert_eq!(
+        co.describe("g")
+            .expect("still there")
+            .config
+            .heartbeat_interval_ms,
+        250
+    );
+}
