@@ -111,6 +111,31 @@ pub enum GroupEvent {
     Lost(Vec<TopicPartition>),
 }
 
+/// What [`GroupConsumer::nack`] led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NackResult {
+    /// The record (and the partition's records after it) is delivered again after
+    /// `after_ms`; the partition's other records wait meanwhile.
+    Redeliver {
+        /// Deliveries of the record so far.
+        deliveries: u32,
+        /// The group's backoff before the next delivery.
+        after_ms: u32,
+    },
+    /// It failed `max_deliveries` times: the coordinator moved it to the dead-letter topic
+    /// (with headers naming where it came from and why) and the partition goes on after it.
+    DeadLettered {
+        /// Deliveries of the record.
+        deliveries: u32,
+        /// The dead-letter topic.
+        topic: String,
+        /// Its partition.
+        partition: i32,
+        /// Its offset there.
+        offset: i64,
+    },
+}
+
 /// The membership the heartbeat task and the member share.
 #[derive(Default)]
 struct Membership {
@@ -162,6 +187,8 @@ pub struct GroupConsumer {
     next_auto_commit: Instant,
     next_topic_refresh: Instant,
     events: VecDeque<GroupEvent>,
+    /// Partitions waiting to redeliver a failed record: when, and from which offset.
+    paused: BTreeMap<TopicPartition, (Instant, i64)>,
 }
 
 /// A member id: 128 random bits from the process's hash seeds (fresh per member), hex.
@@ -230,6 +257,16 @@ pub(crate) async fn commit_offsets(client: &Client, commit: &OffsetCommit) -> Re
             Ok(())
         }
         _ => Err(unexpected("OffsetCommit")),
+    }
+}
+
+async fn nack_request(
+    client: &Client,
+    n: &quiver_broker_api::Nack,
+) -> Result<quiver_broker_api::NackReply> {
+    match group_request(client, |id| groups::nack(id, n)).await? {
+        Response::Nack(r) => r.map_err(broker_error),
+        _ => Err(unexpected("Nack")),
     }
 }
 
@@ -306,6 +343,7 @@ impl GroupConsumer {
                 + Duration::from_millis(config.auto_commit_interval_ms.unwrap_or(0)),
             next_topic_refresh: now + Duration::from_millis(config.topic_refresh_ms),
             events: VecDeque::new(),
+            paused: BTreeMap::new(),
             config,
         })
     }
@@ -363,9 +401,10 @@ impl GroupConsumer {
             {
                 self.refresh_pattern().await?;
             }
+            self.resume_due(now);
             let wake_at = self.next_wake();
             let shared = self.shared.clone();
-            if self.owned.is_empty() {
+            if self.owned.len() == self.paused.len() {
                 tokio::select! {
                     _ = shared.changed.notified() => {}
                     _ = tokio::time::sleep_until(wake_at.into()) => {}
@@ -419,7 +458,100 @@ impl GroupConsumer {
         if matches!(self.subscription, Subscription::Pattern(_)) {
             at = at.min(self.next_topic_refresh);
         }
+        if let Some(first) = self.paused.values().map(|(t, _)| *t).min() {
+            at = at.min(first);
+        }
         at
+    }
+
+    /// Partitions whose redelivery wait is over read again from the failed record.
+    fn resume_due(&mut self, now: Instant) {
+        let due: Vec<(TopicPartition, i64)> = self
+            .paused
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(tp, (_, offset))| (tp.clone(), *offset))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let parts: Vec<(&str, i32, i64)> = due
+            .iter()
+            .map(|(tp, o)| (tp.topic.as_str(), tp.partition, *o))
+            .collect();
+        self.consumer.add_assigned(&parts);
+        for (tp, _) in &due {
+            self.paused.remove(tp);
+        }
+    }
+
+    /// Reports that processing `record` failed. The group's coordinator counts the delivery
+    /// durably; below the group's `max_deliveries` the record comes back after the group's
+    /// backoff ([`NackResult::Redeliver`]: this partition pauses meanwhile, the others go
+    /// on); then it moves the record to the dead-letter topic and the partition goes on
+    /// ([`NackResult::DeadLettered`]).
+    pub async fn nack(&mut self, record: &ConsumerRecord, error: &str) -> Result<NackResult> {
+        let tp = TopicPartition::new(&*record.topic, record.partition);
+        if !self.owned.contains(&tp) {
+            return Err(ClientError::Invalid(format!(
+                "{}/{} is not assigned to this member (any more)",
+                tp.topic, tp.partition
+            )));
+        }
+        let mut n = quiver_broker_api::Nack {
+            group: self.group.clone(),
+            member_id: self.member_id.clone(),
+            member_epoch: unpoisoned(&self.shared.state).member_epoch,
+            tp: tp.clone(),
+            offset: record.offset,
+            error: error.to_string(),
+        };
+        let mut reply = nack_request(&self.client, &n).await;
+        if let Err(ClientError::Broker {
+            code: ErrorCode::StaleGeneration,
+            ..
+        }) = &reply
+        {
+            n.member_epoch = unpoisoned(&self.shared.state).member_epoch;
+            reply = nack_request(&self.client, &n).await;
+        }
+        let reply = reply?;
+        match (reply.redeliver_after_ms, reply.dead_letter) {
+            (Some(after_ms), _) => {
+                // Not processed: it is handed out again, from where it was.
+                if self.last.as_ref().is_some_and(|(l, _)| *l == tp) {
+                    self.last = None;
+                }
+                self.returned.insert(tp.clone(), record.offset);
+                if self.processed.get(&tp).is_some_and(|p| *p > record.offset) {
+                    self.processed.insert(tp.clone(), record.offset);
+                }
+                self.consumer
+                    .remove_assigned(&[(tp.topic.as_str(), tp.partition)]);
+                let at = Instant::now() + Duration::from_millis(u64::from(after_ms));
+                self.paused.insert(tp, (at, record.offset));
+                Ok(NackResult::Redeliver {
+                    deliveries: reply.deliveries,
+                    after_ms,
+                })
+            }
+            (None, Some((topic, partition, offset))) => {
+                // Done with: the coordinator committed past it.
+                let next = record.offset + 1;
+                if self.committed.get(&tp).is_none_or(|c| *c < next) {
+                    self.committed.insert(tp, next);
+                }
+                Ok(NackResult::DeadLettered {
+                    deliveries: reply.deliveries,
+                    topic,
+                    partition,
+                    offset,
+                })
+            }
+            (None, None) => Err(ClientError::Protocol(
+                "the nack answer says neither redeliver nor dead-lettered".into(),
+            )),
+        }
     }
 
     /// Commits the offsets after every record handed out so far (sync).
@@ -606,6 +738,7 @@ impl GroupConsumer {
             .collect();
         self.consumer.remove_assigned(&parts);
         for tp in tps {
+            self.paused.remove(tp);
             self.returned.remove(tp);
             self.processed.remove(tp);
             self.committed.remove(tp);

@@ -46,7 +46,8 @@ pub use connection::{Connection, ResponseFrame};
 pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 pub use error::ClientError;
 pub use group::{
-    DeliveryMode, GroupConsumer, GroupConsumerConfig, GroupEvent, Subscription, TopicPartition,
+    DeliveryMode, GroupConsumer, GroupConsumerConfig, GroupEvent, NackResult, Subscription,
+    TopicPartition,
 };
 pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
 /// Batch compression codecs (re-exported from the batch codec).

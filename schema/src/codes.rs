@@ -23,6 +23,7 @@ pub fn wire_api(api: Api) -> wire::ApiKey {
         Api::DescribeGroup => wire::ApiKey::DescribeGroup,
         Api::DeleteGroup => wire::ApiKey::DeleteGroup,
         Api::AlterGroupConfig => wire::ApiKey::AlterGroupConfig,
+        Api::Nack => wire::ApiKey::Nack,
     }
 }
 
@@ -74,7 +75,7 @@ pub fn broker_code(code: wire::ErrorCode) -> ErrorCode {
         .unwrap_or(ErrorCode::Unknown)
 }
 
-const ALL_APIS: [Api; 16] = [
+const ALL_APIS: [Api; 17] = [
     Api::Handshake,
     Api::Metadata,
     Api::CreateTopics,
@@ -91,6 +92,7 @@ const ALL_APIS: [Api; 16] = [
     Api::DescribeGroup,
     Api::DeleteGroup,
     Api::AlterGroupConfig,
+    Api::Nack,
 ];
 
 const ALL_CODES: [ErrorCode; 28] = [

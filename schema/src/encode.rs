@@ -29,15 +29,15 @@ pub fn encode_response(request_id: u64, response: &Response) -> Bytes {
         | Response::ListGroups(_)
         | Response::DescribeGroup(_)
         | Response::DeleteGroup(_)
-        | Response::AlterGroupConfig(_) => crate::groups::encode(request_id, response)
-            .unwrap_or_else(|| {
-                error_frame(
-                    request_id,
-                    ApiKey::Handshake,
-                    wire::ErrorCode::Unknown,
-                    "unencodable",
-                )
-            }),
+        | Response::AlterGroupConfig(_)
+        | Response::Nack(_) => crate::groups::encode(request_id, response).unwrap_or_else(|| {
+            error_frame(
+                request_id,
+                ApiKey::Handshake,
+                wire::ErrorCode::Unknown,
+                "unencodable",
+            )
+        }),
         Response::Refused { api, error } => error_frame(
             request_id,
             wire_api(*api),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, ForwardsUOffset, Vector, WIPOffset};
 use quiver_broker_api::{
     ApiError, CommittedOffset, GroupDescription, GroupListing, Heartbeat, HeartbeatOutcome,
-    MemberDescription, OffsetCommit, Outcome, Request, Response, TopicPartition,
+    MemberDescription, Nack, NackReply, OffsetCommit, Outcome, Request, Response, TopicPartition,
 };
 
 use crate::codes::wire_code;
@@ -150,6 +150,19 @@ pub(crate) fn decode(env: &Envelope<'_>, api: ApiKey) -> Option<Result<Request, 
             .map(|b| Request::DeleteGroup {
                 group: b.group().unwrap_or_default().to_string(),
                 force: b.force(),
+            })
+            .ok_or_else(missing),
+        ApiKey::Nack => env
+            .body_as_nack_request()
+            .map(|b| {
+                Request::Nack(Nack {
+                    group: b.group().unwrap_or_default().to_string(),
+                    member_id: b.member_id().unwrap_or_default().to_string(),
+                    member_epoch: b.member_epoch(),
+                    tp: TopicPartition::new(b.topic().unwrap_or_default(), b.partition()),
+                    offset: b.offset(),
+                    error: b.error().unwrap_or_default().to_string(),
+                })
             })
             .ok_or_else(missing),
         ApiKey::AlterGroupConfig => env
@@ -358,6 +371,30 @@ pub(crate) fn encode(id: u64, response: &Response) -> Option<Bytes> {
                 b.as_union_value(),
             )
         }
+        Response::Nack(r) => {
+            let args = match r {
+                Ok(reply) => {
+                    let (dlq_topic, dlq_partition, dlq_offset) = match &reply.dead_letter {
+                        Some((t, p, o)) => (Some(fbb.create_string(t)), *p, *o),
+                        None => (None, -1, -1),
+                    };
+                    wire::NackResponseArgs {
+                        error: None,
+                        deliveries: reply.deliveries,
+                        redeliver_after_ms: reply.redeliver_after_ms.map_or(-1, i64::from),
+                        dlq_topic,
+                        dlq_partition,
+                        dlq_offset,
+                    }
+                }
+                Err(e) => wire::NackResponseArgs {
+                    error: Some(err(&mut fbb, e)),
+                    ..Default::default()
+                },
+            };
+            let b = wire::NackResponse::create(&mut fbb, &args);
+            (ApiKey::Nack, Body::NackResponse, b.as_union_value())
+        }
         _ => return None,
     };
     let root = envelope(&mut fbb, id, api, body_type, Some(body), None);
@@ -402,6 +439,9 @@ fn describe_args<'a>(
         heartbeat_interval_ms: d.config.heartbeat_interval_ms,
         members: Some(fbb.create_vector(&members)),
         offsets: Some(committed(fbb, &d.offsets)),
+        max_deliveries: d.config.max_deliveries,
+        redelivery_backoff_ms: Some(fbb.create_vector(&d.config.redelivery_backoff_ms)),
+        dlq_topic: Some(fbb.create_string(&d.config.dlq_topic)),
     }
 }
 
@@ -545,6 +585,35 @@ pub fn delete_group<'h>(header: impl Into<RequestHeader<'h>>, group: &str, force
     finish_frame(fbb, root)
 }
 
+/// A member failed the record at `n.offset`.
+pub fn nack<'h>(header: impl Into<RequestHeader<'h>>, n: &Nack) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + n.error.len());
+    let group = Some(fbb.create_string(&n.group));
+    let member_id = Some(fbb.create_string(&n.member_id));
+    let topic = Some(fbb.create_string(&n.tp.topic));
+    let error = Some(fbb.create_string(&n.error));
+    let body = wire::NackRequest::create(
+        &mut fbb,
+        &wire::NackRequestArgs {
+            group,
+            member_id,
+            member_epoch: n.member_epoch,
+            topic,
+            partition: n.tp.partition,
+            offset: n.offset,
+            error,
+        },
+    );
+    let root = request_envelope(
+        &mut fbb,
+        header.into(),
+        ApiKey::Nack,
+        Body::NackRequest,
+        body.as_union_value(),
+    );
+    finish_frame(fbb, root)
+}
+
 /// Sets the named keys of `group`'s configuration.
 pub fn alter_group_config<'h>(
     header: impl Into<RequestHeader<'h>>,
@@ -677,6 +746,23 @@ pub fn read_response(env: &Envelope<'_>) -> Option<Response> {
             let b = env.body_as_delete_group_response()?;
             Response::DeleteGroup(api_error(b.error()).map_or(Ok(()), Err))
         }
+        ApiKey::Nack => {
+            let b = env.body_as_nack_response()?;
+            Response::Nack(match api_error(b.error()) {
+                Some(e) => Err(e),
+                None => Ok(NackReply {
+                    deliveries: b.deliveries(),
+                    redeliver_after_ms: u32::try_from(b.redeliver_after_ms()).ok(),
+                    dead_letter: (b.redeliver_after_ms() < 0).then(|| {
+                        (
+                            b.dlq_topic().unwrap_or_default().to_string(),
+                            b.dlq_partition(),
+                            b.dlq_offset(),
+                        )
+                    }),
+                }),
+            })
+        }
         ApiKey::AlterGroupConfig => {
             let b = env.body_as_alter_group_config_response()?;
             Response::AlterGroupConfig(api_error(b.error()).map_or(Ok(()), Err))
@@ -704,6 +790,12 @@ fn read_description(b: &wire::DescribeGroupResponse<'_>) -> GroupDescription {
             session_timeout_ms: b.session_timeout_ms(),
             heartbeat_interval_ms: b.heartbeat_interval_ms(),
             assignor,
+            max_deliveries: b.max_deliveries(),
+            redelivery_backoff_ms: b
+                .redelivery_backoff_ms()
+                .map(|v| v.iter().collect())
+                .unwrap_or_default(),
+            dlq_topic: b.dlq_topic().unwrap_or_default().to_string(),
         },
         members: b
             .members()

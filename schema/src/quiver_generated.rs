@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 15;
+pub const ENUM_MAX_API_KEY: u16 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 16] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 17] = [
   ApiKey::Handshake,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -33,6 +33,7 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 16] = [
   ApiKey::DescribeGroup,
   ApiKey::DeleteGroup,
   ApiKey::AlterGroupConfig,
+  ApiKey::Nack,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -56,9 +57,10 @@ impl ApiKey {
   pub const DescribeGroup: Self = Self(13);
   pub const DeleteGroup: Self = Self(14);
   pub const AlterGroupConfig: Self = Self(15);
+  pub const Nack: Self = Self(16);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 15;
+  pub const ENUM_MAX: u16 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Handshake,
     Self::Metadata,
@@ -76,6 +78,7 @@ impl ApiKey {
     Self::DescribeGroup,
     Self::DeleteGroup,
     Self::AlterGroupConfig,
+    Self::Nack,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -96,6 +99,7 @@ impl ApiKey {
       Self::DescribeGroup => Some("DescribeGroup"),
       Self::DeleteGroup => Some("DeleteGroup"),
       Self::AlterGroupConfig => Some("AlterGroupConfig"),
+      Self::Nack => Some("Nack"),
       _ => None,
     }
   }
@@ -521,10 +525,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Acks {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 32;
+pub const ENUM_MAX_BODY: u8 = 34;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 33] = [
+pub const ENUM_VALUES_BODY: [Body; 35] = [
   Body::NONE,
   Body::HandshakeRequest,
   Body::HandshakeResponse,
@@ -558,6 +562,8 @@ pub const ENUM_VALUES_BODY: [Body; 33] = [
   Body::DeleteGroupResponse,
   Body::AlterGroupConfigRequest,
   Body::AlterGroupConfigResponse,
+  Body::NackRequest,
+  Body::NackResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -598,9 +604,11 @@ impl Body {
   pub const DeleteGroupResponse: Self = Self(30);
   pub const AlterGroupConfigRequest: Self = Self(31);
   pub const AlterGroupConfigResponse: Self = Self(32);
+  pub const NackRequest: Self = Self(33);
+  pub const NackResponse: Self = Self(34);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 32;
+  pub const ENUM_MAX: u8 = 34;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::HandshakeRequest,
@@ -635,6 +643,8 @@ impl Body {
     Self::DeleteGroupResponse,
     Self::AlterGroupConfigRequest,
     Self::AlterGroupConfigResponse,
+    Self::NackRequest,
+    Self::NackResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -672,6 +682,8 @@ impl Body {
       Self::DeleteGroupResponse => Some("DeleteGroupResponse"),
       Self::AlterGroupConfigRequest => Some("AlterGroupConfigRequest"),
       Self::AlterGroupConfigResponse => Some("AlterGroupConfigResponse"),
+      Self::NackRequest => Some("NackRequest"),
+      Self::NackResponse => Some("NackResponse"),
       _ => None,
     }
   }
@@ -6376,6 +6388,9 @@ impl<'a> DescribeGroupResponse<'a> {
   pub const VT_HEARTBEAT_INTERVAL_MS: ::flatbuffers::VOffsetT = 16;
   pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 18;
   pub const VT_OFFSETS: ::flatbuffers::VOffsetT = 20;
+  pub const VT_MAX_DELIVERIES: ::flatbuffers::VOffsetT = 22;
+  pub const VT_REDELIVERY_BACKOFF_MS: ::flatbuffers::VOffsetT = 24;
+  pub const VT_DLQ_TOPIC: ::flatbuffers::VOffsetT = 26;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6387,6 +6402,9 @@ impl<'a> DescribeGroupResponse<'a> {
     args: &'args DescribeGroupResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<DescribeGroupResponse<'bldr>> {
     let mut builder = DescribeGroupResponseBuilder::new(_fbb);
+    if let Some(x) = args.dlq_topic { builder.add_dlq_topic(x); }
+    if let Some(x) = args.redelivery_backoff_ms { builder.add_redelivery_backoff_ms(x); }
+    builder.add_max_deliveries(args.max_deliveries);
     if let Some(x) = args.offsets { builder.add_offsets(x); }
     if let Some(x) = args.members { builder.add_members(x); }
     builder.add_heartbeat_interval_ms(args.heartbeat_interval_ms);
@@ -6463,6 +6481,27 @@ impl<'a> DescribeGroupResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CommittedOffset>>>>(DescribeGroupResponse::VT_OFFSETS, None)}
   }
+  #[inline]
+  pub fn max_deliveries(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DescribeGroupResponse::VT_MAX_DELIVERIES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn redelivery_backoff_ms(&self) -> Option<::flatbuffers::Vector<'a, u32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u32>>>(DescribeGroupResponse::VT_REDELIVERY_BACKOFF_MS, None)}
+  }
+  #[inline]
+  pub fn dlq_topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DescribeGroupResponse::VT_DLQ_TOPIC, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DescribeGroupResponse<'_> {
@@ -6480,6 +6519,9 @@ impl ::flatbuffers::Verifiable for DescribeGroupResponse<'_> {
      .visit_field::<u32>("heartbeat_interval_ms", Self::VT_HEARTBEAT_INTERVAL_MS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<GroupMember>>>>("members", Self::VT_MEMBERS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<CommittedOffset>>>>("offsets", Self::VT_OFFSETS, false)?
+     .visit_field::<u32>("max_deliveries", Self::VT_MAX_DELIVERIES, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("redelivery_backoff_ms", Self::VT_REDELIVERY_BACKOFF_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("dlq_topic", Self::VT_DLQ_TOPIC, false)?
      .finish();
     Ok(())
   }
@@ -6494,6 +6536,9 @@ pub struct DescribeGroupResponseArgs<'a> {
     pub heartbeat_interval_ms: u32,
     pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<GroupMember<'a>>>>>,
     pub offsets: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<CommittedOffset<'a>>>>>,
+    pub max_deliveries: u32,
+    pub redelivery_backoff_ms: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
+    pub dlq_topic: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for DescribeGroupResponseArgs<'a> {
   #[inline]
@@ -6508,6 +6553,9 @@ impl<'a> Default for DescribeGroupResponseArgs<'a> {
       heartbeat_interval_ms: 0,
       members: None,
       offsets: None,
+      max_deliveries: 0,
+      redelivery_backoff_ms: None,
+      dlq_topic: None,
     }
   }
 }
@@ -6554,6 +6602,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DescribeGroupResponseBuilder<
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DescribeGroupResponse::VT_OFFSETS, offsets);
   }
   #[inline]
+  pub fn add_max_deliveries(&mut self, max_deliveries: u32) {
+    self.fbb_.push_slot::<u32>(DescribeGroupResponse::VT_MAX_DELIVERIES, max_deliveries, 0);
+  }
+  #[inline]
+  pub fn add_redelivery_backoff_ms(&mut self, redelivery_backoff_ms: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DescribeGroupResponse::VT_REDELIVERY_BACKOFF_MS, redelivery_backoff_ms);
+  }
+  #[inline]
+  pub fn add_dlq_topic(&mut self, dlq_topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DescribeGroupResponse::VT_DLQ_TOPIC, dlq_topic);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DescribeGroupResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DescribeGroupResponseBuilder {
@@ -6580,6 +6640,9 @@ impl ::core::fmt::Debug for DescribeGroupResponse<'_> {
       ds.field("heartbeat_interval_ms", &self.heartbeat_interval_ms());
       ds.field("members", &self.members());
       ds.field("offsets", &self.offsets());
+      ds.field("max_deliveries", &self.max_deliveries());
+      ds.field("redelivery_backoff_ms", &self.redelivery_backoff_ms());
+      ds.field("dlq_topic", &self.dlq_topic());
       ds.finish()
   }
 }
@@ -6998,6 +7061,385 @@ impl ::core::fmt::Debug for AlterGroupConfigResponse<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("AlterGroupConfigResponse");
       ds.field("error", &self.error());
+      ds.finish()
+  }
+}
+pub enum NackRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NackRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NackRequest<'a> {
+  type Inner = NackRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NackRequest<'a> {
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBER_EPOCH: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 10;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 12;
+  pub const VT_OFFSET: ::flatbuffers::VOffsetT = 14;
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NackRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NackRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<NackRequest<'bldr>> {
+    let mut builder = NackRequestBuilder::new(_fbb);
+    builder.add_offset(args.offset);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.add_member_epoch(args.member_epoch);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    if let Some(x) = args.group { builder.add_group(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NackRequest::VT_GROUP, None)}
+  }
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NackRequest::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn member_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(NackRequest::VT_MEMBER_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NackRequest::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(NackRequest::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(NackRequest::VT_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn error(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NackRequest::VT_ERROR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NackRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<i32>("member_epoch", Self::VT_MEMBER_EPOCH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i64>("offset", Self::VT_OFFSET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("error", Self::VT_ERROR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NackRequestArgs<'a> {
+    pub group: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub member_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub member_epoch: i32,
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: i32,
+    pub offset: i64,
+    pub error: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for NackRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    NackRequestArgs {
+      group: None,
+      member_id: None,
+      member_epoch: 0,
+      topic: None,
+      partition: 0,
+      offset: 0,
+      error: None,
+    }
+  }
+}
+
+pub struct NackRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NackRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_group(&mut self, group: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NackRequest::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NackRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_member_epoch(&mut self, member_epoch: i32) {
+    self.fbb_.push_slot::<i32>(NackRequest::VT_MEMBER_EPOCH, member_epoch, 0);
+  }
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NackRequest::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: i32) {
+    self.fbb_.push_slot::<i32>(NackRequest::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_offset(&mut self, offset: i64) {
+    self.fbb_.push_slot::<i64>(NackRequest::VT_OFFSET, offset, 0);
+  }
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NackRequest::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NackRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NackRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NackRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NackRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NackRequest");
+      ds.field("group", &self.group());
+      ds.field("member_id", &self.member_id());
+      ds.field("member_epoch", &self.member_epoch());
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("offset", &self.offset());
+      ds.field("error", &self.error());
+      ds.finish()
+  }
+}
+pub enum NackResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct NackResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for NackResponse<'a> {
+  type Inner = NackResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> NackResponse<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_DELIVERIES: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REDELIVER_AFTER_MS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_DLQ_TOPIC: ::flatbuffers::VOffsetT = 10;
+  pub const VT_DLQ_PARTITION: ::flatbuffers::VOffsetT = 12;
+  pub const VT_DLQ_OFFSET: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    NackResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args NackResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<NackResponse<'bldr>> {
+    let mut builder = NackResponseBuilder::new(_fbb);
+    builder.add_dlq_offset(args.dlq_offset);
+    builder.add_redeliver_after_ms(args.redeliver_after_ms);
+    builder.add_dlq_partition(args.dlq_partition);
+    if let Some(x) = args.dlq_topic { builder.add_dlq_topic(x); }
+    builder.add_deliveries(args.deliveries);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(NackResponse::VT_ERROR, None)}
+  }
+  #[inline]
+  pub fn deliveries(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(NackResponse::VT_DELIVERIES, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn redeliver_after_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(NackResponse::VT_REDELIVER_AFTER_MS, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn dlq_topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NackResponse::VT_DLQ_TOPIC, None)}
+  }
+  #[inline]
+  pub fn dlq_partition(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(NackResponse::VT_DLQ_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn dlq_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(NackResponse::VT_DLQ_OFFSET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for NackResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<u32>("deliveries", Self::VT_DELIVERIES, false)?
+     .visit_field::<i64>("redeliver_after_ms", Self::VT_REDELIVER_AFTER_MS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("dlq_topic", Self::VT_DLQ_TOPIC, false)?
+     .visit_field::<i32>("dlq_partition", Self::VT_DLQ_PARTITION, false)?
+     .visit_field::<i64>("dlq_offset", Self::VT_DLQ_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct NackResponseArgs<'a> {
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub deliveries: u32,
+    pub redeliver_after_ms: i64,
+    pub dlq_topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub dlq_partition: i32,
+    pub dlq_offset: i64,
+}
+impl<'a> Default for NackResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    NackResponseArgs {
+      error: None,
+      deliveries: 0,
+      redeliver_after_ms: -1,
+      dlq_topic: None,
+      dlq_partition: 0,
+      dlq_offset: 0,
+    }
+  }
+}
+
+pub struct NackResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NackResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(NackResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn add_deliveries(&mut self, deliveries: u32) {
+    self.fbb_.push_slot::<u32>(NackResponse::VT_DELIVERIES, deliveries, 0);
+  }
+  #[inline]
+  pub fn add_redeliver_after_ms(&mut self, redeliver_after_ms: i64) {
+    self.fbb_.push_slot::<i64>(NackResponse::VT_REDELIVER_AFTER_MS, redeliver_after_ms, -1);
+  }
+  #[inline]
+  pub fn add_dlq_topic(&mut self, dlq_topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NackResponse::VT_DLQ_TOPIC, dlq_topic);
+  }
+  #[inline]
+  pub fn add_dlq_partition(&mut self, dlq_partition: i32) {
+    self.fbb_.push_slot::<i32>(NackResponse::VT_DLQ_PARTITION, dlq_partition, 0);
+  }
+  #[inline]
+  pub fn add_dlq_offset(&mut self, dlq_offset: i64) {
+    self.fbb_.push_slot::<i64>(NackResponse::VT_DLQ_OFFSET, dlq_offset, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NackResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    NackResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<NackResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for NackResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("NackResponse");
+      ds.field("error", &self.error());
+      ds.field("deliveries", &self.deliveries());
+      ds.field("redeliver_after_ms", &self.redeliver_after_ms());
+      ds.field("dlq_topic", &self.dlq_topic());
+      ds.field("dlq_partition", &self.dlq_partition());
+      ds.field("dlq_offset", &self.dlq_offset());
       ds.finish()
   }
 }
@@ -7575,6 +8017,36 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_nack_request(&self) -> Option<NackRequest<'a>> {
+    if self.body_type() == Body::NackRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NackRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_nack_response(&self) -> Option<NackResponse<'a>> {
+    if self.body_type() == Body::NackResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { NackResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -7620,6 +8092,8 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::DeleteGroupResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DeleteGroupResponse>>("Body::DeleteGroupResponse", pos),
           Body::AlterGroupConfigRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterGroupConfigRequest>>("Body::AlterGroupConfigRequest", pos),
           Body::AlterGroupConfigResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterGroupConfigResponse>>("Body::AlterGroupConfigResponse", pos),
+          Body::NackRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NackRequest>>("Body::NackRequest", pos),
+          Body::NackResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NackResponse>>("Body::NackResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -7928,6 +8402,20 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::AlterGroupConfigResponse => {
           if let Some(x) = self.body_as_alter_group_config_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::NackRequest => {
+          if let Some(x) = self.body_as_nack_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::NackResponse => {
+          if let Some(x) = self.body_as_nack_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -171,6 +171,20 @@ fn write_group_seeds(seeds: &std::path::Path) {
             "group-alter",
             groups::alter_group_config(17, "g", &[("assignor", "range")]),
         ),
+        (
+            "group-nack",
+            groups::nack(
+                18,
+                &quiver_broker_api::Nack {
+                    group: "g".into(),
+                    member_id: "m".into(),
+                    member_epoch: 2,
+                    tp: TopicPartition::new("t", 0),
+                    offset: 9,
+                    error: "bad".into(),
+                },
+            ),
+        ),
     ];
     for (name, frame) in frames {
         std::fs::write(seeds.join("request_decode").join(name), &frame).unwrap();
@@ -194,8 +208,22 @@ fn write_group_seeds(seeds: &std::path::Path) {
             "offset-tombstone",
             Record::Offset {
                 group: "g".into(),
-                tp,
+                tp: tp.clone(),
                 value: None,
+            },
+        ),
+        (
+            "delivery",
+            Record::Delivery {
+                group: "g".into(),
+                tp,
+                offset: 9,
+                value: Some(quiver_group::record::DeliveryValue {
+                    deliveries: 2,
+                    first_failure_ms: 1,
+                    last_error: "bad".into(),
+                    moving: Some((0, 4)),
+                }),
             },
         ),
     ];

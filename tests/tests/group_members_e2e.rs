@@ -78,7 +78,7 @@ async fn produce(client: &Client, topic: &str, from: u64, count: u64) {
     let mut pending = Vec::new();
     for i in from..from + count {
         let r = ProducerRecord::new(topic, format!("v{i}")).key(format!("k{i}"));
-        pending.push(producer.send(r));
+        pending.push(producer.enqueue(r).await.expect("enqueued"));
     }
     for p in pending {
         p.await.expect("produced");

@@ -61,6 +61,16 @@ pub async fn describe(args: &ClientArgs, group: &str) -> Result<(), String> {
         d.config.session_timeout_ms,
         d.config.heartbeat_interval_ms
     );
+    println!(
+        "failures: max_deliveries {}  redelivery_backoff_ms {:?}  dlq_topic {}",
+        d.config.max_deliveries,
+        d.config.redelivery_backoff_ms,
+        if d.config.dlq_topic.is_empty() {
+            "<topic>.<group>.dlq"
+        } else {
+            &d.config.dlq_topic
+        }
+    );
     println!();
     let mut rows = vec![[
         "MEMBER", "INSTANCE", "CLIENT", "EPOCH", "ASSIGNED", "REVOKING",
@@ -121,6 +131,9 @@ fn describe_json(d: &GroupDescription, lag: &[PartitionLag]) -> serde_json::Valu
             "assignor": d.config.assignor.name(),
             "session_timeout_ms": d.config.session_timeout_ms,
             "heartbeat_interval_ms": d.config.heartbeat_interval_ms,
+            "max_deliveries": d.config.max_deliveries,
+            "redelivery_backoff_ms": d.config.redelivery_backoff_ms,
+            "dlq_topic": d.config.dlq_topic,
         },
         "members": d.members.iter().map(|m| json!({
             "member_id": m.member_id,
@@ -267,6 +280,14 @@ pub async fn reset_offsets(args: &ClientArgs, r: ResetArgs) -> Result<(), String
             admin.delete_group(&r.group, true).await.map_err(err)?;
             let session = d.config.session_timeout_ms.to_string();
             let heartbeat = d.config.heartbeat_interval_ms.to_string();
+            let deliveries = d.config.max_deliveries.to_string();
+            let backoff: Vec<String> = d
+                .config
+                .redelivery_backoff_ms
+                .iter()
+                .map(u32::to_string)
+                .collect();
+            let backoff = backoff.join(",");
             admin
                 .alter_group_config(
                     &r.group,
@@ -274,6 +295,9 @@ pub async fn reset_offsets(args: &ClientArgs, r: ResetArgs) -> Result<(), String
                         ("session_timeout_ms", session.as_str()),
                         ("heartbeat_interval_ms", heartbeat.as_str()),
                         ("assignor", d.config.assignor.name()),
+                        ("max_deliveries", deliveries.as_str()),
+                        ("redelivery_backoff_ms", backoff.as_str()),
+                        ("dlq_topic", d.config.dlq_topic.as_str()),
                     ],
                 )
                 .await

@@ -5,6 +5,7 @@ mod bench_cmd;
 mod connect;
 mod consume;
 mod consume_group;
+mod dlq;
 mod group;
 mod produce;
 mod serve;
@@ -128,6 +129,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Dead-lettered records of a consumer group.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Earliest and latest offset of every partition of a topic.
     Offsets {
         topic: String,
@@ -189,7 +197,8 @@ enum GroupCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Change group configs: session_timeout_ms, heartbeat_interval_ms, assignor.
+    /// Change group configs: session_timeout_ms, heartbeat_interval_ms, assignor,
+    /// max_deliveries, redelivery_backoff_ms (e.g. 1000,5000,30000), dlq_topic.
     AlterConfig {
         group: String,
         #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
@@ -224,6 +233,18 @@ enum GroupCommand {
         /// resume at the new offsets.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// Send the group's dead letters back to the partitions they came from (each once:
+    /// progress is committed under the group `G.dlq-replay`).
+    Replay {
+        group: String,
+        /// Only the dead letters of this topic (default: every topic the group consumes).
+        #[arg(long)]
+        topic: Option<String>,
     },
 }
 
@@ -463,6 +484,10 @@ fn client_command(cmd: Command) -> Result<(), String> {
                     .await
                 }
             },
+            Command::Dlq {
+                command: DlqCommand::Replay { group, topic },
+                client,
+            } => dlq::replay(&client, &group, topic.as_deref()).await,
             Command::Offsets { topic, client } => topic::offsets(&client, &topic).await,
             Command::Cluster {
                 command: ClusterCommand::Info,

@@ -24,13 +24,13 @@ pub mod response;
 pub use context::{Principal, RequestContext};
 pub use error::{ApiError, ErrorCode, Outcome};
 pub use request::{
-    Acks, Api, Fetch, FetchPartition, Heartbeat, NewTopic, OffsetCommit, OffsetQuery, Produce,
-    ProducePartition, Request, TopicPartition,
+    Acks, Api, Fetch, FetchPartition, Heartbeat, Nack, NewTopic, OffsetCommit, OffsetQuery,
+    Produce, ProducePartition, Request, TopicPartition,
 };
 pub use response::{
     CommittedOffset, FetchPartOutcome, GroupDescription, GroupListing, GroupState, HandshakeInfo,
-    HeartbeatOutcome, MemberDescription, PartitionInfo, ProducePartOutcome, Response, TopicConfigs,
-    TopicInfo, TopicResult,
+    HeartbeatOutcome, MemberDescription, NackReply, PartitionInfo, ProducePartOutcome, Response,
+    TopicConfigs, TopicInfo, TopicResult,
 };
 
 /// The version of every API this build serves (1: Produce and Fetch carry many partitions).

@@ -1,7 +1,7 @@
 //! [`Request`]: every API a broker serves, as owned values.
 
 use bytes::BytesMut;
-pub use quiver_group::{Heartbeat, OffsetCommit, TopicPartition};
+pub use quiver_group::{Heartbeat, Nack, OffsetCommit, TopicPartition};
 
 /// The APIs, by name (a protocol codec maps its own keys to these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,6 +22,7 @@ pub enum Api {
     DescribeGroup,
     DeleteGroup,
     AlterGroupConfig,
+    Nack,
 }
 
 /// How much acknowledgement a produce waits for.
@@ -141,6 +142,8 @@ pub enum Request {
         group: String,
         configs: Vec<(String, String)>,
     },
+    /// A member failed a record (redelivery, then the dead-letter topic).
+    Nack(Nack),
 }
 
 impl Request {
@@ -163,6 +166,7 @@ impl Request {
             Self::DescribeGroup { .. } => Api::DescribeGroup,
             Self::DeleteGroup { .. } => Api::DeleteGroup,
             Self::AlterGroupConfig { .. } => Api::AlterGroupConfig,
+            Self::Nack(_) => Api::Nack,
         }
     }
 
@@ -172,6 +176,7 @@ impl Request {
         match self {
             Self::ConsumerGroupHeartbeat(h) => Some(&h.group),
             Self::OffsetCommit(c) => Some(&c.group),
+            Self::Nack(n) => Some(&n.group),
             Self::OffsetFetch { group, .. }
             | Self::DescribeGroup { group }
             | Self::DeleteGroup { group, .. }

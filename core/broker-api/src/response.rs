@@ -9,7 +9,18 @@ pub use quiver_group::group::GroupState;
 pub use quiver_group::types::CommittedOffset;
 use quiver_group::TopicPartition;
 
-/// One group of a ListGroups answer.
+/// What a `nack` led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NackReply {
+    /// Deliveries of the record so far.
+    pub deliveries: u32,
+    /// Deliver it again after this wait (`None`: it was dead-lettered).
+    pub redeliver_after_ms: Option<u32>,
+    /// Where the dead letter was written: topic, partition, offset.
+    pub dead_letter: Option<(String, i32, i64)>,
+}
+
+/// One group as `ListGroups` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupListing {
     pub group: String,
@@ -132,6 +143,7 @@ pub enum Response {
     DescribeGroup(Result<GroupDescription, ApiError>),
     DeleteGroup(Outcome),
     AlterGroupConfig(Outcome),
+    Nack(Result<NackReply, ApiError>),
     /// The request as a whole was not served (the node is stopping, a shard did not answer).
     Refused {
         api: Api,
@@ -159,6 +171,7 @@ impl Response {
             Self::DescribeGroup(_) => Api::DescribeGroup,
             Self::DeleteGroup(_) => Api::DeleteGroup,
             Self::AlterGroupConfig(_) => Api::AlterGroupConfig,
+            Self::Nack(_) => Api::Nack,
             Self::Refused { api, .. } => *api,
         }
     }

@@ -19,10 +19,10 @@ use bytes::Bytes;
 use glommio::sync::Semaphore;
 use quiver_batch::{BatchBuilder, BatchHeader, NewRecord, RecordIter};
 use quiver_broker_api::{
-    ApiError, ErrorCode, GroupListing, NewTopic, Request, RequestContext, Response,
+    ApiError, ErrorCode, GroupListing, NackReply, Request, RequestContext, Response,
 };
 use quiver_group::types::TopicCounts;
-use quiver_group::{Coordinator, GroupConfig, Limits, Record, OFFSETS_TOPIC};
+use quiver_group::{Coordinator, GroupConfig, Limits, NackOutcome, Record, OFFSETS_TOPIC};
 
 use crate::partition::Partition;
 use crate::routing;
@@ -80,12 +80,12 @@ impl Default for GroupCoordinators {
 }
 
 impl GroupCoordinators {
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 }
 
-fn wall_clock_ms() -> i64 {
+pub(crate) fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -115,7 +115,8 @@ impl Shard {
             );
         };
         if !self.metadata().topics.contains_key(OFFSETS_TOPIC) {
-            if let Err(e) = self.clone().create_offsets_topic(ctx.clone()).await {
+            let partitions = self.settings().groups.offsets_topic_partitions.max(1) as i32;
+            if let Err(e) = self.ensure_topic(OFFSETS_TOPIC, partitions).await {
                 return refused(api, e);
             }
         }
@@ -145,6 +146,8 @@ impl Shard {
         };
         let now = self.groups.now_ms();
         let counts = self.topic_counts();
+        // A failed record that goes to the dead-letter topic: moved after its count persists.
+        let mut dead_letter = None;
         let (response, records) = {
             let mut co = slot.coordinator.borrow_mut();
             match request {
@@ -185,6 +188,36 @@ impl Shard {
                     Ok(r) => (Response::DeleteGroup(Ok(())), r),
                     Err(e) => (Response::DeleteGroup(Err(e.into())), Vec::new()),
                 },
+                Request::Nack(n) => match co.nack(&n, now, wall_clock_ms()) {
+                    Ok((
+                        NackOutcome::Redeliver {
+                            deliveries,
+                            after_ms,
+                        },
+                        r,
+                    )) => (
+                        Response::Nack(Ok(NackReply {
+                            deliveries,
+                            redeliver_after_ms: Some(after_ms),
+                            dead_letter: None,
+                        })),
+                        r,
+                    ),
+                    Ok((
+                        NackOutcome::DeadLetter {
+                            dlq_topic,
+                            delivery,
+                        },
+                        r,
+                    )) => {
+                        dead_letter = Some((n, dlq_topic, delivery));
+                        (
+                            refused(api, ApiError::new(ErrorCode::Unknown, "not moved")),
+                            r,
+                        )
+                    }
+                    Err(e) => (Response::Nack(Err(e.into())), Vec::new()),
+                },
                 Request::AlterGroupConfig { group, configs } => {
                     match co.alter_config_keys(&group, &configs, now) {
                         Ok(r) => (Response::AlterGroupConfig(Ok(())), r),
@@ -199,15 +232,27 @@ impl Shard {
                 }
             }
         };
-        if records.is_empty() {
-            return response;
-        }
-        match self.persist(partition, &records).await {
-            Ok(()) => response,
-            Err(e) => {
+        if !records.is_empty() {
+            if let Err(e) = self.persist(partition, &records).await {
                 // Memory holds changes the log does not: forget it; the next request reloads.
                 self.groups.slots.borrow_mut().remove(&partition);
-                refused(api, e)
+                return refused(api, e);
+            }
+        }
+        let Some((n, dlq_topic, delivery)) = dead_letter else {
+            return response;
+        };
+        let moved = self
+            .dead_letter(&slot.coordinator, partition, &n, &dlq_topic, delivery)
+            .await;
+        match moved {
+            Ok(reply) => Response::Nack(Ok(reply)),
+            Err(e) => {
+                // The move is resumable (its records say how far it got): the member nacks
+                // again. Reload, in case a step's records did not all persist.
+                tracing::warn!(group = %n.group, "moving a record to {dlq_topic} failed; the next nack resumes it: {e}");
+                self.groups.slots.borrow_mut().remove(&partition);
+                Response::Nack(Err(e))
             }
         }
     }
@@ -234,36 +279,6 @@ impl Shard {
             .iter()
             .map(|(name, t)| (name.clone(), t.partitions.len() as i32))
             .collect()
-    }
-
-    async fn create_offsets_topic(self: Rc<Self>, ctx: RequestContext) -> Result<(), ApiError> {
-        let partitions = self.settings().groups.offsets_topic_partitions.max(1) as i32;
-        let request = Request::CreateTopics(vec![NewTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            partitions,
-            configs: Vec::new(),
-        }]);
-        // Boxed: handle → serve → serve_group → here → handle.
-        let answer: std::pin::Pin<Box<dyn std::future::Future<Output = Response>>> =
-            Box::pin(self.clone().handle(ctx, request));
-        match answer.await {
-            Response::CreateTopics(results) => match results.into_iter().next() {
-                Some(r) => match r.outcome {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.code == ErrorCode::TopicExists => Ok(()),
-                    Err(e) => Err(e),
-                },
-                None => Err(ApiError::new(
-                    ErrorCode::Unknown,
-                    "no answer creating the offsets topic",
-                )),
-            },
-            Response::Refused { error, .. } => Err(error),
-            _ => Err(ApiError::new(
-                ErrorCode::Unknown,
-                "unexpected answer creating the offsets topic",
-            )),
-        }
     }
 
     /// The loaded coordinator of `partition`, loading it from the log when needed.
@@ -293,7 +308,7 @@ impl Shard {
     }
 
     /// Appends `records` to the coordinator's partition, durable before it returns.
-    async fn persist(&self, partition: i32, records: &[Record]) -> Result<(), ApiError> {
+    pub(crate) async fn persist(&self, partition: i32, records: &[Record]) -> Result<(), ApiError> {
         let log = self.locate(OFFSETS_TOPIC, partition)?;
         let epoch = log.replica.append_epoch(OFFSETS_TOPIC, partition)?;
         let now = wall_clock_ms();

@@ -28,6 +28,7 @@
 pub mod acks;
 pub mod batches;
 pub mod control;
+pub mod dead_letter;
 pub mod fetch;
 pub mod forward;
 pub mod groups;

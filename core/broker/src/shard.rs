@@ -219,7 +219,8 @@ impl Shard {
             | Request::ListGroups
             | Request::DescribeGroup { .. }
             | Request::DeleteGroup { .. }
-            | Request::AlterGroupConfig { .. }) => self.serve_group(ctx, r).await,
+            | Request::AlterGroupConfig { .. }
+            | Request::Nack(_)) => self.serve_group(ctx, r).await,
         }
     }
 

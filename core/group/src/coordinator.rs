@@ -10,9 +10,12 @@ use crate::error::GroupError;
 use crate::group::{Group, GroupState};
 use crate::member;
 use crate::record::{GroupValue, MemberValue, Record, TargetValue};
+
+mod failures;
 use crate::types::{
     Assignment, AssignorKind, CommittedOffset, GroupConfig, Limits, TopicCounts, TopicPartition,
 };
+pub use failures::{Nack, NackOutcome};
 
 /// Join with this epoch (a new member, or one that lost its state).
 pub const JOIN_EPOCH: i32 = 0;
@@ -158,6 +161,30 @@ impl Coordinator {
             return Err(GroupError::Invalid(format!(
                 "heartbeat interval {} ms is outside the node's bounds {}..={} ms",
                 c.heartbeat_interval_ms, l.min_heartbeat_interval_ms, l.max_heartbeat_interval_ms
+            )));
+        }
+        if !(1..=crate::types::MAX_DELIVERIES).contains(&c.max_deliveries) {
+            return Err(GroupError::Invalid(format!(
+                "max_deliveries {} is outside 1..={}",
+                c.max_deliveries,
+                crate::types::MAX_DELIVERIES
+            )));
+        }
+        if c.redelivery_backoff_ms.len() > crate::types::MAX_BACKOFF_STEPS
+            || c.redelivery_backoff_ms
+                .iter()
+                .any(|b| *b > crate::types::MAX_REDELIVERY_BACKOFF_MS)
+        {
+            return Err(GroupError::Invalid(format!(
+                "redelivery_backoff_ms takes at most {} waits of at most {} ms each",
+                crate::types::MAX_BACKOFF_STEPS,
+                crate::types::MAX_REDELIVERY_BACKOFF_MS
+            )));
+        }
+        if c.dlq_topic.len() > self.limits.max_id_bytes || c.dlq_topic.starts_with("__") {
+            return Err(GroupError::Invalid(format!(
+                "dlq_topic {:?}: a topic name of at most {} bytes, not internal (__)",
+                c.dlq_topic, self.limits.max_id_bytes
             )));
         }
         if c.heartbeat_interval_ms >= c.session_timeout_ms {
@@ -698,30 +725,7 @@ impl Coordinator {
             }
             None
         } else {
-            let unknown = || GroupError::UnknownMemberId {
-                group: c.group.clone(),
-                member_id: c.member_id.clone(),
-            };
-            let g = self.groups.get(&c.group).ok_or_else(unknown)?;
-            let m = g.members.get(&c.member_id).ok_or_else(unknown)?;
-            let expected = m.value.member_epoch;
-            if c.member_epoch < expected {
-                return Err(GroupError::StaleGeneration {
-                    group: c.group.clone(),
-                    member_id: c.member_id.clone(),
-                    got: c.member_epoch,
-                    expected,
-                });
-            }
-            if c.member_epoch > expected {
-                return Err(GroupError::FencedMemberEpoch {
-                    group: c.group.clone(),
-                    member_id: c.member_id.clone(),
-                    got: c.member_epoch,
-                    expected,
-                });
-            }
-            Some(m.value.clone())
+            Some(self.acting_member(&c.group, &c.member_id, c.member_epoch)?)
         };
         let mut outcomes = Vec::with_capacity(c.offsets.len());
         for (tp, offset, metadata) in &c.offsets {
@@ -750,6 +754,8 @@ impl Coordinator {
                 Ok(())
             };
             if outcome.is_ok() {
+                // Failed records the group has now moved past are settled.
+                self.settle_deliveries_below(&c.group, tp, *offset, &mut out, now_ms);
                 self.emit(
                     &mut out,
                     Record::Offset {
@@ -767,6 +773,41 @@ impl Coordinator {
             outcomes.push(outcome);
         }
         Ok((outcomes, out))
+    }
+
+    /// The member acting (committing, failing a record) at `epoch`: an older epoch is
+    /// `StaleGeneration`, a newer one `FencedMemberEpoch`, an unknown member
+    /// `UnknownMemberId`.
+    fn acting_member(
+        &self,
+        group: &str,
+        member_id: &str,
+        epoch: i32,
+    ) -> Result<MemberValue, GroupError> {
+        let unknown = || GroupError::UnknownMemberId {
+            group: group.to_string(),
+            member_id: member_id.to_string(),
+        };
+        let g = self.groups.get(group).ok_or_else(unknown)?;
+        let m = g.members.get(member_id).ok_or_else(unknown)?;
+        let expected = m.value.member_epoch;
+        if epoch < expected {
+            return Err(GroupError::StaleGeneration {
+                group: group.to_string(),
+                member_id: member_id.to_string(),
+                got: epoch,
+                expected,
+            });
+        }
+        if epoch > expected {
+            return Err(GroupError::FencedMemberEpoch {
+                group: group.to_string(),
+                member_id: member_id.to_string(),
+                got: epoch,
+                expected,
+            });
+        }
+        Ok(m.value.clone())
     }
 
     /// Committed offsets of `partitions` (every committed one when empty); a partition with
@@ -855,6 +896,12 @@ impl Coordinator {
                 value: None,
             })
             .collect();
+        records.extend(g.deliveries.keys().map(|(tp, offset)| Record::Delivery {
+            group: group.to_string(),
+            tp: tp.clone(),
+            offset: *offset,
+            value: None,
+        }));
         records.extend(g.members.keys().map(|id| Record::Member {
             group: group.to_string(),
             member_id: id.clone(),

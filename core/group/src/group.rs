@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::record::{GroupValue, MemberValue, Record, TargetValue};
+use crate::record::{DeliveryValue, GroupValue, MemberValue, Record, TargetValue};
 use crate::types::{Assignment, CommittedOffset, GroupConfig, TopicPartition};
 
 /// A member as the coordinator keeps it: its persisted value and when it was last heard of.
@@ -46,6 +46,8 @@ pub struct Group {
     pub target_epoch: i32,
     pub target: BTreeMap<String, Assignment>,
     pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    /// Records members failed (`nack`), by partition and offset.
+    pub deliveries: BTreeMap<(TopicPartition, i64), DeliveryValue>,
     /// The group record exists (a group only of offsets has none until a member joins).
     pub has_group_record: bool,
 }
@@ -61,6 +63,7 @@ impl Group {
             target_epoch: 0,
             target: BTreeMap::new(),
             offsets: BTreeMap::new(),
+            deliveries: BTreeMap::new(),
             has_group_record: false,
         }
     }
@@ -120,6 +123,16 @@ impl Group {
                     self.members.remove(member_id);
                 }
             },
+            Record::Delivery {
+                tp, offset, value, ..
+            } => match value {
+                Some(v) => {
+                    self.deliveries.insert((tp.clone(), *offset), v.clone());
+                }
+                None => {
+                    self.deliveries.remove(&(tp.clone(), *offset));
+                }
+            },
             Record::Target { value, .. } => match value {
                 Some(TargetValue { epoch, members }) => {
                     self.target_epoch = *epoch;
@@ -166,6 +179,9 @@ impl Group {
 
     /// Nothing is left of it: no members, offsets or group record.
     pub fn is_gone(&self) -> bool {
-        self.members.is_empty() && self.offsets.is_empty() && !self.has_group_record
+        self.members.is_empty()
+            && self.offsets.is_empty()
+            && self.deliveries.is_empty()
+            && !self.has_group_record
     }
 }

@@ -14,6 +14,7 @@ const KIND_OFFSET: u16 = 1;
 const KIND_GROUP: u16 = 2;
 const KIND_MEMBER: u16 = 3;
 const KIND_TARGET: u16 = 4;
+const KIND_DELIVERY: u16 = 5;
 const VALUE_VERSION: u16 = 0;
 
 /// A group's epoch and configuration.
@@ -50,6 +51,19 @@ pub struct TargetValue {
     pub members: Vec<(String, Assignment)>,
 }
 
+/// A record a member failed (`nack`): how often it was delivered, why it failed, and once
+/// the coordinator decided to dead-letter it, where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryValue {
+    pub deliveries: u32,
+    /// When the first `nack` came (ms since the epoch, the coordinator's clock).
+    pub first_failure_ms: i64,
+    pub last_error: String,
+    /// Being moved: the dead-letter partition, and its end offset before the move (a retry
+    /// looks for an earlier copy from there, so the move is written once).
+    pub moving: Option<(i32, i64)>,
+}
+
 /// One state change of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -71,6 +85,12 @@ pub enum Record {
         group: String,
         value: Option<TargetValue>,
     },
+    Delivery {
+        group: String,
+        tp: TopicPartition,
+        offset: i64,
+        value: Option<DeliveryValue>,
+    },
 }
 
 /// A record that cannot be read.
@@ -84,7 +104,8 @@ impl Record {
             Self::Offset { group, .. }
             | Self::Group { group, .. }
             | Self::Member { group, .. }
-            | Self::Target { group, .. } => group,
+            | Self::Target { group, .. }
+            | Self::Delivery { group, .. } => group,
         }
     }
 
@@ -119,6 +140,13 @@ impl Record {
                         put_str(&mut v, t);
                         put_i32(&mut v, *n);
                     }
+                    // Appended fields (read when present): the failure policy.
+                    put_u32(&mut v, g.config.max_deliveries);
+                    put_u32(&mut v, g.config.redelivery_backoff_ms.len() as u32);
+                    for b in &g.config.redelivery_backoff_ms {
+                        put_u32(&mut v, *b);
+                    }
+                    put_str(&mut v, &g.config.dlq_topic);
                 })
             }
             Self::Member {
@@ -143,6 +171,32 @@ impl Record {
                     put_assignment(&mut v, &m.assigned);
                     put_assignment(&mut v, &m.revoking);
                     v.push(u8::from(m.left_static));
+                })
+            }
+            Self::Delivery {
+                group,
+                tp,
+                offset,
+                value,
+            } => {
+                put_u16(&mut k, KIND_DELIVERY);
+                put_str(&mut k, group);
+                put_str(&mut k, &tp.topic);
+                put_i32(&mut k, tp.partition);
+                put_i64(&mut k, *offset);
+                value.as_ref().map(|d| {
+                    put_u16(&mut v, VALUE_VERSION);
+                    put_u32(&mut v, d.deliveries);
+                    put_i64(&mut v, d.first_failure_ms);
+                    put_str(&mut v, &d.last_error);
+                    match d.moving {
+                        Some((p, from)) => {
+                            v.push(1);
+                            put_i32(&mut v, p);
+                            put_i64(&mut v, from);
+                        }
+                        None => v.push(0),
+                    }
                 })
             }
             Self::Target { group, value } => {
@@ -208,13 +262,24 @@ impl Record {
                         for _ in 0..n {
                             topic_counts.push((r.string()?, r.i32()?));
                         }
+                        let mut config = GroupConfig {
+                            session_timeout_ms,
+                            heartbeat_interval_ms,
+                            assignor,
+                            ..GroupConfig::default()
+                        };
+                        if !r.0.is_empty() {
+                            config.max_deliveries = r.u32()?;
+                            let n = r.count()?;
+                            config.redelivery_backoff_ms = Vec::with_capacity(n);
+                            for _ in 0..n {
+                                config.redelivery_backoff_ms.push(r.u32()?);
+                            }
+                            config.dlq_topic = r.string()?;
+                        }
                         Some(GroupValue {
                             epoch,
-                            config: GroupConfig {
-                                session_timeout_ms,
-                                heartbeat_interval_ms,
-                                assignor,
-                            },
+                            config,
                             topic_counts,
                         })
                     }
@@ -269,6 +334,29 @@ impl Record {
                     None => None,
                 };
                 Self::Target { group, value }
+            }
+            KIND_DELIVERY => {
+                let group = k.string()?;
+                let tp = TopicPartition::new(k.string()?, k.i32()?);
+                let offset = k.i64()?;
+                let value = match v.as_mut() {
+                    Some(r) => Some(DeliveryValue {
+                        deliveries: r.u32()?,
+                        first_failure_ms: r.i64()?,
+                        last_error: r.string()?,
+                        moving: match r.u8()? {
+                            0 => None,
+                            _ => Some((r.i32()?, r.i64()?)),
+                        },
+                    }),
+                    None => None,
+                };
+                Self::Delivery {
+                    group,
+                    tp,
+                    offset,
+                    value,
+                }
             }
             other => return Err(DecodeError(format!("unknown record kind {other}"))),
         };
@@ -412,6 +500,47 @@ mod tests {
                     topic_counts: vec![("t".into(), 4)],
                 }),
             },
+            Record::Group {
+                group: "g".into(),
+                value: Some(GroupValue {
+                    epoch: 4,
+                    config: GroupConfig {
+                        max_deliveries: 2,
+                        redelivery_backoff_ms: vec![],
+                        dlq_topic: "dead".into(),
+                        ..GroupConfig::default()
+                    },
+                    topic_counts: vec![],
+                }),
+            },
+            Record::Delivery {
+                group: "g".into(),
+                tp: TopicPartition::new("t", 2),
+                offset: 77,
+                value: Some(DeliveryValue {
+                    deliveries: 2,
+                    first_failure_ms: 5,
+                    last_error: "bad".into(),
+                    moving: None,
+                }),
+            },
+            Record::Delivery {
+                group: "g".into(),
+                tp: TopicPartition::new("t", 2),
+                offset: 77,
+                value: Some(DeliveryValue {
+                    deliveries: 3,
+                    first_failure_ms: 5,
+                    last_error: "worse".into(),
+                    moving: Some((2, 100)),
+                }),
+            },
+            Record::Delivery {
+                group: "g".into(),
+                tp: TopicPartition::new("t", 2),
+                offset: 77,
+                value: None,
+            },
             Record::Member {
                 group: "g".into(),
                 member_id: "m1".into(),
@@ -456,12 +585,46 @@ mod tests {
             for cut in 0..k.len() {
                 assert!(Record::decode(&k[..cut], v.as_deref()).is_err());
             }
+            // A group value written before the failure policy was appended ends there.
+            let older_len = match (&r, &v) {
+                (Record::Group { value: Some(g), .. }, Some(v)) => Some(
+                    v.len()
+                        - 8
+                        - 4 * g.config.redelivery_backoff_ms.len()
+                        - 2
+                        - g.config.dlq_topic.len(),
+                ),
+                _ => None,
+            };
             if let Some(v) = v {
                 for cut in 0..v.len() {
-                    assert!(Record::decode(&k, Some(&v[..cut])).is_err());
+                    if Some(cut) == older_len {
+                        continue;
+                    }
+                    assert!(
+                        Record::decode(&k, Some(&v[..cut])).is_err(),
+                        "{r:?} cut at {cut}"
+                    );
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_group_value_without_the_failure_policy_reads_with_the_defaults() {
+        let r = Record::Group {
+            group: "g".into(),
+            value: Some(GroupValue {
+                epoch: 1,
+                config: GroupConfig::default(),
+                topic_counts: vec![],
+            }),
+        };
+        let (k, v) = r.encode();
+        let v = v.expect("a value");
+        let d = GroupConfig::default();
+        let older = &v[..v.len() - 8 - 4 * d.redelivery_backoff_ms.len() - 2];
+        assert_eq!(Record::decode(&k, Some(older)), Ok(r));
     }
 
     proptest::proptest! {

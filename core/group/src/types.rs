@@ -60,22 +60,67 @@ pub struct GroupConfig {
     /// How often members heartbeat (told to them in every heartbeat answer).
     pub heartbeat_interval_ms: u32,
     pub assignor: AssignorKind,
+    /// Deliveries of one record (the first and the redeliveries after each `nack`) before
+    /// the coordinator moves it to the dead-letter topic.
+    pub max_deliveries: u32,
+    /// Wait before each redelivery after a `nack` (the n-th entry before the (n+1)-th
+    /// delivery; the last entry repeats).
+    pub redelivery_backoff_ms: Vec<u32>,
+    /// Where dead-lettered records go; empty: `<topic>.<group>.dlq`.
+    pub dlq_topic: String,
 }
 
+/// Most entries of `redelivery_backoff_ms`.
+pub const MAX_BACKOFF_STEPS: usize = 16;
+/// Longest redelivery wait, in milliseconds (an hour: longer waits belong in a delay topic).
+pub const MAX_REDELIVERY_BACKOFF_MS: u32 = 3_600_000;
+/// Largest `max_deliveries`.
+pub const MAX_DELIVERIES: u32 = 1_000;
+
 impl Default for GroupConfig {
-    /// Kafka's KIP-848 defaults: 45 s session, 5 s heartbeat.
+    /// Kafka's KIP-848 defaults: 45 s session, 5 s heartbeat; a failing record is delivered
+    /// 5 times, 1 s then 5 s then 30 s apart.
     fn default() -> Self {
         Self {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 5_000,
             assignor: AssignorKind::Uniform,
+            max_deliveries: 5,
+            redelivery_backoff_ms: vec![1_000, 5_000, 30_000],
+            dlq_topic: String::new(),
         }
     }
 }
 
 impl GroupConfig {
     /// The keys `with_changes` takes, as `quiver group alter-config` documents them.
-    pub const KEYS: [&'static str; 3] = ["session_timeout_ms", "heartbeat_interval_ms", "assignor"];
+    pub const KEYS: [&'static str; 6] = [
+        "session_timeout_ms",
+        "heartbeat_interval_ms",
+        "assignor",
+        "max_deliveries",
+        "redelivery_backoff_ms",
+        "dlq_topic",
+    ];
+
+    /// The wait before the delivery that follows delivery number `deliveries` (1-based).
+    pub fn backoff_ms(&self, deliveries: u32) -> u32 {
+        let i = (deliveries.max(1) - 1) as usize;
+        self.redelivery_backoff_ms
+            .get(i)
+            .or(self.redelivery_backoff_ms.last())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The dead-letter topic for records of `topic` consumed by `group`.
+    pub fn dlq_topic_for(&self, topic: &str, group: &str) -> String {
+        if self.dlq_topic.is_empty() {
+            format!("{topic}.{group}.dlq")
+        } else {
+            self.dlq_topic.clone()
+        }
+    }
 
     /// This configuration with the named keys changed; an unknown key or a bad value is an
     /// error naming it (bounds are checked by the coordinator).
@@ -95,6 +140,22 @@ impl GroupConfig {
                         format!("assignor = {value:?}: expected \"uniform\" or \"range\"")
                     })?
                 }
+                "max_deliveries" => {
+                    c.max_deliveries = value.parse::<u32>().map_err(|_| {
+                        format!("{key} = {value:?}: expected a number of deliveries")
+                    })?
+                }
+                "redelivery_backoff_ms" => {
+                    c.redelivery_backoff_ms = value
+                        .split(',')
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| v.trim().parse::<u32>())
+                        .collect::<Result<_, _>>()
+                        .map_err(|_| {
+                            format!("{key} = {value:?}: expected milliseconds separated by commas, e.g. 1000,5000,30000")
+                        })?
+                }
+                "dlq_topic" => c.dlq_topic = value.clone(),
                 _ => {
                     return Err(format!(
                         "unknown group config key {key:?}; known keys: {}",
@@ -124,6 +185,8 @@ pub struct Limits {
     pub max_heartbeat_interval_ms: u32,
     /// Longest a member may take to revoke partitions before it is removed.
     pub max_rebalance_timeout_ms: u32,
+    /// Most failed records (`nack`) one group tracks at once.
+    pub max_failed_records_per_group: usize,
 }
 
 impl Default for Limits {
@@ -139,6 +202,7 @@ impl Default for Limits {
             min_heartbeat_interval_ms: 100,
             max_heartbeat_interval_ms: 60_000,
             max_rebalance_timeout_ms: 1_800_000,
+            max_failed_records_per_group: 10_000,
         }
     }
 }

@@ -12,6 +12,7 @@ fn fast() -> GroupConfig {
         session_timeout_ms: 3_000,
         heartbeat_interval_ms: 300,
         assignor: AssignorKind::Uniform,
+        ..GroupConfig::default()
     }
 }
 
