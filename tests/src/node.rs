@@ -61,6 +61,11 @@ impl Node {
     }
 
     pub fn start_on(data_dir: &Path, shards: usize, base_port: u16) -> Self {
+        Self::start_with(data_dir, shards, base_port, &[])
+    }
+
+    /// [`Node::start_on`] with more `serve` flags.
+    pub fn start_with(data_dir: &Path, shards: usize, base_port: u16, extra: &[&str]) -> Self {
         wait_for_free_ports(base_port, shards);
         let mut child = Command::new(quiver_binary())
             .args(["serve", "--data-dir"])
@@ -73,6 +78,7 @@ impl Node {
                 "--log-level",
                 "warn",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -63,7 +63,7 @@ pub const CONFIG_KEYS: &[(&str, &str, &str)] = &[
     (
         "retention_check_interval_ms",
         "300000",
-        "How often each partition applies retention.",
+        "How often each partition applies retention and, for compacted topics, checks whether a compaction is due.",
     ),
     (
         "shard_commit_log",

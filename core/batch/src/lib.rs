@@ -3,7 +3,10 @@
 //! - [`header`]: the fixed 61-byte header, field offsets, in-place stamping.
 //! - [`builder`]: [`BatchBuilder`] encodes records into a batch (the producer side).
 //! - [`records`]: [`RecordIter`] walks a batch's records as zero-copy `Bytes` slices.
-//! - [`validate_batch`]: every check a broker makes before it accepts a batch.
+//! - [`validate_batch`]: every check a broker makes before it accepts a batch
+//!   ([`validate_stored_batch`]: the same for batches compaction thinned).
+//! - [`retain`]: [`retain::retain_records`] rebuilds a batch with some of its records, offsets
+//!   kept (log compaction).
 //!
 //! Written from the public protocol description; the interop fixtures under
 //! `core/tests/fixtures/` were made by an independent implementation (kafka-python).
@@ -12,6 +15,7 @@ pub mod builder;
 pub mod compression;
 pub mod header;
 pub mod records;
+pub mod retain;
 pub mod varint;
 
 pub use builder::{BatchBuilder, NewRecord};
@@ -67,6 +71,17 @@ pub struct BatchLimits {
 /// CRC-32C, codec, record count vs `lastOffsetDelta`, and for uncompressed batches that
 /// every record parses with offset deltas `0..count`. Returns the parsed header.
 pub fn validate_batch(batch: &[u8], limits: BatchLimits) -> Result<BatchHeader, BatchError> {
+    validate(batch, limits, false)
+}
+
+/// [`validate_batch`] for a batch read back from a log, which compaction may have thinned:
+/// it keeps its offsets (`baseOffset`, `lastOffsetDelta`) but may hold fewer records, even
+/// none, with increasing offset deltas. What producers send is checked strictly.
+pub fn validate_stored_batch(batch: &[u8], limits: BatchLimits) -> Result<BatchHeader, BatchError> {
+    validate(batch, limits, true)
+}
+
+fn validate(batch: &[u8], limits: BatchLimits, stored: bool) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(batch)?;
     let declared = i64::from(header.batch_length) + header::LOG_OVERHEAD_BYTES as i64;
     if declared != batch.len() as i64 {
@@ -92,14 +107,19 @@ pub fn validate_batch(batch: &[u8], limits: BatchLimits) -> Result<BatchHeader, 
         });
     }
     let compression = header.compression()?;
-    if header.records_count < 1 || header.last_offset_delta != header.records_count - 1 {
+    let exact = header.records_count >= 1 && header.last_offset_delta == header.records_count - 1;
+    let thinned = stored
+        && header.last_offset_delta >= 0
+        && (0..=header.last_offset_delta.saturating_add(1)).contains(&header.records_count);
+    if !exact && !thinned {
         return Err(BatchError::CountMismatch {
             records_count: header.records_count,
             last_offset_delta: header.last_offset_delta,
         });
     }
     if compression == Compression::None {
-        records::check_records(&batch[HEADER_BYTES..], header.records_count)?;
+        let compacted = (!exact).then_some(header.last_offset_delta);
+        records::check_records(&batch[HEADER_BYTES..], header.records_count, compacted)?;
     }
     Ok(header)
 }

@@ -129,17 +129,29 @@ fn parse_record(buf: &[u8], start: usize, index: usize) -> Result<RecordSpans, B
 }
 
 /// Checks that `records` holds exactly `count` well-formed records with offset deltas
-/// `0..count`.
-pub(super) fn check_records(records: &[u8], count: i32) -> Result<(), BatchError> {
+/// `0..count` (as produced), or with `compacted`, increasing deltas up to
+/// `last_offset_delta` (a compacted batch keeps its offsets, not all its records).
+pub(super) fn check_records(
+    records: &[u8],
+    count: i32,
+    compacted: Option<i32>,
+) -> Result<(), BatchError> {
     let mut pos = 0;
+    let mut previous = -1i64;
     for index in 0..count as usize {
         let spans = parse_record(records, pos, index)?;
-        if spans.offset_delta as i64 != index as i64 {
+        let delta = spans.offset_delta as i64;
+        let fits = match compacted {
+            None => delta == index as i64,
+            Some(last) => delta > previous && delta <= i64::from(last),
+        };
+        if !fits {
             return Err(BatchError::BadRecord {
                 index,
                 reason: "offset delta is not the record's position in the batch",
             });
         }
+        previous = delta;
         pos = spans.end;
     }
     if pos != records.len() {

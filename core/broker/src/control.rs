@@ -218,8 +218,8 @@ impl Shard {
                 Ok(log) => {
                     let interval =
                         Duration::from_millis(self.settings().retention_check_interval_ms.max(1));
-                    if let Err(e) = log.spawn_retention(self.background, interval) {
-                        tracing::warn!("retention task not started: {e}");
+                    if let Err(e) = log.spawn_cleanup(self.background, interval) {
+                        tracing::warn!("retention and compaction task not started: {e}");
                     }
                     self.partitions.borrow_mut().insert(
                         key,

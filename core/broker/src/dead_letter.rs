@@ -69,7 +69,7 @@ impl Shard {
                     format!("topic {} no longer exists", n.tp.topic),
                 )
             })?;
-        self.ensure_topic(dlq_topic, source_partitions).await?;
+        self.ensure_topic(dlq_topic, source_partitions, &[]).await?;
         let dlq_partitions = self
             .metadata()
             .topics
@@ -121,6 +121,7 @@ impl Shard {
         self: &Rc<Self>,
         name: &str,
         partitions: i32,
+        configs: &[(&str, &str)],
     ) -> Result<(), ApiError> {
         if self.metadata().topics.contains_key(name) {
             return Ok(());
@@ -128,7 +129,10 @@ impl Shard {
         let request = Request::CreateTopics(vec![NewTopic {
             name: name.to_string(),
             partitions,
-            configs: Vec::new(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }]);
         match self.internal_request(request).await {
             Response::CreateTopics(results) => match results.into_iter().next() {

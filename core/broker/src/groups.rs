@@ -49,6 +49,11 @@ impl Default for GroupSettings {
     }
 }
 
+/// `__consumer_offsets` is compacted (the latest record of every key is the state), in
+/// segments small enough for compaction to keep up (Kafka: 100 MiB).
+const OFFSETS_TOPIC_CONFIGS: &[(&str, &str)] =
+    &[("cleanup_policy", "compact"), ("segment_bytes", "16777216")];
+
 /// How often loaded coordinators expire sessions.
 const TICK: Duration = Duration::from_millis(100);
 /// Largest batch of coordinator records appended at once.
@@ -116,7 +121,10 @@ impl Shard {
         };
         if !self.metadata().topics.contains_key(OFFSETS_TOPIC) {
             let partitions = self.settings().groups.offsets_topic_partitions.max(1) as i32;
-            if let Err(e) = self.ensure_topic(OFFSETS_TOPIC, partitions).await {
+            if let Err(e) = self
+                .ensure_topic(OFFSETS_TOPIC, partitions, OFFSETS_TOPIC_CONFIGS)
+                .await
+            {
                 return refused(api, e);
             }
         }

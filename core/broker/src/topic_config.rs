@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use quiver_storage::config::{MAX_BATCH_BYTES_LIMIT, MAX_SEGMENT_BYTES_LIMIT};
-use quiver_storage::{FlushPolicy, LogConfig};
+use quiver_storage::{CleanupPolicy, FlushPolicy, LogConfig};
 
 /// Every topic config key, with its meaning (shown by `describe`).
 pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
@@ -16,6 +16,9 @@ pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("flush_ms", "with flush_policy=interval: fsync at least this often (default 1000)"),
     ("flush_bytes", "with flush_policy=interval: fsync after this many bytes (default 1048576)"),
     ("max_message_bytes", "largest record batch accepted (default 1048576)"),
+    ("cleanup_policy", "delete (retention by time and size, default), compact (keep the latest record of every key), or compact,delete"),
+    ("delete_retention_ms", "with compaction: how long a tombstone (key, no value) stays after its timestamp (default 86400000, 1 day)"),
+    ("min_cleanable_dirty_ratio", "with compaction: compact once this share of the sealed bytes is new (default 0.5)"),
 ];
 
 fn parse_i64(key: &str, value: &str) -> Result<i64, String> {
@@ -63,6 +66,22 @@ pub fn to_log_config(
             }
             "flush_ms" => flush_ms = parse_range(key, value, 1, i64::MAX)?,
             "flush_bytes" => flush_bytes = parse_range(key, value, 1, i64::MAX)?,
+            "cleanup_policy" => {
+                cfg.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(|| {
+                    format!("cleanup_policy = {value:?} must be delete, compact or compact,delete")
+                })?
+            }
+            "delete_retention_ms" => {
+                cfg.delete_retention_ms = parse_range(key, value, 0, i64::MAX)?
+            }
+            "min_cleanable_dirty_ratio" => {
+                cfg.min_cleanable_dirty_ratio = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|r| (0.0..=1.0).contains(r))
+                    .ok_or_else(|| format!("{key} = {value:?} must be a number within [0, 1]"))?
+            }
             "max_message_bytes" => {
                 cfg.max_batch_bytes =
                     parse_range(key, value, 64, MAX_BATCH_BYTES_LIMIT as i64)? as usize;
@@ -116,6 +135,15 @@ pub fn describe(cfg: &LogConfig) -> Vec<(String, String)> {
         ("flush_ms".into(), ms.to_string()),
         ("flush_bytes".into(), bytes.to_string()),
         ("max_message_bytes".into(), cfg.max_batch_bytes.to_string()),
+        ("cleanup_policy".into(), cfg.cleanup_policy.name().into()),
+        (
+            "delete_retention_ms".into(),
+            cfg.delete_retention_ms.to_string(),
+        ),
+        (
+            "min_cleanable_dirty_ratio".into(),
+            cfg.min_cleanable_dirty_ratio.to_string(),
+        ),
     ]
 }
 

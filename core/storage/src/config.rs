@@ -13,6 +13,48 @@ pub enum FlushPolicy {
     Interval { flush_ms: u64, flush_bytes: u64 },
 }
 
+/// What happens to old records (Kafka's `cleanup.policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// Whole segments are deleted by `retention_ms` / `retention_bytes`. The default.
+    Delete,
+    /// Keys are compacted: the latest record of every key survives (tombstones for
+    /// `delete_retention_ms`); no retention by time or size.
+    Compact,
+    /// Both.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub fn deletes(self) -> bool {
+        matches!(self, Self::Delete | Self::CompactDelete)
+    }
+
+    pub fn compacts(self) -> bool {
+        matches!(self, Self::Compact | Self::CompactDelete)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Compact => "compact",
+            Self::CompactDelete => "compact,delete",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        match parts.as_slice() {
+            ["delete"] => Some(Self::Delete),
+            ["compact"] => Some(Self::Compact),
+            ["compact", "delete"] => Some(Self::CompactDelete),
+            _ => None,
+        }
+    }
+}
+
 /// Bounds and policies of one partition log. Defaults follow Kafka's where one exists.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -35,6 +77,16 @@ pub struct LogConfig {
     pub max_pending_bytes: usize,
     /// Largest single write the flusher issues; bigger groups are split.
     pub max_write_bytes: usize,
+    pub cleanup_policy: CleanupPolicy,
+    /// With compaction: how long a tombstone (a record with a key and no value) stays after
+    /// it became the latest of its key, so consumers see the deletion.
+    pub delete_retention_ms: u64,
+    /// With compaction: a pass runs once this share of the sealed bytes was written since
+    /// the last pass (Kafka's `min.cleanable.dirty.ratio`).
+    pub min_cleanable_dirty_ratio: f64,
+    /// Memory for one compaction pass's key map (16-byte key hashes with their offsets);
+    /// a pass covers as many new records as it holds keys for.
+    pub compaction_map_bytes: usize,
 }
 
 /// Hard ceiling for batch sizes, also the scan bound during recovery.
@@ -55,6 +107,10 @@ impl Default for LogConfig {
             cache_bytes: 64 << 20,
             max_pending_bytes: 32 << 20,
             max_write_bytes: 4 << 20,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 24 * 3600 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            compaction_map_bytes: 32 << 20,
         }
     }
 }
@@ -86,6 +142,15 @@ impl LogConfig {
                 "max_write_bytes = {} must be a multiple of 4096",
                 self.max_write_bytes
             ));
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return bad(format!(
+                "min_cleanable_dirty_ratio = {} must be within [0, 1]",
+                self.min_cleanable_dirty_ratio
+            ));
+        }
+        if self.compaction_map_bytes < 1 << 16 {
+            return bad("compaction_map_bytes must be at least 65536".into());
         }
         if self.index_interval_bytes == 0 {
             return bad("index_interval_bytes must be > 0".into());

@@ -7,14 +7,15 @@
 //!   group-commit rounds and the durable offset, rolls, write splitting, syncs and
 //!   write-behind, retention, truncation, what recovery trusts) are one sans-IO state
 //!   machine, `log::state`, unit-tested without disks; the other files of `log/` are its
-//!   thin glommio drivers (append, flush, read, truncate, retention, recover, checkpoint).
+//!   thin glommio drivers (append, flush, read, truncate, retention, compaction, recover,
+//!   checkpoint).
 //! - [`commit_log`]: the shard's commit log — one write + fdatasync per round for all its
 //!   partitions. It sees partition logs only as [`commit_log::Member`]s: no cycle.
 //! - [`recovery`]: at node start, the commit logs re-applied to the partition logs.
 //! - Sans-IO bookkeeping: [`segment_meta`] (per-segment state), `segments` (the sealed and
 //!   active segments), [`index`] (offset and time indexes and their file), [`scan`] (what the
 //!   bytes at a position are), [`cache`] (recent batches), [`epoch`] (leader epoch → start
-//!   offset).
+//!   offset), [`compaction`] (the key map and which record a compaction keeps).
 //! - I/O: [`segment`] (one O_DIRECT segment file and the batch walker that verifies what it
 //!   reads), [`files`] (small-file and directory helpers).
 //! - [`config`]: [`LogConfig`] and [`FlushPolicy`]; [`signal`]: single-shard wake-ups;
@@ -24,6 +25,7 @@
 
 pub mod cache;
 pub mod commit_log;
+pub mod compaction;
 pub mod config;
 pub mod epoch;
 pub mod error;
@@ -38,7 +40,7 @@ mod segments;
 pub mod signal;
 
 pub use commit_log::CommitLog;
-pub use config::{FlushPolicy, LogConfig};
+pub use config::{CleanupPolicy, FlushPolicy, LogConfig};
 pub use error::{Result, StorageError};
 pub use log::{
     AppendInfo, LogStats, PartitionLog, RetentionOutcome, WRITE_BEHIND_BYTES, WRITE_BEHIND_MS,

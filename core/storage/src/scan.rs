@@ -2,7 +2,7 @@
 //! reads. Every batch is checked in full (shape, CRC, contiguity of offsets) before it is
 //! believed.
 
-use quiver_batch::{header, validate_batch, BatchHeader, BatchLimits};
+use quiver_batch::{header, validate_stored_batch, BatchHeader, BatchLimits};
 
 /// Outcome of looking at the bytes at one position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub fn scan_step(
             head.base_offset
         )));
     }
-    match validate_batch(&window[..total], BatchLimits { max_batch_bytes }) {
+    match validate_stored_batch(&window[..total], BatchLimits { max_batch_bytes }) {
         Ok(header) => ScanStep::Batch {
             header,
             bytes: total,

@@ -73,6 +73,20 @@ impl<F> Segments<F> {
         self.sealed.remove(&base)
     }
 
+    /// Replaces the sealed segment at `base` by `with` (its compacted copy) if it is still
+    /// there with `size_bytes`; returns the old one, or gives `with` back.
+    pub fn replace_sealed(
+        &mut self,
+        base: u64,
+        size_bytes: u64,
+        with: Segment<F>,
+    ) -> Result<Segment<F>, Segment<F>> {
+        match self.sealed.get_mut(&base) {
+            Some(s) if s.meta.size_bytes == size_bytes => Ok(std::mem::replace(s, with)),
+            _ => Err(with),
+        }
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.iter().map(|s| s.meta.size_bytes).sum()
     }

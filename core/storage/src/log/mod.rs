@@ -15,6 +15,7 @@
 //! truncation; those not in the segment yet are read from memory.
 
 mod checkpoint;
+mod compaction;
 mod flush;
 mod read;
 mod recover;
@@ -41,6 +42,7 @@ use crate::files;
 use crate::signal::{oneshot, Doorbell, Receiver, WaitList};
 use state::{Admission, LogState};
 
+pub use compaction::CompactionOutcome;
 pub use state::{AppendInfo, LogStats, RetentionOutcome, WRITE_BEHIND_BYTES, WRITE_BEHIND_MS};
 
 pub(crate) struct Inner {

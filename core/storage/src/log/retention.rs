@@ -1,11 +1,7 @@
 //! Retention's driver: deletes the segments [`super::state::LogState::retention_cut`] picks.
 
-use std::time::Duration;
-
-use glommio::TaskQueueHandle;
-
 use super::state::RetentionOutcome;
-use super::{now_ms, Inner, PartitionLog};
+use super::{Inner, PartitionLog};
 use crate::error::Result;
 use crate::files;
 
@@ -15,28 +11,6 @@ impl PartitionLog {
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome> {
         let _gate = self.inner.write_gate().await?;
         self.inner.enforce_retention_locked(now_ms).await
-    }
-
-    /// Runs retention every `interval` on task queue `queue` (give it fewer shares than the
-    /// produce/fetch queue) until the log closes.
-    pub fn spawn_retention(
-        &self,
-        queue: Option<TaskQueueHandle>,
-        interval: Duration,
-    ) -> Result<()> {
-        let log = self.clone();
-        let task = async move {
-            loop {
-                glommio::timer::sleep(interval).await;
-                if log.inner.state.borrow().closing {
-                    return;
-                }
-                if let Err(e) = log.enforce_retention(now_ms()).await {
-                    tracing::warn!(dir = %log.inner.dir.display(), "retention pass failed: {e}");
-                }
-            }
-        };
-        crate::spawn_detached(task, queue, "spawning retention for", &self.inner.dir)
     }
 }
 

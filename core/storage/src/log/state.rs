@@ -177,6 +177,17 @@ pub(crate) struct LogState<F = std::rc::Rc<crate::segment::SegmentFile>> {
     pub stats: LogStats,
     /// Set when a failed write could not be rolled back; the log refuses appends until reopened.
     pub failed: Option<String>,
+    /// Compaction: the records below this offset were compacted (0 after an open: the next
+    /// pass maps every sealed segment once).
+    pub compacted_until: u64,
+}
+
+/// What one compaction pass reads and may rewrite.
+pub(crate) struct CompactionPlan<F> {
+    /// Every sealed segment, oldest first: `(base, size_bytes, file)`.
+    pub sealed: Vec<(u64, u64, F)>,
+    /// Keys are mapped from here (the first record not compacted yet) to the active segment.
+    pub dirty_from: u64,
 }
 
 impl<F> LogState<F> {
@@ -210,6 +221,7 @@ impl<F> LogState<F> {
             appends_blocked: false,
             stats: LogStats::default(),
             failed: None,
+            compacted_until: 0,
         }
     }
 
@@ -468,6 +480,9 @@ impl<F> LogState<F> {
     /// past `retention_ms` or the log would still be at least `retention_bytes` without it.
     /// Never the active segment; it stops at the first segment it keeps.
     pub fn retention_cut(&self, now_ms: i64, config: &LogConfig) -> Vec<u64> {
+        if !config.cleanup_policy.deletes() {
+            return Vec::new();
+        }
         let mut total = self.segments.size_bytes();
         let mut cut = Vec::new();
         for s in self.segments.sealed() {
@@ -506,6 +521,55 @@ impl<F> LogState<F> {
         let epochs = (!victims.is_empty() && self.epochs.truncate_from_start(start))
             .then(|| self.epochs.encode());
         (victims, outcome, epochs)
+    }
+
+    // ---- compaction ----
+
+    /// The next compaction pass, when one is due: the policy compacts, and the sealed bytes
+    /// written since the last pass are at least `min_cleanable_dirty_ratio` of all sealed
+    /// bytes. Never the active segment.
+    pub fn compaction_plan(&self, config: &LogConfig) -> Option<CompactionPlan<F>>
+    where
+        F: Clone,
+    {
+        if !config.cleanup_policy.compacts() || self.closing || self.failed.is_some() {
+            return None;
+        }
+        let sealed: Vec<(u64, u64, F)> = self
+            .segments
+            .sealed()
+            .map(|s| (s.meta.base_offset, s.meta.size_bytes, s.file.clone()))
+            .collect();
+        let total: u64 = sealed.iter().map(|s| s.1).sum();
+        let dirty: u64 = self
+            .segments
+            .sealed()
+            .filter(|s| s.meta.next_offset > self.compacted_until)
+            .map(|s| s.meta.size_bytes)
+            .sum();
+        let due = dirty > 0 && dirty as f64 >= config.min_cleanable_dirty_ratio * total as f64;
+        due.then(|| CompactionPlan {
+            sealed,
+            dirty_from: self.compacted_until.max(self.log_start_offset()),
+        })
+    }
+
+    /// A compacted copy replaces the sealed segment at `base` (unless retention or a
+    /// truncation removed or changed it meanwhile); returns the replaced segment.
+    /// Cached copies of the segment's batches (and of older ones) are dropped: reads see the
+    /// compacted batches.
+    pub fn compacted(
+        &mut self,
+        base: u64,
+        size_bytes: u64,
+        with: Segment<F>,
+    ) -> Option<Segment<F>> {
+        let end = with.meta.next_offset;
+        let replaced = self.segments.replace_sealed(base, size_bytes, with).ok();
+        if replaced.is_some() {
+            self.cache.evict_below(end);
+        }
+        replaced
     }
 
     // ---- truncation ----
@@ -851,6 +915,42 @@ mod tests {
         );
         st.zeroed_until = ZERO_AHEAD_CHUNK_BYTES;
         assert_eq!(st.zero_ahead_at(&every, false), None, "enough headroom");
+    }
+
+    #[test]
+    fn compaction_is_due_by_the_dirty_ratio_never_covers_the_active_segment_and_policy_gates_retention(
+    ) {
+        let compact = LogConfig {
+            cleanup_policy: crate::config::CleanupPolicy::Compact,
+            retention_ms: Some(1),
+            ..config()
+        };
+        let mut st = state(&[(0, 10, 100, 1), (10, 20, 100, 1), (20, 25, 50, 1)]);
+        let plan = st.compaction_plan(&compact).expect("never compacted: due");
+        assert_eq!(
+            plan.sealed.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![0, 10]
+        );
+        assert_eq!(plan.dirty_from, 0);
+        // Compacted up to the active segment: nothing is dirty.
+        st.compacted_until = 20;
+        assert!(st.compaction_plan(&compact).is_none());
+        // Half the sealed bytes new since the last pass: due at a ratio of 0.5.
+        st.compacted_until = 10;
+        assert_eq!(st.compaction_plan(&compact).map(|p| p.dirty_from), Some(10));
+        let strict = LogConfig {
+            min_cleanable_dirty_ratio: 0.6,
+            ..compact.clone()
+        };
+        assert!(st.compaction_plan(&strict).is_none());
+        // The delete policy does not compact, and compact alone does not delete.
+        assert!(st.compaction_plan(&config()).is_none());
+        assert!(st.retention_cut(1_000_000, &compact).is_empty());
+        let both = LogConfig {
+            cleanup_policy: crate::config::CleanupPolicy::CompactDelete,
+            ..compact
+        };
+        assert_eq!(st.retention_cut(1_000_000, &both), vec![0, 10]);
     }
 
     #[test]
