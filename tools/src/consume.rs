@@ -50,24 +50,31 @@ fn text(b: &Option<bytes::Bytes>) -> String {
         .unwrap_or_default()
 }
 
+/// Prints one record; a closed stdout (`quiver consume ... | head`) ends the command quietly.
 pub fn print(r: &ConsumerRecord, format: Format) {
-    match format {
-        Format::Value => println!("{}", text(&r.value)),
-        Format::Text => println!(
+    use std::io::Write;
+    let line = match format {
+        Format::Value => text(&r.value),
+        Format::Text => format!(
             "{}@{} {}: {}",
             r.partition,
             r.offset,
             text(&r.key),
             text(&r.value)
         ),
-        Format::Json => println!(
-            "{}",
-            serde_json::json!({
-                "topic": &*r.topic, "partition": r.partition, "offset": r.offset, "timestamp_ms": r.timestamp_ms,
-                "key": r.key.as_ref().map(|_| text(&r.key)), "value": r.value.as_ref().map(|_| text(&r.value)),
-                "headers": r.headers.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), text(v))).collect::<BTreeMap<_, _>>(),
-            })
-        ),
+        Format::Json => serde_json::json!({
+            "topic": &*r.topic, "partition": r.partition, "offset": r.offset, "timestamp_ms": r.timestamp_ms,
+            "key": r.key.as_ref().map(|_| text(&r.key)), "value": r.value.as_ref().map(|_| text(&r.value)),
+            "headers": r.headers.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), text(v))).collect::<BTreeMap<_, _>>(),
+        })
+        .to_string(),
+    };
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot print a record: {e}");
+        std::process::exit(1);
     }
 }
 
