@@ -61,6 +61,18 @@ const MAX_RECORDS_BATCH_BYTES: usize = 512 << 10;
 /// Bytes read at a time while loading a coordinator partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
+/// The durability of a request's stamped records.
+struct PendingDurability(Vec<quiver_storage::Durability>);
+
+impl PendingDurability {
+    async fn wait(self) -> Result<(), ApiError> {
+        for d in self.0 {
+            d.wait().await.map_err(|e| storage_error(&e))?;
+        }
+        Ok(())
+    }
+}
+
 struct Slot {
     coordinator: RefCell<Coordinator>,
     /// One request at a time: compute, append, answer.
@@ -146,7 +158,7 @@ impl Shard {
             Ok(s) => s,
             Err(e) => return refused(api, e),
         };
-        let Ok(_permit) = slot.gate.acquire_permit(1).await else {
+        let Ok(permit) = slot.gate.acquire_permit(1).await else {
             return refused(
                 api,
                 ApiError::new(ErrorCode::ShuttingDown, "the node is stopping"),
@@ -240,16 +252,35 @@ impl Shard {
                 }
             }
         };
-        if !records.is_empty() {
-            if let Err(e) = self.persist(partition, &records).await {
-                // Memory holds changes the log does not: forget it; the next request reloads.
-                self.groups.slots.borrow_mut().remove(&partition);
-                return refused(api, e);
+        let failed = |e: ApiError| {
+            // Memory holds changes the log does not: forget it; the next request reloads.
+            self.groups.slots.borrow_mut().remove(&partition);
+            refused(api, e)
+        };
+        let durability = if records.is_empty() {
+            None
+        } else {
+            match self.persist_start(partition, &records).await {
+                Ok(d) => Some(d),
+                Err(e) => return failed(e),
             }
-        }
+        };
         let Some((n, dlq_topic, delivery)) = dead_letter else {
+            // Stamped in order; the next request may compute and stamp while these records
+            // are written (the log is a prefix: if they fail, so does everything after).
+            drop(permit);
+            if let Some(d) = durability {
+                if let Err(e) = d.wait().await {
+                    return failed(e);
+                }
+            }
             return response;
         };
+        if let Some(d) = durability {
+            if let Err(e) = d.wait().await {
+                return failed(e);
+            }
+        }
         let moved = self
             .dead_letter(&slot.coordinator, partition, &n, &dlq_topic, delivery)
             .await;
@@ -317,6 +348,17 @@ impl Shard {
 
     /// Appends `records` to the coordinator's partition, durable before it returns.
     pub(crate) async fn persist(&self, partition: i32, records: &[Record]) -> Result<(), ApiError> {
+        self.persist_start(partition, records).await?.wait().await
+    }
+
+    /// Stamps `records` into the coordinator's partition (in call order) and returns what
+    /// to await for their durability: a request stamps under its coordinator's gate and waits
+    /// outside it, so the records of concurrent requests share one write (group commit).
+    async fn persist_start(
+        &self,
+        partition: i32,
+        records: &[Record],
+    ) -> Result<PendingDurability, ApiError> {
         let log = self.locate(OFFSETS_TOPIC, partition)?;
         let epoch = log.replica.append_epoch(OFFSETS_TOPIC, partition)?;
         let now = wall_clock_ms();
@@ -339,13 +381,16 @@ impl Shard {
             builder.push(&record);
         }
         batches.push(builder.build());
+        let mut pending = Vec::with_capacity(batches.len());
         for b in batches {
-            log.log
-                .append(b, epoch)
+            let (_, durability) = log
+                .log
+                .append_pipelined(b, epoch)
                 .await
                 .map_err(|e| storage_error(&e))?;
+            pending.push(durability);
         }
-        Ok(())
+        Ok(PendingDurability(pending))
     }
 
     /// Starts the shard's ticker (once): it expires sessions of every loaded coordinator.

@@ -43,7 +43,8 @@ pub use commit_log::CommitLog;
 pub use config::{CleanupPolicy, FlushPolicy, LogConfig};
 pub use error::{Result, StorageError};
 pub use log::{
-    AppendInfo, LogStats, PartitionLog, RetentionOutcome, WRITE_BEHIND_BYTES, WRITE_BEHIND_MS,
+    AppendInfo, CompactionOutcome, Durability, LogStats, PartitionLog, RetentionOutcome,
+    WRITE_BEHIND_BYTES, WRITE_BEHIND_MS,
 };
 
 /// Spawns `task` on the shard's task queue `queue` (the current one when `None`) and lets it

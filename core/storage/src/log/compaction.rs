@@ -33,7 +33,7 @@ use crate::segment_meta::SegmentMeta;
 use crate::segments::Segment;
 
 /// Bytes read from a segment at a time.
-const READ_CHUNK_BYTES: usize = 1 << 20;
+const READ_CHUNK_BYTES: usize = 256 << 10;
 /// Bytes gathered before one write of the compacted copy.
 const WRITE_CHUNK_BYTES: usize = 1 << 20;
 
@@ -107,6 +107,8 @@ impl Inner {
                     tracing::info!(dir = %self.dir.display(), keys = map.len(), "compaction key map full; the rest waits for the next pass");
                     break 'mapping;
                 }
+                // Long passes give the shard back between batches (produce and fetch first).
+                glommio::yield_if_needed().await;
                 for r in RecordIter::new(b.bytes.clone())
                     .map_err(|e| self.corrupt(*base, b.position, e))?
                 {
@@ -205,6 +207,7 @@ impl Inner {
         let result: Result<()> = async {
             while let Some(b) = self.next_batch(&mut walker, base, size).await? {
                 out.bytes_read += b.bytes.len() as u64;
+                glommio::yield_if_needed().await;
                 let kept = retain_records(&b.bytes, |r| {
                     keep(r, map, map_end, now_ms, self.config.delete_retention_ms)
                 })

@@ -68,6 +68,23 @@ pub(crate) struct Inner {
     pub wal_key: Rc<str>,
 }
 
+/// The durability of a batch [`PartitionLog::append_pipelined`] queued.
+pub struct Durability {
+    ack: Receiver<Result<()>>,
+    dir: PathBuf,
+}
+
+impl Durability {
+    /// Resolves once the batch is durable per the flush policy, or with why it is not.
+    pub async fn wait(self) -> Result<()> {
+        match self.ack.await {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(e),
+            None => Err(StorageError::Closed { path: self.dir }),
+        }
+    }
+}
+
 /// One partition's log on one shard. Cloning gives another handle to the same log.
 #[derive(Clone)]
 pub struct PartitionLog {
@@ -194,14 +211,29 @@ impl PartitionLog {
     /// in the shard's commit log). Appends that arrive while a write is in flight are written
     /// together by the next one (group commit).
     pub async fn append(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
+        let (info, durability) = self.append_pipelined(batch, leader_epoch).await?;
+        durability.wait().await?;
+        Ok(info)
+    }
+
+    /// [`PartitionLog::append`] in two steps: returns once the batch is stamped and queued
+    /// (offsets assigned in call order), with its [`Durability`] to await. A caller that
+    /// orders its appends under its own lock (a group coordinator) stamps under the lock and
+    /// waits outside it, so the appends of many requests share one write. The log is a
+    /// prefix: a batch is durable only when every batch stamped before it is.
+    pub async fn append_pipelined(
+        &self,
+        batch: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<(AppendInfo, Durability)> {
         let (info, ack) = self.enqueue(batch, leader_epoch).await?;
-        match ack.await {
-            Some(Ok(())) => Ok(info),
-            Some(Err(e)) => Err(e),
-            None => Err(StorageError::Closed {
-                path: self.inner.dir.clone(),
-            }),
-        }
+        Ok((
+            info,
+            Durability {
+                ack,
+                dir: self.inner.dir.clone(),
+            },
+        ))
     }
 
     /// Validates, stamps and enqueues `batch`, and returns as soon as it is in the log's
