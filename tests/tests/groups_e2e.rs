@@ -140,3 +140,70 @@ async fn members_share_partitions_commits_are_fenced_and_survive_kill_9() {
         .expect("m1 resumes");
     assert_eq!(again.assignment, m1c.assignment);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn oversize_ids_and_metadata_and_unknown_groups_get_typed_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), 2);
+    let c = node.connect(0).await;
+    c.request(requests::create_topics(
+        c.next_request_id(),
+        &[NewTopic {
+            name: "events",
+            partitions: 2,
+            configs: &[],
+        }],
+    ))
+    .await
+    .expect("create topic");
+    // A member id above the node's bound: refused, nobody joined.
+    let long_id = "m".repeat(1_000);
+    assert_eq!(
+        beat(&c, &hb(&long_id, 0, &[])).await,
+        Err(ErrorCode::LimitExceeded)
+    );
+    match call(&c, groups::describe_group(c.next_request_id(), "g1")).await {
+        Response::DescribeGroup(Ok(d)) => assert!(d.members.is_empty(), "{d:?}"),
+        Response::DescribeGroup(Err(e)) => assert_eq!(e.code, ErrorCode::UnknownGroup),
+        other => panic!("unexpected answer {other:?}"),
+    }
+    // Offset metadata above the bound: that partition is refused, nothing committed.
+    let m = beat(&c, &hb("m1", 0, &[])).await.expect("joins");
+    let m = beat(&c, &hb("m1", m.member_epoch, &m.assignment))
+        .await
+        .expect("owns its partitions");
+    let commit = OffsetCommit {
+        group: "g1".into(),
+        member_id: "m1".into(),
+        member_epoch: m.member_epoch,
+        offsets: vec![(m.assignment[0].clone(), 5, "x".repeat(100_000))],
+    };
+    match call(&c, groups::offset_commit(c.next_request_id(), &commit)).await {
+        Response::OffsetCommit { partitions, .. } => assert_eq!(
+            partitions[0].1.as_ref().map_err(|e| e.code),
+            Err(ErrorCode::LimitExceeded)
+        ),
+        other => panic!("unexpected answer {other:?}"),
+    }
+    match call(&c, groups::offset_fetch(c.next_request_id(), "g1", &[])).await {
+        Response::OffsetFetch(Ok(offsets)) => assert!(offsets.is_empty(), "{offsets:?}"),
+        other => panic!("unexpected answer {other:?}"),
+    }
+    // Unknown groups: describe and delete say so by name.
+    match call(&c, groups::describe_group(c.next_request_id(), "nobody")).await {
+        Response::DescribeGroup(Err(e)) => {
+            assert_eq!(e.code, ErrorCode::UnknownGroup);
+            assert!(e.message.contains("nobody"), "{}", e.message);
+        }
+        other => panic!("unexpected answer {other:?}"),
+    }
+    match call(
+        &c,
+        groups::delete_group(c.next_request_id(), "nobody", false),
+    )
+    .await
+    {
+        Response::DeleteGroup(r) => assert_eq!(r.map_err(|e| e.code), Err(ErrorCode::UnknownGroup)),
+        other => panic!("unexpected answer {other:?}"),
+    }
+}
