@@ -122,6 +122,17 @@ pub enum NackResult {
         /// The group's backoff before the next delivery.
         after_ms: u32,
     },
+    /// The group retries through delay topics: the coordinator moved the record to the delay
+    /// topic `topic`, where this group reads it again from `until_ms` (ms since the epoch);
+    /// the partition goes on meanwhile.
+    Delayed {
+        /// Deliveries of the record so far.
+        deliveries: u32,
+        /// The delay topic.
+        topic: String,
+        /// When it is delivered again.
+        until_ms: i64,
+    },
     /// It failed `max_deliveries` times: the coordinator moved it to the dead-letter topic
     /// (with headers naming where it came from and why) and the partition goes on after it.
     DeadLettered {
@@ -189,6 +200,8 @@ pub struct GroupConsumer {
     events: VecDeque<GroupEvent>,
     /// Partitions waiting to redeliver a failed record: when, and from which offset.
     paused: BTreeMap<TopicPartition, (Instant, i64)>,
+    /// The group's delay topics per source topic (0: failed records are retried in place).
+    retry_levels: u32,
 }
 
 /// A member id: 128 random bits from the process's hash seeds (fresh per member), hex.
@@ -302,6 +315,15 @@ impl GroupConsumer {
             Subscription::Topics(t) => t.clone(),
             Subscription::Pattern(re) => matching_topics(&client, re).await?,
         };
+        // A group that retries through delay topics: read them too.
+        let retry_levels = match crate::Admin::new(client.clone())
+            .describe_group(group)
+            .await
+        {
+            Ok(d) => d.config.retry_levels,
+            Err(_) => 0,
+        };
+        let subscribed = with_delay_topics(subscribed, group, retry_levels);
         let shared = Arc::new(Shared {
             state: Mutex::new(Membership {
                 member_epoch: JOIN_EPOCH,
@@ -344,6 +366,7 @@ impl GroupConsumer {
             next_topic_refresh: now + Duration::from_millis(config.topic_refresh_ms),
             events: VecDeque::new(),
             paused: BTreeMap::new(),
+            retry_levels,
             config,
         })
     }
@@ -419,6 +442,13 @@ impl GroupConsumer {
             let tp = TopicPartition::new(&*record.topic, record.partition);
             if !self.owned.contains(&tp) {
                 continue; // fetched before the partition was revoked
+            }
+            if let Some(until) = delayed_until(&record).filter(|t| *t > wall_clock_ms()) {
+                // A copy in a delay topic, not due yet: its partition waits (the copies
+                // after it are due later still).
+                let wait = Duration::from_millis((until - wall_clock_ms()).max(0) as u64);
+                self.pause(tp, record.offset, Instant::now() + wait);
+                continue;
             }
             if self.config.delivery == DeliveryMode::AtMostOnce
                 && self.committed.get(&tp).is_none_or(|c| *c <= record.offset)
@@ -526,10 +556,8 @@ impl GroupConsumer {
                 if self.processed.get(&tp).is_some_and(|p| *p > record.offset) {
                     self.processed.insert(tp.clone(), record.offset);
                 }
-                self.consumer
-                    .remove_assigned(&[(tp.topic.as_str(), tp.partition)]);
                 let at = Instant::now() + Duration::from_millis(u64::from(after_ms));
-                self.paused.insert(tp, (at, record.offset));
+                self.pause(tp, record.offset, at);
                 Ok(NackResult::Redeliver {
                     deliveries: reply.deliveries,
                     after_ms,
@@ -541,17 +569,36 @@ impl GroupConsumer {
                 if self.committed.get(&tp).is_none_or(|c| *c < next) {
                     self.committed.insert(tp, next);
                 }
-                Ok(NackResult::DeadLettered {
-                    deliveries: reply.deliveries,
-                    topic,
-                    partition,
-                    offset,
+                Ok(match reply.delayed_until_ms {
+                    Some(until_ms) => NackResult::Delayed {
+                        deliveries: reply.deliveries,
+                        topic,
+                        until_ms,
+                    },
+                    None => NackResult::DeadLettered {
+                        deliveries: reply.deliveries,
+                        topic,
+                        partition,
+                        offset,
+                    },
                 })
             }
             (None, None) => Err(ClientError::Protocol(
                 "the nack answer says neither redeliver nor dead-lettered".into(),
             )),
         }
+    }
+
+    /// Stops reading `tp` until `until`, then reads it again from `offset`.
+    fn pause(&mut self, tp: TopicPartition, offset: i64, until: Instant) {
+        self.consumer
+            .remove_assigned(&[(tp.topic.as_str(), tp.partition)]);
+        self.paused.insert(tp, (until, offset));
+    }
+
+    /// The group's delay topics per source topic, as learnt when this member subscribed.
+    pub fn retry_levels(&self) -> u32 {
+        self.retry_levels
     }
 
     /// Commits the offsets after every record handed out so far (sync).
@@ -760,7 +807,11 @@ impl GroupConsumer {
         let Subscription::Pattern(re) = &self.subscription else {
             return Ok(());
         };
-        let topics = matching_topics(&self.client, re).await?;
+        let topics = with_delay_topics(
+            matching_topics(&self.client, re).await?,
+            &self.group,
+            self.retry_levels,
+        );
         let mut s = unpoisoned(&self.shared.state);
         if s.subscribed != topics {
             tracing::info!(group = %self.group, ?topics, "the pattern's topics changed");
@@ -804,6 +855,34 @@ impl Drop for GroupConsumer {
     fn drop(&mut self) {
         self.heartbeat.abort();
     }
+}
+
+/// `topics` and, for a group that retries through `levels` delay topics, those of each.
+fn with_delay_topics(topics: Vec<String>, group: &str, levels: u32) -> Vec<String> {
+    // A pattern may match the group's own delay and dead-letter topics: not sources.
+    let ours =
+        |t: &str| t.contains(&format!(".{group}.retry.")) || t.ends_with(&format!(".{group}.dlq"));
+    let sources: Vec<String> = topics.into_iter().filter(|t| !ours(t)).collect();
+    let mut out = sources.clone();
+    for t in &sources {
+        out.extend((1..=levels).map(|k| quiver_group::GroupConfig::retry_topic_for(t, group, k)));
+    }
+    out
+}
+
+/// When a copy in a delay topic is due (its `quiver.retry.not_before_ms` header).
+fn delayed_until(r: &ConsumerRecord) -> Option<i64> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k.as_ref() == b"quiver.retry.not_before_ms")
+        .and_then(|(_, v)| v.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The topics whose whole name matches `re`, internal ones excepted, sorted.

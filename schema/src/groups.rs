@@ -385,6 +385,7 @@ pub(crate) fn encode(id: u64, response: &Response) -> Option<Bytes> {
                         dlq_topic,
                         dlq_partition,
                         dlq_offset,
+                        delayed_until_ms: reply.delayed_until_ms.unwrap_or(-1),
                     }
                 }
                 Err(e) => wire::NackResponseArgs {
@@ -442,6 +443,7 @@ fn describe_args<'a>(
         max_deliveries: d.config.max_deliveries,
         redelivery_backoff_ms: Some(fbb.create_vector(&d.config.redelivery_backoff_ms)),
         dlq_topic: Some(fbb.create_string(&d.config.dlq_topic)),
+        retry_levels: d.config.retry_levels,
     }
 }
 
@@ -760,6 +762,7 @@ pub fn read_response(env: &Envelope<'_>) -> Option<Response> {
                             b.dlq_offset(),
                         )
                     }),
+                    delayed_until_ms: (b.delayed_until_ms() >= 0).then(|| b.delayed_until_ms()),
                 }),
             })
         }
@@ -796,6 +799,7 @@ fn read_description(b: &wire::DescribeGroupResponse<'_>) -> GroupDescription {
                 .map(|v| v.iter().collect())
                 .unwrap_or_default(),
             dlq_topic: b.dlq_topic().unwrap_or_default().to_string(),
+            retry_levels: b.retry_levels(),
         },
         members: b
             .members()

@@ -6391,6 +6391,7 @@ impl<'a> DescribeGroupResponse<'a> {
   pub const VT_MAX_DELIVERIES: ::flatbuffers::VOffsetT = 22;
   pub const VT_REDELIVERY_BACKOFF_MS: ::flatbuffers::VOffsetT = 24;
   pub const VT_DLQ_TOPIC: ::flatbuffers::VOffsetT = 26;
+  pub const VT_RETRY_LEVELS: ::flatbuffers::VOffsetT = 28;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6402,6 +6403,7 @@ impl<'a> DescribeGroupResponse<'a> {
     args: &'args DescribeGroupResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<DescribeGroupResponse<'bldr>> {
     let mut builder = DescribeGroupResponseBuilder::new(_fbb);
+    builder.add_retry_levels(args.retry_levels);
     if let Some(x) = args.dlq_topic { builder.add_dlq_topic(x); }
     if let Some(x) = args.redelivery_backoff_ms { builder.add_redelivery_backoff_ms(x); }
     builder.add_max_deliveries(args.max_deliveries);
@@ -6502,6 +6504,13 @@ impl<'a> DescribeGroupResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(DescribeGroupResponse::VT_DLQ_TOPIC, None)}
   }
+  #[inline]
+  pub fn retry_levels(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DescribeGroupResponse::VT_RETRY_LEVELS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for DescribeGroupResponse<'_> {
@@ -6522,6 +6531,7 @@ impl ::flatbuffers::Verifiable for DescribeGroupResponse<'_> {
      .visit_field::<u32>("max_deliveries", Self::VT_MAX_DELIVERIES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u32>>>("redelivery_backoff_ms", Self::VT_REDELIVERY_BACKOFF_MS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("dlq_topic", Self::VT_DLQ_TOPIC, false)?
+     .visit_field::<u32>("retry_levels", Self::VT_RETRY_LEVELS, false)?
      .finish();
     Ok(())
   }
@@ -6539,6 +6549,7 @@ pub struct DescribeGroupResponseArgs<'a> {
     pub max_deliveries: u32,
     pub redelivery_backoff_ms: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u32>>>,
     pub dlq_topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub retry_levels: u32,
 }
 impl<'a> Default for DescribeGroupResponseArgs<'a> {
   #[inline]
@@ -6556,6 +6567,7 @@ impl<'a> Default for DescribeGroupResponseArgs<'a> {
       max_deliveries: 0,
       redelivery_backoff_ms: None,
       dlq_topic: None,
+      retry_levels: 0,
     }
   }
 }
@@ -6614,6 +6626,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DescribeGroupResponseBuilder<
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DescribeGroupResponse::VT_DLQ_TOPIC, dlq_topic);
   }
   #[inline]
+  pub fn add_retry_levels(&mut self, retry_levels: u32) {
+    self.fbb_.push_slot::<u32>(DescribeGroupResponse::VT_RETRY_LEVELS, retry_levels, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DescribeGroupResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     DescribeGroupResponseBuilder {
@@ -6643,6 +6659,7 @@ impl ::core::fmt::Debug for DescribeGroupResponse<'_> {
       ds.field("max_deliveries", &self.max_deliveries());
       ds.field("redelivery_backoff_ms", &self.redelivery_backoff_ms());
       ds.field("dlq_topic", &self.dlq_topic());
+      ds.field("retry_levels", &self.retry_levels());
       ds.finish()
   }
 }
@@ -7284,6 +7301,7 @@ impl<'a> NackResponse<'a> {
   pub const VT_DLQ_TOPIC: ::flatbuffers::VOffsetT = 10;
   pub const VT_DLQ_PARTITION: ::flatbuffers::VOffsetT = 12;
   pub const VT_DLQ_OFFSET: ::flatbuffers::VOffsetT = 14;
+  pub const VT_DELAYED_UNTIL_MS: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -7295,6 +7313,7 @@ impl<'a> NackResponse<'a> {
     args: &'args NackResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<NackResponse<'bldr>> {
     let mut builder = NackResponseBuilder::new(_fbb);
+    builder.add_delayed_until_ms(args.delayed_until_ms);
     builder.add_dlq_offset(args.dlq_offset);
     builder.add_redeliver_after_ms(args.redeliver_after_ms);
     builder.add_dlq_partition(args.dlq_partition);
@@ -7347,6 +7366,13 @@ impl<'a> NackResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<i64>(NackResponse::VT_DLQ_OFFSET, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn delayed_until_ms(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(NackResponse::VT_DELAYED_UNTIL_MS, Some(-1)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for NackResponse<'_> {
@@ -7361,6 +7387,7 @@ impl ::flatbuffers::Verifiable for NackResponse<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("dlq_topic", Self::VT_DLQ_TOPIC, false)?
      .visit_field::<i32>("dlq_partition", Self::VT_DLQ_PARTITION, false)?
      .visit_field::<i64>("dlq_offset", Self::VT_DLQ_OFFSET, false)?
+     .visit_field::<i64>("delayed_until_ms", Self::VT_DELAYED_UNTIL_MS, false)?
      .finish();
     Ok(())
   }
@@ -7372,6 +7399,7 @@ pub struct NackResponseArgs<'a> {
     pub dlq_topic: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub dlq_partition: i32,
     pub dlq_offset: i64,
+    pub delayed_until_ms: i64,
 }
 impl<'a> Default for NackResponseArgs<'a> {
   #[inline]
@@ -7383,6 +7411,7 @@ impl<'a> Default for NackResponseArgs<'a> {
       dlq_topic: None,
       dlq_partition: 0,
       dlq_offset: 0,
+      delayed_until_ms: -1,
     }
   }
 }
@@ -7417,6 +7446,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NackResponseBuilder<'a, 'b, A
     self.fbb_.push_slot::<i64>(NackResponse::VT_DLQ_OFFSET, dlq_offset, 0);
   }
   #[inline]
+  pub fn add_delayed_until_ms(&mut self, delayed_until_ms: i64) {
+    self.fbb_.push_slot::<i64>(NackResponse::VT_DELAYED_UNTIL_MS, delayed_until_ms, -1);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NackResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     NackResponseBuilder {
@@ -7440,6 +7473,7 @@ impl ::core::fmt::Debug for NackResponse<'_> {
       ds.field("dlq_topic", &self.dlq_topic());
       ds.field("dlq_partition", &self.dlq_partition());
       ds.field("dlq_offset", &self.dlq_offset());
+      ds.field("delayed_until_ms", &self.delayed_until_ms());
       ds.finish()
   }
 }

@@ -111,6 +111,7 @@ async fn a_poison_record_is_redelivered_then_dead_lettered_once_across_a_node_ki
                 restarted = true;
             }
             NackResult::Redeliver { .. } => {}
+            NackResult::Delayed { .. } => panic!("no delay topics configured: {outcome:?}"),
             NackResult::DeadLettered {
                 topic,
                 partition,
@@ -241,4 +242,127 @@ async fn a_poison_record_is_redelivered_then_dead_lettered_once_across_a_node_ki
         .headers
         .iter()
         .all(|(k, _)| !k.starts_with(b"quiver.dlq.")));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn with_delay_topics_a_failed_record_waits_aside_and_its_partition_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), 2);
+    let client = node.client_with_topic(10_000, "orders", 1).await;
+    let admin = Admin::new(client.clone());
+    admin
+        .alter_group_config(
+            "billing",
+            &[
+                ("max_deliveries", "4"),
+                ("redelivery_backoff_ms", "200,300,400"),
+                ("retry_levels", "2"),
+                ("heartbeat_interval_ms", "200"),
+            ],
+        )
+        .await
+        .expect("policy set");
+    let producer = Producer::new(client.clone(), ProducerConfig::default());
+    for i in 0..10 {
+        let value = if i == 3 {
+            POISON.to_string()
+        } else {
+            format!("r{i}")
+        };
+        let r = ProducerRecord::new("orders", value).key(format!("k{i}"));
+        producer.send(r).await.expect("produced");
+    }
+    let config = GroupConsumerConfig {
+        consumer: ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+        ..GroupConsumerConfig::default()
+    };
+    let mut member = GroupConsumer::subscribe(
+        client.clone(),
+        "billing",
+        Subscription::Topics(vec!["orders".into()]),
+        config,
+    )
+    .await
+    .expect("joined");
+    assert_eq!(member.retry_levels(), 2);
+
+    let start = Instant::now();
+    let mut processed = Vec::new();
+    let mut moves = Vec::new();
+    let mut poison_seen_at = Vec::new();
+    let deadline = start + Duration::from_secs(60);
+    let letter = loop {
+        assert!(
+            Instant::now() < deadline,
+            "not dead-lettered in 60 s: {moves:?}"
+        );
+        let Ok(r) = tokio::time::timeout(Duration::from_secs(5), member.next_record()).await else {
+            continue;
+        };
+        let r = r.expect("a record");
+        let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+        if value != POISON {
+            processed.push(value);
+            continue;
+        }
+        poison_seen_at.push((r.topic.to_string(), start.elapsed()));
+        match member.nack(&r, "bad record").await.expect("nack") {
+            NackResult::DeadLettered {
+                topic, deliveries, ..
+            } => break (topic, deliveries),
+            other => moves.push(other),
+        }
+    };
+    // Delivered from orders, then retry.1, retry.2, retry.2 (the last level repeats).
+    let topics: Vec<&str> = poison_seen_at.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "orders",
+            "orders.billing.retry.1",
+            "orders.billing.retry.2",
+            "orders.billing.retry.2"
+        ]
+    );
+    for (i, m) in moves.iter().enumerate() {
+        let NackResult::Delayed { deliveries, .. } = m else {
+            panic!("a delay topic move: {m:?}");
+        };
+        assert_eq!(*deliveries, i as u32 + 1);
+    }
+    assert_eq!(letter, ("orders.billing.dlq".to_string(), 4));
+    // Each copy waited its backoff: 200, 300, 400 ms after the failure before.
+    for (w, min_ms) in poison_seen_at.windows(2).zip([200u64, 300, 400]) {
+        assert!(
+            w[1].1 - w[0].1 >= Duration::from_millis(min_ms),
+            "{poison_seen_at:?}"
+        );
+    }
+    // The source partition went on at once: every other record came before the first retry.
+    let first_retry = poison_seen_at[1].1;
+    assert_eq!(processed.len(), 9, "{processed:?}");
+    assert!(first_retry >= Duration::from_millis(200));
+    member.close().await.expect("left");
+    // The dead letter names the original record, not the copy.
+    let mut reader = Consumer::new(client.clone(), ConsumerConfig::default());
+    reader.assign(&[("orders.billing.dlq", 0)]);
+    reader
+        .seek("orders.billing.dlq", 0, SeekTo::Beginning)
+        .await
+        .unwrap();
+    let dead = reader.next_record().await.unwrap();
+    let header = |k: &str| {
+        dead.headers
+            .iter()
+            .find(|(n, _)| n.as_ref() == k.as_bytes())
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(header("quiver.dlq.topic").as_deref(), Some("orders"));
+    assert_eq!(header("quiver.dlq.offset").as_deref(), Some("3"));
+    assert_eq!(header("quiver.dlq.deliveries").as_deref(), Some("4"));
+    assert!(header("quiver.retry.not_before_ms").is_none());
 }

@@ -62,8 +62,9 @@ pub async fn describe(args: &ClientArgs, group: &str) -> Result<(), String> {
         d.config.heartbeat_interval_ms
     );
     println!(
-        "failures: max_deliveries {}  redelivery_backoff_ms {:?}  dlq_topic {}",
+        "failures: max_deliveries {}  retry_levels {}  redelivery_backoff_ms {:?}  dlq_topic {}",
         d.config.max_deliveries,
+        d.config.retry_levels,
         d.config.redelivery_backoff_ms,
         if d.config.dlq_topic.is_empty() {
             "<topic>.<group>.dlq"
@@ -134,6 +135,7 @@ fn describe_json(d: &GroupDescription, lag: &[PartitionLag]) -> serde_json::Valu
             "max_deliveries": d.config.max_deliveries,
             "redelivery_backoff_ms": d.config.redelivery_backoff_ms,
             "dlq_topic": d.config.dlq_topic,
+            "retry_levels": d.config.retry_levels,
         },
         "members": d.members.iter().map(|m| json!({
             "member_id": m.member_id,
@@ -288,6 +290,7 @@ pub async fn reset_offsets(args: &ClientArgs, r: ResetArgs) -> Result<(), String
                 .map(u32::to_string)
                 .collect();
             let backoff = backoff.join(",");
+            let retry_levels = d.config.retry_levels.to_string();
             admin
                 .alter_group_config(
                     &r.group,
@@ -298,6 +301,7 @@ pub async fn reset_offsets(args: &ClientArgs, r: ResetArgs) -> Result<(), String
                         ("max_deliveries", deliveries.as_str()),
                         ("redelivery_backoff_ms", backoff.as_str()),
                         ("dlq_topic", d.config.dlq_topic.as_str()),
+                        ("retry_levels", retry_levels.as_str()),
                     ],
                 )
                 .await

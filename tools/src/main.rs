@@ -198,7 +198,7 @@ enum GroupCommand {
         force: bool,
     },
     /// Change group configs: session_timeout_ms, heartbeat_interval_ms, assignor,
-    /// max_deliveries, redelivery_backoff_ms (e.g. 1000,5000,30000), dlq_topic.
+    /// max_deliveries, redelivery_backoff_ms (e.g. 1000,5000,30000), dlq_topic, retry_levels.
     AlterConfig {
         group: String,
         #[arg(long = "set", value_name = "KEY=VALUE", required = true)]

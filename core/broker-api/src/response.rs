@@ -16,8 +16,12 @@ pub struct NackReply {
     pub deliveries: u32,
     /// Deliver it again after this wait (`None`: it was dead-lettered).
     pub redeliver_after_ms: Option<u32>,
-    /// Where the dead letter was written: topic, partition, offset.
+    /// Where the record was moved (a dead letter, or a copy in a delay topic): topic,
+    /// partition, offset.
     pub dead_letter: Option<(String, i32, i64)>,
+    /// Set when it went to a delay topic: delivered again from this time (ms since the
+    /// epoch).
+    pub delayed_until_ms: Option<i64>,
 }
 
 /// One group as `ListGroups` reports it.

@@ -1,5 +1,6 @@
-//! Moving a failed record to its group's dead-letter topic, on the coordinator's shard, under
-//! the coordinator's gate (see `quiver_group::coordinator::failures` for the steps):
+//! Moving a failed record to its group's dead-letter topic or to a delay topic (non-blocking
+//! retries), on the coordinator's shard, under the coordinator's gate (see
+//! `quiver_group::coordinator::failures` for the steps):
 //! the DLQ topic is created on first use with the source topic's partition count, the record
 //! keeps its partition number, key, value, timestamp and headers, and gains headers naming
 //! where it came from and why it failed. Before appending, the DLQ partition is searched from
@@ -29,6 +30,43 @@ pub const HEADER_GROUP: &str = "quiver.dlq.group";
 pub const HEADER_DELIVERIES: &str = "quiver.dlq.deliveries";
 pub const HEADER_ERROR: &str = "quiver.dlq.error";
 pub const HEADER_FIRST_FAILURE_MS: &str = "quiver.dlq.first_failure_ms";
+/// Where this copy was moved from (`topic/partition/offset`): what a retried move looks for.
+pub const HEADER_FROM: &str = "quiver.dlq.from";
+/// A copy in a delay topic: not to be delivered before this time (ms since the epoch).
+pub const HEADER_NOT_BEFORE_MS: &str = "quiver.retry.not_before_ms";
+
+/// A move of a failed record.
+pub(crate) struct Move<'a> {
+    /// The delay or dead-letter topic.
+    pub to: &'a str,
+    pub delivery: DeliveryValue,
+    /// Set for a delay topic.
+    pub not_before_ms: Option<i64>,
+    /// The record, when it was read already.
+    pub record: Option<BatchRecord>,
+}
+
+fn header<'a>(r: &'a BatchRecord, name: &str) -> Option<&'a [u8]> {
+    r.headers
+        .iter()
+        .find(|h| h.key.as_ref() == name.as_bytes())
+        .and_then(|h| h.value.as_deref())
+}
+
+fn header_str(r: &BatchRecord, name: &str) -> Option<String> {
+    header(r, name).and_then(|v| std::str::from_utf8(v).ok().map(str::to_string))
+}
+
+/// A copy's origin (from the headers an earlier move wrote); the default for an original.
+pub(crate) fn origin_of(r: &BatchRecord) -> quiver_group::Origin {
+    quiver_group::Origin {
+        topic: header_str(r, HEADER_TOPIC),
+        prior_deliveries: header_str(r, HEADER_DELIVERIES)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        first_failure_ms: header_str(r, HEADER_FIRST_FAILURE_MS).and_then(|v| v.parse().ok()),
+    }
+}
 
 /// Bytes read at a time while looking for an earlier copy or the record itself.
 const READ_BYTES: u32 = 1 << 20;
@@ -48,15 +86,20 @@ impl Shard {
         Box::pin(self.clone().handle(RequestContext::internal(), request))
     }
 
-    /// Moves the failed record `n` to `dlq_topic`; `persist` appends coordinator records.
+    /// Moves the failed record `n` per `m`.
     pub(crate) async fn dead_letter(
         self: &Rc<Self>,
         co: &std::cell::RefCell<quiver_group::Coordinator>,
         coordinator_partition: i32,
         n: &Nack,
-        dlq_topic: &str,
-        delivery: DeliveryValue,
+        m: Move<'_>,
     ) -> Result<NackReply, ApiError> {
+        let Move {
+            to: dlq_topic,
+            delivery,
+            not_before_ms,
+            record,
+        } = m;
         let now_ms = || self.groups.now_ms();
         let source_partitions = self
             .metadata()
@@ -96,10 +139,15 @@ impl Shard {
         {
             Some(o) => o,
             None => {
-                let original = self
-                    .read_record(&n.tp.topic, n.tp.partition, n.offset)
-                    .await?;
-                self.append_dead_letter(dlq_topic, dlq_partition, n, &delivery, original)
+                let original = match record {
+                    Some(r) => r,
+                    None => {
+                        self.read_record(&n.tp.topic, n.tp.partition, n.offset)
+                            .await?
+                    }
+                };
+                let to = (dlq_topic, dlq_partition);
+                self.append_dead_letter(to, n, &delivery, not_before_ms, original)
                     .await?
             }
         };
@@ -108,11 +156,12 @@ impl Shard {
             .dead_lettered(&n.group, &n.tp, n.offset, now_ms(), wall_clock_ms())
             .map_err(ApiError::from)?;
         self.persist(coordinator_partition, &records).await?;
-        tracing::info!(group = %n.group, topic = %n.tp.topic, partition = n.tp.partition, offset = n.offset, dlq = %dlq_topic, dlq_partition, dlq_offset, deliveries = delivery.deliveries, "dead-lettered a record");
+        tracing::info!(group = %n.group, topic = %n.tp.topic, partition = n.tp.partition, offset = n.offset, to = %dlq_topic, to_partition = dlq_partition, to_offset = dlq_offset, deliveries = delivery.deliveries, "moved a failed record");
         Ok(NackReply {
             deliveries: delivery.deliveries,
             redeliver_after_ms: None,
             dead_letter: Some((dlq_topic.to_string(), dlq_partition, dlq_offset)),
+            delayed_until_ms: not_before_ms,
         })
     }
 
@@ -212,7 +261,7 @@ impl Shard {
         Ok(out)
     }
 
-    async fn read_record(
+    pub(crate) async fn read_record(
         self: &Rc<Self>,
         topic: &str,
         partition: i32,
@@ -258,16 +307,29 @@ impl Shard {
 
     async fn append_dead_letter(
         self: &Rc<Self>,
-        dlq_topic: &str,
-        dlq_partition: i32,
+        (dlq_topic, dlq_partition): (&str, i32),
         n: &Nack,
         delivery: &DeliveryValue,
+        not_before_ms: Option<i64>,
         original: BatchRecord,
     ) -> Result<i64, ApiError> {
-        let ours = [
-            (HEADER_TOPIC, n.tp.topic.clone()),
-            (HEADER_PARTITION, n.tp.partition.to_string()),
-            (HEADER_OFFSET, n.offset.to_string()),
+        // A copy keeps naming the record's source; an original names itself.
+        let (topic, partition, offset) = match (
+            header_str(&original, HEADER_TOPIC),
+            header_str(&original, HEADER_PARTITION),
+            header_str(&original, HEADER_OFFSET),
+        ) {
+            (Some(t), Some(p), Some(o)) => (t, p, o),
+            _ => (
+                n.tp.topic.clone(),
+                n.tp.partition.to_string(),
+                n.offset.to_string(),
+            ),
+        };
+        let mut ours = vec![
+            (HEADER_TOPIC, topic),
+            (HEADER_PARTITION, partition),
+            (HEADER_OFFSET, offset),
             (HEADER_GROUP, n.group.clone()),
             (HEADER_DELIVERIES, delivery.deliveries.to_string()),
             (HEADER_ERROR, delivery.last_error.clone()),
@@ -275,11 +337,15 @@ impl Shard {
                 HEADER_FIRST_FAILURE_MS,
                 delivery.first_failure_ms.to_string(),
             ),
+            (HEADER_FROM, from_of(n)),
         ];
+        if let Some(t) = not_before_ms {
+            ours.push((HEADER_NOT_BEFORE_MS, t.to_string()));
+        }
         let mut headers: Vec<(Bytes, Option<Bytes>)> = original
             .headers
             .into_iter()
-            .filter(|h| !h.key.starts_with(b"quiver.dlq."))
+            .filter(|h| !h.key.starts_with(b"quiver.dlq.") && !h.key.starts_with(b"quiver.retry."))
             .map(|h| (h.key, h.value))
             .collect();
         headers.extend(
@@ -313,16 +379,12 @@ impl Shard {
     }
 }
 
-/// True when `r` is the dead letter of the record `n` failed.
+fn from_of(n: &Nack) -> String {
+    format!("{}/{}/{}", n.tp.topic, n.tp.partition, n.offset)
+}
+
+/// True when `r` is the copy a move of the record `n` failed wrote.
 fn is_copy_of(r: &BatchRecord, n: &Nack) -> bool {
-    let header = |name: &str| {
-        r.headers
-            .iter()
-            .find(|h| h.key.as_ref() == name.as_bytes())
-            .and_then(|h| h.value.as_deref())
-    };
-    header(HEADER_GROUP) == Some(n.group.as_bytes())
-        && header(HEADER_TOPIC) == Some(n.tp.topic.as_bytes())
-        && header(HEADER_PARTITION) == Some(n.tp.partition.to_string().as_bytes())
-        && header(HEADER_OFFSET) == Some(n.offset.to_string().as_bytes())
+    header(r, HEADER_GROUP) == Some(n.group.as_bytes())
+        && header(r, HEADER_FROM) == Some(from_of(n).as_bytes())
 }

@@ -22,7 +22,7 @@ use quiver_broker_api::{
     ApiError, ErrorCode, GroupListing, NackReply, Request, RequestContext, Response,
 };
 use quiver_group::types::TopicCounts;
-use quiver_group::{Coordinator, GroupConfig, Limits, NackOutcome, Record, OFFSETS_TOPIC};
+use quiver_group::{Coordinator, GroupConfig, Limits, NackOutcome, Origin, Record, OFFSETS_TOPIC};
 
 use crate::partition::Partition;
 use crate::routing;
@@ -164,9 +164,33 @@ impl Shard {
                 ApiError::new(ErrorCode::ShuttingDown, "the node is stopping"),
             );
         };
+        // A failed record's origin, read from the record when the group retries through
+        // delay topics (a copy there names its source and its failures so far).
+        let mut failed_record = None;
+        let mut origin = Origin::default();
+        if let Request::Nack(n) = &request {
+            let delayed = slot
+                .coordinator
+                .borrow()
+                .group(&n.group)
+                .is_some_and(|g| g.config.retry_levels > 0);
+            if delayed {
+                match self
+                    .read_record(&n.tp.topic, n.tp.partition, n.offset)
+                    .await
+                {
+                    Ok(r) => {
+                        origin = crate::dead_letter::origin_of(&r);
+                        failed_record = Some(r);
+                    }
+                    Err(e) => return Response::Nack(Err(e)),
+                }
+            }
+        }
         let now = self.groups.now_ms();
         let counts = self.topic_counts();
-        // A failed record that goes to the dead-letter topic: moved after its count persists.
+        // A failed record that goes to a delay or dead-letter topic: moved after its count
+        // persists.
         let mut dead_letter = None;
         let (response, records) = {
             let mut co = slot.coordinator.borrow_mut();
@@ -208,7 +232,7 @@ impl Shard {
                     Ok(r) => (Response::DeleteGroup(Ok(())), r),
                     Err(e) => (Response::DeleteGroup(Err(e.into())), Vec::new()),
                 },
-                Request::Nack(n) => match co.nack(&n, now, wall_clock_ms()) {
+                Request::Nack(n) => match co.nack(&n, &origin, now, wall_clock_ms()) {
                     Ok((
                         NackOutcome::Redeliver {
                             deliveries,
@@ -220,6 +244,7 @@ impl Shard {
                             deliveries,
                             redeliver_after_ms: Some(after_ms),
                             dead_letter: None,
+                            delayed_until_ms: None,
                         })),
                         r,
                     ),
@@ -230,7 +255,21 @@ impl Shard {
                         },
                         r,
                     )) => {
-                        dead_letter = Some((n, dlq_topic, delivery));
+                        dead_letter = Some((n, dlq_topic, delivery, None));
+                        (
+                            refused(api, ApiError::new(ErrorCode::Unknown, "not moved")),
+                            r,
+                        )
+                    }
+                    Ok((
+                        NackOutcome::Retry {
+                            topic,
+                            not_before_ms,
+                            delivery,
+                        },
+                        r,
+                    )) => {
+                        dead_letter = Some((n, topic, delivery, Some(not_before_ms)));
                         (
                             refused(api, ApiError::new(ErrorCode::Unknown, "not moved")),
                             r,
@@ -265,7 +304,7 @@ impl Shard {
                 Err(e) => return failed(e),
             }
         };
-        let Some((n, dlq_topic, delivery)) = dead_letter else {
+        let Some((n, dlq_topic, delivery, not_before_ms)) = dead_letter else {
             // Stamped in order; the next request may compute and stamp while these records
             // are written (the log is a prefix: if they fail, so does everything after).
             drop(permit);
@@ -282,7 +321,17 @@ impl Shard {
             }
         }
         let moved = self
-            .dead_letter(&slot.coordinator, partition, &n, &dlq_topic, delivery)
+            .dead_letter(
+                &slot.coordinator,
+                partition,
+                &n,
+                crate::dead_letter::Move {
+                    to: &dlq_topic,
+                    delivery,
+                    not_before_ms,
+                    record: failed_record,
+                },
+            )
             .await;
         match moved {
             Ok(reply) => Response::Nack(Ok(reply)),

@@ -15,7 +15,7 @@ mod failures;
 use crate::types::{
     Assignment, AssignorKind, CommittedOffset, GroupConfig, Limits, TopicCounts, TopicPartition,
 };
-pub use failures::{Nack, NackOutcome};
+pub use failures::{Nack, NackOutcome, Origin};
 
 /// Join with this epoch (a new member, or one that lost its state).
 pub const JOIN_EPOCH: i32 = 0;
@@ -179,6 +179,13 @@ impl Coordinator {
                 "redelivery_backoff_ms takes at most {} waits of at most {} ms each",
                 crate::types::MAX_BACKOFF_STEPS,
                 crate::types::MAX_REDELIVERY_BACKOFF_MS
+            )));
+        }
+        if c.retry_levels > crate::types::MAX_RETRY_LEVELS {
+            return Err(GroupError::Invalid(format!(
+                "retry_levels {} is above {}",
+                c.retry_levels,
+                crate::types::MAX_RETRY_LEVELS
             )));
         }
         if c.dlq_topic.len() > self.limits.max_id_bytes || c.dlq_topic.starts_with("__") {

@@ -24,7 +24,9 @@ pub mod member;
 pub mod record;
 pub mod types;
 
-pub use coordinator::{Coordinator, Heartbeat, HeartbeatOutcome, Nack, NackOutcome, OffsetCommit};
+pub use coordinator::{
+    Coordinator, Heartbeat, HeartbeatOutcome, Nack, NackOutcome, OffsetCommit, Origin,
+};
 pub use error::GroupError;
 pub use record::Record;
 pub use types::{Assignment, GroupConfig, Limits, TopicPartition};

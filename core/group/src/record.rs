@@ -147,6 +147,7 @@ impl Record {
                         put_u32(&mut v, *b);
                     }
                     put_str(&mut v, &g.config.dlq_topic);
+                    put_u32(&mut v, g.config.retry_levels);
                 })
             }
             Self::Member {
@@ -276,6 +277,9 @@ impl Record {
                                 config.redelivery_backoff_ms.push(r.u32()?);
                             }
                             config.dlq_topic = r.string()?;
+                            if !r.0.is_empty() {
+                                config.retry_levels = r.u32()?;
+                            }
                         }
                         Some(GroupValue {
                             epoch,
@@ -589,16 +593,18 @@ mod tests {
             let older_len = match (&r, &v) {
                 (Record::Group { value: Some(g), .. }, Some(v)) => Some(
                     v.len()
-                        - 8
+                        - 12
                         - 4 * g.config.redelivery_backoff_ms.len()
                         - 2
                         - g.config.dlq_topic.len(),
                 ),
                 _ => None,
             };
+            // ... and one written before `retry_levels` was appended ends 4 bytes short.
+            let before_retry_len = older_len.and_then(|_| v.as_ref().map(|v| v.len() - 4));
             if let Some(v) = v {
                 for cut in 0..v.len() {
-                    if Some(cut) == older_len {
+                    if Some(cut) == older_len || Some(cut) == before_retry_len {
                         continue;
                     }
                     assert!(
@@ -623,7 +629,7 @@ mod tests {
         let (k, v) = r.encode();
         let v = v.expect("a value");
         let d = GroupConfig::default();
-        let older = &v[..v.len() - 8 - 4 * d.redelivery_backoff_ms.len() - 2];
+        let older = &v[..v.len() - 12 - 4 * d.redelivery_backoff_ms.len() - 2];
         assert_eq!(Record::decode(&k, Some(older)), Ok(r));
     }
 

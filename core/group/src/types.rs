@@ -68,7 +68,15 @@ pub struct GroupConfig {
     pub redelivery_backoff_ms: Vec<u32>,
     /// Where dead-lettered records go; empty: `<topic>.<group>.dlq`.
     pub dlq_topic: String,
+    /// Non-blocking retries: 0 (default) redelivers a failed record in place, blocking its
+    /// partition for the backoff; n > 0 moves it to the delay topic
+    /// `<topic>.<group>.retry.<k>` (k = its failures so far, at most n) and the partition
+    /// goes on; members read the delay topics too, each record after its backoff.
+    pub retry_levels: u32,
 }
+
+/// Most delay topics per source topic.
+pub const MAX_RETRY_LEVELS: u32 = 10;
 
 /// Most entries of `redelivery_backoff_ms`.
 pub const MAX_BACKOFF_STEPS: usize = 16;
@@ -88,19 +96,21 @@ impl Default for GroupConfig {
             max_deliveries: 5,
             redelivery_backoff_ms: vec![1_000, 5_000, 30_000],
             dlq_topic: String::new(),
+            retry_levels: 0,
         }
     }
 }
 
 impl GroupConfig {
     /// The keys `with_changes` takes, as `quiver group alter-config` documents them.
-    pub const KEYS: [&'static str; 6] = [
+    pub const KEYS: [&'static str; 7] = [
         "session_timeout_ms",
         "heartbeat_interval_ms",
         "assignor",
         "max_deliveries",
         "redelivery_backoff_ms",
         "dlq_topic",
+        "retry_levels",
     ];
 
     /// The wait before the delivery that follows delivery number `deliveries` (1-based).
@@ -111,6 +121,11 @@ impl GroupConfig {
             .or(self.redelivery_backoff_ms.last())
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The delay topic of retry `level` (1-based) for records of `topic` consumed by `group`.
+    pub fn retry_topic_for(topic: &str, group: &str, level: u32) -> String {
+        format!("{topic}.{group}.retry.{level}")
     }
 
     /// The dead-letter topic for records of `topic` consumed by `group`.
@@ -156,6 +171,11 @@ impl GroupConfig {
                         })?
                 }
                 "dlq_topic" => c.dlq_topic = value.clone(),
+                "retry_levels" => {
+                    c.retry_levels = value.parse::<u32>().map_err(|_| {
+                        format!("{key} = {value:?}: expected a number of delay topics (0: retry in place)")
+                    })?
+                }
                 _ => {
                     return Err(format!(
                         "unknown group config key {key:?}; known keys: {}",

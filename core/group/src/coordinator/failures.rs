@@ -26,11 +26,30 @@ pub struct Nack {
     pub error: String,
 }
 
+/// Where a failed record first came from, when it is a copy in a delay topic: the node reads
+/// it from the copy's headers (written by an earlier move).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The source topic (`None`: the record is in its source topic).
+    pub topic: Option<String>,
+    /// Deliveries before this copy.
+    pub prior_deliveries: u32,
+    pub first_failure_ms: Option<i64>,
+}
+
 /// What a `nack` leads to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NackOutcome {
     /// The member delivers the record again after `after_ms`.
     Redeliver { deliveries: u32, after_ms: u32 },
+    /// The record goes to the delay topic `topic`, to be delivered from `not_before_ms`
+    /// (ms since the epoch); the node moves it as a dead letter is moved, and the source
+    /// partition goes on.
+    Retry {
+        topic: String,
+        not_before_ms: i64,
+        delivery: DeliveryValue,
+    },
     /// The record goes to `dlq_topic`; the node moves it (`begin_move`, append,
     /// `dead_lettered`). `delivery.moving` is set when an earlier attempt began the move.
     DeadLetter {
@@ -55,6 +74,7 @@ impl Coordinator {
     pub fn nack(
         &mut self,
         n: &Nack,
+        origin: &Origin,
         now_ms: u64,
         wall_clock_ms: i64,
     ) -> Result<(NackOutcome, Vec<Record>), GroupError> {
@@ -94,12 +114,13 @@ impl Coordinator {
                 ..d
             },
             None => DeliveryValue {
-                deliveries: 1,
-                first_failure_ms: wall_clock_ms,
+                deliveries: origin.prior_deliveries.saturating_add(1),
+                first_failure_ms: origin.first_failure_ms.unwrap_or(wall_clock_ms),
                 last_error: clip(&n.error),
                 moving: None,
             },
         };
+        let source = origin.topic.as_deref().unwrap_or(&n.tp.topic);
         let mut out = Vec::new();
         if delivery.moving.is_none() {
             self.emit(
@@ -113,15 +134,23 @@ impl Coordinator {
                 now_ms,
             );
         }
-        let outcome = if delivery.deliveries < config.max_deliveries {
-            NackOutcome::Redeliver {
-                deliveries: delivery.deliveries,
-                after_ms: config.backoff_ms(delivery.deliveries),
+        let after_ms = config.backoff_ms(delivery.deliveries);
+        let outcome = if delivery.deliveries >= config.max_deliveries {
+            NackOutcome::DeadLetter {
+                dlq_topic: config.dlq_topic_for(source, &n.group),
+                delivery,
+            }
+        } else if config.retry_levels > 0 {
+            let level = delivery.deliveries.min(config.retry_levels);
+            NackOutcome::Retry {
+                topic: crate::types::GroupConfig::retry_topic_for(source, &n.group, level),
+                not_before_ms: wall_clock_ms.saturating_add(i64::from(after_ms)),
+                delivery,
             }
         } else {
-            NackOutcome::DeadLetter {
-                dlq_topic: config.dlq_topic_for(&n.tp.topic, &n.group),
-                delivery,
+            NackOutcome::Redeliver {
+                deliveries: delivery.deliveries,
+                after_ms,
             }
         };
         Ok((outcome, out))
@@ -294,7 +323,7 @@ mod tests {
     fn redelivers_with_the_backoff_then_dead_letters_once_and_moves_on() {
         let (mut co, epoch) = setup();
         let tp = TopicPartition::new("t", 0);
-        let (o1, r1) = co.nack(&nack(epoch, 7), 0, 1).unwrap();
+        let (o1, r1) = co.nack(&nack(epoch, 7), &Origin::default(), 0, 1).unwrap();
         assert_eq!(
             o1,
             NackOutcome::Redeliver {
@@ -303,7 +332,7 @@ mod tests {
             }
         );
         assert_eq!(r1.len(), 1);
-        let (o2, _) = co.nack(&nack(epoch, 7), 0, 2).unwrap();
+        let (o2, _) = co.nack(&nack(epoch, 7), &Origin::default(), 0, 2).unwrap();
         assert_eq!(
             o2,
             NackOutcome::Redeliver {
@@ -311,7 +340,7 @@ mod tests {
                 after_ms: 500
             }
         );
-        let (o3, _) = co.nack(&nack(epoch, 7), 0, 3).unwrap();
+        let (o3, _) = co.nack(&nack(epoch, 7), &Origin::default(), 0, 3).unwrap();
         let NackOutcome::DeadLetter {
             dlq_topic,
             delivery,
@@ -323,7 +352,7 @@ mod tests {
         assert_eq!((delivery.deliveries, delivery.first_failure_ms), (3, 1));
         co.begin_move("g", &tp, 7, 0, 40, 0).unwrap();
         // A retry of the same nack (the node crashed mid-move) finishes the same move.
-        let (again, none) = co.nack(&nack(epoch, 7), 0, 4).unwrap();
+        let (again, none) = co.nack(&nack(epoch, 7), &Origin::default(), 0, 4).unwrap();
         assert!(none.is_empty(), "a move in progress counts nothing");
         let NackOutcome::DeadLetter { delivery, .. } = again else {
             panic!("still a dead letter");
@@ -335,10 +364,60 @@ mod tests {
     }
 
     #[test]
+    fn with_delay_topics_a_failure_moves_on_and_the_copy_carries_the_count_to_the_dlq() {
+        let (mut co, epoch) = setup();
+        let changes = [("retry_levels".to_string(), "2".to_string())];
+        for r in co.alter_config_keys("g", &changes, 0).unwrap() {
+            co.replay(&r, 0);
+        }
+        let (o, _) = co
+            .nack(&nack(epoch, 7), &Origin::default(), 0, 1_000)
+            .unwrap();
+        let NackOutcome::Retry {
+            topic,
+            not_before_ms,
+            delivery,
+        } = o
+        else {
+            panic!("a retry: {o:?}");
+        };
+        assert_eq!(
+            (topic.as_str(), not_before_ms, delivery.deliveries),
+            ("t.g.retry.1", 1_100, 1)
+        );
+        // The copy in t.g.retry.2, failed a third time (max 3): the DLQ of the source topic.
+        let origin = Origin {
+            topic: Some("t".into()),
+            prior_deliveries: 2,
+            first_failure_ms: Some(1_000),
+        };
+        let (o, _) = co.nack(&nack(epoch, 8), &origin, 0, 5_000).unwrap();
+        let NackOutcome::DeadLetter {
+            dlq_topic,
+            delivery,
+        } = o
+        else {
+            panic!("a dead letter: {o:?}");
+        };
+        assert_eq!(
+            (
+                dlq_topic.as_str(),
+                delivery.deliveries,
+                delivery.first_failure_ms
+            ),
+            ("t.g.dlq", 3, 1_000)
+        );
+    }
+
+    #[test]
     fn a_commit_past_a_failed_record_settles_it_and_state_survives_replay() {
         let (mut co, epoch) = setup();
         let mut log = Vec::new();
-        log.extend(co.nack(&nack(epoch, 3), 0, 1).unwrap().1);
+        log.extend(
+            co.nack(&nack(epoch, 3), &Origin::default(), 0, 1)
+                .unwrap()
+                .1,
+        );
         let mut replayed = Coordinator::new(Limits::default(), GroupConfig::default());
         for r in &log {
             replayed.replay(r, 0);
@@ -358,13 +437,13 @@ mod tests {
     fn fenced_and_unassigned_nacks_change_nothing() {
         let (mut co, epoch) = setup();
         assert!(matches!(
-            co.nack(&nack(epoch + 1, 1), 0, 1),
+            co.nack(&nack(epoch + 1, 1), &Origin::default(), 0, 1),
             Err(GroupError::FencedMemberEpoch { .. })
         ));
         let mut other = nack(epoch, 1);
         other.tp = TopicPartition::new("u", 0);
         assert!(matches!(
-            co.nack(&other, 0, 1),
+            co.nack(&other, &Origin::default(), 0, 1),
             Err(GroupError::UnassignedPartition { .. })
         ));
         assert!(co.group("g").unwrap().deliveries.is_empty());
