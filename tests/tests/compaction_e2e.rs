@@ -177,6 +177,10 @@ async fn compaction_keeps_the_latest_value_of_every_key_at_its_offset() {
         described.configs.get("cleanup_policy").map(String::as_str),
         Some("compact")
     );
+    // A record without a key has no place in a compacted topic: refused by name.
+    let keyless = ProducerRecord::new(TOPIC, "no key").partition(0);
+    let err = producer.send(keyless).await.expect_err("refused");
+    assert!(err.to_string().contains("no key"), "{err}");
 }
 
 #[tokio::test(flavor = "current_thread")]

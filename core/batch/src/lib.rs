@@ -47,6 +47,8 @@ pub enum BatchError {
         records_count: i32,
         last_offset_delta: i32,
     },
+    #[error("record {index} of the batch has no key, and the topic is compacted (cleanup_policy has compact): every record needs a key there")]
+    KeylessRecordInCompactedTopic { index: usize },
     #[error("record {index} of the batch is malformed: {reason}")]
     BadRecord { index: usize, reason: &'static str },
     #[error("malformed varint at byte {at}")]

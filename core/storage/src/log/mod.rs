@@ -278,6 +278,17 @@ impl PartitionLog {
             max_batch_bytes: self.inner.config.max_batch_bytes,
         };
         let header = validate_batch(&batch, limits)?;
+        if self.inner.config.cleanup_policy.compacts() && !header.is_control() {
+            // Compaction keeps the latest record per key: a record without one has no place.
+            let records = quiver_batch::RecordIter::new(bytes::Bytes::copy_from_slice(&batch))?;
+            for (index, r) in records.enumerate() {
+                if r?.key.is_none() {
+                    return Err(
+                        quiver_batch::BatchError::KeylessRecordInCompactedTopic { index }.into(),
+                    );
+                }
+            }
+        }
         self.wait_for_room(batch.len()).await?;
         let (tx, rx) = oneshot();
         let info = self
