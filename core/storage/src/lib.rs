@@ -32,6 +32,7 @@ pub mod error;
 pub mod files;
 pub mod index;
 pub mod log;
+pub mod producer_state;
 pub mod recovery;
 pub mod scan;
 pub mod segment;

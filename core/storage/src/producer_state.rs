@@ -1,0 +1,414 @@
+//! The idempotent producer's state of one partition (sans-IO): per producer id, its epoch
+//! and the sequences and offsets of its last batches. It decides what a batch carrying a
+//! producer id is: the next one (append), one already written (a retry: answer with the
+//! offsets it got), a gap (`OutOfOrderSequence`), or from a fenced epoch (`ProducerFenced`).
+//! Kafka's rules (KIP-98, KIP-360): a new epoch starts at sequence 0; sequences wrap from
+//! `i32::MAX` to 0; the last `window` batches of a producer are remembered (5, as Kafka, so
+//! a client may keep 5 batches in flight per partition).
+//!
+//! The state is rebuilt from the batch headers the log holds (recovery, and a replica as it
+//! appends), from a snapshot when there is one ([`ProducerStates::encode`]).
+
+use std::collections::{HashMap, VecDeque};
+
+use quiver_batch::BatchHeader;
+
+/// Bounds of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerLimits {
+    /// Batches remembered per producer (the in-flight window a client may use).
+    pub window: usize,
+    /// Producers tracked per partition; beyond it the idlest is forgotten.
+    pub max_producers: usize,
+    /// A producer not heard from for this long is forgotten (Kafka's
+    /// `producer.id.expiration.ms`, 1 day).
+    pub expiration_ms: i64,
+}
+
+impl Default for ProducerLimits {
+    fn default() -> Self {
+        Self {
+            window: 5,
+            max_producers: 10_000,
+            expiration_ms: 86_400_000,
+        }
+    }
+}
+
+/// One batch a producer wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrittenBatch {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Producer {
+    epoch: i16,
+    recent: VecDeque<WrittenBatch>,
+    last_seen_ms: i64,
+}
+
+/// What a batch with a producer id is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not from an idempotent producer, or its next batch: append it.
+    Append,
+    /// Written before (a retry): these are its offsets; append nothing.
+    Duplicate(WrittenBatch),
+}
+
+/// Why a batch with a producer id is refused. Messages say what the producer must do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProducerError {
+    #[error("producer {producer_id}: sequence {got} where {expected} was expected; a batch in between was lost or reordered: the producer must retry in order or reset its sequences (new epoch)")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer {producer_id} epoch {got} is fenced: epoch {current} took over (a newer instance of the producer); this instance must stop")]
+    ProducerFenced {
+        producer_id: i64,
+        got: i16,
+        current: i16,
+    },
+}
+
+/// The next sequence after `s` (wrapping to 0 after `i32::MAX`, as Kafka).
+pub fn next_sequence(s: i32) -> i32 {
+    if s == i32::MAX {
+        0
+    } else {
+        s + 1
+    }
+}
+
+fn last_sequence(h: &BatchHeader) -> i32 {
+    let first = i64::from(h.base_sequence);
+    let last = first + i64::from(h.last_offset_delta);
+    if last > i64::from(i32::MAX) {
+        (last - i64::from(i32::MAX) - 1) as i32
+    } else {
+        last as i32
+    }
+}
+
+/// The producers of one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerStates {
+    producers: HashMap<i64, Producer>,
+    limits: ProducerLimits,
+}
+
+impl ProducerStates {
+    pub fn new(limits: ProducerLimits) -> Self {
+        Self {
+            producers: HashMap::new(),
+            limits,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// What `h` (a validated header, not stamped yet) is.
+    pub fn check(&self, h: &BatchHeader) -> Result<Verdict, ProducerError> {
+        if h.producer_id < 0 {
+            return Ok(Verdict::Append);
+        }
+        let Some(p) = self.producers.get(&h.producer_id) else {
+            // Unknown (new, or expired): its first batch here sets the sequence.
+            return Ok(Verdict::Append);
+        };
+        if h.producer_epoch < p.epoch {
+            return Err(ProducerError::ProducerFenced {
+                producer_id: h.producer_id,
+                got: h.producer_epoch,
+                current: p.epoch,
+            });
+        }
+        if h.producer_epoch > p.epoch {
+            return if h.base_sequence == 0 {
+                Ok(Verdict::Append)
+            } else {
+                Err(ProducerError::OutOfOrderSequence {
+                    producer_id: h.producer_id,
+                    expected: 0,
+                    got: h.base_sequence,
+                })
+            };
+        }
+        let last = last_sequence(h);
+        if let Some(b) = p
+            .recent
+            .iter()
+            .find(|b| b.first_sequence == h.base_sequence && b.last_sequence == last)
+        {
+            return Ok(Verdict::Duplicate(*b));
+        }
+        let expected = p
+            .recent
+            .back()
+            .map_or(0, |b| next_sequence(b.last_sequence));
+        if h.base_sequence == expected {
+            Ok(Verdict::Append)
+        } else {
+            Err(ProducerError::OutOfOrderSequence {
+                producer_id: h.producer_id,
+                expected,
+                got: h.base_sequence,
+            })
+        }
+    }
+
+    /// Records a batch the log holds (`h` stamped: its base offset is set); `now_ms` is the
+    /// broker's clock (the batch's timestamp during a rebuild).
+    pub fn record(&mut self, h: &BatchHeader, now_ms: i64) {
+        if h.producer_id < 0 {
+            return;
+        }
+        let window = self.limits.window.max(1);
+        let p = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| Producer {
+                epoch: h.producer_epoch,
+                recent: VecDeque::new(),
+                last_seen_ms: now_ms,
+            });
+        if h.producer_epoch != p.epoch {
+            p.epoch = h.producer_epoch;
+            p.recent.clear();
+        }
+        p.recent.push_back(WrittenBatch {
+            first_sequence: h.base_sequence,
+            last_sequence: last_sequence(h),
+            base_offset: h.base_offset.max(0) as u64,
+            last_offset: h.last_offset().max(0) as u64,
+        });
+        while p.recent.len() > window {
+            p.recent.pop_front();
+        }
+        p.last_seen_ms = p.last_seen_ms.max(now_ms);
+        if self.producers.len() > self.limits.max_producers {
+            self.forget_idlest();
+        }
+    }
+
+    fn forget_idlest(&mut self) {
+        if let Some(id) = self
+            .producers
+            .iter()
+            .min_by_key(|(_, p)| p.last_seen_ms)
+            .map(|(id, _)| *id)
+        {
+            self.producers.remove(&id);
+        }
+    }
+
+    /// Forgets producers idle for longer than `expiration_ms`.
+    pub fn expire(&mut self, now_ms: i64) {
+        let cutoff = now_ms.saturating_sub(self.limits.expiration_ms);
+        self.producers.retain(|_, p| p.last_seen_ms >= cutoff);
+    }
+
+    /// The log was cut at `offset`: batches from there on are forgotten (a producer left with
+    /// none is forgotten too; its next batch sets its sequence again).
+    pub fn truncate_from(&mut self, offset: u64) {
+        for p in self.producers.values_mut() {
+            while p.recent.back().is_some_and(|b| b.last_offset >= offset) {
+                p.recent.pop_back();
+            }
+        }
+        self.producers.retain(|_, p| !p.recent.is_empty());
+    }
+
+    /// A snapshot: `u32 count`, then per producer `i64 id, i16 epoch, i64 last_seen_ms,
+    /// u8 batches`, per batch `i32 first, i32 last, u64 base, u64 last offset`; then a CRC-32C
+    /// of all of it. Sorted by id, so equal states encode equally.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut ids: Vec<&i64> = self.producers.keys().collect();
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(4 + ids.len() * 64);
+        out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+        for id in ids {
+            let p = &self.producers[id];
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&p.epoch.to_be_bytes());
+            out.extend_from_slice(&p.last_seen_ms.to_be_bytes());
+            out.push(p.recent.len() as u8);
+            for b in &p.recent {
+                out.extend_from_slice(&b.first_sequence.to_be_bytes());
+                out.extend_from_slice(&b.last_sequence.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Reads a snapshot; `None` when it is damaged (the caller rebuilds from the log).
+    pub fn decode(bytes: &[u8], limits: ProducerLimits) -> Option<Self> {
+        let (body, crc) = bytes.split_last_chunk::<4>()?;
+        if crc32c::crc32c(body) != u32::from_be_bytes(*crc) {
+            return None;
+        }
+        let mut r = body;
+        fn take<const N: usize>(r: &mut &[u8]) -> Option<[u8; N]> {
+            let (head, tail) = r.split_first_chunk::<N>()?;
+            *r = tail;
+            Some(*head)
+        }
+        let n = u32::from_be_bytes(take(&mut r)?) as usize;
+        if n > r.len() / 19 {
+            return None;
+        }
+        let mut producers = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let id = i64::from_be_bytes(take(&mut r)?);
+            let epoch = i16::from_be_bytes(take(&mut r)?);
+            let last_seen_ms = i64::from_be_bytes(take(&mut r)?);
+            let [count] = take::<1>(&mut r)?;
+            let mut recent = VecDeque::with_capacity(usize::from(count));
+            for _ in 0..count {
+                recent.push_back(WrittenBatch {
+                    first_sequence: i32::from_be_bytes(take(&mut r)?),
+                    last_sequence: i32::from_be_bytes(take(&mut r)?),
+                    base_offset: u64::from_be_bytes(take(&mut r)?),
+                    last_offset: u64::from_be_bytes(take(&mut r)?),
+                });
+            }
+            producers.insert(
+                id,
+                Producer {
+                    epoch,
+                    recent,
+                    last_seen_ms,
+                },
+            );
+        }
+        r.is_empty().then_some(Self { producers, limits })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(pid: i64, epoch: i16, seq: i32, records: i32, base_offset: i64) -> BatchHeader {
+        let mut b = quiver_batch::BatchBuilder::new().producer(pid, epoch, seq);
+        for _ in 0..records {
+            b.push(&quiver_batch::NewRecord::value(&b"v"[..], 1));
+        }
+        let mut bytes = b.build();
+        quiver_batch::header::stamp_base_offset(&mut bytes, base_offset);
+        BatchHeader::parse(&bytes).unwrap()
+    }
+
+    #[test]
+    fn next_batches_append_retries_are_duplicates_gaps_and_old_epochs_are_refused() {
+        let mut s = ProducerStates::new(ProducerLimits::default());
+        let first = header(7, 0, 0, 3, 100);
+        assert_eq!(s.check(&first), Ok(Verdict::Append));
+        s.record(&first, 0);
+        // The retry of the first batch: its offsets, nothing appended.
+        assert_eq!(
+            s.check(&header(7, 0, 0, 3, -1)),
+            Ok(Verdict::Duplicate(WrittenBatch {
+                first_sequence: 0,
+                last_sequence: 2,
+                base_offset: 100,
+                last_offset: 102
+            }))
+        );
+        assert_eq!(s.check(&header(7, 0, 3, 1, -1)), Ok(Verdict::Append));
+        assert_eq!(
+            s.check(&header(7, 0, 5, 1, -1)),
+            Err(ProducerError::OutOfOrderSequence {
+                producer_id: 7,
+                expected: 3,
+                got: 5
+            })
+        );
+        // A new epoch starts at 0; then the old epoch is fenced.
+        assert!(s.check(&header(7, 1, 4, 1, -1)).is_err());
+        let reborn = header(7, 1, 0, 1, 103);
+        assert_eq!(s.check(&reborn), Ok(Verdict::Append));
+        s.record(&reborn, 1);
+        assert!(matches!(
+            s.check(&header(7, 0, 3, 1, -1)),
+            Err(ProducerError::ProducerFenced {
+                got: 0,
+                current: 1,
+                ..
+            })
+        ));
+        // Not idempotent: always appended.
+        assert_eq!(s.check(&header(-1, -1, -1, 1, -1)), Ok(Verdict::Append));
+    }
+
+    #[test]
+    fn the_window_is_bounded_sequences_wrap_and_producers_expire() {
+        let mut s = ProducerStates::new(ProducerLimits {
+            window: 2,
+            max_producers: 2,
+            expiration_ms: 1_000,
+        });
+        for (i, seq) in [0, 1, 2].into_iter().enumerate() {
+            s.record(&header(1, 0, seq, 1, i as i64), 0);
+        }
+        // Batch 0 left the window: it is neither a duplicate nor the next one.
+        assert!(s.check(&header(1, 0, 0, 1, -1)).is_err());
+        assert!(matches!(
+            s.check(&header(1, 0, 2, 1, -1)),
+            Ok(Verdict::Duplicate(_))
+        ));
+        // Wrapping: after i32::MAX comes 0.
+        s.record(&header(2, 0, i32::MAX - 1, 2, 10), 500);
+        assert_eq!(s.check(&header(2, 0, 0, 1, -1)), Ok(Verdict::Append));
+        // A third producer pushes out the idlest (producer 1, seen at 0).
+        s.record(&header(3, 0, 0, 1, 20), 600);
+        assert_eq!(s.len(), 2);
+        s.expire(1_550);
+        assert_eq!(s.len(), 1, "producer 2 (seen at 500) expired");
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_damage_is_detected() {
+        let mut s = ProducerStates::new(ProducerLimits::default());
+        s.record(&header(1, 3, 0, 2, 0), 5);
+        s.record(&header(9, 0, 7, 1, 2), 6);
+        let bytes = s.encode();
+        assert_eq!(
+            ProducerStates::decode(&bytes, ProducerLimits::default()),
+            Some(s.clone())
+        );
+        for cut in 0..bytes.len() {
+            assert!(ProducerStates::decode(&bytes[..cut], ProducerLimits::default()).is_none());
+        }
+        let mut bad = bytes.clone();
+        bad[5] ^= 1;
+        assert!(ProducerStates::decode(&bad, ProducerLimits::default()).is_none());
+    }
+
+    #[test]
+    fn truncation_forgets_batches_from_the_cut() {
+        let mut s = ProducerStates::new(ProducerLimits::default());
+        s.record(&header(1, 0, 0, 1, 10), 0);
+        s.record(&header(1, 0, 1, 1, 11), 0);
+        s.truncate_from(11);
+        assert_eq!(s.check(&header(1, 0, 1, 1, -1)), Ok(Verdict::Append));
+        s.truncate_from(0);
+        assert!(s.is_empty());
+    }
+}
