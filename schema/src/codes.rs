@@ -58,6 +58,8 @@ pub fn wire_code(code: ErrorCode) -> wire::ErrorCode {
         ErrorCode::GroupNotEmpty => wire::ErrorCode::GroupNotEmpty,
         ErrorCode::LimitExceeded => wire::ErrorCode::LimitExceeded,
         ErrorCode::CoordinatorLoading => wire::ErrorCode::CoordinatorLoading,
+        ErrorCode::OutOfOrderSequence => wire::ErrorCode::OutOfOrderSequence,
+        ErrorCode::ProducerFenced => wire::ErrorCode::ProducerFenced,
     }
 }
 
@@ -95,7 +97,7 @@ const ALL_APIS: [Api; 17] = [
     Api::Nack,
 ];
 
-const ALL_CODES: [ErrorCode; 28] = [
+const ALL_CODES: [ErrorCode; 30] = [
     ErrorCode::Unknown,
     ErrorCode::MalformedRequest,
     ErrorCode::UnsupportedVersion,
@@ -124,6 +126,8 @@ const ALL_CODES: [ErrorCode; 28] = [
     ErrorCode::GroupNotEmpty,
     ErrorCode::LimitExceeded,
     ErrorCode::CoordinatorLoading,
+    ErrorCode::OutOfOrderSequence,
+    ErrorCode::ProducerFenced,
 ];
 
 /// The broker's acks for a wire value; `None` for a value the protocol does not define.

@@ -157,10 +157,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 28;
+pub const ENUM_MAX_ERROR_CODE: i16 = 30;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 29] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 31] = [
   ErrorCode::None,
   ErrorCode::Unknown,
   ErrorCode::MalformedRequest,
@@ -190,6 +190,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 29] = [
   ErrorCode::GroupNotEmpty,
   ErrorCode::LimitExceeded,
   ErrorCode::CoordinatorLoading,
+  ErrorCode::OutOfOrderSequence,
+  ErrorCode::ProducerFenced,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -226,9 +228,11 @@ impl ErrorCode {
   pub const GroupNotEmpty: Self = Self(26);
   pub const LimitExceeded: Self = Self(27);
   pub const CoordinatorLoading: Self = Self(28);
+  pub const OutOfOrderSequence: Self = Self(29);
+  pub const ProducerFenced: Self = Self(30);
 
   pub const ENUM_MIN: i16 = 0;
-  pub const ENUM_MAX: i16 = 28;
+  pub const ENUM_MAX: i16 = 30;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::Unknown,
@@ -259,6 +263,8 @@ impl ErrorCode {
     Self::GroupNotEmpty,
     Self::LimitExceeded,
     Self::CoordinatorLoading,
+    Self::OutOfOrderSequence,
+    Self::ProducerFenced,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -292,6 +298,8 @@ impl ErrorCode {
       Self::GroupNotEmpty => Some("GroupNotEmpty"),
       Self::LimitExceeded => Some("LimitExceeded"),
       Self::CoordinatorLoading => Some("CoordinatorLoading"),
+      Self::OutOfOrderSequence => Some("OutOfOrderSequence"),
+      Self::ProducerFenced => Some("ProducerFenced"),
       _ => None,
     }
   }

@@ -32,6 +32,11 @@ pub enum ErrorCode {
     GroupNotEmpty,
     LimitExceeded,
     CoordinatorLoading,
+    /// An idempotent producer's batch skips sequences (a batch in between was lost).
+    OutOfOrderSequence,
+    /// An idempotent producer's epoch is older than the partition's: a newer instance took
+    /// over.
+    ProducerFenced,
 }
 
 /// An error code with a message a person can act on.

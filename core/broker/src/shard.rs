@@ -90,6 +90,12 @@ pub struct Shard {
 pub(crate) fn storage_error(e: &StorageError) -> ApiError {
     let code = match e {
         StorageError::InvalidBatch(_) => ErrorCode::InvalidBatch,
+        StorageError::Producer(
+            quiver_storage::producer_state::ProducerError::OutOfOrderSequence { .. },
+        ) => ErrorCode::OutOfOrderSequence,
+        StorageError::Producer(quiver_storage::producer_state::ProducerError::ProducerFenced {
+            ..
+        }) => ErrorCode::ProducerFenced,
         StorageError::DiskFull { .. } => ErrorCode::DiskFull,
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::Corrupt { .. } => ErrorCode::CorruptData,

@@ -87,6 +87,9 @@ pub struct LogConfig {
     /// Memory for one compaction pass's key map (16-byte key hashes with their offsets);
     /// a pass covers as many new records as it holds keys for.
     pub compaction_map_bytes: usize,
+    /// The idempotent producers' state: batches remembered per producer, producers per
+    /// partition, idle expiry.
+    pub producers: crate::producer_state::ProducerLimits,
 }
 
 /// Hard ceiling for batch sizes, also the scan bound during recovery.
@@ -111,6 +114,7 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 3600 * 1000,
             min_cleanable_dirty_ratio: 0.5,
             compaction_map_bytes: 32 << 20,
+            producers: crate::producer_state::ProducerLimits::default(),
         }
     }
 }

@@ -11,6 +11,9 @@ pub enum StorageError {
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] BatchError),
 
+    #[error("{0}")]
+    Producer(#[from] crate::producer_state::ProducerError),
+
     #[error("disk full while {op} {path}: free space on that filesystem (delete data or lower retention_bytes / retention_ms) and retry; acknowledged data is intact")]
     DiskFull { op: &'static str, path: PathBuf },
 

@@ -18,6 +18,30 @@ pub fn segment_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:020}{SEGMENT_SUFFIX}"))
 }
 
+/// The idempotent producers' state as of `offset` (written when a segment rolls there).
+pub const PRODUCER_SNAPSHOT_SUFFIX: &str = ".producers";
+
+pub fn producer_snapshot_path(dir: &Path, offset: u64) -> PathBuf {
+    dir.join(format!("{offset:020}{PRODUCER_SNAPSHOT_SUFFIX}"))
+}
+
+/// Offsets of the producer-state snapshots in `dir`, sorted.
+pub fn list_producer_snapshots(dir: &Path) -> Result<Vec<u64>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StorageError::from_io("listing", dir, e))?;
+    let mut offsets: Vec<u64> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(PRODUCER_SNAPSHOT_SUFFIX)?
+                .parse()
+                .ok()
+        })
+        .collect();
+    offsets.sort_unstable();
+    Ok(offsets)
+}
+
 pub fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(format!("{base_offset:020}{INDEX_SUFFIX}"))
 }

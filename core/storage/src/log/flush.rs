@@ -290,6 +290,26 @@ async fn roll(inner: &Rc<Inner>) -> Result<()> {
         Instant::now(),
     );
     tracing::debug!(dir = %inner.dir.display(), base_offset = next, "rolled to a new segment");
+    write_producer_snapshot(inner, next).await
+}
+
+/// Most producer-state snapshots kept (the newest; older ones are removed).
+const PRODUCER_SNAPSHOTS_KEPT: usize = 2;
+
+/// The idempotent producers' state as of `offset` (a new segment's base), so recovery scans
+/// only the segments from there. CRC-checked on read: a torn snapshot is rebuilt from the log.
+async fn write_producer_snapshot(inner: &Rc<Inner>, offset: u64) -> Result<()> {
+    // Written even when empty: recovery then scans only the segments after it.
+    let bytes = {
+        let mut as_of = inner.state.borrow().producers.clone();
+        as_of.truncate_from(offset); // batches stamped past the roll are not in it yet
+        as_of.encode()
+    };
+    files::write_plain(&files::producer_snapshot_path(&inner.dir, offset), bytes).await?;
+    let all = files::list_producer_snapshots(&inner.dir)?;
+    for old in all.iter().rev().skip(PRODUCER_SNAPSHOTS_KEPT) {
+        files::remove(&files::producer_snapshot_path(&inner.dir, *old)).await?;
+    }
     Ok(())
 }
 

@@ -39,6 +39,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::epoch::LeaderEpochMap;
 use crate::error::{Result, StorageError};
 use crate::files;
+use crate::producer_state::Verdict;
 use crate::signal::{oneshot, Doorbell, Receiver, WaitList};
 use state::{Admission, LogState};
 
@@ -69,18 +70,54 @@ pub(crate) struct Inner {
 }
 
 /// The durability of a batch [`PartitionLog::append_pipelined`] queued.
-pub struct Durability {
-    ack: Receiver<Result<()>>,
-    dir: PathBuf,
+pub struct Durability(Pending);
+
+enum Pending {
+    /// A batch this append stamped: its round's outcome.
+    Ack(Receiver<Result<()>>, PathBuf),
+    /// An idempotent producer's retry of a batch already stamped: durable once the log is
+    /// durable past `last_offset`.
+    UpTo { last_offset: u64, log: Rc<Inner> },
 }
+
+/// How often a wait for a retried batch's durability looks whether the log failed.
+const DURABLE_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Durability {
     /// Resolves once the batch is durable per the flush policy, or with why it is not.
     pub async fn wait(self) -> Result<()> {
-        match self.ack.await {
-            Some(Ok(())) => Ok(()),
-            Some(Err(e)) => Err(e),
-            None => Err(StorageError::Closed { path: self.dir }),
+        match self.0 {
+            Pending::Ack(ack, dir) => match ack.await {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(e),
+                None => Err(StorageError::Closed { path: dir }),
+            },
+            Pending::UpTo { last_offset, log } => loop {
+                {
+                    let st = log.state.borrow();
+                    if st.durable_offset > last_offset {
+                        return Ok(());
+                    }
+                    if let Some(why) = &st.failed {
+                        return Err(StorageError::AppendAborted {
+                            reason: format!("the log failed before the batch was durable: {why}"),
+                        });
+                    }
+                    if st.closing {
+                        return Err(StorageError::Closed {
+                            path: log.dir.clone(),
+                        });
+                    }
+                }
+                let handle = PartitionLog { inner: log.clone() };
+                let _ = futures_lite::future::or(
+                    async {
+                        handle.wait_for_offset(last_offset).await;
+                    },
+                    glommio::timer::sleep(DURABLE_RECHECK),
+                )
+                .await;
+            },
         }
     }
 }
@@ -211,7 +248,7 @@ impl PartitionLog {
     /// in the shard's commit log). Appends that arrive while a write is in flight are written
     /// together by the next one (group commit).
     pub async fn append(&self, batch: BytesMut, leader_epoch: i32) -> Result<AppendInfo> {
-        let (info, durability) = self.append_pipelined(batch, leader_epoch).await?;
+        let (info, durability) = self.enqueue(batch, leader_epoch).await?;
         durability.wait().await?;
         Ok(info)
     }
@@ -226,14 +263,7 @@ impl PartitionLog {
         batch: BytesMut,
         leader_epoch: i32,
     ) -> Result<(AppendInfo, Durability)> {
-        let (info, ack) = self.enqueue(batch, leader_epoch).await?;
-        Ok((
-            info,
-            Durability {
-                ack,
-                dir: self.inner.dir.clone(),
-            },
-        ))
+        self.enqueue(batch, leader_epoch).await
     }
 
     /// Validates, stamps and enqueues `batch`, and returns as soon as it is in the log's
@@ -273,7 +303,7 @@ impl PartitionLog {
         &self,
         batch: BytesMut,
         leader_epoch: i32,
-    ) -> Result<(AppendInfo, Receiver<Result<()>>)> {
+    ) -> Result<(AppendInfo, Durability)> {
         let limits = BatchLimits {
             max_batch_bytes: self.inner.config.max_batch_bytes,
         };
@@ -291,13 +321,25 @@ impl PartitionLog {
         }
         self.wait_for_room(batch.len()).await?;
         let (tx, rx) = oneshot();
-        let info = self
-            .inner
-            .state
-            .borrow_mut()
-            .stamp(batch, header, leader_epoch, tx);
+        let info = {
+            let mut st = self.inner.state.borrow_mut();
+            // An idempotent producer's batch: the next one, or a retry of one written.
+            if let Verdict::Duplicate(b) = st.producers.check(&header)? {
+                let info = AppendInfo {
+                    base_offset: b.base_offset,
+                    last_offset: b.last_offset,
+                    max_timestamp_ms: header.max_timestamp_ms,
+                };
+                let pending = Pending::UpTo {
+                    last_offset: b.last_offset,
+                    log: self.inner.clone(),
+                };
+                return Ok((info, Durability(pending)));
+            }
+            st.stamp(batch, header, leader_epoch, tx)
+        };
         self.inner.doorbell.ring();
-        Ok((info, rx))
+        Ok((info, Durability(Pending::Ack(rx, self.inner.dir.clone()))))
     }
 
     async fn wait_for_room(&self, batch_bytes: usize) -> Result<()> {

@@ -13,7 +13,8 @@ use crate::epoch::LeaderEpochMap;
 use crate::error::{Result, StorageError};
 use crate::files;
 use crate::index::IndexFile;
-use crate::segment::{align_down, scan_segment, SegmentFile};
+use crate::producer_state::ProducerStates;
+use crate::segment::{align_down, scan_segment, BatchWalker, SegmentFile};
 use crate::segment_meta::SegmentMeta;
 use crate::segments::{Segment, Segments};
 
@@ -41,6 +42,7 @@ pub(super) async fn recover(dir: &Path, config: &LogConfig) -> Result<LogState> 
         let meta = load_segment(dir, &file, base, config, is_active, &mut epochs).await?;
         segments.insert(base, Segment { meta, file });
     }
+    let producers = rebuild_producers(dir, &segments, config).await?;
     let Some(segments) = Segments::from_ordered(segments) else {
         return Err(StorageError::InvalidConfig(format!(
             "no segment could be opened in {}",
@@ -57,14 +59,74 @@ pub(super) async fn recover(dir: &Path, config: &LogConfig) -> Result<LogState> 
             bytes: bytes.to_vec(),
         }
     };
-    Ok(LogState::recovered(
+    let mut state = LogState::recovered(
         segments,
         tail,
         epochs,
         false,
         config.cache_bytes,
         Instant::now(),
-    ))
+    );
+    state.producers = producers;
+    Ok(state)
+}
+
+/// The idempotent producers' state: the newest snapshot at or below the active segment's
+/// base, then every batch header from its offset on (without a usable snapshot: from the
+/// log start).
+async fn rebuild_producers(
+    dir: &Path,
+    segments: &BTreeMap<u64, Segment>,
+    config: &LogConfig,
+) -> Result<ProducerStates> {
+    let active_base = segments.keys().next_back().copied().unwrap_or(0);
+    let mut from = 0;
+    let mut producers = ProducerStates::new(config.producers);
+    for offset in files::list_producer_snapshots(dir)?.into_iter().rev() {
+        if offset > active_base {
+            continue;
+        }
+        let path = files::producer_snapshot_path(dir, offset);
+        match files::read_small(&path, 64 << 20)
+            .await?
+            .and_then(|b| ProducerStates::decode(&b, config.producers))
+        {
+            Some(s) => {
+                producers = s;
+                from = offset;
+                break;
+            }
+            None => {
+                tracing::warn!(snapshot = %path.display(), "damaged producer-state snapshot; using an older one or the log")
+            }
+        }
+    }
+    let scanned_sealed = segments
+        .iter()
+        .any(|(base, s)| *base < active_base && s.meta.next_offset > from);
+    for (base, seg) in segments {
+        if seg.meta.next_offset <= from {
+            continue;
+        }
+        let mut walker = BatchWalker::new(seg.file.clone(), 0, *base, seg.meta.size_bytes, 1 << 20);
+        while let Ok(b) = walker.next().await? {
+            if b.header.base_offset as u64 >= from {
+                producers.record(&b.header, b.header.max_timestamp_ms);
+            }
+        }
+    }
+    if scanned_sealed {
+        // Sealed segments had to be read (no snapshot yet, as after an upgrade): the next open
+        // starts from the active segment.
+        let mut as_of = producers.clone();
+        as_of.truncate_from(active_base);
+        files::write_plain(
+            &files::producer_snapshot_path(dir, active_base),
+            as_of.encode(),
+        )
+        .await?;
+    }
+    Ok(producers)
 }
 
 async fn load_segment(

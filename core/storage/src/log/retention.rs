@@ -18,6 +18,7 @@ impl Inner {
     async fn enforce_retention_locked(&self, now_ms: i64) -> Result<RetentionOutcome> {
         let (victims, outcome, epochs) = {
             let mut st = self.state.borrow_mut();
+            st.producers.expire(now_ms);
             let cut = st.retention_cut(now_ms, &self.config);
             st.remove_segments(&cut)
         };

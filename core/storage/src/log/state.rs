@@ -24,6 +24,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::epoch::LeaderEpochMap;
 use crate::error::{Result, StorageError};
 use crate::index::IndexFile;
+use crate::producer_state::ProducerStates;
 use crate::segments::{Segment, Segments};
 use crate::signal::Sender;
 
@@ -180,6 +181,8 @@ pub(crate) struct LogState<F = std::rc::Rc<crate::segment::SegmentFile>> {
     /// Compaction: the records below this offset were compacted (0 after an open: the next
     /// pass maps every sealed segment once).
     pub compacted_until: u64,
+    /// The idempotent producers' sequences and offsets (rebuilt on open).
+    pub producers: ProducerStates,
 }
 
 /// What one compaction pass reads and may rewrite.
@@ -222,6 +225,7 @@ impl<F> LogState<F> {
             stats: LogStats::default(),
             failed: None,
             compacted_until: 0,
+            producers: ProducerStates::default(),
         }
     }
 
@@ -281,6 +285,7 @@ impl<F> LogState<F> {
         let last = base + header.last_offset_delta as u64;
         let bytes = batch.freeze();
         self.next_offset = last + 1;
+        self.producers.record(&header, header.max_timestamp_ms);
         if self.epochs.assign(leader_epoch, base) {
             self.epochs_dirty = true;
         }
@@ -630,6 +635,7 @@ impl<F> LogState<F> {
     /// epochs changed.
     fn end_at(&mut self, new_end: u64) -> Option<String> {
         self.next_offset = new_end;
+        self.producers.truncate_from(new_end);
         self.durable_offset = self.durable_offset.min(new_end);
         self.cache.truncate_from(new_end);
         self.epochs
