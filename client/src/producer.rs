@@ -86,6 +86,12 @@ pub struct ProducerConfig {
     /// partitions' batches keep filling instead of waiting in small requests of their own:
     /// with `linger_ms = 0` and 1 here, a batch is whatever came in during one round trip.
     pub max_in_flight_requests_per_shard: usize,
+    /// Idempotence: the producer gets a producer id from the node and numbers its batches
+    /// per partition, so a retried batch is written once (the node answers a retry with the
+    /// offsets it was first written at). Off by default until the producer recovers from an
+    /// expired batch by bumping its epoch (a batch that fails for good leaves a gap: the
+    /// partition's later batches then fail with `OutOfOrderSequence`).
+    pub enable_idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -101,6 +107,7 @@ impl Default for ProducerConfig {
             request_timeout_ms: 30_000,
             compression: Compression::None,
             max_in_flight_requests_per_shard: 5,
+            enable_idempotence: false,
         }
     }
 }
@@ -143,18 +150,34 @@ struct PartitionQueue {
     open: Option<OpenBatch>,
     sealed: VecDeque<SealedBatch>,
     in_flight: bool,
+    /// The idempotent producer's id and epoch, when idempotence is on.
+    producer: Option<(i64, i16)>,
+    /// The sequence of the next batch sealed (idempotence).
+    next_sequence: i32,
+}
+
+/// The sequence after `records` more records from `seq` (wrapping to 0 after `i32::MAX`).
+fn advance_sequence(seq: i32, records: i32) -> i32 {
+    ((i64::from(seq) + i64::from(records)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 impl PartitionQueue {
+    /// Nothing waits or flies, and no sequence must be remembered (an idempotent producer
+    /// keeps each partition's next sequence for its life, as Kafka's does).
     fn is_idle(&self) -> bool {
-        self.open.is_none() && self.sealed.is_empty() && !self.in_flight
+        self.open.is_none() && self.sealed.is_empty() && !self.in_flight && self.producer.is_none()
     }
 
     /// Seals the open batch, if any; true when there was one.
     fn seal(&mut self, codec: Compression) -> bool {
-        let Some(open) = self.open.take() else {
+        let Some(mut open) = self.open.take() else {
             return false;
         };
+        if let Some((producer_id, epoch)) = self.producer {
+            let seq = self.next_sequence;
+            self.next_sequence = advance_sequence(seq, open.builder.record_count());
+            open.builder = open.builder.producer(producer_id, epoch, seq);
+        }
         {
             // Compression fails only on allocation failure; send such a batch uncompressed.
             let bytes = open
@@ -172,6 +195,30 @@ impl PartitionQueue {
             });
         }
         true
+    }
+}
+
+/// Asks the node for a producer id; `None` (with a warning) when it gives none.
+async fn init_producer_id(client: &Client) -> Option<(i64, i16)> {
+    let resp = client
+        .bootstrap_request(|id| requests::init_producer_id(id, None, 0))
+        .await;
+    let answer = resp.and_then(|r| {
+        let b = r
+            .envelope()
+            .body_as_init_producer_id_response()
+            .ok_or_else(|| {
+                ClientError::Protocol("the InitProducerId response has no body".into())
+            })?;
+        body_error(b.error())?;
+        Ok((b.producer_id(), b.producer_epoch()))
+    });
+    match answer {
+        Ok(identity) => Some(identity),
+        Err(e) => {
+            tracing::warn!("no producer id from the node ({e}); sending without idempotence");
+            None
+        }
     }
 }
 
@@ -239,6 +286,9 @@ struct Inner {
     /// Retries logged at WARN at most once per [`RETRY_WARN_EVERY`]: when was the last one,
     /// and how many retries went unlogged since.
     retry_warned: Mutex<(Option<Instant>, u64)>,
+    /// The producer id and epoch, asked for at the first send when idempotence is on
+    /// (`None` inside: the node gave none; sends go without idempotence).
+    identity: tokio::sync::OnceCell<Option<(i64, i16)>>,
 }
 
 /// At most one WARN per this interval about batches being retried (a full disk retries every
@@ -311,6 +361,7 @@ impl Producer {
             idle: Notify::new(),
             closed: AtomicBool::new(false),
             retry_warned: Mutex::new((None, 0)),
+            identity: tokio::sync::OnceCell::new(),
         });
         tokio::spawn(sender_loop(inner.clone()));
         Self { inner }
@@ -339,6 +390,12 @@ impl Producer {
             });
         }
         let partition = self.choose_partition(&record).await?;
+        if cfg.enable_idempotence {
+            self.inner
+                .identity
+                .get_or_init(|| init_producer_id(&self.inner.client))
+                .await;
+        }
         let credit = u32::try_from(size).unwrap_or(u32::MAX);
         let permit = tokio::time::timeout(
             Duration::from_millis(cfg.max_block_ms),
@@ -401,8 +458,10 @@ impl Producer {
             headers: record.headers.clone(),
             timestamp_ms: ts,
         };
+        let identity = self.inner.identity.get().copied().flatten();
         let mut st = self.inner.state();
         let q = st.queues.entry(tp.clone()).or_default();
+        q.producer = identity;
         let mut sealed = false;
         if q.open
             .as_ref()

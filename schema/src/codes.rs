@@ -24,6 +24,7 @@ pub fn wire_api(api: Api) -> wire::ApiKey {
         Api::DeleteGroup => wire::ApiKey::DeleteGroup,
         Api::AlterGroupConfig => wire::ApiKey::AlterGroupConfig,
         Api::Nack => wire::ApiKey::Nack,
+        Api::InitProducerId => wire::ApiKey::InitProducerId,
     }
 }
 
@@ -77,7 +78,7 @@ pub fn broker_code(code: wire::ErrorCode) -> ErrorCode {
         .unwrap_or(ErrorCode::Unknown)
 }
 
-const ALL_APIS: [Api; 17] = [
+const ALL_APIS: [Api; 18] = [
     Api::Handshake,
     Api::Metadata,
     Api::CreateTopics,
@@ -95,6 +96,7 @@ const ALL_APIS: [Api; 17] = [
     Api::DeleteGroup,
     Api::AlterGroupConfig,
     Api::Nack,
+    Api::InitProducerId,
 ];
 
 const ALL_CODES: [ErrorCode; 30] = [

@@ -182,6 +182,16 @@ fn parse(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, String, Parsed), 
                 .unwrap_or_default();
             ready(Request::CreateTopics(topics))
         }
+        ApiKey::InitProducerId => {
+            let b = env.body_as_init_producer_id_request().ok_or_else(missing)?;
+            ready(Request::InitProducerId {
+                transactional_id: b
+                    .transactional_id()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string),
+                transaction_timeout_ms: b.transaction_timeout_ms(),
+            })
+        }
         ApiKey::DeleteTopics => ready(Request::DeleteTopics(strings(
             env.body_as_delete_topics_request()
                 .ok_or_else(missing)?

@@ -20,6 +20,7 @@ pub fn encode_response(request_id: u64, response: &Response) -> Bytes {
         Response::DeleteTopics(results) => topic_results(request_id, ApiKey::DeleteTopics, results),
         Response::DescribeConfigs(topics) => describe_configs(request_id, topics),
         Response::AlterConfigs(o) => alter_configs(request_id, o),
+        Response::InitProducerId(r) => init_producer_id(request_id, r),
         Response::ListOffsets { offset, outcome } => list_offsets(request_id, *offset, outcome),
         Response::Produce(parts) => produce(request_id, parts),
         Response::Fetch(parts) => fetch(request_id, parts),
@@ -199,6 +200,32 @@ fn describe_configs(id: u64, topics: &[TopicConfigs]) -> Bytes {
         id,
         ApiKey::DescribeConfigs,
         Body::DescribeConfigsResponse,
+        Some(body.as_union_value()),
+        None,
+    );
+    finish_frame(fbb, root)
+}
+
+fn init_producer_id(id: u64, r: &Result<(i64, i16), quiver_broker_api::ApiError>) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128);
+    let args = match r {
+        Ok((producer_id, producer_epoch)) => wire::InitProducerIdResponseArgs {
+            error: None,
+            producer_id: *producer_id,
+            producer_epoch: *producer_epoch,
+        },
+        Err(e) => wire::InitProducerIdResponseArgs {
+            error: outcome(&mut fbb, &Err(e.clone())),
+            producer_id: -1,
+            producer_epoch: -1,
+        },
+    };
+    let body = wire::InitProducerIdResponse::create(&mut fbb, &args);
+    let root = envelope(
+        &mut fbb,
+        id,
+        ApiKey::InitProducerId,
+        Body::InitProducerIdResponse,
         Some(body.as_union_value()),
         None,
     );

@@ -104,6 +104,32 @@ pub fn create_topics<'h>(header: impl Into<RequestHeader<'h>>, topics: &[NewTopi
     finish_frame(fbb, root)
 }
 
+/// A producer id and epoch for an idempotent producer (`transactional_id`: with
+/// transactions).
+pub fn init_producer_id<'h>(
+    header: impl Into<RequestHeader<'h>>,
+    transactional_id: Option<&str>,
+    transaction_timeout_ms: u32,
+) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(64);
+    let transactional_id = transactional_id.map(|t| fbb.create_string(t));
+    let body = wire::InitProducerIdRequest::create(
+        &mut fbb,
+        &wire::InitProducerIdRequestArgs {
+            transactional_id,
+            transaction_timeout_ms,
+        },
+    );
+    let root = request_envelope(
+        &mut fbb,
+        header.into(),
+        ApiKey::InitProducerId,
+        Body::InitProducerIdRequest,
+        body.as_union_value(),
+    );
+    finish_frame(fbb, root)
+}
+
 pub fn delete_topics<'h>(header: impl Into<RequestHeader<'h>>, names: &[&str]) -> Bytes {
     let mut fbb = FlatBufferBuilder::with_capacity(256);
     let names = Some(strings(&mut fbb, names));

@@ -30,6 +30,10 @@ fn write_fuzz_seeds_on_request() {
     let batch = b.build();
     let frames = [
         ("handshake", requests::handshake(1, "fuzz")),
+        (
+            "init-producer-id",
+            requests::init_producer_id(19, Some("tx"), 1000),
+        ),
         ("metadata", requests::metadata(2, &["a", "b"])),
         (
             "create",

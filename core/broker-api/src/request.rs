@@ -23,6 +23,7 @@ pub enum Api {
     DeleteGroup,
     AlterGroupConfig,
     Nack,
+    InitProducerId,
 }
 
 /// How much acknowledgement a produce waits for.
@@ -144,6 +145,11 @@ pub enum Request {
     },
     /// A member failed a record (redelivery, then the dead-letter topic).
     Nack(Nack),
+    /// A producer id and epoch for an idempotent producer.
+    InitProducerId {
+        transactional_id: Option<String>,
+        transaction_timeout_ms: u32,
+    },
 }
 
 impl Request {
@@ -167,6 +173,7 @@ impl Request {
             Self::DeleteGroup { .. } => Api::DeleteGroup,
             Self::AlterGroupConfig { .. } => Api::AlterGroupConfig,
             Self::Nack(_) => Api::Nack,
+            Self::InitProducerId { .. } => Api::InitProducerId,
         }
     }
 
@@ -209,7 +216,10 @@ impl Request {
     pub fn is_control(&self) -> bool {
         matches!(
             self,
-            Self::CreateTopics(_) | Self::DeleteTopics(_) | Self::AlterConfigs { .. }
+            Self::CreateTopics(_)
+                | Self::DeleteTopics(_)
+                | Self::AlterConfigs { .. }
+                | Self::InitProducerId { .. }
         )
     }
 }

@@ -148,6 +148,8 @@ pub enum Response {
     DeleteGroup(Outcome),
     AlterGroupConfig(Outcome),
     Nack(Result<NackReply, ApiError>),
+    /// `(producer_id, producer_epoch)`.
+    InitProducerId(Result<(i64, i16), ApiError>),
     /// The request as a whole was not served (the node is stopping, a shard did not answer).
     Refused {
         api: Api,
@@ -176,6 +178,7 @@ impl Response {
             Self::DeleteGroup(_) => Api::DeleteGroup,
             Self::AlterGroupConfig(_) => Api::AlterGroupConfig,
             Self::Nack(_) => Api::Nack,
+            Self::InitProducerId(_) => Api::InitProducerId,
             Self::Refused { api, .. } => *api,
         }
     }

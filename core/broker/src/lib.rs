@@ -36,6 +36,7 @@ pub mod long_poll;
 pub mod metadata;
 pub mod partition;
 pub mod produce;
+pub mod producer_ids;
 pub mod replica;
 pub mod routing;
 pub mod shard;

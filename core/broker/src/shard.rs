@@ -84,6 +84,8 @@ pub struct Shard {
     pub(crate) commit_log: Option<CommitLog>,
     /// The consumer group coordinators of the `__consumer_offsets` partitions it owns.
     pub(crate) groups: crate::groups::GroupCoordinators,
+    /// Producer ids handed out (on the controller shard).
+    pub(crate) producer_ids: crate::producer_ids::ProducerIds,
 }
 
 /// The protocol-neutral error of a storage failure.
@@ -128,6 +130,7 @@ impl Shard {
             latency: queues.latency,
             commit_log: storage.commit_log,
             groups: Default::default(),
+            producer_ids: Default::default(),
         }
     }
 
@@ -212,6 +215,10 @@ impl Shard {
             Request::CreateTopics(topics) => self.create_topics(topics).await,
             Request::DeleteTopics(names) => self.delete_topics(names).await,
             Request::AlterConfigs { topic, configs } => self.alter_configs(topic, configs).await,
+            Request::InitProducerId {
+                transactional_id,
+                transaction_timeout_ms: _,
+            } => Response::InitProducerId(self.init_producer_id(transactional_id).await),
             Request::ListOffsets {
                 topic,
                 partition,

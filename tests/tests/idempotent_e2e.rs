@@ -1,0 +1,173 @@
+//! The idempotent producer on a real node: producer ids are unique across restarts, a
+//! retried batch is answered with the offsets it was first written at and written once, a
+//! sequence gap is `OutOfOrderSequence` with nothing written, transactional ids are refused by
+//! name for now, and the Rust producer with `enable_idempotence` numbers its batches.
+
+use bytes::Bytes;
+use quiver_batch::{BatchBuilder, BatchHeader, NewRecord};
+use quiver_client::Connection;
+use quiver_client::{Admin, OffsetQuery, Producer, ProducerConfig, ProducerRecord};
+use quiver_schema::requests::{self, NewTopic};
+use quiver_schema::wire::{Acks, ErrorCode};
+use quiver_tests::node::Node;
+
+async fn init(conn: &Connection, transactional_id: Option<&str>) -> Result<(i64, i16), ErrorCode> {
+    let r = conn
+        .request(requests::init_producer_id(
+            conn.next_request_id(),
+            transactional_id,
+            0,
+        ))
+        .await
+        .expect("an answer");
+    let b = r
+        .envelope()
+        .body_as_init_producer_id_response()
+        .expect("a body");
+    match b.error().map(|e| e.code()) {
+        Some(c) if c != ErrorCode::None => Err(c),
+        _ => Ok((b.producer_id(), b.producer_epoch())),
+    }
+}
+
+fn batch(pid: i64, epoch: i16, seq: i32, records: usize) -> Bytes {
+    let mut b = BatchBuilder::new().producer(pid, epoch, seq);
+    for i in 0..records {
+        b.push(&NewRecord::value(format!("v{seq}-{i}"), 1_700_000_000_000));
+    }
+    b.build().freeze()
+}
+
+async fn produce(conn: &Connection, b: &Bytes) -> Result<(i64, i64), ErrorCode> {
+    let r = conn
+        .request(requests::produce(
+            conn.next_request_id(),
+            "events",
+            0,
+            Acks::All,
+            10_000,
+            b,
+        ))
+        .await
+        .expect("an answer");
+    let p = r
+        .envelope()
+        .body_as_produce_response()
+        .and_then(|b| b.single())
+        .expect("one partition");
+    match p.error().map(|e| e.code()) {
+        Some(c) if c != ErrorCode::None => Err(c),
+        _ => Ok((p.base_offset(), p.last_offset())),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn retries_are_written_once_gaps_are_refused_and_ids_are_never_reused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), 2);
+    let conn = node.connect(1).await;
+    conn.request(requests::create_topics(
+        conn.next_request_id(),
+        &[NewTopic {
+            name: "events",
+            partitions: 1,
+            configs: &[],
+        }],
+    ))
+    .await
+    .expect("topic");
+    // Ids from the controller, whichever shard is asked.
+    let (a, epoch) = init(&conn, None).await.expect("an id");
+    let (b, _) = init(&node.connect(0).await, None).await.expect("an id");
+    assert_ne!(a, b);
+    assert_eq!(epoch, 0);
+    assert_eq!(
+        init(&conn, Some("tx-1")).await,
+        Err(ErrorCode::InvalidRequest)
+    );
+
+    let first = produce(&conn, &batch(a, 0, 0, 3)).await.expect("appended");
+    let retry = produce(&conn, &batch(a, 0, 0, 3)).await.expect("answered");
+    assert_eq!(retry, first, "a retry gets the offsets of the first write");
+    let next = produce(&conn, &batch(a, 0, 3, 2))
+        .await
+        .expect("the next batch");
+    assert_eq!(next.0, first.1 + 1);
+    assert_eq!(
+        produce(&conn, &batch(a, 0, 9, 1)).await,
+        Err(ErrorCode::OutOfOrderSequence)
+    );
+    let end = next.1 + 1;
+
+    // After a kill -9: the retry is still recognised, and new ids are new.
+    let port = node.shard_addr(0).port();
+    node.kill();
+    let node = Node::start_on(dir.path(), 2, port);
+    let conn = node.connect(0).await;
+    assert_eq!(produce(&conn, &batch(a, 0, 3, 2)).await, Ok(next));
+    let (c, _) = init(&conn, None).await.expect("an id");
+    assert!(c > a.max(b), "ids are never reused ({c} after {a}, {b})");
+    let client = node.client(10_000).await;
+    let admin = Admin::new(client.clone());
+    assert_eq!(
+        admin
+            .list_offsets("events", 0, OffsetQuery::Latest)
+            .await
+            .unwrap(),
+        Some(end),
+        "nothing was written twice"
+    );
+
+    // The Rust producer numbers its batches when idempotence is on.
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            enable_idempotence: true,
+            linger_ms: 0,
+            ..ProducerConfig::default()
+        },
+    );
+    for i in 0..20 {
+        producer
+            .send(ProducerRecord::new("events", format!("r{i}")).partition(0))
+            .await
+            .expect("sent");
+    }
+    let last = admin
+        .list_offsets("events", 0, OffsetQuery::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut next = end;
+    let mut expected_seq = 0;
+    let mut pid = None;
+    while next < last {
+        let fetched = conn
+            .request(requests::fetch(
+                conn.next_request_id(),
+                &requests::Fetch {
+                    topic: "events",
+                    partition: 0,
+                    offset: next,
+                    max_bytes: 1 << 20,
+                    max_wait_ms: 0,
+                    min_bytes: 1,
+                },
+            ))
+            .await
+            .expect("fetch");
+        let body = fetched.envelope().body_as_fetch_response().expect("body");
+        let records = body.single().and_then(|p| p.records()).expect("records");
+        let mut data = records.bytes();
+        while !data.is_empty() {
+            let h = BatchHeader::parse(data).expect("a batch");
+            assert!(h.producer_id >= 0, "an idempotent batch");
+            assert_eq!(*pid.get_or_insert(h.producer_id), h.producer_id);
+            assert_eq!(h.base_sequence, expected_seq, "sequences are contiguous");
+            expected_seq += h.records_count;
+            next = h.last_offset() as i64 + 1;
+            data = &data[h.total_bytes().expect("size")..];
+        }
+    }
+    assert_eq!(expected_seq, 20);
+}
