@@ -171,3 +171,118 @@ async fn retries_are_written_once_gaps_are_refused_and_ids_are_never_reused() {
     }
     assert_eq!(expected_seq, 20);
 }
+
+/// 30,000 numbered records from one idempotent producer while the node is frozen past the
+/// request timeout (the producer retries requests the node still holds) and killed -9 and
+/// restarted: every acknowledged number is in the partition exactly once, in order.
+#[tokio::test(flavor = "current_thread")]
+async fn acknowledged_records_are_there_exactly_once_in_order_across_kill_9() {
+    const RECORDS: usize = 30_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = Node::start(dir.path(), 1);
+    let port = node.shard_addr(0).port();
+    let client = node.client_with_topic(2_000, "numbers", 1).await;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            enable_idempotence: true,
+            delivery_timeout_ms: 120_000,
+            request_timeout_ms: 2_000,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut acknowledged = Vec::new();
+    let third = RECORDS / 3;
+    // Phase 1: plainly.
+    let mut pending = Vec::new();
+    for n in 0..third {
+        let r = ProducerRecord::new("numbers", n.to_string()).partition(0);
+        pending.push((n, producer.enqueue(r).await.expect("enqueued")));
+    }
+    for (n, p) in pending.drain(..) {
+        if p.await.is_ok() {
+            acknowledged.push(n);
+        }
+    }
+    // Phase 2: sent to a node frozen past the request timeout: the producer gives up on the
+    // requests the node holds and sends them again; thawed, the node reads the originals
+    // and the retries (the classic duplicate).
+    node.freeze(true);
+    for n in third..2 * third {
+        let r = ProducerRecord::new("numbers", n.to_string()).partition(0);
+        pending.push((n, producer.enqueue(r).await.expect("enqueued")));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(4_500)).await;
+    node.freeze(false);
+    for (n, p) in pending.drain(..) {
+        if p.await.is_ok() {
+            acknowledged.push(n);
+        }
+    }
+    // Phase 3: the node is killed -9 while records are in flight, and restarted.
+    for n in 2 * third..RECORDS {
+        let r = ProducerRecord::new("numbers", n.to_string()).partition(0);
+        pending.push((n, producer.enqueue(r).await.expect("enqueued")));
+        if n == 2 * third + 100 {
+            node.kill();
+            node = Node::start_on(dir.path(), 1, port);
+        }
+    }
+    for (n, p) in pending.drain(..) {
+        if p.await.is_ok() {
+            acknowledged.push(n);
+        }
+    }
+    eprintln!("{} of {RECORDS} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() > RECORDS / 2,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    // Read the partition back.
+    let admin = Admin::new(client.clone());
+    let end = admin
+        .list_offsets("numbers", 0, OffsetQuery::Latest)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut consumer =
+        quiver_client::Consumer::new(client, quiver_client::ConsumerConfig::default());
+    consumer.assign(&[("numbers", 0)]);
+    consumer
+        .seek("numbers", 0, quiver_client::SeekTo::Beginning)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while consumer.position("numbers", 0).unwrap_or(0) < end {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next_record())
+            .await
+            .expect("records up to the end")
+            .expect("a record");
+        let v: usize = std::str::from_utf8(r.value.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        seen.push(v);
+    }
+    let mut counts = std::collections::HashMap::new();
+    for v in &seen {
+        *counts.entry(*v).or_insert(0) += 1;
+    }
+    eprintln!("{} records read, {} distinct", seen.len(), counts.len());
+    let twice: Vec<_> = counts
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(v, _)| *v)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "written more than once: {} numbers, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+    for n in &acknowledged {
+        assert!(counts.contains_key(n), "acknowledged {n} is missing");
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order");
+}
