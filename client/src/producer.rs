@@ -162,10 +162,15 @@ fn advance_sequence(seq: i32, records: i32) -> i32 {
 }
 
 impl PartitionQueue {
-    /// Nothing waits or flies, and no sequence must be remembered (an idempotent producer
-    /// keeps each partition's next sequence for its life, as Kafka's does).
+    /// Nothing waits or flies.
     fn is_idle(&self) -> bool {
-        self.open.is_none() && self.sealed.is_empty() && !self.in_flight && self.producer.is_none()
+        self.open.is_none() && self.sealed.is_empty() && !self.in_flight
+    }
+
+    /// Idle, and no sequence to remember: the queue may be dropped (an idempotent producer
+    /// keeps each partition's next sequence for its life, as Kafka's does).
+    fn is_forgettable(&self) -> bool {
+        self.is_idle() && self.producer.is_none()
     }
 
     /// Seals the open batch, if any; true when there was one.
@@ -639,7 +644,7 @@ fn plan_pass(st: &mut State, routes: &Routes, now: Instant, config: &ProducerCon
         sticky,
         config.compression,
     );
-    queues.retain(|_, q| !q.is_idle());
+    queues.retain(|_, q| !q.is_forgettable());
     pass
 }
 
@@ -667,7 +672,9 @@ async fn sender_loop(inner: Arc<Inner>) {
                 tokio::spawn(deliver(request, chunk));
             }
         }
-        if inner.closed.load(Ordering::Acquire) && inner.state().queues.is_empty() {
+        if inner.closed.load(Ordering::Acquire)
+            && inner.state().queues.values().all(PartitionQueue::is_idle)
+        {
             return;
         }
         match (pass.next_deadline, timer.as_mut()) {

@@ -133,6 +133,14 @@ async fn retries_are_written_once_gaps_are_refused_and_ids_are_never_reused() {
             .await
             .expect("sent");
     }
+    // Flush and close finish (an idempotent producer keeps its partitions' sequences, and
+    // that must not look like work still to do).
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        producer.flush().await;
+        producer.close().await;
+    })
+    .await
+    .expect("flush and close finish");
     let last = admin
         .list_offsets("events", 0, OffsetQuery::Latest)
         .await

@@ -1,0 +1,116 @@
+//! The idempotent producer against the plain one, in one run: one producer, 100-byte
+//! records, linger 1 ms, acks=all, 8 partitions, `--records` per run, plain and idempotent
+//! runs alternated `--reps` times; records/s, medians and their ratio (goal ≥ 0.95 ×).
+//!
+//! ```text
+//! cargo build --release -p quiver -p quiver-bench
+//! target/release/idempotent_bench [--records 1000000] [--reps 3]
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+use quiver_bench::harness::{pin_current_thread, start_broker, write_report};
+use quiver_client::{
+    Admin, Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, TlsTrust,
+};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    #[arg(long, default_value = "perf/results/idempotent.json")]
+    out: PathBuf,
+    #[arg(long, default_value = "target/bench-idempotent")]
+    dir: PathBuf,
+}
+
+async fn produce(client: &Client, idempotent: bool, records: u64) -> f64 {
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            linger_ms: 1,
+            batch_bytes: 1 << 20,
+            buffer_bytes: 256 << 20,
+            enable_idempotence: idempotent,
+            ..ProducerConfig::default()
+        },
+    );
+    let value = bytes::Bytes::from(vec![b'x'; 100]);
+    let start = Instant::now();
+    let mut window = std::collections::VecDeque::new();
+    for _ in 0..records {
+        window.push_back(
+            producer
+                .enqueue(ProducerRecord::new("rate", value.clone()))
+                .await
+                .expect("enqueue"),
+        );
+        if window.len() >= 200_000 {
+            window
+                .pop_front()
+                .expect("non-empty")
+                .await
+                .expect("delivery");
+        }
+    }
+    for f in window {
+        f.await.expect("delivery");
+    }
+    producer.close().await;
+    records as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args = Args::parse();
+    let _ = std::fs::remove_dir_all(&args.dir);
+    std::fs::create_dir_all(&args.dir).expect("scratch");
+    let broker = start_broker(&args.dir);
+    pin_current_thread(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let dir = std::fs::canonicalize(&args.dir).expect("dir");
+    let report = rt.block_on(async {
+        let addr = format!("127.0.0.1:{}", broker.port).parse().expect("addr");
+        let config = ClientConfig {
+            trust: TlsTrust::LocalDataDir(dir.clone()),
+            ..ClientConfig::default()
+        };
+        let client = Client::connect(&[addr], config).await.expect("connect");
+        Admin::new(client.clone())
+            .create_topic("rate", 8, &[])
+            .await
+            .expect("topic");
+        let (mut plain, mut idempotent) = (Vec::new(), Vec::new());
+        for rep in 0..args.reps {
+            plain.push(produce(&client, false, args.records).await);
+            idempotent.push(produce(&client, true, args.records).await);
+            println!(
+                "rep {rep}: plain {:.0} records/s, idempotent {:.0} records/s",
+                plain[rep], idempotent[rep]
+            );
+        }
+        let (p, i) = (median(plain), median(idempotent));
+        json!({
+            "bench": "idempotent", "records": args.records, "reps": args.reps,
+            "record_bytes": 100, "partitions": 8, "acks": "all", "linger_ms": 1,
+            "plain_records_per_s": p, "idempotent_records_per_s": i,
+            "idempotent_vs_plain": i / p, "goal": ">= 0.95",
+        })
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+    write_report(&args.out, &report);
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&args.dir);
+}
