@@ -86,11 +86,11 @@ pub struct ProducerConfig {
     /// partitions' batches keep filling instead of waiting in small requests of their own:
     /// with `linger_ms = 0` and 1 here, a batch is whatever came in during one round trip.
     pub max_in_flight_requests_per_shard: usize,
-    /// Idempotence: the producer gets a producer id from the node and numbers its batches
-    /// per partition, so a retried batch is written once (the node answers a retry with the
-    /// offsets it was first written at). Off by default until the producer recovers from an
-    /// expired batch by bumping its epoch (a batch that fails for good leaves a gap: the
-    /// partition's later batches then fail with `OutOfOrderSequence`).
+    /// Idempotence (on by default, as in Kafka 3): the producer gets a producer id from the
+    /// node and numbers its batches per partition, so a retried batch is written once (the
+    /// node answers a retry with the offsets it was first written at). A batch that fails
+    /// for good leaves a gap; the producer then bumps its epoch and numbers from 0 again
+    /// (KIP-360).
     pub enable_idempotence: bool,
 }
 
@@ -107,7 +107,7 @@ impl Default for ProducerConfig {
             request_timeout_ms: 30_000,
             compression: Compression::None,
             max_in_flight_requests_per_shard: 5,
-            enable_idempotence: false,
+            enable_idempotence: true,
         }
     }
 }
@@ -203,10 +203,11 @@ impl PartitionQueue {
     }
 }
 
-/// Asks the node for a producer id; `None` (with a warning) when it gives none.
-async fn init_producer_id(client: &Client) -> Option<(i64, i16)> {
+/// Asks the node for a producer id (or, with `current`, the next epoch of it); `None`
+/// (with a warning) when it gives none.
+async fn init_producer_id(client: &Client, current: Option<(i64, i16)>) -> Option<(i64, i16)> {
     let resp = client
-        .bootstrap_request(|id| requests::init_producer_id(id, None, 0))
+        .bootstrap_request(|id| requests::init_producer_id(id, None, 0, current))
         .await;
     let answer = resp.and_then(|r| {
         let b = r
@@ -273,6 +274,11 @@ struct State {
     sticky_start: usize,
     /// Produce requests sent to each shard and not yet answered.
     requests_in_flight: HashMap<SocketAddr, usize>,
+    /// Idempotence: a batch failed for good, leaving a gap in its partition's sequences; the
+    /// sender bumps the epoch (sequences restart at 0) before it sends anything else.
+    needs_epoch_bump: bool,
+    /// The identity after the last bump (it replaces the first one).
+    bumped_identity: Option<(i64, i16)>,
 }
 
 /// A topic's route lookup started by the sender: in flight (`None`) or failed (its error,
@@ -398,7 +404,7 @@ impl Producer {
         if cfg.enable_idempotence {
             self.inner
                 .identity
-                .get_or_init(|| init_producer_id(&self.inner.client))
+                .get_or_init(|| init_producer_id(&self.inner.client, None))
                 .await;
         }
         let credit = u32::try_from(size).unwrap_or(u32::MAX);
@@ -463,8 +469,10 @@ impl Producer {
             headers: record.headers.clone(),
             timestamp_ms: ts,
         };
-        let identity = self.inner.identity.get().copied().flatten();
         let mut st = self.inner.state();
+        let identity = st
+            .bumped_identity
+            .or(self.inner.identity.get().copied().flatten());
         let q = st.queues.entry(tp.clone()).or_default();
         q.producer = identity;
         let mut sealed = false;
@@ -661,6 +669,9 @@ async fn sender_loop(inner: Arc<Inner>) {
         }
     };
     loop {
+        if inner.state().needs_epoch_bump {
+            bump_epoch(&inner).await;
+        }
         let routes = resolve_routes(&inner);
         let pass = plan_pass(&mut inner.state(), &routes, Instant::now(), &inner.config);
         for (tp, batch, e) in pass.failed {
@@ -692,6 +703,54 @@ async fn sender_loop(inner: Arc<Inner>) {
                 .await;
             }
             (None, _) => inner.wake_sender.notified().await,
+        }
+    }
+}
+
+/// True when `batch` carries a producer id.
+fn is_idempotent(batch: &[u8]) -> bool {
+    quiver_batch::BatchHeader::parse(batch).is_ok_and(|h| h.producer_id >= 0)
+}
+
+/// After a batch failed for good: the next epoch of the producer id (KIP-360), every
+/// partition's sequences back to 0, and the batches waiting to be sent renumbered, so the
+/// gap the failed batch left does not fail every later batch.
+async fn bump_epoch(inner: &Arc<Inner>) {
+    let current = {
+        let st = inner.state();
+        st.bumped_identity
+            .or(inner.identity.get().copied().flatten())
+    };
+    let Some(current) = current else {
+        inner.state().needs_epoch_bump = false;
+        return;
+    };
+    let Some(next) = init_producer_id(&inner.client, Some(current)).await else {
+        return; // the sender tries again on its next pass
+    };
+    tracing::info!(
+        producer_id = next.0,
+        epoch = next.1,
+        "a batch failed for good: producer epoch bumped, sequences restart at 0"
+    );
+    let mut st = inner.state();
+    st.needs_epoch_bump = false;
+    st.bumped_identity = Some(next);
+    for q in st.queues.values_mut() {
+        q.producer = Some(next);
+        q.next_sequence = 0;
+        for batch in q.sealed.iter_mut() {
+            let mut bytes = bytes::BytesMut::from(&batch.bytes[..]);
+            let count = quiver_batch::BatchHeader::parse(&bytes).map_or(0, |h| h.records_count);
+            let h = quiver_batch::header::PRODUCER_ID_AT;
+            bytes[h..h + 8].copy_from_slice(&next.0.to_be_bytes());
+            let e = quiver_batch::header::PRODUCER_EPOCH_AT;
+            bytes[e..e + 2].copy_from_slice(&next.1.to_be_bytes());
+            let s = quiver_batch::header::BASE_SEQUENCE_AT;
+            bytes[s..s + 4].copy_from_slice(&q.next_sequence.to_be_bytes());
+            quiver_batch::header::stamp_crc(&mut bytes);
+            q.next_sequence = advance_sequence(q.next_sequence, count);
+            batch.bytes = bytes.freeze();
         }
     }
 }
@@ -969,6 +1028,9 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
     inner.credit.add_permits(batch.credit_bytes);
     {
         let mut st = inner.state();
+        if outcome.is_err() && is_idempotent(&batch.bytes) {
+            st.needs_epoch_bump = true;
+        }
         if let Some(q) = st.queues.get_mut(&tp) {
             q.in_flight = false;
         }

@@ -190,6 +190,8 @@ fn parse(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, String, Parsed), 
                     .filter(|t| !t.is_empty())
                     .map(str::to_string),
                 transaction_timeout_ms: b.transaction_timeout_ms(),
+                current: (b.producer_id() >= 0 && b.producer_epoch() >= 0)
+                    .then(|| (b.producer_id(), b.producer_epoch())),
             })
         }
         ApiKey::DeleteTopics => ready(Request::DeleteTopics(strings(

@@ -2440,6 +2440,8 @@ impl<'a> ::flatbuffers::Follow<'a> for InitProducerIdRequest<'a> {
 impl<'a> InitProducerIdRequest<'a> {
   pub const VT_TRANSACTIONAL_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_TRANSACTION_TIMEOUT_MS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PRODUCER_ID: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PRODUCER_EPOCH: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2451,8 +2453,10 @@ impl<'a> InitProducerIdRequest<'a> {
     args: &'args InitProducerIdRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<InitProducerIdRequest<'bldr>> {
     let mut builder = InitProducerIdRequestBuilder::new(_fbb);
+    builder.add_producer_id(args.producer_id);
     builder.add_transaction_timeout_ms(args.transaction_timeout_ms);
     if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
+    builder.add_producer_epoch(args.producer_epoch);
     builder.finish()
   }
 
@@ -2471,6 +2475,20 @@ impl<'a> InitProducerIdRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(InitProducerIdRequest::VT_TRANSACTION_TIMEOUT_MS, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(InitProducerIdRequest::VT_PRODUCER_ID, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(InitProducerIdRequest::VT_PRODUCER_EPOCH, Some(-1)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for InitProducerIdRequest<'_> {
@@ -2481,6 +2499,8 @@ impl ::flatbuffers::Verifiable for InitProducerIdRequest<'_> {
     v.visit_table(pos)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
      .visit_field::<u32>("transaction_timeout_ms", Self::VT_TRANSACTION_TIMEOUT_MS, false)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
      .finish();
     Ok(())
   }
@@ -2488,6 +2508,8 @@ impl ::flatbuffers::Verifiable for InitProducerIdRequest<'_> {
 pub struct InitProducerIdRequestArgs<'a> {
     pub transactional_id: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub transaction_timeout_ms: u32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
 }
 impl<'a> Default for InitProducerIdRequestArgs<'a> {
   #[inline]
@@ -2495,6 +2517,8 @@ impl<'a> Default for InitProducerIdRequestArgs<'a> {
     InitProducerIdRequestArgs {
       transactional_id: None,
       transaction_timeout_ms: 0,
+      producer_id: -1,
+      producer_epoch: -1,
     }
   }
 }
@@ -2511,6 +2535,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InitProducerIdRequestBuilder<
   #[inline]
   pub fn add_transaction_timeout_ms(&mut self, transaction_timeout_ms: u32) {
     self.fbb_.push_slot::<u32>(InitProducerIdRequest::VT_TRANSACTION_TIMEOUT_MS, transaction_timeout_ms, 0);
+  }
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(InitProducerIdRequest::VT_PRODUCER_ID, producer_id, -1);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(InitProducerIdRequest::VT_PRODUCER_EPOCH, producer_epoch, -1);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InitProducerIdRequestBuilder<'a, 'b, A> {
@@ -2532,6 +2564,8 @@ impl ::core::fmt::Debug for InitProducerIdRequest<'_> {
     let mut ds = f.debug_struct("InitProducerIdRequest");
       ds.field("transactional_id", &self.transactional_id());
       ds.field("transaction_timeout_ms", &self.transaction_timeout_ms());
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
       ds.finish()
   }
 }

@@ -110,6 +110,7 @@ pub fn init_producer_id<'h>(
     header: impl Into<RequestHeader<'h>>,
     transactional_id: Option<&str>,
     transaction_timeout_ms: u32,
+    current: Option<(i64, i16)>,
 ) -> Bytes {
     let mut fbb = FlatBufferBuilder::with_capacity(64);
     let transactional_id = transactional_id.map(|t| fbb.create_string(t));
@@ -118,6 +119,8 @@ pub fn init_producer_id<'h>(
         &wire::InitProducerIdRequestArgs {
             transactional_id,
             transaction_timeout_ms,
+            producer_id: current.map_or(-1, |c| c.0),
+            producer_epoch: current.map_or(-1, |c| c.1),
         },
     );
     let root = request_envelope(

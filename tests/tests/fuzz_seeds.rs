@@ -32,7 +32,7 @@ fn write_fuzz_seeds_on_request() {
         ("handshake", requests::handshake(1, "fuzz")),
         (
             "init-producer-id",
-            requests::init_producer_id(19, Some("tx"), 1000),
+            requests::init_producer_id(19, Some("tx"), 1000, Some((4, 2))),
         ),
         ("metadata", requests::metadata(2, &["a", "b"])),
         (

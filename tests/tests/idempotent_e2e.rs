@@ -17,6 +17,7 @@ async fn init(conn: &Connection, transactional_id: Option<&str>) -> Result<(i64,
             conn.next_request_id(),
             transactional_id,
             0,
+            None,
         ))
         .await
         .expect("an answer");
@@ -293,4 +294,49 @@ async fn acknowledged_records_are_there_exactly_once_in_order_across_kill_9() {
         assert!(counts.contains_key(n), "acknowledged {n} is missing");
     }
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order");
+}
+
+/// Batches that fail for good (the node is down past their delivery timeout) leave a gap in
+/// the sequences: the producer bumps its epoch and the next records are written, not refused.
+#[tokio::test(flavor = "current_thread")]
+async fn after_batches_fail_for_good_the_epoch_is_bumped_and_sending_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), 1);
+    let port = node.shard_addr(0).port();
+    let client = node.client_with_topic(500, "numbers", 1).await;
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig {
+            enable_idempotence: true,
+            delivery_timeout_ms: 1_500,
+            request_timeout_ms: 500,
+            linger_ms: 0,
+            ..ProducerConfig::default()
+        },
+    );
+    let send = |n: usize| {
+        let p = &producer;
+        async move {
+            p.send(ProducerRecord::new("numbers", n.to_string()).partition(0))
+                .await
+        }
+    };
+    for n in 0..10 {
+        send(n).await.expect("sent");
+    }
+    node.kill();
+    for n in 10..15 {
+        assert!(send(n).await.is_err(), "the node is down: record {n} fails");
+    }
+    let node = Node::start_on(dir.path(), 1, port);
+    for n in 15..25 {
+        send(n)
+            .await
+            .expect("sent after the restart, under the next epoch");
+    }
+    let end = Admin::new(node.client(10_000).await)
+        .list_offsets("numbers", 0, OffsetQuery::Latest)
+        .await
+        .unwrap();
+    assert_eq!(end, Some(20), "the 10 before and the 10 after, once each");
 }

@@ -149,6 +149,8 @@ pub enum Request {
     InitProducerId {
         transactional_id: Option<String>,
         transaction_timeout_ms: u32,
+        /// The producer's current id and epoch, to bump the epoch; `None`: a new id.
+        current: Option<(i64, i16)>,
     },
 }
 

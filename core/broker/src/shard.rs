@@ -218,7 +218,8 @@ impl Shard {
             Request::InitProducerId {
                 transactional_id,
                 transaction_timeout_ms: _,
-            } => Response::InitProducerId(self.init_producer_id(transactional_id).await),
+                current,
+            } => Response::InitProducerId(self.init_producer_id(transactional_id, current).await),
             Request::ListOffsets {
                 topic,
                 partition,
