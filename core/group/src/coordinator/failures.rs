@@ -207,7 +207,11 @@ impl Coordinator {
             },
             now_ms,
         );
-        let committed = self.groups[group].offsets.get(tp).map(|c| c.offset);
+        let committed = self
+            .groups
+            .get(group)
+            .and_then(|g| g.offsets.get(tp))
+            .map(|c| c.offset);
         if committed.is_none_or(|c| c <= offset) {
             self.emit(
                 &mut out,
