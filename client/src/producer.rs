@@ -669,7 +669,17 @@ async fn sender_loop(inner: Arc<Inner>) {
         }
     };
     loop {
-        if inner.state().needs_epoch_bump {
+        let (needs_bump, in_flight) = {
+            let st = inner.state();
+            (st.needs_epoch_bump, st.queues.values().any(|q| q.in_flight))
+        };
+        if needs_bump && in_flight {
+            // Bump only once nothing is in flight (Kafka's rule): a batch in flight keeps the
+            // number it was sent with until it is answered; nothing new goes out meanwhile.
+            inner.wake_sender.notified().await;
+            continue;
+        }
+        if needs_bump {
             bump_epoch(&inner).await;
         }
         let routes = resolve_routes(&inner);
@@ -739,6 +749,9 @@ async fn bump_epoch(inner: &Arc<Inner>) {
     for q in st.queues.values_mut() {
         q.producer = Some(next);
         q.next_sequence = 0;
+        // Batches sent before and waiting for a retry are renumbered too: if such an earlier
+        // attempt was written after all, the retry writes it again (the one case a bump can
+        // duplicate; it needs a timeout and a failure of another batch at the same time).
         for batch in q.sealed.iter_mut() {
             let mut bytes = bytes::BytesMut::from(&batch.bytes[..]);
             let count = quiver_batch::BatchHeader::parse(&bytes).map_or(0, |h| h.records_count);
