@@ -114,6 +114,38 @@ pub mod harness {
         }
     }
 
+    /// Sends `records` copies of `value` to `topic` through `producer` (keyless: sticky
+    /// partitions), at most 200,000 unacknowledged, then closes it; records per second.
+    pub async fn produce_all(
+        producer: quiver_client::Producer,
+        topic: &str,
+        records: u64,
+        value: &bytes::Bytes,
+    ) -> f64 {
+        let start = std::time::Instant::now();
+        let mut window = std::collections::VecDeque::new();
+        for _ in 0..records {
+            window.push_back(
+                producer
+                    .enqueue(quiver_client::ProducerRecord::new(topic, value.clone()))
+                    .await
+                    .expect("enqueue"),
+            );
+            if window.len() >= 200_000 {
+                window
+                    .pop_front()
+                    .expect("non-empty")
+                    .await
+                    .expect("delivery");
+            }
+        }
+        for f in window {
+            f.await.expect("delivery");
+        }
+        producer.close().await;
+        records as f64 / start.elapsed().as_secs_f64()
+    }
+
     /// A `quiver serve --cores 0` process, killed on drop.
     pub struct Broker {
         pub child: Child,

@@ -13,7 +13,7 @@ use quiver_schema::wire::ErrorCode;
 use crate::admin::{Admin, OffsetQuery};
 use crate::cluster::body_error;
 use crate::error::{ClientError, Result};
-use crate::group::{broker_error, commit_offsets, fetch_committed, group_request};
+use crate::group::{broker_error, commit_offsets, fetch_committed, group_request, unexpected};
 use crate::TopicPartition;
 
 /// One partition of a group: where the group is and how far behind.
@@ -35,10 +35,6 @@ pub struct PartitionLag {
     /// Age of the oldest unconsumed record, in milliseconds (0 when caught up; `None` without
     /// a committed offset).
     pub lag_ms: Option<i64>,
-}
-
-fn unexpected(what: &str) -> ClientError {
-    ClientError::Protocol(format!("the broker answered a {what} with another API"))
 }
 
 impl Admin {
@@ -134,9 +130,7 @@ impl Admin {
         for m in &description.members {
             partitions.extend(m.assigned.iter().cloned());
         }
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = crate::record::now_ms();
         let mut out = Vec::with_capacity(partitions.len());
         for tp in partitions {
             let committed = description

@@ -31,7 +31,7 @@ pub use quiver_broker_api::TopicPartition;
 use crate::cluster::{unpoisoned, Client};
 use crate::consumer::{resolve, Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use crate::error::{ClientError, Result};
-use crate::record::ConsumerRecord;
+use crate::record::{now_ms, ConsumerRecord};
 
 /// When a record counts as consumed, and so what a crash can cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -240,7 +240,7 @@ pub(crate) async fn group_request(
         .ok_or_else(|| ClientError::Protocol("the group response has no body".into()))
 }
 
-fn unexpected(what: &str) -> ClientError {
+pub(crate) fn unexpected(what: &str) -> ClientError {
     ClientError::Protocol(format!("the broker answered a {what} with another API"))
 }
 
@@ -443,10 +443,10 @@ impl GroupConsumer {
             if !self.owned.contains(&tp) {
                 continue; // fetched before the partition was revoked
             }
-            if let Some(until) = delayed_until(&record).filter(|t| *t > wall_clock_ms()) {
+            if let Some(until) = delayed_until(&record).filter(|t| *t > now_ms()) {
                 // A copy in a delay topic, not due yet: its partition waits (the copies
                 // after it are due later still).
-                let wait = Duration::from_millis((until - wall_clock_ms()).max(0) as u64);
+                let wait = Duration::from_millis((until - now_ms()).max(0) as u64);
                 self.pause(tp, record.offset, Instant::now() + wait);
                 continue;
             }
@@ -877,12 +877,6 @@ fn delayed_until(r: &ConsumerRecord) -> Option<i64> {
         .find(|(k, _)| k.as_ref() == b"quiver.retry.not_before_ms")
         .and_then(|(_, v)| v.as_deref())
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The topics whose whole name matches `re`, internal ones excepted, sorted.

@@ -15,6 +15,25 @@ use quiver_tests::node::Node;
 
 const POISON: &str = "poison";
 
+/// A member of group `billing` reading `orders` from the beginning.
+async fn join_billing(client: &quiver_client::Client) -> GroupConsumer {
+    let config = GroupConsumerConfig {
+        consumer: ConsumerConfig {
+            auto_offset_reset: OffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+        ..GroupConsumerConfig::default()
+    };
+    GroupConsumer::subscribe(
+        client.clone(),
+        "billing",
+        Subscription::Topics(vec!["orders".into()]),
+        config,
+    )
+    .await
+    .expect("joined")
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_poison_record_is_redelivered_then_dead_lettered_once_across_a_node_kill() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -49,21 +68,7 @@ async fn a_poison_record_is_redelivered_then_dead_lettered_once_across_a_node_ki
         }
     }
 
-    let config = GroupConsumerConfig {
-        consumer: ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-        ..GroupConsumerConfig::default()
-    };
-    let mut member = GroupConsumer::subscribe(
-        client.clone(),
-        "billing",
-        Subscription::Topics(vec!["orders".into()]),
-        config,
-    )
-    .await
-    .expect("joined");
+    let mut member = join_billing(&client).await;
 
     let mut processed = BTreeSet::new();
     let mut outcomes = Vec::new();
@@ -272,21 +277,7 @@ async fn with_delay_topics_a_failed_record_waits_aside_and_its_partition_goes_on
         let r = ProducerRecord::new("orders", value).key(format!("k{i}"));
         producer.send(r).await.expect("produced");
     }
-    let config = GroupConsumerConfig {
-        consumer: ConsumerConfig {
-            auto_offset_reset: OffsetReset::Earliest,
-            ..ConsumerConfig::default()
-        },
-        ..GroupConsumerConfig::default()
-    };
-    let mut member = GroupConsumer::subscribe(
-        client.clone(),
-        "billing",
-        Subscription::Topics(vec!["orders".into()]),
-        config,
-    )
-    .await
-    .expect("joined");
+    let mut member = join_billing(&client).await;
     assert_eq!(member.retry_levels(), 2);
 
     let start = Instant::now();

@@ -132,20 +132,7 @@ async fn wait_group(
 
 /// Stable with `n` members, whose assignments are disjoint, complete and even.
 fn settled(n: usize) -> impl Fn(&GroupDescription) -> bool {
-    move |d| {
-        let owned: Vec<_> = d.members.iter().flat_map(|m| m.assigned.clone()).collect();
-        let distinct: BTreeSet<_> = owned.iter().cloned().collect();
-        let sizes: BTreeSet<usize> = d.members.iter().map(|m| m.assigned.len()).collect();
-        d.members.len() == n
-            && d.members.iter().all(|m| m.revoking.is_empty())
-            && owned.len() == PARTITIONS as usize
-            && distinct.len() == owned.len()
-            && sizes
-                .iter()
-                .max()
-                .zip(sizes.iter().min())
-                .is_some_and(|(a, b)| a - b <= 1)
-    }
+    move |d| d.is_settled(n, PARTITIONS as usize)
 }
 
 async fn wait_printed(members: &[&Member], want: &BTreeSet<(i32, i64)>, within: Duration) {

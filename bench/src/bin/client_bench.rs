@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Parser;
-use quiver_bench::harness::{pin_current_thread, start_broker};
+use quiver_bench::harness::{pin_current_thread, produce_all, start_broker};
 use quiver_client::{
     Acks, Admin, Client, ClientConfig, Consumer, ConsumerConfig, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, TlsTrust,
+    ProducerConfig, TlsTrust,
 };
 use serde_json::json;
 
@@ -53,32 +53,8 @@ async fn produce(
             ..ProducerConfig::default()
         },
     );
-    let start = Instant::now();
-    let mut window = std::collections::VecDeque::new();
-    for _ in 0..records {
-        window.push_back(
-            producer
-                .enqueue(ProducerRecord::new(topic, value.clone()))
-                .await
-                .expect("enqueue"),
-        );
-        if window.len() >= 200_000 {
-            window
-                .pop_front()
-                .expect("non-empty")
-                .await
-                .expect("delivery");
-        }
-    }
-    for f in window {
-        f.await.expect("delivery");
-    }
-    producer.close().await;
-    let secs = start.elapsed().as_secs_f64();
-    (
-        records as f64 / secs,
-        records as f64 * value.len() as f64 / secs / 1e6,
-    )
+    let per_s = produce_all(producer, topic, records, value).await;
+    (per_s, per_s * value.len() as f64 / 1e6)
 }
 
 /// Reads the partition's segment files front to back with O_DIRECT, 1 MiB at a time: the

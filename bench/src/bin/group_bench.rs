@@ -15,7 +15,6 @@
 //! target/release/group_bench [--rounds 20] [--out perf/results/groups.json]
 //! ```
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,8 +23,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use quiver_bench::harness::{start_broker, write_report};
 use quiver_client::{
-    Admin, Client, ClientConfig, GroupConsumer, GroupConsumerConfig, GroupDescription,
-    Subscription, TlsTrust, TopicPartition,
+    Admin, Client, ClientConfig, GroupConsumer, GroupConsumerConfig, Subscription, TlsTrust,
+    TopicPartition,
 };
 use serde_json::json;
 use tokio::task::{JoinHandle, LocalSet};
@@ -59,27 +58,11 @@ fn pct(v: &[f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Stable with `n` members, assignments disjoint, complete, even, nothing being revoked.
-fn settled(d: &GroupDescription, n: usize, partitions: i32) -> bool {
-    let owned: Vec<&TopicPartition> = d.members.iter().flat_map(|m| &m.assigned).collect();
-    let distinct: BTreeSet<_> = owned.iter().collect();
-    let sizes: Vec<usize> = d.members.iter().map(|m| m.assigned.len()).collect();
-    d.members.len() == n
-        && d.members.iter().all(|m| m.revoking.is_empty())
-        && owned.len() == partitions as usize
-        && distinct.len() == owned.len()
-        && sizes
-            .iter()
-            .max()
-            .zip(sizes.iter().min())
-            .is_some_and(|(a, b)| a - b <= 1)
-}
-
 async fn wait_settled(admin: &Admin, n: usize, partitions: i32) -> Duration {
     let start = Instant::now();
     loop {
         if let Ok(d) = admin.describe_group(GROUP).await {
-            if settled(&d, n, partitions) {
+            if d.is_settled(n, partitions as usize) {
                 return start.elapsed();
             }
         }

@@ -8,13 +8,10 @@
 //! ```
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::Parser;
-use quiver_bench::harness::{pin_current_thread, start_broker, write_report};
-use quiver_client::{
-    Admin, Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, TlsTrust,
-};
+use quiver_bench::harness::{pin_current_thread, produce_all, start_broker, write_report};
+use quiver_client::{Admin, Client, ClientConfig, Producer, ProducerConfig, TlsTrust};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -41,28 +38,7 @@ async fn produce(client: &Client, idempotent: bool, records: u64) -> f64 {
         },
     );
     let value = bytes::Bytes::from(vec![b'x'; 100]);
-    let start = Instant::now();
-    let mut window = std::collections::VecDeque::new();
-    for _ in 0..records {
-        window.push_back(
-            producer
-                .enqueue(ProducerRecord::new("rate", value.clone()))
-                .await
-                .expect("enqueue"),
-        );
-        if window.len() >= 200_000 {
-            window
-                .pop_front()
-                .expect("non-empty")
-                .await
-                .expect("delivery");
-        }
-    }
-    for f in window {
-        f.await.expect("delivery");
-    }
-    producer.close().await;
-    records as f64 / start.elapsed().as_secs_f64()
+    produce_all(producer, "rate", records, &value).await
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -90,6 +90,25 @@ pub struct GroupDescription {
     pub offsets: Vec<(TopicPartition, CommittedOffset)>,
 }
 
+impl GroupDescription {
+    /// Settled: `members` members own `partitions` partitions between them, each once, their
+    /// counts differing by at most one, and nothing is being revoked.
+    pub fn is_settled(&self, members: usize, partitions: usize) -> bool {
+        let owned: Vec<&TopicPartition> = self.members.iter().flat_map(|m| &m.assigned).collect();
+        let distinct: BTreeSet<&&TopicPartition> = owned.iter().collect();
+        let sizes = self.members.iter().map(|m| m.assigned.len());
+        self.members.len() == members
+            && self.members.iter().all(|m| m.revoking.is_empty())
+            && owned.len() == partitions
+            && distinct.len() == owned.len()
+            && sizes
+                .clone()
+                .max()
+                .zip(sizes.min())
+                .is_some_and(|(a, b)| a - b <= 1)
+    }
+}
+
 /// The groups one coordinator partition holds.
 #[derive(Debug, Clone)]
 pub struct Coordinator {
