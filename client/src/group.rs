@@ -872,10 +872,7 @@ fn with_delay_topics(topics: Vec<String>, group: &str, levels: u32) -> Vec<Strin
 
 /// When a copy in a delay topic is due (its `quiver.retry.not_before_ms` header).
 fn delayed_until(r: &ConsumerRecord) -> Option<i64> {
-    r.headers
-        .iter()
-        .find(|(k, _)| k.as_ref() == b"quiver.retry.not_before_ms")
-        .and_then(|(_, v)| v.as_deref())
+    r.header("quiver.retry.not_before_ms")
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
 }
 

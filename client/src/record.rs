@@ -86,6 +86,16 @@ pub struct ConsumerRecord {
     pub headers: Vec<(Bytes, Option<Bytes>)>,
 }
 
+impl ConsumerRecord {
+    /// The value of the first header named `name` (`None`: absent or null).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.as_ref() == name.as_bytes())
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

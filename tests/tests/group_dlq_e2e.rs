@@ -198,10 +198,7 @@ async fn a_poison_record_is_redelivered_then_dead_lettered_once_across_a_node_ki
     assert_eq!(letter.key.as_deref(), Some(&b"k3"[..]));
     let header = |k: &str| {
         letter
-            .headers
-            .iter()
-            .find(|(n, _)| n.as_ref() == k.as_bytes())
-            .and_then(|(_, v)| v.as_deref())
+            .header(k)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     assert_eq!(header("quiver.dlq.topic").as_deref(), Some("orders"));
@@ -346,10 +343,7 @@ async fn with_delay_topics_a_failed_record_waits_aside_and_its_partition_goes_on
         .unwrap();
     let dead = reader.next_record().await.unwrap();
     let header = |k: &str| {
-        dead.headers
-            .iter()
-            .find(|(n, _)| n.as_ref() == k.as_bytes())
-            .and_then(|(_, v)| v.as_deref())
+        dead.header(k)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
     assert_eq!(header("quiver.dlq.topic").as_deref(), Some("orders"));

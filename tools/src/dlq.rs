@@ -101,10 +101,7 @@ pub async fn replay(args: &ClientArgs, group: &str, topic: Option<&str>) -> Resu
             loop {
                 let r = consumer.next_record().await.map_err(err)?;
                 let header = |name: &str| {
-                    r.headers
-                        .iter()
-                        .find(|(k, _)| k.as_ref() == name.as_bytes())
-                        .and_then(|(_, v)| v.as_deref())
+                    r.header(name)
                         .map(|v| String::from_utf8_lossy(v).into_owned())
                 };
                 let (Some(to_topic), Some(to_partition)) = (

@@ -30,6 +30,16 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
+impl Record {
+    /// The value of the first header named `name` (`None`: absent or null).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.key.as_ref() == name.as_bytes())
+            .and_then(|h| h.value.as_deref())
+    }
+}
+
 /// The byte ranges of one record inside a records region; shared by the checker and the iterator.
 /// Start and end of a byte field inside the records region.
 type Span = (usize, usize);

@@ -46,15 +46,9 @@ pub(crate) struct Move<'a> {
     pub record: Option<BatchRecord>,
 }
 
-fn header<'a>(r: &'a BatchRecord, name: &str) -> Option<&'a [u8]> {
-    r.headers
-        .iter()
-        .find(|h| h.key.as_ref() == name.as_bytes())
-        .and_then(|h| h.value.as_deref())
-}
-
 fn header_str(r: &BatchRecord, name: &str) -> Option<String> {
-    header(r, name).and_then(|v| std::str::from_utf8(v).ok().map(str::to_string))
+    r.header(name)
+        .and_then(|v| std::str::from_utf8(v).ok().map(str::to_string))
 }
 
 /// A copy's origin (from the headers an earlier move wrote); the default for an original.
@@ -385,6 +379,6 @@ fn from_of(n: &Nack) -> String {
 
 /// True when `r` is the copy a move of the record `n` failed wrote.
 fn is_copy_of(r: &BatchRecord, n: &Nack) -> bool {
-    header(r, HEADER_GROUP) == Some(n.group.as_bytes())
-        && header(r, HEADER_FROM) == Some(from_of(n).as_bytes())
+    r.header(HEADER_GROUP) == Some(n.group.as_bytes())
+        && r.header(HEADER_FROM) == Some(from_of(n).as_bytes())
 }
