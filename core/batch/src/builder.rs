@@ -37,6 +37,8 @@ pub struct BatchBuilder {
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
+    /// Transactional and control bits of the attributes.
+    flags: i16,
 }
 
 impl Default for BatchBuilder {
@@ -71,7 +73,20 @@ impl BatchBuilder {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            flags: 0,
         }
+    }
+
+    /// Marks the batch as part of a transaction (attributes bit 4).
+    pub fn transactional(mut self) -> Self {
+        self.flags |= header::TRANSACTIONAL_BIT;
+        self
+    }
+
+    /// Marks the batch as a control batch (attributes bit 5): a transaction marker.
+    pub fn control(mut self) -> Self {
+        self.flags |= header::CONTROL_BIT;
+        self
     }
 
     /// Sets the idempotent-producer identity of the batch.
@@ -155,7 +170,7 @@ impl BatchBuilder {
         out.put_i32(-1);
         out.put_i8(MAGIC_V2);
         out.put_u32(0); // crc, filled below
-        out.put_i16(codec.attribute_bits()); // CreateTime, compression codec
+        out.put_i16(codec.attribute_bits() | self.flags); // CreateTime, codec, txn bits
         out.put_i32(self.count - 1);
         out.put_i64(self.base_timestamp_ms.unwrap_or(-1));
         out.put_i64(self.max_timestamp_ms);

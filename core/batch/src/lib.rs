@@ -5,6 +5,7 @@
 //! - [`records`]: [`RecordIter`] walks a batch's records as zero-copy `Bytes` slices.
 //! - [`validate_batch`]: every check a broker makes before it accepts a batch
 //!   ([`validate_stored_batch`]: the same for batches compaction thinned).
+//! - [`control`]: transaction markers (commit/abort control batches).
 //! - [`retain`]: [`retain::retain_records`] rebuilds a batch with some of its records, offsets
 //!   kept (log compaction).
 //!
@@ -13,6 +14,7 @@
 
 pub mod builder;
 pub mod compression;
+pub mod control;
 pub mod header;
 pub mod records;
 pub mod retain;

@@ -6,11 +6,17 @@
 //! `i32::MAX` to 0; the last `window` batches of a producer are remembered (5, as Kafka, so
 //! a client may keep 5 batches in flight per partition).
 //!
+//! Transactions (KIP-98, KIP-890): a producer's first transactional batch opens its
+//! transaction here (its first offset holds the last stable offset back); a marker (control
+//! batch, carrying the epoch the coordinator moved to) closes it, fencing writes of the
+//! older epoch; an abort marker records the aborted range, which read_committed readers skip.
+//!
 //! The state is rebuilt from the batch headers the log holds (recovery, and a replica as it
 //! appends), from a snapshot when there is one ([`ProducerStates::encode`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use quiver_batch::control::ControlKind;
 use quiver_batch::BatchHeader;
 
 /// Bounds of the table.
@@ -49,6 +55,17 @@ struct Producer {
     epoch: i16,
     recent: VecDeque<WrittenBatch>,
     last_seen_ms: i64,
+    /// The first offset of its open transaction here.
+    txn_first_offset: Option<u64>,
+}
+
+/// A transaction aborted in this partition: read_committed readers skip the producer's
+/// transactional batches from `first_offset` to the abort marker at `last_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: u64,
+    pub last_offset: u64,
 }
 
 /// What a batch with a producer id is.
@@ -101,6 +118,10 @@ fn last_sequence(h: &BatchHeader) -> i32 {
 pub struct ProducerStates {
     producers: HashMap<i64, Producer>,
     limits: ProducerLimits,
+    /// Open transactions by first offset (the first is the last stable offset).
+    open: BTreeMap<u64, i64>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerStates {
@@ -108,7 +129,48 @@ impl ProducerStates {
         Self {
             producers: HashMap::new(),
             limits,
+            open: BTreeMap::new(),
+            aborted: Vec::new(),
         }
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, or
+    /// `high_watermark` when none is open below it. read_committed readers stop here.
+    pub fn last_stable_offset(&self, high_watermark: u64) -> u64 {
+        self.open
+            .keys()
+            .next()
+            .map_or(high_watermark, |first| (*first).min(high_watermark))
+    }
+
+    /// True when `h` is a transactional data batch that opens a transaction here: the
+    /// coordinator must have added this partition to it before it is appended.
+    pub fn opens_transaction(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && !self
+                .producers
+                .get(&h.producer_id)
+                .is_some_and(|p| p.epoch == h.producer_epoch && p.txn_first_offset.is_some())
+    }
+
+    /// Aborted transactions overlapping offsets `from..to`.
+    pub fn aborted_between(&self, from: u64, to: u64) -> Vec<AbortedTxn> {
+        // Sorted by marker offset: skip those ended before `from`.
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted ranges wholly below the log start (retention removed them).
+    pub fn forget_aborted_below(&mut self, log_start_offset: u64) {
+        let n = self
+            .aborted
+            .partition_point(|a| a.last_offset < log_start_offset);
+        self.aborted.drain(..n);
     }
 
     pub fn len(&self) -> usize {
@@ -134,6 +196,10 @@ impl ProducerStates {
                 got: h.producer_epoch,
                 current: p.epoch,
             });
+        }
+        if h.is_control() {
+            // A marker: the coordinator's epoch is at least the producer's.
+            return Ok(Verdict::Append);
         }
         if h.producer_epoch > p.epoch {
             return if h.base_sequence == 0 {
@@ -169,9 +235,20 @@ impl ProducerStates {
         }
     }
 
-    /// Records a batch the log holds (`h` stamped: its base offset is set); `now_ms` is the
-    /// broker's clock (the batch's timestamp during a rebuild).
-    pub fn record(&mut self, h: &BatchHeader, now_ms: i64) {
+    /// [`Self::record`] for a batch's bytes (a control batch's marker read from them).
+    pub fn record_batch(&mut self, h: &BatchHeader, batch: &[u8], now_ms: i64) {
+        let marker = if h.is_control() {
+            quiver_batch::control::marker_kind(batch)
+        } else {
+            None
+        };
+        self.record(h, marker, now_ms);
+    }
+
+    /// Records a batch the log holds (`h` stamped: its base offset is set; `marker`: what a
+    /// control batch says); `now_ms` is the broker's clock (the batch's timestamp during a
+    /// rebuild).
+    pub fn record(&mut self, h: &BatchHeader, marker: Option<ControlKind>, now_ms: i64) {
         if h.producer_id < 0 {
             return;
         }
@@ -183,10 +260,30 @@ impl ProducerStates {
                 epoch: h.producer_epoch,
                 recent: VecDeque::new(),
                 last_seen_ms: now_ms,
+                txn_first_offset: None,
             });
         if h.producer_epoch != p.epoch {
             p.epoch = h.producer_epoch;
             p.recent.clear();
+        }
+        p.last_seen_ms = p.last_seen_ms.max(now_ms);
+        let base = h.base_offset.max(0) as u64;
+        if h.is_control() {
+            if let Some(first) = p.txn_first_offset.take() {
+                self.open.remove(&first);
+                if marker == Some(ControlKind::Abort) {
+                    self.aborted.push(AbortedTxn {
+                        producer_id: h.producer_id,
+                        first_offset: first,
+                        last_offset: base,
+                    });
+                }
+            }
+            return;
+        }
+        if h.is_transactional() && p.txn_first_offset.is_none() {
+            p.txn_first_offset = Some(base);
+            self.open.insert(base, h.producer_id);
         }
         p.recent.push_back(WrittenBatch {
             first_sequence: h.base_sequence,
@@ -197,7 +294,6 @@ impl ProducerStates {
         while p.recent.len() > window {
             p.recent.pop_front();
         }
-        p.last_seen_ms = p.last_seen_ms.max(now_ms);
         if self.producers.len() > self.limits.max_producers {
             self.forget_idlest();
         }
@@ -207,6 +303,7 @@ impl ProducerStates {
         if let Some(id) = self
             .producers
             .iter()
+            .filter(|(_, p)| p.txn_first_offset.is_none())
             .min_by_key(|(_, p)| p.last_seen_ms)
             .map(|(id, _)| *id)
         {
@@ -214,36 +311,53 @@ impl ProducerStates {
         }
     }
 
-    /// Forgets producers idle for longer than `expiration_ms`.
+    /// Forgets producers idle for longer than `expiration_ms` (not one with an open
+    /// transaction: its coordinator will end it).
     pub fn expire(&mut self, now_ms: i64) {
         let cutoff = now_ms.saturating_sub(self.limits.expiration_ms);
-        self.producers.retain(|_, p| p.last_seen_ms >= cutoff);
+        self.producers
+            .retain(|_, p| p.last_seen_ms >= cutoff || p.txn_first_offset.is_some());
     }
 
     /// The log was cut at `offset`: batches from there on are forgotten (a producer left with
     /// none is forgotten too; its next batch sets its sequence again).
+    /// Transactions opened from there on are forgotten, and aborts marked from there on.
+    /// (A cut below a marker leaves its transaction closed: only a replica's truncation
+    /// cuts that deep, and the cluster issue rebuilds the state from the log there.)
     pub fn truncate_from(&mut self, offset: u64) {
         for p in self.producers.values_mut() {
             while p.recent.back().is_some_and(|b| b.last_offset >= offset) {
                 p.recent.pop_back();
             }
+            if p.txn_first_offset.is_some_and(|f| f >= offset) {
+                p.txn_first_offset = None;
+            }
         }
-        self.producers.retain(|_, p| !p.recent.is_empty());
+        self.open.retain(|first, _| *first < offset);
+        self.aborted.retain(|a| a.last_offset < offset);
+        self.producers
+            .retain(|_, p| !p.recent.is_empty() || p.txn_first_offset.is_some());
     }
 
-    /// A snapshot: `u32 count`, then per producer `i64 id, i16 epoch, i64 last_seen_ms,
-    /// u8 batches`, per batch `i32 first, i32 last, u64 base, u64 last offset`; then a CRC-32C
-    /// of all of it. Sorted by id, so equal states encode equally.
+    /// A snapshot: magic `QPS2`, `u32 count`, then per producer `i64 id, i16 epoch, i64
+    /// last_seen_ms, i64 open transaction's first offset (-1: none), u8 batches`, per batch
+    /// `i32 first, i32 last, u64 base, u64 last offset`; then `u32 aborted`, per aborted
+    /// transaction `i64 producer, u64 first, u64 last offset`; then a CRC-32C of all of it.
+    /// Sorted by id, so equal states encode equally. (An older snapshot, without the magic,
+    /// reads as damaged: the log is read once instead.)
     pub fn encode(&self) -> Vec<u8> {
         let mut ids: Vec<&i64> = self.producers.keys().collect();
         ids.sort_unstable();
-        let mut out = Vec::with_capacity(4 + ids.len() * 64);
+        let mut out = Vec::with_capacity(12 + ids.len() * 64 + self.aborted.len() * 24);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
         for id in ids {
             let p = &self.producers[id];
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&p.epoch.to_be_bytes());
             out.extend_from_slice(&p.last_seen_ms.to_be_bytes());
+            let first = p.txn_first_offset.map_or(-1, |f| f as i64);
+            out.extend_from_slice(&first.to_be_bytes());
             out.push(p.recent.len() as u8);
             for b in &p.recent {
                 out.extend_from_slice(&b.first_sequence.to_be_bytes());
@@ -251,6 +365,12 @@ impl ProducerStates {
                 out.extend_from_slice(&b.base_offset.to_be_bytes());
                 out.extend_from_slice(&b.last_offset.to_be_bytes());
             }
+        }
+        out.extend_from_slice(&(self.aborted.len() as u32).to_be_bytes());
+        for a in &self.aborted {
+            out.extend_from_slice(&a.producer_id.to_be_bytes());
+            out.extend_from_slice(&a.first_offset.to_be_bytes());
+            out.extend_from_slice(&a.last_offset.to_be_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
@@ -263,21 +383,27 @@ impl ProducerStates {
         if crc32c::crc32c(body) != u32::from_be_bytes(*crc) {
             return None;
         }
-        let mut r = body;
+        let mut r = body.strip_prefix(SNAPSHOT_MAGIC)?;
         fn take<const N: usize>(r: &mut &[u8]) -> Option<[u8; N]> {
             let (head, tail) = r.split_first_chunk::<N>()?;
             *r = tail;
             Some(*head)
         }
         let n = u32::from_be_bytes(take(&mut r)?) as usize;
-        if n > r.len() / 19 {
+        if n > r.len() / 27 {
             return None;
         }
         let mut producers = HashMap::with_capacity(n);
+        let mut open = BTreeMap::new();
         for _ in 0..n {
             let id = i64::from_be_bytes(take(&mut r)?);
             let epoch = i16::from_be_bytes(take(&mut r)?);
             let last_seen_ms = i64::from_be_bytes(take(&mut r)?);
+            let first = i64::from_be_bytes(take(&mut r)?);
+            let txn_first_offset = u64::try_from(first).ok();
+            if let Some(f) = txn_first_offset {
+                open.insert(f, id);
+            }
             let [count] = take::<1>(&mut r)?;
             let mut recent = VecDeque::with_capacity(usize::from(count));
             for _ in 0..count {
@@ -294,12 +420,32 @@ impl ProducerStates {
                     epoch,
                     recent,
                     last_seen_ms,
+                    txn_first_offset,
                 },
             );
         }
-        r.is_empty().then_some(Self { producers, limits })
+        let n = u32::from_be_bytes(take(&mut r)?) as usize;
+        if n > r.len() / 24 {
+            return None;
+        }
+        let mut aborted = Vec::with_capacity(n);
+        for _ in 0..n {
+            aborted.push(AbortedTxn {
+                producer_id: i64::from_be_bytes(take(&mut r)?),
+                first_offset: u64::from_be_bytes(take(&mut r)?),
+                last_offset: u64::from_be_bytes(take(&mut r)?),
+            });
+        }
+        r.is_empty().then_some(Self {
+            producers,
+            limits,
+            open,
+            aborted,
+        })
     }
 }
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"QPS2";
 
 #[cfg(test)]
 mod tests {
@@ -320,7 +466,7 @@ mod tests {
         let mut s = ProducerStates::new(ProducerLimits::default());
         let first = header(7, 0, 0, 3, 100);
         assert_eq!(s.check(&first), Ok(Verdict::Append));
-        s.record(&first, 0);
+        s.record(&first, None, 0);
         // The retry of the first batch: its offsets, nothing appended.
         assert_eq!(
             s.check(&header(7, 0, 0, 3, -1)),
@@ -344,7 +490,7 @@ mod tests {
         assert!(s.check(&header(7, 1, 4, 1, -1)).is_err());
         let reborn = header(7, 1, 0, 1, 103);
         assert_eq!(s.check(&reborn), Ok(Verdict::Append));
-        s.record(&reborn, 1);
+        s.record(&reborn, None, 1);
         assert!(matches!(
             s.check(&header(7, 0, 3, 1, -1)),
             Err(ProducerError::ProducerFenced {
@@ -365,7 +511,7 @@ mod tests {
             expiration_ms: 1_000,
         });
         for (i, seq) in [0, 1, 2].into_iter().enumerate() {
-            s.record(&header(1, 0, seq, 1, i as i64), 0);
+            s.record(&header(1, 0, seq, 1, i as i64), None, 0);
         }
         // Batch 0 left the window: it is neither a duplicate nor the next one.
         assert!(s.check(&header(1, 0, 0, 1, -1)).is_err());
@@ -374,10 +520,10 @@ mod tests {
             Ok(Verdict::Duplicate(_))
         ));
         // Wrapping: after i32::MAX comes 0.
-        s.record(&header(2, 0, i32::MAX - 1, 2, 10), 500);
+        s.record(&header(2, 0, i32::MAX - 1, 2, 10), None, 500);
         assert_eq!(s.check(&header(2, 0, 0, 1, -1)), Ok(Verdict::Append));
         // A third producer pushes out the idlest (producer 1, seen at 0).
-        s.record(&header(3, 0, 0, 1, 20), 600);
+        s.record(&header(3, 0, 0, 1, 20), None, 600);
         assert_eq!(s.len(), 2);
         s.expire(1_550);
         assert_eq!(s.len(), 1, "producer 2 (seen at 500) expired");
@@ -386,8 +532,8 @@ mod tests {
     #[test]
     fn snapshots_round_trip_and_damage_is_detected() {
         let mut s = ProducerStates::new(ProducerLimits::default());
-        s.record(&header(1, 3, 0, 2, 0), 5);
-        s.record(&header(9, 0, 7, 1, 2), 6);
+        s.record(&header(1, 3, 0, 2, 0), None, 5);
+        s.record(&header(9, 0, 7, 1, 2), None, 6);
         let bytes = s.encode();
         assert_eq!(
             ProducerStates::decode(&bytes, ProducerLimits::default()),
@@ -404,11 +550,67 @@ mod tests {
     #[test]
     fn truncation_forgets_batches_from_the_cut() {
         let mut s = ProducerStates::new(ProducerLimits::default());
-        s.record(&header(1, 0, 0, 1, 10), 0);
-        s.record(&header(1, 0, 1, 1, 11), 0);
+        s.record(&header(1, 0, 0, 1, 10), None, 0);
+        s.record(&header(1, 0, 1, 1, 11), None, 0);
         s.truncate_from(11);
         assert_eq!(s.check(&header(1, 0, 1, 1, -1)), Ok(Verdict::Append));
         s.truncate_from(0);
         assert!(s.is_empty());
+    }
+
+    fn txn_header(pid: i64, epoch: i16, seq: i32, base_offset: i64) -> BatchHeader {
+        let mut b = quiver_batch::BatchBuilder::new()
+            .producer(pid, epoch, seq)
+            .transactional();
+        b.push(&quiver_batch::NewRecord::value(&b"v"[..], 1));
+        let mut bytes = b.build();
+        quiver_batch::header::stamp_base_offset(&mut bytes, base_offset);
+        BatchHeader::parse(&bytes).unwrap()
+    }
+
+    fn marker(pid: i64, epoch: i16, kind: ControlKind, base_offset: i64) -> (BatchHeader, Vec<u8>) {
+        let mut bytes = quiver_batch::control::marker(pid, epoch, kind, 1);
+        quiver_batch::header::stamp_base_offset(&mut bytes, base_offset);
+        (BatchHeader::parse(&bytes).unwrap(), bytes.to_vec())
+    }
+
+    #[test]
+    fn transactions_hold_the_last_stable_offset_and_aborts_are_indexed() {
+        let mut s = ProducerStates::new(ProducerLimits::default());
+        let first = txn_header(1, 0, 0, 10);
+        assert!(s.opens_transaction(&first));
+        s.record(&first, None, 0);
+        assert!(!s.opens_transaction(&txn_header(1, 0, 1, -1)));
+        s.record(&header(2, 0, 0, 1, 11), None, 0);
+        s.record(&txn_header(3, 5, 0, 12), None, 0);
+        assert_eq!(s.last_stable_offset(20), 10);
+        // Producer 1 aborts (marker at epoch 1): its range is indexed, the LSO moves to 12.
+        let (h, bytes) = marker(1, 1, ControlKind::Abort, 13);
+        s.record_batch(&h, &bytes, 0);
+        assert_eq!(s.last_stable_offset(20), 12);
+        assert_eq!(
+            s.aborted_between(0, 20),
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 13
+            }]
+        );
+        assert!(s.aborted_between(14, 20).is_empty());
+        // The ended epoch is fenced: a delayed write of the aborted transaction is refused.
+        assert!(matches!(
+            s.check(&txn_header(1, 0, 1, -1)),
+            Err(ProducerError::ProducerFenced { .. })
+        ));
+        // The next transaction starts at sequence 0 of the marker's epoch.
+        assert_eq!(s.check(&txn_header(1, 1, 0, -1)), Ok(Verdict::Append));
+        let snap = ProducerStates::decode(&s.encode(), ProducerLimits::default()).unwrap();
+        assert_eq!(snap, s);
+        let (h, bytes) = marker(3, 6, ControlKind::Commit, 14);
+        s.record_batch(&h, &bytes, 0);
+        assert_eq!(s.last_stable_offset(20), 20);
+        assert_eq!(s.aborted_between(0, 20).len(), 1, "a commit is not indexed");
+        s.forget_aborted_below(14);
+        assert!(s.aborted_between(0, 20).is_empty());
     }
 }

@@ -364,6 +364,31 @@ impl PartitionLog {
         }
     }
 
+    /// The last stable offset given the high watermark: read_committed readers stop at the
+    /// first offset of the oldest open transaction.
+    pub fn last_stable_offset(&self, high_watermark: u64) -> u64 {
+        self.inner
+            .state
+            .borrow()
+            .producers
+            .last_stable_offset(high_watermark)
+    }
+
+    /// Aborted transactions overlapping `from..to` (what a read_committed reader skips).
+    pub fn aborted_between(&self, from: u64, to: u64) -> Vec<crate::producer_state::AbortedTxn> {
+        self.inner
+            .state
+            .borrow()
+            .producers
+            .aborted_between(from, to)
+    }
+
+    /// True when the batch with header `h` would open a transaction here (its producer's
+    /// coordinator must add this partition to the transaction first).
+    pub fn opens_transaction(&self, h: &BatchHeader) -> bool {
+        self.inner.state.borrow().producers.opens_transaction(h)
+    }
+
     /// True once the log started closing (its topic was deleted or reconfigured, or the node
     /// is stopping): waiting on it for new data would return at once, forever.
     pub fn is_closing(&self) -> bool {

@@ -111,7 +111,7 @@ async fn rebuild_producers(
         let mut walker = BatchWalker::new(seg.file.clone(), 0, *base, seg.meta.size_bytes, 1 << 20);
         while let Ok(b) = walker.next().await? {
             if b.header.base_offset as u64 >= from {
-                producers.record(&b.header, b.header.max_timestamp_ms);
+                producers.record_batch(&b.header, &b.bytes, b.header.max_timestamp_ms);
             }
         }
     }

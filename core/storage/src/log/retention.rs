@@ -20,7 +20,10 @@ impl Inner {
             let mut st = self.state.borrow_mut();
             st.producers.expire(now_ms);
             let cut = st.retention_cut(now_ms, &self.config);
-            st.remove_segments(&cut)
+            let removed = st.remove_segments(&cut);
+            let start = st.log_start_offset();
+            st.producers.forget_aborted_below(start);
+            removed
         };
         for seg in victims {
             files::remove(&seg.file.path).await?;

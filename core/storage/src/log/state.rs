@@ -285,7 +285,8 @@ impl<F> LogState<F> {
         let last = base + header.last_offset_delta as u64;
         let bytes = batch.freeze();
         self.next_offset = last + 1;
-        self.producers.record(&header, header.max_timestamp_ms);
+        self.producers
+            .record_batch(&header, &bytes, header.max_timestamp_ms);
         if self.epochs.assign(leader_epoch, base) {
             self.epochs_dirty = true;
         }
