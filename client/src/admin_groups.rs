@@ -187,6 +187,7 @@ impl Admin {
             max_wait_ms: 0,
             min_bytes: 0,
             max_bytes: PEEK_BYTES,
+            isolation: quiver_schema::wire::Isolation::ReadUncommitted,
         };
         let part = FetchPart {
             topic: &tp.topic,

@@ -6,6 +6,11 @@
 //! or `fetch_max_wait_ms` passes). Records are handed out with their key and value as slices
 //! of the fetched batch.
 //!
+//! Transaction markers (control batches) are never handed out. With
+//! [`Isolation::ReadCommitted`] a consumer reads up to each partition's last stable offset
+//! and skips the batches of aborted transactions (the broker lists them with each fetch, as
+//! Kafka's does); the default, [`Isolation::ReadUncommitted`], reads up to the high watermark.
+//!
 //! A consumer group member ([`crate::GroupConsumer`]) drives one of these with
 //! `add_assigned`/`remove_assigned` as its assignment changes.
 
@@ -62,6 +67,25 @@ pub enum SeekTo {
     Timestamp(i64),
 }
 
+/// What a consumer reads of transactional writes (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Everything up to the high watermark: records of open and aborted transactions too.
+    #[default]
+    ReadUncommitted,
+    /// Committed transactions only, up to the last stable offset.
+    ReadCommitted,
+}
+
+impl Isolation {
+    fn wire(self) -> quiver_schema::wire::Isolation {
+        match self {
+            Self::ReadUncommitted => quiver_schema::wire::Isolation::ReadUncommitted,
+            Self::ReadCommitted => quiver_schema::wire::Isolation::ReadCommitted,
+        }
+    }
+}
+
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -75,6 +99,8 @@ pub struct ConsumerConfig {
     pub max_buffer_bytes: usize,
     /// Used when a partition has no position yet, and on `OffsetOutOfRange`.
     pub auto_offset_reset: OffsetReset,
+    /// What to read of transactional writes (default: read_uncommitted, as Kafka).
+    pub isolation: Isolation,
 }
 
 impl Default for ConsumerConfig {
@@ -85,6 +111,7 @@ impl Default for ConsumerConfig {
             fetch_min_bytes: 1,
             max_buffer_bytes: 64 << 20,
             auto_offset_reset: OffsetReset::Latest,
+            isolation: Isolation::ReadUncommitted,
         }
     }
 }
@@ -95,7 +122,19 @@ type TopicPartition = (Arc<str>, i32);
 struct Fetched {
     tp: TopicPartition,
     batches: Vec<Bytes>,
+    /// The offset after every batch fetched, the skipped ones (markers, aborted) included.
+    next_offset: i64,
     _credit: OwnedSemaphorePermit,
+}
+
+/// What the consumer hands out next.
+enum Ready {
+    Record(ConsumerRecord),
+    /// Batches it skipped (markers, aborted transactions): the position moves past them.
+    Skipped {
+        tp: TopicPartition,
+        to: i64,
+    },
 }
 
 /// Reads assigned partitions; see the module documentation.
@@ -105,7 +144,7 @@ pub struct Consumer {
     positions: BTreeMap<TopicPartition, Option<i64>>,
     rx: Option<mpsc::Receiver<Result<Fetched>>>,
     fetchers: Vec<JoinHandle<()>>,
-    ready: VecDeque<ConsumerRecord>,
+    ready: VecDeque<Ready>,
 }
 
 impl Consumer {
@@ -161,11 +200,12 @@ impl Consumer {
     /// (`None` when nothing is waiting): what an at-most-once member commits before it hands
     /// those records out.
     pub fn buffered_end(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.ready
-            .iter()
-            .rev()
-            .find(|r| &*r.topic == topic && r.partition == partition)
-            .map(|r| r.offset + 1)
+        self.ready.iter().rev().find_map(|r| match r {
+            Ready::Record(r) if &*r.topic == topic && r.partition == partition => {
+                Some(r.offset + 1)
+            }
+            _ => None,
+        })
     }
 
     /// Moves a partition's position; takes effect for records fetched after this call.
@@ -242,11 +282,20 @@ impl Consumer {
     /// The next record of any assigned partition; waits (long poll) when there is none.
     pub async fn next_record(&mut self) -> Result<ConsumerRecord> {
         loop {
-            if let Some(r) = self.ready.pop_front() {
-                if let Some(pos) = self.positions.get_mut(&(r.topic.clone(), r.partition)) {
-                    *pos = Some(r.offset + 1);
+            match self.ready.pop_front() {
+                Some(Ready::Record(r)) => {
+                    if let Some(pos) = self.positions.get_mut(&(r.topic.clone(), r.partition)) {
+                        *pos = Some(r.offset + 1);
+                    }
+                    return Ok(r);
                 }
-                return Ok(r);
+                Some(Ready::Skipped { tp, to }) => {
+                    if let Some(Some(pos)) = self.positions.get_mut(&tp) {
+                        *pos = (*pos).max(to);
+                    }
+                    continue;
+                }
+                None => {}
             }
             if self.positions.is_empty() {
                 return Err(ClientError::Invalid("no partition is assigned".into()));
@@ -269,6 +318,7 @@ impl Consumer {
             .copied()
             .flatten()
             .unwrap_or(0);
+        let mut end = position;
         for batch in fetched.batches {
             let iter = RecordIter::new(batch).map_err(|e| ClientError::Protocol(e.to_string()))?;
             for r in iter {
@@ -276,7 +326,8 @@ impl Consumer {
                 if r.offset < position {
                     continue; // the batch began before the position
                 }
-                self.ready.push_back(ConsumerRecord {
+                end = r.offset + 1;
+                self.ready.push_back(Ready::Record(ConsumerRecord {
                     topic: fetched.tp.0.clone(),
                     partition: fetched.tp.1,
                     offset: r.offset,
@@ -284,8 +335,14 @@ impl Consumer {
                     key: r.key,
                     value: r.value,
                     headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                });
+                }));
             }
+        }
+        if fetched.next_offset > end {
+            self.ready.push_back(Ready::Skipped {
+                tp: fetched.tp,
+                to: fetched.next_offset,
+            });
         }
         Ok(())
     }
@@ -353,7 +410,8 @@ struct FetchLoop {
 
 /// What one partition's entry of a fetch response said.
 enum EntryOutcome {
-    Batches(Bytes),
+    /// Records, and (read_committed) the aborted transactions `(producer id, first offset)`.
+    Batches(Bytes, Vec<(i64, i64)>),
     Empty,
     Failed(ClientError),
 }
@@ -386,7 +444,7 @@ impl FetchLoop {
         let tp = self.parts[i].0.clone();
         match outcome {
             EntryOutcome::Empty => true,
-            EntryOutcome::Batches(data) => match self.split(i, data).await {
+            EntryOutcome::Batches(data, aborted) => match self.split(i, data, aborted).await {
                 Ok(fetched) => self.tx.send(Ok(fetched)).await.is_ok(),
                 Err(e) => {
                     let _ = self.tx.send(Err(e)).await;
@@ -442,6 +500,7 @@ impl FetchLoop {
             max_wait_ms: self.config.fetch_max_wait_ms,
             min_bytes: self.config.fetch_min_bytes,
             max_bytes: self.config.fetch_max_bytes,
+            isolation: self.config.isolation.wire(),
         };
         let resp = self
             .client
@@ -477,7 +536,15 @@ impl FetchLoop {
                 (Ok(()), None) => EntryOutcome::Empty,
                 (Ok(()), Some(r)) if r.is_empty() => EntryOutcome::Empty,
                 (Ok(()), Some(r)) => match quiver_schema::frame::vector_range(frame, r.bytes()) {
-                    Some(range) => EntryOutcome::Batches(frame.slice(range)),
+                    Some(range) => {
+                        let aborted = entry
+                            .aborted()
+                            .iter()
+                            .flat_map(|v| v.iter())
+                            .map(|a| (a.producer_id(), a.first_offset()))
+                            .collect();
+                        EntryOutcome::Batches(frame.slice(range), aborted)
+                    }
                     None => EntryOutcome::Failed(ClientError::Protocol(
                         "records outside the frame".into(),
                     )),
@@ -488,8 +555,14 @@ impl FetchLoop {
         Ok(out)
     }
 
-    /// Splits one partition's records into whole batches and moves its offset past them.
-    async fn split(&mut self, i: usize, mut data: Bytes) -> Result<Fetched> {
+    /// Splits one partition's records into whole batches and moves its offset past them;
+    /// markers and the batches of `aborted` transactions are left out.
+    async fn split(
+        &mut self,
+        i: usize,
+        mut data: Bytes,
+        mut aborted: Vec<(i64, i64)>,
+    ) -> Result<Fetched> {
         let credit = self
             .credit
             .clone()
@@ -497,6 +570,9 @@ impl FetchLoop {
             .await
             .map_err(|_| ClientError::Closed)?;
         let mut batches = Vec::new();
+        aborted.sort_by_key(|a| a.1);
+        let mut aborted = aborted.into_iter().peekable();
+        let mut skipping = std::collections::HashSet::new();
         while !data.is_empty() {
             let header =
                 BatchHeader::parse(&data).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -505,11 +581,24 @@ impl FetchLoop {
                 .filter(|l| *l <= data.len())
                 .ok_or_else(|| ClientError::Protocol("a fetched batch is cut short".into()))?;
             self.parts[i].1 = header.last_offset() + 1;
-            batches.push(data.split_to(len));
+            let batch = data.split_to(len);
+            // Aborted transactions that began by the end of this batch (Kafka's rule).
+            while let Some(a) = aborted.next_if(|a| a.1 <= header.last_offset()) {
+                skipping.insert(a.0);
+            }
+            if header.is_control() {
+                skipping.remove(&header.producer_id);
+                continue;
+            }
+            if header.is_transactional() && skipping.contains(&header.producer_id) {
+                continue;
+            }
+            batches.push(batch);
         }
         Ok(Fetched {
             tp: self.parts[i].0.clone(),
             batches,
+            next_offset: self.parts[i].1,
             _credit: credit,
         })
     }

@@ -73,6 +73,10 @@ pub enum ClientError {
         /// The partition.
         partition: i32,
     },
+    /// A send of the open transaction failed: the transaction cannot commit; abort it
+    /// (`abort_transaction`) and run it again.
+    #[error("the transaction cannot commit: {0}")]
+    TransactionAbortable(String),
     /// The producer or consumer is closed, or its background task has ended.
     #[error("the producer or consumer is closed")]
     Closed,

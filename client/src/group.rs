@@ -43,6 +43,10 @@ pub enum DeliveryMode {
     /// asks for the next one): a crash may process some records again, and none is skipped.
     #[default]
     AtLeastOnce,
+    /// Offsets are committed only inside transactions, with the output they led to
+    /// (`Producer::send_offsets_to_transaction`; see [`crate::Transformer`]): the member
+    /// never commits by itself. Read input with read_committed isolation.
+    Transactional,
 }
 
 /// What a member subscribes to.
@@ -374,6 +378,34 @@ impl GroupConsumer {
     /// This member's id (generated here, kept for its life).
     pub fn member_id(&self) -> &str {
         &self.member_id
+    }
+
+    /// Who this member is in its group now: what a transaction's offsets carry
+    /// (`Producer::send_offsets_to_transaction`).
+    pub fn group_metadata(&self) -> crate::producer::GroupMetadata {
+        crate::producer::GroupMetadata {
+            group: self.group.clone(),
+            member_id: self.member_id.clone(),
+            member_epoch: unpoisoned(&self.shared.state).member_epoch,
+        }
+    }
+
+    /// Moves an owned partition's position: the records from `offset` are handed out next
+    /// (after an aborted transaction, its input is read again).
+    pub async fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
+        if !self.owned.contains(tp) {
+            return Err(ClientError::Invalid(format!(
+                "{}/{} is not assigned to this member",
+                tp.topic, tp.partition
+            )));
+        }
+        self.last = None;
+        self.returned.insert(tp.clone(), offset);
+        self.processed.insert(tp.clone(), offset);
+        self.consumer
+            .seek(&tp.topic, tp.partition, SeekTo::Offset(offset))
+            .await
+            .map(|_| ())
     }
 
     /// The partitions this member owns now.

@@ -3,11 +3,14 @@
 //! - [`Client`] ([`cluster`]): bootstrap, metadata, shard-aware routing (each partition's
 //!   requests go straight to the shard that owns it), one QUIC connection per shard.
 //! - [`Producer`] ([`producer`]): per-partition batching (`linger_ms`, `batch_bytes`), bounded
-//!   buffer with back-pressure, Kafka-compatible key partitioning, acks, ordered retries.
+//!   buffer with back-pressure, Kafka-compatible key partitioning, acks, ordered retries;
+//!   idempotent by default; transactions with a `transactional_id`.
 //! - [`Consumer`] ([`consumer`]): assign, seek (offset, timestamp, beginning, end), position,
 //!   a `Stream` of records with bounded prefetch over long-poll fetches.
 //! - [`GroupConsumer`] ([`group`]): a consumer group member — server-side assignment,
 //!   committed offsets, at-most-once / at-least-once delivery, static membership.
+//! - [`Transformer`] ([`transform`]): consume-transform-produce exactly once (output and
+//!   input offsets in one transaction); read_committed consumers skip aborted transactions.
 //! - [`Admin`] ([`admin`], [`admin_groups`]): topics, configs, offsets; groups (list,
 //!   describe, lag, delete, configure, reset offsets).
 //! - [`connection`], [`trust`]: one QUIC connection and how it trusts the broker (CA file,
@@ -37,22 +40,24 @@ pub mod partitioner;
 pub mod producer;
 pub mod record;
 pub mod timer;
+pub mod transform;
 pub mod trust;
 
 pub use admin::{Admin, OffsetQuery, TopicDescription};
 pub use admin_groups::PartitionLag;
 pub use cluster::{Client, ClientConfig};
 pub use connection::{Connection, ResponseFrame};
-pub use consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
+pub use consumer::{Consumer, ConsumerConfig, Isolation, OffsetReset, SeekTo};
 pub use error::ClientError;
 pub use group::{
     DeliveryMode, GroupConsumer, GroupConsumerConfig, GroupEvent, NackResult, Subscription,
     TopicPartition,
 };
-pub use producer::{Acks, DeliveryFuture, Producer, ProducerConfig};
+pub use producer::{Acks, DeliveryFuture, GroupMetadata, Producer, ProducerConfig};
 /// Batch compression codecs (re-exported from the batch codec).
 pub use quiver_batch::Compression;
 /// Group descriptions and committed offsets as `Admin` returns them.
 pub use quiver_broker_api::{CommittedOffset, GroupDescription, GroupListing, MemberDescription};
 pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata};
+pub use transform::{TransformConfig, Transformer};
 pub use trust::TlsTrust;

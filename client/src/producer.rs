@@ -92,6 +92,14 @@ pub struct ProducerConfig {
     /// for good leaves a gap; the producer then bumps its epoch and numbers from 0 again
     /// (KIP-360).
     pub enable_idempotence: bool,
+    /// Transactions: this producer's transactional id (one per producer instance role; a
+    /// new instance with the same id fences the old one). Set, the producer is idempotent
+    /// and every send belongs to a transaction: `init_transactions` once, then
+    /// `begin_transaction`, sends, `send_offsets_to_transaction`, `commit_transaction` or
+    /// `abort_transaction`.
+    pub transactional_id: Option<String>,
+    /// A transaction open longer than this is aborted by its coordinator.
+    pub transaction_timeout_ms: u32,
 }
 
 impl Default for ProducerConfig {
@@ -108,6 +116,8 @@ impl Default for ProducerConfig {
             compression: Compression::None,
             max_in_flight_requests_per_shard: 5,
             enable_idempotence: true,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -154,6 +164,8 @@ struct PartitionQueue {
     producer: Option<(i64, i16)>,
     /// The sequence of the next batch sealed (idempotence).
     next_sequence: i32,
+    /// Its batches belong to transactions (the transactional bit is set).
+    transactional: bool,
 }
 
 /// The sequence after `records` more records from `seq` (wrapping to 0 after `i32::MAX`).
@@ -182,6 +194,9 @@ impl PartitionQueue {
             let seq = self.next_sequence;
             self.next_sequence = advance_sequence(seq, open.builder.record_count());
             open.builder = open.builder.producer(producer_id, epoch, seq);
+            if self.transactional {
+                open.builder = open.builder.transactional();
+            }
         }
         {
             // Compression fails only on allocation failure; send such a batch uncompressed.
@@ -279,6 +294,10 @@ struct State {
     needs_epoch_bump: bool,
     /// The identity after the last bump (it replaces the first one).
     bumped_identity: Option<(i64, i16)>,
+    /// Transactions: one is open (between `begin_transaction` and its end).
+    txn_open: bool,
+    /// Transactions: a send of the open transaction failed; it can only be aborted.
+    txn_failed: Option<ClientError>,
 }
 
 /// A topic's route lookup started by the sender: in flight (`None`) or failed (its error,
@@ -400,8 +419,16 @@ impl Producer {
                 max_bytes: cfg.batch_bytes,
             });
         }
+        if cfg.transactional_id.is_some() {
+            let st = self.inner.state();
+            if !st.txn_open {
+                return Err(ClientError::Invalid(
+                    "a transactional producer sends inside a transaction: call begin_transaction first (and init_transactions once before)".into(),
+                ));
+            }
+        }
         let partition = self.choose_partition(&record).await?;
-        if cfg.enable_idempotence {
+        if cfg.enable_idempotence && cfg.transactional_id.is_none() {
             self.inner
                 .identity
                 .get_or_init(|| init_producer_id(&self.inner.client, None))
@@ -475,6 +502,7 @@ impl Producer {
             .or(self.inner.identity.get().copied().flatten());
         let q = st.queues.entry(tp.clone()).or_default();
         q.producer = identity;
+        q.transactional = cfg.transactional_id.is_some();
         let mut sealed = false;
         if q.open
             .as_ref()
@@ -717,6 +745,9 @@ async fn sender_loop(inner: Arc<Inner>) {
     }
 }
 
+mod transaction;
+pub use transaction::GroupMetadata;
+
 /// True when `batch` carries a producer id.
 fn is_idempotent(batch: &[u8]) -> bool {
     quiver_batch::BatchHeader::parse(batch).is_ok_and(|h| h.producer_id >= 0)
@@ -922,7 +953,13 @@ async fn deliver(request: RequestInFlight, batches: Vec<(TopicPartition, SealedB
                     records: &b.bytes,
                 })
                 .collect();
-            requests::produce_many(id, cfg.acks.wire(), cfg.request_timeout_ms, &parts)
+            requests::produce_many_txn(
+                id,
+                cfg.acks.wire(),
+                cfg.request_timeout_ms,
+                &parts,
+                cfg.transactional_id.as_deref(),
+            )
         })
         .await;
     let n = batches.len();
@@ -1041,8 +1078,13 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
     inner.credit.add_permits(batch.credit_bytes);
     {
         let mut st = inner.state();
-        if outcome.is_err() && is_idempotent(&batch.bytes) {
-            st.needs_epoch_bump = true;
+        if let Err(e) = &outcome {
+            if cfg.transactional_id.is_some() {
+                // The transaction's epoch is its coordinator's: the transaction aborts.
+                st.txn_failed.get_or_insert_with(|| e.clone());
+            } else if is_idempotent(&batch.bytes) {
+                st.needs_epoch_bump = true;
+            }
         }
         if let Some(q) = st.queues.get_mut(&tp) {
             q.in_flight = false;

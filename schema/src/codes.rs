@@ -25,6 +25,8 @@ pub fn wire_api(api: Api) -> wire::ApiKey {
         Api::AlterGroupConfig => wire::ApiKey::AlterGroupConfig,
         Api::Nack => wire::ApiKey::Nack,
         Api::InitProducerId => wire::ApiKey::InitProducerId,
+        Api::AddOffsetsToTxn => wire::ApiKey::AddOffsetsToTxn,
+        Api::EndTxn => wire::ApiKey::EndTxn,
     }
 }
 
@@ -61,6 +63,10 @@ pub fn wire_code(code: ErrorCode) -> wire::ErrorCode {
         ErrorCode::CoordinatorLoading => wire::ErrorCode::CoordinatorLoading,
         ErrorCode::OutOfOrderSequence => wire::ErrorCode::OutOfOrderSequence,
         ErrorCode::ProducerFenced => wire::ErrorCode::ProducerFenced,
+        ErrorCode::InvalidTxnState => wire::ErrorCode::InvalidTxnState,
+        ErrorCode::ConcurrentTransactions => wire::ErrorCode::ConcurrentTransactions,
+        ErrorCode::InvalidProducerIdMapping => wire::ErrorCode::InvalidProducerIdMapping,
+        ErrorCode::TransactionAborted => wire::ErrorCode::TransactionAborted,
     }
 }
 
@@ -78,7 +84,7 @@ pub fn broker_code(code: wire::ErrorCode) -> ErrorCode {
         .unwrap_or(ErrorCode::Unknown)
 }
 
-const ALL_APIS: [Api; 18] = [
+const ALL_APIS: [Api; 20] = [
     Api::Handshake,
     Api::Metadata,
     Api::CreateTopics,
@@ -97,9 +103,11 @@ const ALL_APIS: [Api; 18] = [
     Api::AlterGroupConfig,
     Api::Nack,
     Api::InitProducerId,
+    Api::AddOffsetsToTxn,
+    Api::EndTxn,
 ];
 
-const ALL_CODES: [ErrorCode; 30] = [
+const ALL_CODES: [ErrorCode; 34] = [
     ErrorCode::Unknown,
     ErrorCode::MalformedRequest,
     ErrorCode::UnsupportedVersion,
@@ -130,6 +138,10 @@ const ALL_CODES: [ErrorCode; 30] = [
     ErrorCode::CoordinatorLoading,
     ErrorCode::OutOfOrderSequence,
     ErrorCode::ProducerFenced,
+    ErrorCode::InvalidTxnState,
+    ErrorCode::ConcurrentTransactions,
+    ErrorCode::InvalidProducerIdMapping,
+    ErrorCode::TransactionAborted,
 ];
 
 /// The broker's acks for a wire value; `None` for a value the protocol does not define.

@@ -106,6 +106,7 @@ fn check_disjoint(id: u64, api: ApiKey, ranges: &[Range<usize>]) -> Result<(), R
 struct ProduceInFrame {
     acks: quiver_broker_api::Acks,
     timeout_ms: u32,
+    transactional_id: Option<String>,
     parts: Vec<(String, i32, Range<usize>)>,
 }
 
@@ -276,6 +277,10 @@ fn parse(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, String, Parsed), 
                 Parsed::Produce(ProduceInFrame {
                     acks,
                     timeout_ms: b.timeout_ms(),
+                    transactional_id: b
+                        .transactional_id()
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_string),
                     parts,
                 }),
             ))
@@ -296,27 +301,45 @@ fn parse(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, String, Parsed), 
                 })
                 .unwrap_or_default();
             check_parts(id, api, partitions.len())?;
+            let isolation = match b.isolation() {
+                wire::Isolation::ReadUncommitted => quiver_broker_api::Isolation::ReadUncommitted,
+                wire::Isolation::ReadCommitted => quiver_broker_api::Isolation::ReadCommitted,
+                other => {
+                    return Err(refuse(
+                        id,
+                        api,
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "isolation {} is not read_uncommitted (0) or read_committed (1)",
+                            other.0
+                        ),
+                    ))
+                }
+            };
             ready(Request::Fetch(Fetch {
                 max_wait_ms: b.max_wait_ms(),
                 min_bytes: b.min_bytes(),
                 max_bytes: b.max_bytes(),
                 partitions,
+                isolation,
             }))
         }
-        other => match crate::groups::decode(&env, other) {
-            Some(Ok(r)) => ready(r),
-            Some(Err(message)) => Err(refuse(id, api, ErrorCode::InvalidRequest, message)),
-            None => Err(refuse(
-                id,
-                other,
-                ErrorCode::UnknownApi,
-                format!(
-                    "API {} is unknown to this node; it supports 0..={}",
-                    other.0,
-                    ApiKey::ENUM_MAX
-                ),
-            )),
-        },
+        other => {
+            match crate::groups::decode(&env, other).or_else(|| crate::txn::decode(&env, other)) {
+                Some(Ok(r)) => ready(r),
+                Some(Err(message)) => Err(refuse(id, api, ErrorCode::InvalidRequest, message)),
+                None => Err(refuse(
+                    id,
+                    other,
+                    ErrorCode::UnknownApi,
+                    format!(
+                        "API {} is unknown to this node; it supports 0..={}",
+                        other.0,
+                        ApiKey::ENUM_MAX
+                    ),
+                )),
+            }
+        }
     }
 }
 
@@ -337,6 +360,7 @@ fn split_produce(mut frame: BytesMut, p: ProduceInFrame) -> Produce {
     Produce {
         acks: p.acks,
         timeout_ms: p.timeout_ms,
+        transactional_id: p.transactional_id,
         partitions: p
             .parts
             .into_iter()

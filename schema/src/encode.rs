@@ -21,6 +21,9 @@ pub fn encode_response(request_id: u64, response: &Response) -> Bytes {
         Response::DescribeConfigs(topics) => describe_configs(request_id, topics),
         Response::AlterConfigs(o) => alter_configs(request_id, o),
         Response::InitProducerId(r) => init_producer_id(request_id, r),
+        Response::AddOffsetsToTxn(_) | Response::EndTxn(_) => {
+            crate::txn::encode(request_id, response)
+        }
         Response::ListOffsets { offset, outcome } => list_offsets(request_id, *offset, outcome),
         Response::Produce(parts) => produce(request_id, parts),
         Response::Fetch(parts) => fetch(request_id, parts),
@@ -319,6 +322,22 @@ fn fetch(id: u64, parts: &[FetchPartOutcome]) -> Bytes {
                 }
             };
             let error = outcome(&mut fbb, &p.outcome);
+            let aborted = (!p.aborted.is_empty()).then(|| {
+                let offs: Vec<_> = p
+                    .aborted
+                    .iter()
+                    .map(|(producer_id, first_offset)| {
+                        wire::AbortedTransaction::create(
+                            &mut fbb,
+                            &wire::AbortedTransactionArgs {
+                                producer_id: *producer_id,
+                                first_offset: *first_offset,
+                            },
+                        )
+                    })
+                    .collect();
+                fbb.create_vector(&offs)
+            });
             wire::FetchPartitionResponse::create(
                 &mut fbb,
                 &wire::FetchPartitionResponseArgs {
@@ -326,6 +345,8 @@ fn fetch(id: u64, parts: &[FetchPartOutcome]) -> Bytes {
                     log_start_offset: p.log_start_offset,
                     records,
                     error,
+                    last_stable_offset: p.last_stable_offset,
+                    aborted,
                 },
             )
         })
@@ -388,11 +409,16 @@ mod tests {
             log_start_offset: 0,
             batches: vec![Bytes::from_static(b"ab"), Bytes::from_static(b"c")],
             outcome: Ok(()),
+            last_stable_offset: 2,
+            aborted: vec![(7, 1)],
         }]);
         let frame = encode_response(12, &fetch);
         let env = parse_frame(&frame, 1 << 20).unwrap();
         let part = env.body_as_fetch_response().unwrap().single().unwrap();
         assert_eq!(part.records().unwrap().bytes(), b"abc");
         assert_eq!(part.high_watermark(), 3);
+        assert_eq!(part.last_stable_offset(), 2);
+        let aborted = part.aborted().unwrap().get(0);
+        assert_eq!((aborted.producer_id(), aborted.first_offset()), (7, 1));
     }
 }

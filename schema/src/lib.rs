@@ -12,6 +12,7 @@
 //!   the broker's names to the wire's. A Kafka wire codec would sit beside these.
 //! - [`groups`]: the consumer group APIs, both directions (decode/encode on the node,
 //!   request encoders and response readers for the client).
+//! - [`txn`]: the transaction APIs (AddOffsetsToTxn, EndTxn), both directions.
 //!
 //! Record batches are `[ubyte]` vectors: [`frame::vector_range`] gives their position in the
 //! received buffer so the broker can split them out without a copy.
@@ -23,6 +24,7 @@ pub mod frame;
 pub mod groups;
 pub mod requests;
 mod responses;
+pub mod txn;
 
 #[rustfmt::skip]
 #[allow(clippy::all, clippy::pedantic, unsafe_op_in_unsafe_fn, mismatched_lifetime_syntaxes, deprecated, non_camel_case_types)]

@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 17;
+pub const ENUM_MAX_API_KEY: u16 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 18] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 20] = [
   ApiKey::Handshake,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -35,6 +35,8 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 18] = [
   ApiKey::AlterGroupConfig,
   ApiKey::Nack,
   ApiKey::InitProducerId,
+  ApiKey::AddOffsetsToTxn,
+  ApiKey::EndTxn,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -60,9 +62,11 @@ impl ApiKey {
   pub const AlterGroupConfig: Self = Self(15);
   pub const Nack: Self = Self(16);
   pub const InitProducerId: Self = Self(17);
+  pub const AddOffsetsToTxn: Self = Self(18);
+  pub const EndTxn: Self = Self(19);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 17;
+  pub const ENUM_MAX: u16 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Handshake,
     Self::Metadata,
@@ -82,6 +86,8 @@ impl ApiKey {
     Self::AlterGroupConfig,
     Self::Nack,
     Self::InitProducerId,
+    Self::AddOffsetsToTxn,
+    Self::EndTxn,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -104,6 +110,8 @@ impl ApiKey {
       Self::AlterGroupConfig => Some("AlterGroupConfig"),
       Self::Nack => Some("Nack"),
       Self::InitProducerId => Some("InitProducerId"),
+      Self::AddOffsetsToTxn => Some("AddOffsetsToTxn"),
+      Self::EndTxn => Some("EndTxn"),
       _ => None,
     }
   }
@@ -161,10 +169,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ApiKey {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: i16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: i16 = 30;
+pub const ENUM_MAX_ERROR_CODE: i16 = 34;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 31] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 35] = [
   ErrorCode::None,
   ErrorCode::Unknown,
   ErrorCode::MalformedRequest,
@@ -196,6 +204,10 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 31] = [
   ErrorCode::CoordinatorLoading,
   ErrorCode::OutOfOrderSequence,
   ErrorCode::ProducerFenced,
+  ErrorCode::InvalidTxnState,
+  ErrorCode::ConcurrentTransactions,
+  ErrorCode::InvalidProducerIdMapping,
+  ErrorCode::TransactionAborted,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -234,9 +246,13 @@ impl ErrorCode {
   pub const CoordinatorLoading: Self = Self(28);
   pub const OutOfOrderSequence: Self = Self(29);
   pub const ProducerFenced: Self = Self(30);
+  pub const InvalidTxnState: Self = Self(31);
+  pub const ConcurrentTransactions: Self = Self(32);
+  pub const InvalidProducerIdMapping: Self = Self(33);
+  pub const TransactionAborted: Self = Self(34);
 
   pub const ENUM_MIN: i16 = 0;
-  pub const ENUM_MAX: i16 = 30;
+  pub const ENUM_MAX: i16 = 34;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::Unknown,
@@ -269,6 +285,10 @@ impl ErrorCode {
     Self::CoordinatorLoading,
     Self::OutOfOrderSequence,
     Self::ProducerFenced,
+    Self::InvalidTxnState,
+    Self::ConcurrentTransactions,
+    Self::InvalidProducerIdMapping,
+    Self::TransactionAborted,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -304,6 +324,10 @@ impl ErrorCode {
       Self::CoordinatorLoading => Some("CoordinatorLoading"),
       Self::OutOfOrderSequence => Some("OutOfOrderSequence"),
       Self::ProducerFenced => Some("ProducerFenced"),
+      Self::InvalidTxnState => Some("InvalidTxnState"),
+      Self::ConcurrentTransactions => Some("ConcurrentTransactions"),
+      Self::InvalidProducerIdMapping => Some("InvalidProducerIdMapping"),
+      Self::TransactionAborted => Some("TransactionAborted"),
       _ => None,
     }
   }
@@ -535,12 +559,96 @@ impl<'a> ::flatbuffers::Verifiable for Acks {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for Acks {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_BODY: u8 = 0;
+pub const ENUM_MIN_ISOLATION: i8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 36;
+pub const ENUM_MAX_ISOLATION: i8 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 37] = [
+pub const ENUM_VALUES_ISOLATION: [Isolation; 2] = [
+  Isolation::ReadUncommitted,
+  Isolation::ReadCommitted,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct Isolation(pub i8);
+#[allow(non_upper_case_globals)]
+impl Isolation {
+  pub const ReadUncommitted: Self = Self(0);
+  pub const ReadCommitted: Self = Self(1);
+
+  pub const ENUM_MIN: i8 = 0;
+  pub const ENUM_MAX: i8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::ReadUncommitted,
+    Self::ReadCommitted,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::ReadUncommitted => Some("ReadUncommitted"),
+      Self::ReadCommitted => Some("ReadCommitted"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for Isolation {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for Isolation {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<i8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for Isolation {
+    type Output = Isolation;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<i8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for Isolation {
+  type Scalar = i8;
+  #[inline]
+  fn to_little_endian(self) -> i8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: i8) -> Self {
+    let b = i8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for Isolation {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    i8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for Isolation {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_BODY: u8 = 40;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_BODY: [Body; 41] = [
   Body::NONE,
   Body::HandshakeRequest,
   Body::HandshakeResponse,
@@ -578,6 +686,10 @@ pub const ENUM_VALUES_BODY: [Body; 37] = [
   Body::NackResponse,
   Body::InitProducerIdRequest,
   Body::InitProducerIdResponse,
+  Body::AddOffsetsToTxnRequest,
+  Body::AddOffsetsToTxnResponse,
+  Body::EndTxnRequest,
+  Body::EndTxnResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -622,9 +734,13 @@ impl Body {
   pub const NackResponse: Self = Self(34);
   pub const InitProducerIdRequest: Self = Self(35);
   pub const InitProducerIdResponse: Self = Self(36);
+  pub const AddOffsetsToTxnRequest: Self = Self(37);
+  pub const AddOffsetsToTxnResponse: Self = Self(38);
+  pub const EndTxnRequest: Self = Self(39);
+  pub const EndTxnResponse: Self = Self(40);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 36;
+  pub const ENUM_MAX: u8 = 40;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::HandshakeRequest,
@@ -663,6 +779,10 @@ impl Body {
     Self::NackResponse,
     Self::InitProducerIdRequest,
     Self::InitProducerIdResponse,
+    Self::AddOffsetsToTxnRequest,
+    Self::AddOffsetsToTxnResponse,
+    Self::EndTxnRequest,
+    Self::EndTxnResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -704,6 +824,10 @@ impl Body {
       Self::NackResponse => Some("NackResponse"),
       Self::InitProducerIdRequest => Some("InitProducerIdRequest"),
       Self::InitProducerIdResponse => Some("InitProducerIdResponse"),
+      Self::AddOffsetsToTxnRequest => Some("AddOffsetsToTxnRequest"),
+      Self::AddOffsetsToTxnResponse => Some("AddOffsetsToTxnResponse"),
+      Self::EndTxnRequest => Some("EndTxnRequest"),
+      Self::EndTxnResponse => Some("EndTxnResponse"),
       _ => None,
     }
   }
@@ -3735,6 +3859,7 @@ impl<'a> ProduceRequest<'a> {
   pub const VT_ACKS: ::flatbuffers::VOffsetT = 4;
   pub const VT_TIMEOUT_MS: ::flatbuffers::VOffsetT = 6;
   pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_TRANSACTIONAL_ID: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3746,6 +3871,7 @@ impl<'a> ProduceRequest<'a> {
     args: &'args ProduceRequestArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ProduceRequest<'bldr>> {
     let mut builder = ProduceRequestBuilder::new(_fbb);
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
     if let Some(x) = args.partitions { builder.add_partitions(x); }
     builder.add_timeout_ms(args.timeout_ms);
     builder.add_acks(args.acks);
@@ -3774,6 +3900,13 @@ impl<'a> ProduceRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ProducePartition>>>>(ProduceRequest::VT_PARTITIONS, None)}
   }
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ProduceRequest::VT_TRANSACTIONAL_ID, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ProduceRequest<'_> {
@@ -3785,6 +3918,7 @@ impl ::flatbuffers::Verifiable for ProduceRequest<'_> {
      .visit_field::<Acks>("acks", Self::VT_ACKS, false)?
      .visit_field::<u32>("timeout_ms", Self::VT_TIMEOUT_MS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ProducePartition>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
      .finish();
     Ok(())
   }
@@ -3793,6 +3927,7 @@ pub struct ProduceRequestArgs<'a> {
     pub acks: Acks,
     pub timeout_ms: u32,
     pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ProducePartition<'a>>>>>,
+    pub transactional_id: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for ProduceRequestArgs<'a> {
   #[inline]
@@ -3801,6 +3936,7 @@ impl<'a> Default for ProduceRequestArgs<'a> {
       acks: Acks::All,
       timeout_ms: 30000,
       partitions: None,
+      transactional_id: None,
     }
   }
 }
@@ -3823,6 +3959,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ProduceRequestBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProduceRequest::VT_PARTITIONS, partitions);
   }
   #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ProduceRequest::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ProduceRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ProduceRequestBuilder {
@@ -3843,6 +3983,7 @@ impl ::core::fmt::Debug for ProduceRequest<'_> {
       ds.field("acks", &self.acks());
       ds.field("timeout_ms", &self.timeout_ms());
       ds.field("partitions", &self.partitions());
+      ds.field("transactional_id", &self.transactional_id());
       ds.finish()
   }
 }
@@ -4256,6 +4397,7 @@ impl<'a> FetchRequest<'a> {
   pub const VT_MIN_BYTES: ::flatbuffers::VOffsetT = 6;
   pub const VT_MAX_BYTES: ::flatbuffers::VOffsetT = 8;
   pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_ISOLATION: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4271,6 +4413,7 @@ impl<'a> FetchRequest<'a> {
     builder.add_max_bytes(args.max_bytes);
     builder.add_min_bytes(args.min_bytes);
     builder.add_max_wait_ms(args.max_wait_ms);
+    builder.add_isolation(args.isolation);
     builder.finish()
   }
 
@@ -4303,6 +4446,13 @@ impl<'a> FetchRequest<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartition>>>>(FetchRequest::VT_PARTITIONS, None)}
   }
+  #[inline]
+  pub fn isolation(&self) -> Isolation {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<Isolation>(FetchRequest::VT_ISOLATION, Some(Isolation::ReadUncommitted)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for FetchRequest<'_> {
@@ -4315,6 +4465,7 @@ impl ::flatbuffers::Verifiable for FetchRequest<'_> {
      .visit_field::<u32>("min_bytes", Self::VT_MIN_BYTES, false)?
      .visit_field::<u32>("max_bytes", Self::VT_MAX_BYTES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FetchPartition>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .visit_field::<Isolation>("isolation", Self::VT_ISOLATION, false)?
      .finish();
     Ok(())
   }
@@ -4324,6 +4475,7 @@ pub struct FetchRequestArgs<'a> {
     pub min_bytes: u32,
     pub max_bytes: u32,
     pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FetchPartition<'a>>>>>,
+    pub isolation: Isolation,
 }
 impl<'a> Default for FetchRequestArgs<'a> {
   #[inline]
@@ -4333,6 +4485,7 @@ impl<'a> Default for FetchRequestArgs<'a> {
       min_bytes: 1,
       max_bytes: 4194304,
       partitions: None,
+      isolation: Isolation::ReadUncommitted,
     }
   }
 }
@@ -4359,6 +4512,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchRequestBuilder<'a, 'b, A
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchRequest::VT_PARTITIONS, partitions);
   }
   #[inline]
+  pub fn add_isolation(&mut self, isolation: Isolation) {
+    self.fbb_.push_slot::<Isolation>(FetchRequest::VT_ISOLATION, isolation, Isolation::ReadUncommitted);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchRequestBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     FetchRequestBuilder {
@@ -4380,6 +4537,120 @@ impl ::core::fmt::Debug for FetchRequest<'_> {
       ds.field("min_bytes", &self.min_bytes());
       ds.field("max_bytes", &self.max_bytes());
       ds.field("partitions", &self.partitions());
+      ds.field("isolation", &self.isolation());
+      ds.finish()
+  }
+}
+pub enum AbortedTransactionOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AbortedTransaction<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AbortedTransaction<'a> {
+  type Inner = AbortedTransaction<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AbortedTransaction<'a> {
+  pub const VT_PRODUCER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_FIRST_OFFSET: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AbortedTransaction { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AbortedTransactionArgs
+  ) -> ::flatbuffers::WIPOffset<AbortedTransaction<'bldr>> {
+    let mut builder = AbortedTransactionBuilder::new(_fbb);
+    builder.add_first_offset(args.first_offset);
+    builder.add_producer_id(args.producer_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AbortedTransaction::VT_PRODUCER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn first_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AbortedTransaction::VT_FIRST_OFFSET, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AbortedTransaction<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i64>("first_offset", Self::VT_FIRST_OFFSET, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AbortedTransactionArgs {
+    pub producer_id: i64,
+    pub first_offset: i64,
+}
+impl<'a> Default for AbortedTransactionArgs {
+  #[inline]
+  fn default() -> Self {
+    AbortedTransactionArgs {
+      producer_id: 0,
+      first_offset: 0,
+    }
+  }
+}
+
+pub struct AbortedTransactionBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AbortedTransactionBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(AbortedTransaction::VT_PRODUCER_ID, producer_id, 0);
+  }
+  #[inline]
+  pub fn add_first_offset(&mut self, first_offset: i64) {
+    self.fbb_.push_slot::<i64>(AbortedTransaction::VT_FIRST_OFFSET, first_offset, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AbortedTransactionBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AbortedTransactionBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AbortedTransaction<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AbortedTransaction<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AbortedTransaction");
+      ds.field("producer_id", &self.producer_id());
+      ds.field("first_offset", &self.first_offset());
       ds.finish()
   }
 }
@@ -4403,6 +4674,8 @@ impl<'a> FetchPartitionResponse<'a> {
   pub const VT_LOG_START_OFFSET: ::flatbuffers::VOffsetT = 6;
   pub const VT_RECORDS: ::flatbuffers::VOffsetT = 8;
   pub const VT_ERROR: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LAST_STABLE_OFFSET: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ABORTED: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -4414,8 +4687,10 @@ impl<'a> FetchPartitionResponse<'a> {
     args: &'args FetchPartitionResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<FetchPartitionResponse<'bldr>> {
     let mut builder = FetchPartitionResponseBuilder::new(_fbb);
+    builder.add_last_stable_offset(args.last_stable_offset);
     builder.add_log_start_offset(args.log_start_offset);
     builder.add_high_watermark(args.high_watermark);
+    if let Some(x) = args.aborted { builder.add_aborted(x); }
     if let Some(x) = args.error { builder.add_error(x); }
     if let Some(x) = args.records { builder.add_records(x); }
     builder.finish()
@@ -4450,6 +4725,20 @@ impl<'a> FetchPartitionResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(FetchPartitionResponse::VT_ERROR, None)}
   }
+  #[inline]
+  pub fn last_stable_offset(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(FetchPartitionResponse::VT_LAST_STABLE_OFFSET, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn aborted(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AbortedTransaction<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AbortedTransaction>>>>(FetchPartitionResponse::VT_ABORTED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for FetchPartitionResponse<'_> {
@@ -4462,6 +4751,8 @@ impl ::flatbuffers::Verifiable for FetchPartitionResponse<'_> {
      .visit_field::<i64>("log_start_offset", Self::VT_LOG_START_OFFSET, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("records", Self::VT_RECORDS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<i64>("last_stable_offset", Self::VT_LAST_STABLE_OFFSET, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AbortedTransaction>>>>("aborted", Self::VT_ABORTED, false)?
      .finish();
     Ok(())
   }
@@ -4471,6 +4762,8 @@ pub struct FetchPartitionResponseArgs<'a> {
     pub log_start_offset: i64,
     pub records: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub last_stable_offset: i64,
+    pub aborted: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AbortedTransaction<'a>>>>>,
 }
 impl<'a> Default for FetchPartitionResponseArgs<'a> {
   #[inline]
@@ -4480,6 +4773,8 @@ impl<'a> Default for FetchPartitionResponseArgs<'a> {
       log_start_offset: -1,
       records: None,
       error: None,
+      last_stable_offset: -1,
+      aborted: None,
     }
   }
 }
@@ -4506,6 +4801,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FetchPartitionResponseBuilder
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(FetchPartitionResponse::VT_ERROR, error);
   }
   #[inline]
+  pub fn add_last_stable_offset(&mut self, last_stable_offset: i64) {
+    self.fbb_.push_slot::<i64>(FetchPartitionResponse::VT_LAST_STABLE_OFFSET, last_stable_offset, -1);
+  }
+  #[inline]
+  pub fn add_aborted(&mut self, aborted: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AbortedTransaction<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(FetchPartitionResponse::VT_ABORTED, aborted);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FetchPartitionResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     FetchPartitionResponseBuilder {
@@ -4527,6 +4830,8 @@ impl ::core::fmt::Debug for FetchPartitionResponse<'_> {
       ds.field("log_start_offset", &self.log_start_offset());
       ds.field("records", &self.records());
       ds.field("error", &self.error());
+      ds.field("last_stable_offset", &self.last_stable_offset());
+      ds.field("aborted", &self.aborted());
       ds.finish()
   }
 }
@@ -8408,6 +8713,66 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_add_offsets_to_txn_request(&self) -> Option<AddOffsetsToTxnRequest<'a>> {
+    if self.body_type() == Body::AddOffsetsToTxnRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AddOffsetsToTxnRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_add_offsets_to_txn_response(&self) -> Option<AddOffsetsToTxnResponse<'a>> {
+    if self.body_type() == Body::AddOffsetsToTxnResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AddOffsetsToTxnResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_end_txn_request(&self) -> Option<EndTxnRequest<'a>> {
+    if self.body_type() == Body::EndTxnRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EndTxnRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_end_txn_response(&self) -> Option<EndTxnResponse<'a>> {
+    if self.body_type() == Body::EndTxnResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { EndTxnResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -8457,6 +8822,10 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::NackResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<NackResponse>>("Body::NackResponse", pos),
           Body::InitProducerIdRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InitProducerIdRequest>>("Body::InitProducerIdRequest", pos),
           Body::InitProducerIdResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<InitProducerIdResponse>>("Body::InitProducerIdResponse", pos),
+          Body::AddOffsetsToTxnRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddOffsetsToTxnRequest>>("Body::AddOffsetsToTxnRequest", pos),
+          Body::AddOffsetsToTxnResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddOffsetsToTxnResponse>>("Body::AddOffsetsToTxnResponse", pos),
+          Body::EndTxnRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EndTxnRequest>>("Body::EndTxnRequest", pos),
+          Body::EndTxnResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EndTxnResponse>>("Body::EndTxnResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -8798,6 +9167,34 @@ impl ::core::fmt::Debug for Envelope<'_> {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
           }
         },
+        Body::AddOffsetsToTxnRequest => {
+          if let Some(x) = self.body_as_add_offsets_to_txn_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::AddOffsetsToTxnResponse => {
+          if let Some(x) = self.body_as_add_offsets_to_txn_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::EndTxnRequest => {
+          if let Some(x) = self.body_as_end_txn_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::EndTxnResponse => {
+          if let Some(x) = self.body_as_end_txn_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
         _ => {
           let x: Option<()> = None;
           ds.field("body", &x)
@@ -8805,6 +9202,577 @@ impl ::core::fmt::Debug for Envelope<'_> {
       };
       ds.field("error", &self.error());
       ds.field("client_id", &self.client_id());
+      ds.finish()
+  }
+}
+pub enum AddOffsetsToTxnRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AddOffsetsToTxnRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AddOffsetsToTxnRequest<'a> {
+  type Inner = AddOffsetsToTxnRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AddOffsetsToTxnRequest<'a> {
+  pub const VT_TRANSACTIONAL_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PRODUCER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PRODUCER_EPOCH: ::flatbuffers::VOffsetT = 8;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MEMBER_EPOCH: ::flatbuffers::VOffsetT = 14;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 16;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AddOffsetsToTxnRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AddOffsetsToTxnRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AddOffsetsToTxnRequest<'bldr>> {
+    let mut builder = AddOffsetsToTxnRequestBuilder::new(_fbb);
+    builder.add_producer_id(args.producer_id);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    builder.add_member_epoch(args.member_epoch);
+    if let Some(x) = args.member_id { builder.add_member_id(x); }
+    if let Some(x) = args.group { builder.add_group(x); }
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
+    builder.add_producer_epoch(args.producer_epoch);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AddOffsetsToTxnRequest::VT_TRANSACTIONAL_ID, None)}
+  }
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(AddOffsetsToTxnRequest::VT_PRODUCER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(AddOffsetsToTxnRequest::VT_PRODUCER_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn group(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AddOffsetsToTxnRequest::VT_GROUP, None)}
+  }
+  #[inline]
+  pub fn member_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AddOffsetsToTxnRequest::VT_MEMBER_ID, None)}
+  }
+  #[inline]
+  pub fn member_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(AddOffsetsToTxnRequest::VT_MEMBER_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OffsetCommitPartition<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OffsetCommitPartition>>>>(AddOffsetsToTxnRequest::VT_PARTITIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AddOffsetsToTxnRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("group", Self::VT_GROUP, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<i32>("member_epoch", Self::VT_MEMBER_EPOCH, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<OffsetCommitPartition>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AddOffsetsToTxnRequestArgs<'a> {
+    pub transactional_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub group: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub member_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub member_epoch: i32,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<OffsetCommitPartition<'a>>>>>,
+}
+impl<'a> Default for AddOffsetsToTxnRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AddOffsetsToTxnRequestArgs {
+      transactional_id: None,
+      producer_id: 0,
+      producer_epoch: 0,
+      group: None,
+      member_id: None,
+      member_epoch: 0,
+      partitions: None,
+    }
+  }
+}
+
+pub struct AddOffsetsToTxnRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AddOffsetsToTxnRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AddOffsetsToTxnRequest::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(AddOffsetsToTxnRequest::VT_PRODUCER_ID, producer_id, 0);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(AddOffsetsToTxnRequest::VT_PRODUCER_EPOCH, producer_epoch, 0);
+  }
+  #[inline]
+  pub fn add_group(&mut self, group: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AddOffsetsToTxnRequest::VT_GROUP, group);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AddOffsetsToTxnRequest::VT_MEMBER_ID, member_id);
+  }
+  #[inline]
+  pub fn add_member_epoch(&mut self, member_epoch: i32) {
+    self.fbb_.push_slot::<i32>(AddOffsetsToTxnRequest::VT_MEMBER_EPOCH, member_epoch, 0);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<OffsetCommitPartition<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AddOffsetsToTxnRequest::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AddOffsetsToTxnRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AddOffsetsToTxnRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AddOffsetsToTxnRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AddOffsetsToTxnRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AddOffsetsToTxnRequest");
+      ds.field("transactional_id", &self.transactional_id());
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
+      ds.field("group", &self.group());
+      ds.field("member_id", &self.member_id());
+      ds.field("member_epoch", &self.member_epoch());
+      ds.field("partitions", &self.partitions());
+      ds.finish()
+  }
+}
+pub enum AddOffsetsToTxnResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AddOffsetsToTxnResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AddOffsetsToTxnResponse<'a> {
+  type Inner = AddOffsetsToTxnResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AddOffsetsToTxnResponse<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AddOffsetsToTxnResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AddOffsetsToTxnResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AddOffsetsToTxnResponse<'bldr>> {
+    let mut builder = AddOffsetsToTxnResponseBuilder::new(_fbb);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(AddOffsetsToTxnResponse::VT_ERROR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AddOffsetsToTxnResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AddOffsetsToTxnResponseArgs<'a> {
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+}
+impl<'a> Default for AddOffsetsToTxnResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AddOffsetsToTxnResponseArgs {
+      error: None,
+    }
+  }
+}
+
+pub struct AddOffsetsToTxnResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AddOffsetsToTxnResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(AddOffsetsToTxnResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AddOffsetsToTxnResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AddOffsetsToTxnResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AddOffsetsToTxnResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AddOffsetsToTxnResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AddOffsetsToTxnResponse");
+      ds.field("error", &self.error());
+      ds.finish()
+  }
+}
+pub enum EndTxnRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct EndTxnRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for EndTxnRequest<'a> {
+  type Inner = EndTxnRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> EndTxnRequest<'a> {
+  pub const VT_TRANSACTIONAL_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PRODUCER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PRODUCER_EPOCH: ::flatbuffers::VOffsetT = 8;
+  pub const VT_COMMIT: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    EndTxnRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args EndTxnRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<EndTxnRequest<'bldr>> {
+    let mut builder = EndTxnRequestBuilder::new(_fbb);
+    builder.add_producer_id(args.producer_id);
+    if let Some(x) = args.transactional_id { builder.add_transactional_id(x); }
+    builder.add_producer_epoch(args.producer_epoch);
+    builder.add_commit(args.commit);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn transactional_id(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(EndTxnRequest::VT_TRANSACTIONAL_ID, None)}
+  }
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(EndTxnRequest::VT_PRODUCER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(EndTxnRequest::VT_PRODUCER_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn commit(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(EndTxnRequest::VT_COMMIT, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for EndTxnRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("transactional_id", Self::VT_TRANSACTIONAL_ID, false)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .visit_field::<bool>("commit", Self::VT_COMMIT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EndTxnRequestArgs<'a> {
+    pub transactional_id: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub commit: bool,
+}
+impl<'a> Default for EndTxnRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EndTxnRequestArgs {
+      transactional_id: None,
+      producer_id: 0,
+      producer_epoch: 0,
+      commit: false,
+    }
+  }
+}
+
+pub struct EndTxnRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EndTxnRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_transactional_id(&mut self, transactional_id: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(EndTxnRequest::VT_TRANSACTIONAL_ID, transactional_id);
+  }
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(EndTxnRequest::VT_PRODUCER_ID, producer_id, 0);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(EndTxnRequest::VT_PRODUCER_EPOCH, producer_epoch, 0);
+  }
+  #[inline]
+  pub fn add_commit(&mut self, commit: bool) {
+    self.fbb_.push_slot::<bool>(EndTxnRequest::VT_COMMIT, commit, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EndTxnRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    EndTxnRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<EndTxnRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for EndTxnRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("EndTxnRequest");
+      ds.field("transactional_id", &self.transactional_id());
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
+      ds.field("commit", &self.commit());
+      ds.finish()
+  }
+}
+pub enum EndTxnResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct EndTxnResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for EndTxnResponse<'a> {
+  type Inner = EndTxnResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> EndTxnResponse<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PRODUCER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PRODUCER_EPOCH: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    EndTxnResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args EndTxnResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<EndTxnResponse<'bldr>> {
+    let mut builder = EndTxnResponseBuilder::new(_fbb);
+    builder.add_producer_id(args.producer_id);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.add_producer_epoch(args.producer_epoch);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(EndTxnResponse::VT_ERROR, None)}
+  }
+  #[inline]
+  pub fn producer_id(&self) -> i64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i64>(EndTxnResponse::VT_PRODUCER_ID, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn producer_epoch(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(EndTxnResponse::VT_PRODUCER_EPOCH, Some(-1)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for EndTxnResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<i64>("producer_id", Self::VT_PRODUCER_ID, false)?
+     .visit_field::<i16>("producer_epoch", Self::VT_PRODUCER_EPOCH, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct EndTxnResponseArgs<'a> {
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+impl<'a> Default for EndTxnResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    EndTxnResponseArgs {
+      error: None,
+      producer_id: -1,
+      producer_epoch: -1,
+    }
+  }
+}
+
+pub struct EndTxnResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> EndTxnResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(EndTxnResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn add_producer_id(&mut self, producer_id: i64) {
+    self.fbb_.push_slot::<i64>(EndTxnResponse::VT_PRODUCER_ID, producer_id, -1);
+  }
+  #[inline]
+  pub fn add_producer_epoch(&mut self, producer_epoch: i16) {
+    self.fbb_.push_slot::<i16>(EndTxnResponse::VT_PRODUCER_EPOCH, producer_epoch, -1);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> EndTxnResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    EndTxnResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<EndTxnResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for EndTxnResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("EndTxnResponse");
+      ds.field("error", &self.error());
+      ds.field("producer_id", &self.producer_id());
+      ds.field("producer_epoch", &self.producer_epoch());
       ds.finish()
   }
 }

@@ -247,6 +247,17 @@ pub fn produce_many<'h>(
     timeout_ms: u32,
     parts: &[ProducePart<'_>],
 ) -> Bytes {
+    produce_many_txn(header, acks, timeout_ms, parts, None)
+}
+
+/// [`produce_many`] of a transactional producer (its batches carry the transactional bit).
+pub fn produce_many_txn<'h>(
+    header: impl Into<RequestHeader<'h>>,
+    acks: wire::Acks,
+    timeout_ms: u32,
+    parts: &[ProducePart<'_>],
+    transactional_id: Option<&str>,
+) -> Bytes {
     let bytes: usize = parts
         .iter()
         .map(|p| p.records.len() + p.topic.len() + 64)
@@ -268,12 +279,14 @@ pub fn produce_many<'h>(
         })
         .collect();
     let partitions = Some(fbb.create_vector(&entries));
+    let transactional_id = transactional_id.map(|t| fbb.create_string(t));
     let body = wire::ProduceRequest::create(
         &mut fbb,
         &wire::ProduceRequestArgs {
             acks,
             timeout_ms,
             partitions,
+            transactional_id,
         },
     );
     let root = request_envelope(
@@ -308,6 +321,7 @@ pub fn fetch<'h>(header: impl Into<RequestHeader<'h>>, f: &Fetch<'_>) -> Bytes {
         max_wait_ms: f.max_wait_ms,
         min_bytes: f.min_bytes,
         max_bytes: f.max_bytes,
+        isolation: wire::Isolation::ReadUncommitted,
     };
     fetch_many(header, &limits, &[part])
 }
@@ -328,6 +342,7 @@ pub struct FetchLimits {
     pub max_wait_ms: u32,
     pub min_bytes: u32,
     pub max_bytes: u32,
+    pub isolation: wire::Isolation,
 }
 
 /// A long-poll fetch from many partitions of one shard.
@@ -360,6 +375,7 @@ pub fn fetch_many<'h>(
             min_bytes: limits.min_bytes,
             max_bytes: limits.max_bytes,
             partitions,
+            isolation: limits.isolation,
         },
     );
     let root = request_envelope(

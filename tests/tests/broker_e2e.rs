@@ -368,6 +368,7 @@ async fn fetch_many(
         max_wait_ms,
         min_bytes: 1,
         max_bytes,
+        isolation: wire::Isolation::ReadUncommitted,
     };
     let r = conn
         .request(requests::fetch_many(conn.next_request_id(), &limits, parts))
@@ -496,6 +497,7 @@ async fn many_partitions_in_one_request_are_served_one_by_one() {
             acks: Acks::All,
             timeout_ms: 1000,
             partitions: Some(partitions),
+            transactional_id: None,
         },
     );
     let root = wire::Envelope::create(

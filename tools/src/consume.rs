@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use quiver_client::{
-    Admin, Consumer, ConsumerConfig, ConsumerRecord, OffsetQuery, OffsetReset, SeekTo,
+    Admin, Consumer, ConsumerConfig, ConsumerRecord, Isolation, OffsetQuery, OffsetReset, SeekTo,
 };
 
 use crate::connect::ClientArgs;
@@ -17,6 +17,30 @@ pub enum Format {
     /// One JSON object per record.
     Json,
 }
+
+/// `--isolation`: what to read of transactional writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    /// Everything up to the high watermark, open and aborted transactions included.
+    #[value(name = "read_uncommitted", alias = "read-uncommitted")]
+    ReadUncommitted,
+    /// Committed transactions only, up to the last stable offset.
+    #[value(name = "read_committed", alias = "read-committed")]
+    ReadCommitted,
+}
+
+impl From<IsolationArg> for Isolation {
+    fn from(a: IsolationArg) -> Self {
+        match a {
+            IsolationArg::ReadUncommitted => Isolation::ReadUncommitted,
+            IsolationArg::ReadCommitted => Isolation::ReadCommitted,
+        }
+    }
+}
+
+/// How long to wait for a record before looking whether every partition reached its end
+/// (skipped batches, such as transaction markers, move positions without a record).
+const IDLE_CHECK_MS: u64 = 200;
 
 /// The record format: `--json` means `--format json` (one object per record); both given
 /// must agree, so no flag is silently ignored.
@@ -42,6 +66,7 @@ pub struct ConsumeArgs {
     pub count: Option<u64>,
     pub follow: bool,
     pub format: Format,
+    pub isolation: Isolation,
 }
 
 fn text(b: &Option<bytes::Bytes>) -> String {
@@ -112,6 +137,7 @@ pub async fn run(args: &ClientArgs, c: ConsumeArgs) -> Result<(), String> {
         client,
         ConsumerConfig {
             auto_offset_reset: OffsetReset::Earliest,
+            isolation: c.isolation,
             ..ConsumerConfig::default()
         },
     );
@@ -134,10 +160,19 @@ pub async fn run(args: &ClientArgs, c: ConsumeArgs) -> Result<(), String> {
     }
     let mut printed = 0u64;
     loop {
+        remaining.retain(|p, end| consumer.position(&c.topic, *p).is_none_or(|pos| pos < *end));
         if c.count.is_some_and(|n| printed >= n) || (!c.follow && remaining.is_empty()) {
             return Ok(());
         }
-        let r = consumer.next_record().await.map_err(|e| e.to_string())?;
+        let next = tokio::time::timeout(
+            std::time::Duration::from_millis(IDLE_CHECK_MS),
+            consumer.next_record(),
+        )
+        .await;
+        let Ok(r) = next else {
+            continue;
+        };
+        let r = r.map_err(|e| e.to_string())?;
         if plan
             .skip_below
             .get(&r.partition)

@@ -36,6 +36,7 @@ pub struct GroupArgs {
     pub format: Format,
     /// Print assignment changes on stderr.
     pub verbose: bool,
+    pub isolation: quiver_client::Isolation,
 }
 
 /// How long the member waits for an event before it looks whether it reached the end.
@@ -47,6 +48,7 @@ pub async fn run(args: &ClientArgs, g: GroupArgs) -> Result<(), String> {
     let config = GroupConsumerConfig {
         consumer: ConsumerConfig {
             auto_offset_reset: OffsetReset::Earliest,
+            isolation: g.isolation,
             ..ConsumerConfig::default()
         },
         start_without_commit: Some(g.start),

@@ -118,6 +118,11 @@ enum Command {
         /// How each record is printed [default: value; json with --json].
         #[arg(long, value_enum)]
         format: Option<consume::Format>,
+        /// What to read of transactional writes: read_uncommitted (everything, as Kafka's
+        /// default) or read_committed (committed transactions only, up to the last stable
+        /// offset).
+        #[arg(long, value_enum, default_value = "read_uncommitted")]
+        isolation: consume::IsolationArg,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -382,6 +387,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 count,
                 follow,
                 format,
+                isolation,
                 client,
             } => {
                 let format = consume::format(format, client.json)?;
@@ -404,6 +410,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
                         follow,
                         format,
                         verbose,
+                        isolation: isolation.into(),
                     },
                 )
                 .await
@@ -422,6 +429,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 count,
                 follow,
                 format,
+                isolation,
                 client,
             } => {
                 let format = consume::format(format, client.json)?;
@@ -439,6 +447,7 @@ fn client_command(cmd: Command) -> Result<(), String> {
                         count,
                         follow,
                         format,
+                        isolation: isolation.into(),
                     },
                 )
                 .await

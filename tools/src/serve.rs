@@ -383,6 +383,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
             retention_check_interval_ms: cfg.retention_check_interval_ms.unwrap_or(300_000),
             shard_commit_log: cfg.shard_commit_log.unwrap_or(true),
             groups,
+            txn: Default::default(),
         },
         bind_host: listen.ip(),
         cores,

@@ -37,6 +37,14 @@ pub enum ErrorCode {
     /// An idempotent producer's epoch is older than the partition's: a newer instance took
     /// over.
     ProducerFenced,
+    /// A transaction request that does not fit the transaction's state.
+    InvalidTxnState,
+    /// The previous transaction of this transactional id is still completing: retry.
+    ConcurrentTransactions,
+    /// The transactional id is unknown or held by another producer id.
+    InvalidProducerIdMapping,
+    /// The coordinator aborted the transaction (its timeout passed).
+    TransactionAborted,
 }
 
 /// An error code with a message a person can act on.
@@ -58,6 +66,23 @@ impl ApiError {
 
 /// Success, or why not.
 pub type Outcome = Result<(), ApiError>;
+
+impl From<quiver_txn::TxnError> for ApiError {
+    fn from(e: quiver_txn::TxnError) -> Self {
+        use quiver_txn::TxnError as T;
+        let code = match &e {
+            T::ProducerFenced { .. } => ErrorCode::ProducerFenced,
+            T::InvalidProducerIdMapping(_) => ErrorCode::InvalidProducerIdMapping,
+            T::ConcurrentTransactions(_) => ErrorCode::ConcurrentTransactions,
+            T::InvalidTxnState { .. } => ErrorCode::InvalidTxnState,
+            T::TransactionAborted(_) => ErrorCode::TransactionAborted,
+            T::NeedsProducerId => ErrorCode::Unknown,
+            T::LimitExceeded { .. } => ErrorCode::LimitExceeded,
+            T::Invalid(_) => ErrorCode::InvalidRequest,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
 
 impl From<quiver_group::GroupError> for ApiError {
     fn from(e: quiver_group::GroupError) -> Self {

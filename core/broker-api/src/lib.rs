@@ -24,8 +24,8 @@ pub mod response;
 pub use context::{Principal, RequestContext};
 pub use error::{ApiError, ErrorCode, Outcome};
 pub use request::{
-    Acks, Api, Fetch, FetchPartition, Heartbeat, Nack, NewTopic, OffsetCommit, OffsetQuery,
-    Produce, ProducePartition, Request, TopicPartition,
+    Acks, Api, Fetch, FetchPartition, Heartbeat, Isolation, Nack, NewTopic, OffsetCommit,
+    OffsetQuery, Produce, ProducePartition, Request, TopicPartition,
 };
 pub use response::{
     CommittedOffset, FetchPartOutcome, GroupDescription, GroupListing, GroupState, HandshakeInfo,

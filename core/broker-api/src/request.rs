@@ -24,6 +24,18 @@ pub enum Api {
     AlterGroupConfig,
     Nack,
     InitProducerId,
+    AddOffsetsToTxn,
+    EndTxn,
+}
+
+/// What a fetch may read (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Up to the high watermark, open and aborted transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Up to the last stable offset; aborted transactions are listed for the reader to skip.
+    ReadCommitted,
 }
 
 /// How much acknowledgement a produce waits for.
@@ -73,6 +85,9 @@ pub struct Produce {
     /// How long the broker may take to acknowledge, per `acks`.
     pub timeout_ms: u32,
     pub partitions: Vec<ProducePartition>,
+    /// Set when the batches are transactional: the partitions ask this id's coordinator to
+    /// add them to the transaction before they take its first batch.
+    pub transactional_id: Option<String>,
 }
 
 /// One partition's part of a fetch.
@@ -95,6 +110,7 @@ pub struct Fetch {
     /// Most bytes of the whole answer.
     pub max_bytes: u32,
     pub partitions: Vec<FetchPartition>,
+    pub isolation: Isolation,
 }
 
 /// Every request a broker serves.
@@ -152,6 +168,21 @@ pub enum Request {
         /// The producer's current id and epoch, to bump the epoch; `None`: a new id.
         current: Option<(i64, i16)>,
     },
+    /// Offsets a group commits if and only if the transaction commits.
+    AddOffsetsToTxn {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        /// The group, the member committing (checked now) and the offsets.
+        offsets: OffsetCommit,
+    },
+    /// Commit or abort the producer's transaction.
+    EndTxn {
+        transactional_id: String,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    },
 }
 
 impl Request {
@@ -176,6 +207,8 @@ impl Request {
             Self::AlterGroupConfig { .. } => Api::AlterGroupConfig,
             Self::Nack(_) => Api::Nack,
             Self::InitProducerId { .. } => Api::InitProducerId,
+            Self::AddOffsetsToTxn { .. } => Api::AddOffsetsToTxn,
+            Self::EndTxn { .. } => Api::EndTxn,
         }
     }
 
@@ -190,6 +223,26 @@ impl Request {
             | Self::DescribeGroup { group }
             | Self::DeleteGroup { group, .. }
             | Self::AlterGroupConfig { group, .. } => Some(group),
+            _ => None,
+        }
+    }
+
+    /// The transactional id a transaction coordinator request is for (served by the owner of
+    /// its partition of `__transaction_state`).
+    pub fn transactional_id(&self) -> Option<&str> {
+        match self {
+            Self::InitProducerId {
+                transactional_id: Some(t),
+                ..
+            }
+            | Self::AddOffsetsToTxn {
+                transactional_id: t,
+                ..
+            }
+            | Self::EndTxn {
+                transactional_id: t,
+                ..
+            } => Some(t),
             _ => None,
         }
     }
@@ -221,7 +274,10 @@ impl Request {
             Self::CreateTopics(_)
                 | Self::DeleteTopics(_)
                 | Self::AlterConfigs { .. }
-                | Self::InitProducerId { .. }
+                | Self::InitProducerId {
+                    transactional_id: None,
+                    ..
+                }
         )
     }
 }

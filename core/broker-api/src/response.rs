@@ -105,6 +105,12 @@ pub struct FetchPartOutcome {
     /// Whole batches (or runs of whole batches), in offset order.
     pub batches: Vec<Bytes>,
     pub outcome: Outcome,
+    /// read_committed: the last stable offset (-1 otherwise).
+    pub last_stable_offset: i64,
+    /// read_committed: `(producer id, first offset)` of the aborted transactions
+    /// overlapping the batches; the reader skips that producer's transactional batches from
+    /// the first offset up to its abort marker.
+    pub aborted: Vec<(i64, i64)>,
 }
 
 impl FetchPartOutcome {
@@ -115,6 +121,8 @@ impl FetchPartOutcome {
             log_start_offset: -1,
             batches: Vec::new(),
             outcome: Err(error),
+            last_stable_offset: -1,
+            aborted: Vec::new(),
         }
     }
 }
@@ -150,6 +158,9 @@ pub enum Response {
     Nack(Result<NackReply, ApiError>),
     /// `(producer_id, producer_epoch)`.
     InitProducerId(Result<(i64, i16), ApiError>),
+    AddOffsetsToTxn(Outcome),
+    /// The producer id and epoch of the next transaction.
+    EndTxn(Result<(i64, i16), ApiError>),
     /// The request as a whole was not served (the node is stopping, a shard did not answer).
     Refused {
         api: Api,
@@ -179,6 +190,8 @@ impl Response {
             Self::AlterGroupConfig(_) => Api::AlterGroupConfig,
             Self::Nack(_) => Api::Nack,
             Self::InitProducerId(_) => Api::InitProducerId,
+            Self::AddOffsetsToTxn(_) => Api::AddOffsetsToTxn,
+            Self::EndTxn(_) => Api::EndTxn,
             Self::Refused { api, .. } => *api,
         }
     }

@@ -227,6 +227,7 @@ impl Shard {
                 offset,
                 max_bytes: READ_BYTES,
             }],
+            isolation: quiver_broker_api::Isolation::ReadUncommitted,
         });
         let part = match self.internal_request(request).await {
             Response::Fetch(mut parts) if parts.len() == 1 => parts.remove(0),
@@ -356,6 +357,7 @@ impl Shard {
         let request = Request::Produce(Produce {
             acks: Acks::All,
             timeout_ms: 30_000,
+            transactional_id: None,
             partitions: vec![ProducePartition {
                 topic: dlq_topic.to_string(),
                 partition: dlq_partition,

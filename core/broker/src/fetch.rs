@@ -6,7 +6,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use quiver_broker_api::{ApiError, ErrorCode, Fetch, FetchPartOutcome, FetchPartition};
+use quiver_broker_api::{ApiError, ErrorCode, Fetch, FetchPartOutcome, FetchPartition, Isolation};
 use quiver_storage::StorageError;
 
 use crate::long_poll::{self, Gathered, Next};
@@ -36,7 +36,7 @@ impl Shard {
                     (Err(e), _) => FetchPartOutcome::failed(e.clone()),
                     // Past the budget: the marks only; the next fetch reads it.
                     (Ok(p), None) => marks_only(p),
-                    (Ok(p), Some(room)) => read_part(p, part, room).await,
+                    (Ok(p), Some(room)) => read_part(p, part, room, f.isolation).await,
                 };
                 gathered.add(
                     entry.batches.iter().map(Bytes::len).sum(),
@@ -76,12 +76,20 @@ fn marks_only(p: &Partition) -> FetchPartOutcome {
         log_start_offset: o.log_start_offset as i64,
         batches: Vec::new(),
         outcome: Ok(()),
+        last_stable_offset: -1,
+        aborted: Vec::new(),
     }
 }
 
-/// Reads one partition of a fetch: whole batches from its offset up to its high watermark,
+/// Reads one partition of a fetch: whole batches from its offset up to its high watermark
+/// (read_committed: its last stable offset, with the aborted transactions in that range),
 /// up to `room` bytes (and its own `max_bytes`), at least one batch.
-async fn read_part(p: &Partition, part: &FetchPartition, room: usize) -> FetchPartOutcome {
+async fn read_part(
+    p: &Partition,
+    part: &FetchPartition,
+    room: usize,
+    isolation: Isolation,
+) -> FetchPartOutcome {
     let mut entry = marks_only(p);
     if p.log.is_closing() {
         // Its wake-up would fire at once, forever: answer instead of spinning.
@@ -104,11 +112,25 @@ async fn read_part(p: &Partition, part: &FetchPartition, room: usize) -> FetchPa
         return entry;
     };
     let max_bytes = (part.max_bytes as usize).clamp(1, room);
-    match p
-        .log
-        .read_runs_below(offset, max_bytes, offsets.high_watermark)
-        .await
-    {
+    let below = match isolation {
+        Isolation::ReadUncommitted => offsets.high_watermark,
+        Isolation::ReadCommitted => {
+            let lso = p.log.last_stable_offset(offsets.high_watermark);
+            entry.last_stable_offset = lso as i64;
+            entry.aborted = p
+                .log
+                .aborted_between(offset, lso)
+                .into_iter()
+                .map(|a| (a.producer_id, a.first_offset as i64))
+                .collect();
+            lso
+        }
+    };
+    if offset >= below && offset <= offsets.high_watermark && offset >= offsets.log_start_offset {
+        // Nothing stable to read yet (an open transaction holds the LSO back).
+        return entry;
+    }
+    match p.log.read_runs_below(offset, max_bytes, below).await {
         Ok(batches) => entry.batches = batches,
         Err(e) => entry.outcome = Err(storage_error(&e)),
     }

@@ -29,12 +29,16 @@ pub enum ShardCall {
     Serve(Box<(RequestContext, Request)>),
     /// Apply the newest metadata (open, close, reconfigure logs), then reply.
     ApplyMetadata,
+    /// A step of a transaction that runs on the shard owning what it touches.
+    Txn(Box<crate::txn::TxnCall>),
 }
 
 /// The answer to a [`ShardCall`].
 pub enum ShardReply {
     Served(Box<Response>),
     MetadataApplied,
+    /// A [`ShardCall::Txn`] ran.
+    Done(Result<(), ApiError>),
     /// The call never ran (the receiving shard is stopping).
     Dropped(ApiError),
 }
@@ -55,7 +59,7 @@ impl Shard {
         {
             ShardReply::Served(response) => *response,
             ShardReply::Dropped(error) => Response::Refused { api, error },
-            ShardReply::MetadataApplied => Response::Refused {
+            ShardReply::MetadataApplied | ShardReply::Done(_) => Response::Refused {
                 api,
                 error: ApiError::new(
                     ErrorCode::Unknown,
@@ -111,6 +115,9 @@ impl Shard {
                         ShardCall::ApplyMetadata => {
                             shard.apply_metadata().await;
                             ShardReply::MetadataApplied
+                        }
+                        ShardCall::Txn(call) => {
+                            ShardReply::Done(shard.clone().run_txn_call(*call).await)
                         }
                     };
                     if shard

@@ -15,18 +15,17 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use glommio::sync::Semaphore;
-use quiver_batch::{BatchBuilder, BatchHeader, NewRecord, RecordIter};
 use quiver_broker_api::{
     ApiError, ErrorCode, GroupListing, NackReply, Request, RequestContext, Response,
 };
 use quiver_group::types::TopicCounts;
 use quiver_group::{Coordinator, GroupConfig, Limits, NackOutcome, Origin, Record, OFFSETS_TOPIC};
 
+use crate::coordinator_log::{replay_partition, PendingDurability, INTERNAL_TOPIC_CONFIGS};
 use crate::partition::Partition;
 use crate::routing;
-use crate::shard::{storage_error, Shard};
+use crate::shard::Shard;
 
 /// How the node runs consumer groups.
 #[derive(Debug, Clone)]
@@ -49,29 +48,8 @@ impl Default for GroupSettings {
     }
 }
 
-/// `__consumer_offsets` is compacted (the latest record of every key is the state), in
-/// segments small enough for compaction to keep up (Kafka: 100 MiB).
-const OFFSETS_TOPIC_CONFIGS: &[(&str, &str)] =
-    &[("cleanup_policy", "compact"), ("segment_bytes", "16777216")];
-
 /// How often loaded coordinators expire sessions.
 const TICK: Duration = Duration::from_millis(100);
-/// Largest batch of coordinator records appended at once.
-const MAX_RECORDS_BATCH_BYTES: usize = 512 << 10;
-/// Bytes read at a time while loading a coordinator partition.
-const LOAD_READ_BYTES: usize = 1 << 20;
-
-/// The durability of a request's stamped records.
-struct PendingDurability(Vec<quiver_storage::Durability>);
-
-impl PendingDurability {
-    async fn wait(self) -> Result<(), ApiError> {
-        for d in self.0 {
-            d.wait().await.map_err(|e| storage_error(&e))?;
-        }
-        Ok(())
-    }
-}
 
 struct Slot {
     coordinator: RefCell<Coordinator>,
@@ -131,14 +109,8 @@ impl Shard {
                 ApiError::new(ErrorCode::InvalidRequest, "not a group request"),
             );
         };
-        if !self.metadata().topics.contains_key(OFFSETS_TOPIC) {
-            let partitions = self.settings().groups.offsets_topic_partitions.max(1) as i32;
-            if let Err(e) = self
-                .ensure_topic(OFFSETS_TOPIC, partitions, OFFSETS_TOPIC_CONFIGS)
-                .await
-            {
-                return refused(api, e);
-            }
+        if let Err(e) = self.ensure_offsets_topic().await {
+            return refused(api, e);
         }
         let meta = self.metadata();
         let n = self.settings().shard_count;
@@ -345,6 +317,79 @@ impl Shard {
         }
     }
 
+    /// Creates `__consumer_offsets` on first use.
+    async fn ensure_offsets_topic(self: &Rc<Self>) -> Result<(), ApiError> {
+        if self.metadata().topics.contains_key(OFFSETS_TOPIC) {
+            return Ok(());
+        }
+        let partitions = self.settings().groups.offsets_topic_partitions.max(1) as i32;
+        self.ensure_topic(OFFSETS_TOPIC, partitions, INTERNAL_TOPIC_CONFIGS)
+            .await
+    }
+
+    /// A transaction's offsets for a group: checked (`validate_only`: the member may commit
+    /// now) when they are added to the transaction, written when it commits. Runs on the
+    /// group's coordinator's shard.
+    pub(crate) async fn group_offsets(
+        self: Rc<Self>,
+        offsets: quiver_broker_api::OffsetCommit,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        self.ensure_offsets_topic().await?;
+        let meta = self.metadata();
+        let n = self.settings().shard_count;
+        let Some((partition, owner)) =
+            routing::coordinator(&meta, OFFSETS_TOPIC, &offsets.group, n)
+        else {
+            return Err(ApiError::new(
+                ErrorCode::CoordinatorLoading,
+                format!("{OFFSETS_TOPIC} is not available yet; retry"),
+            ));
+        };
+        if owner != self.id {
+            return self
+                .call_txn(
+                    owner,
+                    crate::txn::TxnCall::GroupOffsets {
+                        offsets,
+                        validate_only,
+                    },
+                )
+                .await;
+        }
+        let slot = self.clone().coordinator_slot(partition).await?;
+        let permit = slot
+            .gate
+            .acquire_permit(1)
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "the node is stopping"))?;
+        if validate_only {
+            return slot
+                .coordinator
+                .borrow()
+                .check_committer(&offsets)
+                .map_err(ApiError::from);
+        }
+        let records = slot.coordinator.borrow_mut().commit_from_transaction(
+            &offsets,
+            self.groups.now_ms(),
+            wall_clock_ms(),
+        );
+        if records.is_empty() {
+            return Ok(());
+        }
+        let pending = self.persist_start(partition, &records).await;
+        drop(permit);
+        let written = match pending {
+            Ok(d) => d.wait().await,
+            Err(e) => Err(e),
+        };
+        if written.is_err() {
+            self.groups.slots.borrow_mut().remove(&partition);
+        }
+        written
+    }
+
     fn list_groups(&self) -> Vec<GroupListing> {
         let slots: Vec<Rc<Slot>> = self.groups.slots.borrow().values().cloned().collect();
         let mut out: Vec<GroupListing> = slots
@@ -408,38 +453,12 @@ impl Shard {
         partition: i32,
         records: &[Record],
     ) -> Result<PendingDurability, ApiError> {
-        let log = self.locate(OFFSETS_TOPIC, partition)?;
-        let epoch = log.replica.append_epoch(OFFSETS_TOPIC, partition)?;
-        let now = wall_clock_ms();
-        let mut builder = BatchBuilder::new();
-        let mut batches = Vec::new();
-        for r in records {
-            let (key, value) = r.encode();
-            let record = NewRecord {
-                key: Some(Bytes::from(key)),
-                value: value.map(Bytes::from),
-                headers: Vec::new(),
-                timestamp_ms: now,
-            };
-            if builder.record_count() > 0
-                && builder.size_bytes() + builder.record_size_bytes(&record)
-                    > MAX_RECORDS_BATCH_BYTES
-            {
-                batches.push(std::mem::replace(&mut builder, BatchBuilder::new()).build());
-            }
-            builder.push(&record);
-        }
-        batches.push(builder.build());
-        let mut pending = Vec::with_capacity(batches.len());
-        for b in batches {
-            let (_, durability) = log
-                .log
-                .append_pipelined(b, epoch)
-                .await
-                .map_err(|e| storage_error(&e))?;
-            pending.push(durability);
-        }
-        Ok(PendingDurability(pending))
+        self.append_records(
+            OFFSETS_TOPIC,
+            partition,
+            records.iter().map(Record::encode).collect(),
+        )
+        .await
     }
 
     /// Starts the shard's ticker (once): it expires sessions of every loaded coordinator.
@@ -494,37 +513,14 @@ impl Shard {
 
 /// Replays every record of the coordinator's partition into `coordinator`.
 async fn load(log: &Partition, coordinator: &mut Coordinator, now_ms: u64) -> Result<(), ApiError> {
-    let end = log.offsets().high_watermark;
-    let mut offset = log.log.log_start_offset();
-    while offset < end {
-        let batches = log
-            .log
-            .read(offset, LOAD_READ_BYTES)
-            .await
-            .map_err(|e| storage_error(&e))?;
-        if batches.is_empty() {
-            break;
+    replay_partition(log, |offset, key, value| match Record::decode(key, value) {
+        Ok(rec) => coordinator.replay(&rec, now_ms),
+        Err(e) => {
+            tracing::warn!(
+                offset,
+                "skipping a {OFFSETS_TOPIC} record this node cannot read: {e}"
+            );
         }
-        for batch in batches {
-            let header = BatchHeader::parse(&batch)
-                .map_err(|e| ApiError::new(ErrorCode::CorruptData, e.to_string()))?;
-            offset = (header.last_offset() + 1).max(offset as i64 + 1) as u64;
-            let records = RecordIter::new(batch)
-                .map_err(|e| ApiError::new(ErrorCode::CorruptData, e.to_string()))?;
-            for r in records {
-                let r = r.map_err(|e| ApiError::new(ErrorCode::CorruptData, e.to_string()))?;
-                let Some(key) = r.key else { continue };
-                match Record::decode(&key, r.value.as_deref()) {
-                    Ok(rec) => coordinator.replay(&rec, now_ms),
-                    Err(e) => {
-                        tracing::warn!(
-                            offset = r.offset,
-                            "skipping a {OFFSETS_TOPIC} record this node cannot read: {e}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
+    })
+    .await
 }

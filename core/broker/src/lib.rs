@@ -18,9 +18,13 @@
 //! - [`groups`]: the consumer group coordinators (the sans-IO `quiver-group` core, loaded
 //!   from and persisted to this shard's partitions of `__consumer_offsets`).
 //!
-//! Where what comes next goes: `txn/` (the transaction coordinator), placed by
-//! [`routing::coordinator`] on the shard owning its key's partition of
-//! `__transaction_state`; `auth/` (authenticate the
+//! - [`txn`]: the transaction coordinators (the sans-IO `quiver-txn` core on this shard's
+//!   partitions of `__transaction_state`), the markers they write, and the partitions
+//!   joining a transaction from the produce path.
+//! - [`coordinator_log`]: what both coordinators share: records appended to and replayed
+//!   from their internal topic.
+//!
+//! Where what comes next goes: `auth/` (authenticate the
 //! context's peer, authorize each request against ACLs); the replication of a partition
 //! behind [`replica`] (core/raft holds the consensus core, core/cluster the metadata state
 //! machine).
@@ -28,6 +32,7 @@
 pub mod acks;
 pub mod batches;
 pub mod control;
+pub(crate) mod coordinator_log;
 pub mod dead_letter;
 pub mod fetch;
 pub mod forward;
@@ -41,6 +46,7 @@ pub mod replica;
 pub mod routing;
 pub mod shard;
 pub mod topic_config;
+pub mod txn;
 
 pub use quiver_broker_api::API_VERSION;
 

@@ -9,7 +9,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use quiver_broker_api::{Acks, Produce, ProducePartOutcome};
+use quiver_batch::BatchHeader;
+use quiver_broker_api::{Acks, ApiError, ErrorCode, Produce, ProducePartOutcome, TopicPartition};
 
 use crate::acks::{AckPoint, ProduceProgress};
 use crate::batches::split_batches;
@@ -19,10 +20,14 @@ use crate::shard::{storage_error, Shard};
 impl Shard {
     /// Appends each partition's batches, all partitions at once, and answers when every
     /// partition is settled per `acks` or `timeout_ms` passed.
-    pub(crate) async fn produce(&self, p: Produce) -> Vec<ProducePartOutcome> {
+    pub(crate) async fn produce(self: Rc<Self>, p: Produce) -> Vec<ProducePartOutcome> {
         let n = p.partitions.len();
         let progress = Rc::new(RefCell::new(ProduceProgress::new(p.acks, n)));
         let mut work = Vec::new();
+        // Partitions a transactional producer's batch would open a transaction on: the
+        // coordinator adds them (durably) before they take it.
+        let mut joining: Vec<(usize, TopicPartition)> = Vec::new();
+        let mut producer = None;
         for (i, part) in p.partitions.into_iter().enumerate() {
             let prepared = self
                 .locate(&part.topic, part.partition)
@@ -30,11 +35,36 @@ impl Shard {
                     let epoch = partition
                         .replica
                         .append_epoch(&part.topic, part.partition)?;
-                    Ok((partition, epoch, split_batches(part.records)?))
+                    let batches = split_batches(part.records)?;
+                    refuse_control_batches(&batches)?;
+                    if let Some(h) = transactional_header(&batches) {
+                        check_transactional(&partition, &p.transactional_id, &part.topic)?;
+                        if partition.log.opens_transaction(&h) {
+                            joining.push((i, TopicPartition::new(&part.topic, part.partition)));
+                        }
+                        producer = Some((h.producer_id, h.producer_epoch));
+                    }
+                    Ok((partition, epoch, batches))
                 });
             match prepared {
                 Ok(w) => work.push((i, w)),
                 Err(e) => progress.borrow_mut().fail(i, e, -1),
+            }
+        }
+        if let (Some(id), Some((producer_id, epoch)), false) =
+            (&p.transactional_id, producer, joining.is_empty())
+        {
+            let partitions = joining.iter().map(|(_, tp)| tp.clone()).collect();
+            if let Err(e) = self
+                .clone()
+                .add_partitions_to_txn(id, producer_id, epoch, partitions)
+                .await
+            {
+                let refused: Vec<usize> = joining.iter().map(|(i, _)| *i).collect();
+                work.retain(|(i, _)| !refused.contains(i));
+                for i in refused {
+                    progress.borrow_mut().fail(i, e.clone(), -1);
+                }
             }
         }
         let point = AckPoint::of(p.acks);
@@ -57,6 +87,51 @@ impl Shard {
         let progress = progress.replace(ProduceProgress::new(p.acks, 0));
         progress.finish(p.timeout_ms)
     }
+}
+
+/// Markers (control batches) are written by transaction coordinators only: one in a
+/// produce would end (or fake the end of) a transaction.
+fn refuse_control_batches(batches: &[BytesMut]) -> Result<(), ApiError> {
+    if batches
+        .iter()
+        .any(|b| BatchHeader::parse(b).is_ok_and(|h| h.is_control()))
+    {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBatch,
+            "control batches (transaction markers) are written by transaction coordinators only; a producer ends a transaction with EndTxn",
+        ));
+    }
+    Ok(())
+}
+
+/// The header of the first transactional batch among `batches`.
+fn transactional_header(batches: &[BytesMut]) -> Option<BatchHeader> {
+    batches
+        .iter()
+        .filter_map(|b| BatchHeader::parse(b).ok())
+        .find(|h| h.is_transactional() && !h.is_control())
+}
+
+/// A transactional batch needs the producer's transactional id (its coordinator adds the
+/// partition to the transaction) and a topic compaction leaves whole.
+fn check_transactional(
+    partition: &Partition,
+    transactional_id: &Option<String>,
+    topic: &str,
+) -> Result<(), ApiError> {
+    if transactional_id.is_none() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidTxnState,
+            "transactional batches need the producer's transactional id in the produce request (its coordinator must add the partition to the transaction first)",
+        ));
+    }
+    if partition.log.config().cleanup_policy.compacts() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("topic {topic:?} is compacted: transactional writes to compacted topics are not supported yet; write to a topic with cleanup_policy=delete"),
+        ));
+    }
+    Ok(())
 }
 
 /// Appends one partition's batches in order and records how it went.

@@ -36,18 +36,12 @@ impl Default for ProducerIds {
 
 impl Shard {
     /// A new producer id with epoch 0, or `current`'s id with the next epoch (a new id when
-    /// the epoch would overflow). Transactional ids come with transactions.
+    /// the epoch would overflow). A transactional id's producer comes from its transaction
+    /// coordinator ([`crate::txn`]), which takes its ids from here.
     pub(crate) async fn init_producer_id(
         &self,
-        transactional_id: Option<String>,
         current: Option<(i64, i16)>,
     ) -> Result<(i64, i16), ApiError> {
-        if let Some(t) = transactional_id {
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("transactional id {t:?}: transactions are not served by this node yet; use the idempotent producer (no transactional id)"),
-            ));
-        }
         if let Some((id, epoch)) = current.filter(|(_, e)| *e < i16::MAX) {
             return Ok((id, epoch + 1));
         }

@@ -44,6 +44,8 @@ pub fn route(
     } else if let Some(group) = request.group() {
         // Until the offsets topic exists, where it lands (which creates it, then forwards).
         coordinator(meta, quiver_group::OFFSETS_TOPIC, group, shard_count).map(|(_, s)| s)
+    } else if let Some(id) = request.transactional_id() {
+        coordinator(meta, quiver_txn::TXN_TOPIC, id, shard_count).map(|(_, s)| s)
     } else {
         data_owner(request, meta, shard_count)?
     };
@@ -145,6 +147,7 @@ mod tests {
                     records: BytesMut::new(),
                 })
                 .collect(),
+            transactional_id: None,
         })
     }
 
@@ -174,6 +177,7 @@ mod tests {
                 offset: 0,
                 max_bytes: 1,
             }],
+            isolation: Default::default(),
         });
         assert_eq!(route(&fetch, &m, 2, 0), Ok(Route::Shard(1)));
         assert_eq!(

@@ -43,6 +43,8 @@ pub struct NodeSettings {
     pub shard_commit_log: bool,
     /// Consumer groups: the offsets topic, limits and defaults.
     pub groups: crate::groups::GroupSettings,
+    /// Transactions: the state topic and limits.
+    pub txn: crate::txn::TxnSettings,
 }
 
 /// The task queues of a shard: produce/fetch (and the logs' flushers) in `latency`,
@@ -86,6 +88,8 @@ pub struct Shard {
     pub(crate) groups: crate::groups::GroupCoordinators,
     /// Producer ids handed out (on the controller shard).
     pub(crate) producer_ids: crate::producer_ids::ProducerIds,
+    /// The transaction coordinators of the `__transaction_state` partitions it owns.
+    pub(crate) txns: crate::txn::TxnCoordinators,
 }
 
 /// The protocol-neutral error of a storage failure.
@@ -131,6 +135,7 @@ impl Shard {
             commit_log: storage.commit_log,
             groups: Default::default(),
             producer_ids: Default::default(),
+            txns: Default::default(),
         }
     }
 
@@ -215,17 +220,23 @@ impl Shard {
             Request::CreateTopics(topics) => self.create_topics(topics).await,
             Request::DeleteTopics(names) => self.delete_topics(names).await,
             Request::AlterConfigs { topic, configs } => self.alter_configs(topic, configs).await,
+            r @ (Request::InitProducerId {
+                transactional_id: Some(_),
+                ..
+            }
+            | Request::AddOffsetsToTxn { .. }
+            | Request::EndTxn { .. }) => self.serve_txn(ctx, r).await,
             Request::InitProducerId {
-                transactional_id,
+                transactional_id: None,
                 transaction_timeout_ms: _,
                 current,
-            } => Response::InitProducerId(self.init_producer_id(transactional_id, current).await),
+            } => Response::InitProducerId(self.init_producer_id(current).await),
             Request::ListOffsets {
                 topic,
                 partition,
                 query,
             } => self.list_offsets(&topic, partition, query).await,
-            Request::Produce(p) => Response::Produce(self.produce(p).await),
+            Request::Produce(p) => Response::Produce(self.clone().produce(p).await),
             Request::Fetch(f) => Response::Fetch(self.fetch(&f).await),
             r @ (Request::ConsumerGroupHeartbeat(_)
             | Request::OffsetCommit(_)

@@ -727,13 +727,39 @@ impl Coordinator {
         now_ms: u64,
         wall_clock_ms: i64,
     ) -> Result<(Vec<Result<(), GroupError>>, Vec<Record>), GroupError> {
+        let owner = self.committer(c)?;
+        Ok(self.write_offsets(c, owner.as_ref(), now_ms, wall_clock_ms))
+    }
+
+    /// Checks that `c`'s member may commit now (a transaction's offsets are checked when
+    /// they are added to it, and written when it commits).
+    pub fn check_committer(&self, c: &OffsetCommit) -> Result<(), GroupError> {
+        self.committer(c).map(|_| ())
+    }
+
+    /// Writes the offsets of a committed transaction (their member was checked when they
+    /// were added; the decision to commit them is durable).
+    pub fn commit_from_transaction(
+        &mut self,
+        c: &OffsetCommit,
+        now_ms: u64,
+        wall_clock_ms: i64,
+    ) -> Vec<Record> {
+        if self.check_id("group id", &c.group).is_err() || c.group.is_empty() {
+            return Vec::new();
+        }
+        self.write_offsets(c, None, now_ms, wall_clock_ms).1
+    }
+
+    /// The member committing `c` (`None`: a commit outside membership, allowed while the
+    /// group has no live members).
+    fn committer(&self, c: &OffsetCommit) -> Result<Option<MemberValue>, GroupError> {
         self.check_id("group id", &c.group)?;
         if c.group.is_empty() {
             return Err(GroupError::Invalid(
                 "an offset commit needs a group id".into(),
             ));
         }
-        let mut out = Vec::new();
         let owner = if c.member_id.is_empty() {
             if let Some(g) = self.groups.get(&c.group) {
                 if g.live_members() > 0 {
@@ -753,6 +779,17 @@ impl Coordinator {
         } else {
             Some(self.acting_member(&c.group, &c.member_id, c.member_epoch)?)
         };
+        Ok(owner)
+    }
+
+    fn write_offsets(
+        &mut self,
+        c: &OffsetCommit,
+        owner: Option<&MemberValue>,
+        now_ms: u64,
+        wall_clock_ms: i64,
+    ) -> (Vec<Result<(), GroupError>>, Vec<Record>) {
+        let mut out = Vec::new();
         let mut outcomes = Vec::with_capacity(c.offsets.len());
         for (tp, offset, metadata) in &c.offsets {
             let outcome = if metadata.len() > self.limits.max_offset_metadata_bytes {
@@ -766,10 +803,7 @@ impl Coordinator {
                     "offset {offset} for {}/{}: offsets are at least 0",
                     tp.topic, tp.partition
                 )))
-            } else if owner
-                .as_ref()
-                .is_some_and(|m| !m.assigned.contains(tp) && !m.revoking.contains(tp))
-            {
+            } else if owner.is_some_and(|m| !m.assigned.contains(tp) && !m.revoking.contains(tp)) {
                 Err(GroupError::UnassignedPartition {
                     group: c.group.clone(),
                     member_id: c.member_id.clone(),
@@ -798,7 +832,7 @@ impl Coordinator {
             }
             outcomes.push(outcome);
         }
-        Ok((outcomes, out))
+        (outcomes, out)
     }
 
     /// The member acting (committing, failing a record) at `epoch`: an older epoch is

@@ -222,14 +222,15 @@ impl Coordinator {
             .ok_or_else(|| TxnError::InvalidProducerIdMapping(transactional_id.to_string()))?;
         if let Some(e) = t.last_end {
             if e.producer_id == producer_id && e.epoch == epoch {
+                // A delayed request of an ended transaction: its epoch is over (KIP-890).
                 return Err(if e.timed_out {
                     TxnError::TransactionAborted(transactional_id.to_string())
                 } else {
-                    TxnError::InvalidTxnState {
+                    TxnError::ProducerFenced {
                         transactional_id: transactional_id.to_string(),
-                        detail: format!(
-                            "epoch {epoch} ended its transaction; continue with the epoch the end returned"
-                        ),
+                        producer_id,
+                        got: epoch,
+                        current: t.epoch,
                     }
                 });
             }
