@@ -428,3 +428,112 @@ async fn bad_transactional_input_gets_typed_errors_and_changes_nothing() {
         ErrorCode::ProducerFenced
     );
 }
+
+/// Sum of the end offsets of `topic`'s partitions.
+async fn total_end(admin: &Admin, topic: &str, partitions: i32) -> i64 {
+    let mut sum = 0;
+    for p in 0..partitions {
+        sum += admin
+            .list_offsets(topic, p, OffsetQuery::Latest)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+    }
+    sum
+}
+
+/// A child process killed (-9) when dropped, so a failed assertion leaves none behind.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_transformer(node: &Node, dir: &std::path::Path) -> Killed {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_transformer"))
+        .args([
+            node.shard_addr(0).to_string().as_str(),
+            dir.to_str().expect("utf-8 path"),
+            "in",
+            "out",
+            "upper",
+            "transformer-0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn transformer");
+    Killed(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transform_killed_at_random_points_outputs_each_input_once() {
+    use rand::{Rng, SeedableRng};
+    const INPUT: usize = 5_000;
+    let seed: u64 = std::env::var("QUIVER_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    eprintln!("QUIVER_TEST_SEED={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), 2);
+    let client = node.client_with_topic(10_000, "in", 4).await;
+    let admin = Admin::new(client.clone());
+    admin.create_topic("out", 4, &[]).await.expect("out");
+    let input = Producer::new(client.clone(), ProducerConfig::default());
+    for i in 0..INPUT {
+        let r = ProducerRecord::new("in", format!("{i:04}")).partition(i as i32 % 4);
+        drop(input.enqueue(r).await.expect("enqueued"));
+    }
+    input.flush().await;
+    // Killed -9 once it wrote a random amount more (transactions part-way included), seven
+    // times; then the last instance runs until the group committed every input offset.
+    let committed = |admin: &Admin| {
+        let admin = admin.clone();
+        async move {
+            admin
+                .committed_offsets("upper", &[])
+                .await
+                .unwrap_or_default()
+                .iter()
+                .map(|(_, c)| c.offset)
+                .sum::<i64>()
+        }
+    };
+    let mut written = 0;
+    for round in 0..8 {
+        let child = spawn_transformer(&node, dir.path());
+        let target = written + rng.gen_range(50..400);
+        let last = round == 7;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            written = total_end(&admin, "out", 4).await;
+            let done = committed(&admin).await >= INPUT as i64;
+            if done || (!last && written >= target) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no progress in 60 s (seed {seed})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(child); // kill -9
+    }
+    assert_eq!(committed(&admin).await, INPUT as i64, "seed {seed}");
+    let mut expected: Vec<String> = (0..INPUT).map(|i| format!("out-{i:04}")).collect();
+    expected.sort();
+    let got = read_all(&client, "out", 4, Isolation::ReadCommitted).await;
+    assert_eq!(got.len(), INPUT, "each input once (seed {seed})");
+    assert_eq!(got, expected, "seed {seed}");
+    let everything = read_all(&client, "out", 4, Isolation::ReadUncommitted).await;
+    eprintln!(
+        "{} output records written, {} of them in aborted transactions",
+        everything.len(),
+        everything.len() - INPUT
+    );
+}
