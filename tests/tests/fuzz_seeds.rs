@@ -99,6 +99,7 @@ fn write_fuzz_seeds_on_request() {
         std::fs::write(seeds.join("request_decode").join(name), &frame).unwrap();
     }
     write_group_seeds(&seeds);
+    write_txn_seeds(&seeds, &batch);
     std::fs::write(seeds.join("batch_validate").join("small"), &batch).unwrap();
     // A commit log file: two frames of seq 1 (one with a truncation note), then zeroes.
     {
@@ -241,4 +242,99 @@ fn write_group_seeds(seeds: &std::path::Path) {
         }
         std::fs::write(dir.join(name), framed).unwrap();
     }
+}
+
+/// Transaction request frames for `request_decode`, `__transaction_state` records for
+/// `txn_record_decode`, and producer-state snapshots (with an open and an aborted
+/// transaction) and a marker for `producer_snapshot_decode`.
+fn write_txn_seeds(seeds: &std::path::Path, batch: &[u8]) {
+    use quiver_broker_api::{OffsetCommit, TopicPartition};
+    use quiver_schema::{requests, txn, wire};
+    let offsets = OffsetCommit {
+        group: "g".into(),
+        member_id: "m".into(),
+        member_epoch: 3,
+        offsets: vec![(TopicPartition::new("in", 0), 10, String::new())],
+    };
+    let part = requests::ProducePart {
+        topic: "t",
+        partition: 0,
+        records: batch,
+    };
+    let limits = requests::FetchLimits {
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        isolation: wire::Isolation::ReadCommitted,
+    };
+    let fetch = requests::FetchPart {
+        topic: "t",
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+    };
+    let frames = [
+        ("add-offsets-to-txn", txn::add_offsets_to_txn(30, "tx", (4, 1), &offsets)),
+        ("end-txn", txn::end_txn(31, "tx", (4, 1), true)),
+        (
+            "produce-transactional",
+            requests::produce_many_txn(32, wire::Acks::All, 1000, &[part], Some("tx")),
+        ),
+        ("fetch-read-committed", requests::fetch_many(33, &limits, &[fetch])),
+    ];
+    for (name, frame) in frames {
+        std::fs::write(seeds.join("request_decode").join(name), &frame).unwrap();
+    }
+    let dir = seeds.join("txn_record_decode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = quiver_txn::Transaction {
+        producer_id: 4,
+        epoch: 2,
+        timeout_ms: 60_000,
+        status: quiver_txn::Status::PrepareCommit,
+        partitions: [TopicPartition::new("out", 1)].into(),
+        offsets: vec![quiver_txn::types::GroupOffsets {
+            group: "g".into(),
+            offsets: vec![(TopicPartition::new("in", 0), 10, "m".into())],
+        }],
+        started_ms: 1,
+        updated_ms: 2,
+        marker_producer: (4, 3),
+        last_end: None,
+    };
+    for (name, value) in [("prepare-commit", Some(t)), ("tombstone", None)] {
+        let (k, v) = quiver_txn::Record {
+            transactional_id: "tx".into(),
+            value,
+        }
+        .encode();
+        let mut framed = (k.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&k);
+        if let Some(v) = v {
+            framed.push(0);
+            framed.extend_from_slice(&v);
+        }
+        std::fs::write(dir.join(name), framed).unwrap();
+    }
+    let dir = seeds.join("producer_snapshot_decode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut states = quiver_storage::producer_state::ProducerStates::new(Default::default());
+    let mut open = BatchBuilder::new().producer(1, 0, 0).transactional();
+    open.push(&NewRecord::value("v", 1));
+    let open = open.build();
+    let h = quiver_batch::BatchHeader::parse(&open).unwrap();
+    states.record_batch(&h, &open, 1);
+    let mut aborted = BatchBuilder::new().producer(2, 0, 0).transactional();
+    aborted.push(&NewRecord::value("v", 1));
+    let mut aborted = aborted.build();
+    quiver_batch::header::stamp_base_offset(&mut aborted, 1);
+    let h = quiver_batch::BatchHeader::parse(&aborted).unwrap();
+    states.record_batch(&h, &aborted, 1);
+    let mut marker =
+        quiver_batch::control::marker(2, 1, quiver_batch::control::ControlKind::Abort, 1);
+    quiver_batch::header::stamp_base_offset(&mut marker, 2);
+    let h = quiver_batch::BatchHeader::parse(&marker).unwrap();
+    states.record_batch(&h, &marker, 1);
+    std::fs::write(dir.join("open-and-aborted"), states.encode()).unwrap();
+    std::fs::write(dir.join("abort-marker"), &marker).unwrap();
 }
