@@ -274,13 +274,19 @@ fn write_txn_seeds(seeds: &std::path::Path, batch: &[u8]) {
         max_bytes: 1 << 20,
     };
     let frames = [
-        ("add-offsets-to-txn", txn::add_offsets_to_txn(30, "tx", (4, 1), &offsets)),
+        (
+            "add-offsets-to-txn",
+            txn::add_offsets_to_txn(30, "tx", (4, 1), &offsets),
+        ),
         ("end-txn", txn::end_txn(31, "tx", (4, 1), true)),
         (
             "produce-transactional",
             requests::produce_many_txn(32, wire::Acks::All, 1000, &[part], Some("tx")),
         ),
-        ("fetch-read-committed", requests::fetch_many(33, &limits, &[fetch])),
+        (
+            "fetch-read-committed",
+            requests::fetch_many(33, &limits, &[fetch]),
+        ),
     ];
     for (name, frame) in frames {
         std::fs::write(seeds.join("request_decode").join(name), &frame).unwrap();
