@@ -146,6 +146,10 @@ struct SealedBatch {
     attempts: u32,
     /// Not to be sent again before this (backoff after a failure).
     retry_at: Option<Instant>,
+    /// An attempt ended without an answer (timeout, lost connection): it may have been
+    /// written. Such a batch is never renumbered under a new epoch (that could write it
+    /// twice).
+    maybe_written: bool,
 }
 
 impl SealedBatch {
@@ -212,6 +216,7 @@ impl PartitionQueue {
                 opened: open.opened,
                 attempts: 0,
                 retry_at: None,
+                maybe_written: false,
             });
         }
         true
@@ -774,15 +779,19 @@ async fn bump_epoch(inner: &Arc<Inner>) {
         epoch = next.1,
         "a batch failed for good: producer epoch bumped, sequences restart at 0"
     );
+    let mut unknown = Vec::new();
     let mut st = inner.state();
     st.needs_epoch_bump = false;
     st.bumped_identity = Some(next);
     for q in st.queues.values_mut() {
         q.producer = Some(next);
         q.next_sequence = 0;
-        // Batches sent before and waiting for a retry are renumbered too: if such an earlier
-        // attempt was written after all, the retry writes it again (the one case a bump can
-        // duplicate; it needs a timeout and a failure of another batch at the same time).
+        // A batch whose earlier attempt got no answer may have been written: renumbered, a
+        // retry could write it again. It fails instead, saying so; the others are renumbered.
+        let (maybe, rest): (Vec<SealedBatch>, Vec<SealedBatch>) =
+            q.sealed.drain(..).partition(|b| b.maybe_written);
+        unknown.extend(maybe);
+        q.sealed = rest.into();
         for batch in q.sealed.iter_mut() {
             let mut bytes = bytes::BytesMut::from(&batch.bytes[..]);
             let count = quiver_batch::BatchHeader::parse(&bytes).map_or(0, |h| h.records_count);
@@ -797,6 +806,18 @@ async fn bump_epoch(inner: &Arc<Inner>) {
             batch.bytes = bytes.freeze();
         }
     }
+    drop(st);
+    for batch in unknown {
+        let e = ClientError::DeliveryTimeout {
+            timeout_ms: inner.config.delivery_timeout_ms,
+            last_error: "an earlier attempt got no answer and may have been written; it is not sent again under the producer's new epoch, where it could be written twice".into(),
+        };
+        for waiter in batch.waiters {
+            let _ = waiter.send(Err(e.clone()));
+        }
+        inner.credit.add_permits(batch.credit_bytes);
+    }
+    inner.idle.notify_waiters();
 }
 
 /// Kafka's drain: every partition of a shard that already gets a request this pass goes
@@ -1050,6 +1071,8 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
             if at < deadline {
                 log_retry(inner, &tp, batch.attempts + 1, backoff, &e);
                 batch.attempts += 1;
+                batch.maybe_written |=
+                    matches!(e, ClientError::Timeout { .. } | ClientError::Connection(_));
                 batch.retry_at = Some(at);
                 let mut st = inner.state();
                 let q = st.queues.entry(tp).or_default();

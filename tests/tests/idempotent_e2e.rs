@@ -182,12 +182,13 @@ async fn retries_are_written_once_gaps_are_refused_and_ids_are_never_reused() {
     assert_eq!(expected_seq, 20);
 }
 
-/// 30,000 numbered records from one idempotent producer while the node is frozen past the
-/// request timeout (the producer retries requests the node still holds) and killed -9 and
-/// restarted: every acknowledged number is in the partition exactly once, in order.
+/// 100,000 numbered records from one idempotent producer while its connection is cut three
+/// times (the node frozen past the request timeout: the producer reconnects and retries
+/// requests the node still holds) and the node is killed -9 and restarted: every
+/// acknowledged number is in the partition exactly once, in order.
 #[tokio::test(flavor = "current_thread")]
 async fn acknowledged_records_are_there_exactly_once_in_order_across_kill_9() {
-    const RECORDS: usize = 30_000;
+    const RECORDS: usize = 100_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::start(dir.path(), 1);
     let port = node.shard_addr(0).port();
@@ -202,45 +203,37 @@ async fn acknowledged_records_are_there_exactly_once_in_order_across_kill_9() {
         },
     );
     let mut acknowledged = Vec::new();
-    let third = RECORDS / 3;
-    // Phase 1: plainly.
+    // Five phases of 20,000: plainly; the connection cut (the node frozen past the request
+    // timeout: the client drops the connection, reconnects and resends what the node still
+    // holds — the classic duplicate) three times; and the node killed -9 mid-phase and
+    // restarted.
+    let phase = RECORDS / 5;
     let mut pending = Vec::new();
-    for n in 0..third {
-        let r = ProducerRecord::new("numbers", n.to_string()).partition(0);
-        pending.push((n, producer.enqueue(r).await.expect("enqueued")));
-    }
-    for (n, p) in pending.drain(..) {
-        if p.await.is_ok() {
-            acknowledged.push(n);
+    for (k, fault) in ["none", "cut", "cut", "kill", "cut"]
+        .into_iter()
+        .enumerate()
+    {
+        let range = k * phase..(k + 1) * phase;
+        if fault == "cut" {
+            node.freeze(true);
         }
-    }
-    // Phase 2: sent to a node frozen past the request timeout: the producer gives up on the
-    // requests the node holds and sends them again; thawed, the node reads the originals
-    // and the retries (the classic duplicate).
-    node.freeze(true);
-    for n in third..2 * third {
-        let r = ProducerRecord::new("numbers", n.to_string()).partition(0);
-        pending.push((n, producer.enqueue(r).await.expect("enqueued")));
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(4_500)).await;
-    node.freeze(false);
-    for (n, p) in pending.drain(..) {
-        if p.await.is_ok() {
-            acknowledged.push(n);
+        for n in range.clone() {
+            let r = ProducerRecord::new("numbers", n.to_string()).partition(0);
+            pending.push((n, producer.enqueue(r).await.expect("enqueued")));
+            if fault == "kill" && n == range.start + 100 {
+                node.kill();
+                node = Node::start_on(dir.path(), 1, port);
+            }
         }
-    }
-    // Phase 3: the node is killed -9 while records are in flight, and restarted.
-    for n in 2 * third..RECORDS {
-        let r = ProducerRecord::new("numbers", n.to_string()).partition(0);
-        pending.push((n, producer.enqueue(r).await.expect("enqueued")));
-        if n == 2 * third + 100 {
-            node.kill();
-            node = Node::start_on(dir.path(), 1, port);
+        if fault == "cut" {
+            // Past the 2 s request timeout: every request the node holds times out.
+            tokio::time::sleep(std::time::Duration::from_millis(3_000)).await;
+            node.freeze(false);
         }
-    }
-    for (n, p) in pending.drain(..) {
-        if p.await.is_ok() {
-            acknowledged.push(n);
+        for (n, p) in pending.drain(..) {
+            if p.await.is_ok() {
+                acknowledged.push(n);
+            }
         }
     }
     eprintln!("{} of {RECORDS} acknowledged", acknowledged.len());
