@@ -15,8 +15,11 @@
 //!   round trip: a batch is what arrived while the previous request was out.
 //! - The sender's decisions (`plan_pass`) are a plain function of the queues, routes and
 //!   clock, unit-tested without a broker.
-//! - Order: one batch in flight per partition, retried (with backoff, within
-//!   `delivery_timeout_ms`) before the next is sent, so retries never reorder a partition.
+//! - Order: up to `max_in_flight_per_partition` batches in flight per partition (idempotent
+//!   producers; 1 otherwise). The node appends a producer's batches in sequence order only,
+//!   so a batch that fails makes the ones sent after it fail with `OutOfOrderSequence`; they
+//!   all go back to the queue in sequence order and a retry is sent only once nothing of its
+//!   partition is in flight, so retries never reorder a partition.
 //! - Partitioning: [`crate::partitioner`] — Kafka's murmur2 for keys, sticky for keyless.
 
 use std::collections::{HashMap, VecDeque};
@@ -86,6 +89,11 @@ pub struct ProducerConfig {
     /// partitions' batches keep filling instead of waiting in small requests of their own:
     /// with `linger_ms = 0` and 1 here, a batch is whatever came in during one round trip.
     pub max_in_flight_requests_per_shard: usize,
+    /// Batches one partition may have unanswered (default 1; Kafka allows 5 with
+    /// idempotence). Above 1 the partition pipelines its batches instead of letting the next
+    /// one fill while the previous is out; measured, that costs latency here
+    /// (docs/decisions/0024). Without idempotence it is 1 (a retry could otherwise reorder).
+    pub max_in_flight_per_partition: usize,
     /// Idempotence (on by default, as in Kafka 3): the producer gets a producer id from the
     /// node and numbers its batches per partition, so a retried batch is written once (the
     /// node answers a retry with the offsets it was first written at). A batch that fails
@@ -115,6 +123,7 @@ impl Default for ProducerConfig {
             request_timeout_ms: 30_000,
             compression: Compression::None,
             max_in_flight_requests_per_shard: 5,
+            max_in_flight_per_partition: 1,
             enable_idempotence: true,
             transactional_id: None,
             transaction_timeout_ms: 60_000,
@@ -163,7 +172,8 @@ impl SealedBatch {
 struct PartitionQueue {
     open: Option<OpenBatch>,
     sealed: VecDeque<SealedBatch>,
-    in_flight: bool,
+    /// Batches sent and not answered yet.
+    in_flight: usize,
     /// The idempotent producer's id and epoch, when idempotence is on.
     producer: Option<(i64, i16)>,
     /// The sequence of the next batch sealed (idempotence).
@@ -180,7 +190,7 @@ fn advance_sequence(seq: i32, records: i32) -> i32 {
 impl PartitionQueue {
     /// Nothing waits or flies.
     fn is_idle(&self) -> bool {
-        self.open.is_none() && self.sealed.is_empty() && !self.in_flight
+        self.open.is_none() && self.sealed.is_empty() && self.in_flight == 0
     }
 
     /// Idle, and no sequence to remember: the queue may be dropped (an idempotent producer
@@ -613,11 +623,18 @@ fn plan_pass(st: &mut State, routes: &Routes, now: Instant, config: &ProducerCon
         sticky,
         ..
     } = st;
+    let per_partition = if config.enable_idempotence || config.transactional_id.is_some() {
+        config.max_in_flight_per_partition.max(1)
+    } else {
+        1
+    };
     for (tp, q) in queues.iter_mut() {
-        if q.in_flight {
-            // The open batch keeps growing (up to batch_bytes) while the partition waits for
-            // its acknowledgement: a slower round trip makes batches bigger instead of
-            // queueing more small ones, as Kafka's accumulator does.
+        let retrying = q.sealed.front().is_some_and(|b| b.attempts > 0);
+        if q.in_flight >= per_partition || (retrying && q.in_flight > 0) {
+            // At its limit, the open batch keeps growing (up to batch_bytes) while the
+            // partition waits for an acknowledgement: a slower round trip makes batches
+            // bigger instead of queueing more small ones, as Kafka's accumulator does. A
+            // retry waits until nothing of its partition is in flight (order).
             continue;
         }
         if let Some(at) = q.sealed.front().and_then(|b| b.retry_at) {
@@ -658,7 +675,7 @@ fn plan_pass(st: &mut State, routes: &Routes, now: Instant, config: &ProducerCon
             }
             continue;
         };
-        q.in_flight = true;
+        q.in_flight += 1;
         if now >= batch.delivery_deadline(config) {
             // It waited behind its partition's earlier batches (in flight or retrying) for
             // the whole delivery timeout: fail it now rather than send it late.
@@ -704,7 +721,10 @@ async fn sender_loop(inner: Arc<Inner>) {
     loop {
         let (needs_bump, in_flight) = {
             let st = inner.state();
-            (st.needs_epoch_bump, st.queues.values().any(|q| q.in_flight))
+            (
+                st.needs_epoch_bump,
+                st.queues.values().any(|q| q.in_flight > 0),
+            )
         };
         if needs_bump && in_flight {
             // Bump only once nothing is in flight (Kafka's rule): a batch in flight keeps the
@@ -834,7 +854,7 @@ fn drain_shards_with_ready_partitions(
         return;
     }
     for (tp, q) in queues.iter_mut() {
-        if q.in_flight || !q.sealed.is_empty() || q.open.is_none() {
+        if q.in_flight > 0 || !q.sealed.is_empty() || q.open.is_none() {
             continue; // in flight, backing off (a sealed batch left), or nothing to send
         }
         let Some(Ok(route)) = routes.get(&tp.0) else {
@@ -848,7 +868,7 @@ fn drain_shards_with_ready_partitions(
             note_sealed(sticky, tp);
         }
         if let Some(batch) = q.sealed.pop_front() {
-            q.in_flight = true;
+            q.in_flight += 1;
             shard_request.push((tp.clone(), batch));
         }
     }
@@ -1056,18 +1076,51 @@ fn log_retry(inner: &Inner, tp: &TopicPartition, attempt: u32, backoff: Duration
     }
 }
 
+/// Puts a batch to retry back among the partition's sealed batches, in sequence order (a
+/// batch without a sequence goes first, as before pipelining).
+fn requeue(q: &mut PartitionQueue, batch: SealedBatch) {
+    let seq = |b: &SealedBatch| {
+        quiver_batch::BatchHeader::parse(&b.bytes).map_or(-1, |h| h.base_sequence)
+    };
+    let s = seq(&batch);
+    let at = q
+        .sealed
+        .iter()
+        .position(|b| seq(b) > s || b.attempts == 0)
+        .unwrap_or(q.sealed.len());
+    q.sealed.insert(at, batch);
+}
+
 /// Settles one partition's batch: resolves its records, or puts it back at the head of its
 /// partition's queue to retry after a backoff (within `delivery_timeout_ms`), so retries
 /// never reorder a partition.
 fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Result<i64>) {
     let cfg = &inner.config;
     let deadline = batch.delivery_deadline(cfg);
+    // Refused as out of order: an earlier batch of the partition was not written yet when
+    // this one was handled (pipelined requests handled out of order, or an earlier batch
+    // being retried). It goes back to the queue in sequence order and is sent after it. A
+    // real gap (an earlier batch failed for good) is closed by the epoch bump, which
+    // renumbers it.
+    let behind_a_retry = matches!(
+        &outcome,
+        Err(ClientError::Broker {
+            code: wire::ErrorCode::OutOfOrderSequence,
+            ..
+        })
+    );
     let outcome = match outcome {
-        Err(e) if e.is_retriable() => {
+        Err(e) if e.is_retriable() || behind_a_retry => {
             let backoff = Duration::from_millis(cfg.retry_backoff_ms.max(1))
                 .saturating_mul(1 << batch.attempts.min(10))
                 .min(Duration::from_secs(1));
-            let at = Instant::now() + backoff;
+            // Behind a retry: sent again right after it, without a backoff of its own.
+            let at = Instant::now()
+                + if behind_a_retry {
+                    Duration::ZERO
+                } else {
+                    backoff
+                };
             if at < deadline {
                 log_retry(inner, &tp, batch.attempts + 1, backoff, &e);
                 batch.attempts += 1;
@@ -1076,8 +1129,8 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
                 batch.retry_at = Some(at);
                 let mut st = inner.state();
                 let q = st.queues.entry(tp).or_default();
-                q.sealed.push_front(batch);
-                q.in_flight = false;
+                requeue(q, batch);
+                q.in_flight = q.in_flight.saturating_sub(1);
                 return;
             }
             Err(ClientError::DeliveryTimeout {
@@ -1110,7 +1163,7 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
             }
         }
         if let Some(q) = st.queues.get_mut(&tp) {
-            q.in_flight = false;
+            q.in_flight = q.in_flight.saturating_sub(1);
         }
     }
     inner.idle.notify_waiters();
@@ -1184,7 +1237,7 @@ mod tests {
         assert_eq!(early.next_deadline, Some(t0 + Duration::from_millis(5)));
         let due = plan_pass(&mut st, &routes(), t0 + Duration::from_millis(5), &cfg);
         assert_eq!(sent(&due, SHARD_A), [0]);
-        assert!(st.queues[&(Arc::from("t"), 0)].in_flight);
+        assert_eq!(st.queues[&(Arc::from("t"), 0)].in_flight, 1);
     }
 
     #[test]
@@ -1221,7 +1274,7 @@ mod tests {
         );
         let q = &st.queues[&(Arc::from("t"), 0)];
         assert!(
-            q.sealed.is_empty() && !q.in_flight,
+            q.sealed.is_empty() && q.in_flight == 0,
             "the batch stays open to fill"
         );
         add(&mut st, 0, t0);

@@ -342,6 +342,9 @@ async fn records_sent_while_a_batch_is_in_flight_share_the_next_batch() {
             acks: Acks::All,
             linger_ms: 1,
             batch_bytes: 1 << 20,
+            // One batch in flight: the next one fills meanwhile (with more in flight, the
+            // partition pipelines smaller batches instead).
+            max_in_flight_per_partition: 1,
             ..ProducerConfig::default()
         },
     );

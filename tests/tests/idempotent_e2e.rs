@@ -188,6 +188,17 @@ async fn retries_are_written_once_gaps_are_refused_and_ids_are_never_reused() {
 /// acknowledged number is in the partition exactly once, in order.
 #[tokio::test(flavor = "current_thread")]
 async fn acknowledged_records_are_there_exactly_once_in_order_across_kill_9() {
+    exactly_once_in_order_across_cuts_and_kill_9(1).await;
+}
+
+/// The same with 5 batches in flight per partition (pipelined): batches the node handles out
+/// of order, or sent behind a failed one, go back in sequence order.
+#[tokio::test(flavor = "current_thread")]
+async fn pipelined_batches_are_there_exactly_once_in_order_across_kill_9() {
+    exactly_once_in_order_across_cuts_and_kill_9(5).await;
+}
+
+async fn exactly_once_in_order_across_cuts_and_kill_9(in_flight_per_partition: usize) {
     const RECORDS: usize = 100_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut node = Node::start(dir.path(), 1);
@@ -199,6 +210,8 @@ async fn acknowledged_records_are_there_exactly_once_in_order_across_kill_9() {
             enable_idempotence: true,
             delivery_timeout_ms: 120_000,
             request_timeout_ms: 2_000,
+            max_in_flight_per_partition: in_flight_per_partition,
+            linger_ms: 0,
             ..ProducerConfig::default()
         },
     );

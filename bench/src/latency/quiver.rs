@@ -99,6 +99,7 @@ impl Driver for QuiverDriver {
                 linger_ms: w.linger_ms,
                 batch_bytes: w.batch_bytes.max(w.message_size + 1024),
                 max_in_flight_requests_per_shard: w.max_in_flight_requests,
+                max_in_flight_per_partition: w.max_in_flight_per_partition,
                 ..ProducerConfig::default()
             };
             let p: Box<dyn BenchProducer> = Box::new(QuiverProducer {

@@ -30,6 +30,11 @@ pub struct Workload {
     /// `max.in.flight.requests.per.connection`).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight_requests: usize,
+    /// Batches a producer may have unanswered per partition (default 1; up to 5 pipelines
+    /// them, as Kafka's idempotent producer may; bounded by `max_in_flight_requests` per
+    /// shard too).
+    #[serde(default = "default_max_in_flight_per_partition")]
+    pub max_in_flight_per_partition: usize,
     /// For max-rate discovery: the p99 end-to-end latency the rate must keep.
     #[serde(default)]
     pub max_p99_ms: Option<u64>,
@@ -56,6 +61,9 @@ fn default_linger() -> u64 {
 }
 fn default_max_in_flight() -> usize {
     5
+}
+fn default_max_in_flight_per_partition() -> usize {
+    1
 }
 fn default_batch() -> usize {
     128 << 10

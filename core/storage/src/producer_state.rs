@@ -187,7 +187,17 @@ impl ProducerStates {
             return Ok(Verdict::Append);
         }
         let Some(p) = self.producers.get(&h.producer_id) else {
-            // Unknown (new, or expired): its first batch here sets the sequence.
+            // Unknown here: its first batch starts at sequence 0. (A later batch overtaking
+            // the first — pipelined requests handled out of order — is refused, and the
+            // producer sends it again after the first; a producer forgotten after its idle
+            // expiry is refused too, and starts again from 0 under a new epoch.)
+            if h.base_sequence != 0 && !h.is_control() {
+                return Err(ProducerError::OutOfOrderSequence {
+                    producer_id: h.producer_id,
+                    expected: 0,
+                    got: h.base_sequence,
+                });
+            }
             return Ok(Verdict::Append);
         };
         if h.producer_epoch < p.epoch {
@@ -464,6 +474,9 @@ mod tests {
     #[test]
     fn next_batches_append_retries_are_duplicates_gaps_and_old_epochs_are_refused() {
         let mut s = ProducerStates::new(ProducerLimits::default());
+        // A producer unknown here starts at sequence 0 (a later batch that overtook its
+        // first is refused, and sent again after it).
+        assert!(s.check(&header(7, 0, 3, 1, -1)).is_err());
         let first = header(7, 0, 0, 3, 100);
         assert_eq!(s.check(&first), Ok(Verdict::Append));
         s.record(&first, None, 0);
