@@ -169,6 +169,23 @@ async fn committed_transactions_are_read_once_and_aborted_ones_only_uncommitted(
         "read_uncommitted sees aborted records too, and never a marker"
     );
 
+    // The CLI reads the same: `quiver consume --isolation read_committed` stops at the end
+    // (markers move its position) with the committed records only.
+    let cli = quiver_tests::cli::Cli::for_node(&node);
+    let mut printed: Vec<String> = cli
+        .ok(&["consume", "out", "--isolation", "read_committed"], None)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    printed.sort();
+    assert_eq!(printed, committed);
+    let everything_printed = cli.ok(&["consume", "out"], None).lines().count();
+    assert_eq!(
+        everything_printed,
+        everything.len(),
+        "read_uncommitted by default"
+    );
+
     // A restart rebuilds the aborted index and the open transactions from the log.
     drop(p);
     let port = node.shard_addr(0).port();
