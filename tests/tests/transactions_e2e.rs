@@ -554,3 +554,34 @@ async fn a_transform_killed_at_random_points_outputs_each_input_once() {
         everything.len() - INPUT
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_cut_off_by_a_kill_9_times_out_after_the_restart_with_no_producer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), 2);
+    let port = node.shard_addr(0).port();
+    let client = node.client_with_topic(10_000, "out", 1).await;
+    let p = txn_producer(&client, "vanished", 1_000);
+    p.init_transactions().await.expect("init");
+    p.begin_transaction().await.expect("begin");
+    send_all(&p, "out", 1, "lost", 3).await;
+    p.flush().await;
+    node.kill();
+    drop(p);
+    let node = Node::start_on(dir.path(), 2, port);
+    let conn = node.connect(0).await;
+    assert_eq!(
+        last_stable_offset(&conn, "out", 0).await,
+        0,
+        "held by the open transaction"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // The abort marker at offset 3 ends it: the LSO reaches the end (4).
+    while last_stable_offset(&conn, "out", 0).await != 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the coordinator did not abort the cut-off transaction within 15 s of the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

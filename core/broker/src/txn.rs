@@ -210,6 +210,34 @@ impl Shard {
         }
     }
 
+    /// Loads, in the background, every coordinator of the `__transaction_state` partitions
+    /// this shard owns: their prepared transactions are driven to completion and their open
+    /// ones time out, even if no producer of theirs ever returns.
+    pub fn load_txn_coordinators(self: Rc<Self>) {
+        let meta = self.metadata();
+        let n = self.settings().shard_count;
+        let Some(topic) = meta.topics.get(TXN_TOPIC) else {
+            return;
+        };
+        let mine: Vec<i32> = (0..topic.partitions.len() as i32)
+            .filter(|p| routing::owner(&meta, TXN_TOPIC, *p, n) == Some(self.id))
+            .collect();
+        if mine.is_empty() {
+            return;
+        }
+        let task = async move {
+            for partition in mine {
+                if let Err(e) = self.clone().txn_slot_of(partition).await {
+                    tracing::warn!(
+                        partition,
+                        "loading a transaction coordinator failed; the next request retries: {e}"
+                    );
+                }
+            }
+        };
+        glommio::spawn_local(task).detach();
+    }
+
     /// Runs one transaction call here (another shard routed it to this one).
     pub(crate) async fn run_txn_call(self: Rc<Self>, call: TxnCall) -> Result<(), ApiError> {
         match call {
@@ -279,8 +307,13 @@ impl Shard {
         if owner != self.id {
             return Ok(None);
         }
+        self.txn_slot_of(partition).await.map(Some)
+    }
+
+    /// The loaded coordinator of this shard's `partition` of `__transaction_state`.
+    async fn txn_slot_of(self: Rc<Self>, partition: i32) -> Result<(i32, Rc<Slot>), ApiError> {
         if let Some(s) = self.txns.slots.borrow().get(&partition) {
-            return Ok(Some((partition, s.clone())));
+            return Ok((partition, s.clone()));
         }
         let log = self.locate(TXN_TOPIC, partition)?;
         let mut coordinator = Coordinator::new(self.settings().txn.limits.clone());
@@ -311,7 +344,7 @@ impl Shard {
             })
             .clone();
         self.clone().start_txn_ticker();
-        Ok(Some((partition, slot)))
+        Ok((partition, slot))
     }
 
     /// Runs a coordinator step under its gate (asking the controller for a fresh producer id

@@ -392,6 +392,9 @@ async fn shard_main(
         .detach();
     }
     shard.apply_metadata().await;
+    // Transactions a restart cut off are completed (or timed out) without waiting for a
+    // request to load their coordinator.
+    shard.clone().load_txn_coordinators();
     let port = shared.settings.base_port as usize + id;
     let port = u16::try_from(port).map_err(|_| NodeError::Shard {
         shard: id,
