@@ -563,10 +563,12 @@ impl Sim {
                 )));
             };
             match self.committed.get(index as usize - 1) {
-                Some(known) if *known != e => return Err(self.fail(format!(
+                Some(known) if *known != e => {
+                    return Err(self.fail(format!(
                     "committed entry {index} changed: term {} was committed, n{id} commits term {}",
                     known.term, e.term
-                ))),
+                )))
+                }
                 Some(_) => {}
                 None => self.committed.push(e),
             }
