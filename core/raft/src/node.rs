@@ -388,10 +388,17 @@ impl RaftNode {
                 self.leader.is_some() && self.election_elapsed < self.config.election_ticks;
             let granted =
                 term > self.term && !heard_leader && self.up_to_date(last_index, last_term);
+            // A refusal carries this node's term: a pre-candidate behind it catches up (else
+            // nodes a term behind, with the better logs, could never be elected).
+            let term = if granted { term } else { self.term };
             Self::send(&mut out, from, Message::PreVoteResponse { term, granted });
             return out;
         }
         if let Message::PreVoteResponse { term, granted } = message {
+            if !granted && term > self.term {
+                self.become_follower(&mut out, term, None);
+                return out;
+            }
             if self.role == Role::PreCandidate && term == self.term + 1 && granted {
                 self.votes.insert(from);
                 if self.votes.len() >= self.quorum() {

@@ -28,6 +28,7 @@ pub enum Message {
         last_index: u64,
         last_term: u64,
     },
+    /// Granted: the term asked for. Refused: the responder's term.
     PreVoteResponse {
         term: u64,
         granted: bool,

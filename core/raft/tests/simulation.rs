@@ -59,3 +59,15 @@ fn the_simulator_catches_votes_that_are_not_made_durable() {
     let f = caught.expect("votes granted before they are durable are caught within 2,000 seeds");
     eprintln!("caught: {}", f.what);
 }
+
+/// Seeds that found bugs in longer sweeps, kept (docs/reliability.md).
+#[test]
+fn seeds_that_found_bugs_stay_fixed() {
+    // 45226: nodes a term behind, with the better logs, could not be elected: pre-vote
+    // refusals did not carry the refuser's term (liveness).
+    for seed in [45_226] {
+        if let Err(f) = run_seed(seed, None) {
+            panic!("{f}");
+        }
+    }
+}
