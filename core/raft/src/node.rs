@@ -33,6 +33,8 @@ pub struct RaftNode {
     progress: BTreeMap<NodeId, Progress>,
     /// Followers heard from since the last check-quorum.
     active: BTreeSet<NodeId>,
+    /// Leadership being handed to this node, and the ticks it has taken so far.
+    transferring: Option<(NodeId, u32)>,
     election_elapsed: u32,
     heartbeat_elapsed: u32,
     timeout: u32,
@@ -66,6 +68,7 @@ impl RaftNode {
             votes: BTreeSet::new(),
             progress: BTreeMap::new(),
             active: BTreeSet::new(),
+            transferring: None,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             timeout: 0,
@@ -174,6 +177,7 @@ impl RaftNode {
         self.leader = leader;
         self.votes.clear();
         self.progress.clear();
+        self.transferring = None;
         self.reset_timeout();
     }
 
@@ -182,6 +186,11 @@ impl RaftNode {
         let mut out = Vec::new();
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.role == Role::Leader {
+            if let Some((to, ticks)) = self.transferring {
+                // A transfer that did not happen within an election timeout is abandoned.
+                self.transferring =
+                    (ticks + 1 < self.config.election_ticks).then_some((to, ticks + 1));
+            }
             self.heartbeat_elapsed += 1;
             if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
                 self.heartbeat_elapsed = 0;
@@ -230,6 +239,10 @@ impl RaftNode {
     }
 
     fn campaign(&mut self, out: &mut Vec<Action>) {
+        self.campaign_with(out, false)
+    }
+
+    fn campaign_with(&mut self, out: &mut Vec<Action>, transfer: bool) {
         self.reset_timeout();
         self.term += 1;
         self.voted_for = Some(self.config.id);
@@ -252,6 +265,7 @@ impl RaftNode {
                     term: self.term,
                     last_index: self.last_index(),
                     last_term: self.last_term(),
+                    transfer,
                 },
             );
         }
@@ -295,9 +309,20 @@ impl RaftNode {
         if pr.next > last && !heartbeat {
             return;
         }
+        if pr.next.saturating_sub(pr.matched + 1) >= self.config.max_entries_in_flight && !heartbeat
+        {
+            return;
+        }
+        let in_flight = pr.next.saturating_sub(pr.matched + 1);
         let prev_index = pr.next - 1;
         let prev_term = self.term_at(prev_index).unwrap_or(0);
-        let end = last.min(prev_index + self.config.max_entries_per_append as u64);
+        let room = if in_flight >= self.config.max_entries_in_flight {
+            0
+        } else {
+            (self.config.max_entries_per_append as u64)
+                .min(self.config.max_entries_in_flight - in_flight)
+        };
+        let end = last.min(prev_index + room);
         let entries = self.log[prev_index as usize..end as usize].to_vec();
         if let Some(p) = self.progress.get_mut(&to) {
             p.next = end + 1;
@@ -334,11 +359,31 @@ impl RaftNode {
         }
     }
 
+    /// Hands leadership to `to` (a voter): proposals are refused meanwhile; once `to` holds
+    /// the whole log it is told to campaign at once. Abandoned after an election timeout.
+    pub fn transfer_leadership(&mut self, to: NodeId) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.role != Role::Leader || to == self.config.id || !self.config.voters.contains(&to) {
+            return out;
+        }
+        self.transferring = Some((to, 0));
+        let caught_up = self
+            .progress
+            .get(&to)
+            .is_some_and(|p| p.matched == self.last_index());
+        if caught_up {
+            Self::send(&mut out, to, Message::TimeoutNow { term: self.term });
+        } else {
+            self.send_append(&mut out, to, true);
+        }
+        out
+    }
+
     /// Appends `data` as a new entry if this node leads; its index, or `None` (ask the
     /// leader, [`Self::leader`]).
     pub fn propose(&mut self, data: Vec<u8>) -> (Option<u64>, Vec<Action>) {
         let mut out = Vec::new();
-        if self.role != Role::Leader {
+        if self.role != Role::Leader || self.transferring.is_some() {
             return (None, out);
         }
         let index = self.last_index() + 1;
@@ -408,8 +453,13 @@ impl RaftNode {
             return out;
         }
         if term > self.term {
-            if matches!(message, Message::Vote { .. })
-                && self.leader.is_some()
+            if matches!(
+                message,
+                Message::Vote {
+                    transfer: false,
+                    ..
+                }
+            ) && self.leader.is_some()
                 && self.election_elapsed < self.config.election_ticks
             {
                 // Leader stickiness: a live leader was heard from; ignore the disruption.
@@ -482,6 +532,11 @@ impl RaftNode {
             } => self.on_append(&mut out, from, prev_index, prev_term, entries, commit),
             Message::AppendResponse { success, index, .. } => {
                 self.on_append_response(&mut out, from, success, index)
+            }
+            Message::TimeoutNow { .. } => {
+                if self.leader == Some(from) && self.role == Role::Follower {
+                    self.campaign_with(&mut out, true);
+                }
             }
             Message::PreVote { .. } | Message::PreVoteResponse { .. } => {}
         }
@@ -583,8 +638,12 @@ impl RaftNode {
         if success {
             p.matched = p.matched.max(index.min(last));
             p.next = p.next.max(p.matched + 1);
+            let caught_up = p.matched == last;
             self.maybe_commit(out);
             self.send_append(out, from, false);
+            if caught_up && self.transferring.is_some_and(|(to, _)| to == from) {
+                Self::send(out, from, Message::TimeoutNow { term: self.term });
+            }
         } else {
             // Back off to the hint (never below what is known to match).
             p.next = index.max(p.matched + 1).max(1);

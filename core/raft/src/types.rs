@@ -37,6 +37,9 @@ pub enum Message {
         term: u64,
         last_index: u64,
         last_term: u64,
+        /// Asked on the leader's behalf (leadership transfer): leader stickiness does not
+        /// apply.
+        transfer: bool,
     },
     VoteResponse {
         term: u64,
@@ -57,6 +60,10 @@ pub enum Message {
         success: bool,
         index: u64,
     },
+    /// From the leader handing over: campaign now (the receiver's log is up to date).
+    TimeoutNow {
+        term: u64,
+    },
 }
 
 impl Message {
@@ -67,7 +74,8 @@ impl Message {
             | Self::Vote { term, .. }
             | Self::VoteResponse { term, .. }
             | Self::Append { term, .. }
-            | Self::AppendResponse { term, .. } => *term,
+            | Self::AppendResponse { term, .. }
+            | Self::TimeoutNow { term } => *term,
         }
     }
 }
@@ -125,6 +133,8 @@ pub struct Config {
     pub heartbeat_ticks: u32,
     /// Most entries in one Append.
     pub max_entries_per_append: usize,
+    /// Most entries sent to one follower and not acknowledged (pipelining bound).
+    pub max_entries_in_flight: u64,
     /// Seeds the randomized election timeout (deterministic per node).
     pub seed: u64,
     pub broken: Option<Broken>,
@@ -138,6 +148,7 @@ impl Config {
             election_ticks: 10,
             heartbeat_ticks: 2,
             max_entries_per_append: 64,
+            max_entries_in_flight: 1_024,
             seed: id,
             broken: None,
         }

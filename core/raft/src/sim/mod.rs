@@ -67,6 +67,8 @@ pub struct SimConfig {
     /// A node that just granted its vote crashes and reboots at once (what a vote that was
     /// not durable would not survive).
     pub crash_after_vote_per_mille: u64,
+    /// Per tick: the leader is asked to hand leadership to another node.
+    pub transfer_per_mille: u64,
     pub broken: Option<Broken>,
 }
 
@@ -85,6 +87,7 @@ impl SimConfig {
             heal_per_mille: 10 + rng.below(40),
             propose_per_mille: 200 + rng.below(600),
             crash_after_vote_per_mille: rng.below(300),
+            transfer_per_mille: rng.below(20),
             broken: None,
         }
     }
@@ -254,21 +257,27 @@ impl Sim {
         }
     }
 
-    /// A leader whose whole log is committed, and every node caught up with it.
+    /// The leader of the highest term has its whole log committed, and every node is in its
+    /// term with the same log and commit index (a deposed leader that has not noticed yet
+    /// does not count).
     fn settled(&self) -> bool {
         let Some(leader) = self
             .nodes
             .iter()
             .filter_map(|n| n.core.as_ref())
-            .find(|c| c.role() == Role::Leader)
+            .filter(|c| c.role() == Role::Leader)
+            .max_by_key(|c| c.term())
         else {
             return false;
         };
         leader.commit_index() == leader.last_index()
             && self.nodes.iter().all(|n| {
-                n.core
-                    .as_ref()
-                    .is_some_and(|c| c.commit_index() == leader.commit_index())
+                n.core.as_ref().is_some_and(|c| {
+                    c.term() == leader.term()
+                        && c.last_index() == leader.last_index()
+                        && c.commit_index() == leader.commit_index()
+                        && (c.role() == Role::Follower || c.id() == leader.id())
+                })
             })
     }
 
@@ -297,7 +306,7 @@ impl Sim {
             self.pump(i)?;
         }
         if self.faults_on {
-            self.faults();
+            self.faults()?;
             if self.rng.chance(self.cfg.propose_per_mille) {
                 self.propose()?;
             }
@@ -309,8 +318,24 @@ impl Sim {
         Ok(())
     }
 
-    fn faults(&mut self) {
+    fn faults(&mut self) -> Result<(), Failure> {
         let n = self.nodes.len();
+        if self.rng.chance(self.cfg.transfer_per_mille) {
+            let to = 1 + self.rng.below(n as u64);
+            if let Some(i) = self
+                .nodes
+                .iter()
+                .position(|x| x.core.as_ref().is_some_and(|c| c.role() == Role::Leader))
+            {
+                if let Some(core) = self.nodes[i].core.as_mut() {
+                    let actions = core.transfer_leadership(to);
+                    let from = self.nodes[i].id;
+                    self.note(format!("n{from} hands leadership to n{to}"));
+                    self.nodes[i].actions.extend(actions);
+                    self.pump(i)?;
+                }
+            }
+        }
         if self.rng.chance(self.cfg.crash_per_mille) {
             let i = self.rng.below(n as u64) as usize;
             if self.nodes[i].core.is_some() {
@@ -331,6 +356,7 @@ impl Sim {
             self.note("partition healed".into());
             self.sides = None;
         }
+        Ok(())
     }
 
     fn crash(&mut self, i: usize) {
