@@ -159,6 +159,15 @@ pub mod harness {
         }
     }
 
+    /// The median of per-run figures (the upper middle one of an even count; 0 for none).
+    pub fn median(mut v: Vec<f64>) -> f64 {
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+
     pub fn start_broker(data_dir: &Path) -> Broker {
         let exe = std::env::current_exe().expect("own path");
         let bin = exe.parent().expect("target dir").join("quiver");

@@ -480,18 +480,18 @@ pub fn heartbeat<'h>(header: impl Into<RequestHeader<'h>>, hb: &Heartbeat) -> By
     finish_frame(fbb, root)
 }
 
-pub fn offset_commit<'h>(header: impl Into<RequestHeader<'h>>, c: &OffsetCommit) -> Bytes {
-    let mut fbb = FlatBufferBuilder::with_capacity(128 + c.offsets.len() * 48);
-    let group = Some(fbb.create_string(&c.group));
-    let member_id = (!c.member_id.is_empty()).then(|| fbb.create_string(&c.member_id));
-    let parts: Vec<_> = c
-        .offsets
+/// `(partition, offset, metadata)` entries as the wire's `[OffsetCommitPartition]`.
+pub(crate) fn offset_parts<'a>(
+    fbb: &mut FlatBufferBuilder<'a>,
+    offsets: &[(TopicPartition, i64, String)],
+) -> WIPOffset<Vector<'a, ForwardsUOffset<wire::OffsetCommitPartition<'a>>>> {
+    let parts: Vec<_> = offsets
         .iter()
         .map(|(tp, offset, metadata)| {
             let topic = Some(fbb.create_string(&tp.topic));
             let metadata = (!metadata.is_empty()).then(|| fbb.create_string(metadata));
             wire::OffsetCommitPartition::create(
-                &mut fbb,
+                fbb,
                 &wire::OffsetCommitPartitionArgs {
                     topic,
                     partition: tp.partition,
@@ -501,7 +501,14 @@ pub fn offset_commit<'h>(header: impl Into<RequestHeader<'h>>, c: &OffsetCommit)
             )
         })
         .collect();
-    let partitions = Some(fbb.create_vector(&parts));
+    fbb.create_vector(&parts)
+}
+
+pub fn offset_commit<'h>(header: impl Into<RequestHeader<'h>>, c: &OffsetCommit) -> Bytes {
+    let mut fbb = FlatBufferBuilder::with_capacity(128 + c.offsets.len() * 48);
+    let group = Some(fbb.create_string(&c.group));
+    let member_id = (!c.member_id.is_empty()).then(|| fbb.create_string(&c.member_id));
+    let partitions = Some(offset_parts(&mut fbb, &c.offsets));
     let body = wire::OffsetCommitRequest::create(
         &mut fbb,
         &wire::OffsetCommitRequestArgs {

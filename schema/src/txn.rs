@@ -127,24 +127,7 @@ pub fn add_offsets_to_txn<'h>(
     let transactional_id = Some(fbb.create_string(transactional_id));
     let group = Some(fbb.create_string(&offsets.group));
     let member_id = (!offsets.member_id.is_empty()).then(|| fbb.create_string(&offsets.member_id));
-    let parts: Vec<_> = offsets
-        .offsets
-        .iter()
-        .map(|(tp, offset, metadata)| {
-            let topic = Some(fbb.create_string(&tp.topic));
-            let metadata = (!metadata.is_empty()).then(|| fbb.create_string(metadata));
-            wire::OffsetCommitPartition::create(
-                &mut fbb,
-                &wire::OffsetCommitPartitionArgs {
-                    topic,
-                    partition: tp.partition,
-                    offset: *offset,
-                    metadata,
-                },
-            )
-        })
-        .collect();
-    let partitions = Some(fbb.create_vector(&parts));
+    let partitions = Some(crate::groups::offset_parts(&mut fbb, &offsets.offsets));
     let body = wire::AddOffsetsToTxnRequest::create(
         &mut fbb,
         &wire::AddOffsetsToTxnRequestArgs {

@@ -14,6 +14,7 @@
 //! target/release/compaction_bench [--mb 128] [--reps 3] [--out perf/results/compaction.json]
 //! ```
 
+use quiver_bench::harness::median;
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -49,11 +50,6 @@ struct Args {
 
 const RECORD_BYTES: usize = 1024;
 const RECORDS_PER_BATCH: usize = 16;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn fresh(dir: &Path, name: &str) -> PathBuf {
     let p = dir.join(name);

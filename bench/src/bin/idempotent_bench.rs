@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use quiver_bench::harness::{pin_current_thread, produce_all, start_broker, write_report};
+use quiver_bench::harness::{median, pin_current_thread, produce_all, start_broker, write_report};
 use quiver_client::{Admin, Client, ClientConfig, Producer, ProducerConfig, TlsTrust};
 use serde_json::json;
 
@@ -39,11 +39,6 @@ async fn produce(client: &Client, idempotent: bool, records: u64) -> f64 {
     );
     let value = bytes::Bytes::from(vec![b'x'; 100]);
     produce_all(producer, "rate", records, &value).await
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {

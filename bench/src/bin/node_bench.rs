@@ -26,7 +26,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use quiver_batch::{BatchBuilder, NewRecord};
 use quiver_bench::floor::{raw_fsync_p99, start_echo};
-use quiver_bench::harness::{pin_current_thread, start_broker};
+use quiver_bench::harness::{median, pin_current_thread, start_broker};
 use quiver_client::{Connection, TlsTrust};
 use quiver_schema::requests;
 use quiver_schema::wire::{Acks, ErrorCode};
@@ -102,11 +102,6 @@ async fn interleaved(
 fn pct(h: &Histogram<u64>) -> serde_json::Value {
     json!({"p50_us": h.value_at_quantile(0.5), "p90_us": h.value_at_quantile(0.9), "p99_us": h.value_at_quantile(0.99),
            "p999_us": h.value_at_quantile(0.999), "max_us": h.max(), "count": h.len()})
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn threads_of(pid: u32) -> usize {

@@ -12,6 +12,7 @@
 //!
 //! Prints a table and writes JSON (default `perf/results/storage.json`).
 
+use quiver_bench::harness::median;
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -68,11 +69,6 @@ fn batch_64k() -> Bytes {
         n += 1;
     }
     batch_of(n)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn executor() -> glommio::LocalExecutor {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use quiver_bench::harness::{pin_current_thread, start_broker, write_report};
+use quiver_bench::harness::{median, pin_current_thread, start_broker, write_report};
 use quiver_client::{
     Admin, Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, TlsTrust,
 };
@@ -93,11 +93,6 @@ fn pct(v: &mut [u64], q: f64) -> f64 {
     v.sort_unstable();
     let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
     v[i] as f64 / 1000.0
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {

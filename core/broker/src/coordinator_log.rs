@@ -3,6 +3,11 @@
 //! durability awaited apart (so concurrent requests share one write), and read back in full
 //! when the coordinator loads.
 
+use std::cell::Cell;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use quiver_batch::{BatchBuilder, BatchHeader, NewRecord, RecordIter};
 use quiver_broker_api::{ApiError, ErrorCode};
@@ -33,6 +38,43 @@ pub(crate) const INTERNAL_TOPIC_CONFIGS: &[(&str, &str)] =
     &[("cleanup_policy", "compact"), ("segment_bytes", "16777216")];
 
 impl Shard {
+    /// Runs `tick` every `every` on the shard's background queue while the shard lives,
+    /// started once per `running` flag; `tick` returning false stops it.
+    pub(crate) fn start_ticker<F, Fut>(
+        self: &Rc<Self>,
+        running: &Cell<bool>,
+        every: Duration,
+        what: &'static str,
+        tick: F,
+    ) where
+        F: Fn(Rc<Shard>) -> Fut + 'static,
+        Fut: Future<Output = bool>,
+    {
+        if running.replace(true) {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        let task = async move {
+            loop {
+                glommio::timer::sleep(every).await;
+                let Some(shard) = weak.upgrade() else {
+                    return;
+                };
+                if !tick(shard).await {
+                    return;
+                }
+            }
+        };
+        let spawned = match self.background {
+            Some(q) => glommio::spawn_local_into(task, q).map(|t| t.detach()),
+            None => Ok(glommio::spawn_local(task).detach()),
+        };
+        if let Err(e) = spawned {
+            tracing::warn!("could not start the {what} ticker: {e}");
+            running.set(false);
+        }
+    }
+
     /// Stamps `records` (key, value or tombstone) into `topic/partition` in call order and
     /// returns what to await for their durability.
     pub(crate) async fn append_records(

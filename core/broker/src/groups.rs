@@ -463,17 +463,11 @@ impl Shard {
 
     /// Starts the shard's ticker (once): it expires sessions of every loaded coordinator.
     fn start_group_ticker(self: Rc<Self>) {
-        if self.groups.ticker_running.replace(true) {
-            return;
-        }
-        let queue = self.background;
-        let weak = Rc::downgrade(&self);
-        let task = async move {
-            loop {
-                glommio::timer::sleep(TICK).await;
-                let Some(shard) = weak.upgrade() else {
-                    return;
-                };
+        self.start_ticker(
+            &self.groups.ticker_running,
+            TICK,
+            "group coordinator",
+            |shard: Rc<Shard>| async move {
                 let slots: Vec<(i32, Rc<Slot>)> = shard
                     .groups
                     .slots
@@ -483,7 +477,7 @@ impl Shard {
                     .collect();
                 for (partition, slot) in slots {
                     let Ok(_permit) = slot.gate.acquire_permit(1).await else {
-                        return;
+                        return false;
                     };
                     let counts = shard.topic_counts();
                     let records = slot
@@ -498,16 +492,9 @@ impl Shard {
                         shard.groups.slots.borrow_mut().remove(&partition);
                     }
                 }
-            }
-        };
-        let spawned = match queue {
-            Some(q) => glommio::spawn_local_into(task, q).map(|t| t.detach()),
-            None => Ok(glommio::spawn_local(task).detach()),
-        };
-        if let Err(e) = spawned {
-            tracing::warn!("could not start the group coordinator ticker: {e}");
-            self.groups.ticker_running.set(false);
-        }
+                true
+            },
+        );
     }
 }
 

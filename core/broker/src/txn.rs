@@ -578,17 +578,11 @@ impl Shard {
 
     /// Starts the shard's transaction ticker (once): timeouts, expiry, stalled drives.
     fn start_txn_ticker(self: Rc<Self>) {
-        if self.txns.ticker_running.replace(true) {
-            return;
-        }
-        let queue = self.background;
-        let weak = Rc::downgrade(&self);
-        let task = async move {
-            loop {
-                glommio::timer::sleep(TICK).await;
-                let Some(shard) = weak.upgrade() else {
-                    return;
-                };
+        self.start_ticker(
+            &self.txns.ticker_running,
+            TICK,
+            "transaction coordinator",
+            |shard: Rc<Shard>| async move {
                 let slots: Vec<(i32, Rc<Slot>)> = shard
                     .txns
                     .slots
@@ -599,16 +593,9 @@ impl Shard {
                 for (partition, slot) in slots {
                     shard.clone().tick_txn_slot(partition, slot).await;
                 }
-            }
-        };
-        let spawned = match queue {
-            Some(q) => glommio::spawn_local_into(task, q).map(|t| t.detach()),
-            None => Ok(glommio::spawn_local(task).detach()),
-        };
-        if let Err(e) = spawned {
-            tracing::warn!("could not start the transaction coordinator ticker: {e}");
-            self.txns.ticker_running.set(false);
-        }
+                true
+            },
+        );
     }
 
     async fn tick_txn_slot(self: Rc<Self>, partition: i32, slot: Rc<Slot>) {
