@@ -302,10 +302,12 @@ impl RaftNode {
     /// Sends `to` what it lacks from its next index (a heartbeat when it lacks nothing and
     /// `heartbeat` is set). Pipelined: the next index moves past what was sent.
     fn send_append(&mut self, out: &mut Vec<Action>, to: NodeId, heartbeat: bool) {
-        let Some(pr) = self.progress.get(&to).copied() else {
+        let last = self.last_index();
+        let Some(pr) = self.progress.get_mut(&to) else {
             return;
         };
-        let last = self.last_index();
+        pr.next = pr.next.clamp(1, last + 1);
+        let pr = *pr;
         if pr.next > last && !heartbeat {
             return;
         }
@@ -645,8 +647,9 @@ impl RaftNode {
                 Self::send(out, from, Message::TimeoutNow { term: self.term });
             }
         } else {
-            // Back off to the hint (never below what is known to match).
-            p.next = index.max(p.matched + 1).max(1);
+            // Back off to the hint (never below what is known to match, never past the end:
+            // the hint comes from the network).
+            p.next = index.clamp(p.matched + 1, last + 1);
             self.send_append(out, from, true);
         }
     }

@@ -286,3 +286,48 @@ fn a_follower_that_hears_its_leader_ignores_pre_votes_and_votes() {
             granted: true
         }));
 }
+
+#[test]
+fn a_hint_from_the_network_past_the_log_end_is_clamped() {
+    let mut n = node(1, &[1], 0, Vec::new());
+    tick_until_it_acts(&mut n);
+    assert_eq!(n.role(), Role::Leader);
+    // A three-node leader receiving a nonsense back-off hint keeps serving.
+    let mut l = node(1, &[1, 2, 3], 0, Vec::new());
+    let mut led = false;
+    for _ in 0..100 {
+        l.tick();
+        for from in [2, 3] {
+            l.step(
+                from,
+                Message::PreVoteResponse {
+                    term: l.term() + 1,
+                    granted: true,
+                },
+            );
+            l.step(
+                from,
+                Message::VoteResponse {
+                    term: l.term(),
+                    granted: true,
+                },
+            );
+        }
+        if l.role() == Role::Leader {
+            led = true;
+            break;
+        }
+    }
+    assert!(led, "it won the election");
+    let out = l.step(
+        2,
+        Message::AppendResponse {
+            term: l.term(),
+            success: false,
+            index: u64::MAX,
+        },
+    );
+    assert!(sends(&out)
+        .iter()
+        .any(|(to, m)| *to == 2 && matches!(m, Message::Append { .. })));
+}
