@@ -103,24 +103,7 @@ pub(crate) fn decode(env: &Envelope<'_>, api: ApiKey) -> Option<Result<Request, 
         })(),
         ApiKey::OffsetCommit => (|| {
             let b = env.body_as_offset_commit_request().ok_or_else(missing)?;
-            let parts = b.partitions().map(|v| v.len()).unwrap_or(0);
-            if parts > MAX_PARTS_PER_REQUEST {
-                return Err(format!(
-                    "{parts} partitions; commit at most {MAX_PARTS_PER_REQUEST} at once"
-                ));
-            }
-            let offsets = b
-                .partitions()
-                .iter()
-                .flat_map(|v| v.iter())
-                .map(|p| {
-                    (
-                        TopicPartition::new(p.topic().unwrap_or_default(), p.partition()),
-                        p.offset(),
-                        p.metadata().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
+            let offsets = read_offset_parts(b.partitions())?;
             Ok(Request::OffsetCommit(OffsetCommit {
                 group: b.group().unwrap_or_default().to_string(),
                 member_id: b.member_id().unwrap_or_default().to_string(),
@@ -478,6 +461,29 @@ pub fn heartbeat<'h>(header: impl Into<RequestHeader<'h>>, hb: &Heartbeat) -> By
         body.as_union_value(),
     );
     finish_frame(fbb, root)
+}
+
+/// The wire's `[OffsetCommitPartition]` as `(partition, offset, metadata)` entries, bounded
+/// by [`MAX_PARTS_PER_REQUEST`].
+pub(crate) fn read_offset_parts(
+    v: Option<Vector<'_, ForwardsUOffset<wire::OffsetCommitPartition<'_>>>>,
+) -> Result<Vec<(TopicPartition, i64, String)>, String> {
+    let parts = v.map(|v| v.len()).unwrap_or(0);
+    if parts > MAX_PARTS_PER_REQUEST {
+        return Err(format!(
+            "{parts} partitions; commit at most {MAX_PARTS_PER_REQUEST} offsets at once"
+        ));
+    }
+    Ok(v.iter()
+        .flat_map(|v| v.iter())
+        .map(|p| {
+            (
+                TopicPartition::new(p.topic().unwrap_or_default(), p.partition()),
+                p.offset(),
+                p.metadata().unwrap_or_default().to_string(),
+            )
+        })
+        .collect())
 }
 
 /// `(partition, offset, metadata)` entries as the wire's `[OffsetCommitPartition]`.

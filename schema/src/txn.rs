@@ -5,10 +5,9 @@
 
 use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
-use quiver_broker_api::{ApiError, OffsetCommit, Request, Response, TopicPartition};
+use quiver_broker_api::{ApiError, OffsetCommit, Request, Response};
 
 use crate::codes::wire_code;
-use crate::decode::MAX_PARTS_PER_REQUEST;
 use crate::frame::{envelope, error, finish_frame, request_envelope, RequestHeader};
 use crate::wire::{self, ApiKey, Body, Envelope};
 
@@ -22,24 +21,7 @@ pub(crate) fn decode(env: &Envelope<'_>, api: ApiKey) -> Option<Result<Request, 
             let b = env
                 .body_as_add_offsets_to_txn_request()
                 .ok_or_else(missing)?;
-            let parts = b.partitions().map(|v| v.len()).unwrap_or(0);
-            if parts > MAX_PARTS_PER_REQUEST {
-                return Err(format!(
-                    "{parts} partitions; send at most {MAX_PARTS_PER_REQUEST} offsets at once"
-                ));
-            }
-            let offsets = b
-                .partitions()
-                .iter()
-                .flat_map(|v| v.iter())
-                .map(|p| {
-                    (
-                        TopicPartition::new(p.topic().unwrap_or_default(), p.partition()),
-                        p.offset(),
-                        p.metadata().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect();
+            let offsets = crate::groups::read_offset_parts(b.partitions())?;
             Ok(Request::AddOffsetsToTxn {
                 transactional_id: b.transactional_id().unwrap_or_default().to_string(),
                 producer_id: b.producer_id(),
@@ -222,6 +204,7 @@ pub fn read_response(env: &Envelope<'_>) -> Option<Response> {
 mod tests {
     use super::*;
     use crate::frame::parse_frame;
+    use quiver_broker_api::TopicPartition;
 
     #[test]
     fn transaction_requests_and_responses_round_trip() {
