@@ -159,6 +159,26 @@ pub mod harness {
         }
     }
 
+    /// A node started on an emptied `dir` (the one-process benches' start).
+    pub fn fresh_broker(dir: &Path) -> Broker {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).expect("bench dir");
+        start_broker(dir)
+    }
+
+    /// A client of `broker`, trusting the dev certificate in its data directory `dir`.
+    pub async fn local_client(broker: &Broker, dir: &Path) -> quiver_client::Client {
+        let dir = std::fs::canonicalize(dir).expect("bench dir");
+        let config = quiver_client::ClientConfig {
+            trust: quiver_client::TlsTrust::LocalDataDir(dir),
+            ..quiver_client::ClientConfig::default()
+        };
+        let addr = format!("127.0.0.1:{}", broker.port).parse().expect("addr");
+        quiver_client::Client::connect(&[addr], config)
+            .await
+            .expect("connect")
+    }
+
     /// The median of per-run figures (the upper middle one of an even count; 0 for none).
     pub fn median(mut v: Vec<f64>) -> f64 {
         if v.is_empty() {

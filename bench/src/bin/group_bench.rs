@@ -21,10 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use quiver_bench::harness::{start_broker, write_report};
+use quiver_bench::harness::{fresh_broker, local_client, write_report};
 use quiver_client::{
-    Admin, Client, ClientConfig, GroupConsumer, GroupConsumerConfig, Subscription, TlsTrust,
-    TopicPartition,
+    Admin, Client, GroupConsumer, GroupConsumerConfig, Subscription, TopicPartition,
 };
 use serde_json::json;
 use tokio::task::{JoinHandle, LocalSet};
@@ -126,20 +125,13 @@ async fn commit_rate(client: &Client, committers: usize, per_request: i32, secs:
 
 fn main() {
     let args = Args::parse();
-    let _ = std::fs::remove_dir_all(&args.dir);
-    std::fs::create_dir_all(&args.dir).expect("bench dir");
-    let broker = start_broker(&args.dir);
+    let broker = fresh_broker(&args.dir);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let report = LocalSet::new().block_on(&rt, async {
-        let config = ClientConfig {
-            trust: TlsTrust::LocalDataDir(args.dir.clone()),
-            ..ClientConfig::default()
-        };
-        let addr = format!("127.0.0.1:{}", broker.port).parse().expect("addr");
-        let client = Client::connect(&[addr], config).await.expect("connect");
+        let client = local_client(&broker, &args.dir).await;
         let admin = Admin::new(client.clone());
         admin.create_topic(TOPIC, args.partitions, &[]).await.expect("topic");
         let (hb, session) = (args.heartbeat_ms.to_string(), args.session_ms.to_string());

@@ -10,8 +10,10 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use quiver_bench::harness::{median, pin_current_thread, produce_all, start_broker, write_report};
-use quiver_client::{Admin, Client, ClientConfig, Producer, ProducerConfig, TlsTrust};
+use quiver_bench::harness::{
+    fresh_broker, local_client, median, pin_current_thread, produce_all, write_report,
+};
+use quiver_client::{Admin, Client, Producer, ProducerConfig};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -43,22 +45,14 @@ async fn produce(client: &Client, idempotent: bool, records: u64) -> f64 {
 
 fn main() {
     let args = Args::parse();
-    let _ = std::fs::remove_dir_all(&args.dir);
-    std::fs::create_dir_all(&args.dir).expect("scratch");
-    let broker = start_broker(&args.dir);
+    let broker = fresh_broker(&args.dir);
     pin_current_thread(1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio");
-    let dir = std::fs::canonicalize(&args.dir).expect("dir");
     let report = rt.block_on(async {
-        let addr = format!("127.0.0.1:{}", broker.port).parse().expect("addr");
-        let config = ClientConfig {
-            trust: TlsTrust::LocalDataDir(dir.clone()),
-            ..ClientConfig::default()
-        };
-        let client = Client::connect(&[addr], config).await.expect("connect");
+        let client = local_client(&broker, &args.dir).await;
         Admin::new(client.clone())
             .create_topic("rate", 8, &[])
             .await
