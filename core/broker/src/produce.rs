@@ -36,8 +36,7 @@ impl Shard {
                         .replica
                         .append_epoch(&part.topic, part.partition)?;
                     let batches = split_batches(part.records)?;
-                    refuse_control_batches(&batches)?;
-                    if let Some(h) = transactional_header(&batches) {
+                    if let Some(h) = transactional_header(&batches)? {
                         check_transactional(&partition, &p.transactional_id, &part.topic)?;
                         if partition.log.opens_transaction(&h) {
                             joining.push((i, TopicPartition::new(&part.topic, part.partition)));
@@ -89,27 +88,23 @@ impl Shard {
     }
 }
 
-/// Markers (control batches) are written by transaction coordinators only: one in a
-/// produce would end (or fake the end of) a transaction.
-fn refuse_control_batches(batches: &[BytesMut]) -> Result<(), ApiError> {
-    if batches
-        .iter()
-        .any(|b| BatchHeader::parse(b).is_ok_and(|h| h.is_control()))
-    {
-        return Err(ApiError::new(
-            ErrorCode::InvalidBatch,
-            "control batches (transaction markers) are written by transaction coordinators only; a producer ends a transaction with EndTxn",
-        ));
+/// The header of the first transactional batch among `batches`, in one pass over their
+/// headers that also refuses control batches: markers are written by transaction
+/// coordinators only, and one in a produce would end (or fake the end of) a transaction.
+fn transactional_header(batches: &[BytesMut]) -> Result<Option<BatchHeader>, ApiError> {
+    let mut found = None;
+    for h in batches.iter().filter_map(|b| BatchHeader::parse(b).ok()) {
+        if h.is_control() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBatch,
+                "control batches (transaction markers) are written by transaction coordinators only; a producer ends a transaction with EndTxn",
+            ));
+        }
+        if found.is_none() && h.is_transactional() {
+            found = Some(h);
+        }
     }
-    Ok(())
-}
-
-/// The header of the first transactional batch among `batches`.
-fn transactional_header(batches: &[BytesMut]) -> Option<BatchHeader> {
-    batches
-        .iter()
-        .filter_map(|b| BatchHeader::parse(b).ok())
-        .find(|h| h.is_transactional() && !h.is_control())
+    Ok(found)
 }
 
 /// A transactional batch needs the producer's transactional id (its coordinator adds the

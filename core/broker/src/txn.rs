@@ -84,6 +84,13 @@ pub enum TxnCall {
     },
 }
 
+/// Where a transactional id's coordinator runs.
+enum Located {
+    /// On this shard: its partition of `__transaction_state`, loaded.
+    Here(i32, Rc<Slot>),
+    Shard(usize),
+}
+
 struct Slot {
     coordinator: RefCell<Coordinator>,
     /// One change at a time: compute, stamp.
@@ -125,19 +132,8 @@ impl Shard {
             };
         };
         let (partition, slot) = match self.clone().txn_slot(&id).await {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                let Some((_, owner)) = self.txn_coordinator(&id) else {
-                    return Response::Refused {
-                        api,
-                        error: ApiError::new(
-                            ErrorCode::CoordinatorLoading,
-                            format!("{TXN_TOPIC} is not available yet; retry"),
-                        ),
-                    };
-                };
-                return self.forward(owner, ctx, request).await;
-            }
+            Ok(Located::Here(partition, slot)) => (partition, slot),
+            Ok(Located::Shard(owner)) => return self.forward(owner, ctx, request).await,
             Err(error) => return Response::Refused { api, error },
         };
         let now = wall_clock_ms();
@@ -290,9 +286,9 @@ impl Shard {
         routing::coordinator(&self.metadata(), TXN_TOPIC, id, self.settings().shard_count)
     }
 
-    /// The coordinator of `id` when it is this shard's (loaded), `None` when another shard's.
-    /// Creates `__transaction_state` on first use.
-    async fn txn_slot(self: Rc<Self>, id: &str) -> Result<Option<(i32, Rc<Slot>)>, ApiError> {
+    /// The coordinator of `id`: loaded here, or the shard that runs it. Creates
+    /// `__transaction_state` on first use.
+    async fn txn_slot(self: Rc<Self>, id: &str) -> Result<Located, ApiError> {
         if !self.metadata().topics.contains_key(TXN_TOPIC) {
             let partitions = self.settings().txn.state_topic_partitions.max(1) as i32;
             self.ensure_topic(TXN_TOPIC, partitions, INTERNAL_TOPIC_CONFIGS)
@@ -305,9 +301,10 @@ impl Shard {
             ));
         };
         if owner != self.id {
-            return Ok(None);
+            return Ok(Located::Shard(owner));
         }
-        self.txn_slot_of(partition).await.map(Some)
+        let (partition, slot) = self.txn_slot_of(partition).await?;
+        Ok(Located::Here(partition, slot))
     }
 
     /// The loaded coordinator of this shard's `partition` of `__transaction_state`.
@@ -549,11 +546,8 @@ impl Shard {
         partitions: Vec<TopicPartition>,
     ) -> Result<(), ApiError> {
         let (partition, slot) = match self.clone().txn_slot(transactional_id).await? {
-            Some(found) => found,
-            None => {
-                let Some((_, owner)) = self.txn_coordinator(transactional_id) else {
-                    return Err(TxnError::InvalidProducerIdMapping(transactional_id.into()).into());
-                };
+            Located::Here(partition, slot) => (partition, slot),
+            Located::Shard(owner) => {
                 return self
                     .call_txn(
                         owner,
