@@ -3,21 +3,26 @@
 //! One Raft group as a state machine with no I/O, no clock and no threads: the driver calls
 //! [`RaftNode::tick`], [`RaftNode::step`], [`RaftNode::propose`] and
 //! [`RaftNode::persisted`], and carries out the [`Action`]s returned, **in order**: a
-//! `Persist` must be durable before any later `Send` of the same list goes out (term, vote and
-//! entries are on disk before a message that depends on them).
+//! `Send` goes out only once every `Persist`/`InstallSnapshot` returned before it (by any
+//! call) is durable (term, vote and entries are on disk before a message that depends on
+//! them).
 //!
 //! - [`types`]: entries, messages, actions, configuration.
 //! - [`node`]: the state machine: pre-vote and check-quorum elections, leader stickiness,
-//!   pipelined AppendEntries with fast back-off, commit by quorum of durable copies.
+//!   pipelined AppendEntries within entry and byte limits, fast back-off, commit by quorum of
+//!   durable copies, heartbeats that carry a safe commit index, leadership transfer,
+//!   single-server membership changes with learners, and a log start that moves (compaction,
+//!   followers behind it reset by snapshot).
 //! - [`sim`]: a seeded simulator of 3 to 5 nodes over a lossy, reordering, partitionable
-//!   network and crash-prone disks, checking Raft's invariants after every step.
-//!
-//! Not yet (issue 24 continues): membership changes, learners, leadership transfer, a moving
-//! log start, many groups per shard with coalesced heartbeats.
+//!   network and crash-prone disks, changing membership and compacting under the faults,
+//!   checking Raft's invariants after every step.
 
 pub mod node;
 pub mod sim;
 pub mod types;
 
 pub use node::RaftNode;
-pub use types::{Action, Config, Entry, HardState, Message, NodeId, Role};
+pub use types::{
+    Action, CompactError, Config, Entry, HardState, Membership, MembershipChange, Message, NodeId,
+    Payload, ProposeError, Role, Snapshot,
+};

@@ -2,15 +2,49 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::types::{Action, Broken, Config, Entry, HardState, Message, NodeId, Role};
+use crate::types::{
+    Action, Broken, CompactError, Config, Entry, HardState, Membership, MembershipChange, Message,
+    NodeId, Payload, ProposeError, Role, Snapshot,
+};
 
 /// Where the leader is with one follower.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Progress {
     /// The next index to send.
     next: u64,
     /// Known to be durable there up to here.
     matched: u64,
+    /// Appends sent and not acknowledged: (last index, bytes), oldest first.
+    in_flight: VecDeque<(u64, u64)>,
+    in_flight_bytes: u64,
+}
+
+impl Progress {
+    fn new(next: u64) -> Self {
+        Self {
+            next,
+            matched: 0,
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+        }
+    }
+
+    fn acknowledged(&mut self, matched: u64) {
+        while let Some(&(last, bytes)) = self.in_flight.front() {
+            if last > matched {
+                break;
+            }
+            self.in_flight.pop_front();
+            self.in_flight_bytes -= bytes;
+        }
+    }
+
+    /// What was in flight will be sent again.
+    fn rewind(&mut self, next: u64) {
+        self.next = next;
+        self.in_flight.clear();
+        self.in_flight_bytes = 0;
+    }
 }
 
 /// One node of a Raft group.
@@ -21,8 +55,12 @@ pub struct RaftNode {
     voted_for: Option<NodeId>,
     role: Role,
     leader: Option<NodeId>,
-    /// Index 1 is `log[0]`.
+    /// What precedes the log: index `snapshot.index + 1` is `log[0]`.
+    snapshot: Snapshot,
     log: Vec<Entry>,
+    /// The membership in force: the last membership entry of the log, else the snapshot's.
+    membership: Membership,
+    membership_index: u64,
     commit: u64,
     /// Durable here up to this index.
     persisted: u64,
@@ -31,7 +69,7 @@ pub struct RaftNode {
     next_write: u64,
     votes: BTreeSet<NodeId>,
     progress: BTreeMap<NodeId, Progress>,
-    /// Followers heard from since the last check-quorum.
+    /// Voters heard from since the last check-quorum.
     active: BTreeSet<NodeId>,
     /// Leadership being handed to this node, and the ticks it has taken so far.
     transferring: Option<(NodeId, u32)>,
@@ -50,9 +88,20 @@ fn splitmix(state: &mut u64) -> u64 {
 }
 
 impl RaftNode {
-    /// A node starting from what its disk holds (empty for a new group).
-    pub fn new(config: Config, hard: HardState, log: Vec<Entry>) -> Self {
-        let persisted = log.len() as u64;
+    /// A node starting from what its disk holds: term and vote, the snapshot its log starts
+    /// after (`None`: the log starts at index 1 with `config.voters` as membership), and the
+    /// entries after it.
+    pub fn new(
+        config: Config,
+        hard: HardState,
+        snapshot: Option<Snapshot>,
+        log: Vec<Entry>,
+    ) -> Self {
+        let snapshot = snapshot.unwrap_or_else(|| Snapshot {
+            membership: Membership::of_voters(&config.voters),
+            ..Snapshot::default()
+        });
+        let persisted = snapshot.index + log.len() as u64;
         let mut node = Self {
             rng: config.seed ^ 0x5EED,
             config,
@@ -60,8 +109,11 @@ impl RaftNode {
             voted_for: hard.voted_for,
             role: Role::Follower,
             leader: None,
+            commit: snapshot.index,
+            membership: Membership::default(),
+            membership_index: 0,
+            snapshot,
             log,
-            commit: 0,
             persisted,
             writes: VecDeque::new(),
             next_write: 1,
@@ -73,6 +125,7 @@ impl RaftNode {
             heartbeat_elapsed: 0,
             timeout: 0,
         };
+        node.reload_membership(&mut Vec::new());
         node.reset_timeout();
         node
     }
@@ -92,35 +145,76 @@ impl RaftNode {
     pub fn commit_index(&self) -> u64 {
         self.commit
     }
+    /// Durable here up to this index.
+    pub fn persisted_index(&self) -> u64 {
+        self.persisted
+    }
+    /// The entries held, from [`Self::first_index`] on.
     pub fn log(&self) -> &[Entry] {
         &self.log
     }
+    /// What precedes the log.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+    /// The index of `log()[0]`.
+    pub fn first_index(&self) -> u64 {
+        self.snapshot.index + 1
+    }
     pub fn last_index(&self) -> u64 {
-        self.log.len() as u64
+        self.snapshot.index + self.log.len() as u64
+    }
+    /// The membership in force here (the last one in the log, committed or not).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    pub fn is_voter(&self) -> bool {
+        self.membership.voters.contains(&self.config.id)
+    }
+    /// On the leader: up to where `node` is known to hold the log.
+    pub fn matched(&self, node: NodeId) -> Option<u64> {
+        if node == self.config.id {
+            return Some(self.persisted);
+        }
+        self.progress.get(&node).map(|p| p.matched)
+    }
+
+    /// The entry at `index`, if the log holds it.
+    pub fn entry(&self, index: u64) -> Option<&Entry> {
+        let k = index.checked_sub(self.first_index())?;
+        self.log.get(usize::try_from(k).ok()?)
     }
 
     fn term_at(&self, index: u64) -> Option<u64> {
-        if index == 0 {
-            return Some(0);
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
         }
-        self.log.get(index as usize - 1).map(|e| e.term)
+        self.entry(index).map(|e| e.term)
     }
 
     fn last_term(&self) -> u64 {
-        self.log.last().map_or(0, |e| e.term)
+        self.log.last().map_or(self.snapshot.term, |e| e.term)
     }
 
     fn quorum(&self) -> usize {
-        self.config.voters.len() / 2 + 1
+        self.membership.voters.len() / 2 + 1
     }
 
-    fn peers(&self) -> Vec<NodeId> {
-        self.config
+    /// Voters other than this node.
+    fn voter_peers(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        self.membership
             .voters
             .iter()
             .copied()
-            .filter(|v| *v != self.config.id)
+            .filter(|v| *v != me)
             .collect()
+    }
+
+    /// Voters and learners other than this node: everyone the leader replicates to.
+    fn peers(&self) -> Vec<NodeId> {
+        let me = self.config.id;
+        self.membership.members().filter(|v| *v != me).collect()
     }
 
     fn reset_timeout(&mut self) {
@@ -140,12 +234,53 @@ impl RaftNode {
         out.push(Action::Send { to, message });
     }
 
+    /// The membership in force at `index` (at most the last index).
+    fn membership_at(&self, index: u64) -> (u64, Membership) {
+        let mut i = index.min(self.last_index());
+        while i > self.snapshot.index {
+            if let Some(Entry {
+                payload: Payload::Membership(m),
+                ..
+            }) = self.entry(i)
+            {
+                return (i, m.clone());
+            }
+            i -= 1;
+        }
+        (self.snapshot.index, self.snapshot.membership.clone())
+    }
+
+    /// Takes the membership from the log (after an append, a truncation or a reset) and
+    /// follows it: the leader replicates to the new members; a node that no longer votes
+    /// stops campaigning.
+    fn reload_membership(&mut self, out: &mut Vec<Action>) {
+        let (index, membership) = self.membership_at(self.last_index());
+        self.membership = membership;
+        self.membership_index = index;
+        if self.role == Role::Leader {
+            let next = self.last_index() + 1;
+            let peers = self.peers();
+            self.progress.retain(|id, _| peers.contains(id));
+            for p in peers {
+                self.progress
+                    .entry(p)
+                    .or_insert_with(|| Progress::new(next));
+            }
+        } else if matches!(self.role, Role::PreCandidate | Role::Candidate) && !self.is_voter() {
+            self.become_follower(out, self.term, None);
+        }
+    }
+
     /// Replaces the log from `first_index` on with `entries` and asks the driver to do so.
     fn write(&mut self, out: &mut Vec<Action>, first_index: u64, entries: Vec<Entry>) {
-        self.log.truncate(first_index as usize - 1);
+        let keep = first_index - 1;
+        let touches_membership = keep < self.membership_index
+            || entries
+                .iter()
+                .any(|e| matches!(e.payload, Payload::Membership(_)));
+        self.log.truncate((keep - self.snapshot.index) as usize);
         self.log.extend(entries.iter().cloned());
         // A write still pending no longer covers what was cut.
-        let keep = first_index - 1;
         self.persisted = self.persisted.min(keep);
         for w in self.writes.iter_mut() {
             w.1 = w.1.min(keep);
@@ -158,6 +293,9 @@ impl RaftNode {
             first_index,
             entries,
         });
+        if touches_membership {
+            self.reload_membership(out);
+        }
     }
 
     fn become_follower(&mut self, out: &mut Vec<Action>, term: u64, leader: Option<NodeId>) {
@@ -195,19 +333,32 @@ impl RaftNode {
             if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
                 self.heartbeat_elapsed = 0;
                 for p in self.peers() {
-                    self.send_append(&mut out, p, true);
+                    let matched = self.progress.get(&p).map_or(0, |pr| pr.matched);
+                    Self::send(
+                        &mut out,
+                        p,
+                        Message::Heartbeat {
+                            term: self.term,
+                            commit: self.commit.min(matched),
+                        },
+                    );
                 }
             }
             if self.election_elapsed >= self.config.election_ticks {
                 // Check quorum: a leader that has not heard from a majority steps down.
                 self.election_elapsed = 0;
-                let heard = self.active.len() + 1;
+                let heard = self
+                    .active
+                    .iter()
+                    .filter(|v| self.membership.voters.contains(v))
+                    .count()
+                    + usize::from(self.is_voter());
                 self.active.clear();
                 if heard < self.quorum() {
                     self.become_follower(&mut out, self.term, None);
                 }
             }
-        } else if self.election_elapsed >= self.timeout {
+        } else if self.election_elapsed >= self.timeout && self.is_voter() {
             self.pre_vote(&mut out);
         }
         out
@@ -225,7 +376,7 @@ impl RaftNode {
         if self.votes.len() >= self.quorum() {
             return self.campaign(out);
         }
-        for p in self.peers() {
+        for p in self.voter_peers() {
             Self::send(
                 out,
                 p,
@@ -257,7 +408,7 @@ impl RaftNode {
         if self.votes.len() >= self.quorum() {
             return self.become_leader(out);
         }
-        for p in self.peers() {
+        for p in self.voter_peers() {
             Self::send(
                 out,
                 p,
@@ -281,7 +432,7 @@ impl RaftNode {
         self.progress = self
             .peers()
             .into_iter()
-            .map(|p| (p, Progress { next, matched: 0 }))
+            .map(|p| (p, Progress::new(next)))
             .collect();
         out.push(Action::RoleChanged {
             role: Role::Leader,
@@ -290,44 +441,82 @@ impl RaftNode {
         // An entry of its own term: earlier terms' entries commit with it.
         let entry = Entry {
             term: self.term,
-            data: Vec::new(),
+            payload: Payload::Empty,
         };
         self.write(out, next, vec![entry]);
-        for p in self.peers() {
-            self.send_append(out, p, false);
-        }
+        self.replicate(out);
         self.maybe_commit(out);
     }
 
-    /// Sends `to` what it lacks from its next index (a heartbeat when it lacks nothing and
-    /// `heartbeat` is set). Pipelined: the next index moves past what was sent.
-    fn send_append(&mut self, out: &mut Vec<Action>, to: NodeId, heartbeat: bool) {
+    fn replicate(&mut self, out: &mut Vec<Action>) {
+        for p in self.peers() {
+            self.send_append(out, p, false);
+        }
+    }
+
+    /// Sends `to` what it lacks from its next index, within the limits on entries and bytes
+    /// in flight (pipelined: the next index moves past what was sent). With `probe`, an empty
+    /// Append goes out when nothing else may. A follower behind the log start gets the
+    /// snapshot instead.
+    fn send_append(&mut self, out: &mut Vec<Action>, to: NodeId, probe: bool) {
         let last = self.last_index();
+        let first = self.first_index();
+        let (max_entries, max_bytes) = (
+            self.config.max_entries_in_flight,
+            self.config.max_bytes_in_flight,
+        );
         let Some(pr) = self.progress.get_mut(&to) else {
             return;
         };
-        pr.next = pr.next.clamp(1, last + 1);
-        let pr = *pr;
-        if pr.next > last && !heartbeat {
+        pr.next = pr.next.clamp(pr.matched + 1, last + 1);
+        if pr.next < first {
+            pr.rewind(first);
+            let snapshot = self.snapshot.clone();
+            let message = Message::InstallSnapshot {
+                term: self.term,
+                snapshot,
+            };
+            return Self::send(out, to, message);
+        }
+        let in_flight = pr.next - 1 - pr.matched;
+        let in_flight_bytes = pr.in_flight_bytes;
+        let full = in_flight >= max_entries || in_flight_bytes >= max_bytes;
+        if !probe && (full || pr.next > last) {
             return;
         }
-        if pr.next.saturating_sub(pr.matched + 1) >= self.config.max_entries_in_flight && !heartbeat
-        {
-            return;
-        }
-        let in_flight = pr.next.saturating_sub(pr.matched + 1);
         let prev_index = pr.next - 1;
-        let prev_term = self.term_at(prev_index).unwrap_or(0);
-        let room = if in_flight >= self.config.max_entries_in_flight {
+        let room = if full {
             0
         } else {
-            (self.config.max_entries_per_append as u64)
-                .min(self.config.max_entries_in_flight - in_flight)
+            (self.config.max_entries_per_append as u64).min(max_entries - in_flight)
         };
-        let end = last.min(prev_index + room);
-        let entries = self.log[prev_index as usize..end as usize].to_vec();
+        let byte_room = if full {
+            0
+        } else {
+            self.config
+                .max_bytes_per_append
+                .min(max_bytes - in_flight_bytes)
+        };
+        let mut end = prev_index;
+        let mut bytes = 0;
+        while end < last && end - prev_index < room {
+            let size = self.entry(end + 1).map_or(0, Entry::size_bytes);
+            if end > prev_index && bytes + size > byte_room {
+                break;
+            }
+            bytes += size;
+            end += 1;
+        }
+        let prev_term = self.term_at(prev_index).unwrap_or(0);
+        let lo = (prev_index - self.snapshot.index) as usize;
+        let hi = (end - self.snapshot.index) as usize;
+        let entries = self.log[lo..hi].to_vec();
         if let Some(p) = self.progress.get_mut(&to) {
             p.next = end + 1;
+            if end > prev_index {
+                p.in_flight.push_back((end, bytes));
+                p.in_flight_bytes += bytes;
+            }
         }
         Self::send(
             out,
@@ -349,10 +538,17 @@ impl RaftNode {
         let candidate = if self.config.broken == Some(Broken::CommitWithoutQuorum) {
             self.persisted
         } else {
-            let mut matched: Vec<u64> = self.progress.values().map(|p| p.matched).collect();
-            matched.push(self.persisted);
+            let mut matched: Vec<u64> = self
+                .membership
+                .voters
+                .iter()
+                .map(|v| self.matched(*v).unwrap_or(0))
+                .collect();
             matched.sort_unstable_by(|a, b| b.cmp(a));
-            matched[self.quorum() - 1]
+            let Some(c) = matched.get(self.quorum() - 1) else {
+                return;
+            };
+            *c
         };
         // Only an entry of the leader's own term commits by counting (Raft §5.4.2).
         if candidate > self.commit && self.term_at(candidate) == Some(self.term) {
@@ -365,7 +561,10 @@ impl RaftNode {
     /// the whole log it is told to campaign at once. Abandoned after an election timeout.
     pub fn transfer_leadership(&mut self, to: NodeId) -> Vec<Action> {
         let mut out = Vec::new();
-        if self.role != Role::Leader || to == self.config.id || !self.config.voters.contains(&to) {
+        if self.role != Role::Leader
+            || to == self.config.id
+            || !self.membership.voters.contains(&to)
+        {
             return out;
         }
         self.transferring = Some((to, 0));
@@ -381,26 +580,122 @@ impl RaftNode {
         out
     }
 
-    /// Appends `data` as a new entry if this node leads; its index, or `None` (ask the
-    /// leader, [`Self::leader`]).
-    pub fn propose(&mut self, data: Vec<u8>) -> (Option<u64>, Vec<Action>) {
-        let mut out = Vec::new();
-        if self.role != Role::Leader || self.transferring.is_some() {
-            return (None, out);
+    fn check_leader(&self) -> Result<(), ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
+        if let Some((to, _)) = self.transferring {
+            return Err(ProposeError::Transferring { to });
+        }
+        Ok(())
+    }
+
+    fn append_own(&mut self, out: &mut Vec<Action>, payload: Payload) -> u64 {
         let index = self.last_index() + 1;
-        self.write(
-            &mut out,
-            index,
-            vec![Entry {
-                term: self.term,
-                data,
-            }],
-        );
-        for p in self.peers() {
-            self.send_append(&mut out, p, false);
+        let entry = Entry {
+            term: self.term,
+            payload,
+        };
+        self.write(out, index, vec![entry]);
+        self.replicate(out);
+        index
+    }
+
+    /// Appends `data` as a new entry if this node leads: its index, or why not.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, Vec<Action>), ProposeError> {
+        self.check_leader()?;
+        let entry = Entry::data(self.term, data);
+        let bytes = entry.size_bytes();
+        if bytes > self.config.max_bytes_per_append {
+            return Err(ProposeError::TooLarge {
+                bytes,
+                max_bytes: self.config.max_bytes_per_append,
+            });
         }
-        (Some(index), out)
+        let mut out = Vec::new();
+        let index = self.append_own(&mut out, entry.payload);
+        Ok((index, out))
+    }
+
+    /// Proposes one membership change (in force once appended; the next is accepted once
+    /// this one commits): its index, or why not.
+    pub fn change_membership(
+        &mut self,
+        change: MembershipChange,
+    ) -> Result<(u64, Vec<Action>), ProposeError> {
+        self.check_leader()?;
+        if self.membership_index > self.commit {
+            return Err(ProposeError::ChangeInProgress {
+                index: self.membership_index,
+            });
+        }
+        // Ongaro's fix for single-server changes: a leader first commits in its own term.
+        if self.term_at(self.commit) != Some(self.term) {
+            return Err(ProposeError::LeaderNotReady);
+        }
+        let mut next = self.membership.clone();
+        match change {
+            MembershipChange::AddLearner(n) => {
+                if next.contains(n) {
+                    return Err(ProposeError::AlreadyMember(n));
+                }
+                next.learners.insert(n);
+            }
+            MembershipChange::Promote(n) => {
+                if !next.learners.contains(&n) {
+                    return Err(ProposeError::NotALearner(n));
+                }
+                let matched = self.matched(n).unwrap_or(0);
+                if matched < self.commit {
+                    return Err(ProposeError::NotCaughtUp {
+                        node: n,
+                        matched,
+                        commit: self.commit,
+                    });
+                }
+                next.learners.remove(&n);
+                next.voters.insert(n);
+            }
+            MembershipChange::Remove(n) => {
+                if n == self.config.id {
+                    return Err(ProposeError::RemovingLeader);
+                }
+                if !next.voters.remove(&n) && !next.learners.remove(&n) {
+                    return Err(ProposeError::NotAMember(n));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let index = self.append_own(&mut out, Payload::Membership(next));
+        Ok((index, out))
+    }
+
+    /// The driver dropped (or will drop) the entries up to `index` from its log: retention
+    /// deleted them, or `data` (the state machine at `index`) replaces them. Only what is
+    /// committed and durable here may go. A follower that needs them later gets the snapshot.
+    pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), CompactError> {
+        if index <= self.snapshot.index {
+            return Err(CompactError::AlreadyCompacted {
+                index,
+                start: self.snapshot.index,
+            });
+        }
+        let limit = self.commit.min(self.persisted);
+        if index > limit {
+            return Err(CompactError::NotDurablyCommitted { index, limit });
+        }
+        let term = self.term_at(index).unwrap_or(0);
+        let (_, membership) = self.membership_at(index);
+        self.log.drain(..(index - self.snapshot.index) as usize);
+        self.snapshot = Snapshot {
+            index,
+            term,
+            membership,
+            data,
+        };
+        Ok(())
     }
 
     /// The driver made log write `write` durable.
@@ -417,10 +712,11 @@ impl RaftNode {
         out
     }
 
-    /// Handles a message from `from`.
+    /// Handles a message from `from`. Any node may send: a new replica learns it belongs
+    /// from the leader's log, and only voters' answers are counted.
     pub fn step(&mut self, from: NodeId, message: Message) -> Vec<Action> {
         let mut out = Vec::new();
-        if !self.config.voters.contains(&from) || from == self.config.id {
+        if from == self.config.id {
             return out;
         }
         let term = message.term();
@@ -446,7 +742,11 @@ impl RaftNode {
                 self.become_follower(&mut out, term, None);
                 return out;
             }
-            if self.role == Role::PreCandidate && term == self.term + 1 && granted {
+            if self.role == Role::PreCandidate
+                && term == self.term + 1
+                && granted
+                && self.membership.voters.contains(&from)
+            {
                 self.votes.insert(from);
                 if self.votes.len() >= self.quorum() {
                     self.campaign(&mut out);
@@ -467,12 +767,19 @@ impl RaftNode {
                 // Leader stickiness: a live leader was heard from; ignore the disruption.
                 return out;
             }
-            let leader = matches!(message, Message::Append { .. }).then_some(from);
-            self.become_follower(&mut out, term, leader);
+            let from_leader = matches!(
+                message,
+                Message::Append { .. }
+                    | Message::Heartbeat { .. }
+                    | Message::InstallSnapshot { .. }
+            );
+            self.become_follower(&mut out, term, from_leader.then_some(from));
         }
         if term < self.term {
             match message {
-                Message::Append { .. } => Self::send(
+                Message::Append { .. }
+                | Message::Heartbeat { .. }
+                | Message::InstallSnapshot { .. } => Self::send(
                     &mut out,
                     from,
                     Message::AppendResponse {
@@ -518,7 +825,8 @@ impl RaftNode {
                 );
             }
             Message::VoteResponse { granted, .. } => {
-                if self.role == Role::Candidate && granted {
+                if self.role == Role::Candidate && granted && self.membership.voters.contains(&from)
+                {
                     self.votes.insert(from);
                     if self.votes.len() >= self.quorum() {
                         self.become_leader(&mut out);
@@ -535,8 +843,15 @@ impl RaftNode {
             Message::AppendResponse { success, index, .. } => {
                 self.on_append_response(&mut out, from, success, index)
             }
+            Message::Heartbeat { commit, .. } => self.on_heartbeat(&mut out, from, commit),
+            Message::HeartbeatResponse { last_index, .. } => {
+                self.on_heartbeat_response(&mut out, from, last_index)
+            }
+            Message::InstallSnapshot { snapshot, .. } => {
+                self.on_install_snapshot(&mut out, from, snapshot)
+            }
             Message::TimeoutNow { .. } => {
-                if self.leader == Some(from) && self.role == Role::Follower {
+                if self.leader == Some(from) && self.role == Role::Follower && self.is_voter() {
                     self.campaign_with(&mut out, true);
                 }
             }
@@ -549,19 +864,50 @@ impl RaftNode {
         (last_term, last_index) >= (self.last_term(), self.last_index())
     }
 
-    fn on_append(
-        &mut self,
-        out: &mut Vec<Action>,
-        from: NodeId,
-        prev_index: u64,
-        prev_term: u64,
-        entries: Vec<Entry>,
-        commit: u64,
-    ) {
+    /// Follows `from`, the leader of this term.
+    fn heard_from_leader(&mut self, out: &mut Vec<Action>, from: NodeId) {
         if self.role != Role::Follower || self.leader != Some(from) {
             self.become_follower(out, self.term, Some(from));
         }
         self.election_elapsed = 0;
+    }
+
+    fn advance_commit(&mut self, out: &mut Vec<Action>, commit: u64) {
+        if commit > self.commit {
+            self.commit = commit;
+            out.push(Action::Committed(commit));
+        }
+    }
+
+    fn on_append(
+        &mut self,
+        out: &mut Vec<Action>,
+        from: NodeId,
+        mut prev_index: u64,
+        mut prev_term: u64,
+        mut entries: Vec<Entry>,
+        commit: u64,
+    ) {
+        self.heard_from_leader(out, from);
+        let matched = prev_index + entries.len() as u64;
+        if prev_index < self.snapshot.index {
+            // What precedes our log start is committed, so it matches: skip it.
+            let skip = (self.snapshot.index - prev_index) as usize;
+            entries.drain(..skip.min(entries.len()));
+            prev_index = self.snapshot.index;
+            prev_term = self.snapshot.term;
+            if entries.is_empty() {
+                return Self::send(
+                    out,
+                    from,
+                    Message::AppendResponse {
+                        term: self.term,
+                        success: true,
+                        index: matched.min(prev_index),
+                    },
+                );
+            }
+        }
         match self.term_at(prev_index) {
             Some(t) if t == prev_term => {}
             found => {
@@ -589,28 +935,21 @@ impl RaftNode {
             }
         }
         // Skip what matches; cut at the first conflict; write the rest.
-        let mut first_new = None;
-        for (k, e) in entries.iter().enumerate() {
-            let index = prev_index + 1 + k as u64;
-            if self.term_at(index) != Some(e.term) {
-                first_new = Some(k);
-                break;
-            }
-        }
-        let matched = prev_index + entries.len() as u64;
+        let first_new = entries
+            .iter()
+            .enumerate()
+            .find(|(k, e)| self.term_at(prev_index + 1 + *k as u64) != Some(e.term))
+            .map(|(k, _)| k);
         if let Some(k) = first_new {
             let first_index = prev_index + 1 + k as u64;
             if first_index <= self.commit {
                 // A leader never asks to replace committed entries; refuse rather than lose.
                 return;
             }
-            self.write(out, first_index, entries[k..].to_vec());
+            entries.drain(..k);
+            self.write(out, first_index, entries);
         }
-        let new_commit = commit.min(matched);
-        if new_commit > self.commit {
-            self.commit = new_commit;
-            out.push(Action::Committed(new_commit));
-        }
+        self.advance_commit(out, commit.min(matched));
         Self::send(
             out,
             from,
@@ -618,6 +957,52 @@ impl RaftNode {
                 term: self.term,
                 success: true,
                 index: matched,
+            },
+        );
+    }
+
+    fn on_heartbeat(&mut self, out: &mut Vec<Action>, from: NodeId, commit: u64) {
+        self.heard_from_leader(out, from);
+        // The leader capped `commit` at what we are known to hold from it.
+        self.advance_commit(out, commit.min(self.last_index()));
+        Self::send(
+            out,
+            from,
+            Message::HeartbeatResponse {
+                term: self.term,
+                last_index: self.last_index(),
+            },
+        );
+    }
+
+    fn on_install_snapshot(&mut self, out: &mut Vec<Action>, from: NodeId, snapshot: Snapshot) {
+        self.heard_from_leader(out, from);
+        let index = snapshot.index;
+        if index <= self.commit || self.term_at(index) == Some(snapshot.term) {
+            // Already held (log matching): nothing to replace.
+            self.advance_commit(out, index);
+        } else {
+            self.log.clear();
+            self.snapshot = snapshot.clone();
+            // Nothing of the old log counts as durable any more.
+            self.persisted = 0;
+            for w in self.writes.iter_mut() {
+                w.1 = 0;
+            }
+            let write = self.next_write;
+            self.next_write += 1;
+            self.writes.push_back((write, index));
+            out.push(Action::InstallSnapshot { write, snapshot });
+            self.reload_membership(out);
+            self.advance_commit(out, index);
+        }
+        Self::send(
+            out,
+            from,
+            Message::AppendResponse {
+                term: self.term,
+                success: true,
+                index,
             },
         );
     }
@@ -640,7 +1025,9 @@ impl RaftNode {
         if success {
             p.matched = p.matched.max(index.min(last));
             p.next = p.next.max(p.matched + 1);
-            let caught_up = p.matched == last;
+            let matched = p.matched;
+            p.acknowledged(matched);
+            let caught_up = matched == last;
             self.maybe_commit(out);
             self.send_append(out, from, false);
             if caught_up && self.transferring.is_some_and(|(to, _)| to == from) {
@@ -649,7 +1036,31 @@ impl RaftNode {
         } else {
             // Back off to the hint (never below what is known to match, never past the end:
             // the hint comes from the network).
-            p.next = index.clamp(p.matched + 1, last + 1);
+            let next = index.clamp(p.matched + 1, last + 1);
+            p.rewind(next);
+            self.send_append(out, from, true);
+        }
+    }
+
+    fn on_heartbeat_response(&mut self, out: &mut Vec<Action>, from: NodeId, last_index: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        self.active.insert(from);
+        let last = self.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        if p.matched >= last {
+            return;
+        }
+        if last_index + 1 < p.next {
+            // Appends were lost: resend from the follower's end.
+            let next = (last_index + 1).max(p.matched + 1);
+            p.rewind(next);
+            self.send_append(out, from, false);
+        } else {
+            // It may hold everything and its answers were lost: an empty probe finds out.
             self.send_append(out, from, true);
         }
     }

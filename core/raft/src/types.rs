@@ -1,5 +1,7 @@
 //! Entries, messages, actions and configuration of one Raft group.
 
+use std::collections::BTreeSet;
+
 /// A node of the group.
 pub type NodeId = u64;
 
@@ -8,6 +10,89 @@ pub type NodeId = u64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub term: u64,
+    pub payload: Payload,
+}
+
+/// What an entry carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The entry a new leader writes in its own term (it commits the earlier terms' entries).
+    Empty,
+    /// The user's bytes.
+    Data(Vec<u8>),
+    /// The group's next membership: in force on every node from the moment the entry is in
+    /// its log (not when it commits), as single-server changes require.
+    Membership(Membership),
+}
+
+/// Bytes an entry counts for against the byte limits: its payload plus a fixed framing.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 16;
+
+impl Entry {
+    pub fn data(term: u64, data: Vec<u8>) -> Self {
+        Self {
+            term,
+            payload: Payload::Data(data),
+        }
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        ENTRY_OVERHEAD_BYTES
+            + match &self.payload {
+                Payload::Empty => 0,
+                Payload::Data(d) => d.len() as u64,
+                Payload::Membership(m) => 8 * (m.voters.len() + m.learners.len()) as u64,
+            }
+    }
+}
+
+/// Who votes and who only follows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Membership {
+    pub voters: BTreeSet<NodeId>,
+    /// Receive the log, never vote, never count for a quorum: a replica catching up before
+    /// it is promoted.
+    pub learners: BTreeSet<NodeId>,
+}
+
+impl Membership {
+    pub fn of_voters(voters: &[NodeId]) -> Self {
+        Self {
+            voters: voters.iter().copied().collect(),
+            learners: BTreeSet::new(),
+        }
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.voters.contains(&id) || self.learners.contains(&id)
+    }
+
+    /// Voters and learners.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().chain(self.learners.iter()).copied()
+    }
+}
+
+/// One change of membership: a single server at a time (Raft thesis §4.1), so the majorities
+/// of the configurations before and after always overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// A new replica that receives the log without voting.
+    AddLearner(NodeId),
+    /// A learner that holds every committed entry becomes a voter.
+    Promote(NodeId),
+    /// A voter or learner leaves (not the leader: transfer leadership first).
+    Remove(NodeId),
+}
+
+/// What the log held before its first entry: where it starts, the term there, the membership
+/// in force there, and the state machine's bytes (empty for a partition, whose records before
+/// the log start are simply gone; the controller's metadata image for the controller).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub index: u64,
+    pub term: u64,
+    pub membership: Membership,
     pub data: Vec<u8>,
 }
 
@@ -64,6 +149,24 @@ pub enum Message {
     TimeoutNow {
         term: u64,
     },
+    /// The leader is alive. `commit` is the leader's commit index capped at what this
+    /// follower is known to hold, so it can be applied without a log check.
+    Heartbeat {
+        term: u64,
+        commit: u64,
+    },
+    /// `last_index`: the end of the follower's log (a hint: lost appends are resent from it).
+    HeartbeatResponse {
+        term: u64,
+        last_index: u64,
+    },
+    /// The follower needs entries the leader no longer holds: start over from this log
+    /// start (a partition's retention moved past the follower, or the controller compacted).
+    /// Answered with an [`Message::AppendResponse`].
+    InstallSnapshot {
+        term: u64,
+        snapshot: Snapshot,
+    },
 }
 
 impl Message {
@@ -75,7 +178,10 @@ impl Message {
             | Self::VoteResponse { term, .. }
             | Self::Append { term, .. }
             | Self::AppendResponse { term, .. }
-            | Self::TimeoutNow { term } => *term,
+            | Self::TimeoutNow { term }
+            | Self::Heartbeat { term, .. }
+            | Self::HeartbeatResponse { term, .. }
+            | Self::InstallSnapshot { term, .. } => *term,
         }
     }
 }
@@ -100,6 +206,12 @@ pub enum Action {
         write: u64,
         first_index: u64,
         entries: Vec<Entry>,
+    },
+    /// Replace the whole log with `snapshot` (the log now ends at its index); then report
+    /// [`crate::RaftNode::persisted`] with `write`.
+    InstallSnapshot {
+        write: u64,
+        snapshot: Snapshot,
     },
     Send {
         to: NodeId,
@@ -126,6 +238,8 @@ pub enum Broken {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub id: NodeId,
+    /// The voters a new group starts with (bootstrap); afterwards the log's membership
+    /// entries rule.
     pub voters: Vec<NodeId>,
     /// Ticks without a leader before an election starts: randomized in
     /// `election_ticks..2 * election_ticks`.
@@ -135,6 +249,11 @@ pub struct Config {
     pub max_entries_per_append: usize,
     /// Most entries sent to one follower and not acknowledged (pipelining bound).
     pub max_entries_in_flight: u64,
+    /// Most bytes in one Append (at least one entry is always sent; a proposal larger than
+    /// this is refused).
+    pub max_bytes_per_append: u64,
+    /// Most bytes sent to one follower and not acknowledged.
+    pub max_bytes_in_flight: u64,
     /// Seeds the randomized election timeout (deterministic per node).
     pub seed: u64,
     pub broken: Option<Broken>,
@@ -149,8 +268,113 @@ impl Config {
             heartbeat_ticks: 2,
             max_entries_per_append: 64,
             max_entries_in_flight: 1_024,
+            max_bytes_per_append: 1 << 20,
+            max_bytes_in_flight: 8 << 20,
             seed: id,
             broken: None,
         }
     }
 }
+
+/// Why a proposal or a membership change was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposeError {
+    /// Ask the leader (when known).
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// Leadership is being handed over; retry at the new leader.
+    Transferring {
+        to: NodeId,
+    },
+    /// The entry is larger than one Append may carry.
+    TooLarge {
+        bytes: u64,
+        max_bytes: u64,
+    },
+    /// One membership change at a time: the previous one (at this index) is not committed.
+    ChangeInProgress {
+        index: u64,
+    },
+    /// A new leader changes membership only once an entry of its own term is committed.
+    LeaderNotReady,
+    /// The node is already a member (as voter or learner).
+    AlreadyMember(NodeId),
+    NotAMember(NodeId),
+    NotALearner(NodeId),
+    /// A learner is promoted once it holds every committed entry.
+    NotCaughtUp {
+        node: NodeId,
+        matched: u64,
+        commit: u64,
+    },
+    /// The leader cannot remove itself: transfer leadership first.
+    RemovingLeader,
+}
+
+impl std::fmt::Display for ProposeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotLeader { leader: Some(l) } => write!(f, "not the leader: node {l} leads"),
+            Self::NotLeader { leader: None } => {
+                write!(f, "not the leader and no leader is known: retry after an election")
+            }
+            Self::Transferring { to } => {
+                write!(f, "leadership is moving to node {to}: retry there")
+            }
+            Self::TooLarge { bytes, max_bytes } => write!(
+                f,
+                "entry of {bytes} bytes exceeds max_bytes_per_append ({max_bytes}): split it"
+            ),
+            Self::ChangeInProgress { index } => write!(
+                f,
+                "a membership change (entry {index}) is not committed yet: retry once it is"
+            ),
+            Self::LeaderNotReady => write!(
+                f,
+                "the new leader has not committed an entry of its term yet: retry shortly"
+            ),
+            Self::AlreadyMember(n) => write!(f, "node {n} is already a member"),
+            Self::NotAMember(n) => write!(f, "node {n} is not a member"),
+            Self::NotALearner(n) => write!(f, "node {n} is not a learner: add it as one first"),
+            Self::NotCaughtUp {
+                node,
+                matched,
+                commit,
+            } => write!(
+                f,
+                "learner {node} holds entries up to {matched}, the commit index is {commit}: promote it once it has caught up"
+            ),
+            Self::RemovingLeader => {
+                write!(f, "the leader cannot remove itself: transfer leadership first")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProposeError {}
+
+/// Why [`crate::RaftNode::compact`] refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompactError {
+    /// Only what is committed and durable here may leave the log.
+    NotDurablyCommitted { index: u64, limit: u64 },
+    /// The log already starts after this index.
+    AlreadyCompacted { index: u64, start: u64 },
+}
+
+impl std::fmt::Display for CompactError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotDurablyCommitted { index, limit } => write!(
+                f,
+                "cannot compact to {index}: only entries up to {limit} are committed and durable here"
+            ),
+            Self::AlreadyCompacted { index, start } => {
+                write!(f, "cannot compact to {index}: the log already starts after {start}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for CompactError {}

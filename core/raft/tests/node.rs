@@ -4,10 +4,7 @@ use quiver_raft::types::{Action, Config, Entry, HardState, Message, Role};
 use quiver_raft::RaftNode;
 
 fn entry(term: u64) -> Entry {
-    Entry {
-        term,
-        data: vec![term as u8],
-    }
+    Entry::data(term, vec![term as u8])
 }
 
 fn node(id: u64, voters: &[u64], term: u64, log: Vec<Entry>) -> RaftNode {
@@ -17,6 +14,7 @@ fn node(id: u64, voters: &[u64], term: u64, log: Vec<Entry>) -> RaftNode {
             term,
             voted_for: None,
         },
+        None,
         log,
     )
 }
@@ -66,8 +64,8 @@ fn a_single_node_leads_and_commits_only_what_is_durable() {
         })
         .expect("the no-op entry");
     assert_eq!(n.commit_index(), 0, "not committed before it is durable");
-    let (index, more) = n.propose(b"x".to_vec());
-    assert_eq!(index, Some(2));
+    let (index, more) = n.propose(b"x".to_vec()).expect("the leader accepts");
+    assert_eq!(index, 2);
     let second = more
         .iter()
         .find_map(|a| match a {

@@ -1,6 +1,7 @@
 //! The Raft core under the deterministic simulator: a few thousand seeds of crashes, torn
 //! writes, partitions, loss, duplication, reordering and clock skew, every invariant checked
-//! after every step. `QUIVER_SIM_SEED=n` replays one seed; `QUIVER_SIM_SEEDS=n` runs n.
+//! after every step, with membership changes and moving log starts in half the runs.
+//! `QUIVER_SIM_SEED=n` replays one seed; `QUIVER_SIM_SEEDS=n` runs n.
 
 use quiver_raft::sim::{run_seed, Stats};
 use quiver_raft::types::Broken;
@@ -24,21 +25,21 @@ fn every_seed_keeps_raft_safe_and_live() {
     let mut total = Stats::default();
     for seed in 0..seeds {
         match run_seed(seed, None) {
-            Ok(s) => {
-                total.ticks += s.ticks;
-                total.messages += s.messages;
-                total.faults += s.faults;
-                total.committed += s.committed;
-                total.proposals += s.proposals;
-                total.proposals_failed += s.proposals_failed;
-                total.leaders += s.leaders;
-            }
+            Ok(s) => total.add(&s),
             Err(f) => panic!("{f}"),
         }
     }
     eprintln!("{seeds} seeds: {total:?}");
     assert!(total.committed > seeds * 50, "the runs commit: {total:?}");
     assert!(total.faults > seeds, "the runs inject faults: {total:?}");
+    assert!(
+        total.membership_changes > seeds && total.compactions > seeds,
+        "the runs change membership and move log starts: {total:?}"
+    );
+    assert!(
+        total.snapshots_installed > seeds / 10,
+        "followers behind the log start are reset: {total:?}"
+    );
 }
 
 #[test]
