@@ -5,6 +5,8 @@
 //!   commit scaling, RSS bound). Results go to `perf/results/` and `docs/benchmarks.md`.
 //! - `bin/node_bench.rs`: a node's produce latency and throughput against a raw QUIC echo.
 //! - `bin/client_bench.rs`: the client's producer rate and consumer catch-up read.
+//! - `bin/raft_bench.rs`: the Raft core on one core for 1 to 10,000 groups (committed
+//!   entries per CPU-second, CPU per input, envelopes per node pair).
 //! - [`harness`]: starting a real broker process, pinning threads.
 //! - [`latency`]: the OMB-style harness behind `quiver bench run`: workloads, open-loop
 //!   pacing, the recorder, drivers (Quiver, the durable echo, NATS), rate search.

@@ -13,14 +13,18 @@
 //!   durable copies, heartbeats that carry a safe commit index, leadership transfer,
 //!   single-server membership changes with learners, and a log start that moves (compaction,
 //!   followers behind it reset by snapshot).
+//! - [`multi`]: the groups of one shard: one clock, one outbox per peer node, messages of
+//!   all groups between two nodes coalesced into one envelope per round.
 //! - [`sim`]: a seeded simulator of 3 to 5 nodes over a lossy, reordering, partitionable
 //!   network and crash-prone disks, changing membership and compacting under the faults,
 //!   checking Raft's invariants after every step.
 
+pub mod multi;
 pub mod node;
 pub mod sim;
 pub mod types;
 
+pub use multi::{Envelope, GroupId, MultiConfig, MultiError, MultiRaft};
 pub use node::RaftNode;
 pub use types::{
     Action, CompactError, Config, Entry, HardState, Membership, MembershipChange, Message, NodeId,

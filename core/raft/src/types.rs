@@ -170,6 +170,23 @@ pub enum Message {
 }
 
 impl Message {
+    /// Bytes the message counts for against message size limits: a fixed header plus the
+    /// entries' or the snapshot's bytes.
+    pub fn size_bytes(&self) -> u64 {
+        const HEADER_BYTES: u64 = 32;
+        HEADER_BYTES
+            + match self {
+                Self::Append { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
+                Self::InstallSnapshot { snapshot, .. } => {
+                    snapshot.data.len() as u64
+                        + 8 * (snapshot.membership.voters.len()
+                            + snapshot.membership.learners.len())
+                            as u64
+                }
+                _ => 0,
+            }
+    }
+
     pub fn term(&self) -> u64 {
         match self {
             Self::PreVote { term, .. }

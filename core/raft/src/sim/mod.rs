@@ -16,6 +16,7 @@
 //! failed (an entry of a later term was committed at or before its index).
 
 mod checks;
+pub mod local_cluster;
 
 use std::collections::{BTreeMap, VecDeque};
 
