@@ -17,6 +17,8 @@ struct Progress {
     /// Appends sent and not acknowledged: (last index, bytes), oldest first.
     in_flight: VecDeque<(u64, u64)>,
     in_flight_bytes: u64,
+    /// The driver could not send to it: no appends but probes until it answers.
+    paused: bool,
 }
 
 impl Progress {
@@ -26,6 +28,7 @@ impl Progress {
             matched: 0,
             in_flight: VecDeque::new(),
             in_flight_bytes: 0,
+            paused: false,
         }
     }
 
@@ -292,6 +295,7 @@ impl RaftNode {
             write,
             first_index,
             entries,
+            sync: self.config.sync_writes,
         });
         if touches_membership {
             self.reload_membership(out);
@@ -480,7 +484,7 @@ impl RaftNode {
         }
         let in_flight = pr.next - 1 - pr.matched;
         let in_flight_bytes = pr.in_flight_bytes;
-        let full = in_flight >= max_entries || in_flight_bytes >= max_bytes;
+        let full = in_flight >= max_entries || in_flight_bytes >= max_bytes || pr.paused;
         if !probe && (full || pr.next > last) {
             return;
         }
@@ -592,31 +596,59 @@ impl RaftNode {
         Ok(())
     }
 
-    fn append_own(&mut self, out: &mut Vec<Action>, payload: Payload) -> u64 {
-        let index = self.last_index() + 1;
-        let entry = Entry {
-            term: self.term,
-            payload,
-        };
-        self.write(out, index, vec![entry]);
+    fn append_own(&mut self, out: &mut Vec<Action>, payloads: Vec<Payload>) -> (u64, u64) {
+        let first = self.last_index() + 1;
+        let entries: Vec<Entry> = payloads
+            .into_iter()
+            .map(|payload| Entry {
+                term: self.term,
+                payload,
+            })
+            .collect();
+        let last = first + entries.len() as u64 - 1;
+        self.write(out, first, entries);
         self.replicate(out);
-        index
+        (first, last)
     }
 
     /// Appends `data` as a new entry if this node leads: its index, or why not.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(u64, Vec<Action>), ProposeError> {
+        let (range, out) = self.propose_batch(vec![data])?;
+        Ok((*range.start(), out))
+    }
+
+    /// Appends each of `batch` as an entry, in one write and one round of appends: their
+    /// indexes, or why none was taken (all or nothing).
+    pub fn propose_batch(
+        &mut self,
+        batch: Vec<Vec<u8>>,
+    ) -> Result<(std::ops::RangeInclusive<u64>, Vec<Action>), ProposeError> {
         self.check_leader()?;
-        let entry = Entry::data(self.term, data);
-        let bytes = entry.size_bytes();
-        if bytes > self.config.max_bytes_per_append {
-            return Err(ProposeError::TooLarge {
-                bytes,
-                max_bytes: self.config.max_bytes_per_append,
-            });
+        let max_bytes = self.config.max_bytes_per_append;
+        if let Some(bytes) = batch
+            .iter()
+            .map(|d| d.len() as u64 + crate::types::ENTRY_OVERHEAD_BYTES)
+            .find(|b| *b > max_bytes)
+        {
+            return Err(ProposeError::TooLarge { bytes, max_bytes });
+        }
+        if batch.is_empty() {
+            return Err(ProposeError::Empty);
         }
         let mut out = Vec::new();
-        let index = self.append_own(&mut out, entry.payload);
-        Ok((index, out))
+        let (first, last) =
+            self.append_own(&mut out, batch.into_iter().map(Payload::Data).collect());
+        Ok((first..=last, out))
+    }
+
+    /// The driver could not send to `to` (no connection): what was in flight is sent again,
+    /// and only probes go until it answers.
+    pub fn send_failed(&mut self, to: NodeId) {
+        if let Some(p) = self.progress.get_mut(&to) {
+            let next = p.matched + 1;
+            p.rewind(next);
+            p.paused = true;
+        }
     }
 
     /// Proposes one membership change (in force once appended; the next is accepted once
@@ -668,7 +700,7 @@ impl RaftNode {
             }
         }
         let mut out = Vec::new();
-        let index = self.append_own(&mut out, Payload::Membership(next));
+        let (index, _) = self.append_own(&mut out, vec![Payload::Membership(next)]);
         Ok((index, out))
     }
 
@@ -1022,6 +1054,7 @@ impl RaftNode {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
+        p.paused = false;
         if success {
             p.matched = p.matched.max(index.min(last));
             p.next = p.next.max(p.matched + 1);
@@ -1051,6 +1084,7 @@ impl RaftNode {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
+        p.paused = false;
         if p.matched >= last {
             return;
         }

@@ -218,11 +218,13 @@ pub enum Action {
     /// Make term and vote durable.
     PersistHardState(HardState),
     /// Make the log hold `entries` from `first_index` on, dropping whatever followed
-    /// `first_index - 1`; then report [`crate::RaftNode::persisted`] with `write`.
+    /// `first_index - 1`; then report [`crate::RaftNode::persisted`] with `write`. `sync`:
+    /// report only once fsynced ([`Config::sync_writes`]); otherwise once written.
     PersistEntries {
         write: u64,
         first_index: u64,
         entries: Vec<Entry>,
+        sync: bool,
     },
     /// Replace the whole log with `snapshot` (the log now ends at its index); then report
     /// [`crate::RaftNode::persisted`] with `write`.
@@ -271,6 +273,10 @@ pub struct Config {
     pub max_bytes_per_append: u64,
     /// Most bytes sent to one follower and not acknowledged.
     pub max_bytes_in_flight: u64,
+    /// Entry writes are reported durable only once fsynced (`true`: a quorum's disks hold a
+    /// committed entry); `false` counts a write in the page cache (faster; a committed entry
+    /// is lost if a quorum loses power at once). Term and vote are always fsynced.
+    pub sync_writes: bool,
     /// Seeds the randomized election timeout (deterministic per node).
     pub seed: u64,
     pub broken: Option<Broken>,
@@ -287,6 +293,7 @@ impl Config {
             max_entries_in_flight: 1_024,
             max_bytes_per_append: 1 << 20,
             max_bytes_in_flight: 8 << 20,
+            sync_writes: true,
             seed: id,
             broken: None,
         }
@@ -304,6 +311,8 @@ pub enum ProposeError {
     Transferring {
         to: NodeId,
     },
+    /// A batch of no entries.
+    Empty,
     /// The entry is larger than one Append may carry.
     TooLarge {
         bytes: u64,
@@ -343,6 +352,7 @@ impl std::fmt::Display for ProposeError {
                 f,
                 "entry of {bytes} bytes exceeds max_bytes_per_append ({max_bytes}): split it"
             ),
+            Self::Empty => write!(f, "nothing to propose: the batch is empty"),
             Self::ChangeInProgress { index } => write!(
                 f,
                 "a membership change (entry {index}) is not committed yet: retry once it is"

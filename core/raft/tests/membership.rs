@@ -1,107 +1,12 @@
-//! Membership changes, learners, a moving log start and the byte limits, each rule on its
-//! own, over a tiny lossless in-test network (the simulator covers them under faults).
+//! Membership changes, learners, a moving log start and heartbeats, each rule on its own,
+//! over a tiny lossless in-test network (the simulator covers them under faults).
 
-use std::collections::BTreeMap;
+mod common;
 
+use common::Cluster;
 use quiver_raft::types::{
-    Action, CompactError, Config, HardState, MembershipChange, Message, NodeId, Payload,
-    ProposeError, Role,
+    CompactError, MembershipChange, Message, NodeId, Payload, ProposeError, Role,
 };
-use quiver_raft::RaftNode;
-
-/// Nodes that persist at once and deliver every message, in order.
-struct Cluster {
-    nodes: BTreeMap<NodeId, RaftNode>,
-    /// Messages seen, by kind, for assertions.
-    seen: Vec<(NodeId, NodeId, Message)>,
-    installed: Vec<NodeId>,
-}
-
-impl Cluster {
-    fn new(ids: &[NodeId], voters: &[NodeId], tune: impl Fn(&mut Config)) -> Self {
-        let nodes = ids
-            .iter()
-            .map(|&id| {
-                let mut c = Config::new(id, voters.to_vec());
-                tune(&mut c);
-                (id, RaftNode::new(c, HardState::default(), None, Vec::new()))
-            })
-            .collect();
-        Self {
-            nodes,
-            seen: Vec::new(),
-            installed: Vec::new(),
-        }
-    }
-
-    fn node(&mut self, id: NodeId) -> &mut RaftNode {
-        self.nodes.get_mut(&id).expect("a node of the test")
-    }
-
-    /// Carries out `actions` of `from` and everything they cause.
-    fn run(&mut self, from: NodeId, actions: Vec<Action>) {
-        let mut queue: Vec<(NodeId, Action)> = actions.into_iter().map(|a| (from, a)).collect();
-        let mut steps = 0;
-        while !queue.is_empty() {
-            steps += 1;
-            assert!(steps < 100_000, "the cluster does not settle");
-            let (at, action) = queue.remove(0);
-            let more = match action {
-                Action::PersistEntries { write, .. } => self.node(at).persisted(write),
-                Action::InstallSnapshot { write, .. } => {
-                    self.installed.push(at);
-                    self.node(at).persisted(write)
-                }
-                Action::Send { to, message } => {
-                    self.seen.push((at, to, message.clone()));
-                    match self.nodes.get_mut(&to) {
-                        Some(n) => {
-                            let out = n.step(at, message);
-                            queue.extend(out.into_iter().map(|a| (to, a)));
-                            continue;
-                        }
-                        None => continue,
-                    }
-                }
-                _ => Vec::new(),
-            };
-            queue.extend(more.into_iter().map(|a| (at, a)));
-        }
-    }
-
-    /// Ticks every node `n` times.
-    fn ticks(&mut self, n: usize) {
-        for _ in 0..n {
-            let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
-            for id in ids {
-                let out = self.node(id).tick();
-                self.run(id, out);
-            }
-        }
-    }
-
-    fn leader(&self) -> Option<NodeId> {
-        self.nodes
-            .values()
-            .find(|n| n.role() == Role::Leader)
-            .map(|n| n.id())
-    }
-
-    fn propose(&mut self, at: NodeId, data: &[u8]) -> u64 {
-        let (index, out) = self
-            .node(at)
-            .propose(data.to_vec())
-            .expect("the leader accepts");
-        self.run(at, out);
-        index
-    }
-
-    fn change(&mut self, at: NodeId, c: MembershipChange) -> Result<u64, ProposeError> {
-        let (index, out) = self.node(at).change_membership(c)?;
-        self.run(at, out);
-        Ok(index)
-    }
-}
 
 #[test]
 fn a_learner_catches_up_without_voting_then_is_promoted() {
@@ -285,32 +190,6 @@ fn a_follower_behind_the_log_start_is_reset_to_it() {
     // It continues from there like any follower.
     let index = c.propose(1, b"next");
     assert_eq!(c.node(2).last_index(), index);
-}
-
-#[test]
-fn appends_respect_the_byte_limits_and_oversize_proposals_are_refused() {
-    let mut c = Cluster::new(&[1, 2], &[1, 2], |cfg| {
-        cfg.max_bytes_per_append = 300;
-        cfg.max_bytes_in_flight = 600;
-    });
-    c.ticks(40);
-    let leader = c.leader().expect("a leader");
-    assert!(matches!(
-        c.node(leader).propose(vec![0; 400]),
-        Err(ProposeError::TooLarge { max_bytes: 300, .. })
-    ));
-    c.seen.clear();
-    for _ in 0..10 {
-        c.propose(leader, &[7; 100]);
-    }
-    for (_, _, m) in &c.seen {
-        if let Message::Append { entries, .. } = m {
-            let bytes: u64 = entries.iter().map(|e| e.size_bytes()).sum();
-            assert!(bytes <= 300, "an append of {bytes} bytes");
-        }
-    }
-    let follower = if leader == 1 { 2 } else { 1 };
-    assert_eq!(c.node(follower).last_index(), c.node(leader).last_index());
 }
 
 #[test]

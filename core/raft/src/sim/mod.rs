@@ -564,17 +564,23 @@ impl Sim {
         ));
     }
 
+    /// A client proposes one to three entries (one batch) to a random node.
     fn propose(&mut self) -> Result<(), Failure> {
         let i = self.rng.below(self.nodes.len() as u64) as usize;
-        let data = self.next_proposal.to_be_bytes().to_vec();
+        let count = 1 + self.rng.below(3);
+        let batch: Vec<Vec<u8>> = (0..count)
+            .map(|k| (self.next_proposal + k).to_be_bytes().to_vec())
+            .collect();
         let Some(core) = self.nodes[i].core.as_mut() else {
             return Ok(());
         };
         let term = core.term();
-        if let Ok((index, actions)) = core.propose(data.clone()) {
-            self.next_proposal += 1;
-            self.stats.proposals += 1;
-            self.proposals.push((index, term, data));
+        if let Ok((indexes, actions)) = core.propose_batch(batch.clone()) {
+            self.next_proposal += count;
+            self.stats.proposals += count;
+            for (index, data) in indexes.zip(batch) {
+                self.proposals.push((index, term, data));
+            }
             self.queue(i, actions)?;
             self.pump(i)?;
         }
@@ -649,6 +655,7 @@ impl Sim {
                         write,
                         first_index,
                         entries,
+                        ..
                     } => {
                         let at = self.now + self.rng.below(3);
                         self.nodes[i].disk_queue.push_back((
@@ -701,7 +708,16 @@ impl Sim {
 
     fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
         self.stats.messages += 1;
-        if self.cut(from, to) || (self.faults_on && self.rng.chance(self.cfg.drop_per_mille)) {
+        if self.cut(from, to) {
+            // Sometimes the sender's transport notices (a connection refused or reset).
+            if self.rng.chance(500) {
+                if let Some(core) = self.nodes[from as usize - 1].core.as_mut() {
+                    core.send_failed(to);
+                }
+            }
+            return;
+        }
+        if self.faults_on && self.rng.chance(self.cfg.drop_per_mille) {
             return;
         }
         let at = self.now + 1 + self.rng.below(4);
