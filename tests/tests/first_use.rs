@@ -1,5 +1,5 @@
 //! What a new user runs into on a first try (issue 20), on real processes: two nodes on one
-//! data directory, a producer whose node dies under it, `consume --json`, keyless records
+//! data directory, a data directory started as another node, a producer whose node dies under it, `consume --json`, keyless records
 //! over several partitions, an offset past the end, and no node at all.
 
 use std::io::{BufRead, BufReader, Write};
@@ -64,6 +64,44 @@ fn a_second_node_on_the_same_data_directory_is_refused_and_kill_9_leaves_no_stal
     let mut got: Vec<&str> = values.lines().collect();
     got.sort_unstable();
     assert_eq!(got, ["a", "b", "c"]);
+}
+
+#[test]
+fn a_data_directory_started_as_another_node_is_refused_and_left_intact() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let first = Node::start(dir.path(), 1);
+    Cli::for_node(&first).ok(&["topic", "create", "kept", "--partitions", "1"], None);
+    first.kill();
+    let mut other = Command::new(quiver_binary())
+        .args([
+            "serve",
+            "--shards",
+            "1",
+            "--log-level",
+            "warn",
+            "--node-id",
+            "3",
+        ])
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_ports(1)))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_at_most(&mut other, Duration::from_secs(30));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut other.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("belongs to node 0") && err.contains("--node-id 0"),
+        "says whose it is and what to do: {err}"
+    );
+    // The directory is untouched: node 0 starts on it and has its topic.
+    let again = Node::start(dir.path(), 1);
+    let topics = Cli::for_node(&again).ok(&["topic", "list"], None);
+    assert!(topics.contains("kept"), "{topics}");
 }
 
 #[test]

@@ -20,6 +20,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// docs/operations.md's reference is generated from this table (a test checks it).
 pub const CONFIG_KEYS: &[(&str, &str, &str)] = &[
     (
+        "node_id",
+        "0",
+        "This node's id in the cluster; recorded in the data directory (node.json), which then refuses any other id.",
+    ),
+    (
         "data_dir",
         "./quiver-data",
         "Where partitions, metadata.json and the dev certificate live.",
@@ -96,6 +101,9 @@ pub const CONFIG_KEYS: &[(&str, &str, &str)] = &[
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ServeConfig {
+    /// This node's id in the cluster [default: 0].
+    #[arg(long)]
+    pub node_id: Option<i32>,
     /// Where partitions, metadata and the dev certificate live [default: ./quiver-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -148,6 +156,7 @@ impl ServeConfig {
     /// `self`, with every key it lacks taken from `lower`.
     pub fn over(self, lower: ServeConfig) -> ServeConfig {
         ServeConfig {
+            node_id: self.node_id.or(lower.node_id),
             data_dir: self.data_dir.or(lower.data_dir),
             listen: self.listen.or(lower.listen),
             advertised_host: self.advertised_host.or(lower.advertised_host),
@@ -186,7 +195,8 @@ impl ServeConfig {
             let var = format!("QUIVER_{}", key.to_uppercase());
             if let Some(value) = get(&var) {
                 let v = match *key {
-                    "shards"
+                    "node_id"
+                    | "shards"
                     | "max_frame_bytes"
                     | "retention_check_interval_ms"
                     | "offsets_topic_partitions"
@@ -311,6 +321,9 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
             "shards and cores exclude each other: give one".into(),
         ));
     }
+    if cfg.node_id.is_some_and(|n| n < 0) {
+        return Err(usage("node_id must be 0 or more".into()));
+    }
     let cores = cfg
         .cores
         .as_deref()
@@ -371,7 +384,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
     }
     let config = NodeConfig {
         settings: NodeSettings {
-            node_id: 0,
+            node_id: cfg.node_id.unwrap_or(0),
             data_dir,
             advertised_host: cfg
                 .advertised_host
@@ -426,6 +439,7 @@ mod tests {
     #[test]
     fn every_config_key_is_in_the_reference_and_the_docs_are_current() {
         let all = ServeConfig {
+            node_id: Some(1),
             data_dir: Some("/d".into()),
             listen: Some("127.0.0.1:1".parse().unwrap()),
             advertised_host: Some("h".into()),

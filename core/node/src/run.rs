@@ -84,19 +84,8 @@ fn load_metadata(data_dir: &std::path::Path, node: NodeId) -> Result<Metadata, N
 
 /// Temp file, fsync, rename, fsync of the directory: a crash leaves the old or the new file.
 fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), NodeError> {
-    use std::io::Write;
-    let err = |e: std::io::Error| NodeError::Setup(format!("cannot write {}: {e}", path.display()));
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
-    }
-    Ok(())
+    crate::node_identity::write_durably(path, bytes)
+        .map_err(|e| NodeError::Setup(format!("cannot write {}: {e}", path.display())))
 }
 
 fn identity(config: &NodeConfig) -> Result<(TlsIdentity, bool), NodeError> {
@@ -198,6 +187,8 @@ pub fn run_node(
     let data_dir = &config.settings.data_dir;
     replay_commit_logs(data_dir)?;
     let meta = load_metadata(data_dir, config.settings.node_id)?;
+    crate::node_identity::check_or_create(data_dir, config.settings.node_id, &meta.cluster_id)
+        .map_err(|e| NodeError::Setup(e.to_string()))?;
     let (identity, cert_created) = identity(&config)?;
     let server_config =
         tls::server_config(&identity, &config.quic, config.tls_client_ca.as_deref())

@@ -1,0 +1,153 @@
+//! The controller's state machine: applies a [`Command`] to the [`Metadata`], all or nothing,
+//! deterministically (every node applies the same log to the same result).
+
+use crate::command::{Command, CommandError};
+use crate::model::{Metadata, NodeId, PartitionMeta};
+
+fn check_replicas(meta: &Metadata, replicas: &[NodeId]) -> Result<(), CommandError> {
+    if replicas.is_empty() {
+        return Err(CommandError::InvalidReplicas("no replica".into()));
+    }
+    for (k, r) in replicas.iter().enumerate() {
+        if replicas[..k].contains(r) {
+            return Err(CommandError::InvalidReplicas(format!(
+                "node {r} is listed twice"
+            )));
+        }
+        if !meta.nodes.contains_key(r) {
+            return Err(CommandError::UnknownNode(*r));
+        }
+    }
+    Ok(())
+}
+
+fn check_partitions(meta: &Metadata, parts: &[PartitionMeta]) -> Result<(), CommandError> {
+    for p in parts {
+        check_replicas(meta, &p.replicas)?;
+        if !p.replicas.contains(&p.leader) {
+            return Err(CommandError::LeaderNotReplica { leader: p.leader });
+        }
+    }
+    Ok(())
+}
+
+fn partition_mut<'a>(
+    meta: &'a mut Metadata,
+    topic: &str,
+    partition: i32,
+) -> Result<&'a mut PartitionMeta, CommandError> {
+    let t = meta
+        .topics
+        .get_mut(topic)
+        .ok_or_else(|| CommandError::UnknownTopic(topic.to_string()))?;
+    usize::try_from(partition)
+        .ok()
+        .and_then(|i| t.partitions.get_mut(i))
+        .ok_or_else(|| CommandError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        })
+}
+
+/// Applies `cmd`: the metadata's next version, or why not (then it is unchanged).
+pub fn apply(meta: &mut Metadata, cmd: &Command) -> Result<(), CommandError> {
+    match cmd {
+        Command::RegisterNode { node, meta: m } => {
+            meta.nodes.insert(*node, m.clone());
+        }
+        Command::UnregisterNode { node } => {
+            if !meta.nodes.contains_key(node) {
+                return Err(CommandError::UnknownNode(*node));
+            }
+            let replicas = meta
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|p| p.replicas.contains(node))
+                .count();
+            if replicas > 0 {
+                return Err(CommandError::NodeHasReplicas {
+                    node: *node,
+                    replicas,
+                });
+            }
+            meta.nodes.remove(node);
+        }
+        Command::CreateTopic {
+            name,
+            partitions,
+            configs,
+        } => {
+            if meta.topics.contains_key(name) {
+                return Err(CommandError::TopicExists(name.clone()));
+            }
+            if partitions.is_empty() {
+                return Err(CommandError::NoPartitions);
+            }
+            check_partitions(meta, partitions)?;
+            let t = crate::model::TopicMeta::new(partitions.clone(), configs.clone());
+            meta.topics.insert(name.clone(), t);
+        }
+        Command::DeleteTopic { name } => {
+            if meta.topics.remove(name).is_none() {
+                return Err(CommandError::UnknownTopic(name.clone()));
+            }
+        }
+        Command::AlterTopicConfigs { name, set, unset } => {
+            let t = meta
+                .topics
+                .get_mut(name)
+                .ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
+            for k in unset {
+                t.configs.remove(k);
+            }
+            t.configs
+                .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Command::CreatePartitions { name, added } => {
+            if !meta.topics.contains_key(name) {
+                return Err(CommandError::UnknownTopic(name.clone()));
+            }
+            if added.is_empty() {
+                return Err(CommandError::NoPartitions);
+            }
+            check_partitions(meta, added)?;
+            if let Some(t) = meta.topics.get_mut(name) {
+                t.partitions.extend(added.iter().cloned());
+            }
+        }
+        Command::SetLeader {
+            topic,
+            partition,
+            leader,
+            leader_epoch,
+        } => {
+            let p = partition_mut(meta, topic, *partition)?;
+            if *leader_epoch < p.leader_epoch {
+                return Err(CommandError::StaleEpoch {
+                    recorded: p.leader_epoch,
+                    proposed: *leader_epoch,
+                });
+            }
+            if !p.replicas.contains(leader) {
+                return Err(CommandError::LeaderNotReplica { leader: *leader });
+            }
+            p.leader = *leader;
+            p.leader_epoch = *leader_epoch;
+        }
+        Command::SetReplicas {
+            topic,
+            partition,
+            replicas,
+        } => {
+            check_replicas(meta, replicas)?;
+            let p = partition_mut(meta, topic, *partition)?;
+            if !replicas.contains(&p.leader) {
+                return Err(CommandError::LeaderNotReplica { leader: p.leader });
+            }
+            p.replicas = replicas.clone();
+        }
+    }
+    meta.version += 1;
+    Ok(())
+}

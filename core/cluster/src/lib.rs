@@ -1,0 +1,19 @@
+//! # quiver-cluster: the cluster's metadata and the controller's decisions (sans-IO)
+//!
+//! - [`model`]: nodes, topics, configs, and per partition its shard, replicas, leader and
+//!   leader epoch.
+//! - [`command`]: the controller's commands (what its Raft group's entries hold) and their
+//!   codec.
+//! - [`apply`]: the state machine every node runs over the controller's log.
+//! - [`placement`]: replicas over distinct nodes and racks, leaders and shards evenly.
+//! - [`rebalance`]: leadership back to the preferred replica when a node returns.
+
+pub mod apply;
+pub mod command;
+pub mod model;
+pub mod placement;
+pub mod rebalance;
+
+pub use apply::apply;
+pub use command::{Command, CommandError};
+pub use model::{Metadata, NodeId, NodeMeta, PartitionMeta, TopicMeta};
