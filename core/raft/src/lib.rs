@@ -8,6 +8,8 @@
 //! them).
 //!
 //! - [`types`]: entries, messages, actions, configuration.
+//! - [`log`]: the log as the core holds it: a snapshot, then entries that each span one or
+//!   more indexes (a partition's batch spans its offsets).
 //! - [`node`]: the state machine: pre-vote and check-quorum elections, leader stickiness,
 //!   pipelined AppendEntries within entry and byte limits, fast back-off, commit by quorum of
 //!   durable copies, heartbeats that carry a safe commit index, leadership transfer,
@@ -19,6 +21,7 @@
 //!   network and crash-prone disks, changing membership and compacting under the faults,
 //!   checking Raft's invariants after every step.
 
+pub mod log;
 pub mod multi;
 pub mod node;
 pub mod sim;

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::log::RaftLog;
 use crate::types::{
     Action, Broken, CompactError, Config, Entry, HardState, Membership, MembershipChange, Message,
     NodeId, Payload, ProposeError, Role, Snapshot,
@@ -14,8 +15,9 @@ struct Progress {
     next: u64,
     /// Known to be durable there up to here.
     matched: u64,
-    /// Appends sent and not acknowledged: (last index, bytes), oldest first.
-    in_flight: VecDeque<(u64, u64)>,
+    /// Appends sent and not acknowledged: (last index, entries, bytes), oldest first.
+    in_flight: VecDeque<(u64, u64, u64)>,
+    in_flight_entries: u64,
     in_flight_bytes: u64,
     /// The driver could not send to it: no appends but probes until it answers.
     paused: bool,
@@ -27,17 +29,19 @@ impl Progress {
             next,
             matched: 0,
             in_flight: VecDeque::new(),
+            in_flight_entries: 0,
             in_flight_bytes: 0,
             paused: false,
         }
     }
 
     fn acknowledged(&mut self, matched: u64) {
-        while let Some(&(last, bytes)) = self.in_flight.front() {
+        while let Some(&(last, entries, bytes)) = self.in_flight.front() {
             if last > matched {
                 break;
             }
             self.in_flight.pop_front();
+            self.in_flight_entries -= entries;
             self.in_flight_bytes -= bytes;
         }
     }
@@ -46,6 +50,7 @@ impl Progress {
     fn rewind(&mut self, next: u64) {
         self.next = next;
         self.in_flight.clear();
+        self.in_flight_entries = 0;
         self.in_flight_bytes = 0;
     }
 }
@@ -58,9 +63,8 @@ pub struct RaftNode {
     voted_for: Option<NodeId>,
     role: Role,
     leader: Option<NodeId>,
-    /// What precedes the log: index `snapshot.index + 1` is `log[0]`.
-    snapshot: Snapshot,
-    log: Vec<Entry>,
+    /// The snapshot and the entries after it.
+    log: RaftLog,
     /// The membership in force: the last membership entry of the log, else the snapshot's.
     membership: Membership,
     membership_index: u64,
@@ -104,7 +108,9 @@ impl RaftNode {
             membership: Membership::of_voters(&config.voters),
             ..Snapshot::default()
         });
-        let persisted = snapshot.index + log.len() as u64;
+        let commit = snapshot.index;
+        let log = RaftLog::new(snapshot, log);
+        let persisted = log.last_index();
         let mut node = Self {
             rng: config.seed ^ 0x5EED,
             config,
@@ -112,10 +118,9 @@ impl RaftNode {
             voted_for: hard.voted_for,
             role: Role::Follower,
             leader: None,
-            commit: snapshot.index,
+            commit,
             membership: Membership::default(),
             membership_index: 0,
-            snapshot,
             log,
             persisted,
             writes: VecDeque::new(),
@@ -152,20 +157,20 @@ impl RaftNode {
     pub fn persisted_index(&self) -> u64 {
         self.persisted
     }
-    /// The entries held, from [`Self::first_index`] on.
-    pub fn log(&self) -> &[Entry] {
+    /// The snapshot and the entries held after it.
+    pub fn log(&self) -> &RaftLog {
         &self.log
     }
     /// What precedes the log.
     pub fn snapshot(&self) -> &Snapshot {
-        &self.snapshot
+        self.log.snapshot()
     }
-    /// The index of `log()[0]`.
+    /// The first index after the snapshot.
     pub fn first_index(&self) -> u64 {
-        self.snapshot.index + 1
+        self.log.first_index()
     }
     pub fn last_index(&self) -> u64 {
-        self.snapshot.index + self.log.len() as u64
+        self.log.last_index()
     }
     /// The membership in force here (the last one in the log, committed or not).
     pub fn membership(&self) -> &Membership {
@@ -182,21 +187,17 @@ impl RaftNode {
         self.progress.get(&node).map(|p| p.matched)
     }
 
-    /// The entry at `index`, if the log holds it.
+    /// The entry ending at `index`, if the log holds it.
     pub fn entry(&self, index: u64) -> Option<&Entry> {
-        let k = index.checked_sub(self.first_index())?;
-        self.log.get(usize::try_from(k).ok()?)
+        self.log.ending_at(index)
     }
 
     fn term_at(&self, index: u64) -> Option<u64> {
-        if index == self.snapshot.index {
-            return Some(self.snapshot.term);
-        }
-        self.entry(index).map(|e| e.term)
+        self.log.term_at(index)
     }
 
     fn last_term(&self) -> u64 {
-        self.log.last().map_or(self.snapshot.term, |e| e.term)
+        self.log.last_term()
     }
 
     fn quorum(&self) -> usize {
@@ -237,27 +238,11 @@ impl RaftNode {
         out.push(Action::Send { to, message });
     }
 
-    /// The membership in force at `index` (at most the last index).
-    fn membership_at(&self, index: u64) -> (u64, Membership) {
-        let mut i = index.min(self.last_index());
-        while i > self.snapshot.index {
-            if let Some(Entry {
-                payload: Payload::Membership(m),
-                ..
-            }) = self.entry(i)
-            {
-                return (i, m.clone());
-            }
-            i -= 1;
-        }
-        (self.snapshot.index, self.snapshot.membership.clone())
-    }
-
     /// Takes the membership from the log (after an append, a truncation or a reset) and
     /// follows it: the leader replicates to the new members; a node that no longer votes
     /// stops campaigning.
     fn reload_membership(&mut self, out: &mut Vec<Action>) {
-        let (index, membership) = self.membership_at(self.last_index());
+        let (index, membership) = self.log.membership_at(self.last_index());
         self.membership = membership;
         self.membership_index = index;
         if self.role == Role::Leader {
@@ -281,7 +266,7 @@ impl RaftNode {
             || entries
                 .iter()
                 .any(|e| matches!(e.payload, Payload::Membership(_)));
-        self.log.truncate((keep - self.snapshot.index) as usize);
+        self.log.truncate_after(keep);
         self.log.extend(entries.iter().cloned());
         // A write still pending no longer covers what was cut.
         self.persisted = self.persisted.min(keep);
@@ -445,6 +430,7 @@ impl RaftNode {
         // An entry of its own term: earlier terms' entries commit with it.
         let entry = Entry {
             term: self.term,
+            span: 1,
             payload: Payload::Empty,
         };
         self.write(out, next, vec![entry]);
@@ -472,53 +458,45 @@ impl RaftNode {
         let Some(pr) = self.progress.get_mut(&to) else {
             return;
         };
-        pr.next = pr.next.clamp(pr.matched + 1, last + 1);
-        if pr.next < first {
+        let next = pr.next.clamp(pr.matched + 1, last + 1);
+        if next < first {
             pr.rewind(first);
-            let snapshot = self.snapshot.clone();
+            let snapshot = self.log.snapshot().clone();
             let message = Message::InstallSnapshot {
                 term: self.term,
                 snapshot,
             };
             return Self::send(out, to, message);
         }
-        let in_flight = pr.next - 1 - pr.matched;
+        // Entries start at boundaries: a next index inside an entry goes back to its start.
+        pr.next = self.log.boundary_at_or_before(next - 1) + 1;
+        let in_flight = pr.in_flight_entries;
         let in_flight_bytes = pr.in_flight_bytes;
         let full = in_flight >= max_entries || in_flight_bytes >= max_bytes || pr.paused;
         if !probe && (full || pr.next > last) {
             return;
         }
         let prev_index = pr.next - 1;
-        let room = if full {
-            0
+        let entries: Vec<Entry> = if full {
+            Vec::new()
         } else {
-            (self.config.max_entries_per_append as u64).min(max_entries - in_flight)
-        };
-        let byte_room = if full {
-            0
-        } else {
-            self.config
+            let room = (self.config.max_entries_per_append as u64).min(max_entries - in_flight);
+            let byte_room = self
+                .config
                 .max_bytes_per_append
-                .min(max_bytes - in_flight_bytes)
+                .min(max_bytes - in_flight_bytes);
+            self.log
+                .slice_from(pr.next, room as usize, byte_room)
+                .to_vec()
         };
-        let mut end = prev_index;
-        let mut bytes = 0;
-        while end < last && end - prev_index < room {
-            let size = self.entry(end + 1).map_or(0, Entry::size_bytes);
-            if end > prev_index && bytes + size > byte_room {
-                break;
-            }
-            bytes += size;
-            end += 1;
-        }
         let prev_term = self.term_at(prev_index).unwrap_or(0);
-        let lo = (prev_index - self.snapshot.index) as usize;
-        let hi = (end - self.snapshot.index) as usize;
-        let entries = self.log[lo..hi].to_vec();
+        let end = prev_index + entries.iter().map(|e| e.span.max(1)).sum::<u64>();
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         if let Some(p) = self.progress.get_mut(&to) {
             p.next = end + 1;
-            if end > prev_index {
-                p.in_flight.push_back((end, bytes));
+            if !entries.is_empty() {
+                p.in_flight.push_back((end, entries.len() as u64, bytes));
+                p.in_flight_entries += entries.len() as u64;
                 p.in_flight_bytes += bytes;
             }
         }
@@ -596,17 +574,18 @@ impl RaftNode {
         Ok(())
     }
 
-    fn append_own(&mut self, out: &mut Vec<Action>, payloads: Vec<Payload>) -> (u64, u64) {
+    fn append_own(&mut self, out: &mut Vec<Action>, payloads: Vec<(u64, Payload)>) -> (u64, u64) {
         let first = self.last_index() + 1;
         let entries: Vec<Entry> = payloads
             .into_iter()
-            .map(|payload| Entry {
+            .map(|(span, payload)| Entry {
                 term: self.term,
+                span,
                 payload,
             })
             .collect();
-        let last = first + entries.len() as u64 - 1;
         self.write(out, first, entries);
+        let last = self.last_index();
         self.replicate(out);
         (first, last)
     }
@@ -617,17 +596,26 @@ impl RaftNode {
         Ok((*range.start(), out))
     }
 
-    /// Appends each of `batch` as an entry, in one write and one round of appends: their
-    /// indexes, or why none was taken (all or nothing).
+    /// Appends each of `batch` as an entry of span 1, in one write and one round of
+    /// appends: their indexes, or why none was taken (all or nothing).
     pub fn propose_batch(
         &mut self,
         batch: Vec<Vec<u8>>,
+    ) -> Result<(std::ops::RangeInclusive<u64>, Vec<Action>), ProposeError> {
+        self.propose_spans(batch.into_iter().map(|d| (1, d)).collect())
+    }
+
+    /// Appends each `(span, data)` as an entry covering `span` indexes (a RecordBatch of
+    /// `span` records), in one write: the indexes they cover, or why none was taken.
+    pub fn propose_spans(
+        &mut self,
+        batch: Vec<(u64, Vec<u8>)>,
     ) -> Result<(std::ops::RangeInclusive<u64>, Vec<Action>), ProposeError> {
         self.check_leader()?;
         let max_bytes = self.config.max_bytes_per_append;
         if let Some(bytes) = batch
             .iter()
-            .map(|d| d.len() as u64 + crate::types::ENTRY_OVERHEAD_BYTES)
+            .map(|(_, d)| d.len() as u64 + crate::types::ENTRY_OVERHEAD_BYTES)
             .find(|b| *b > max_bytes)
         {
             return Err(ProposeError::TooLarge { bytes, max_bytes });
@@ -635,9 +623,17 @@ impl RaftNode {
         if batch.is_empty() {
             return Err(ProposeError::Empty);
         }
+        if batch.iter().any(|(span, _)| *span == 0) {
+            return Err(ProposeError::ZeroSpan);
+        }
         let mut out = Vec::new();
-        let (first, last) =
-            self.append_own(&mut out, batch.into_iter().map(Payload::Data).collect());
+        let (first, last) = self.append_own(
+            &mut out,
+            batch
+                .into_iter()
+                .map(|(span, d)| (span, Payload::Data(d)))
+                .collect(),
+        );
         Ok((first..=last, out))
     }
 
@@ -700,7 +696,7 @@ impl RaftNode {
             }
         }
         let mut out = Vec::new();
-        let (index, _) = self.append_own(&mut out, vec![Payload::Membership(next)]);
+        let (index, _) = self.append_own(&mut out, vec![(1, Payload::Membership(next))]);
         Ok((index, out))
     }
 
@@ -708,25 +704,18 @@ impl RaftNode {
     /// deleted them, or `data` (the state machine at `index`) replaces them. Only what is
     /// committed and durable here may go. A follower that needs them later gets the snapshot.
     pub fn compact(&mut self, index: u64, data: Vec<u8>) -> Result<(), CompactError> {
-        if index <= self.snapshot.index {
-            return Err(CompactError::AlreadyCompacted {
-                index,
-                start: self.snapshot.index,
-            });
+        let start = self.log.snapshot().index;
+        if index <= start {
+            return Err(CompactError::AlreadyCompacted { index, start });
         }
         let limit = self.commit.min(self.persisted);
         if index > limit {
             return Err(CompactError::NotDurablyCommitted { index, limit });
         }
-        let term = self.term_at(index).unwrap_or(0);
-        let (_, membership) = self.membership_at(index);
-        self.log.drain(..(index - self.snapshot.index) as usize);
-        self.snapshot = Snapshot {
-            index,
-            term,
-            membership,
-            data,
-        };
+        if !self.log.is_boundary(index) {
+            return Err(CompactError::NotABoundary { index });
+        }
+        self.log.compact(index, data);
         Ok(())
     }
 
@@ -921,13 +910,21 @@ impl RaftNode {
         commit: u64,
     ) {
         self.heard_from_leader(out, from);
-        let matched = prev_index + entries.len() as u64;
-        if prev_index < self.snapshot.index {
+        let matched = prev_index + entries.iter().map(|e| e.span.max(1)).sum::<u64>();
+        let start = self.log.snapshot().index;
+        if prev_index < start {
             // What precedes our log start is committed, so it matches: skip it.
-            let skip = (self.snapshot.index - prev_index) as usize;
-            entries.drain(..skip.min(entries.len()));
-            prev_index = self.snapshot.index;
-            prev_term = self.snapshot.term;
+            let mut at = prev_index;
+            let mut k = 0;
+            while k < entries.len() && at + entries[k].span.max(1) <= start {
+                at += entries[k].span.max(1);
+                k += 1;
+            }
+            if k < entries.len() && at != start {
+                // An entry straddles our log start: not the log we committed. Ignore it.
+                return;
+            }
+            entries.drain(..k);
             if entries.is_empty() {
                 return Self::send(
                     out,
@@ -935,45 +932,45 @@ impl RaftNode {
                     Message::AppendResponse {
                         term: self.term,
                         success: true,
-                        index: matched.min(prev_index),
+                        index: at,
                     },
                 );
             }
+            prev_index = start;
+            prev_term = self.log.snapshot().term;
         }
-        match self.term_at(prev_index) {
-            Some(t) if t == prev_term => {}
-            found => {
-                // The conflict hint: past our end, or the first index of the conflicting term.
-                let hint = match found {
-                    None => self.last_index() + 1,
-                    Some(t) => {
-                        let mut i = prev_index;
-                        while i > 1 && self.term_at(i - 1) == Some(t) && i - 1 > self.commit {
-                            i -= 1;
-                        }
-                        i.max(1)
-                    }
-                };
-                Self::send(
-                    out,
-                    from,
-                    Message::AppendResponse {
-                        term: self.term,
-                        success: false,
-                        index: hint,
-                    },
-                );
-                return;
-            }
+        let matches =
+            self.log.is_boundary(prev_index) && self.term_at(prev_index) == Some(prev_term);
+        if !matches {
+            // The conflict hint: past our end, or the start of the conflicting term's run.
+            let hint = if prev_index > self.last_index() {
+                self.last_index() + 1
+            } else {
+                self.log.run_start(prev_index, self.commit).max(1)
+            };
+            Self::send(
+                out,
+                from,
+                Message::AppendResponse {
+                    term: self.term,
+                    success: false,
+                    index: hint,
+                },
+            );
+            return;
         }
         // Skip what matches; cut at the first conflict; write the rest.
-        let first_new = entries
-            .iter()
-            .enumerate()
-            .find(|(k, e)| self.term_at(prev_index + 1 + *k as u64) != Some(e.term))
-            .map(|(k, _)| k);
-        if let Some(k) = first_new {
-            let first_index = prev_index + 1 + k as u64;
+        let mut at = prev_index;
+        let mut first_new = None;
+        for (k, e) in entries.iter().enumerate() {
+            let end = at + e.span.max(1);
+            if !(self.log.is_boundary(end) && self.term_at(end) == Some(e.term)) {
+                first_new = Some((k, at + 1));
+                break;
+            }
+            at = end;
+        }
+        if let Some((k, first_index)) = first_new {
             if first_index <= self.commit {
                 // A leader never asks to replace committed entries; refuse rather than lose.
                 return;
@@ -1010,12 +1007,13 @@ impl RaftNode {
     fn on_install_snapshot(&mut self, out: &mut Vec<Action>, from: NodeId, snapshot: Snapshot) {
         self.heard_from_leader(out, from);
         let index = snapshot.index;
-        if index <= self.commit || self.term_at(index) == Some(snapshot.term) {
+        if index <= self.commit
+            || (self.log.is_boundary(index) && self.term_at(index) == Some(snapshot.term))
+        {
             // Already held (log matching): nothing to replace.
             self.advance_commit(out, index);
         } else {
-            self.log.clear();
-            self.snapshot = snapshot.clone();
+            self.log.reset(snapshot.clone());
             // Nothing of the old log counts as durable any more.
             self.persisted = 0;
             for w in self.writes.iter_mut() {
@@ -1056,7 +1054,11 @@ impl RaftNode {
         };
         p.paused = false;
         if success {
-            p.matched = p.matched.max(index.min(last));
+            let acked = self.log.boundary_at_or_before(index.min(last));
+            let Some(p) = self.progress.get_mut(&from) else {
+                return;
+            };
+            p.matched = p.matched.max(acked);
             p.next = p.next.max(p.matched + 1);
             let matched = p.matched;
             p.acknowledged(matched);
@@ -1068,8 +1070,12 @@ impl RaftNode {
             }
         } else {
             // Back off to the hint (never below what is known to match, never past the end:
-            // the hint comes from the network).
-            let next = index.clamp(p.matched + 1, last + 1);
+            // the hint comes from the network), at an entry's start.
+            let hint = index.clamp(p.matched + 1, last + 1);
+            let next = self.log.boundary_at_or_before(hint - 1) + 1;
+            let Some(p) = self.progress.get_mut(&from) else {
+                return;
+            };
             p.rewind(next);
             self.send_append(out, from, true);
         }
@@ -1090,7 +1096,11 @@ impl RaftNode {
         }
         if last_index + 1 < p.next {
             // Appends were lost: resend from the follower's end.
-            let next = (last_index + 1).max(p.matched + 1);
+            let resend = (last_index + 1).max(p.matched + 1);
+            let next = self.log.boundary_at_or_before(resend - 1) + 1;
+            let Some(p) = self.progress.get_mut(&from) else {
+                return;
+            };
             p.rewind(next);
             self.send_append(out, from, false);
         } else {

@@ -5,11 +5,14 @@ use std::collections::BTreeSet;
 /// A node of the group.
 pub type NodeId = u64;
 
-/// One log entry: the term it was proposed in and its payload (in Quiver a RecordBatch, whose
-/// partition leader epoch is this term).
+/// One log entry: the term it was proposed in, how many indexes it covers, and its payload
+/// (in Quiver a RecordBatch of `span` records, whose partition leader epoch is this term, and
+/// whose last offset is the entry's last index: decision 0027).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     pub term: u64,
+    /// Indexes covered (at least 1).
+    pub span: u64,
     pub payload: Payload,
 }
 
@@ -30,8 +33,14 @@ pub const ENTRY_OVERHEAD_BYTES: u64 = 16;
 
 impl Entry {
     pub fn data(term: u64, data: Vec<u8>) -> Self {
+        Self::spanning(term, 1, data)
+    }
+
+    /// An entry covering `span` indexes (a batch of `span` records).
+    pub fn spanning(term: u64, span: u64, data: Vec<u8>) -> Self {
         Self {
             term,
+            span,
             payload: Payload::Data(data),
         }
     }
@@ -313,6 +322,8 @@ pub enum ProposeError {
     },
     /// A batch of no entries.
     Empty,
+    /// An entry covers at least one index.
+    ZeroSpan,
     /// The entry is larger than one Append may carry.
     TooLarge {
         bytes: u64,
@@ -353,6 +364,7 @@ impl std::fmt::Display for ProposeError {
                 "entry of {bytes} bytes exceeds max_bytes_per_append ({max_bytes}): split it"
             ),
             Self::Empty => write!(f, "nothing to propose: the batch is empty"),
+            Self::ZeroSpan => write!(f, "an entry must cover at least one index (span 0)"),
             Self::ChangeInProgress { index } => write!(
                 f,
                 "a membership change (entry {index}) is not committed yet: retry once it is"
@@ -388,6 +400,8 @@ pub enum CompactError {
     NotDurablyCommitted { index: u64, limit: u64 },
     /// The log already starts after this index.
     AlreadyCompacted { index: u64, start: u64 },
+    /// Compaction stops at the end of an entry, not inside one.
+    NotABoundary { index: u64 },
 }
 
 impl std::fmt::Display for CompactError {
@@ -396,6 +410,10 @@ impl std::fmt::Display for CompactError {
             Self::NotDurablyCommitted { index, limit } => write!(
                 f,
                 "cannot compact to {index}: only entries up to {limit} are committed and durable here"
+            ),
+            Self::NotABoundary { index } => write!(
+                f,
+                "cannot compact to {index}: it falls inside an entry; compact to an entry's last index"
             ),
             Self::AlreadyCompacted { index, start } => {
                 write!(f, "cannot compact to {index}: the log already starts after {start}")

@@ -156,7 +156,7 @@ fn a_conflict_hints_at_the_start_of_the_conflicting_term_and_the_log_is_repaired
         .expect("an answer");
     assert!(write_at < send_at);
     assert_eq!(
-        n.log().iter().map(|e| e.term).collect::<Vec<_>>(),
+        n.log().entries().iter().map(|e| e.term).collect::<Vec<_>>(),
         [1, 3, 3]
     );
     assert_eq!(n.commit_index(), 3);

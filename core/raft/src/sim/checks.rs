@@ -1,15 +1,21 @@
-//! The simulator's invariants: what must hold after every step, whatever the faults.
+//! The simulator's invariants: what must hold after every step, whatever the faults. Entries
+//! are identified by the index they end at (an entry spans one or more indexes).
 
 use super::{digest, Failure, Sim, SimNode};
-use crate::types::{Entry, Membership, NodeId, Payload, Role, Snapshot};
+use crate::log::RaftLog;
+use crate::types::{Entry, NodeId, Payload, Role, Snapshot};
 
-/// The disk holds committed entry `index` (in its log, or under its snapshot).
-fn disk_holds(node: &SimNode, index: u64, e: &Entry) -> bool {
-    let start = node.disk_snapshot.as_ref().map_or(0, |s| s.index);
-    if index <= start {
-        return true;
-    }
-    node.disk_log.get((index - start - 1) as usize) == Some(e)
+/// The disk holds the committed entry ending at `end` (in its log, or under its snapshot).
+fn disk_holds(node: &SimNode, end: u64, e: &Entry) -> bool {
+    end <= node.disk.snapshot().index || node.disk.ending_at(end) == Some(e)
+}
+
+/// `(end, entry)` for every entry of `log`.
+fn with_ends(log: &RaftLog) -> impl Iterator<Item = (u64, &Entry)> {
+    (0..log.len()).map(move |k| {
+        let e = &log.entries()[k];
+        (log.start_of(k) + e.span.max(1) - 1, e)
+    })
 }
 
 impl Sim {
@@ -31,18 +37,17 @@ impl Sim {
             return Ok(());
         };
         let start = core.snapshot().index;
-        for (k, e) in self.committed.iter().enumerate() {
-            let index = k as u64 + 1;
-            let holds = if index < start {
+        for (end, e) in with_ends(&self.committed) {
+            let holds = if end < start {
                 true
-            } else if index == start {
+            } else if end == start {
                 core.snapshot().term == e.term
             } else {
-                core.entry(index) == Some(e)
+                core.entry(end) == Some(e)
             };
             if !holds {
                 return Err(self.fail(format!(
-                    "leader completeness: n{id}, leader of term {term}, lacks committed entry {index} (term {})",
+                    "leader completeness: n{id}, leader of term {term}, lacks the committed entry ending at {end} (term {})",
                     e.term
                 )));
             }
@@ -55,51 +60,51 @@ impl Sim {
         let Some(core) = self.nodes[i].core.as_ref() else {
             return Ok(());
         };
-        let start = core.snapshot().index;
-        if c > core.last_index() {
+        let below_start = c <= core.snapshot().index;
+        if c > core.last_index() || !(below_start || core.log().is_boundary(c)) {
             return Err(self.fail(format!(
-                "n{id} says {c} is committed but its log ends at {}",
+                "n{id} says {c} is committed but its log ends at {} or has no entry ending there",
                 core.last_index()
             )));
         }
-        for index in start.max(1)..=c {
-            let e = if index == start {
-                // Under the snapshot (checked when it was made or installed).
-                if self.committed.len() < start as usize {
+        let start = core.snapshot().index;
+        if start > self.committed.last_index() {
+            return Err(self.fail(format!(
+                "n{id}'s log starts after {start}, beyond the committed {}",
+                self.committed.last_index()
+            )));
+        }
+        let mut fresh = Vec::new();
+        for (end, e) in with_ends(core.log()) {
+            if end > c {
+                break;
+            }
+            if end <= self.committed.last_index() {
+                if self.committed.ending_at(end) != Some(e) {
                     return Err(self.fail(format!(
-                        "n{id}'s log starts after {start}, beyond the {} entries committed",
-                        self.committed.len()
+                        "committed entry ending at {end} changed: n{id} commits term {} where {:?} was committed",
+                        e.term,
+                        self.committed.covering(end).map(|k| k.term)
                     )));
                 }
-                continue;
             } else {
-                match core.entry(index) {
-                    Some(e) => e.clone(),
-                    None => continue,
-                }
-            };
-            match self.committed.get(index as usize - 1) {
-                Some(known) if *known != e => {
-                    return Err(self.fail(format!(
-                    "committed entry {index} changed: term {} was committed, n{id} commits term {}",
-                    known.term, e.term
-                )))
-                }
-                Some(_) => {}
-                None if self.committed.len() as u64 == index - 1 => self.committed.push(e),
-                None => {
-                    return Err(self.fail(format!(
-                        "n{id} commits {index} with only {} entries known committed before it",
-                        self.committed.len()
-                    )))
-                }
+                fresh.push((end, e.clone()));
             }
+        }
+        for (end, e) in fresh {
+            if end - e.span.max(1) != self.committed.last_index() {
+                return Err(self.fail(format!(
+                    "n{id} commits an entry ending at {end} that does not follow the committed {}",
+                    self.committed.last_index()
+                )));
+            }
+            self.committed.extend([e]);
         }
         Ok(())
     }
 
     /// A leader commits `c` when a majority of its voters' disks hold it: checked as the
-    /// leader decides (the entry may reach the simulator's committed list later).
+    /// leader decides (the entry may reach the simulator's committed log later).
     pub(super) fn check_leader_commit(&self, i: usize, c: u64) -> Result<(), Failure> {
         let Some(core) = self.nodes[i].core.as_ref() else {
             return Ok(());
@@ -117,44 +122,28 @@ impl Sim {
             .count();
         if holders < voters.len() / 2 + 1 {
             return Err(self.fail(format!(
-                "n{} commits entry {c} (term {}) held by {holders} of its voters {voters:?}' disks, fewer than a majority",
+                "n{} commits the entry ending at {c} (term {}) held by {holders} of its voters {voters:?}' disks, fewer than a majority",
                 self.nodes[i].id, e.term
             )));
         }
         Ok(())
     }
 
-    /// The membership in force at `index` of the committed log.
-    fn committed_membership_at(&self, index: u64) -> Membership {
-        self.committed[..index as usize]
-            .iter()
-            .rev()
-            .find_map(|e| match &e.payload {
-                Payload::Membership(m) => Some(m.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| Membership::of_voters(&self.voters))
-    }
-
     /// A snapshot being installed holds exactly the committed entries it replaces.
     pub(super) fn check_snapshot(&self, i: usize, s: &Snapshot) -> Result<(), Failure> {
         let id = self.nodes[i].id;
-        if s.index as usize > self.committed.len() {
+        let c = &self.committed;
+        let consistent = s.index <= c.last_index()
+            && c.is_boundary(s.index)
+            && c.term_at(s.index) == Some(s.term)
+            && digest(c, s.index) == s.data
+            && c.membership_at(s.index).1 == s.membership;
+        if !consistent {
             return Err(self.fail(format!(
-                "n{id} installs a snapshot at {} beyond the {} committed entries",
+                "n{id} installs a snapshot at {} (term {}) that differs from the committed log (ending at {})",
                 s.index,
-                self.committed.len()
-            )));
-        }
-        let upto = &self.committed[..s.index as usize];
-        let term_ok = upto.last().map_or(0, |e| e.term) == s.term;
-        if !term_ok
-            || digest(upto) != s.data
-            || self.committed_membership_at(s.index) != s.membership
-        {
-            return Err(self.fail(format!(
-                "n{id} installs a snapshot at {} (term {}) that differs from the committed log",
-                s.index, s.term
+                s.term,
+                c.last_index()
             )));
         }
         Ok(())
@@ -163,19 +152,13 @@ impl Sim {
     /// Every committed entry (`all`) or the last one is on a majority of disks.
     pub(super) fn check_durable_quorum(&self, all: bool) -> Result<(), Failure> {
         let quorum = self.nodes.len() / 2 + 1;
-        let len = self.committed.len();
-        let from = if all { 0 } else { len.saturating_sub(1) };
-        for k in from..len {
-            let e = &self.committed[k];
-            let index = k as u64 + 1;
-            let holders = self
-                .nodes
-                .iter()
-                .filter(|n| disk_holds(n, index, e))
-                .count();
+        let n = self.committed.len();
+        let from = if all { 0 } else { n.saturating_sub(1) };
+        for (end, e) in with_ends(&self.committed).skip(from) {
+            let holders = self.nodes.iter().filter(|n| disk_holds(n, end, e)).count();
             if holders < quorum {
                 return Err(self.fail(format!(
-                    "committed entry {index} (term {}) is on {holders} disks, fewer than a majority: a crash can lose it",
+                    "the committed entry ending at {end} (term {}) is on {holders} disks, fewer than a majority: a crash can lose it",
                     e.term
                 )));
             }
@@ -195,16 +178,23 @@ impl Sim {
                     continue;
                 }
                 let lo = ca.first_index().max(cb.first_index());
-                let hi = ca.last_index().min(cb.last_index());
-                let Some(k) = (lo..=hi)
-                    .rev()
-                    .find(|&k| ca.entry(k).map(|e| e.term) == cb.entry(k).map(|e| e.term))
+                // The highest entry end both hold with the same term...
+                let Some(k) = with_ends(ca.log())
+                    .filter(|(end, e)| {
+                        *end >= lo && cb.entry(*end).is_some_and(|f| f.term == e.term)
+                    })
+                    .map(|(end, _)| end)
+                    .last()
                 else {
                     continue;
                 };
-                if (lo..=k).any(|j| ca.entry(j) != cb.entry(j)) {
+                // ...and every entry before it, from the later log start, is the same.
+                let differs = with_ends(ca.log())
+                    .filter(|(end, _)| *end >= lo && *end <= k)
+                    .any(|(end, e)| cb.entry(end) != Some(e));
+                if differs {
                     return Err(self.fail(format!(
-                        "log matching: n{a} and n{b} agree on entry {k} but not on what precedes it"
+                        "log matching: n{a} and n{b} agree on the entry ending at {k} but not on what precedes it"
                     )));
                 }
             }
@@ -213,22 +203,24 @@ impl Sim {
     }
 
     pub(super) fn check_proposals(&mut self) -> Result<(), Failure> {
-        for (index, term, data) in self.proposals.clone() {
-            let i = index as usize - 1;
-            if let Some(e) = self.committed.get(i) {
-                if e.term == term && e.payload == Payload::Data(data) {
-                    continue;
+        for (end, term, data) in self.proposals.clone() {
+            if end <= self.committed.last_index() {
+                let taken = self
+                    .committed
+                    .ending_at(end)
+                    .is_some_and(|e| e.term == term && e.payload == Payload::Data(data));
+                if !taken {
+                    self.stats.proposals_failed += 1;
                 }
-                self.stats.proposals_failed += 1;
                 continue;
             }
             // Not reached: failed for sure if a later term's entry was committed before it.
-            if self.committed.iter().any(|e| e.term > term) {
+            if self.committed.entries().iter().any(|e| e.term > term) {
                 self.stats.proposals_failed += 1;
                 continue;
             }
             return Err(self.fail(format!(
-                "proposal at index {index} (term {term}) neither committed nor failed after healing"
+                "proposal ending at {end} (term {term}) neither committed nor failed after healing"
             )));
         }
         Ok(())

@@ -20,6 +20,7 @@ pub mod local_cluster;
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::log::RaftLog;
 use crate::node::RaftNode;
 use crate::types::{
     Action, Broken, Config, Entry, HardState, MembershipChange, Message, NodeId, Payload, Role,
@@ -84,6 +85,8 @@ pub struct SimConfig {
     pub membership_per_mille: u64,
     /// Per tick: a node drops a committed prefix of its log.
     pub compact_per_mille: u64,
+    /// Entries cover 1 to `max_span` indexes (a batch of that many records).
+    pub max_span: u64,
     pub broken: Option<Broken>,
 }
 
@@ -109,6 +112,7 @@ impl SimConfig {
                 0
             },
             compact_per_mille: rng.below(30),
+            max_span: if rng.chance(500) { 1 } else { 2 + rng.below(6) },
             broken: None,
         }
     }
@@ -184,10 +188,8 @@ struct SimNode {
     id: NodeId,
     core: Option<RaftNode>,
     disk_hard: HardState,
-    /// What the disk's log starts after (`None`: index 1, the bootstrap membership).
-    disk_snapshot: Option<Snapshot>,
-    /// The entries after it.
-    disk_log: Vec<Entry>,
+    /// What the disk holds: a snapshot (index 0: none yet) and the entries after it.
+    disk: RaftLog,
     /// Writes handed to the disk, durable at their tick, in order.
     disk_queue: VecDeque<(u64, Write)>,
     /// Actions waiting for the disk writes before them.
@@ -209,7 +211,8 @@ pub struct Sim {
     /// While split: each node's side.
     sides: Option<Vec<bool>>,
     faults_on: bool,
-    committed: Vec<Entry>,
+    /// The committed log, as first reported by any node.
+    committed: RaftLog,
     leaders: BTreeMap<u64, NodeId>,
     proposals: Vec<(u64, u64, Vec<u8>)>,
     next_proposal: u64,
@@ -225,6 +228,13 @@ impl Sim {
         } else {
             ids.clone()
         };
+        let committed = RaftLog::new(
+            Snapshot {
+                membership: crate::types::Membership::of_voters(&voters),
+                ..Snapshot::default()
+            },
+            Vec::new(),
+        );
         let nodes = ids
             .iter()
             .map(|&id| {
@@ -238,8 +248,7 @@ impl Sim {
                         Vec::new(),
                     )),
                     disk_hard: HardState::default(),
-                    disk_snapshot: None,
-                    disk_log: Vec::new(),
+                    disk: committed.clone(),
                     disk_queue: VecDeque::new(),
                     actions: VecDeque::new(),
                 }
@@ -255,7 +264,7 @@ impl Sim {
             net: Vec::new(),
             sides: None,
             faults_on: true,
-            committed: Vec::new(),
+            committed,
             leaders: BTreeMap::new(),
             proposals: Vec::new(),
             next_proposal: 0,
@@ -437,33 +446,40 @@ impl Sim {
         let limit = core
             .commit_index()
             .min(core.persisted_index())
-            .min(self.committed.len() as u64);
-        if limit <= start {
+            .min(self.committed.last_index());
+        // A boundary of the core's log in (start, limit].
+        let ends: Vec<u64> = (0..core.log().len())
+            .map(|k| core.log().start_of(k) + core.log().entries()[k].span.max(1) - 1)
+            .filter(|e| *e > start && *e <= limit)
+            .collect();
+        if ends.is_empty() {
             return Ok(());
         }
-        let index = start + 1 + pick % (limit - start);
-        let data = digest(&self.committed[..index as usize]);
+        let index = ends[(pick % ends.len() as u64) as usize];
+        let data = digest(&self.committed, index);
         let id = self.nodes[i].id;
-        let disk_start = self.nodes[i].disk_snapshot.as_ref().map_or(0, |s| s.index);
-        let disk_len = self.nodes[i].disk_log.len() as u64;
-        if index < disk_start || index - disk_start > disk_len {
+        let disk = &self.nodes[i].disk;
+        if index < disk.snapshot().index || index > disk.last_index() || !disk.is_boundary(index) {
+            let (a, b) = (disk.first_index(), disk.last_index());
             return Err(self.fail(format!(
-                "n{id} may compact to {index} but its disk holds {}..{}",
-                disk_start + 1,
-                disk_start + disk_len
+                "n{id} may compact to {index} but its disk holds {a}..{b}"
             )));
         }
         let node = &mut self.nodes[i];
         let Some(core) = node.core.as_mut() else {
             return Ok(());
         };
-        let compacted = core.compact(index, data);
+        let compacted = core.compact(index, data.clone());
         let snapshot = core.snapshot().clone();
         if let Err(e) = compacted {
             return Err(self.fail(format!("n{id}: compaction to {index} refused: {e}")));
         }
-        node.disk_log.drain(..(index - disk_start) as usize);
-        node.disk_snapshot = Some(snapshot);
+        node.disk.compact(index, data);
+        if *node.disk.snapshot() != snapshot {
+            return Err(self.fail(format!(
+                "n{id}: the disk's snapshot at {index} differs from the core's"
+            )));
+        }
         self.stats.compactions += 1;
         let id = self.nodes[i].id;
         self.note(format!("n{id} compacts its log to {index}"));
@@ -536,11 +552,9 @@ impl Sim {
             )) = node.disk_queue.front()
             {
                 let k = (keep % (entries.len() as u64 + 1)) as usize;
-                let disk_start = node.disk_snapshot.as_ref().map_or(0, |s| s.index);
-                if k > 0 && *first_index > disk_start {
-                    node.disk_log
-                        .truncate((*first_index - 1 - disk_start) as usize);
-                    node.disk_log.extend(entries[..k].iter().cloned());
+                if k > 0 && *first_index > node.disk.snapshot().index {
+                    node.disk.truncate_after(*first_index - 1);
+                    node.disk.extend(entries[..k].iter().cloned());
                 }
             }
         }
@@ -555,10 +569,10 @@ impl Sim {
         node.core = Some(RaftNode::new(
             config,
             node.disk_hard,
-            node.disk_snapshot.clone(),
-            node.disk_log.clone(),
+            (node.disk.snapshot().index > 0).then(|| node.disk.snapshot().clone()),
+            node.disk.entries().to_vec(),
         ));
-        let (id, term, len) = (node.id, node.disk_hard.term, node.disk_log.len());
+        let (id, term, len) = (node.id, node.disk_hard.term, node.disk.last_index());
         self.note(format!(
             "restart n{id} (term {term}, {len} entries on disk)"
         ));
@@ -568,18 +582,24 @@ impl Sim {
     fn propose(&mut self) -> Result<(), Failure> {
         let i = self.rng.below(self.nodes.len() as u64) as usize;
         let count = 1 + self.rng.below(3);
-        let batch: Vec<Vec<u8>> = (0..count)
-            .map(|k| (self.next_proposal + k).to_be_bytes().to_vec())
+        let max_span = self.cfg.max_span;
+        let batch: Vec<(u64, Vec<u8>)> = (0..count)
+            .map(|k| {
+                let span = 1 + self.rng.below(max_span);
+                (span, (self.next_proposal + k).to_be_bytes().to_vec())
+            })
             .collect();
         let Some(core) = self.nodes[i].core.as_mut() else {
             return Ok(());
         };
         let term = core.term();
-        if let Ok((indexes, actions)) = core.propose_batch(batch.clone()) {
+        if let Ok((indexes, actions)) = core.propose_spans(batch.clone()) {
             self.next_proposal += count;
             self.stats.proposals += count;
-            for (index, data) in indexes.zip(batch) {
-                self.proposals.push((index, term, data));
+            let mut end = indexes.start() - 1;
+            for (span, data) in batch {
+                end += span;
+                self.proposals.push((end, term, data));
             }
             self.queue(i, actions)?;
             self.pump(i)?;
@@ -620,23 +640,22 @@ impl Sim {
                         first_index,
                         entries,
                     } => {
-                        let disk_start = node.disk_snapshot.as_ref().map_or(0, |s| s.index);
-                        let Some(keep) = (first_index - 1).checked_sub(disk_start) else {
+                        let disk_start = node.disk.snapshot().index;
+                        if first_index <= disk_start || !node.disk.is_boundary(first_index - 1) {
                             let id = node.id;
                             return Err(self.fail(format!(
-                                "n{id} writes at {first_index}, before its disk's log start {disk_start}"
+                                "n{id} writes at {first_index}, not after an entry of its disk (log start {disk_start})"
                             )));
-                        };
-                        node.disk_log.truncate(keep as usize);
-                        node.disk_log.extend(entries);
+                        }
+                        node.disk.truncate_after(first_index - 1);
+                        node.disk.extend(entries);
                         if let Some(core) = node.core.as_mut() {
                             let more = core.persisted(write);
                             self.queue(i, more)?;
                         }
                     }
                     Write::Snapshot { write, snapshot } => {
-                        node.disk_log.clear();
-                        node.disk_snapshot = Some(snapshot);
+                        node.disk.reset(snapshot);
                         if let Some(core) = node.core.as_mut() {
                             let more = core.persisted(write);
                             self.queue(i, more)?;
@@ -768,10 +787,14 @@ fn node_config(id: NodeId, ids: &[NodeId], seed: u64, broken: Option<Broken>) ->
     }
 }
 
-/// A stand-in for a state machine's image: a digest (FNV-1a) of the entries it replaces.
-fn digest(entries: &[Entry]) -> Vec<u8> {
+/// A stand-in for a state machine's image: a digest (FNV-1a) of the committed entries up to
+/// `index`.
+fn digest(committed: &RaftLog, index: u64) -> Vec<u8> {
     let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-    for e in entries {
+    let upto = (0..committed.len())
+        .take_while(|k| committed.start_of(*k) + committed.entries()[*k].span.max(1) - 1 <= index)
+        .count();
+    for e in &committed.entries()[..upto] {
         let data: &[u8] = match &e.payload {
             Payload::Data(d) => d,
             _ => &[],
