@@ -8,8 +8,9 @@
 //! them).
 //!
 //! - [`types`]: entries, messages, actions, configuration.
-//! - [`log`]: the log as the core holds it: a snapshot, then entries that each span one or
-//!   more indexes (a partition's batch spans its offsets).
+//! - [`log`]: the log as the core holds it: a snapshot, the epoch map and memberships of the
+//!   whole log, and its tail of entries in memory; an entry spans one or more indexes (a
+//!   partition's batch spans its offsets).
 //! - [`node`]: the state machine: pre-vote and check-quorum elections, leader stickiness,
 //!   pipelined AppendEntries within entry and byte limits, fast back-off, commit by quorum of
 //!   durable copies, heartbeats that carry a safe commit index, leadership transfer,

@@ -21,6 +21,8 @@ struct Progress {
     in_flight_bytes: u64,
     /// The driver could not send to it: no appends but probes until it answers.
     paused: bool,
+    /// Entries from this index are being read from storage for it.
+    reading: Option<u64>,
 }
 
 impl Progress {
@@ -32,6 +34,7 @@ impl Progress {
             in_flight_entries: 0,
             in_flight_bytes: 0,
             paused: false,
+            reading: None,
         }
     }
 
@@ -52,6 +55,7 @@ impl Progress {
         self.in_flight.clear();
         self.in_flight_entries = 0;
         self.in_flight_bytes = 0;
+        self.reading = None;
     }
 }
 
@@ -108,8 +112,14 @@ impl RaftNode {
             membership: Membership::of_voters(&config.voters),
             ..Snapshot::default()
         });
-        let commit = snapshot.index;
-        let log = RaftLog::new(snapshot, log);
+        Self::from_log(config, hard, RaftLog::new(snapshot, log))
+    }
+
+    /// A node starting from a log restored from storage, possibly without its entries in
+    /// memory ([`RaftLog::restore`]); its snapshot carries the membership before the log
+    /// (the bootstrap voters for a new group).
+    pub fn from_log(config: Config, hard: HardState, log: RaftLog) -> Self {
+        let commit = log.snapshot().index;
         let persisted = log.last_index();
         let mut node = Self {
             rng: config.seed ^ 0x5EED,
@@ -477,18 +487,34 @@ impl RaftNode {
             return;
         }
         let prev_index = pr.next - 1;
+        let room = (self.config.max_entries_per_append as u64)
+            .min(max_entries - in_flight.min(max_entries));
+        let byte_room = self
+            .config
+            .max_bytes_per_append
+            .min(max_bytes - in_flight_bytes.min(max_bytes));
         let entries: Vec<Entry> = if full {
             Vec::new()
         } else {
-            let room = (self.config.max_entries_per_append as u64).min(max_entries - in_flight);
-            let byte_room = self
-                .config
-                .max_bytes_per_append
-                .min(max_bytes - in_flight_bytes);
             self.log
                 .slice_from(pr.next, room as usize, byte_room)
                 .to_vec()
         };
+        if !full && entries.is_empty() && pr.next <= last && pr.next < self.log.tail_start() {
+            // Released from memory: storage reads them back (once at a time per follower).
+            if pr.reading.is_none() {
+                pr.reading = Some(pr.next);
+                out.push(Action::ReadEntries {
+                    to,
+                    from_index: pr.next,
+                    max_entries: room,
+                    max_bytes: byte_room,
+                });
+            }
+            if !probe {
+                return;
+            }
+        }
         let prev_term = self.term_at(prev_index).unwrap_or(0);
         let end = prev_index + entries.iter().map(|e| e.span.max(1)).sum::<u64>();
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
@@ -635,6 +661,75 @@ impl RaftNode {
                 .collect(),
         );
         Ok((first..=last, out))
+    }
+
+    /// Storage read the entries asked for by [`Action::ReadEntries`] for `to` (from
+    /// `from_index`): `entries` follow `prev_index` (the end of the entry before them); empty
+    /// when the read failed or found nothing.
+    pub fn entries_read(
+        &mut self,
+        to: NodeId,
+        from_index: u64,
+        prev_index: u64,
+        entries: Vec<Entry>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.role != Role::Leader {
+            return out;
+        }
+        let Some(pr) = self.progress.get_mut(&to) else {
+            return out;
+        };
+        if pr.reading != Some(from_index) {
+            return out;
+        }
+        pr.reading = None;
+        let end = prev_index + entries.iter().map(|e| e.span.max(1)).sum::<u64>();
+        // What storage returns must be this log: the terms agree, it starts at or before the
+        // index asked for, after the log start, and ends within the log.
+        let consistent = !entries.is_empty()
+            && prev_index < from_index
+            && prev_index >= self.log.snapshot().index
+            && end <= self.log.last_index()
+            && self.term_at(prev_index).is_some()
+            && {
+                let mut at = prev_index;
+                entries.iter().all(|e| {
+                    at += e.span.max(1);
+                    self.term_at(at) == Some(e.term)
+                })
+            };
+        if !consistent {
+            return out;
+        }
+        let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
+        let prev_term = self.term_at(prev_index).unwrap_or(0);
+        if let Some(p) = self.progress.get_mut(&to) {
+            p.next = p.next.max(end + 1);
+            p.in_flight.push_back((end, entries.len() as u64, bytes));
+            p.in_flight_entries += entries.len() as u64;
+            p.in_flight_bytes += bytes;
+        }
+        Self::send(
+            &mut out,
+            to,
+            Message::Append {
+                term: self.term,
+                prev_index,
+                prev_term,
+                entries,
+                commit: self.commit,
+            },
+        );
+        out
+    }
+
+    /// Lets the entries up to `index` leave memory (at most what is committed and durable
+    /// here): storage holds them, and [`Action::ReadEntries`] brings them back when a
+    /// follower needs them.
+    pub fn release(&mut self, index: u64) {
+        let upto = index.min(self.commit).min(self.persisted);
+        self.log.release(upto);
     }
 
     /// The driver could not send to `to` (no connection): what was in flight is sent again,

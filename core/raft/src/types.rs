@@ -241,6 +241,15 @@ pub enum Action {
         write: u64,
         snapshot: Snapshot,
     },
+    /// Read entries from storage for follower `to`, starting with the one covering
+    /// `from_index`, at most `max_entries` and about `max_bytes`; then report
+    /// [`crate::RaftNode::entries_read`] (empty on a read error).
+    ReadEntries {
+        to: NodeId,
+        from_index: u64,
+        max_entries: u64,
+        max_bytes: u64,
+    },
     Send {
         to: NodeId,
         message: Message,

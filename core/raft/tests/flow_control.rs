@@ -88,3 +88,30 @@ fn a_follower_the_transport_cannot_reach_gets_only_probes_until_it_answers() {
     let last = c.node(leader).last_index();
     assert_eq!(c.node(cut).last_index(), last);
 }
+
+#[test]
+fn entries_released_from_memory_are_read_back_from_storage_for_a_lagging_follower() {
+    let mut c = Cluster::new(&[1, 2, 3], &[1, 2], |_| {});
+    c.ticks(40);
+    let leader = c.leader().expect("a leader");
+    for k in 0..30u8 {
+        c.propose(leader, &[k]);
+    }
+    let commit = c.node(leader).commit_index();
+    c.node(leader).release(commit);
+    assert!(
+        c.node(leader).log().entries().is_empty(),
+        "nothing left in memory"
+    );
+    assert_eq!(c.node(leader).log().tail_start(), commit + 1);
+    // A new replica needs all of it: the leader reads it back from its storage.
+    c.change(leader, quiver_raft::MembershipChange::AddLearner(3))
+        .expect("added");
+    c.ticks(6);
+    assert!(c.read_back >= 30, "read back {} entries", c.read_back);
+    assert_eq!(c.node(3).last_index(), c.node(leader).last_index());
+    assert_eq!(
+        c.stores[&3].entries().len(),
+        c.stores[&leader].entries().len()
+    );
+}

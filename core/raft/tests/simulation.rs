@@ -40,6 +40,10 @@ fn every_seed_keeps_raft_safe_and_live() {
         total.snapshots_installed > seeds / 10,
         "followers behind the log start are reset: {total:?}"
     );
+    assert!(
+        total.entries_read_from_disk > seeds,
+        "leaders read released entries back from their disks: {total:?}"
+    );
 }
 
 #[test]

@@ -10,6 +10,9 @@ fn disk_holds(node: &SimNode, end: u64, e: &Entry) -> bool {
     end <= node.disk.snapshot().index || node.disk.ending_at(end) == Some(e)
 }
 
+/// A node's entries with the index each ends at.
+type Ended = Vec<(u64, Entry)>;
+
 /// `(end, entry)` for every entry of `log`.
 fn with_ends(log: &RaftLog) -> impl Iterator<Item = (u64, &Entry)> {
     (0..log.len()).map(move |k| {
@@ -19,6 +22,44 @@ fn with_ends(log: &RaftLog) -> impl Iterator<Item = (u64, &Entry)> {
 }
 
 impl Sim {
+    /// Node `i`'s entries after its log start: what it released from memory (its disk holds
+    /// it), then what it holds.
+    fn node_entries(&self, i: usize) -> Ended {
+        self.node_entries_after(i, 0)
+    }
+
+    /// Node `i`'s entries ending after `after`.
+    fn node_entries_after(&self, i: usize, after: u64) -> Ended {
+        let Some(core) = self.nodes[i].core.as_ref() else {
+            return Vec::new();
+        };
+        let start = core.snapshot().index.max(after);
+        let tail = core.log().tail_start();
+        let mut out = Vec::new();
+        if start + 1 < tail {
+            out.extend(
+                with_ends(&self.nodes[i].disk)
+                    .filter(|(end, _)| *end > start && *end < tail)
+                    .map(|(end, e)| (end, e.clone())),
+            );
+        }
+        out.extend(
+            with_ends(core.log())
+                .filter(|(end, _)| *end > start)
+                .map(|(end, e)| (end, e.clone())),
+        );
+        out
+    }
+
+    /// Node `i`'s entry ending at `end`.
+    fn node_entry(&self, i: usize, end: u64) -> Option<Entry> {
+        let core = self.nodes[i].core.as_ref()?;
+        if end < core.log().tail_start() {
+            return self.nodes[i].disk.ending_at(end).cloned();
+        }
+        core.entry(end).cloned()
+    }
+
     pub(super) fn on_role(&mut self, i: usize, role: Role, term: u64) -> Result<(), Failure> {
         let id = self.nodes[i].id;
         self.note(format!("n{id} is {role:?} in term {term}"));
@@ -43,7 +84,7 @@ impl Sim {
             } else if end == start {
                 core.snapshot().term == e.term
             } else {
-                core.entry(end) == Some(e)
+                self.node_entry(i, end).as_ref() == Some(e)
             };
             if !holds {
                 return Err(self.fail(format!(
@@ -75,12 +116,14 @@ impl Sim {
             )));
         }
         let mut fresh = Vec::new();
-        for (end, e) in with_ends(core.log()) {
+        // What this node committed before was checked then (and a restart or a snapshot
+        // resets the mark).
+        for (end, e) in self.node_entries_after(i, self.nodes[i].checked) {
             if end > c {
                 break;
             }
             if end <= self.committed.last_index() {
-                if self.committed.ending_at(end) != Some(e) {
+                if self.committed.ending_at(end) != Some(&e) {
                     return Err(self.fail(format!(
                         "committed entry ending at {end} changed: n{id} commits term {} where {:?} was committed",
                         e.term,
@@ -100,6 +143,7 @@ impl Sim {
             }
             self.committed.extend([e]);
         }
+        self.nodes[i].checked = c;
         Ok(())
     }
 
@@ -112,9 +156,10 @@ impl Sim {
         if core.role() != Role::Leader {
             return Ok(());
         }
-        let Some(e) = core.entry(c) else {
+        let Some(e) = self.node_entry(i, c) else {
             return Ok(());
         };
+        let e = &e;
         let voters: Vec<NodeId> = core.membership().voters.iter().copied().collect();
         let holders = voters
             .iter()
@@ -167,31 +212,34 @@ impl Sim {
     }
 
     pub(super) fn check_log_matching(&self) -> Result<(), Failure> {
-        let cores: Vec<(NodeId, &crate::RaftNode)> = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.core.as_ref().map(|c| (n.id, c)))
+        let live: Vec<(NodeId, u64, Ended)> = (0..self.nodes.len())
+            .filter_map(|i| {
+                let core = self.nodes[i].core.as_ref()?;
+                Some((self.nodes[i].id, core.first_index(), self.node_entries(i)))
+            })
             .collect();
-        for (a, ca) in &cores {
-            for (b, cb) in &cores {
+        for (a, fa, la) in &live {
+            for (b, fb, lb) in &live {
                 if a >= b {
                     continue;
                 }
-                let lo = ca.first_index().max(cb.first_index());
+                let lo = (*fa).max(*fb);
+                let in_b: std::collections::BTreeMap<u64, &Entry> =
+                    lb.iter().map(|(end, e)| (*end, e)).collect();
                 // The highest entry end both hold with the same term...
-                let Some(k) = with_ends(ca.log())
-                    .filter(|(end, e)| {
-                        *end >= lo && cb.entry(*end).is_some_and(|f| f.term == e.term)
-                    })
-                    .map(|(end, _)| end)
-                    .last()
+                let Some(k) = la
+                    .iter()
+                    .rev()
+                    .find(|(end, e)| *end >= lo && in_b.get(end).is_some_and(|f| f.term == e.term))
+                    .map(|(end, _)| *end)
                 else {
                     continue;
                 };
                 // ...and every entry before it, from the later log start, is the same.
-                let differs = with_ends(ca.log())
+                let differs = la
+                    .iter()
                     .filter(|(end, _)| *end >= lo && *end <= k)
-                    .any(|(end, e)| cb.entry(end) != Some(e));
+                    .any(|(end, e)| in_b.get(end) != Some(&e));
                 if differs {
                     return Err(self.fail(format!(
                         "log matching: n{a} and n{b} agree on the entry ending at {k} but not on what precedes it"

@@ -87,6 +87,11 @@ pub struct SimConfig {
     pub compact_per_mille: u64,
     /// Entries cover 1 to `max_span` indexes (a batch of that many records).
     pub max_span: u64,
+    /// Per tick: a node lets committed entries leave memory (read back from its disk when a
+    /// follower needs them).
+    pub release_per_mille: u64,
+    /// A restarting node loads only its log's epochs and memberships, not its entries.
+    pub restore_without_entries: bool,
     pub broken: Option<Broken>,
 }
 
@@ -113,6 +118,8 @@ impl SimConfig {
             },
             compact_per_mille: rng.below(30),
             max_span: if rng.chance(500) { 1 } else { 2 + rng.below(6) },
+            release_per_mille: rng.below(100),
+            restore_without_entries: rng.chance(500),
             broken: None,
         }
     }
@@ -131,6 +138,7 @@ pub struct Stats {
     pub membership_changes: u64,
     pub compactions: u64,
     pub snapshots_installed: u64,
+    pub entries_read_from_disk: u64,
 }
 
 impl Stats {
@@ -145,6 +153,7 @@ impl Stats {
         self.membership_changes += s.membership_changes;
         self.compactions += s.compactions;
         self.snapshots_installed += s.snapshots_installed;
+        self.entries_read_from_disk += s.entries_read_from_disk;
     }
 }
 
@@ -194,6 +203,8 @@ struct SimNode {
     disk_queue: VecDeque<(u64, Write)>,
     /// Actions waiting for the disk writes before them.
     actions: VecDeque<Action>,
+    /// Its committed entries up to here were checked against the committed log.
+    checked: u64,
 }
 
 const HISTORY: usize = 60;
@@ -208,6 +219,8 @@ pub struct Sim {
     /// The first voters (all nodes unless membership changes).
     voters: Vec<NodeId>,
     net: Vec<(u64, NodeId, NodeId, Message)>,
+    /// Disk reads under way: (due tick, node, for follower, from index, prev index, entries).
+    reads: Vec<(u64, usize, NodeId, u64, u64, Vec<Entry>)>,
     /// While split: each node's side.
     sides: Option<Vec<bool>>,
     faults_on: bool,
@@ -249,6 +262,7 @@ impl Sim {
                     )),
                     disk_hard: HardState::default(),
                     disk: committed.clone(),
+                    checked: 0,
                     disk_queue: VecDeque::new(),
                     actions: VecDeque::new(),
                 }
@@ -262,6 +276,7 @@ impl Sim {
             nodes,
             voters,
             net: Vec::new(),
+            reads: Vec::new(),
             sides: None,
             faults_on: true,
             committed,
@@ -352,6 +367,16 @@ impl Sim {
 
     fn step(&mut self) -> Result<(), Failure> {
         self.now += 1;
+        let now = self.now;
+        let due: Vec<_> = self.reads.iter().filter(|r| r.0 <= now).cloned().collect();
+        self.reads.retain(|r| r.0 > now);
+        for (_, i, to, from_index, prev, entries) in due {
+            if let Some(core) = self.nodes[i].core.as_mut() {
+                let actions = core.entries_read(to, from_index, prev, entries);
+                self.queue(i, actions)?;
+                self.pump(i)?;
+            }
+        }
         for i in 0..self.nodes.len() {
             self.pump(i)?;
         }
@@ -494,6 +519,14 @@ impl Sim {
         if self.rng.chance(self.cfg.compact_per_mille) {
             self.compact()?;
         }
+        if self.rng.chance(self.cfg.release_per_mille) {
+            let i = self.rng.below(n as u64) as usize;
+            let back = self.rng.below(20);
+            if let Some(core) = self.nodes[i].core.as_mut() {
+                let upto = core.commit_index().saturating_sub(back);
+                core.release(upto);
+            }
+        }
         if self.rng.chance(self.cfg.transfer_per_mille) {
             let to = 1 + self.rng.below(n as u64);
             if let Some(i) = self
@@ -537,6 +570,7 @@ impl Sim {
         self.stats.faults += 1;
         let torn = self.rng.chance(500);
         let keep = self.rng.next_u64();
+        self.reads.retain(|r| r.1 != i);
         let node = &mut self.nodes[i];
         node.core = None;
         node.actions.clear();
@@ -566,12 +600,19 @@ impl Sim {
     fn restart(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let config = node_config(node.id, &self.voters, self.seed, self.cfg.broken);
-        node.core = Some(RaftNode::new(
-            config,
-            node.disk_hard,
-            (node.disk.snapshot().index > 0).then(|| node.disk.snapshot().clone()),
-            node.disk.entries().to_vec(),
-        ));
+        let log = if self.cfg.restore_without_entries {
+            let d = &node.disk;
+            RaftLog::restore(
+                d.snapshot().clone(),
+                d.epochs().to_vec(),
+                d.memberships().to_vec(),
+                d.last_index(),
+            )
+        } else {
+            node.disk.clone()
+        };
+        node.core = Some(RaftNode::from_log(config, node.disk_hard, log));
+        node.checked = 0;
         let (id, term, len) = (node.id, node.disk_hard.term, node.disk.last_index());
         self.note(format!(
             "restart n{id} (term {term}, {len} entries on disk)"
@@ -688,11 +729,24 @@ impl Sim {
                     }
                     Action::InstallSnapshot { write, snapshot } => {
                         self.check_snapshot(i, &snapshot)?;
+                        self.nodes[i].checked = 0;
                         self.stats.snapshots_installed += 1;
                         let at = self.now + self.rng.below(3);
                         self.nodes[i]
                             .disk_queue
                             .push_back((at, Write::Snapshot { write, snapshot }));
+                    }
+                    Action::ReadEntries {
+                        to,
+                        from_index,
+                        max_entries,
+                        max_bytes,
+                    } => {
+                        let (prev, entries) =
+                            read_disk(&self.nodes[i].disk, from_index, max_entries, max_bytes);
+                        self.stats.entries_read_from_disk += entries.len() as u64;
+                        let at = self.now + self.rng.below(3);
+                        self.reads.push((at, i, to, from_index, prev, entries));
                     }
                     _ if waiting => break,
                     Action::Send { to, message } => {
@@ -785,6 +839,34 @@ fn node_config(id: NodeId, ids: &[NodeId], seed: u64, broken: Option<Broken>) ->
         broken,
         ..Config::new(id, ids.to_vec())
     }
+}
+
+/// What a disk read for [`Action::ReadEntries`] returns: the entries from the one covering
+/// `from_index`, within the limits, and the index before them.
+fn read_disk(
+    disk: &RaftLog,
+    from_index: u64,
+    max_entries: u64,
+    max_bytes: u64,
+) -> (u64, Vec<Entry>) {
+    let Some(k) = (0..disk.len()).find(|k| {
+        let start = disk.start_of(*k);
+        start <= from_index && from_index < start + disk.entries()[*k].span.max(1)
+    }) else {
+        return (from_index.saturating_sub(1), Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for e in &disk.entries()[k..] {
+        if out.len() as u64 >= max_entries
+            || (!out.is_empty() && bytes + e.size_bytes() > max_bytes)
+        {
+            break;
+        }
+        bytes += e.size_bytes();
+        out.push(e.clone());
+    }
+    (disk.start_of(k) - 1, out)
 }
 
 /// A stand-in for a state machine's image: a digest (FNV-1a) of the committed entries up to

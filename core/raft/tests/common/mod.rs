@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use quiver_raft::log::RaftLog;
 use quiver_raft::types::{
     Action, Config, HardState, MembershipChange, Message, NodeId, ProposeError, Role,
 };
@@ -16,6 +17,10 @@ pub struct Cluster {
     /// Messages seen, by kind, for assertions.
     pub seen: Vec<(NodeId, NodeId, Message)>,
     pub installed: Vec<NodeId>,
+    /// Each node's storage: what its writes made durable (read back for `ReadEntries`).
+    pub stores: BTreeMap<NodeId, RaftLog>,
+    /// Entries read back from storage.
+    pub read_back: usize,
 }
 
 impl Cluster {
@@ -28,10 +33,13 @@ impl Cluster {
                 (id, RaftNode::new(c, HardState::default(), None, Vec::new()))
             })
             .collect();
+        let stores = ids.iter().map(|&id| (id, RaftLog::default())).collect();
         Self {
             nodes,
             seen: Vec::new(),
             installed: Vec::new(),
+            stores,
+            read_back: 0,
         }
     }
 
@@ -48,10 +56,43 @@ impl Cluster {
             assert!(steps < 100_000, "the cluster does not settle");
             let (at, action) = queue.remove(0);
             let more = match action {
-                Action::PersistEntries { write, .. } => self.node(at).persisted(write),
-                Action::InstallSnapshot { write, .. } => {
-                    self.installed.push(at);
+                Action::PersistEntries {
+                    write,
+                    first_index,
+                    entries,
+                    ..
+                } => {
+                    let store = self.stores.entry(at).or_default();
+                    store.truncate_after(first_index - 1);
+                    store.extend(entries);
                     self.node(at).persisted(write)
+                }
+                Action::InstallSnapshot { write, snapshot } => {
+                    self.installed.push(at);
+                    self.stores.entry(at).or_default().reset(snapshot);
+                    self.node(at).persisted(write)
+                }
+                Action::ReadEntries {
+                    to,
+                    from_index,
+                    max_entries,
+                    ..
+                } => {
+                    let store = self.stores.entry(at).or_default();
+                    let k = (0..store.len())
+                        .find(|k| {
+                            let e = &store.entries()[*k];
+                            from_index < store.start_of(*k) + e.span
+                        })
+                        .unwrap_or(store.len());
+                    let prev = store.start_of(k) - 1;
+                    let entries: Vec<_> = store.entries()[k..]
+                        .iter()
+                        .take(max_entries as usize)
+                        .cloned()
+                        .collect();
+                    self.read_back += entries.len();
+                    self.node(at).entries_read(to, from_index, prev, entries)
                 }
                 Action::Send { to, message } => {
                     self.seen.push((at, to, message.clone()));
