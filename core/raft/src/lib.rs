@@ -16,12 +16,14 @@
 //!   durable copies, heartbeats that carry a safe commit index, leadership transfer,
 //!   single-server membership changes with learners, and a log start that moves (compaction,
 //!   followers behind it reset by snapshot).
+//! - [`codec`]: the bytes of an envelope between two nodes (bounded, typed errors, fuzzed).
 //! - [`multi`]: the groups of one shard: one clock, one outbox per peer node, messages of
 //!   all groups between two nodes coalesced into one envelope per round.
 //! - [`sim`]: a seeded simulator of 3 to 5 nodes over a lossy, reordering, partitionable
 //!   network and crash-prone disks, changing membership and compacting under the faults,
 //!   checking Raft's invariants after every step.
 
+pub mod codec;
 pub mod log;
 pub mod multi;
 pub mod node;
