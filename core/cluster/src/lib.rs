@@ -5,11 +5,14 @@
 //! - [`command`]: the controller's commands (what its Raft group's entries hold) and their
 //!   codec.
 //! - [`apply`]: the state machine every node runs over the controller's log.
+//! - [`controller`]: the controller group: a Raft member applying committed commands to
+//!   its metadata copy, with the metadata image as its snapshot.
 //! - [`placement`]: replicas over distinct nodes and racks, leaders and shards evenly.
 //! - [`rebalance`]: leadership back to the preferred replica when a node returns.
 
 pub mod apply;
 pub mod command;
+pub mod controller;
 pub mod model;
 pub mod placement;
 pub mod rebalance;
