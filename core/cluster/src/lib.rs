@@ -7,12 +7,15 @@
 //! - [`apply`]: the state machine every node runs over the controller's log.
 //! - [`controller`]: the controller group: a Raft member applying committed commands to
 //!   its metadata copy, with the metadata image as its snapshot.
+//! - [`controller_log`]: the controller group's log file format (records with CRC-32C,
+//!   replay, torn-tail detection, rewrite).
 //! - [`placement`]: replicas over distinct nodes and racks, leaders and shards evenly.
 //! - [`rebalance`]: leadership back to the preferred replica when a node returns.
 
 pub mod apply;
 pub mod command;
 pub mod controller;
+pub mod controller_log;
 pub mod model;
 pub mod placement;
 pub mod rebalance;

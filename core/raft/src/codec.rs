@@ -384,3 +384,49 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     }
     Ok(Envelope { messages })
 }
+
+/// The bytes of `entries` (a count, then each entry), for storage.
+pub fn encode_entries(entries: &[Entry], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for e in entries {
+        put_entry(out, e);
+    }
+}
+
+/// The bytes of `snapshot`, for storage.
+pub fn encode_snapshot(snapshot: &Snapshot, out: &mut Vec<u8>) {
+    put_u64(out, snapshot.index);
+    put_u64(out, snapshot.term);
+    put_membership(out, &snapshot.membership);
+    put_bytes(out, &snapshot.data);
+}
+
+/// Entries written by [`encode_entries`]; the bytes must hold exactly them.
+pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry>, DecodeError> {
+    let mut r = Reader { bytes };
+    let n = u64::from(r.u32()?);
+    let n = r.count(n, usize::MAX, 17, "entries")?;
+    let entries = (0..n).map(|_| r.entry()).collect::<Result<_, _>>()?;
+    if !r.bytes.is_empty() {
+        return Err(DecodeError::TrailingBytes(r.bytes.len()));
+    }
+    Ok(entries)
+}
+
+/// A snapshot written by [`encode_snapshot`]; the bytes must hold exactly it.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
+    let mut r = Reader { bytes };
+    let index = r.u64()?;
+    let term = r.u64()?;
+    let membership = r.membership()?;
+    let data = r.bytes()?;
+    if !r.bytes.is_empty() {
+        return Err(DecodeError::TrailingBytes(r.bytes.len()));
+    }
+    Ok(Snapshot {
+        index,
+        term,
+        membership,
+        data,
+    })
+}
