@@ -25,6 +25,26 @@ fn wait_at_most(child: &mut std::process::Child, limit: Duration) -> std::proces
     }
 }
 
+/// Starts `quiver serve` on `dir` with `extra` flags, expecting it to refuse: its exit
+/// status and what it printed on stderr.
+fn refused_serve(dir: &std::path::Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(quiver_binary())
+        .args(["serve", "--shards", "1", "--log-level", "warn"])
+        .args(extra)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_ports(1)))
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_at_most(&mut child, Duration::from_secs(30));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
 #[test]
 fn a_second_node_on_the_same_data_directory_is_refused_and_kill_9_leaves_no_stale_lock() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
@@ -33,18 +53,7 @@ fn a_second_node_on_the_same_data_directory_is_refused_and_kill_9_leaves_no_stal
     cli.ok(&["topic", "create", "events", "--partitions", "2"], None);
     cli.ok(&["produce", "events"], Some("a\nb\nc\n"));
 
-    let mut second = Command::new(quiver_binary())
-        .args(["serve", "--shards", "1", "--log-level", "warn", "--listen"])
-        .arg(format!("127.0.0.1:{}", free_ports(1)))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_at_most(&mut second, Duration::from_secs(30));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = refused_serve(dir.path(), &[]);
     assert_eq!(status.code(), Some(2), "{err}");
     let canonical = std::fs::canonicalize(dir.path()).unwrap();
     assert!(
@@ -72,27 +81,7 @@ fn a_data_directory_started_as_another_node_is_refused_and_left_intact() {
     let first = Node::start(dir.path(), 1);
     Cli::for_node(&first).ok(&["topic", "create", "kept", "--partitions", "1"], None);
     first.kill();
-    let mut other = Command::new(quiver_binary())
-        .args([
-            "serve",
-            "--shards",
-            "1",
-            "--log-level",
-            "warn",
-            "--node-id",
-            "3",
-        ])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{}", free_ports(1)))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let status = wait_at_most(&mut other, Duration::from_secs(30));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut other.stderr.take().unwrap(), &mut err).unwrap();
+    let (status, err) = refused_serve(dir.path(), &["--node-id", "3"]);
     assert!(!status.success(), "{err}");
     assert!(
         err.contains("belongs to node 0") && err.contains("--node-id 0"),

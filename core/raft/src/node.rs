@@ -1132,6 +1132,28 @@ impl RaftNode {
         );
     }
 
+    /// A follower answered the leader: it is heard from and reachable. Its progress (the
+    /// log's last index, its matched and next), if this node leads and tracks it.
+    fn answered(&mut self, from: NodeId) -> Option<(u64, u64, u64)> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.active.insert(from);
+        let last = self.last_index();
+        let p = self.progress.get_mut(&from)?;
+        p.paused = false;
+        Some((last, p.matched, p.next))
+    }
+
+    /// Sends to `from` again from `next` (what was in flight is resent).
+    fn resend_from(&mut self, out: &mut Vec<Action>, from: NodeId, next: u64, probe: bool) {
+        let next = self.log.boundary_at_or_before(next - 1) + 1;
+        if let Some(p) = self.progress.get_mut(&from) {
+            p.rewind(next);
+        }
+        self.send_append(out, from, probe);
+    }
+
     fn on_append_response(
         &mut self,
         out: &mut Vec<Action>,
@@ -1139,65 +1161,39 @@ impl RaftNode {
         success: bool,
         index: u64,
     ) {
-        if self.role != Role::Leader {
+        let Some((last, matched, _)) = self.answered(from) else {
             return;
+        };
+        if !success {
+            // Back off to the hint (never below what is known to match, never past the end:
+            // the hint comes from the network), at an entry's start.
+            return self.resend_from(out, from, index.clamp(matched + 1, last + 1), true);
         }
-        self.active.insert(from);
-        let last = self.last_index();
+        let acked = self.log.boundary_at_or_before(index.min(last));
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
-        p.paused = false;
-        if success {
-            let acked = self.log.boundary_at_or_before(index.min(last));
-            let Some(p) = self.progress.get_mut(&from) else {
-                return;
-            };
-            p.matched = p.matched.max(acked);
-            p.next = p.next.max(p.matched + 1);
-            let matched = p.matched;
-            p.acknowledged(matched);
-            let caught_up = matched == last;
-            self.maybe_commit(out);
-            self.send_append(out, from, false);
-            if caught_up && self.transferring.is_some_and(|(to, _)| to == from) {
-                Self::send(out, from, Message::TimeoutNow { term: self.term });
-            }
-        } else {
-            // Back off to the hint (never below what is known to match, never past the end:
-            // the hint comes from the network), at an entry's start.
-            let hint = index.clamp(p.matched + 1, last + 1);
-            let next = self.log.boundary_at_or_before(hint - 1) + 1;
-            let Some(p) = self.progress.get_mut(&from) else {
-                return;
-            };
-            p.rewind(next);
-            self.send_append(out, from, true);
+        p.matched = p.matched.max(acked);
+        p.next = p.next.max(p.matched + 1);
+        let matched = p.matched;
+        p.acknowledged(matched);
+        self.maybe_commit(out);
+        self.send_append(out, from, false);
+        if matched == last && self.transferring.is_some_and(|(to, _)| to == from) {
+            Self::send(out, from, Message::TimeoutNow { term: self.term });
         }
     }
 
     fn on_heartbeat_response(&mut self, out: &mut Vec<Action>, from: NodeId, last_index: u64) {
-        if self.role != Role::Leader {
-            return;
-        }
-        self.active.insert(from);
-        let last = self.last_index();
-        let Some(p) = self.progress.get_mut(&from) else {
+        let Some((last, matched, next)) = self.answered(from) else {
             return;
         };
-        p.paused = false;
-        if p.matched >= last {
+        if matched >= last {
             return;
         }
-        if last_index + 1 < p.next {
+        if last_index + 1 < next {
             // Appends were lost: resend from the follower's end.
-            let resend = (last_index + 1).max(p.matched + 1);
-            let next = self.log.boundary_at_or_before(resend - 1) + 1;
-            let Some(p) = self.progress.get_mut(&from) else {
-                return;
-            };
-            p.rewind(next);
-            self.send_append(out, from, false);
+            self.resend_from(out, from, (last_index + 1).max(matched + 1), false);
         } else {
             // It may hold everything and its answers were lost: an empty probe finds out.
             self.send_append(out, from, true);
