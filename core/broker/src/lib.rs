@@ -23,6 +23,9 @@
 //!   joining a transaction from the produce path.
 //! - [`coordinator_log`]: what both coordinators share: records appended to and replayed
 //!   from their internal topic.
+//! - [`controller_store`]: the controller member's log file (`controller.log`), replayed at
+//!   start with its torn tail cut off, appended and fdatasynced per round, rewritten when it
+//!   grows.
 //!
 //! Where what comes next goes: `auth/` (authenticate the
 //! context's peer, authorize each request against ACLs); the replication of a partition
@@ -32,6 +35,7 @@
 pub mod acks;
 pub mod batches;
 pub mod control;
+pub mod controller_store;
 pub(crate) mod coordinator_log;
 pub mod dead_letter;
 pub mod fetch;
