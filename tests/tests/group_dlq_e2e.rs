@@ -40,7 +40,9 @@ async fn a_poison_record_is_redelivered_then_dead_lettered_once_across_a_node_ki
     let mut node = Node::start(dir.path(), 2);
     let base_port = node.base_port;
     let client = node.client_with_topic(2_000, "orders", 2).await;
-    let admin = Admin::new(client.clone());
+    // The first group call creates __consumer_offsets (16 partitions, fsynced): under a
+    // loaded CI machine that can take longer than the data path's 2 s timeout.
+    let admin = Admin::new(node.client(15_000).await);
     admin
         .alter_group_config(
             "billing",
