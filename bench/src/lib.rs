@@ -7,6 +7,8 @@
 //! - `bin/client_bench.rs`: the client's producer rate and consumer catch-up read.
 //! - `bin/raft_bench.rs`: the Raft core on one core for 1 to 10,000 groups (committed
 //!   entries per CPU-second, CPU per input, envelopes per node pair).
+//! - `bin/cluster_bench.rs`: the controller's side of 100 nodes × 100,000 partitions
+//!   (placement time, metadata image bytes, spread, heartbeat envelopes per node).
 //! - [`harness`]: starting a real broker process, pinning threads.
 //! - [`latency`]: the OMB-style harness behind `quiver bench run`: workloads, open-loop
 //!   pacing, the recorder, drivers (Quiver, the durable echo, NATS), rate search.

@@ -43,6 +43,8 @@ struct Load {
     leaders: usize,
     /// Partitions per shard (all replicas counted).
     shards: Vec<usize>,
+    /// Partitions led per shard.
+    led: Vec<usize>,
 }
 
 fn loads(meta: &Metadata) -> BTreeMap<NodeId, Load> {
@@ -54,6 +56,7 @@ fn loads(meta: &Metadata) -> BTreeMap<NodeId, Load> {
                 *id,
                 Load {
                     shards: vec![0; n.shards.max(1)],
+                    led: vec![0; n.shards.max(1)],
                     ..Load::default()
                 },
             )
@@ -67,6 +70,7 @@ fn loads(meta: &Metadata) -> BTreeMap<NodeId, Load> {
                 l.shards[k] += 1;
                 if *r == p.leader {
                     l.leaders += 1;
+                    l.led[k] += 1;
                 }
             }
         }
@@ -99,6 +103,18 @@ pub fn place(
     }
     let mut loads = loads(meta);
     let rack = |id: &NodeId| meta.nodes.get(id).and_then(|n| n.rack.clone());
+    // Partitions each pair of nodes shares: among equally loaded candidates, a follower that
+    // shares the fewest with the replicas already chosen, so a node's partitions spread
+    // over many peers and its failure moves its load onto many nodes, not a few.
+    let mut shared: BTreeMap<(NodeId, NodeId), usize> = BTreeMap::new();
+    let pair = |a: NodeId, b: NodeId| if a < b { (a, b) } else { (b, a) };
+    for p in meta.topics.values().flat_map(|t| t.partitions.iter()) {
+        for (k, a) in p.replicas.iter().enumerate() {
+            for b in &p.replicas[k + 1..] {
+                *shared.entry(pair(*a, *b)).or_default() += 1;
+            }
+        }
+    }
     let mut out = Vec::with_capacity(partitions);
     for _ in 0..partitions {
         let leader = *loads
@@ -115,7 +131,11 @@ pub fn place(
                 .min_by_key(|(id, l)| {
                     let r = rack(id);
                     let same_rack = r.is_some() && used.contains(&r);
-                    (same_rack, l.replicas, **id)
+                    let together: usize = replicas
+                        .iter()
+                        .map(|c| shared.get(&pair(*c, **id)).copied().unwrap_or(0))
+                        .sum();
+                    (same_rack, l.replicas, together, **id)
                 })
                 .map(|(id, _)| *id)
                 .ok_or(PlacementError::NotEnoughNodes {
@@ -124,11 +144,17 @@ pub fn place(
                 })?;
             replicas.push(next);
         }
+        // The leader's shard leading the fewest partitions (then carrying the fewest).
         let shard = loads.get(&leader).map_or(0, |l| {
             (0..l.shards.len())
-                .min_by_key(|s| (l.shards[*s], *s))
+                .min_by_key(|s| (l.led[*s], l.shards[*s], *s))
                 .unwrap_or(0)
         });
+        for (k, a) in replicas.iter().enumerate() {
+            for b in &replicas[k + 1..] {
+                *shared.entry(pair(*a, *b)).or_default() += 1;
+            }
+        }
         for r in &replicas {
             if let Some(l) = loads.get_mut(r) {
                 l.replicas += 1;
@@ -136,6 +162,7 @@ pub fn place(
                 l.shards[k] += 1;
                 if *r == leader {
                     l.leaders += 1;
+                    l.led[k] += 1;
                 }
             }
         }

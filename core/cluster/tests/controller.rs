@@ -71,6 +71,17 @@ fn placement_spreads_replicas_leaders_and_shards_evenly() {
     assert!(spread(&leaders) <= 1, "leaders per node: {leaders:?}");
     assert!(spread(&replicas) <= 1, "replicas per node: {replicas:?}");
     assert!(spread(&shards) <= 1, "led partitions per shard: {shards:?}");
+    // Each node shares partitions with every other: its failure spreads over all of them.
+    let mut peers: BTreeMap<i32, BTreeSet<i32>> = BTreeMap::new();
+    for p in m.topics.values().flat_map(|t| &t.partitions) {
+        for a in &p.replicas {
+            peers
+                .entry(*a)
+                .or_default()
+                .extend(p.replicas.iter().filter(|b| *b != a));
+        }
+    }
+    assert!(peers.values().all(|s| s.len() == 4), "peers: {peers:?}");
 }
 
 #[test]
