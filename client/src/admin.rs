@@ -14,10 +14,27 @@ use crate::error::{ClientError, Result};
 pub struct TopicDescription {
     /// Topic name.
     pub name: String,
-    /// `(partition, owning shard, address)`.
-    pub partitions: Vec<(i32, u16, SocketAddr)>,
+    /// Its partitions, in order.
+    pub partitions: Vec<PartitionDescription>,
     /// Effective configuration (only from `describe_topic`).
     pub configs: BTreeMap<String, String>,
+}
+
+/// One partition of a [`TopicDescription`]: where it is served and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// Partition number.
+    pub partition: i32,
+    /// The owning shard on its nodes.
+    pub shard: u16,
+    /// The leader's endpoint for that shard.
+    pub address: SocketAddr,
+    /// The node taking appends.
+    pub leader: i32,
+    /// The nodes holding a replica, the leader among them.
+    pub replicas: Vec<i32>,
+    /// Bumped at every leader change.
+    pub leader_epoch: i32,
 }
 
 /// Which offset `list_offsets` looks up.
@@ -119,7 +136,14 @@ impl Admin {
                     .unwrap_or_default()
                     .parse()
                     .map_err(|e| ClientError::Protocol(format!("bad address: {e}")))?;
-                partitions.push((p.partition(), p.shard(), addr));
+                partitions.push(PartitionDescription {
+                    partition: p.partition(),
+                    shard: p.shard(),
+                    address: addr,
+                    leader: p.node_id(),
+                    replicas: p.replicas().into_iter().flatten().collect(),
+                    leader_epoch: p.leader_epoch(),
+                });
             }
             out.push(TopicDescription {
                 name: t.name().unwrap_or_default().to_string(),

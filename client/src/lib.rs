@@ -43,7 +43,7 @@ pub mod timer;
 pub mod transform;
 pub mod trust;
 
-pub use admin::{Admin, OffsetQuery, TopicDescription};
+pub use admin::{Admin, OffsetQuery, PartitionDescription, TopicDescription};
 pub use admin_groups::PartitionLag;
 pub use cluster::{Client, ClientConfig};
 pub use connection::{Connection, ResponseFrame};

@@ -94,6 +94,7 @@ fn metadata(id: u64, topics: &[TopicInfo]) -> Bytes {
                 .iter()
                 .map(|p| {
                     let address = Some(fbb.create_string(&p.address));
+                    let replicas = Some(fbb.create_vector(&p.replicas));
                     wire::PartitionMetadata::create(
                         &mut fbb,
                         &wire::PartitionMetadataArgs {
@@ -101,6 +102,8 @@ fn metadata(id: u64, topics: &[TopicInfo]) -> Bytes {
                             node_id: p.node_id,
                             shard: p.shard,
                             address,
+                            replicas,
+                            leader_epoch: p.leader_epoch,
                         },
                     )
                 })

@@ -1549,6 +1549,8 @@ impl<'a> PartitionMetadata<'a> {
   pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 6;
   pub const VT_SHARD: ::flatbuffers::VOffsetT = 8;
   pub const VT_ADDRESS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1560,6 +1562,8 @@ impl<'a> PartitionMetadata<'a> {
     args: &'args PartitionMetadataArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PartitionMetadata<'bldr>> {
     let mut builder = PartitionMetadataBuilder::new(_fbb);
+    builder.add_leader_epoch(args.leader_epoch);
+    if let Some(x) = args.replicas { builder.add_replicas(x); }
     if let Some(x) = args.address { builder.add_address(x); }
     builder.add_node_id(args.node_id);
     builder.add_partition(args.partition);
@@ -1596,6 +1600,20 @@ impl<'a> PartitionMetadata<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PartitionMetadata::VT_ADDRESS, None)}
   }
+  #[inline]
+  pub fn replicas(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(PartitionMetadata::VT_REPLICAS, None)}
+  }
+  #[inline]
+  pub fn leader_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(PartitionMetadata::VT_LEADER_EPOCH, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
@@ -1608,6 +1626,8 @@ impl ::flatbuffers::Verifiable for PartitionMetadata<'_> {
      .visit_field::<i32>("node_id", Self::VT_NODE_ID, false)?
      .visit_field::<u16>("shard", Self::VT_SHARD, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("address", Self::VT_ADDRESS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("replicas", Self::VT_REPLICAS, false)?
+     .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
      .finish();
     Ok(())
   }
@@ -1617,6 +1637,8 @@ pub struct PartitionMetadataArgs<'a> {
     pub node_id: i32,
     pub shard: u16,
     pub address: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+    pub leader_epoch: i32,
 }
 impl<'a> Default for PartitionMetadataArgs<'a> {
   #[inline]
@@ -1626,6 +1648,8 @@ impl<'a> Default for PartitionMetadataArgs<'a> {
       node_id: 0,
       shard: 0,
       address: None,
+      replicas: None,
+      leader_epoch: 0,
     }
   }
 }
@@ -1652,6 +1676,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionMetadataBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionMetadata::VT_ADDRESS, address);
   }
   #[inline]
+  pub fn add_replicas(&mut self, replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionMetadata::VT_REPLICAS, replicas);
+  }
+  #[inline]
+  pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+    self.fbb_.push_slot::<i32>(PartitionMetadata::VT_LEADER_EPOCH, leader_epoch, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionMetadataBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PartitionMetadataBuilder {
@@ -1673,6 +1705,8 @@ impl ::core::fmt::Debug for PartitionMetadata<'_> {
       ds.field("node_id", &self.node_id());
       ds.field("shard", &self.shard());
       ds.field("address", &self.address());
+      ds.field("replicas", &self.replicas());
+      ds.field("leader_epoch", &self.leader_epoch());
       ds.finish()
   }
 }

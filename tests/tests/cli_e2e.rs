@@ -34,6 +34,10 @@ fn every_client_command_works_and_says_what_went_wrong() {
         serde_json::from_str(&cli.ok(&["topic", "describe", "orders", "--json"], None)).unwrap();
     assert_eq!(desc["configs"]["retention_ms"], "3600000");
     assert_eq!(desc["partitions"].as_array().unwrap().len(), 3);
+    // A single node leads every partition, as its only replica, at epoch 0.
+    assert_eq!(desc["partitions"][1]["leader"], 0);
+    assert_eq!(desc["partitions"][1]["replicas"], serde_json::json!([0]));
+    assert_eq!(desc["partitions"][1]["leader_epoch"], 0);
     assert!(cli
         .ok(&["topic", "describe", "orders"], None)
         .contains("PARTITION"));

@@ -72,7 +72,10 @@ pub async fn describe(args: &ClientArgs, name: &str) -> Result<(), String> {
         let parts: Vec<_> = t
             .partitions
             .iter()
-            .map(|(p, s, a)| json!({"partition": p, "shard": s, "address": a.to_string()}))
+            .map(|p| {
+                json!({"partition": p.partition, "shard": p.shard, "address": p.address.to_string(),
+                       "leader": p.leader, "replicas": p.replicas, "leader_epoch": p.leader_epoch})
+            })
             .collect();
         println!(
             "{}",
@@ -84,12 +87,21 @@ pub async fn describe(args: &ClientArgs, name: &str) -> Result<(), String> {
             "PARTITION".to_string(),
             "SHARD".to_string(),
             "ADDRESS".to_string(),
+            "LEADER".to_string(),
+            "REPLICAS".to_string(),
+            "EPOCH".to_string(),
         ]];
-        rows.extend(
-            t.partitions
-                .iter()
-                .map(|(p, s, a)| vec![p.to_string(), s.to_string(), a.to_string()]),
-        );
+        rows.extend(t.partitions.iter().map(|p| {
+            let replicas: Vec<String> = p.replicas.iter().map(|r| r.to_string()).collect();
+            vec![
+                p.partition.to_string(),
+                p.shard.to_string(),
+                p.address.to_string(),
+                p.leader.to_string(),
+                replicas.join(","),
+                p.leader_epoch.to_string(),
+            ]
+        }));
         print_table(&rows);
         println!();
         let mut rows = vec![vec!["CONFIG".to_string(), "VALUE".to_string()]];

@@ -49,6 +49,10 @@ pub struct PartitionInfo {
     pub shard: u16,
     /// `host:port` of the owning shard.
     pub address: String,
+    /// The nodes holding a replica (`node_id`, the leader, among them).
+    pub replicas: Vec<i32>,
+    /// Bumped at every leader change.
+    pub leader_epoch: i32,
 }
 
 /// One topic of a Metadata answer.

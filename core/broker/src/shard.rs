@@ -286,6 +286,8 @@ impl Shard {
                             node_id: pm.leader,
                             shard: (pm.shard % n) as u16,
                             address: self.address(pm.shard % n),
+                            replicas: pm.replicas.clone(),
+                            leader_epoch: pm.leader_epoch,
                         })
                         .collect(),
                     name,
