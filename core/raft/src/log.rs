@@ -211,7 +211,7 @@ impl RaftLog {
     pub fn extend(&mut self, entries: impl IntoIterator<Item = Entry>) {
         for e in entries {
             let start = self.last + 1;
-            let end = self.last + e.span.max(1);
+            let end = self.last.saturating_add(e.span.max(1));
             if self.epochs.last().is_none_or(|(t, _)| *t != e.term) {
                 self.epochs.push((e.term, start));
             }

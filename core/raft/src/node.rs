@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crate::log::RaftLog;
 use crate::types::{
     Action, Broken, CompactError, Config, Entry, HardState, Membership, MembershipChange, Message,
-    NodeId, Payload, ProposeError, Role, Snapshot,
+    NodeId, Payload, ProposeError, Role, Snapshot, MAX_INDEX, MAX_TERM,
 };
 
 /// Where the leader is with one follower.
@@ -88,6 +88,14 @@ pub struct RaftNode {
     heartbeat_elapsed: u32,
     timeout: u32,
     rng: u64,
+}
+
+/// The last index covered by `entries` placed after `prev_index` (saturating: spans may come
+/// from the network).
+fn end_after(prev_index: u64, entries: &[Entry]) -> u64 {
+    entries
+        .iter()
+        .fold(prev_index, |at, e| at.saturating_add(e.span.max(1)))
 }
 
 fn splitmix(state: &mut u64) -> u64 {
@@ -365,6 +373,9 @@ impl RaftNode {
 
     fn pre_vote(&mut self, out: &mut Vec<Action>) {
         self.reset_timeout();
+        if self.term >= MAX_TERM {
+            return;
+        }
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes = [self.config.id].into();
@@ -394,6 +405,10 @@ impl RaftNode {
 
     fn campaign_with(&mut self, out: &mut Vec<Action>, transfer: bool) {
         self.reset_timeout();
+        if self.term >= MAX_TERM {
+            // Two billion elections: never in practice; the group stops electing.
+            return;
+        }
         self.term += 1;
         self.voted_for = Some(self.config.id);
         self.role = Role::Candidate;
@@ -516,7 +531,7 @@ impl RaftNode {
             }
         }
         let prev_term = self.term_at(prev_index).unwrap_or(0);
-        let end = prev_index + entries.iter().map(|e| e.span.max(1)).sum::<u64>();
+        let end = end_after(prev_index, &entries);
         let bytes: u64 = entries.iter().map(Entry::size_bytes).sum();
         if let Some(p) = self.progress.get_mut(&to) {
             p.next = end + 1;
@@ -652,6 +667,12 @@ impl RaftNode {
         if batch.iter().any(|(span, _)| *span == 0) {
             return Err(ProposeError::ZeroSpan);
         }
+        let end = batch
+            .iter()
+            .fold(self.last_index(), |at, (span, _)| at.saturating_add(*span));
+        if end > MAX_INDEX {
+            return Err(ProposeError::IndexesExhausted);
+        }
         let mut out = Vec::new();
         let (first, last) = self.append_own(
             &mut out,
@@ -684,7 +705,7 @@ impl RaftNode {
             return out;
         }
         pr.reading = None;
-        let end = prev_index + entries.iter().map(|e| e.span.max(1)).sum::<u64>();
+        let end = end_after(prev_index, &entries);
         // What storage returns must be this log: the terms agree, it starts at or before the
         // index asked for, after the log start, and ends within the log.
         let consistent = !entries.is_empty()
@@ -695,7 +716,7 @@ impl RaftNode {
             && {
                 let mut at = prev_index;
                 entries.iter().all(|e| {
-                    at += e.span.max(1);
+                    at = at.saturating_add(e.span.max(1));
                     self.term_at(at) == Some(e.term)
                 })
             };
@@ -832,7 +853,7 @@ impl RaftNode {
     /// from the leader's log, and only voters' answers are counted.
     pub fn step(&mut self, from: NodeId, message: Message) -> Vec<Action> {
         let mut out = Vec::new();
-        if from == self.config.id {
+        if from == self.config.id || message.term() > MAX_TERM {
             return out;
         }
         let term = message.term();
@@ -1004,15 +1025,19 @@ impl RaftNode {
         mut entries: Vec<Entry>,
         commit: u64,
     ) {
+        // Saturating: spans come from the network; past the last index, it is malformed.
+        let matched = end_after(prev_index, &entries);
+        if matched > MAX_INDEX {
+            return;
+        }
         self.heard_from_leader(out, from);
-        let matched = prev_index + entries.iter().map(|e| e.span.max(1)).sum::<u64>();
         let start = self.log.snapshot().index;
         if prev_index < start {
             // What precedes our log start is committed, so it matches: skip it.
             let mut at = prev_index;
             let mut k = 0;
-            while k < entries.len() && at + entries[k].span.max(1) <= start {
-                at += entries[k].span.max(1);
+            while k < entries.len() && at.saturating_add(entries[k].span.max(1)) <= start {
+                at = at.saturating_add(entries[k].span.max(1));
                 k += 1;
             }
             if k < entries.len() && at != start {
@@ -1058,9 +1083,9 @@ impl RaftNode {
         let mut at = prev_index;
         let mut first_new = None;
         for (k, e) in entries.iter().enumerate() {
-            let end = at + e.span.max(1);
+            let end = at.saturating_add(e.span.max(1));
             if !(self.log.is_boundary(end) && self.term_at(end) == Some(e.term)) {
-                first_new = Some((k, at + 1));
+                first_new = Some((k, at.saturating_add(1)));
                 break;
             }
             at = end;
@@ -1100,6 +1125,9 @@ impl RaftNode {
     }
 
     fn on_install_snapshot(&mut self, out: &mut Vec<Action>, from: NodeId, snapshot: Snapshot) {
+        if snapshot.index > MAX_INDEX || snapshot.term > MAX_TERM {
+            return;
+        }
         self.heard_from_leader(out, from);
         let index = snapshot.index;
         if index <= self.commit
@@ -1191,9 +1219,14 @@ impl RaftNode {
         if matched >= last {
             return;
         }
-        if last_index + 1 < next {
+        if last_index.saturating_add(1) < next {
             // Appends were lost: resend from the follower's end.
-            self.resend_from(out, from, (last_index + 1).max(matched + 1), false);
+            self.resend_from(
+                out,
+                from,
+                last_index.saturating_add(1).max(matched + 1),
+                false,
+            );
         } else {
             // It may hold everything and its answers were lost: an empty probe finds out.
             self.send_append(out, from, true);

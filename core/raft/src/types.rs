@@ -28,6 +28,12 @@ pub enum Payload {
     Membership(Membership),
 }
 
+/// The highest index: a partition's offsets are Kafka's signed 64-bit offsets. Messages
+/// reaching past it are malformed and ignored, so index arithmetic never overflows.
+pub const MAX_INDEX: u64 = i64::MAX as u64;
+/// The highest term: a partition's leader epoch is the RecordBatch's signed 32-bit field.
+pub const MAX_TERM: u64 = i32::MAX as u64;
+
 /// Bytes an entry counts for against the byte limits: its payload plus a fixed framing.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 16;
 
@@ -331,6 +337,8 @@ pub enum ProposeError {
     },
     /// A batch of no entries.
     Empty,
+    /// The entries would reach past [`MAX_INDEX`].
+    IndexesExhausted,
     /// An entry covers at least one index.
     ZeroSpan,
     /// The entry is larger than one Append may carry.
@@ -373,6 +381,10 @@ impl std::fmt::Display for ProposeError {
                 "entry of {bytes} bytes exceeds max_bytes_per_append ({max_bytes}): split it"
             ),
             Self::Empty => write!(f, "nothing to propose: the batch is empty"),
+            Self::IndexesExhausted => write!(
+                f,
+                "the log's indexes (offsets) would pass {MAX_INDEX}: the partition is full"
+            ),
             Self::ZeroSpan => write!(f, "an entry must cover at least one index (span 0)"),
             Self::ChangeInProgress { index } => write!(
                 f,

@@ -329,3 +329,65 @@ fn a_hint_from_the_network_past_the_log_end_is_clamped() {
         .iter()
         .any(|(to, m)| *to == 2 && matches!(m, Message::Append { .. })));
 }
+
+/// Numbers from the network at the edge of u64 (a buggy or hostile peer): answered or
+/// ignored, never a panic or an overflow.
+#[test]
+fn extreme_indexes_and_spans_from_the_network_do_not_panic() {
+    let mut n = node(2, &[1, 2, 3], 1, vec![entry(1)]);
+    let hostile = [
+        Message::Append {
+            term: 1,
+            prev_index: u64::MAX - 1,
+            prev_term: 1,
+            entries: vec![Entry::spanning(1, u64::MAX, vec![])],
+            commit: u64::MAX,
+        },
+        Message::Append {
+            term: 1,
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![
+                Entry::spanning(1, u64::MAX, vec![]),
+                Entry::spanning(1, u64::MAX, vec![]),
+            ],
+            commit: u64::MAX,
+        },
+        Message::Heartbeat {
+            term: 1,
+            commit: u64::MAX,
+        },
+        Message::InstallSnapshot {
+            term: u64::MAX,
+            snapshot: quiver_raft::Snapshot {
+                index: u64::MAX,
+                ..Default::default()
+            },
+        },
+    ];
+    for m in hostile {
+        let _ = n.step(1, m);
+    }
+    // A leader hearing absurd answers.
+    let mut l = node(1, &[1, 2], 0, Vec::new());
+    let _ = tick_until_it_acts(&mut l);
+    let _ = tick_until_it_acts(&mut l);
+    for m in [
+        Message::AppendResponse {
+            term: l.term(),
+            success: true,
+            index: u64::MAX,
+        },
+        Message::AppendResponse {
+            term: l.term(),
+            success: false,
+            index: u64::MAX,
+        },
+        Message::HeartbeatResponse {
+            term: l.term(),
+            last_index: u64::MAX,
+        },
+    ] {
+        let _ = l.step(2, m);
+    }
+}
