@@ -73,18 +73,7 @@ impl ControllerStore {
             return Ok(());
         }
         let len = bytes.len();
-        let written = self
-            .file
-            .write_at(bytes, self.len_bytes)
-            .await
-            .map_err(|e| StorageError::from_glommio("writing", &self.path, e))?;
-        if written != len {
-            return Err(StorageError::from_io(
-                "writing",
-                &self.path,
-                std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
-            ));
-        }
+        files::write_all_at(&self.file, bytes, self.len_bytes, &self.path).await?;
         self.file
             .fdatasync()
             .await

@@ -106,6 +106,11 @@ impl RaftLog {
         self.entries.is_empty()
     }
 
+    /// The last index of each in-memory entry (`ends()[k]` for `entries()[k]`).
+    pub fn ends(&self) -> &[u64] {
+        &self.ends
+    }
+
     /// Where the in-memory `entries[k]` starts.
     pub fn start_of(&self, k: usize) -> u64 {
         if k == 0 {
@@ -116,7 +121,7 @@ impl RaftLog {
     }
 
     /// The position of the in-memory entry covering `index`.
-    fn position(&self, index: u64) -> Option<usize> {
+    pub fn position(&self, index: u64) -> Option<usize> {
         if index < self.tail_start || index > self.last {
             return None;
         }

@@ -144,7 +144,7 @@ pub async fn write_atomically(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<
         .buffered_open(&tmp_path)
         .await
         .map_err(io("creating"))?;
-    write_all(&file, bytes, &tmp_path).await?;
+    write_all_at(&file, bytes, 0, &tmp_path).await?;
     file.fdatasync().await.map_err(io("syncing"))?;
     file.close().await.map_err(io("closing"))?;
     glommio::io::rename(&tmp_path, &final_path)
@@ -153,10 +153,16 @@ pub async fn write_atomically(dir: &Path, name: &str, bytes: Vec<u8>) -> Result<
     sync_dir(dir).await
 }
 
-async fn write_all(file: &BufferedFile, bytes: Vec<u8>, path: &Path) -> Result<()> {
+/// Writes all of `bytes` at `pos` of `file` (which is at `path`); a short write is an error.
+pub async fn write_all_at(
+    file: &BufferedFile,
+    bytes: Vec<u8>,
+    pos: u64,
+    path: &Path,
+) -> Result<()> {
     let len = bytes.len();
     let written = file
-        .write_at(bytes, 0)
+        .write_at(bytes, pos)
         .await
         .map_err(|e| StorageError::from_glommio("writing", path, e))?;
     if written != len {
@@ -179,7 +185,7 @@ pub async fn write_plain(path: &Path, bytes: Vec<u8>) -> Result<()> {
         .buffered_open(path)
         .await
         .map_err(|e| StorageError::from_glommio("creating", path, e))?;
-    write_all(&file, bytes, path).await?;
+    write_all_at(&file, bytes, 0, path).await?;
     file.close()
         .await
         .map_err(|e| StorageError::from_glommio("closing", path, e))

@@ -15,10 +15,7 @@ type Ended = Vec<(u64, Entry)>;
 
 /// `(end, entry)` for every entry of `log`.
 fn with_ends(log: &RaftLog) -> impl Iterator<Item = (u64, &Entry)> {
-    (0..log.len()).map(move |k| {
-        let e = &log.entries()[k];
-        (log.start_of(k) + e.span.max(1) - 1, e)
-    })
+    log.ends().iter().copied().zip(log.entries())
 }
 
 impl Sim {

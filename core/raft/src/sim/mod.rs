@@ -473,8 +473,11 @@ impl Sim {
             .min(core.persisted_index())
             .min(self.committed.last_index());
         // A boundary of the core's log in (start, limit].
-        let ends: Vec<u64> = (0..core.log().len())
-            .map(|k| core.log().start_of(k) + core.log().entries()[k].span.max(1) - 1)
+        let ends: Vec<u64> = core
+            .log()
+            .ends()
+            .iter()
+            .copied()
             .filter(|e| *e > start && *e <= limit)
             .collect();
         if ends.is_empty() {
@@ -849,10 +852,7 @@ fn read_disk(
     max_entries: u64,
     max_bytes: u64,
 ) -> (u64, Vec<Entry>) {
-    let Some(k) = (0..disk.len()).find(|k| {
-        let start = disk.start_of(*k);
-        start <= from_index && from_index < start + disk.entries()[*k].span.max(1)
-    }) else {
+    let Some(k) = disk.position(from_index) else {
         return (from_index.saturating_sub(1), Vec::new());
     };
     let mut out = Vec::new();
@@ -873,9 +873,7 @@ fn read_disk(
 /// `index`.
 fn digest(committed: &RaftLog, index: u64) -> Vec<u8> {
     let mut h: u64 = 0xCBF2_9CE4_8422_2325;
-    let upto = (0..committed.len())
-        .take_while(|k| committed.start_of(*k) + committed.entries()[*k].span.max(1) - 1 <= index)
-        .count();
+    let upto = committed.ends().partition_point(|end| *end <= index);
     for e in &committed.entries()[..upto] {
         let data: &[u8] = match &e.payload {
             Payload::Data(d) => d,

@@ -79,12 +79,7 @@ impl Cluster {
                     ..
                 } => {
                     let store = self.stores.entry(at).or_default();
-                    let k = (0..store.len())
-                        .find(|k| {
-                            let e = &store.entries()[*k];
-                            from_index < store.start_of(*k) + e.span
-                        })
-                        .unwrap_or(store.len());
+                    let k = store.position(from_index).unwrap_or(store.len());
                     let prev = store.start_of(k) - 1;
                     let entries: Vec<_> = store.entries()[k..]
                         .iter()

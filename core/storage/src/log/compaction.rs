@@ -317,18 +317,7 @@ impl CopyWriter {
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(WRITE_CHUNK_BYTES));
         let len = chunk.len();
-        let written = self
-            .file
-            .write_at(chunk, self.position)
-            .await
-            .map_err(|e| StorageError::from_glommio("writing", &self.path, e))?;
-        if written != len {
-            return Err(StorageError::from_io(
-                "writing",
-                &self.path,
-                std::io::Error::new(std::io::ErrorKind::WriteZero, "short write"),
-            ));
-        }
+        files::write_all_at(&self.file, chunk, self.position, &self.path).await?;
         self.position += len as u64;
         Ok(())
     }
