@@ -167,14 +167,20 @@ impl Controller {
         self.after(a)
     }
 
+    fn require_leader(&self) -> Result<(), ControllerError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(ControllerError::NotController {
+                leader: self.leader(),
+            })
+        }
+    }
+
     /// Proposes `cmd` (on the controller leader), checked first against the metadata as
     /// applied here: its log index, or why not.
     pub fn propose(&mut self, cmd: &Command) -> Result<(u64, Vec<Action>), ControllerError> {
-        if !self.is_leader() {
-            return Err(ControllerError::NotController {
-                leader: self.leader(),
-            });
-        }
+        self.require_leader()?;
         let mut trial = self.meta.clone();
         apply(&mut trial, cmd).map_err(ControllerError::Invalid)?;
         let (index, actions) = self
@@ -193,11 +199,7 @@ impl Controller {
         replication_factor: usize,
         configs: std::collections::BTreeMap<String, String>,
     ) -> Result<(u64, Vec<Action>), ControllerError> {
-        if !self.is_leader() {
-            return Err(ControllerError::NotController {
-                leader: self.leader(),
-            });
-        }
+        self.require_leader()?;
         let placed = place(&self.meta, partitions, replication_factor)
             .map_err(ControllerError::Placement)?;
         self.propose(&Command::CreateTopic {
