@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+
 use quinn_proto::{
-    Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig, Event, ReadError,
-    ServerConfig, StreamEvent, StreamId, VarInt, WriteError,
+    ClientConfig, Connection, ConnectionHandle, DatagramEvent, Dir, Endpoint, EndpointConfig,
+    Event, ReadError, ServerConfig, StreamEvent, StreamId, VarInt, WriteError,
 };
 use quiver_schema::frame::{error_frame, FrameError};
 use quiver_schema::wire::ApiKey;
@@ -51,6 +53,10 @@ impl Outgoing {
 pub(crate) struct Effects {
     pub(crate) sends: Vec<Outgoing>,
     pub(crate) requests: Vec<(ConnectionHandle, StreamId, Rc<Peer>, BytesMut)>,
+    /// Whole frames another node sent on the internal ALPN (one-way, no answer).
+    pub(crate) internal: Vec<(Rc<Peer>, BytesMut)>,
+    /// Links to other nodes that closed, with how many frames queued on them were dropped.
+    pub(crate) lost_links: Vec<(SocketAddr, usize)>,
 }
 
 struct Conn {
@@ -60,7 +66,51 @@ struct Conn {
     readers: HashMap<StreamId, FrameReader>,
     /// Response bytes not yet accepted by the stream (flow control).
     writers: HashMap<StreamId, Bytes>,
+    /// An internal link this node opened: the address it is keyed by in `Driver::links`.
+    link_to: Option<SocketAddr>,
+    /// Frames waiting for a stream on an internal link (the peer's stream limit).
+    queued: VecDeque<Bytes>,
 }
+
+impl Conn {
+    fn new(inner: Connection, link_to: Option<SocketAddr>) -> Self {
+        Self {
+            inner,
+            peer: None,
+            readers: HashMap::new(),
+            writers: HashMap::new(),
+            link_to,
+            queued: VecDeque::new(),
+        }
+    }
+
+    /// Whether the handshake agreed on the internal (node-to-node) protocol.
+    fn is_internal(&self) -> bool {
+        self.inner
+            .crypto_session()
+            .handshake_data()
+            .and_then(|d| {
+                d.downcast::<quinn_proto::crypto::rustls::HandshakeData>()
+                    .ok()
+            })
+            .and_then(|d| d.protocol)
+            .is_some_and(|p| p == crate::INTERNAL_ALPN)
+    }
+}
+
+/// Why a frame could not be queued for another node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("this endpoint has no client configuration for links to other nodes")]
+    NoClientConfig,
+    #[error("cannot connect to {to}: {reason}")]
+    Connect { to: SocketAddr, reason: String },
+    #[error("{queued} frames already wait for {to} (the peer is slow or unreachable); dropped")]
+    Backlog { to: SocketAddr, queued: usize },
+}
+
+/// Frames queued per link while the peer grants no stream.
+pub const MAX_QUEUED_FRAMES_PER_LINK: usize = 1024;
 
 /// The sans-IO core plus per-stream bookkeeping. Never held across an `.await`.
 pub(crate) struct Driver {
@@ -68,6 +118,12 @@ pub(crate) struct Driver {
     conns: HashMap<ConnectionHandle, Conn>,
     max_frame_bytes: usize,
     max_connections: usize,
+    /// How this endpoint connects to other nodes (internal ALPN); `None`: it does not.
+    client_config: Option<ClientConfig>,
+    /// This node's open links to other nodes' endpoints, by address.
+    links: HashMap<SocketAddr, ConnectionHandle>,
+    /// The latest internal connection each other node's endpoint opened to this one.
+    inbound_links: HashMap<SocketAddr, ConnectionHandle>,
     /// Datagrams per transmit: [`udp::MAX_GSO_SEGMENTS`] with GSO, else 1 (also once the
     /// kernel refused a GSO send, e.g. on a device without checksum offload).
     pub(crate) max_segments: usize,
@@ -88,9 +144,71 @@ impl Driver {
             conns: HashMap::new(),
             max_frame_bytes,
             max_connections,
+            client_config: None,
+            links: HashMap::new(),
+            inbound_links: HashMap::new(),
             max_segments,
             buf: Vec::with_capacity(MAX_DATAGRAM_BYTES),
         }
+    }
+
+    /// Lets this endpoint open links to other nodes with `config` (internal ALPN).
+    pub(crate) fn set_client_config(&mut self, config: ClientConfig) {
+        self.client_config = Some(config);
+    }
+
+    /// Queues one whole frame for the node endpoint at `to`, on a new unidirectional stream
+    /// of this node's link to it (connected on first use). Delivery is best effort: a lost
+    /// link reports the frames it dropped in [`Effects::lost_links`].
+    pub(crate) fn send_internal(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        frame: Bytes,
+        fx: &mut Effects,
+    ) -> Result<(), LinkError> {
+        let ch = match self.links.get(&to) {
+            Some(ch) if self.conns.contains_key(ch) => *ch,
+            _ => {
+                let config = self
+                    .client_config
+                    .clone()
+                    .ok_or(LinkError::NoClientConfig)?;
+                // Node certificates name their address (the dev certificate: 127.0.0.1).
+                let server_name = to.ip().to_string();
+                let (ch, conn) = self
+                    .endpoint
+                    .connect(now, config, to, &server_name)
+                    .map_err(|e| LinkError::Connect {
+                        to,
+                        reason: e.to_string(),
+                    })?;
+                self.conns.insert(ch, Conn::new(conn, Some(to)));
+                self.links.insert(to, ch);
+                ch
+            }
+        };
+        let Some(c) = self.conns.get_mut(&ch) else {
+            return Err(LinkError::Connect {
+                to,
+                reason: "the link closed".into(),
+            });
+        };
+        if c.queued.len() >= MAX_QUEUED_FRAMES_PER_LINK {
+            return Err(LinkError::Backlog {
+                to,
+                queued: c.queued.len(),
+            });
+        }
+        c.queued.push_back(frame);
+        open_queued(c);
+        self.drive(ch, now, fx);
+        Ok(())
+    }
+
+    /// Open links to other nodes (for tests and status).
+    pub(crate) fn link_count(&self) -> usize {
+        self.links.len()
     }
 
     /// Feeds one datagram to the endpoint. Returns the connection it concerns, to be driven
@@ -116,15 +234,7 @@ impl Driver {
                 } else {
                     match self.endpoint.accept(incoming, now, &mut buf, None) {
                         Ok((ch, conn)) => {
-                            self.conns.insert(
-                                ch,
-                                Conn {
-                                    inner: conn,
-                                    peer: None,
-                                    readers: HashMap::new(),
-                                    writers: HashMap::new(),
-                                },
-                            );
+                            self.conns.insert(ch, Conn::new(conn, None));
                             to_drive = Some(ch);
                         }
                         Err(e) => {
@@ -207,9 +317,12 @@ impl Driver {
     /// Runs one connection's state machine to quiescence: application events, endpoint
     /// events, then every datagram it wants to send.
     pub(crate) fn drive(&mut self, ch: ConnectionHandle, now: Instant, fx: &mut Effects) {
+        let mut restarted: Option<(SocketAddr, ConnectionHandle)> = None;
         let Self {
             endpoint,
             conns,
+            links,
+            inbound_links,
             max_frame_bytes,
             max_segments,
             buf,
@@ -224,13 +337,47 @@ impl Driver {
                         read_stream(c, ch, id, fx);
                     }
                 }
+                Event::Stream(StreamEvent::Opened { dir: Dir::Uni }) => {
+                    let internal = c.is_internal();
+                    while let Some(id) = c.inner.streams().accept(Dir::Uni) {
+                        if internal {
+                            c.readers.insert(id, FrameReader::new(*max_frame_bytes));
+                            read_stream(c, ch, id, fx);
+                        } else {
+                            // Clients speak request/response only: refuse one-way streams.
+                            let _ = c.inner.recv_stream(id).stop(STOP_REFUSED);
+                        }
+                    }
+                }
+                Event::Stream(StreamEvent::Available { dir: Dir::Uni }) => open_queued(c),
                 Event::Stream(StreamEvent::Readable { id }) => read_stream(c, ch, id, fx),
                 Event::Stream(StreamEvent::Writable { id }) => write_pending(c, id),
                 Event::Stream(StreamEvent::Stopped { id, .. }) => {
                     c.writers.remove(&id);
                 }
+                Event::Connected => {
+                    open_queued(c);
+                    // A second link from the same peer endpoint: that node restarted. What
+                    // this node holds towards its old process (a link that would black-hole
+                    // until its idle timeout) is closed, and the next send reconnects.
+                    if c.link_to.is_none() && c.is_internal() {
+                        let remote = c.inner.remote_address();
+                        if let Some(old) = inbound_links.insert(remote, ch) {
+                            if old != ch {
+                                restarted = Some((remote, old));
+                            }
+                        }
+                    }
+                }
                 Event::ConnectionLost { reason } => {
-                    tracing::debug!(?ch, "connection closed: {reason}")
+                    tracing::debug!(?ch, "connection closed: {reason}");
+                    if let Some(to) = c.link_to.take() {
+                        if links.get(&to) == Some(&ch) {
+                            links.remove(&to);
+                        }
+                        fx.lost_links.push((to, c.queued.len()));
+                        c.queued.clear();
+                    }
                 }
                 _ => {}
             }
@@ -249,8 +396,53 @@ impl Driver {
             };
             fx.sends.push(Outgoing::one(buf, &t));
         }
-        if c.inner.is_drained() {
+        let drained = c.inner.is_drained();
+        if drained {
+            if inbound_links.get(&c.inner.remote_address()) == Some(&ch) {
+                inbound_links.remove(&c.inner.remote_address());
+            }
+            if let Some(to) = c.link_to.take() {
+                if links.get(&to) == Some(&ch) {
+                    links.remove(&to);
+                }
+                fx.lost_links.push((to, c.queued.len()));
+            }
             conns.remove(&ch);
+        }
+        if let Some((remote, old)) = restarted {
+            tracing::info!(%remote, "a node restarted: closing the links to its old process");
+            let stale: Vec<ConnectionHandle> = [Some(old), self.links.get(&remote).copied()]
+                .into_iter()
+                .flatten()
+                .collect();
+            for stale_ch in stale {
+                if let Some(c) = self.conns.get_mut(&stale_ch) {
+                    c.inner.close(
+                        now,
+                        VarInt::from_u32(0),
+                        Bytes::from_static(b"peer restarted"),
+                    );
+                }
+                self.links.retain(|_, v| *v != stale_ch);
+                self.drive(stale_ch, now, fx);
+            }
+        }
+    }
+}
+
+/// Sends queued internal frames, one new unidirectional stream each, while the peer grants
+/// streams (and once the handshake is done: before it, frames stay queued).
+fn open_queued(c: &mut Conn) {
+    if c.inner.is_handshaking() {
+        return;
+    }
+    while !c.queued.is_empty() {
+        let Some(id) = c.inner.streams().open(Dir::Uni) else {
+            return; // `Available` comes when the peer grants more
+        };
+        if let Some(frame) = c.queued.pop_front() {
+            c.writers.insert(id, frame);
+            write_pending(c, id);
         }
     }
 }
@@ -301,7 +493,12 @@ fn read_stream(c: &mut Conn, ch: ConnectionHandle, id: StreamId, fx: &mut Effect
         None => reader.finish(),
     };
     match result {
+        Ok(frame) if id.dir() == Dir::Uni => fx.internal.push((peer_of(c), frame)),
         Ok(frame) => fx.requests.push((ch, id, peer_of(c), frame)),
+        Err(_) if id.dir() == Dir::Uni => {
+            tracing::debug!(?ch, "refusing a malformed internal frame");
+            let _ = c.inner.recv_stream(id).stop(STOP_REFUSED);
+        }
         Err(e) => {
             let _ = c.inner.recv_stream(id).stop(STOP_REFUSED);
             c.writers.insert(
@@ -499,6 +696,144 @@ mod tests {
             let _ = chunks.finalize();
             out
         }
+    }
+
+    /// Two node endpoints in memory, A linking to B: datagrams move between them by hand.
+    struct Nodes {
+        a: Driver,
+        b: Driver,
+        a_addr: SocketAddr,
+        b_addr: SocketAddr,
+        now: Instant,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Nodes {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let (identity, _) = crate::tls::load_or_create_dev_identity(dir.path()).unwrap();
+            let limits = crate::tls::QuicLimits::default();
+            let server = crate::tls::server_config(&identity, &limits, None).unwrap();
+            let mut a = Driver::new(server.clone(), 1 << 20, 16, 1);
+            a.set_client_config(
+                crate::tls::internal_client_config(&identity, &limits, None).unwrap(),
+            );
+            Self {
+                a,
+                b: Driver::new(server, 1 << 20, 16, 1),
+                a_addr: "127.0.0.1:7420".parse().unwrap(),
+                b_addr: "127.0.0.1:7520".parse().unwrap(),
+                now: Instant::now(),
+                _dir: dir,
+            }
+        }
+
+        /// Delivers `sends` both ways until quiet; returns what each side received as
+        /// internal frames, and the links A lost.
+        fn pump(&mut self, mut fx_a: Effects) -> (Vec<BytesMut>, Vec<(SocketAddr, usize)>) {
+            let mut got = Vec::new();
+            let mut lost = std::mem::take(&mut fx_a.lost_links);
+            let mut to_b = fx_a.sends;
+            for _ in 0..100 {
+                let mut fx_b = Effects::default();
+                let mut touched = Vec::new();
+                for out in to_b.drain(..) {
+                    assert_eq!(out.to, self.b_addr);
+                    let d = BytesMut::from(&out.data[..]);
+                    touched.extend(self.b.on_datagram(self.now, self.a_addr, d, &mut fx_b));
+                }
+                for ch in touched {
+                    self.b.drive(ch, self.now, &mut fx_b);
+                }
+                got.extend(fx_b.internal.drain(..).map(|(_, f)| f));
+                let mut fx_a = Effects::default();
+                let mut touched = Vec::new();
+                for out in fx_b.sends {
+                    let d = BytesMut::from(&out.data[..]);
+                    touched.extend(self.a.on_datagram(self.now, self.b_addr, d, &mut fx_a));
+                }
+                for ch in touched {
+                    self.a.drive(ch, self.now, &mut fx_a);
+                }
+                lost.append(&mut fx_a.lost_links);
+                if fx_a.sends.is_empty() {
+                    return (got, lost);
+                }
+                to_b = fx_a.sends;
+            }
+            panic!("the nodes kept exchanging datagrams for 100 rounds");
+        }
+    }
+
+    #[test]
+    fn a_link_carries_one_way_frames_to_the_other_node_in_any_number() {
+        let mut nodes = Nodes::new();
+        let mut fx = Effects::default();
+        let frames: Vec<Bytes> = (0..600u32)
+            .map(|i| crate::server::internal_frame(format!("envelope {i}").as_bytes()))
+            .collect();
+        for f in &frames {
+            let (now, to) = (nodes.now, nodes.b_addr);
+            nodes.a.send_internal(now, to, f.clone(), &mut fx).unwrap();
+        }
+        assert_eq!(nodes.a.link_count(), 1, "one link per peer endpoint");
+        let (got, lost) = nodes.pump(fx);
+        assert!(lost.is_empty());
+        // More frames than the peer's stream limit: the rest went as streams were granted.
+        assert!(frames.len() > crate::tls::MAX_INTERNAL_STREAMS as usize);
+        let mut got: Vec<Vec<u8>> = got.into_iter().map(|f| f.to_vec()).collect();
+        let mut want: Vec<Vec<u8>> = frames.iter().map(|f| f.to_vec()).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "every frame arrives once, whole");
+    }
+
+    #[test]
+    fn a_full_link_refuses_more_frames_with_a_typed_error() {
+        let mut nodes = Nodes::new();
+        let mut fx = Effects::default();
+        let to = nodes.b_addr;
+        let frame = crate::server::internal_frame(b"x");
+        // Before the handshake nothing leaves: the queue fills to its bound.
+        for _ in 0..MAX_QUEUED_FRAMES_PER_LINK {
+            nodes
+                .a
+                .send_internal(nodes.now, to, frame.clone(), &mut fx)
+                .unwrap();
+        }
+        let err = nodes
+            .a
+            .send_internal(nodes.now, to, frame, &mut fx)
+            .unwrap_err();
+        assert!(matches!(err, LinkError::Backlog { .. }), "{err}");
+        assert!(err.to_string().contains("frames already wait"));
+    }
+
+    #[test]
+    fn a_client_cannot_send_one_way_frames() {
+        let mut pair = Pair::new(1 << 20);
+        let id = pair.conn.streams().open(Dir::Uni).unwrap();
+        let frame = crate::server::internal_frame(b"not for clients");
+        let mut send = pair.conn.send_stream(id);
+        send.write(&frame).unwrap();
+        send.finish().unwrap();
+        let mut fx = Effects::default();
+        let mut buf = Vec::new();
+        while let Some(t) = pair.conn.poll_transmit(pair.now, 1, &mut buf) {
+            let d = BytesMut::from(&buf[..t.size]);
+            if let Some(ch) = pair
+                .server
+                .on_datagram(pair.now, pair.client_addr, d, &mut fx)
+            {
+                pair.server.drive(ch, pair.now, &mut fx);
+            }
+            buf.clear();
+        }
+        assert!(
+            fx.internal.is_empty(),
+            "the client protocol takes no one-way frames"
+        );
+        assert!(fx.requests.is_empty());
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //!   timers on the shard's io_uring, no extra thread. One bidirectional stream per request;
 //!   a bounded number of streams per connection. The handler learns each request's
 //!   [`server::Peer`] (address, client certificate).
+//!   The same endpoint opens links to other nodes' endpoints ([`INTERNAL_ALPN`]): one-way
+//!   frames on unidirectional streams, in both directions of a shard pair.
 //! - [`udp`]: non-blocking GSO sends and draining receives on the shard's socket.
 
 mod driver;
+pub use driver::{LinkError, MAX_QUEUED_FRAMES_PER_LINK};
 pub mod frame_reader;
 pub mod server;
 pub mod socket_buffers;
@@ -22,6 +25,9 @@ pub mod udp;
 
 /// ALPN protocol id of Quiver's wire protocol, version 0.
 pub const ALPN: &[u8] = b"quiver/0";
+/// ALPN protocol id of node-to-node traffic (Raft envelopes, controller requests): one-way
+/// frames, each on its own unidirectional stream, on a link each node opens to the other.
+pub const INTERNAL_ALPN: &[u8] = b"quiver-internal/0";
 
 /// Errors of the transport layer.
 #[derive(Debug, thiserror::Error)]

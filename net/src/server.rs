@@ -42,6 +42,51 @@ pub struct Peer {
 /// Answers one request frame (length prefix included) from `peer` with one response frame.
 pub trait Handler: 'static {
     fn handle(&self, peer: Rc<Peer>, request: BytesMut) -> Pin<Box<dyn Future<Output = Bytes>>>;
+
+    /// Takes one frame another node sent on the internal protocol (no answer: replies travel
+    /// on this node's own link back). The default drops it.
+    fn internal(&self, _peer: Rc<Peer>, _frame: BytesMut) {}
+
+    /// This node's link to `to` closed; `dropped` frames queued on it were not sent.
+    fn link_lost(&self, _to: SocketAddr, _dropped: usize) {}
+}
+
+/// Sends frames to other nodes' endpoints from this shard's socket (the same endpoint that
+/// serves, so a peer sees one address per shard). Cloneable, shard-local.
+#[derive(Clone)]
+pub struct Links {
+    socket: Rc<UdpSocket>,
+    driver: Rc<RefCell<Driver>>,
+    bell: Rc<LocalSender<()>>,
+}
+
+impl Links {
+    /// Queues `frame` (length-prefixed, see [`internal_frame`]) for the endpoint at `to` and
+    /// sends what can go now. Best effort, like the network: a frame on a link that closes
+    /// is dropped and [`Handler::link_lost`] says how many.
+    pub async fn send(&self, to: SocketAddr, frame: Bytes) -> Result<(), crate::LinkError> {
+        let mut fx = Effects::default();
+        let queued = self
+            .driver
+            .borrow_mut()
+            .send_internal(Instant::now(), to, frame, &mut fx);
+        send_all(&self.socket, &self.driver, fx.sends).await;
+        let _ = self.bell.try_send(());
+        queued
+    }
+
+    /// Links this endpoint holds open to other nodes.
+    pub fn open_links(&self) -> usize {
+        self.driver.borrow().link_count()
+    }
+}
+
+/// `payload` as one internal frame: a 4-byte little-endian length, then the bytes.
+pub fn internal_frame(payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    Bytes::from(out)
 }
 
 /// Kernel send and receive buffer of each shard's UDP socket: a burst of 64 KiB batches from
@@ -55,7 +100,7 @@ const RECV_BATCH_CALLS: usize = 8;
 pub struct QuicServer {
     socket: Rc<UdpSocket>,
     driver: Rc<RefCell<Driver>>,
-    timer_bell: (LocalSender<()>, Rc<LocalReceiver<()>>),
+    timer_bell: (Rc<LocalSender<()>>, Rc<LocalReceiver<()>>),
     local_addr: SocketAddr,
 }
 
@@ -91,13 +136,24 @@ impl QuicServer {
                 max_connections,
                 if gso { udp::MAX_GSO_SEGMENTS } else { 1 },
             ))),
-            timer_bell: (tx, Rc::new(rx)),
+            timer_bell: (Rc::new(tx), Rc::new(rx)),
             local_addr,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Lets this endpoint link to other nodes with `config`
+    /// ([`crate::tls::internal_client_config`]); returns the handle that sends on the links.
+    pub fn links(&self, config: quinn_proto::ClientConfig) -> Links {
+        self.driver.borrow_mut().set_client_config(config);
+        Links {
+            socket: self.socket.clone(),
+            driver: self.driver.clone(),
+            bell: self.timer_bell.0.clone(),
+        }
     }
 
     /// Serves until the socket fails or `stop` resolves; then closes every connection (the
@@ -131,13 +187,19 @@ impl QuicServer {
 struct Ctx {
     socket: Rc<UdpSocket>,
     driver: Rc<RefCell<Driver>>,
-    bell: LocalSender<()>,
+    bell: Rc<LocalSender<()>>,
     handler: Rc<dyn Handler>,
 }
 
 impl Ctx {
     /// Sends the datagrams, dispatches the requests, and tells the timer loop to look again.
     async fn perform(self: &Rc<Self>, fx: Effects) {
+        for (peer, frame) in fx.internal {
+            self.handler.internal(peer, frame);
+        }
+        for (to, dropped) in fx.lost_links {
+            self.handler.link_lost(to, dropped);
+        }
         for (ch, id, peer, frame) in fx.requests {
             let ctx = self.clone();
             glommio::spawn_local(async move {
@@ -156,32 +218,38 @@ impl Ctx {
     }
 
     async fn send_all(&self, sends: Vec<Outgoing>) {
+        send_all(&self.socket, &self.driver, sends).await
+    }
+}
+
+async fn send_all(socket: &UdpSocket, driver: &RefCell<Driver>, sends: Vec<Outgoing>) {
+    {
         for out in sends {
             let Some(size) = out.segment_size else {
-                self.send_one(&out.data, out.to).await;
+                send_one(socket, &out.data, out.to).await;
                 continue;
             };
             // A transmit built before GSO was turned off still holds several datagrams.
-            if self.driver.borrow().max_segments > 1 {
-                match udp::try_send(self.socket.as_raw_fd(), &out.data, out.to, Some(size)) {
+            if driver.borrow().max_segments > 1 {
+                match udp::try_send(socket.as_raw_fd(), &out.data, out.to, Some(size)) {
                     Ok(true) => continue,
                     Ok(false) => {} // buffer full: the awaited sends below wait for room
                     Err(e) => {
                         tracing::warn!(to = %out.to, "GSO send refused ({e}); sending one datagram per call from now on");
-                        self.driver.borrow_mut().max_segments = 1;
+                        driver.borrow_mut().max_segments = 1;
                     }
                 }
             }
             for datagram in out.data.chunks(size) {
-                self.send_one(datagram, out.to).await;
+                send_one(socket, datagram, out.to).await;
             }
         }
     }
+}
 
-    async fn send_one(&self, datagram: &[u8], to: SocketAddr) {
-        if let Err(e) = self.socket.send_to(datagram, to).await {
-            tracing::debug!(%to, "sending a datagram failed: {e}");
-        }
+async fn send_one(socket: &UdpSocket, datagram: &[u8], to: SocketAddr) {
+    if let Err(e) = socket.send_to(datagram, to).await {
+        tracing::debug!(%to, "sending a datagram failed: {e}");
     }
 }
 

@@ -158,15 +158,96 @@ pub fn server_config(
                 "certificate and key do not match or are unusable: {e}"
             ))
         })?;
-    tls.alpn_protocols = vec![crate::ALPN.to_vec()];
+    tls.alpn_protocols = vec![crate::ALPN.to_vec(), crate::INTERNAL_ALPN.to_vec()];
     tls.max_early_data_size = 0;
     let quic = quinn_proto::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| NetError::Tls(e.to_string()))?;
     let mut config = quinn_proto::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config(limits)));
+    Ok(Arc::new(config))
+}
+
+/// Idle timeout of a link to another node (keep-alives every quarter of it).
+pub const INTERNAL_IDLE_TIMEOUT_MS: u32 = 3_000;
+
+/// One-way frames in flight per internal link (each its own stream): a node's envelopes to a
+/// peer go out once per round, so this bounds rounds in flight, not partitions.
+pub const MAX_INTERNAL_STREAMS: u32 = 256;
+
+/// How this node connects to other nodes: TLS 1.3 with [`crate::INTERNAL_ALPN`], presenting
+/// its own certificate. Peers are trusted when signed by `cluster_ca` (PEM), or without one,
+/// when they present this node's own certificate (a dev cluster shares one).
+pub fn internal_client_config(
+    identity: &TlsIdentity,
+    limits: &QuicLimits,
+    cluster_ca: Option<&Path>,
+) -> Result<quinn_proto::ClientConfig, NetError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    match cluster_ca {
+        Some(path) => {
+            for cert in read_certs(path, "cluster CA")? {
+                roots.add(cert).map_err(|e| {
+                    NetError::Tls(format!(
+                        "bad cluster CA certificate in {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        None => {
+            for cert in &identity.cert_chain {
+                roots.add(cert.clone()).map_err(|e| {
+                    NetError::Tls(format!(
+                        "this node's certificate {} cannot serve as the cluster's trust root ({e}); pass a cluster CA",
+                        identity.cert_path.display()
+                    ))
+                })?;
+            }
+        }
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| NetError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(identity.cert_chain.clone(), identity.key.clone_key())
+        .map_err(|e| NetError::Tls(format!("the node certificate is unusable: {e}")))?;
+    tls.alpn_protocols = vec![crate::INTERNAL_ALPN.to_vec()];
+    let quic = quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut config = quinn_proto::ClientConfig::new(Arc::new(quic));
+    let mut transport = transport_config(limits);
+    // A peer that vanished without closing (kill -9, a cut cable) is given up on quickly:
+    // its queued envelopes are reported lost and the next send reconnects.
+    transport
+        .max_idle_timeout(Some(quinn_proto::IdleTimeout::from(
+            quinn_proto::VarInt::from_u32(INTERNAL_IDLE_TIMEOUT_MS),
+        )))
+        .keep_alive_interval(Some(std::time::Duration::from_millis(
+            u64::from(INTERNAL_IDLE_TIMEOUT_MS) / 4,
+        )));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, NetError> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            NetError::Tls(format!(
+                "cannot read {what} certificates from {}: {e}",
+                path.display()
+            ))
+        })
+}
+
+/// Transport settings of client and internal connections alike.
+fn transport_config(limits: &QuicLimits) -> quinn_proto::TransportConfig {
     let mut transport = quinn_proto::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(limits.max_in_flight_requests_per_connection.into())
-        .max_concurrent_uni_streams(0u32.into())
+        // Only internal links use one-way streams; client connections get theirs refused.
+        .max_concurrent_uni_streams(MAX_INTERNAL_STREAMS.into())
         .stream_receive_window(limits.stream_receive_window_bytes.into())
         .receive_window(limits.connection_receive_window_bytes.into())
         .send_window(limits.send_window_bytes)
@@ -184,8 +265,7 @@ pub fn server_config(
     let mut mtu = quinn_proto::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_UPPER_BOUND_BYTES);
     transport.mtu_discovery_config(Some(mtu));
-    config.transport_config(Arc::new(transport));
-    Ok(Arc::new(config))
+    transport
 }
 
 /// Verifies client certificates against the CAs in the PEM file at `path`.
@@ -194,15 +274,7 @@ fn client_verifier(
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, NetError> {
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            NetError::Tls(format!(
-                "cannot read client CA certificates from {}: {e}",
-                path.display()
-            ))
-        })?;
-    for cert in certs {
+    for cert in read_certs(path, "client CA")? {
         roots.add(cert).map_err(|e| {
             NetError::Tls(format!(
                 "bad client CA certificate in {}: {e}",

@@ -25,9 +25,14 @@ pub const CONFIG_KEYS: &[(&str, &str, &str)] = &[
         "This node's id in the cluster; recorded in the data directory (node.json), which then refuses any other id.",
     ),
     (
+        "seeds",
+        "none: this node alone",
+        "The controller's voters, the same list on every node: id@host:port of each one's shard 0, comma-separated (1@10.0.0.1:7420,2@10.0.0.2:7420,3@10.0.0.3:7420); this node's id must be one of them.",
+    ),
+    (
         "data_dir",
         "./quiver-data",
-        "Where partitions, metadata.json and the dev certificate live.",
+        "Where partitions, the controller log (metadata) and the dev certificate live.",
     ),
     (
         "listen",
@@ -104,6 +109,9 @@ pub struct ServeConfig {
     /// This node's id in the cluster [default: 0].
     #[arg(long)]
     pub node_id: Option<i32>,
+    /// The controller's voters: id@host:port of each one's shard 0, comma-separated.
+    #[arg(long)]
+    pub seeds: Option<String>,
     /// Where partitions, metadata and the dev certificate live [default: ./quiver-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -157,6 +165,7 @@ impl ServeConfig {
     pub fn over(self, lower: ServeConfig) -> ServeConfig {
         ServeConfig {
             node_id: self.node_id.or(lower.node_id),
+            seeds: self.seeds.or(lower.seeds),
             data_dir: self.data_dir.or(lower.data_dir),
             listen: self.listen.or(lower.listen),
             advertised_host: self.advertised_host.or(lower.advertised_host),
@@ -219,6 +228,42 @@ impl ServeConfig {
         }
         ServeConfig::deserialize(table).map_err(|e| format!("environment: {e}"))
     }
+}
+
+/// The controller voters of `seeds` (`id@host:port,...`), which must name `me`.
+pub fn parse_seeds(
+    text: &str,
+    me: i32,
+) -> Result<std::collections::BTreeMap<i32, SocketAddr>, String> {
+    let mut voters = std::collections::BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| format!("seed {item:?} is not id@host:port"))?;
+        let id: i32 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("seed {item:?}: {id:?} is not a node id"))?;
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(addr.trim())
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("seed {item:?}: cannot resolve {addr:?}"))?;
+        if voters.insert(id, addr).is_some() {
+            return Err(format!("seeds name node {id} twice"));
+        }
+    }
+    if !voters.is_empty() && !voters.contains_key(&me) {
+        return Err(format!(
+            "this node (node_id {me}) is not among the seeds {text:?}: the seeds are the controller's voters, and nodes beyond them cannot join yet; add it to the list on every node"
+        ));
+    }
+    if voters.len() % 2 == 0 && !voters.is_empty() {
+        tracing::warn!(
+            voters = voters.len(),
+            "an even number of controller voters tolerates no more failures than one fewer"
+        );
+    }
+    Ok(voters)
 }
 
 /// Consumer group settings from the configuration, checked against the node's bounds.
@@ -344,6 +389,8 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
     };
     let cores = cores.or_else(|| cfg.shards.is_none().then(|| (0..cpus).collect()));
     let groups = group_settings(&cfg)?;
+    let voters =
+        parse_seeds(cfg.seeds.as_deref().unwrap_or(""), cfg.node_id.unwrap_or(0)).map_err(usage)?;
     let listen = cfg
         .listen
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default address"));
@@ -397,6 +444,10 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
             shard_commit_log: cfg.shard_commit_log.unwrap_or(true),
             groups,
             txn: Default::default(),
+            cluster: quiver_broker::controller_runtime::ClusterSettings {
+                voters,
+                ..Default::default()
+            },
         },
         bind_host: listen.ip(),
         cores,
@@ -440,6 +491,7 @@ mod tests {
     fn every_config_key_is_in_the_reference_and_the_docs_are_current() {
         let all = ServeConfig {
             node_id: Some(1),
+            seeds: Some("1@127.0.0.1:7420".into()),
             data_dir: Some("/d".into()),
             listen: Some("127.0.0.1:1".parse().unwrap()),
             advertised_host: Some("h".into()),

@@ -2,14 +2,17 @@
 //! (on every shard). Nothing here is on the produce/fetch path.
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
+use quiver_cluster::command::Command;
+use quiver_cluster::messages::{ControllerRequest, Failure};
+
 use quiver_broker_api::{Api, ApiError, ErrorCode, NewTopic, Outcome, Response, TopicResult};
-use quiver_storage::files;
 use quiver_storage::PartitionLog;
 
 use crate::forward::ShardCall;
-use crate::metadata::{Metadata, TopicMeta};
+use crate::metadata::Metadata;
 use crate::partition::Partition;
 use crate::replica::ReplicaState;
 use crate::shard::Shard;
@@ -23,55 +26,99 @@ fn shutting_down(api: Api) -> Response {
     }
 }
 
+fn failure_to_api(f: Failure) -> ApiError {
+    match f {
+        Failure::TopicExists(m) => ApiError::new(ErrorCode::TopicExists, m),
+        Failure::UnknownTopic(m) => ApiError::new(ErrorCode::UnknownTopic, m),
+        Failure::Invalid(m) => ApiError::new(ErrorCode::InvalidRequest, m),
+        Failure::Unavailable(m) => ApiError::new(ErrorCode::Timeout, m),
+    }
+}
+
+/// How long a change waits to show in this node's metadata once the controller applied it.
+const APPLIED_HERE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Shard {
-    /// Writes `meta` to disk, publishes it to the node, and waits until every shard applied it.
-    async fn commit_metadata(&self, mut meta: Metadata) -> Outcome {
-        meta.version += 1;
-        let dir = self.settings().data_dir.clone();
-        files::write_atomically(&dir, "metadata.json", meta.to_json())
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    ErrorCode::StorageError,
-                    format!("could not persist metadata: {e}"),
-                )
-            })?;
-        self.node.metadata.publish(meta);
+    /// Publishes the controller's applied metadata to the node and has every shard apply it
+    /// (on shard 0, by the controller task).
+    pub fn publish_metadata(self: &Rc<Self>, meta: &Metadata) {
+        self.node.metadata.publish(meta.clone());
+        let shard = self.clone();
+        glommio::spawn_local(async move {
+            shard.apply_everywhere().await;
+            shard.metadata_applied.wake_all();
+        })
+        .detach();
+    }
+
+    async fn apply_everywhere(&self) {
         self.apply_metadata().await;
         for shard in (0..self.settings().shard_count).filter(|s| *s != self.id) {
             self.call(shard, ShardCall::ApplyMetadata).await;
         }
-        Ok(())
+    }
+
+    /// Asks the controller for `request`, then waits until this node's shards applied a
+    /// metadata for which `done` holds (read-your-writes for the client that asked here).
+    async fn change(
+        &self,
+        request: ControllerRequest,
+        done: impl Fn(&Metadata) -> bool,
+    ) -> Outcome {
+        let Some(controller) = self.controller.borrow().clone() else {
+            return Err(ApiError::new(
+                ErrorCode::Unknown,
+                "metadata changes run on shard 0; this shard has no controller",
+            ));
+        };
+        controller.submit(request).await.map_err(failure_to_api)?;
+        let deadline = std::time::Instant::now() + APPLIED_HERE_TIMEOUT;
+        loop {
+            let waiter = self.metadata_applied.register();
+            if done(&self.node.metadata.snapshot()) {
+                // Every shard applied it once the publish that brought it finished.
+                self.apply_everywhere().await;
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(ApiError::new(
+                    ErrorCode::Timeout,
+                    "the controller applied the change but this node has not caught up yet: it will shortly",
+                ));
+            }
+            futures_lite::future::or(
+                async {
+                    waiter.await;
+                },
+                glommio::timer::sleep(left),
+            )
+            .await;
+        }
     }
 
     pub(crate) async fn create_topics(&self, topics: Vec<NewTopic>) -> Response {
         let Ok(_gate) = self.control_gate.acquire_permit(1).await else {
             return shutting_down(Api::CreateTopics);
         };
-        let mut meta = (*self.metadata()).clone();
         let mut results: Vec<TopicResult> = Vec::new();
-        let mut changed = false;
         for t in topics {
-            let outcome = self.check_new_topic(&meta, &t);
+            let mut outcome = self.check_new_topic(&self.metadata(), &t);
             if outcome.is_ok() {
-                let shards = meta.assign_shards(t.partitions as usize, self.settings().shard_count);
-                let mut topic = TopicMeta::on_shards(self.settings().node_id, &shards);
-                topic.configs = t.configs.into_iter().collect();
-                meta.topics.insert(t.name.clone(), topic);
-                changed = true;
+                let name = t.name.clone();
+                let request = ControllerRequest::CreateTopic {
+                    name: t.name.clone(),
+                    partitions: t.partitions as usize,
+                    // Until partitions replicate (issue 25), one replica each.
+                    replication_factor: 1,
+                    configs: t.configs.into_iter().collect(),
+                };
+                outcome = self.change(request, |m| m.topics.contains_key(&name)).await;
             }
             results.push(TopicResult {
                 name: t.name,
                 outcome,
             });
-        }
-        if changed {
-            if let Err(e) = self.commit_metadata(meta).await {
-                results
-                    .iter_mut()
-                    .filter(|r| r.outcome.is_ok())
-                    .for_each(|r| r.outcome = Err(e.clone()));
-            }
         }
         Response::CreateTopics(results)
     }
@@ -107,11 +154,14 @@ impl Shard {
         let Ok(_gate) = self.control_gate.acquire_permit(1).await else {
             return shutting_down(Api::DeleteTopics);
         };
-        let mut meta = (*self.metadata()).clone();
         let mut results = Vec::new();
         for name in names {
-            let outcome = if meta.topics.remove(&name).is_some() {
-                Ok(())
+            let outcome = if self.metadata().topics.contains_key(&name) {
+                let command = Command::DeleteTopic { name: name.clone() };
+                self.change(ControllerRequest::Command { command }, |m| {
+                    !m.topics.contains_key(&name)
+                })
+                .await
             } else {
                 Err(ApiError::new(
                     ErrorCode::UnknownTopic,
@@ -119,14 +169,6 @@ impl Shard {
                 ))
             };
             results.push(TopicResult { name, outcome });
-        }
-        if results.iter().any(|r| r.outcome.is_ok()) {
-            if let Err(e) = self.commit_metadata(meta).await {
-                results
-                    .iter_mut()
-                    .filter(|r| r.outcome.is_ok())
-                    .for_each(|r| r.outcome = Err(e.clone()));
-            }
         }
         Response::DeleteTopics(results)
     }
@@ -139,20 +181,29 @@ impl Shard {
         let Ok(_gate) = self.control_gate.acquire_permit(1).await else {
             return shutting_down(Api::AlterConfigs);
         };
-        let mut meta = (*self.metadata()).clone();
-        let Some(t) = meta.topics.get_mut(&topic) else {
+        let meta = self.metadata();
+        let Some(t) = meta.topics.get(&topic) else {
             return Response::AlterConfigs(Err(ApiError::new(
                 ErrorCode::UnknownTopic,
                 format!("topic {topic:?} does not exist"),
             )));
         };
         let mut configs = t.configs.clone();
-        configs.extend(set);
+        configs.extend(set.iter().cloned());
         if let Err(e) = topic_config::to_log_config(&configs, &self.settings().default_log) {
             return Response::AlterConfigs(Err(ApiError::new(ErrorCode::InvalidConfig, e)));
         }
-        t.configs = configs;
-        Response::AlterConfigs(self.commit_metadata(meta).await)
+        let command = Command::AlterTopicConfigs {
+            name: topic.clone(),
+            set: set.into_iter().collect(),
+            unset: Vec::new(),
+        };
+        let outcome = self
+            .change(ControllerRequest::Command { command }, |m| {
+                m.topics.get(&topic).map(|t| &t.configs) == Some(&configs)
+            })
+            .await;
+        Response::AlterConfigs(outcome)
     }
 
     /// Makes this shard's open partitions match the node's metadata: opens owned partitions,
@@ -168,7 +219,8 @@ impl Shard {
         let mut wanted = BTreeMap::new();
         for (name, t) in &meta.topics {
             for (p, pm) in t.partitions.iter().enumerate() {
-                if pm.shard % n == self.id {
+                let here = pm.replicas.is_empty() || pm.replicas.contains(&node);
+                if here && pm.shard % n == self.id {
                     let replica = ReplicaState::new(node, pm);
                     wanted.insert((name.clone(), p as i32), (t.configs.clone(), replica));
                 }

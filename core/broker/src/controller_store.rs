@@ -62,6 +62,14 @@ impl ControllerStore {
         Ok((store, recovered))
     }
 
+    /// Closes the file (everything appended is already durable).
+    pub async fn close(self) -> Result<(), StorageError> {
+        self.file
+            .close()
+            .await
+            .map_err(|e| StorageError::from_glommio("closing", &self.path, e))
+    }
+
     pub fn len_bytes(&self) -> u64 {
         self.len_bytes
     }

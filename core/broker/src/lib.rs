@@ -23,6 +23,9 @@
 //!   joining a transaction from the produce path.
 //! - [`coordinator_log`]: what both coordinators share: records appended to and replayed
 //!   from their internal topic.
+//! - [`controller_runtime`]: the node's controller member on shard 0 (a clock, the log
+//!   file, the links to the other voters); metadata changes go through it to the
+//!   controller leader, applied metadata comes back to every shard.
 //! - [`controller_store`]: the controller member's log file (`controller.log`), replayed at
 //!   start with its torn tail cut off, appended and fdatasynced per round, rewritten when it
 //!   grows.
@@ -35,6 +38,7 @@
 pub mod acks;
 pub mod batches;
 pub mod control;
+pub mod controller_runtime;
 pub mod controller_store;
 pub(crate) mod coordinator_log;
 pub mod dead_letter;

@@ -45,6 +45,8 @@ pub struct NodeSettings {
     pub groups: crate::groups::GroupSettings,
     /// Transactions: the state topic and limits.
     pub txn: crate::txn::TxnSettings,
+    /// The controller's voters and clock.
+    pub cluster: crate::controller_runtime::ClusterSettings,
 }
 
 /// The task queues of a shard: produce/fetch (and the logs' flushers) in `latency`,
@@ -90,6 +92,10 @@ pub struct Shard {
     pub(crate) producer_ids: crate::producer_ids::ProducerIds,
     /// The transaction coordinators of the `__transaction_state` partitions it owns.
     pub(crate) txns: crate::txn::TxnCoordinators,
+    /// The node's controller member (shard 0 only), where metadata changes go.
+    pub(crate) controller: RefCell<Option<Rc<crate::controller_runtime::ControllerHandle>>>,
+    /// Woken each time a published metadata was applied on every shard.
+    pub(crate) metadata_applied: quiver_storage::signal::WaitList,
 }
 
 /// The protocol-neutral error of a storage failure.
@@ -136,7 +142,19 @@ impl Shard {
             groups: Default::default(),
             producer_ids: Default::default(),
             txns: Default::default(),
+            controller: RefCell::new(None),
+            metadata_applied: Default::default(),
         }
+    }
+
+    /// Makes this shard (shard 0) the one that sends metadata changes to `controller`.
+    pub fn set_controller(&self, controller: Rc<crate::controller_runtime::ControllerHandle>) {
+        *self.controller.borrow_mut() = Some(controller);
+    }
+
+    /// The controller as this node sees it (shard 0; `None` elsewhere).
+    pub fn controller_status(&self) -> Option<crate::controller_runtime::ControllerStatus> {
+        self.controller.borrow().as_ref().map(|c| c.status())
     }
 
     pub(crate) fn settings(&self) -> &NodeSettings {
@@ -257,6 +275,21 @@ impl Shard {
         )
     }
 
+    /// Where clients reach shard `shard` of node `leader`: this node's address, or the one
+    /// the leader registered (its shard 0's port + `shard`).
+    pub(crate) fn leader_address(&self, meta: &Metadata, leader: NodeId, shard: usize) -> String {
+        if leader != self.settings().node_id {
+            if let Some(addr) = meta.nodes.get(&leader).and_then(|n| {
+                n.client_addr
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_string(), p.parse::<usize>().ok()?)))
+            }) {
+                return format!("{}:{}", addr.0, addr.1 + shard);
+            }
+        }
+        self.address(shard)
+    }
+
     fn describe_topics(&self, names: &[String]) -> Vec<TopicInfo> {
         let meta = self.metadata();
         let n = self.settings().shard_count;
@@ -285,7 +318,7 @@ impl Shard {
                             partition: p as i32,
                             node_id: pm.leader,
                             shard: (pm.shard % n) as u16,
-                            address: self.address(pm.shard % n),
+                            address: self.leader_address(&meta, pm.leader, pm.shard % n),
                             replicas: pm.replicas.clone(),
                             leader_epoch: pm.leader_epoch,
                         })
@@ -329,9 +362,30 @@ impl Shard {
     }
 
     fn open_partition(&self, topic: &str, partition: i32) -> Result<Partition, ApiError> {
-        match self.partitions.borrow().get(&(topic.to_string(), partition)) {
+        match self
+            .partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+        {
             Some(p) => Ok(p.clone()),
-            None => Err(ApiError::new(ErrorCode::NotOwner, format!("partition {topic}/{partition} is not open on shard {}; refresh metadata and retry", self.id))),
+            None => {
+                let meta = self.metadata();
+                if let Some(pm) = meta.partition(topic, partition) {
+                    if pm.leader != self.settings().node_id {
+                        let n = self.settings().shard_count;
+                        return Err(ApiError::new(
+                            ErrorCode::NotOwner,
+                            format!(
+                                "node {} does not hold {topic}/{partition}: node {} leads it at {}; refresh metadata and send it there",
+                                self.settings().node_id,
+                                pm.leader,
+                                self.leader_address(&meta, pm.leader, pm.shard % n)
+                            ),
+                        ));
+                    }
+                }
+                Err(ApiError::new(ErrorCode::NotOwner, format!("partition {topic}/{partition} is not open on shard {}; refresh metadata and retry", self.id)))
+            }
         }
     }
 

@@ -52,6 +52,19 @@ fn partition_mut<'a>(
 /// Applies `cmd`: the metadata's next version, or why not (then it is unchanged).
 pub fn apply(meta: &mut Metadata, cmd: &Command) -> Result<(), CommandError> {
     match cmd {
+        Command::InitCluster { image } => {
+            if !meta.cluster_id.is_empty() {
+                return Err(CommandError::AlreadyInitialized {
+                    cluster_id: meta.cluster_id.clone(),
+                });
+            }
+            if image.cluster_id.is_empty() {
+                return Err(CommandError::Malformed("the cluster id is empty".into()));
+            }
+            let version = meta.version;
+            *meta = (**image).clone();
+            meta.version = meta.version.max(version);
+        }
         Command::RegisterNode { node, meta: m } => {
             meta.nodes.insert(*node, m.clone());
         }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{NodeId, NodeMeta, PartitionMeta};
+use crate::model::{Metadata, NodeId, NodeMeta, PartitionMeta};
 
 /// Most bytes of one encoded command.
 pub const MAX_COMMAND_BYTES: usize = 1 << 20;
@@ -15,6 +15,12 @@ pub const MAX_COMMAND_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
+    /// The first command of a cluster's log, proposed by its first controller leader: the
+    /// cluster id and, for a node that ran alone before clusters existed, its metadata
+    /// (`metadata.json`) carried over. Refused once the cluster has an id.
+    InitCluster {
+        image: Box<Metadata>,
+    },
     /// A node joins (or re-registers with new addresses).
     RegisterNode {
         node: NodeId,
@@ -88,6 +94,10 @@ pub enum CommandError {
         node: NodeId,
         replicas: usize,
     },
+    /// The cluster already has an id (a second `InitCluster`).
+    AlreadyInitialized {
+        cluster_id: String,
+    },
 }
 
 impl std::fmt::Display for CommandError {
@@ -113,6 +123,9 @@ impl std::fmt::Display for CommandError {
                 "leader epoch {proposed} is older than the recorded {recorded}"
             ),
             Self::NoPartitions => write!(f, "a topic needs at least one partition"),
+            Self::AlreadyInitialized { cluster_id } => {
+                write!(f, "the cluster is already initialized as {cluster_id}")
+            }
             Self::NodeHasReplicas { node, replicas } => write!(
                 f,
                 "node {node} still holds {replicas} replicas: move them away first (quiver cluster decommission)"

@@ -77,15 +77,50 @@ impl Controller {
         entries: Vec<quiver_raft::Entry>,
         cluster_id: &str,
     ) -> Result<Self, ControllerError> {
-        let meta = match &snapshot {
-            Some(s) => Metadata::from_json(&s.data, 0).map_err(ControllerError::DamagedSnapshot)?,
-            None => Metadata {
+        let snapshot = snapshot.unwrap_or_else(|| Snapshot {
+            membership: quiver_raft::Membership::of_voters(&config.voters),
+            ..Snapshot::default()
+        });
+        Self::from_log(
+            config,
+            hard,
+            quiver_raft::log::RaftLog::new(snapshot, entries),
+            cluster_id,
+        )
+    }
+
+    /// A member starting from the log its store replayed (`controller_log::replay`); with no
+    /// snapshot (index 0) the metadata starts empty with `cluster_id` (empty: set by the
+    /// cluster's `InitCluster` command).
+    pub fn from_log(
+        config: Config,
+        hard: HardState,
+        log: quiver_raft::log::RaftLog,
+        cluster_id: &str,
+    ) -> Result<Self, ControllerError> {
+        // A log never snapshotted starts with the bootstrap voters as its membership.
+        let log = if log.snapshot().index == 0 && log.snapshot().membership.voters.is_empty() {
+            let snapshot = Snapshot {
+                membership: quiver_raft::Membership::of_voters(&config.voters),
+                ..log.snapshot().clone()
+            };
+            quiver_raft::log::RaftLog::new(snapshot, log.entries().to_vec())
+        } else {
+            log
+        };
+        let snap = log.snapshot();
+        let (meta, applied) = if snap.index > 0 {
+            let meta =
+                Metadata::from_json(&snap.data, 0).map_err(ControllerError::DamagedSnapshot)?;
+            (meta, snap.index)
+        } else {
+            let meta = Metadata {
                 cluster_id: cluster_id.to_string(),
                 ..Metadata::default()
-            },
+            };
+            (meta, 0)
         };
-        let applied = snapshot.as_ref().map_or(0, |s| s.index);
-        let raft = RaftNode::new(config, hard, snapshot, entries);
+        let raft = RaftNode::from_log(config, hard, log);
         let mut c = Self {
             raft,
             meta,
@@ -94,6 +129,23 @@ impl Controller {
         };
         c.apply_committed();
         Ok(c)
+    }
+
+    /// Feeds back what storage read for [`Action::ReadEntries`].
+    pub fn entries_read(
+        &mut self,
+        to: RaftId,
+        from_index: u64,
+        prev_index: u64,
+        entries: Vec<quiver_raft::Entry>,
+    ) -> Vec<Action> {
+        let a = self.raft.entries_read(to, from_index, prev_index, entries);
+        self.after(a)
+    }
+
+    /// A transport could not deliver to `to`: probe it before sending more.
+    pub fn send_failed(&mut self, to: RaftId) {
+        self.raft.send_failed(to);
     }
 
     pub fn raft(&self) -> &RaftNode {
@@ -200,8 +252,18 @@ impl Controller {
         configs: std::collections::BTreeMap<String, String>,
     ) -> Result<(u64, Vec<Action>), ControllerError> {
         self.require_leader()?;
-        let placed = place(&self.meta, partitions, replication_factor)
-            .map_err(ControllerError::Placement)?;
+        // Only on nodes the leader hears from: a partition placed on a node that is down
+        // would be unavailable from its first moment. Nodes outside the controller group
+        // (none yet) are counted as up.
+        let reachable = self.raft.reachable();
+        let voters = &self.raft.membership().voters;
+        let mut live = self.meta.clone();
+        live.nodes.retain(|n, _| {
+            let id = u64::try_from(*n).unwrap_or(u64::MAX);
+            !voters.contains(&id) || reachable.contains(&id)
+        });
+        let placed =
+            place(&live, partitions, replication_factor).map_err(ControllerError::Placement)?;
         self.propose(&Command::CreateTopic {
             name: name.to_string(),
             partitions: placed,

@@ -9,6 +9,8 @@
 //!   its metadata copy, with the metadata image as its snapshot.
 //! - [`controller_log`]: the controller group's log file format (records with CRC-32C,
 //!   replay, torn-tail detection, rewrite).
+//! - [`messages`]: what nodes send each other on the internal protocol (Raft envelopes,
+//!   requests to the controller leader and replies), with a bounded, typed decoder.
 //! - [`placement`]: replicas over distinct nodes and racks, leaders and shards evenly.
 //! - [`rebalance`]: leadership back to the preferred replica when a node returns.
 
@@ -16,6 +18,7 @@ pub mod apply;
 pub mod command;
 pub mod controller;
 pub mod controller_log;
+pub mod messages;
 pub mod model;
 pub mod placement;
 pub mod rebalance;

@@ -10,14 +10,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
+use quiver_broker::controller_runtime::{ControllerHandle, ControllerTask, NodeLinks};
+use quiver_broker::controller_store::ControllerStore;
 use quiver_broker_api::{Principal, RequestContext};
-use quiver_net::server::{Handler, Peer, QuicServer};
+use quiver_cluster::model::NodeMeta;
+use quiver_net::server::{internal_frame, Handler, Links, Peer, QuicServer};
 use quiver_net::tls::{self, QuicLimits, TlsIdentity};
 use quiver_schema::{decode, encode};
 
 use crate::data_dir_lock::DataDirLock;
 use quiver_broker::forward::ShardMsg;
-use quiver_broker::metadata::{Metadata, MetadataStore, NodeId};
+use quiver_broker::metadata::{Metadata, MetadataStore};
 use quiver_broker::shard::{NodeSettings, NodeShared, Shard, ShardQueues, ShardStorage};
 use quiver_storage::commit_log::{self, CommitLog};
 
@@ -59,35 +62,6 @@ pub struct Banner {
     pub topics: usize,
 }
 
-fn load_metadata(data_dir: &std::path::Path, node: NodeId) -> Result<Metadata, NodeError> {
-    let path = data_dir.join("metadata.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => Metadata::from_json(&bytes, node).map_err(NodeError::Setup),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos());
-            let meta = Metadata {
-                version: 0,
-                cluster_id: format!("quiver-{:x}-{:x}", nanos, std::process::id()),
-                ..Metadata::default()
-            };
-            write_durably(&path, &meta.to_json())?;
-            Ok(meta)
-        }
-        Err(e) => Err(NodeError::Setup(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
-    }
-}
-
-/// Temp file, fsync, rename, fsync of the directory: a crash leaves the old or the new file.
-fn write_durably(path: &std::path::Path, bytes: &[u8]) -> Result<(), NodeError> {
-    crate::node_identity::write_durably(path, bytes)
-        .map_err(|e| NodeError::Setup(format!("cannot write {}: {e}", path.display())))
-}
-
 fn identity(config: &NodeConfig) -> Result<(TlsIdentity, bool), NodeError> {
     match &config.tls_pem {
         Some((cert, key)) => tls::load_pem(cert, key)
@@ -99,8 +73,30 @@ fn identity(config: &NodeConfig) -> Result<(TlsIdentity, bool), NodeError> {
 }
 
 /// The QUIC listener's handler: Quiver's FlatBuffers frames in and out, the broker's typed
-/// requests and responses in between.
-struct ShardHandler(Rc<Shard>);
+/// requests and responses in between; on shard 0, other nodes' internal frames to the
+/// controller.
+struct ShardHandler(Rc<Shard>, Option<Rc<ControllerHandle>>);
+
+/// The broker's view of the node's QUIC links.
+struct QuicLinks(Links);
+
+impl NodeLinks for QuicLinks {
+    fn send(
+        &self,
+        to: std::net::SocketAddr,
+        message: Vec<u8>,
+    ) -> Pin<Box<dyn std::future::Future<Output = bool> + '_>> {
+        Box::pin(async move {
+            match self.0.send(to, internal_frame(&message)).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(%to, "internal send failed: {e}");
+                    false
+                }
+            }
+        })
+    }
+}
 
 impl Handler for ShardHandler {
     fn handle(
@@ -124,6 +120,15 @@ impl Handler for ShardHandler {
             let response = shard.handle(ctx, decoded.request).await;
             encode::encode_response(decoded.request_id, &response)
         })
+    }
+
+    fn internal(&self, peer: Rc<Peer>, frame: BytesMut) {
+        match &self.1 {
+            Some(controller) => controller.deliver(frame.get(4..).unwrap_or_default()),
+            None => {
+                tracing::debug!(from = %peer.remote, "internal frame for shard {}: dropped", self.0.id)
+            }
+        }
     }
 }
 
@@ -186,14 +191,42 @@ pub fn run_node(
     })?;
     let data_dir = &config.settings.data_dir;
     replay_commit_logs(data_dir)?;
-    let meta = load_metadata(data_dir, config.settings.node_id)?;
-    crate::node_identity::check_or_create(data_dir, config.settings.node_id, &meta.cluster_id)
-        .map_err(|e| NodeError::Setup(e.to_string()))?;
+    let n = config.settings.shard_count.max(1);
+    let node_id = config.settings.node_id;
+    let registration = NodeMeta {
+        client_addr: format!(
+            "{}:{}",
+            config.settings.advertised_host, config.settings.base_port
+        ),
+        internal_addr: format!(
+            "{}:{}",
+            config.settings.advertised_host, config.settings.base_port
+        ),
+        rack: None,
+        shards: n,
+    };
+    let booted = crate::controller_boot::boot(
+        data_dir,
+        node_id,
+        &config.settings.cluster,
+        registration.clone(),
+    )?;
+    let meta = booted.controller.metadata().clone();
+    if !meta.cluster_id.is_empty() {
+        crate::node_identity::check_or_create(data_dir, node_id, &meta.cluster_id)
+            .map_err(|e| NodeError::Setup(e.to_string()))?;
+    }
     let (identity, cert_created) = identity(&config)?;
     let server_config =
         tls::server_config(&identity, &config.quic, config.tls_client_ca.as_deref())
             .map_err(|e| NodeError::Setup(e.to_string()))?;
-    let n = config.settings.shard_count.max(1);
+    let link_config = tls::internal_client_config(&identity, &config.quic, None)
+        .map_err(|e| NodeError::Setup(e.to_string()))?;
+    let controller_slot = Arc::new(std::sync::Mutex::new(Some(ControllerBoot {
+        booted,
+        registration,
+        link_config,
+    })));
     let banner_base = Banner {
         shard_addresses: Vec::new(),
         data_dir: data_dir.clone(),
@@ -229,6 +262,7 @@ pub fn run_node(
         .on_all_shards(move || async move {
             let result = shard_main(
                 shared,
+                controller_slot,
                 mesh,
                 stop_fds,
                 server_config,
@@ -330,8 +364,62 @@ async fn stopped(fd: Option<std::os::fd::OwnedFd>) {
     let _ = stream.read(&mut byte).await;
 }
 
+/// What shard 0 needs to run the node's controller member.
+struct ControllerBoot {
+    booted: crate::controller_boot::Booted,
+    registration: NodeMeta,
+    link_config: quiver_net::quinn_proto::ClientConfig,
+}
+
+type ControllerSlot = Arc<std::sync::Mutex<Option<ControllerBoot>>>;
+
+/// Starts the controller task on this shard (shard 0); returns its handle.
+async fn start_controller(
+    shard: &Rc<Shard>,
+    boot: ControllerBoot,
+    server: &QuicServer,
+) -> Result<Rc<ControllerHandle>, NodeError> {
+    let settings = shard.node_settings().clone();
+    let (store, _) = ControllerStore::open(&settings.data_dir)
+        .await
+        .map_err(|e| NodeError::Setup(format!("cannot open the controller log: {e}")))?;
+    let handle = ControllerHandle::new(settings.node_id);
+    let links: Rc<dyn NodeLinks> = Rc::new(QuicLinks(server.links(boot.link_config)));
+    let publisher = shard.clone();
+    let data_dir = settings.data_dir.clone();
+    let node_id = settings.node_id;
+    let known_cluster =
+        std::cell::RefCell::new(boot.booted.controller.metadata().cluster_id.clone());
+    let on_metadata = Box::new(move |meta: &Metadata| {
+        if *known_cluster.borrow() != meta.cluster_id {
+            *known_cluster.borrow_mut() = meta.cluster_id.clone();
+            if let Err(e) =
+                crate::node_identity::check_or_create(&data_dir, node_id, &meta.cluster_id)
+            {
+                tracing::error!("{e}");
+            }
+        }
+        publisher.publish_metadata(meta);
+    });
+    let task = ControllerTask {
+        handle: handle.clone(),
+        controller: boot.booted.controller,
+        store,
+        settings: settings.cluster.clone(),
+        links,
+        on_metadata,
+        init_image: boot.booted.init_image,
+        registration: boot.registration,
+    };
+    glommio::spawn_local(task.run()).detach();
+    shard.set_controller(handle.clone());
+    Ok(handle)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn shard_main(
     shared: Arc<NodeShared>,
+    controller_slot: ControllerSlot,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     stop_fds: StopFds,
     server_config: Arc<quiver_net::quinn_proto::ServerConfig>,
@@ -402,8 +490,17 @@ async fn shard_main(
         shard: id,
         reason: e.to_string(),
     })?;
+    let boot = match controller_slot.lock() {
+        Ok(mut slot) if id == 0 => slot.take(),
+        Err(poisoned) if id == 0 => poisoned.into_inner().take(),
+        _ => None,
+    };
+    let controller = match boot {
+        Some(boot) => Some(start_controller(&shard, boot, &server).await?),
+        None => None,
+    };
     let _ = ready.send(Ok(server.local_addr()));
-    let handler: Rc<dyn Handler> = Rc::new(ShardHandler(shard.clone()));
+    let handler: Rc<dyn Handler> = Rc::new(ShardHandler(shard.clone(), controller));
     let task =
         glommio::spawn_local_into(server.run(handler, stopped(stop_fd)), latency).map_err(|e| {
             NodeError::Shard {

@@ -82,6 +82,8 @@ pub struct RaftNode {
     progress: BTreeMap<NodeId, Progress>,
     /// Voters heard from since the last check-quorum.
     active: BTreeSet<NodeId>,
+    /// On the leader: who answered in the previous check-quorum window.
+    heard_before: BTreeSet<NodeId>,
     /// Leadership being handed to this node, and the ticks it has taken so far.
     transferring: Option<(NodeId, u32)>,
     election_elapsed: u32,
@@ -146,6 +148,7 @@ impl RaftNode {
             votes: BTreeSet::new(),
             progress: BTreeMap::new(),
             active: BTreeSet::new(),
+            heard_before: BTreeSet::new(),
             transferring: None,
             election_elapsed: 0,
             heartbeat_elapsed: 0,
@@ -162,6 +165,7 @@ impl RaftNode {
     pub fn term(&self) -> u64 {
         self.term
     }
+
     pub fn role(&self) -> Role {
         self.role
     }
@@ -245,7 +249,19 @@ impl RaftNode {
         self.election_elapsed = 0;
     }
 
-    fn hard_state(&self) -> HardState {
+    /// On the leader: the members it heard from within the last one or two election
+    /// timeouts (itself included), the ones to count on for placement; empty elsewhere.
+    pub fn reachable(&self) -> BTreeSet<NodeId> {
+        if self.role != Role::Leader {
+            return BTreeSet::new();
+        }
+        let mut r: BTreeSet<NodeId> = self.active.union(&self.heard_before).copied().collect();
+        r.insert(self.config.id);
+        r
+    }
+
+    /// Term and vote, as last asked to be persisted.
+    pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
             voted_for: self.voted_for,
@@ -360,7 +376,7 @@ impl RaftNode {
                     .filter(|v| self.membership.voters.contains(v))
                     .count()
                     + usize::from(self.is_voter());
-                self.active.clear();
+                self.heard_before = std::mem::take(&mut self.active);
                 if heard < self.quorum() {
                     self.become_follower(&mut out, self.term, None);
                 }
@@ -442,6 +458,7 @@ impl RaftNode {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         self.active.clear();
+        self.heard_before.clear();
         let next = self.last_index() + 1;
         self.progress = self
             .peers()

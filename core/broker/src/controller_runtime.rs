@@ -1,0 +1,574 @@
+//! The controller member of this node, run on shard 0: the sans-IO
+//! [`quiver_cluster::controller::Controller`] driven by a clock, its log file
+//! ([`ControllerStore`]) and the node's links to the other voters.
+//!
+//! One task owns the controller and its store. Each round it takes what arrived (a tick,
+//! Raft envelopes, requests from this node or from other nodes), feeds it in, persists what
+//! the Raft core asks (one append and one fdatasync for the whole round), feeds back that it
+//! is durable, then sends one envelope per peer: a vote or an acknowledgement never leaves
+//! before what it promises is on disk. After the round, what got applied is published to the
+//! node's shards and the requests it decided are answered.
+//!
+//! Requests to change the metadata go to the controller leader: proposed here when this node
+//! leads, otherwise forwarded to the leader as a [`NodeMessage::Request`] and answered by its
+//! [`NodeMessage::Reply`]. A leader that loses leadership answers what it had not applied
+//! with [`Failure::Unavailable`] (the change may or may not commit later: check and retry).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use quiver_cluster::command::Command;
+use quiver_cluster::controller::Controller;
+use quiver_cluster::controller_log::Record;
+use quiver_cluster::messages::{ControllerRequest, Failure, NodeMessage};
+use quiver_cluster::model::{Metadata, NodeId, NodeMeta};
+use quiver_raft::types::{Action, Config, Message, Role};
+use quiver_raft::{codec, Envelope};
+use quiver_storage::signal::{oneshot, Doorbell, Sender};
+use quiver_storage::StorageError;
+
+use crate::controller_store::ControllerStore;
+
+/// The controller group's id in Raft envelopes (partition groups will use others).
+pub const CONTROLLER_GROUP: u64 = 0;
+/// How long a request waits for the controller's answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Applied entries past the snapshot before the log is compacted behind a new one.
+const SNAPSHOT_EVERY_ENTRIES: u64 = 1_000;
+
+/// How this node takes part in the controller group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The controller's voters and where each one's shard 0 listens, the same list on every
+    /// node (`seeds`). Empty: this node alone, a one-voter controller.
+    pub voters: BTreeMap<NodeId, SocketAddr>,
+    pub tick_ms: u64,
+    /// Ticks without a leader before an election (randomized up to twice this).
+    pub election_ticks: u32,
+    pub heartbeat_ticks: u32,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            voters: BTreeMap::new(),
+            tick_ms: 100,
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The controller group's Raft settings for node `me`.
+    pub fn raft_config(&self, me: NodeId) -> Config {
+        let voters: Vec<u64> = if self.voters.is_empty() {
+            vec![raft_id(me)]
+        } else {
+            self.voters.keys().map(|n| raft_id(*n)).collect()
+        };
+        let mut c = Config::new(raft_id(me), voters);
+        c.election_ticks = self.election_ticks.max(2);
+        c.heartbeat_ticks = self.heartbeat_ticks.clamp(1, c.election_ticks - 1);
+        c
+    }
+
+    pub fn is_single_voter(&self, me: NodeId) -> bool {
+        self.voters.is_empty() || (self.voters.len() == 1 && self.voters.contains_key(&me))
+    }
+}
+
+fn raft_id(node: NodeId) -> u64 {
+    u64::try_from(node).unwrap_or(0)
+}
+
+fn node_id(raft: u64) -> NodeId {
+    NodeId::try_from(raft).unwrap_or(NodeId::MAX)
+}
+
+/// Sends internal frames to other nodes (the node's QUIC links; the broker knows no wire).
+pub trait NodeLinks {
+    fn send(&self, to: SocketAddr, message: Vec<u8>) -> Pin<Box<dyn Future<Output = bool> + '_>>;
+}
+
+/// What the controller looks like from this node, for status and routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerStatus {
+    pub leader: Option<NodeId>,
+    pub role: Role,
+    pub term: u64,
+    pub voters: Vec<NodeId>,
+    pub applied: u64,
+}
+
+/// Who waits for a request's answer.
+enum ReplyTo {
+    Local(Sender<Result<(), Failure>>),
+    Remote { node: NodeId, id: u64 },
+}
+
+enum Input {
+    Raft {
+        from: NodeId,
+        envelope: Envelope,
+    },
+    Request {
+        request: ControllerRequest,
+        reply: ReplyTo,
+    },
+}
+
+/// The shard-local face of the controller task: takes what other nodes sent, and this
+/// node's requests; holds the latest status.
+pub struct ControllerHandle {
+    me: NodeId,
+    inbox: RefCell<VecDeque<Input>>,
+    bell: Doorbell,
+    status: RefCell<ControllerStatus>,
+    forwards: RefCell<HashMap<u64, Sender<Result<(), Failure>>>>,
+    next_id: Cell<u64>,
+}
+
+impl ControllerHandle {
+    pub fn new(me: NodeId) -> Rc<Self> {
+        Rc::new(Self {
+            me,
+            inbox: RefCell::new(VecDeque::new()),
+            bell: Doorbell::default(),
+            status: RefCell::new(ControllerStatus {
+                leader: None,
+                role: Role::Follower,
+                term: 0,
+                voters: Vec::new(),
+                applied: 0,
+            }),
+            forwards: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+        })
+    }
+
+    pub fn status(&self) -> ControllerStatus {
+        self.status.borrow().clone()
+    }
+
+    fn push(&self, input: Input) {
+        self.inbox.borrow_mut().push_back(input);
+        self.bell.ring();
+    }
+
+    /// Takes one internal message another node sent. Malformed bytes are dropped (counted in
+    /// the log at debug): a peer's garbage must not stop the controller.
+    pub fn deliver(&self, bytes: &[u8]) {
+        let message = match NodeMessage::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("dropping an internal message: {e}");
+                return;
+            }
+        };
+        match message {
+            NodeMessage::Raft { from, envelope } => match codec::decode(&envelope) {
+                Ok(envelope) => self.push(Input::Raft { from, envelope }),
+                Err(e) => tracing::debug!(from, "dropping a Raft envelope: {e}"),
+            },
+            NodeMessage::Request { from, id, request } => self.push(Input::Request {
+                request,
+                reply: ReplyTo::Remote { node: from, id },
+            }),
+            NodeMessage::Reply { id, result } => {
+                if let Some(tx) = self.forwards.borrow_mut().remove(&id) {
+                    tx.send(result);
+                }
+            }
+        }
+    }
+
+    /// Asks the controller leader (this node or another) to make `request`; answers once it
+    /// is applied on the leader, or why not.
+    pub async fn submit(&self, request: ControllerRequest) -> Result<(), Failure> {
+        let (tx, rx) = oneshot();
+        self.push(Input::Request {
+            request,
+            reply: ReplyTo::Local(tx),
+        });
+        let timed_out = async {
+            glommio::timer::sleep(REQUEST_TIMEOUT).await;
+            Some(Err(Failure::Unavailable(format!(
+                "the controller did not answer within {} s (is a majority of the controller's voters up?): retry",
+                REQUEST_TIMEOUT.as_secs()
+            ))))
+        };
+        futures_lite::future::or(rx, timed_out)
+            .await
+            .unwrap_or_else(|| {
+                Err(Failure::Unavailable(
+                    "the controller stopped before answering: retry".into(),
+                ))
+            })
+    }
+}
+
+/// What the task calls when the metadata changed (publish it to the node's shards).
+pub type OnMetadata = Box<dyn Fn(&Metadata)>;
+
+/// The controller task's state: the controller, its store, where its peers are.
+pub struct ControllerTask {
+    pub handle: Rc<ControllerHandle>,
+    pub controller: Controller,
+    pub store: ControllerStore,
+    pub settings: ClusterSettings,
+    pub links: Rc<dyn NodeLinks>,
+    pub on_metadata: OnMetadata,
+    /// The metadata a first leader initializes the cluster with (a single node's
+    /// `metadata.json` carried over); `None`: a fresh cluster id.
+    pub init_image: Option<Metadata>,
+    /// How this node registers itself.
+    pub registration: NodeMeta,
+}
+
+/// Messages of one round, per destination node.
+#[derive(Default)]
+struct Outbox {
+    raft: BTreeMap<NodeId, Vec<Message>>,
+    other: Vec<(NodeId, NodeMessage)>,
+}
+
+/// Proposals this leader waits to see applied, by log index.
+type Waiting = BTreeMap<u64, Vec<ReplyTo>>;
+
+impl ControllerTask {
+    /// Feeds `actions` through storage until the round is quiet: every record of a pass in
+    /// one append and one fdatasync, then the writes reported durable.
+    pub async fn settle(
+        controller: &mut Controller,
+        store: &mut ControllerStore,
+        mut actions: Vec<Action>,
+        sends: &mut Vec<(u64, Message)>,
+    ) -> Result<(), StorageError> {
+        while !actions.is_empty() {
+            let mut records = Vec::new();
+            let mut writes = Vec::new();
+            for action in actions.drain(..) {
+                match action {
+                    Action::PersistHardState(h) => records.push(Record::HardState(h)),
+                    Action::PersistEntries {
+                        write,
+                        first_index,
+                        entries,
+                        ..
+                    } => {
+                        records.push(Record::Entries {
+                            first_index,
+                            entries,
+                        });
+                        writes.push(write);
+                    }
+                    Action::InstallSnapshot { write, snapshot } => {
+                        records.push(Record::Snapshot(snapshot));
+                        writes.push(write);
+                    }
+                    Action::ReadEntries { to, .. } => {
+                        // The controller keeps its whole log in memory: never asked.
+                        tracing::warn!(to, "the controller was asked to read its log back");
+                    }
+                    Action::Send { to, message } => sends.push((to, message)),
+                    Action::Committed(_) | Action::RoleChanged { .. } => {}
+                }
+            }
+            store.append(&records).await?;
+            for w in writes {
+                actions.extend(controller.persisted(w));
+            }
+        }
+        Ok(())
+    }
+
+    fn address_of(&self, node: NodeId) -> Option<SocketAddr> {
+        if let Some(a) = self.settings.voters.get(&node) {
+            return Some(*a);
+        }
+        let meta = self.controller.metadata().nodes.get(&node)?;
+        meta.internal_addr.parse().ok()
+    }
+
+    /// Runs the controller until the shard stops.
+    pub async fn run(mut self) {
+        let tick = Duration::from_millis(self.settings.tick_ms.max(1));
+        let mut next_tick = Instant::now() + tick;
+        let mut waiting: Waiting = BTreeMap::new();
+        let mut published = self.controller.metadata().version;
+        let mut was_leader = false;
+        let registering = Rc::new(Cell::new(false));
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            futures_lite::future::or(
+                async {
+                    glommio::timer::sleep(wait).await;
+                },
+                self.handle.bell.wait(),
+            )
+            .await;
+            let mut actions = Vec::new();
+            let mut outbox = Outbox::default();
+            if Instant::now() >= next_tick {
+                actions.extend(self.controller.tick());
+                next_tick = Instant::now() + tick;
+            }
+            let inputs: Vec<Input> = self.handle.inbox.borrow_mut().drain(..).collect();
+            for input in inputs {
+                match input {
+                    Input::Raft { from, envelope } => {
+                        for (group, message) in envelope.messages {
+                            if group == CONTROLLER_GROUP {
+                                actions.extend(self.controller.step(raft_id(from), message));
+                            }
+                        }
+                    }
+                    Input::Request { request, reply } => {
+                        self.take_request(request, reply, &mut actions, &mut waiting, &mut outbox)
+                    }
+                }
+            }
+            actions.extend(self.init_if_first_leader());
+            let mut sends = Vec::new();
+            if let Err(e) =
+                Self::settle(&mut self.controller, &mut self.store, actions, &mut sends).await
+            {
+                // A voter that cannot persist must not vote or acknowledge: this member
+                // stops; the others carry on.
+                tracing::error!("the controller log cannot be written ({e}); this node's controller member stops: fix the disk and restart the node");
+                return;
+            }
+            for (to, m) in sends {
+                outbox.raft.entry(node_id(to)).or_default().push(m);
+            }
+            self.after_round(&mut waiting, &mut was_leader, &mut published, &mut outbox);
+            self.keep_registered(&registering);
+            self.send(outbox).await;
+            let snapshot_index = self.controller.raft().snapshot().index;
+            if self.controller.applied() >= snapshot_index + SNAPSHOT_EVERY_ENTRIES {
+                self.compact().await;
+            }
+        }
+    }
+
+    /// On a leader of a cluster without an id (its very first leader): proposes
+    /// `InitCluster` once per leadership.
+    fn init_if_first_leader(&mut self) -> Vec<Action> {
+        let raft = self.controller.raft();
+        let uninitialized = self.controller.metadata().cluster_id.is_empty();
+        // Only once everything before is applied: an init already in the log would win.
+        let caught_up = self.controller.applied() >= raft.commit_index()
+            && raft.last_index() == raft.commit_index();
+        if !self.controller.is_leader() || !uninitialized || !caught_up {
+            return Vec::new();
+        }
+        let image = self.init_image.clone().unwrap_or_else(|| Metadata {
+            cluster_id: new_cluster_id(),
+            ..Metadata::default()
+        });
+        let command = Command::InitCluster {
+            image: Box::new(image),
+        };
+        match self.controller.propose(&command) {
+            Ok((_, actions)) => actions,
+            Err(e) => {
+                tracing::warn!("initializing the cluster: {e}");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Once the cluster has an id and a controller leader, makes sure the metadata says how
+    /// to reach this node (again after an address change): one request at a time.
+    fn keep_registered(&self, registering: &Rc<Cell<bool>>) {
+        let meta = self.controller.metadata();
+        if meta.cluster_id.is_empty()
+            || meta.nodes.get(&self.handle.me) == Some(&self.registration)
+            || registering.get()
+            || self.controller.leader().is_none()
+        {
+            return;
+        }
+        registering.set(true);
+        let handle = self.handle.clone();
+        let command = Command::RegisterNode {
+            node: self.handle.me,
+            meta: self.registration.clone(),
+        };
+        let registering = registering.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = handle.submit(ControllerRequest::Command { command }).await {
+                tracing::info!("registering with the controller: {}", e.message());
+            }
+            registering.set(false);
+            handle.bell.ring();
+        })
+        .detach();
+    }
+
+    fn take_request(
+        &mut self,
+        request: ControllerRequest,
+        reply: ReplyTo,
+        actions: &mut Vec<Action>,
+        waiting: &mut Waiting,
+        outbox: &mut Outbox,
+    ) {
+        if self.controller.is_leader() {
+            let proposed = match &request {
+                ControllerRequest::CreateTopic {
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                } => self.controller.create_topic(
+                    name,
+                    *partitions,
+                    *replication_factor,
+                    configs.clone(),
+                ),
+                ControllerRequest::Command { command } => self.controller.propose(command),
+            };
+            match proposed {
+                Ok((index, a)) => {
+                    actions.extend(a);
+                    waiting.entry(index).or_default().push(reply);
+                }
+                Err(e) => self.answer(reply, Err(Failure::from(&e)), outbox),
+            }
+            return;
+        }
+        match (self.controller.leader(), reply) {
+            (Some(leader), ReplyTo::Local(tx)) if leader != self.handle.me => {
+                let id = self.handle.next_id.get();
+                self.handle.next_id.set(id + 1);
+                self.handle.forwards.borrow_mut().insert(id, tx);
+                let message = NodeMessage::Request {
+                    from: self.handle.me,
+                    id,
+                    request,
+                };
+                outbox.other.push((leader, message));
+            }
+            (leader, reply) => {
+                let why = match leader {
+                    Some(l) => format!("node {l} leads the controller; ask it"),
+                    None => "no controller leader is elected right now (a majority of the controller's voters must be up): retry shortly".to_string(),
+                };
+                self.answer(reply, Err(Failure::Unavailable(why)), outbox);
+            }
+        }
+    }
+
+    fn answer(&self, reply: ReplyTo, result: Result<(), Failure>, outbox: &mut Outbox) {
+        match reply {
+            ReplyTo::Local(tx) => tx.send(result),
+            ReplyTo::Remote { node, id } => {
+                outbox.other.push((node, NodeMessage::Reply { id, result }))
+            }
+        }
+    }
+
+    /// Publishes applied metadata, answers applied proposals, and fails those a lost
+    /// leadership leaves undecided.
+    fn after_round(
+        &mut self,
+        waiting: &mut Waiting,
+        was_leader: &mut bool,
+        published: &mut u64,
+        outbox: &mut Outbox,
+    ) {
+        let outcomes = self.controller.take_outcomes();
+        if self.controller.metadata().version != *published {
+            *published = self.controller.metadata().version;
+            (self.on_metadata)(self.controller.metadata());
+        }
+        for (index, outcome) in outcomes {
+            if let Some(replies) = waiting.remove(&index) {
+                for r in replies {
+                    let result = outcome.as_ref().map_err(Failure::from).map(|_| ());
+                    self.answer(r, result, outbox);
+                }
+            }
+        }
+        let leader = self.controller.is_leader();
+        if *was_leader && !leader {
+            for (_, replies) in std::mem::take(waiting) {
+                for r in replies {
+                    let why = "the controller lost its leadership before the change was applied; it may still apply: check, then retry";
+                    self.answer(r, Err(Failure::Unavailable(why.into())), outbox);
+                }
+            }
+        }
+        *was_leader = leader;
+        let raft = self.controller.raft();
+        *self.handle.status.borrow_mut() = ControllerStatus {
+            leader: self.controller.leader(),
+            role: raft.role(),
+            term: raft.term(),
+            voters: raft
+                .membership()
+                .voters
+                .iter()
+                .map(|v| node_id(*v))
+                .collect(),
+            applied: self.controller.applied(),
+        };
+    }
+
+    async fn send(&mut self, mut outbox: Outbox) {
+        let me = self.handle.me;
+        let mut frames: Vec<(NodeId, Vec<u8>)> = Vec::new();
+        for (to, messages) in std::mem::take(&mut outbox.raft) {
+            let envelope = Envelope {
+                messages: messages
+                    .into_iter()
+                    .map(|m| (CONTROLLER_GROUP, m))
+                    .collect(),
+            };
+            let message = NodeMessage::Raft {
+                from: me,
+                envelope: codec::encode(&envelope),
+            };
+            frames.push((to, message.encode()));
+        }
+        for (to, m) in outbox.other {
+            frames.push((to, m.encode()));
+        }
+        for (to, bytes) in frames {
+            let Some(addr) = self.address_of(to) else {
+                tracing::debug!(to, "no address for node: message dropped");
+                continue;
+            };
+            if !self.links.send(addr, bytes).await {
+                self.controller.send_failed(raft_id(to));
+            }
+        }
+    }
+
+    /// Compacts the log behind a snapshot of the applied metadata and rewrites the file.
+    async fn compact(&mut self) {
+        if let Err(e) = self.controller.snapshot() {
+            tracing::debug!("controller snapshot not taken: {e:?}");
+            return;
+        }
+        let hard = self.controller.raft().hard_state();
+        if let Err(e) = self.store.rewrite(hard, self.controller.raft().log()).await {
+            tracing::warn!("rewriting the controller log failed (it keeps growing): {e}");
+        }
+    }
+}
+
+/// A new cluster's id: time and process, unique enough to tell clusters apart.
+pub fn new_cluster_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("quiver-{:x}-{:x}", nanos, std::process::id())
+}

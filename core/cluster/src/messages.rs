@@ -1,0 +1,279 @@
+//! What nodes say to each other on the internal protocol (sans-IO codec): Raft envelopes
+//! between the members of their groups, and requests to the controller leader from the
+//! other nodes (a topic to create, a node to register) with their replies.
+//!
+//! One message per internal frame. The first byte is the kind; a Raft envelope then carries
+//! the sender's node id (8 bytes, big-endian) and the envelope in `quiver_raft::codec`'s
+//! format; requests and replies are JSON (small and rare). Decoding is bounded and typed: a
+//! peer's bytes never panic the node (fuzzed: `cluster_message_decode`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::Command;
+use crate::controller::ControllerError;
+use crate::model::NodeId;
+use crate::CommandError;
+
+const RAFT: u8 = 1;
+const REQUEST: u8 = 2;
+const REPLY: u8 = 3;
+
+/// Most bytes of one request or reply (a command and its framing).
+pub const MAX_JSON_BYTES: usize = crate::command::MAX_COMMAND_BYTES + 4096;
+
+/// A change another node asks the controller leader to make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControllerRequest {
+    /// Placed by the leader (it knows every node), then proposed.
+    CreateTopic {
+        name: String,
+        partitions: usize,
+        replication_factor: usize,
+        configs: BTreeMap<String, String>,
+    },
+    /// Proposed as is.
+    Command { command: Command },
+}
+
+/// Why the controller did not make a change, as the asking node maps it to its client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum Failure {
+    TopicExists(String),
+    UnknownTopic(String),
+    /// The change is refused as asked (placement, invalid command).
+    Invalid(String),
+    /// No controller leader now, or it lost leadership before the change committed: retry.
+    Unavailable(String),
+}
+
+impl Failure {
+    pub fn message(&self) -> &str {
+        match self {
+            Self::TopicExists(m) | Self::UnknownTopic(m) | Self::Invalid(m) => m,
+            Self::Unavailable(m) => m,
+        }
+    }
+}
+
+impl From<&CommandError> for Failure {
+    fn from(e: &CommandError) -> Self {
+        match e {
+            CommandError::TopicExists(_) => Self::TopicExists(e.to_string()),
+            CommandError::UnknownTopic(_) => Self::UnknownTopic(e.to_string()),
+            _ => Self::Invalid(e.to_string()),
+        }
+    }
+}
+
+impl From<&ControllerError> for Failure {
+    fn from(e: &ControllerError) -> Self {
+        match e {
+            ControllerError::Invalid(c) => c.into(),
+            ControllerError::Placement(_) => Self::Invalid(e.to_string()),
+            ControllerError::NotController { .. }
+            | ControllerError::Propose(_)
+            | ControllerError::DamagedSnapshot(_) => Self::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// One internal message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeMessage {
+    /// A Raft envelope (`quiver_raft::codec` bytes, decoded by the receiver's Raft driver).
+    Raft { from: NodeId, envelope: Vec<u8> },
+    Request {
+        from: NodeId,
+        id: u64,
+        request: ControllerRequest,
+    },
+    Reply {
+        id: u64,
+        result: Result<(), Failure>,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct RequestJson {
+    from: NodeId,
+    id: u64,
+    request: ControllerRequest,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReplyJson {
+    id: u64,
+    result: Result<(), Failure>,
+}
+
+/// Why bytes from a peer are not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("empty internal message")]
+    Empty,
+    #[error("unknown internal message kind {0} (a newer node? upgrade this one)")]
+    UnknownKind(u8),
+    #[error("internal message of {bytes} bytes exceeds {max}")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("malformed internal message: {0}")]
+    Malformed(String),
+}
+
+impl NodeMessage {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            Self::Raft { from, envelope } => {
+                out.reserve(9 + envelope.len());
+                out.push(RAFT);
+                out.extend_from_slice(&i64::from(*from).to_be_bytes());
+                out.extend_from_slice(envelope);
+            }
+            Self::Request { from, id, request } => {
+                out.push(REQUEST);
+                let json = RequestJson {
+                    from: *from,
+                    id: *id,
+                    request: request.clone(),
+                };
+                out.extend(serde_json::to_vec(&json).unwrap_or_default());
+            }
+            Self::Reply { id, result } => {
+                out.push(REPLY);
+                let json = ReplyJson {
+                    id: *id,
+                    result: result.clone(),
+                };
+                out.extend(serde_json::to_vec(&json).unwrap_or_default());
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
+        let (&kind, body) = bytes.split_first().ok_or(MessageError::Empty)?;
+        let json_bound = |body: &[u8]| {
+            if body.len() > MAX_JSON_BYTES {
+                Err(MessageError::TooLarge {
+                    bytes: body.len(),
+                    max: MAX_JSON_BYTES,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match kind {
+            RAFT => {
+                let (from, envelope) = body
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| MessageError::Malformed("no sender id".into()))?;
+                let from = NodeId::try_from(i64::from_be_bytes(*from))
+                    .map_err(|_| MessageError::Malformed("sender id out of range".into()))?;
+                Ok(Self::Raft {
+                    from,
+                    envelope: envelope.to_vec(),
+                })
+            }
+            REQUEST => {
+                json_bound(body)?;
+                let r: RequestJson = serde_json::from_slice(body)
+                    .map_err(|e| MessageError::Malformed(e.to_string()))?;
+                Ok(Self::Request {
+                    from: r.from,
+                    id: r.id,
+                    request: r.request,
+                })
+            }
+            REPLY => {
+                json_bound(body)?;
+                let r: ReplyJson = serde_json::from_slice(body)
+                    .map_err(|e| MessageError::Malformed(e.to_string()))?;
+                Ok(Self::Reply {
+                    id: r.id,
+                    result: r.result,
+                })
+            }
+            k => Err(MessageError::UnknownKind(k)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Vec<NodeMessage> {
+        vec![
+            NodeMessage::Raft {
+                from: 3,
+                envelope: vec![1, 2, 3],
+            },
+            NodeMessage::Request {
+                from: 2,
+                id: 9,
+                request: ControllerRequest::CreateTopic {
+                    name: "t".into(),
+                    partitions: 3,
+                    replication_factor: 1,
+                    configs: BTreeMap::from([("retention.ms".into(), "1000".into())]),
+                },
+            },
+            NodeMessage::Request {
+                from: 1,
+                id: 10,
+                request: ControllerRequest::Command {
+                    command: Command::DeleteTopic { name: "t".into() },
+                },
+            },
+            NodeMessage::Reply {
+                id: 9,
+                result: Err(Failure::TopicExists("topic \"t\" already exists".into())),
+            },
+            NodeMessage::Reply {
+                id: 10,
+                result: Ok(()),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in samples() {
+            assert_eq!(NodeMessage::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn cut_or_damaged_bytes_are_typed_errors_never_panics() {
+        assert_eq!(NodeMessage::decode(&[]), Err(MessageError::Empty));
+        assert_eq!(
+            NodeMessage::decode(&[77]),
+            Err(MessageError::UnknownKind(77))
+        );
+        for m in samples() {
+            let bytes = m.encode();
+            for cut in 0..bytes.len() {
+                let _ = NodeMessage::decode(&bytes[..cut]);
+            }
+            let mut seed = 0x9E37_79B9_u64;
+            for _ in 0..2_000 {
+                let mut b = bytes.clone();
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let at = (seed >> 33) as usize % b.len();
+                b[at] ^= (seed >> 13) as u8 | 1;
+                let _ = NodeMessage::decode(&b);
+            }
+        }
+        let huge = [&[REQUEST][..], &vec![b' '; MAX_JSON_BYTES + 1]].concat();
+        assert!(matches!(
+            NodeMessage::decode(&huge),
+            Err(MessageError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,269 @@
+//! Three real nodes on loopback forming one cluster: the controller (a Raft group of the
+//! three) elects a leader over the nodes' internal QUIC links, every node follows its log
+//! and serves the same metadata; topics created at any node are placed over all three;
+//! the controller survives kill -9 of a node, and the node catches up when it returns.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use quiver_tests::cli::Cli;
+use quiver_tests::node::{free_ports, quiver_binary, Node};
+
+const SHARDS: usize = 2;
+
+struct Cluster {
+    dirs: Vec<tempfile::TempDir>,
+    ports: Vec<u16>,
+    seeds: String,
+    nodes: Vec<Option<Node>>,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+impl Cluster {
+    /// Three nodes (ids 1..=3) sharing node 1's dev certificate, each a controller voter.
+    fn start() -> Self {
+        let dirs: Vec<tempfile::TempDir> = (0..3)
+            .map(|_| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap())
+            .collect();
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            // Distinct ranges: probe past the ones already taken.
+            let mut p = free_ports(SHARDS);
+            while ports
+                .iter()
+                .any(|q: &u16| p < q + SHARDS as u16 && *q < p + SHARDS as u16)
+            {
+                p = free_ports(SHARDS);
+            }
+            ports.push(p);
+        }
+        let seeds = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            dirs,
+            ports,
+            seeds,
+            nodes: vec![None, None, None],
+        };
+        cluster.start_node(1);
+        for i in 2..=3 {
+            copy_dir(
+                &cluster.dirs[0].path().join("tls"),
+                &cluster.dirs[i - 1].path().join("tls"),
+            );
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    fn start_node(&mut self, id: usize) {
+        let node = Node::start_with(
+            self.dirs[id - 1].path(),
+            SHARDS,
+            self.ports[id - 1],
+            &["--node-id", &id.to_string(), "--seeds", &self.seeds],
+        );
+        self.nodes[id - 1] = Some(node);
+    }
+
+    fn kill(&mut self, id: usize) {
+        if let Some(node) = self.nodes[id - 1].take() {
+            node.kill();
+        }
+    }
+
+    fn cli(&self, id: usize) -> Cli {
+        Cli {
+            broker: format!("127.0.0.1:{}", self.ports[id - 1]),
+            data_dir: self.dirs[0].path().display().to_string(),
+        }
+    }
+
+    fn cluster_id(&self, id: usize) -> String {
+        let out = self.cli(id).ok(&["cluster", "info", "--json"], None);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["cluster_id"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// Retries `f` until it returns `Some`, for up to `secs` seconds (every 100 ms): the
+/// cluster's events (an election, a follower catching up) have no signal a test can await.
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn topics(cli: &Cli) -> Vec<String> {
+    let out = cli.run(&["topic", "list", "--json"], None);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn three_nodes_share_one_controller_place_topics_over_all_and_survive_a_kill() {
+    let mut cluster = Cluster::start();
+
+    // One cluster: every node learns the id its first controller leader chose.
+    let id = eventually(20, "a controller leader initializes the cluster", || {
+        let ids: Vec<String> = (1..=3).map(|n| cluster.cluster_id(n)).collect();
+        (!ids[0].is_empty() && ids.iter().all(|i| *i == ids[0])).then(|| ids[0].clone())
+    });
+    assert!(id.starts_with("quiver-"), "{id}");
+    for n in 1..=3 {
+        eventually(10, "node.json records the cluster", || {
+            let text = std::fs::read_to_string(cluster.dirs[n - 1].path().join("node.json"))
+                .unwrap_or_default();
+            text.contains(&id).then_some(())
+        });
+    }
+
+    // Created at node 2 (forwarded to the controller leader wherever it is), served by all,
+    // placed over the three nodes: each leads two of six partitions.
+    eventually(20, "topic creation once every node registered", || {
+        let out = cluster
+            .cli(2)
+            .run(&["topic", "create", "readings", "--partitions", "6"], None);
+        out.status.success().then_some(())
+    });
+    let desc: serde_json::Value = serde_json::from_str(
+        &cluster
+            .cli(3)
+            .ok(&["topic", "describe", "readings", "--json"], None),
+    )
+    .unwrap();
+    let parts = desc["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 6);
+    let mut leaders: Vec<i64> = parts
+        .iter()
+        .map(|p| p["leader"].as_i64().unwrap())
+        .collect();
+    leaders.sort_unstable();
+    assert_eq!(
+        leaders,
+        vec![1, 1, 2, 2, 3, 3],
+        "leaders spread evenly: {desc}"
+    );
+    for p in parts {
+        let leader = p["leader"].as_u64().unwrap() as usize;
+        let shard = p["shard"].as_u64().unwrap() as u16;
+        assert_eq!(
+            p["address"].as_str().unwrap(),
+            format!("127.0.0.1:{}", cluster.ports[leader - 1] + shard),
+            "metadata sends clients to the leader's node: {p}"
+        );
+    }
+
+    // Produced through node 1 (the client follows each partition's address), read back
+    // whole through node 3.
+    let input: String = (0..60).map(|i| format!("key-{i}:reading-{i}\n")).collect();
+    cluster.cli(1).ok(
+        &["produce", "readings", "--key-separator", ":"],
+        Some(&input),
+    );
+    let out = cluster.cli(3).ok(&["consume", "readings"], None);
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort_unstable();
+    let mut want: Vec<String> = (0..60).map(|i| format!("reading-{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+
+    // kill -9 a node: the two others keep a controller (a majority) and take changes.
+    cluster.kill(1);
+    eventually(20, "a topic created while node 1 is down", || {
+        let out = cluster.cli(2).run(
+            &["topic", "create", "while-down", "--partitions", "2"],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() || !err.contains("panicked"),
+            "creation failed badly: {err}"
+        );
+        out.status.success().then_some(())
+    });
+    assert!(
+        topics(&cluster.cli(2)).contains(&"while-down".to_string()),
+        "the node that asked serves the change at once"
+    );
+    // The others follow the controller's log, a heartbeat or so later.
+    eventually(10, "node 3 learns the new topic", || {
+        topics(&cluster.cli(3))
+            .contains(&"while-down".to_string())
+            .then_some(())
+    });
+
+    // Back: it replays its log, hears from the leader, and serves the change it missed.
+    cluster.start_node(1);
+    eventually(20, "the restarted node catches up", || {
+        topics(&cluster.cli(1))
+            .contains(&"while-down".to_string())
+            .then_some(())
+    });
+    assert_eq!(
+        cluster.cluster_id(1),
+        id,
+        "the same cluster after a restart"
+    );
+}
+
+#[test]
+fn a_node_outside_its_seeds_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let port = free_ports(1);
+    let out = std::process::Command::new(quiver_binary())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--shards",
+            "1",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--node-id",
+            "4",
+            "--seeds",
+            &format!("1@127.0.0.1:{port},2@127.0.0.1:{}", port + 10),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not among the seeds"), "{err}");
+    let out = std::process::Command::new(quiver_binary())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--seeds", "one@nowhere"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a node id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
