@@ -64,7 +64,7 @@ impl Admin {
 
     /// A group's state, configuration, members with their assignments, and committed offsets.
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
-        match group_request(&self.client, |id| groups::describe_group(id, group)).await? {
+        match group_request(&self.client, group, |id| groups::describe_group(id, group)).await? {
             Response::DescribeGroup(r) => r.map_err(broker_error),
             _ => Err(unexpected("DescribeGroup")),
         }
@@ -73,7 +73,11 @@ impl Admin {
     /// Deletes a group and its committed offsets; refused while it has live members unless
     /// `force` (they are fenced).
     pub async fn delete_group(&self, group: &str, force: bool) -> Result<()> {
-        match group_request(&self.client, |id| groups::delete_group(id, group, force)).await? {
+        match group_request(&self.client, group, |id| {
+            groups::delete_group(id, group, force)
+        })
+        .await?
+        {
             Response::DeleteGroup(r) => r.map_err(broker_error),
             _ => Err(unexpected("DeleteGroup")),
         }
@@ -82,7 +86,7 @@ impl Admin {
     /// Sets group configuration keys (`session_timeout_ms`, `heartbeat_interval_ms`,
     /// `assignor`); unknown keys and bad values are refused by name.
     pub async fn alter_group_config(&self, group: &str, set: &[(&str, &str)]) -> Result<()> {
-        match group_request(&self.client, |id| {
+        match group_request(&self.client, group, |id| {
             groups::alter_group_config(id, group, set)
         })
         .await?

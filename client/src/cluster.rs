@@ -256,6 +256,52 @@ impl Client {
         )))
     }
 
+    /// A request for the coordinator of `key` in `internal_topic` (a group id in
+    /// `__consumer_offsets`, a transactional id in `__transaction_state`): sent to the node
+    /// serving the key's partition of that topic, found as Kafka's FindCoordinator would. While
+    /// the topic does not exist, to a bootstrap broker (it creates the topic on first use);
+    /// once after a `NotOwner`, again with fresh metadata.
+    pub async fn coordinator_request(
+        &self,
+        internal_topic: &str,
+        key: &str,
+        build: impl Fn(u64) -> Bytes,
+    ) -> Result<ResponseFrame> {
+        let mut refreshed = false;
+        loop {
+            let route = if refreshed {
+                self.refresh_route(internal_topic).await
+            } else {
+                self.route(internal_topic).await
+            };
+            let target = match route {
+                Ok(r) if !r.partitions.is_empty() => {
+                    let n = u32::try_from(r.partitions.len()).unwrap_or(u32::MAX);
+                    let p = quiver_group::coordinator_key::coordinator_partition(key, n);
+                    usize::try_from(p)
+                        .ok()
+                        .and_then(|p| r.partitions.get(p))
+                        .copied()
+                }
+                Ok(_) => None,
+                Err(e) if e.needs_metadata_refresh() || e.is_retriable() => None,
+                Err(ClientError::Broker {
+                    code: ErrorCode::UnknownTopic,
+                    ..
+                }) => None,
+                Err(e) => return Err(e),
+            };
+            let answer = match target {
+                Some(addr) => self.request_to(addr, &build).await,
+                None => self.bootstrap_request(&build).await,
+            };
+            match answer {
+                Err(e) if e.needs_metadata_refresh() && !refreshed => refreshed = true,
+                other => return other,
+            }
+        }
+    }
+
     /// Where `topic`'s partitions are served (cached).
     pub async fn route(&self, topic: &str) -> Result<Arc<TopicRoute>> {
         if let Some(r) = self.cached_route(topic) {

@@ -233,13 +233,16 @@ pub(crate) fn broker_error(e: ApiError) -> ClientError {
     }
 }
 
-/// Sends a group request (any broker forwards it to the group's coordinator) and reads the
-/// answer back into the broker's types.
+/// Sends a group request to the group's coordinator and reads the answer back into the
+/// broker's types.
 pub(crate) async fn group_request(
     client: &Client,
+    group: &str,
     build: impl Fn(u64) -> bytes::Bytes,
 ) -> Result<Response> {
-    let resp = client.bootstrap_request(build).await?;
+    let resp = client
+        .coordinator_request(quiver_group::OFFSETS_TOPIC, group, build)
+        .await?;
     groups::read_response(&resp.envelope())
         .ok_or_else(|| ClientError::Protocol("the group response has no body".into()))
 }
@@ -254,7 +257,11 @@ pub(crate) async fn fetch_committed(
     group: &str,
     partitions: &[TopicPartition],
 ) -> Result<Vec<(TopicPartition, CommittedOffset)>> {
-    match group_request(client, |id| groups::offset_fetch(id, group, partitions)).await? {
+    match group_request(client, group, |id| {
+        groups::offset_fetch(id, group, partitions)
+    })
+    .await?
+    {
         Response::OffsetFetch(r) => r.map_err(broker_error),
         _ => Err(unexpected("OffsetFetch")),
     }
@@ -262,7 +269,11 @@ pub(crate) async fn fetch_committed(
 
 /// Commits offsets; the first refusal (of the request or of a partition) is the error.
 pub(crate) async fn commit_offsets(client: &Client, commit: &OffsetCommit) -> Result<()> {
-    match group_request(client, |id| groups::offset_commit(id, commit)).await? {
+    match group_request(client, &commit.group, |id| {
+        groups::offset_commit(id, commit)
+    })
+    .await?
+    {
         Response::OffsetCommit {
             outcome,
             partitions,
@@ -281,7 +292,7 @@ async fn nack_request(
     client: &Client,
     n: &quiver_broker_api::Nack,
 ) -> Result<quiver_broker_api::NackReply> {
-    match group_request(client, |id| groups::nack(id, n)).await? {
+    match group_request(client, &n.group, |id| groups::nack(id, n)).await? {
         Response::Nack(r) => r.map_err(broker_error),
         _ => Err(unexpected("Nack")),
     }
@@ -931,7 +942,7 @@ async fn send_heartbeat(
     hb: &Heartbeat,
 ) -> Result<quiver_broker_api::HeartbeatOutcome> {
     let name = client.config().client_name.as_str();
-    match group_request(client, |id| groups::heartbeat((id, name), hb)).await? {
+    match group_request(client, &hb.group, |id| groups::heartbeat((id, name), hb)).await? {
         Response::ConsumerGroupHeartbeat(r) => r.map_err(broker_error),
         _ => Err(unexpected("ConsumerGroupHeartbeat")),
     }

@@ -112,10 +112,16 @@ impl QuicServer {
         max_frame_bytes: usize,
         max_connections: usize,
     ) -> Result<Self, NetError> {
-        let mut socket = UdpSocket::bind(addr).map_err(|e| NetError::Bind {
-            addr,
-            source: e.into(),
-        })?;
+        // Bound without SO_REUSEPORT (glommio's own bind sets it): a second node on the same
+        // port must fail here, not share the port and receive half of the first's datagrams.
+        let std_socket =
+            std::net::UdpSocket::bind(addr).map_err(|e| NetError::Bind { addr, source: e })?;
+        // SAFETY: the fd is an open UDP socket we own; glommio takes ownership of it.
+        let mut socket = unsafe {
+            <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(
+                std_socket,
+            ))
+        };
         // glommio receives into an 8 KiB buffer by default and silently truncates larger
         // datagrams, which QUIC then drops as undecryptable: MTU discovery would fall back
         // to 1200 bytes. Receive whole datagrams.

@@ -63,6 +63,25 @@ fn handshake(id: u64, info: &HandshakeInfo) -> Bytes {
     let cluster_id = Some(fbb.create_string(&info.cluster_id));
     let shard_ports = Some(fbb.create_vector(&info.shard_ports));
     let versions = Some(fbb.create_vector(&crate::supported_versions()));
+    let nodes: Vec<_> = info
+        .nodes
+        .iter()
+        .map(|(node_id, address)| {
+            let address = Some(fbb.create_string(address));
+            wire::ClusterNode::create(
+                &mut fbb,
+                &wire::ClusterNodeArgs {
+                    node_id: *node_id,
+                    address,
+                },
+            )
+        })
+        .collect();
+    let nodes = Some(fbb.create_vector(&nodes));
+    let controller_voters = info
+        .controller
+        .as_ref()
+        .map(|c| fbb.create_vector(&c.voters));
     let body = wire::HandshakeResponse::create(
         &mut fbb,
         &wire::HandshakeResponseArgs {
@@ -71,6 +90,14 @@ fn handshake(id: u64, info: &HandshakeInfo) -> Bytes {
             shard_count: info.shard_ports.len() as u16,
             shard_ports,
             versions,
+            nodes,
+            controller_leader: info
+                .controller
+                .as_ref()
+                .and_then(|c| c.leader)
+                .unwrap_or(-1),
+            controller_term: info.controller.as_ref().map_or(0, |c| c.term),
+            controller_voters,
         },
     );
     let root = envelope(

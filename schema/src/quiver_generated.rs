@@ -1269,6 +1269,119 @@ impl ::core::fmt::Debug for HandshakeRequest<'_> {
       ds.finish()
   }
 }
+pub enum ClusterNodeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct ClusterNode<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for ClusterNode<'a> {
+  type Inner = ClusterNode<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> ClusterNode<'a> {
+  pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ADDRESS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    ClusterNode { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ClusterNodeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<ClusterNode<'bldr>> {
+    let mut builder = ClusterNodeBuilder::new(_fbb);
+    if let Some(x) = args.address { builder.add_address(x); }
+    builder.add_node_id(args.node_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node_id(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(ClusterNode::VT_NODE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn address(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ClusterNode::VT_ADDRESS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for ClusterNode<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("node_id", Self::VT_NODE_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("address", Self::VT_ADDRESS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ClusterNodeArgs<'a> {
+    pub node_id: i32,
+    pub address: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for ClusterNodeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ClusterNodeArgs {
+      node_id: 0,
+      address: None,
+    }
+  }
+}
+
+pub struct ClusterNodeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClusterNodeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node_id(&mut self, node_id: i32) {
+    self.fbb_.push_slot::<i32>(ClusterNode::VT_NODE_ID, node_id, 0);
+  }
+  #[inline]
+  pub fn add_address(&mut self, address: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ClusterNode::VT_ADDRESS, address);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClusterNodeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ClusterNodeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<ClusterNode<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for ClusterNode<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("ClusterNode");
+      ds.field("node_id", &self.node_id());
+      ds.field("address", &self.address());
+      ds.finish()
+  }
+}
 pub enum HandshakeResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1290,6 +1403,10 @@ impl<'a> HandshakeResponse<'a> {
   pub const VT_SHARD_COUNT: ::flatbuffers::VOffsetT = 8;
   pub const VT_SHARD_PORTS: ::flatbuffers::VOffsetT = 10;
   pub const VT_VERSIONS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_NODES: ::flatbuffers::VOffsetT = 14;
+  pub const VT_CONTROLLER_LEADER: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CONTROLLER_TERM: ::flatbuffers::VOffsetT = 18;
+  pub const VT_CONTROLLER_VOTERS: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1301,6 +1418,10 @@ impl<'a> HandshakeResponse<'a> {
     args: &'args HandshakeResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<HandshakeResponse<'bldr>> {
     let mut builder = HandshakeResponseBuilder::new(_fbb);
+    builder.add_controller_term(args.controller_term);
+    if let Some(x) = args.controller_voters { builder.add_controller_voters(x); }
+    builder.add_controller_leader(args.controller_leader);
+    if let Some(x) = args.nodes { builder.add_nodes(x); }
     if let Some(x) = args.versions { builder.add_versions(x); }
     if let Some(x) = args.shard_ports { builder.add_shard_ports(x); }
     if let Some(x) = args.cluster_id { builder.add_cluster_id(x); }
@@ -1345,6 +1466,34 @@ impl<'a> HandshakeResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ApiVersion>>>(HandshakeResponse::VT_VERSIONS, None)}
   }
+  #[inline]
+  pub fn nodes(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ClusterNode<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ClusterNode>>>>(HandshakeResponse::VT_NODES, None)}
+  }
+  #[inline]
+  pub fn controller_leader(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(HandshakeResponse::VT_CONTROLLER_LEADER, Some(-1)).unwrap()}
+  }
+  #[inline]
+  pub fn controller_term(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(HandshakeResponse::VT_CONTROLLER_TERM, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn controller_voters(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(HandshakeResponse::VT_CONTROLLER_VOTERS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for HandshakeResponse<'_> {
@@ -1358,6 +1507,10 @@ impl ::flatbuffers::Verifiable for HandshakeResponse<'_> {
      .visit_field::<u16>("shard_count", Self::VT_SHARD_COUNT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u16>>>("shard_ports", Self::VT_SHARD_PORTS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ApiVersion>>>("versions", Self::VT_VERSIONS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ClusterNode>>>>("nodes", Self::VT_NODES, false)?
+     .visit_field::<i32>("controller_leader", Self::VT_CONTROLLER_LEADER, false)?
+     .visit_field::<u64>("controller_term", Self::VT_CONTROLLER_TERM, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("controller_voters", Self::VT_CONTROLLER_VOTERS, false)?
      .finish();
     Ok(())
   }
@@ -1368,6 +1521,10 @@ pub struct HandshakeResponseArgs<'a> {
     pub shard_count: u16,
     pub shard_ports: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u16>>>,
     pub versions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ApiVersion>>>,
+    pub nodes: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ClusterNode<'a>>>>>,
+    pub controller_leader: i32,
+    pub controller_term: u64,
+    pub controller_voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
 }
 impl<'a> Default for HandshakeResponseArgs<'a> {
   #[inline]
@@ -1378,6 +1535,10 @@ impl<'a> Default for HandshakeResponseArgs<'a> {
       shard_count: 0,
       shard_ports: None,
       versions: None,
+      nodes: None,
+      controller_leader: -1,
+      controller_term: 0,
+      controller_voters: None,
     }
   }
 }
@@ -1408,6 +1569,22 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> HandshakeResponseBuilder<'a, 
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HandshakeResponse::VT_VERSIONS, versions);
   }
   #[inline]
+  pub fn add_nodes(&mut self, nodes: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<ClusterNode<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HandshakeResponse::VT_NODES, nodes);
+  }
+  #[inline]
+  pub fn add_controller_leader(&mut self, controller_leader: i32) {
+    self.fbb_.push_slot::<i32>(HandshakeResponse::VT_CONTROLLER_LEADER, controller_leader, -1);
+  }
+  #[inline]
+  pub fn add_controller_term(&mut self, controller_term: u64) {
+    self.fbb_.push_slot::<u64>(HandshakeResponse::VT_CONTROLLER_TERM, controller_term, 0);
+  }
+  #[inline]
+  pub fn add_controller_voters(&mut self, controller_voters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(HandshakeResponse::VT_CONTROLLER_VOTERS, controller_voters);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> HandshakeResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     HandshakeResponseBuilder {
@@ -1430,6 +1607,10 @@ impl ::core::fmt::Debug for HandshakeResponse<'_> {
       ds.field("shard_count", &self.shard_count());
       ds.field("shard_ports", &self.shard_ports());
       ds.field("versions", &self.versions());
+      ds.field("nodes", &self.nodes());
+      ds.field("controller_leader", &self.controller_leader());
+      ds.field("controller_term", &self.controller_term());
+      ds.field("controller_voters", &self.controller_voters());
       ds.finish()
   }
 }

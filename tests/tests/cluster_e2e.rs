@@ -193,6 +193,42 @@ fn three_nodes_share_one_controller_place_topics_over_all_and_survive_a_kill() {
     want.sort_unstable();
     assert_eq!(got, want);
 
+    // A consumer group on the cluster: its coordinator (a partition of __consumer_offsets,
+    // placed on some node) is found by the client wherever it is; offsets committed there
+    // are read back through another node.
+    let out = cluster.cli(2).ok(
+        &[
+            "consume",
+            "readings",
+            "--group",
+            "readers",
+            "--from-beginning",
+        ],
+        None,
+    );
+    assert_eq!(out.lines().count(), 60, "the group reads everything once");
+    let again = cluster
+        .cli(3)
+        .ok(&["consume", "readings", "--group", "readers"], None);
+    assert_eq!(
+        again.lines().count(),
+        0,
+        "and resumes at its committed offsets"
+    );
+    let d: serde_json::Value = serde_json::from_str(
+        &cluster
+            .cli(1)
+            .ok(&["group", "describe", "readers", "--json"], None),
+    )
+    .unwrap();
+    let lag: i64 = d["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["lag"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(lag, 0, "{d}");
+
     // kill -9 a node: the two others keep a controller (a majority) and take changes.
     cluster.kill(1);
     eventually(20, "a topic created while node 1 is down", || {
@@ -217,6 +253,42 @@ fn three_nodes_share_one_controller_place_topics_over_all_and_survive_a_kill() {
             .contains(&"while-down".to_string())
             .then_some(())
     });
+
+    // Status from a surviving node: node 1 down, the partitions it leads offline, the
+    // controller led by one of the two others.
+    let status: serde_json::Value =
+        serde_json::from_str(&cluster.cli(2).ok(&["cluster", "status", "--json"], None)).unwrap();
+    let node1 = &status["nodes"].as_array().unwrap()[0];
+    assert_eq!(node1["node_id"], 1);
+    assert_eq!(node1["up"], false, "{status}");
+    assert!(
+        status["nodes"][1]["up"].as_bool().unwrap() && status["nodes"][2]["up"].as_bool().unwrap()
+    );
+    let controller = status["controller"]["leader"].as_i64().unwrap();
+    assert!(controller == 2 || controller == 3, "{status}");
+    let mut led_by_1: Vec<String> = Vec::new();
+    for t in topics(&cluster.cli(2)) {
+        let d: serde_json::Value = serde_json::from_str(
+            &cluster
+                .cli(2)
+                .ok(&["topic", "describe", &t, "--json"], None),
+        )
+        .unwrap();
+        for p in d["partitions"].as_array().unwrap() {
+            if p["leader"] == 1 {
+                led_by_1.push(format!("{t}/{}", p["partition"]));
+            }
+        }
+    }
+    let mut offline: Vec<String> = status["offline_partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    offline.sort();
+    led_by_1.sort();
+    assert_eq!(offline, led_by_1, "offline = led by the node that is down");
 
     // Back: it replays its log, hears from the leader, and serves the change it missed.
     cluster.start_node(1);
@@ -266,4 +338,93 @@ fn a_node_outside_its_seeds_is_refused_with_the_reason() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn quiver_dev_cluster_starts_nodes_the_cli_finds_by_itself_and_stops_them_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Node N at base + 10 (N - 1): 21 consecutive free ports cover three nodes of one shard.
+    let base = free_ports(21);
+    let mut dev = std::process::Command::new(quiver_binary())
+        .current_dir(dir.path())
+        .args([
+            "dev",
+            "cluster",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = dev.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut printed = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("the dev cluster did not start; printed {printed:?}"));
+        let done = line.contains("Ctrl-C stops every node");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(printed
+        .iter()
+        .any(|l| l.contains(&format!("127.0.0.1:{}", base + 20))));
+    // Run from the cluster's folder, without --broker: the CLI finds the nodes and their
+    // certificate by itself.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(quiver_binary())
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let status = eventually(20, "three nodes registered and a controller leader", || {
+        let out = cli(&["cluster", "status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let nodes = v["nodes"].as_array()?;
+        (nodes.len() == 3
+            && nodes.iter().all(|n| n["up"] == true)
+            && v["controller"]["leader"].as_i64().is_some())
+        .then_some(v)
+    });
+    assert_eq!(status["controller"]["voters"], serde_json::json!([1, 2, 3]));
+    let out = cli(&["topic", "create", "t", "--partitions", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Ctrl-C (SIGINT to the dev command): every node stops, cleanly.
+    unsafe {
+        libc::kill(dev.id() as libc::pid_t, libc::SIGINT);
+    }
+    let exit = dev.wait().unwrap();
+    assert!(exit.success(), "{exit}");
+    // The rest of its output, up to its end (the reader thread stops at EOF).
+    let mut stopped = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        stopped.push(line);
+    }
+    for n in 1..=3 {
+        assert!(
+            stopped.contains(&format!("node {n} stopped")),
+            "{stopped:?}"
+        );
+    }
+    assert!(!dir.path().join("quiver-data/dev-cluster.brokers").exists());
 }

@@ -278,3 +278,48 @@ fn an_offset_past_the_end_is_reported_or_waited_for_and_a_missing_node_fails_at_
     let err = nobody.fails(&["topic", "list"], None);
     assert!(err.contains("nothing listens"), "{err}");
 }
+
+#[test]
+fn a_node_upgraded_from_metadata_json_carries_its_topics_into_the_controller_log() {
+    use quiver_broker::metadata::{Metadata, TopicMeta};
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // What a node of the previous version left: metadata.json, no controller log.
+    let mut legacy = Metadata {
+        version: 7,
+        cluster_id: "quiver-legacy-cluster".into(),
+        ..Metadata::default()
+    };
+    legacy
+        .topics
+        .insert("old-orders".into(), TopicMeta::on_shards(0, &[0, 1, 0]));
+    std::fs::write(dir.path().join("metadata.json"), legacy.to_json()).unwrap();
+
+    let node = Node::start(dir.path(), 2);
+    let cli = Cli::for_node(&node);
+    let info: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["cluster", "info", "--json"], None)).unwrap();
+    assert_eq!(
+        info["cluster_id"], "quiver-legacy-cluster",
+        "the same cluster id"
+    );
+    let desc: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["topic", "describe", "old-orders", "--json"], None))
+            .unwrap();
+    assert_eq!(desc["partitions"].as_array().unwrap().len(), 3);
+    assert!(!dir.path().join("metadata.json").exists());
+    assert!(dir.path().join("metadata.json.migrated").exists());
+    assert!(dir.path().join("controller.log").exists());
+    // It writes through the carried-over partitions and keeps everything across a restart.
+    cli.ok(
+        &["produce", "old-orders", "--partition", "1"],
+        Some("a\nb\n"),
+    );
+    let base = node.base_port;
+    assert!(node.terminate().success(), "a clean stop");
+    let node = Node::start_on(dir.path(), 2, base);
+    let cli = Cli::for_node(&node);
+    assert_eq!(cli.ok(&["consume", "old-orders"], None), "a\nb\n");
+    let info: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["cluster", "info", "--json"], None)).unwrap();
+    assert_eq!(info["cluster_id"], "quiver-legacy-cluster");
+}

@@ -38,18 +38,38 @@ impl ClientArgs {
         match (&self.ca, &self.fingerprint) {
             (Some(ca), _) => TlsTrust::CaFile(ca.clone()),
             (None, Some(fp)) => TlsTrust::Fingerprint(fp.clone()),
-            (None, None) => TlsTrust::LocalDataDir(self.node_data_dir.clone()),
+            (None, None) => TlsTrust::LocalDataDir(self.local_node_dir()),
         }
+    }
+
+    /// The local node's data directory: `--node-data-dir`, or in a dev cluster's folder its
+    /// first node's (all share its certificate).
+    fn local_node_dir(&self) -> PathBuf {
+        let dev_node = self.node_data_dir.join("node-1");
+        if !self.node_data_dir.join("tls").exists() && dev_node.join("tls").exists() {
+            return dev_node;
+        }
+        self.node_data_dir.clone()
+    }
+
+    /// The brokers to try: `--broker`; left at its default in a dev cluster's folder, every
+    /// node of that cluster (`quiver dev cluster` lists them).
+    fn broker_list(&self) -> String {
+        if self.broker == crate::serve::DEFAULT_LISTEN {
+            let file = self.node_data_dir.join(crate::dev_cluster::BROKERS_FILE);
+            if let Ok(list) = std::fs::read_to_string(file) {
+                if !list.trim().is_empty() {
+                    return list.trim().to_string();
+                }
+            }
+        }
+        self.broker.clone()
     }
 
     fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
         let mut out = Vec::new();
-        for b in self
-            .broker
-            .split(',')
-            .map(str::trim)
-            .filter(|b| !b.is_empty())
-        {
+        let brokers = self.broker_list();
+        for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
             let addrs = b
                 .to_socket_addrs()
                 .map_err(|e| format!("broker address {b:?}: {e} (expected host:port)"))?;

@@ -2,9 +2,11 @@
 //! `offsets` and `cluster` talk to one. Tables for people, `--json` for scripts; errors say what to do.
 
 mod bench_cmd;
+mod cluster_status;
 mod connect;
 mod consume;
 mod consume_group;
+mod dev_cluster;
 mod dlq;
 mod group;
 mod produce;
@@ -41,6 +43,11 @@ enum Command {
         config: Option<PathBuf>,
         #[command(flatten)]
         flags: ServeConfig,
+    },
+    /// Local playgrounds: `quiver dev cluster --nodes 3` runs a cluster of node processes here.
+    Dev {
+        #[command(subcommand)]
+        command: DevCommand,
     },
     /// Create, list, describe, delete topics and change their configs.
     Topic {
@@ -147,7 +154,7 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// The node you are talking to.
+    /// The node you are talking to, and the cluster's nodes and controller.
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
@@ -282,9 +289,30 @@ enum BenchCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum DevCommand {
+    /// Start N node processes on this machine (data in <data-dir>/node-N, ports 7420, 7430,
+    /// ...), print how to reach them, stop them all on Ctrl-C.
+    Cluster {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Shards per node.
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+        /// Port of node 1's shard 0; node N's is 10 × (N − 1) higher.
+        #[arg(long, default_value_t = 7420)]
+        base_port: u16,
+        #[arg(long, default_value = "./quiver-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum ClusterCommand {
     /// Cluster id, node id, shards and their ports, topic count.
     Info,
+    /// Every node (up or down from here), the controller leader and voters, partitions
+    /// led per node, offline partitions.
+    Status,
 }
 
 /// glommio 0.9 logs an ERROR when its iopoll probe fails for a reason other than "not
@@ -502,10 +530,17 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 command: ClusterCommand::Info,
                 client,
             } => topic::cluster_info(&client).await,
+            Command::Cluster {
+                command: ClusterCommand::Status,
+                client,
+            } => cluster_status::status(&client).await,
             Command::Bench {
                 command: BenchCommand::Run(args),
             } => bench_cmd::run_workload(*args).await,
-            Command::Serve { .. } | Command::ConfigReference | Command::Bench { .. } => Ok(()),
+            Command::Serve { .. }
+            | Command::ConfigReference
+            | Command::Bench { .. }
+            | Command::Dev { .. } => Ok(()),
         }
     });
     // Do not wait for a blocked read of stdin (produce stops reading at its first failure)
@@ -518,6 +553,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, flags } => serve_command(config, flags),
+        Command::Dev {
+            command:
+                DevCommand::Cluster {
+                    nodes,
+                    shards,
+                    base_port,
+                    data_dir,
+                },
+        } => dev_cluster::run(nodes, shards, base_port, data_dir).map_err(|e| (1, e)),
         Command::ConfigReference => {
             print!("{}", serve::config_reference_markdown());
             Ok(())

@@ -45,7 +45,8 @@ impl Producer {
         })
     }
 
-    /// Sends a request to the transaction coordinator (any node routes it there), retrying
+    /// Sends a request to the transaction coordinator (the node serving the transactional
+    /// id's partition of `__transaction_state`), retrying
     /// what a retry may cure (the coordinator loading, the previous transaction still
     /// completing, a lost connection) within `delivery_timeout_ms`.
     async fn coordinator_request(&self, build: impl Fn(u64) -> bytes::Bytes) -> Result<Response> {
@@ -56,7 +57,7 @@ impl Producer {
             let answer = self
                 .inner
                 .client
-                .bootstrap_request(&build)
+                .coordinator_request(quiver_txn::TXN_TOPIC, self.transactional_id()?, &build)
                 .await
                 .and_then(|resp| {
                     txn::read_response(&resp.envelope())

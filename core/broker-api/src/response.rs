@@ -39,6 +39,18 @@ pub struct HandshakeInfo {
     pub cluster_id: String,
     /// Port of shard i (shard-aware clients connect to the owner directly).
     pub shard_ports: Vec<u16>,
+    /// The cluster's registered nodes: id and the `host:port` of its shard 0.
+    pub nodes: Vec<(i32, String)>,
+    /// The controller as this node sees it (known on shard 0).
+    pub controller: Option<ControllerInfo>,
+}
+
+/// The controller group as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerInfo {
+    pub leader: Option<i32>,
+    pub term: u64,
+    pub voters: Vec<i32>,
 }
 
 /// Where one partition is served.

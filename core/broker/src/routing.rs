@@ -32,25 +32,50 @@ pub fn owner(meta: &Metadata, topic: &str, partition: i32, shard_count: usize) -
         .map(|s| s % shard_count.max(1))
 }
 
-/// Decides where `request`, arriving at shard `here`, runs.
-pub fn route(
-    request: &Request,
-    meta: &Metadata,
-    shard_count: usize,
-    here: usize,
-) -> Result<Route, ApiError> {
+/// Where a request arrived: this node, its shard, and how many shards it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Here {
+    pub node: crate::metadata::NodeId,
+    pub shard: usize,
+    pub shard_count: usize,
+}
+
+/// Decides where `request`, arriving `here`, runs. A coordinator key whose partition another
+/// node leads is refused with `NotOwner` naming that node (the client sends it there).
+pub fn route(request: &Request, meta: &Metadata, here: Here) -> Result<Route, ApiError> {
+    let shard_count = here.shard_count;
+    let coordinator_of = |topic: &str, key: &str| -> Result<Option<usize>, ApiError> {
+        let Some((partition, shard)) = coordinator(meta, topic, key, shard_count) else {
+            return Ok(None);
+        };
+        match meta.partition(topic, partition) {
+            Some(pm) if pm.leader != here.node && !pm.replicas.is_empty() => {
+                let addr = meta
+                    .client_address(pm.leader, pm.shard % shard_count.max(1))
+                    .unwrap_or_else(|| "an address not registered yet".into());
+                Err(ApiError::new(
+                    ErrorCode::NotOwner,
+                    format!(
+                        "the coordinator of {key:?} ({topic}/{partition}) is node {} at {addr}, not node {}; send it there (refresh metadata)",
+                        pm.leader, here.node
+                    ),
+                ))
+            }
+            _ => Ok(Some(shard)),
+        }
+    };
     let target = if request.is_control() {
         Some(CONTROLLER_SHARD)
     } else if let Some(group) = request.group() {
         // Until the offsets topic exists, where it lands (which creates it, then forwards).
-        coordinator(meta, quiver_group::OFFSETS_TOPIC, group, shard_count).map(|(_, s)| s)
+        coordinator_of(quiver_group::OFFSETS_TOPIC, group)?
     } else if let Some(id) = request.transactional_id() {
-        coordinator(meta, quiver_txn::TXN_TOPIC, id, shard_count).map(|(_, s)| s)
+        coordinator_of(quiver_txn::TXN_TOPIC, id)?
     } else {
         data_owner(request, meta, shard_count)?
     };
     Ok(match target {
-        Some(shard) if shard != here => Route::Shard(shard),
+        Some(shard) if shard != here.shard => Route::Shard(shard),
         _ => Route::Here,
     })
 }
@@ -90,22 +115,7 @@ pub fn unknown_partition(meta: &Metadata, topic: &str, partition: i32) -> ApiErr
     )
 }
 
-/// Java's `String.hashCode` (over UTF-16 code units), which Kafka uses to place coordinators:
-/// the same key lands on the same partition here as in Kafka.
-pub fn java_string_hash(key: &str) -> i32 {
-    key.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    })
-}
-
-/// The partition of an internal topic of `partitions` partitions that coordinates `key`
-/// (Kafka's `Utils.abs(key.hashCode()) % partitions`).
-pub fn coordinator_partition(key: &str, partitions: u32) -> i32 {
-    // Kafka's Utils.abs maps i32::MIN to 0 instead of overflowing.
-    let hash = java_string_hash(key);
-    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
-    (abs as u32 % partitions.max(1)) as i32
-}
+pub use quiver_group::coordinator_key::{coordinator_partition, java_string_hash};
 
 /// The partition and owning shard of the coordinator for `key` in `internal_topic`; `None`
 /// while that topic does not exist.
@@ -126,6 +136,15 @@ mod tests {
     use crate::metadata::TopicMeta;
     use bytes::BytesMut;
     use quiver_broker_api::{Acks, Fetch, FetchPartition, OffsetQuery, Produce, ProducePartition};
+
+    /// Arriving at node 0's `shard` of `shard_count`.
+    fn at(shard_count: usize, shard: usize) -> Here {
+        Here {
+            node: 0,
+            shard,
+            shard_count,
+        }
+    }
 
     /// Topic "t": partitions 0, 1, 2 on shards 0, 1, 0 (of 2).
     fn meta() -> Metadata {
@@ -154,16 +173,16 @@ mod tests {
     #[test]
     fn data_requests_go_to_the_owner_of_their_partitions() {
         let m = meta();
-        assert_eq!(route(&produce(&[1]), &m, 2, 0), Ok(Route::Shard(1)));
-        assert_eq!(route(&produce(&[1]), &m, 2, 1), Ok(Route::Here));
-        assert_eq!(route(&produce(&[0, 2]), &m, 2, 1), Ok(Route::Shard(0)));
+        assert_eq!(route(&produce(&[1]), &m, at(2, 0)), Ok(Route::Shard(1)));
+        assert_eq!(route(&produce(&[1]), &m, at(2, 1)), Ok(Route::Here));
+        assert_eq!(route(&produce(&[0, 2]), &m, at(2, 1)), Ok(Route::Shard(0)));
         assert_eq!(
-            route(&produce(&[0, 1]), &m, 2, 1),
+            route(&produce(&[0, 1]), &m, at(2, 1)),
             Ok(Route::Here),
             "partitions of two shards run where they landed"
         );
         assert_eq!(
-            route(&produce(&[7]), &m, 2, 1),
+            route(&produce(&[7]), &m, at(2, 1)),
             Ok(Route::Here),
             "an unknown partition is answered per entry"
         );
@@ -179,9 +198,9 @@ mod tests {
             }],
             isolation: Default::default(),
         });
-        assert_eq!(route(&fetch, &m, 2, 0), Ok(Route::Shard(1)));
+        assert_eq!(route(&fetch, &m, at(2, 0)), Ok(Route::Shard(1)));
         assert_eq!(
-            route(&fetch, &m, 1, 0),
+            route(&fetch, &m, at(1, 0)),
             Ok(Route::Here),
             "a table of 2 shards folds onto 1"
         );
@@ -191,19 +210,22 @@ mod tests {
     fn control_requests_go_to_the_controller_and_unknown_offsets_fail_whole() {
         let m = meta();
         let delete = Request::DeleteTopics(vec!["t".into()]);
-        assert_eq!(route(&delete, &m, 2, 1), Ok(Route::Shard(CONTROLLER_SHARD)));
-        assert_eq!(route(&delete, &m, 2, 0), Ok(Route::Here));
+        assert_eq!(
+            route(&delete, &m, at(2, 1)),
+            Ok(Route::Shard(CONTROLLER_SHARD))
+        );
+        assert_eq!(route(&delete, &m, at(2, 0)), Ok(Route::Here));
         let metadata = Request::Metadata { topics: vec![] };
-        assert_eq!(route(&metadata, &m, 2, 1), Ok(Route::Here));
+        assert_eq!(route(&metadata, &m, at(2, 1)), Ok(Route::Here));
         let offsets = |topic: &str, partition| Request::ListOffsets {
             topic: topic.into(),
             partition,
             query: OffsetQuery::Latest,
         };
-        assert_eq!(route(&offsets("t", 1), &m, 2, 0), Ok(Route::Shard(1)));
-        let e = route(&offsets("t", 9), &m, 2, 0).unwrap_err();
+        assert_eq!(route(&offsets("t", 1), &m, at(2, 0)), Ok(Route::Shard(1)));
+        let e = route(&offsets("t", 9), &m, at(2, 0)).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnknownPartition);
-        let e = route(&offsets("nope", 0), &m, 2, 0).unwrap_err();
+        let e = route(&offsets("nope", 0), &m, at(2, 0)).unwrap_err();
         assert_eq!(e.code, ErrorCode::UnknownTopic);
     }
 
@@ -236,5 +258,47 @@ mod tests {
         let (p, s) = coordinator(&m, "__consumer_offsets", "g", 2).unwrap();
         assert_eq!(p, coordinator_partition("g", 4));
         assert_eq!(s, owner(&m, "__consumer_offsets", p, 2).unwrap());
+    }
+
+    #[test]
+    fn a_coordinator_on_another_node_is_refused_naming_that_node() {
+        use quiver_cluster::NodeMeta;
+        let mut m = meta();
+        let mut offsets = TopicMeta::on_shards(0, &[0, 1]);
+        // Partition 1 of the offsets topic is led by node 2 (its shard 1).
+        offsets.partitions[1].leader = 2;
+        offsets.partitions[1].replicas = vec![2];
+        m.topics.insert("__consumer_offsets".into(), offsets);
+        m.nodes.insert(
+            2,
+            NodeMeta {
+                client_addr: "10.0.0.2:7420".into(),
+                internal_addr: "10.0.0.2:7420".into(),
+                rack: None,
+                shards: 2,
+            },
+        );
+        let group_on = |p: i32| {
+            (0..1000)
+                .map(|i| format!("g{i}"))
+                .find(|g| coordinator_partition(g, 2) == p)
+                .unwrap()
+        };
+        let request = |g: String| Request::OffsetFetch {
+            group: g,
+            partitions: vec![],
+        };
+        assert_eq!(
+            route(&request(group_on(0)), &m, at(2, 1)),
+            Ok(Route::Shard(0)),
+            "a local coordinator: its shard"
+        );
+        let e = route(&request(group_on(1)), &m, at(2, 0)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotOwner);
+        assert!(
+            e.message.contains("node 2 at 10.0.0.2:7421"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -186,7 +186,12 @@ impl Shard {
     pub async fn handle(self: Rc<Self>, ctx: RequestContext, request: Request) -> Response {
         let meta = self.metadata();
         let api = request.api();
-        match routing::route(&request, &meta, self.settings().shard_count, self.id) {
+        let here = routing::Here {
+            node: self.settings().node_id,
+            shard: self.id,
+            shard_count: self.settings().shard_count,
+        };
+        match routing::route(&request, &meta, here) {
             Ok(Route::Here) => self.serve(ctx, request).await,
             Ok(Route::Shard(owner)) => self.forward(owner, ctx, request).await,
             Err(error) => match api {
@@ -229,6 +234,18 @@ impl Shard {
                     shard_ports: (0..n)
                         .map(|i| self.settings().base_port.saturating_add(i as u16))
                         .collect(),
+                    nodes: meta
+                        .nodes
+                        .iter()
+                        .map(|(id, m)| (*id, m.client_addr.clone()))
+                        .collect(),
+                    controller: self.controller_status().map(|c| {
+                        quiver_broker_api::ControllerInfo {
+                            leader: c.leader,
+                            term: c.term,
+                            voters: c.voters,
+                        }
+                    }),
                 })
             }
             Request::Metadata { topics } => Response::Metadata(self.describe_topics(&topics)),
@@ -279,12 +296,8 @@ impl Shard {
     /// the leader registered (its shard 0's port + `shard`).
     pub(crate) fn leader_address(&self, meta: &Metadata, leader: NodeId, shard: usize) -> String {
         if leader != self.settings().node_id {
-            if let Some(addr) = meta.nodes.get(&leader).and_then(|n| {
-                n.client_addr
-                    .rsplit_once(':')
-                    .and_then(|(h, p)| Some((h.to_string(), p.parse::<usize>().ok()?)))
-            }) {
-                return format!("{}:{}", addr.0, addr.1 + shard);
+            if let Some(addr) = meta.client_address(leader, shard) {
+                return addr;
             }
         }
         self.address(shard)

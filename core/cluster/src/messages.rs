@@ -276,4 +276,18 @@ mod tests {
             Err(MessageError::TooLarge { .. })
         ));
     }
+
+    #[test]
+    fn the_fuzzers_seeds_are_valid_messages() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/seeds/cluster_message_decode");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let m = NodeMessage::decode(&bytes).unwrap();
+            assert_eq!(NodeMessage::decode(&m.encode()).unwrap(), m);
+            seen += 1;
+        }
+        assert!(seen >= 5);
+    }
 }

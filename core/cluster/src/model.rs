@@ -95,6 +95,14 @@ impl Metadata {
         self.partition(topic, partition).map(|p| p.shard)
     }
 
+    /// Where clients reach shard `shard` of `node`: the port it registered for its shard 0,
+    /// plus `shard`; `None` for a node not registered.
+    pub fn client_address(&self, node: NodeId, shard: usize) -> Option<String> {
+        let (host, port) = self.nodes.get(&node)?.client_addr.rsplit_once(':')?;
+        let port = port.parse::<usize>().ok()? + shard;
+        Some(format!("{host}:{port}"))
+    }
+
     pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionMeta> {
         let t = self.topics.get(topic)?;
         t.partitions.get(usize::try_from(partition).ok()?)

@@ -13,11 +13,14 @@
 //! - [`group`]: one group: epochs, members, target assignment, committed offsets.
 //! - [`coordinator`]: the groups of one coordinator partition: heartbeat, offset commit and
 //!   fetch, expiry, describe, list, delete.
+//! - [`coordinator_key`]: which partition of an internal topic coordinates a key (Kafka's
+//!   hash), shared by the broker's routing and the client.
 //! - [`record`]: the records of `__consumer_offsets` (key/value, tombstones), their codec.
 //! - [`error`]: typed errors (`FencedMemberEpoch`, `UnknownMemberId`, `StaleGeneration`, ...).
 
 pub mod assignor;
 pub mod coordinator;
+pub mod coordinator_key;
 pub mod error;
 pub mod group;
 pub mod member;

@@ -1,0 +1,161 @@
+//! `quiver cluster status`: every registered node, up or down as this machine reaches it, the
+//! controller leader and voters, partitions led per node, and the partitions whose leader is
+//! down (offline).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use quiver_client::Admin;
+use serde_json::json;
+
+use crate::connect::{print_table, ClientArgs};
+
+/// How long a node may take to answer before it is reported down.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The controller and nodes as one node reports them (its handshake).
+struct View {
+    node_id: i32,
+    cluster_id: String,
+    nodes: Vec<(i32, String)>,
+    controller_leader: Option<i32>,
+    controller_term: u64,
+    voters: Vec<i32>,
+}
+
+async fn view(args: &ClientArgs) -> Result<View, String> {
+    let client = args.connect().await?;
+    let resp = client
+        .bootstrap_request(|id| quiver_schema::requests::handshake(id, "quiver-cli"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let h = resp
+        .envelope()
+        .body_as_handshake_response()
+        .ok_or("the broker sent no handshake body")?;
+    Ok(View {
+        node_id: h.node_id(),
+        cluster_id: h.cluster_id().unwrap_or_default().to_string(),
+        nodes: h
+            .nodes()
+            .into_iter()
+            .flatten()
+            .map(|n| (n.node_id(), n.address().unwrap_or_default().to_string()))
+            .collect(),
+        controller_leader: (h.controller_leader() >= 0).then_some(h.controller_leader()),
+        controller_term: h.controller_term(),
+        voters: h.controller_voters().into_iter().flatten().collect(),
+    })
+}
+
+/// Whether the node at `address` answers a handshake within [`PROBE_TIMEOUT`].
+async fn is_up(args: &ClientArgs, address: &str) -> bool {
+    let mut probe = args.clone();
+    probe.broker = address.to_string();
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, view(&probe)).await,
+        Ok(Ok(_))
+    )
+}
+
+pub async fn status(args: &ClientArgs) -> Result<(), String> {
+    let here = view(args).await?;
+    let client = args.connect().await?;
+    let topics = Admin::new(client)
+        .list_topics()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut up = BTreeMap::new();
+    for (id, address) in &here.nodes {
+        let alive = *id == here.node_id || is_up(args, address).await;
+        up.insert(*id, alive);
+    }
+    let mut leads: BTreeMap<i32, usize> = BTreeMap::new();
+    let mut partitions = 0usize;
+    let mut offline = Vec::new();
+    for t in &topics {
+        for p in &t.partitions {
+            partitions += 1;
+            *leads.entry(p.leader).or_default() += 1;
+            if up.get(&p.leader) == Some(&false) {
+                offline.push(format!("{}/{}", t.name, p.partition));
+            }
+        }
+    }
+    let role = |id: i32| {
+        if here.controller_leader == Some(id) {
+            "controller leader"
+        } else if here.voters.contains(&id) {
+            "controller voter"
+        } else {
+            ""
+        }
+    };
+    if args.json {
+        let nodes: Vec<serde_json::Value> = here
+            .nodes
+            .iter()
+            .map(|(id, address)| {
+                json!({"node_id": id, "address": address, "up": up.get(id).copied().unwrap_or(false),
+                       "role": role(*id), "leaders": leads.get(id).copied().unwrap_or(0)})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({
+                "cluster_id": here.cluster_id,
+                "asked_node": here.node_id,
+                "controller": {"leader": here.controller_leader, "term": here.controller_term, "voters": here.voters},
+                "nodes": nodes,
+                "partitions": partitions,
+                "offline_partitions": offline,
+                "under_replicated_partitions": 0,
+            })
+        );
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "NODE".to_string(),
+        "ADDRESS".into(),
+        "STATE".into(),
+        "ROLE".into(),
+        "LEADERS".into(),
+    ]];
+    for (id, address) in &here.nodes {
+        rows.push(vec![
+            id.to_string(),
+            address.clone(),
+            if up.get(id) == Some(&true) {
+                "up"
+            } else {
+                "down"
+            }
+            .into(),
+            role(*id).into(),
+            leads.get(id).copied().unwrap_or(0).to_string(),
+        ]);
+    }
+    print_table(&rows);
+    println!();
+    match here.controller_leader {
+        Some(l) => println!(
+            "controller  node {l} leads (term {}), voters {:?}",
+            here.controller_term, here.voters
+        ),
+        None => println!(
+            "controller  no leader known to node {} (voters {:?}): a majority of voters must be up",
+            here.node_id, here.voters
+        ),
+    }
+    println!(
+        "partitions  {partitions}, offline {} (their leader is down){}",
+        offline.len(),
+        if offline.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", offline.join(" "))
+        }
+    );
+    println!("            under-replicated 0 (one replica per partition until replication lands)");
+    Ok(())
+}
