@@ -65,9 +65,72 @@ pub fn marker_kind(batch: &[u8]) -> Option<ControlKind> {
     }
 }
 
+/// Control record type of a replicated partition's leader change (a new leader's first
+/// entry in its term), as KRaft numbers its `LeaderChange` record.
+pub const LEADER_CHANGE: i16 = 2;
+/// Control record type of a replicated partition's membership (voters and learners), as
+/// KRaft numbers its `KRaftVoters` record.
+pub const MEMBERSHIP: i16 = 6;
+
+/// A non-transactional control batch of one record of `record_type` with `value` (base
+/// offset 0: the log stamps it): what a partition's Raft group writes for entries that are
+/// not the users' records. Readers skip control batches.
+pub fn raft_control(record_type: i16, value: &[u8], timestamp_ms: i64) -> BytesMut {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&record_type.to_be_bytes());
+    let mut b = BatchBuilder::new().control();
+    b.push(&NewRecord {
+        key: Some(Bytes::from(key)),
+        value: Some(Bytes::copy_from_slice(value)),
+        headers: Vec::new(),
+        timestamp_ms,
+    });
+    b.build()
+}
+
+/// The record type and value of a non-transactional control batch (`None`: not one).
+pub fn raft_control_record(batch: &[u8]) -> Option<(i16, Bytes)> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.is_transactional() {
+        return None;
+    }
+    let record = RecordIter::new(Bytes::copy_from_slice(batch))
+        .ok()?
+        .next()?
+        .ok()?;
+    let key = record.key?;
+    let [0, 0, hi, lo] = key.get(..4)? else {
+        return None;
+    };
+    Some((
+        i16::from_be_bytes([*hi, *lo]),
+        record.value.unwrap_or_default(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raft_control_batches_round_trip_and_are_not_markers() {
+        let b = raft_control(MEMBERSHIP, b"voters", 5);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert!(h.is_control() && !h.is_transactional());
+        assert_eq!(h.records_count, 1);
+        assert_eq!(
+            raft_control_record(&b),
+            Some((MEMBERSHIP, Bytes::from_static(b"voters")))
+        );
+        assert_eq!(
+            marker_kind(&b),
+            None,
+            "never taken for a transaction marker"
+        );
+        let m = marker(1, 0, ControlKind::Commit, 0);
+        assert_eq!(raft_control_record(&m), None);
+    }
 
     #[test]
     fn markers_round_trip_and_carry_the_producer() {

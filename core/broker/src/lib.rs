@@ -30,6 +30,9 @@
 //!   start with its torn tail cut off, appended and fdatasynced per round, rewritten when it
 //!   grows.
 //!
+//! - [`replication`]: replicated partitions (each a Raft group over its segment log);
+//!   today the sans-IO mapping of the Raft log onto the segment log.
+//!
 //! Where what comes next goes: `auth/` (authenticate the
 //! context's peer, authorize each request against ACLs); the replication of a partition
 //! behind [`replica`] (core/raft holds the consensus core, core/cluster the metadata state
@@ -51,6 +54,7 @@ pub mod partition;
 pub mod produce;
 pub mod producer_ids;
 pub mod replica;
+pub mod replication;
 pub mod routing;
 pub mod shard;
 pub mod topic_config;
