@@ -64,11 +64,25 @@ impl Admin {
         Self { client }
     }
 
-    /// Creates a topic; returns once every shard serves its partitions.
+    /// Creates a topic with the node's default replication factor; returns once every
+    /// shard of the node asked serves its partitions.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<()> {
+        self.create_replicated_topic(name, partitions, 0, configs)
+            .await
+    }
+
+    /// Creates a topic whose partitions have `replication_factor` replicas each (0: the
+    /// node's default), placed on distinct nodes.
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
         configs: &[(&str, &str)],
     ) -> Result<()> {
         let resp = self
@@ -79,6 +93,7 @@ impl Admin {
                     &[NewTopic {
                         name,
                         partitions,
+                        replication_factor,
                         configs,
                     }],
                 )

@@ -176,6 +176,7 @@ fn parse(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, String, Parsed), 
                         .map(|t| NewTopic {
                             name: t.name().unwrap_or_default().to_string(),
                             partitions: t.partitions(),
+                            replication_factor: t.replication_factor(),
                             configs: configs(t.configs()),
                         })
                         .collect()
@@ -427,6 +428,7 @@ mod tests {
             &[requests::NewTopic {
                 name: "n",
                 partitions: 3,
+                replication_factor: 0,
                 configs: &[("retention_ms", "5")],
             }],
         );
@@ -435,6 +437,7 @@ mod tests {
             Request::CreateTopics(vec![NewTopic {
                 name: "n".into(),
                 partitions: 3,
+                replication_factor: 0,
                 configs: vec![("retention_ms".into(), "5".into())]
             }])
         );

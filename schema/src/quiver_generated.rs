@@ -2249,6 +2249,7 @@ impl<'a> NewTopic<'a> {
   pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
   pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 6;
   pub const VT_CONFIGS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REPLICATION_FACTOR: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2263,6 +2264,7 @@ impl<'a> NewTopic<'a> {
     if let Some(x) = args.configs { builder.add_configs(x); }
     builder.add_partitions(args.partitions);
     if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_replication_factor(args.replication_factor);
     builder.finish()
   }
 
@@ -2288,6 +2290,13 @@ impl<'a> NewTopic<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>(NewTopic::VT_CONFIGS, None)}
   }
+  #[inline]
+  pub fn replication_factor(&self) -> i16 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i16>(NewTopic::VT_REPLICATION_FACTOR, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for NewTopic<'_> {
@@ -2299,6 +2308,7 @@ impl ::flatbuffers::Verifiable for NewTopic<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
      .visit_field::<i32>("partitions", Self::VT_PARTITIONS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ConfigEntry>>>>("configs", Self::VT_CONFIGS, false)?
+     .visit_field::<i16>("replication_factor", Self::VT_REPLICATION_FACTOR, false)?
      .finish();
     Ok(())
   }
@@ -2307,6 +2317,7 @@ pub struct NewTopicArgs<'a> {
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub partitions: i32,
     pub configs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ConfigEntry<'a>>>>>,
+    pub replication_factor: i16,
 }
 impl<'a> Default for NewTopicArgs<'a> {
   #[inline]
@@ -2315,6 +2326,7 @@ impl<'a> Default for NewTopicArgs<'a> {
       name: None,
       partitions: 0,
       configs: None,
+      replication_factor: 0,
     }
   }
 }
@@ -2337,6 +2349,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NewTopicBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NewTopic::VT_CONFIGS, configs);
   }
   #[inline]
+  pub fn add_replication_factor(&mut self, replication_factor: i16) {
+    self.fbb_.push_slot::<i16>(NewTopic::VT_REPLICATION_FACTOR, replication_factor, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NewTopicBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     NewTopicBuilder {
@@ -2357,6 +2373,7 @@ impl ::core::fmt::Debug for NewTopic<'_> {
       ds.field("name", &self.name());
       ds.field("partitions", &self.partitions());
       ds.field("configs", &self.configs());
+      ds.field("replication_factor", &self.replication_factor());
       ds.finish()
   }
 }

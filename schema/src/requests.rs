@@ -71,6 +71,8 @@ pub fn metadata<'h>(header: impl Into<RequestHeader<'h>>, topics: &[&str]) -> By
 pub struct NewTopic<'a> {
     pub name: &'a str,
     pub partitions: i32,
+    /// Replicas per partition; 0: the node's default.
+    pub replication_factor: i16,
     pub configs: &'a [(&'a str, &'a str)],
 }
 
@@ -87,6 +89,7 @@ pub fn create_topics<'h>(header: impl Into<RequestHeader<'h>>, topics: &[NewTopi
                     name,
                     partitions: t.partitions,
                     configs,
+                    replication_factor: t.replication_factor,
                 },
             )
         })

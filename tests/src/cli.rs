@@ -61,6 +61,18 @@ impl Cli {
             .expect("run quiver")
     }
 
+    /// Starts a command that reads stdin as the test writes it (a producer fed over time).
+    pub fn spawn_with_stdin(&self, args: &[&str]) -> std::process::Child {
+        Command::new(quiver_binary())
+            .args(args)
+            .args(["--broker", &self.broker, "--node-data-dir", &self.data_dir])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run quiver")
+    }
+
     pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.run(args, stdin);
         assert!(

@@ -52,6 +52,7 @@ async fn create(
             &[NewTopic {
                 name,
                 partitions,
+                replication_factor: 0,
                 configs,
             }],
         ))

@@ -428,3 +428,146 @@ fn quiver_dev_cluster_starts_nodes_the_cli_finds_by_itself_and_stops_them_on_ctr
     }
     assert!(!dir.path().join("quiver-data/dev-cluster.brokers").exists());
 }
+
+/// Each partition's (leader, leader epoch), as `cli`'s node knows them; `None` while it does
+/// not know the topic.
+fn try_leaders(cli: &Cli, topic: &str) -> Option<Vec<(i64, i64)>> {
+    let out = cli.run(&["topic", "describe", topic, "--json"], None);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    d["partitions"]
+        .as_array()?
+        .iter()
+        .map(|p| Some((p["leader"].as_i64()?, p["leader_epoch"].as_i64()?)))
+        .collect()
+}
+
+fn leaders(cli: &Cli, topic: &str) -> Vec<(i64, i64)> {
+    try_leaders(cli, topic).unwrap_or_else(|| panic!("no metadata of {topic}"))
+}
+
+fn consumed_values(cli: &Cli, topic: &str) -> Vec<String> {
+    let out = cli.ok(&["consume", topic], None);
+    let mut v: Vec<String> = out.lines().map(String::from).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn replicated_partitions_fail_over_on_kill_9_and_lose_no_acknowledged_record() {
+    use std::io::Write;
+    let mut cluster = Cluster::start();
+    eventually(20, "topic creation once every node registered", || {
+        let out = cluster.cli(1).run(
+            &[
+                "topic",
+                "create",
+                "sensors",
+                "--partitions",
+                "6",
+                "--replication-factor",
+                "3",
+            ],
+            None,
+        );
+        out.status.success().then_some(())
+    });
+    // Every partition elects a leader among its three replicas and records it (epoch ≥ 1).
+    let before = eventually(20, "every partition's leader recorded", || {
+        let l = try_leaders(&cluster.cli(2), "sensors")?;
+        l.iter().all(|(_, epoch)| *epoch >= 1).then_some(l)
+    });
+    let d: serde_json::Value = serde_json::from_str(
+        &cluster
+            .cli(2)
+            .ok(&["topic", "describe", "sensors", "--json"], None),
+    )
+    .unwrap();
+    for p in d["partitions"].as_array().unwrap() {
+        assert_eq!(p["replicas"].as_array().unwrap().len(), 3, "{p}");
+    }
+
+    // A producer (acks=all, idempotent) writes through a kill -9 of the node leading the
+    // most partitions: it exits 0 only once every record is acknowledged.
+    let mut counts = [0usize; 4];
+    for (l, _) in &before {
+        counts[*l as usize] += 1;
+    }
+    let victim = (1..=3).max_by_key(|n| counts[*n]).unwrap();
+    let survivor = if victim == 1 { 2 } else { 1 };
+    let mut producer =
+        cluster
+            .cli(survivor)
+            .spawn_with_stdin(&["produce", "sensors", "--key-separator", ":"]);
+    let mut stdin = producer.stdin.take().unwrap();
+    let line = |i: usize| format!("sensor-{i}:reading-{i:04}\n");
+    for i in 0..100 {
+        stdin.write_all(line(i).as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
+    // The first records are in (acknowledged) before the kill.
+    eventually(20, "the first records are readable", || {
+        (consumed_values(&cluster.cli(survivor), "sensors").len() >= 50).then_some(())
+    });
+    let killed_at = Instant::now();
+    cluster.kill(victim);
+    for i in 100..200 {
+        stdin.write_all(line(i).as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = producer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "every record acknowledged despite the kill: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let failover_ms = killed_at.elapsed().as_millis();
+    // New leaders, at higher epochs, none on the dead node.
+    let after = leaders(&cluster.cli(survivor), "sensors");
+    for ((l0, e0), (l1, e1)) in before.iter().zip(&after) {
+        assert_ne!(*l1, victim as i64, "{after:?}");
+        if *l0 == victim as i64 {
+            assert!(
+                e1 > e0,
+                "a new leader has a newer epoch: {before:?} -> {after:?}"
+            );
+        }
+    }
+    let want: Vec<String> = (0..200).map(|i| format!("reading-{i:04}")).collect();
+    assert_eq!(
+        consumed_values(&cluster.cli(survivor), "sensors"),
+        want,
+        "every acknowledged record exactly once (failover and rest of the run: {failover_ms} ms)"
+    );
+
+    // The node comes back and catches up from the leaders; then the other survivor goes:
+    // writes commit only on both replicas left, so they go on only once the restarted node
+    // holds the log again, and the two serve everything.
+    cluster.start_node(victim);
+    let other = (1..=3).find(|n| *n != victim && *n != survivor).unwrap();
+    eventually(30, "the restarted node knows the topic again", || {
+        (try_leaders(&cluster.cli(victim), "sensors")?.len() == 6).then_some(())
+    });
+    cluster.kill(other);
+    let input: String = (200..220).map(line).collect();
+    eventually(
+        30,
+        "writes go on with the restarted node and one other",
+        || {
+            cluster
+                .cli(victim)
+                .run(
+                    &["produce", "sensors", "--key-separator", ":"],
+                    Some(&input),
+                )
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let got = consumed_values(&cluster.cli(victim), "sensors");
+    let want: Vec<String> = (0..220).map(|i| format!("reading-{i:04}")).collect();
+    assert_eq!(
+        got, want,
+        "nothing lost, nothing twice, across two failovers"
+    );
+}

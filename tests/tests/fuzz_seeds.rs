@@ -42,6 +42,7 @@ fn write_fuzz_seeds_on_request() {
                 &[requests::NewTopic {
                     name: "t",
                     partitions: 3,
+                    replication_factor: 0,
                     configs: &[("retention_ms", "1")],
                 }],
             ),

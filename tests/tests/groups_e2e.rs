@@ -50,6 +50,7 @@ async fn members_share_partitions_commits_are_fenced_and_survive_kill_9() {
         &[NewTopic {
             name: "events",
             partitions: 6,
+            replication_factor: 0,
             configs: &[],
         }],
     ))
@@ -151,6 +152,7 @@ async fn oversize_ids_and_metadata_and_unknown_groups_get_typed_errors_and_chang
         &[NewTopic {
             name: "events",
             partitions: 2,
+            replication_factor: 0,
             configs: &[],
         }],
     ))

@@ -72,6 +72,7 @@ async fn retries_are_written_once_gaps_are_refused_and_ids_are_never_reused() {
         &[NewTopic {
             name: "events",
             partitions: 1,
+            replication_factor: 0,
             configs: &[],
         }],
     ))

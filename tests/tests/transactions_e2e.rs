@@ -348,6 +348,7 @@ async fn bad_transactional_input_gets_typed_errors_and_changes_nothing() {
         &[NewTopic {
             name: "out",
             partitions: 1,
+            replication_factor: 0,
             configs: &[],
         }],
     ))

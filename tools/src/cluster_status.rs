@@ -1,6 +1,8 @@
 //! `quiver cluster status`: every registered node, up or down as this machine reaches it, the
-//! controller leader and voters, partitions led per node, and the partitions whose leader is
-//! down (offline).
+//! controller leader and voters, partitions led per node, the partitions whose leader is down
+//! (offline) and those with a replica on a node that is down (under-replicated). A
+//! replicated partition's leader moves on by itself (within an election timeout): offline
+//! then means no replica could take over.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -73,12 +75,16 @@ pub async fn status(args: &ClientArgs) -> Result<(), String> {
     let mut leads: BTreeMap<i32, usize> = BTreeMap::new();
     let mut partitions = 0usize;
     let mut offline = Vec::new();
+    let mut under_replicated = Vec::new();
     for t in &topics {
         for p in &t.partitions {
             partitions += 1;
             *leads.entry(p.leader).or_default() += 1;
+            let name = format!("{}/{}", t.name, p.partition);
             if up.get(&p.leader) == Some(&false) {
-                offline.push(format!("{}/{}", t.name, p.partition));
+                offline.push(name);
+            } else if p.replicas.iter().any(|r| up.get(r) == Some(&false)) {
+                under_replicated.push(name);
             }
         }
     }
@@ -109,7 +115,7 @@ pub async fn status(args: &ClientArgs) -> Result<(), String> {
                 "nodes": nodes,
                 "partitions": partitions,
                 "offline_partitions": offline,
-                "under_replicated_partitions": 0,
+                "under_replicated_partitions": under_replicated,
             })
         );
         return Ok(());
@@ -156,6 +162,14 @@ pub async fn status(args: &ClientArgs) -> Result<(), String> {
             format!(": {}", offline.join(" "))
         }
     );
-    println!("            under-replicated 0 (one replica per partition until replication lands)");
+    println!(
+        "            under-replicated {} (a replica's node is down){}",
+        under_replicated.len(),
+        if under_replicated.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", under_replicated.join(" "))
+        }
+    );
     Ok(())
 }

@@ -177,6 +177,9 @@ enum TopicCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+        /// Replicas per partition, on distinct nodes (default: 1).
+        #[arg(long, default_value_t = 0)]
+        replication_factor: i16,
         /// Topic config, key=value (repeatable): retention_ms, segment_bytes, flush_policy, ...
         #[arg(long = "config", value_name = "KEY=VALUE")]
         config: Vec<String>,
@@ -368,8 +371,9 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 TopicCommand::Create {
                     name,
                     partitions,
+                    replication_factor,
                     config,
-                } => topic::create(&client, &name, partitions, &config).await,
+                } => topic::create(&client, &name, partitions, replication_factor, &config).await,
                 TopicCommand::List => topic::list(&client).await,
                 TopicCommand::Describe { name } => topic::describe(&client, &name).await,
                 TopicCommand::Delete { name } => topic::delete(&client, &name).await,

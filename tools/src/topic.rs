@@ -25,12 +25,13 @@ pub async fn create(
     args: &ClientArgs,
     name: &str,
     partitions: i32,
+    replication_factor: i16,
     config: &[String],
 ) -> Result<(), String> {
     let kv = parse_kv(config)?;
     let admin = Admin::new(args.connect().await?);
     admin
-        .create_topic(name, partitions, &refs(&kv))
+        .create_replicated_topic(name, partitions, replication_factor, &refs(&kv))
         .await
         .map_err(|e| e.to_string())?;
     if args.json {

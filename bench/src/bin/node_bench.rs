@@ -229,7 +229,7 @@ fn main() {
         let node_addr: SocketAddr = format!("127.0.0.1:{}", broker.port).parse().expect("addr");
         let conn = Arc::new(Connection::connect(node_addr, "localhost", &TlsTrust::LocalDataDir(node_dir.clone())).await.expect("node"));
         for (name, configs) in [("nosync", &[("flush_policy", "interval"), ("flush_ms", "1000")][..]), ("fsync", &[][..])] {
-            let r = conn.request(requests::create_topics(conn.next_request_id(), &[requests::NewTopic { name, partitions: 1, configs }])).await.expect("create");
+            let r = conn.request(requests::create_topics(conn.next_request_id(), &[requests::NewTopic { name, partitions: 1, replication_factor: 0, configs }])).await.expect("create");
             let err = r.envelope().body_as_create_topics_response().and_then(|b| b.results()).map(|r| r.get(0).error().map(|e| e.code()));
             assert!(matches!(err, Some(None) | Some(Some(ErrorCode::TopicExists))), "create {name}: {err:?}");
         }

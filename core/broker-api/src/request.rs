@@ -54,6 +54,8 @@ pub enum Acks {
 pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
+    /// Replicas per partition; 0: the node's default.
+    pub replication_factor: i16,
     pub configs: Vec<(String, String)>,
 }
 

@@ -109,8 +109,10 @@ impl Shard {
                 let request = ControllerRequest::CreateTopic {
                     name: t.name.clone(),
                     partitions: t.partitions as usize,
-                    // Until partitions replicate (issue 25), one replica each.
-                    replication_factor: 1,
+                    replication_factor: match t.replication_factor {
+                        rf if rf <= 0 => 1,
+                        rf => rf as usize,
+                    },
                     configs: t.configs.into_iter().collect(),
                 };
                 outcome = self.change(request, |m| m.topics.contains_key(&name)).await;
@@ -217,12 +219,25 @@ impl Shard {
         let n = self.settings().shard_count;
         let node = self.settings().node_id;
         let mut wanted = BTreeMap::new();
+        let driver = self.replication();
+        if let Some(d) = &driver {
+            d.set_metadata(meta.clone());
+        }
+        // Per partition wanted here: its configs, replica state, and group when replicated.
+        let mut groups: BTreeMap<(String, i32), (u64, Vec<crate::metadata::NodeId>)> =
+            BTreeMap::new();
         for (name, t) in &meta.topics {
             for (p, pm) in t.partitions.iter().enumerate() {
                 let here = pm.replicas.is_empty() || pm.replicas.contains(&node);
                 if here && pm.shard % n == self.id {
                     let replica = ReplicaState::new(node, pm);
                     wanted.insert((name.clone(), p as i32), (t.configs.clone(), replica));
+                    if t.is_replicated() {
+                        groups.insert(
+                            (name.clone(), p as i32),
+                            (t.group_id(p as i32), pm.replicas.clone()),
+                        );
+                    }
                 }
             }
         }
@@ -237,6 +252,9 @@ impl Shard {
             let Some(open) = self.partitions.borrow_mut().remove(&key) else {
                 continue;
             };
+            if let (Some((g, _)), Some(d)) = (&open.group, &driver) {
+                d.remove_group(*g);
+            }
             if let Err(e) = open.log.close().await {
                 tracing::warn!(topic = %key.0, partition = key.1, "closing a log failed: {e}");
             }
@@ -273,12 +291,19 @@ impl Shard {
                     if let Err(e) = log.spawn_cleanup(self.background, interval) {
                         tracing::warn!("retention and compaction task not started: {e}");
                     }
+                    let group = match (groups.get(&key), &driver) {
+                        (Some((g, replicas)), Some(d)) => {
+                            Some((*g, d.add_group(*g, &key.0, key.1, replicas, log.clone())))
+                        }
+                        _ => None,
+                    };
                     self.partitions.borrow_mut().insert(
                         key,
                         Partition {
                             log,
                             replica,
                             configs,
+                            group,
                         },
                     );
                 }

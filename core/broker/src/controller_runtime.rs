@@ -161,16 +161,14 @@ impl ControllerHandle {
         self.bell.ring();
     }
 
-    /// Takes one internal message another node sent. Malformed bytes are dropped (counted in
-    /// the log at debug): a peer's garbage must not stop the controller.
-    pub fn deliver(&self, bytes: &[u8]) {
-        let message = match NodeMessage::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::debug!("dropping an internal message: {e}");
-                return;
-            }
-        };
+    /// Takes the controller group's messages of an envelope from node `from`.
+    pub fn deliver_envelope(&self, from: NodeId, envelope: Envelope) {
+        self.push(Input::Raft { from, envelope });
+    }
+
+    /// Takes a request or reply another node sent (Raft envelopes go to
+    /// [`ControllerHandle::deliver_envelope`]).
+    pub fn deliver_message(&self, message: NodeMessage) {
         match message {
             NodeMessage::Raft { from, envelope } => match codec::decode(&envelope) {
                 Ok(envelope) => self.push(Input::Raft { from, envelope }),

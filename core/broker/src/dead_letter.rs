@@ -172,6 +172,9 @@ impl Shard {
         let request = Request::CreateTopics(vec![NewTopic {
             name: name.to_string(),
             partitions,
+            // Internal topics have one replica until coordinators follow replicated
+            // partitions' leadership.
+            replication_factor: 1,
             configs: configs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

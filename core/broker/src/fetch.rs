@@ -55,7 +55,7 @@ impl Shard {
                         .flatten()
                         .map(|p| {
                             let from = p.offsets().high_watermark;
-                            Box::pin(p.log.wait_for_offset(from))
+                            Box::pin(async move { p.wait_readable(from).await })
                         })
                         .collect();
                     futures_lite::future::or(select_any(wakeups), async {

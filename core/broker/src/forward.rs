@@ -31,6 +31,8 @@ pub enum ShardCall {
     ApplyMetadata,
     /// A step of a transaction that runs on the shard owning what it touches.
     Txn(Box<crate::txn::TxnCall>),
+    /// A change for the controller (shard 0 holds the node's controller member).
+    Controller(Box<quiver_cluster::messages::ControllerRequest>),
 }
 
 /// The answer to a [`ShardCall`].
@@ -118,6 +120,9 @@ impl Shard {
                         }
                         ShardCall::Txn(call) => {
                             ShardReply::Done(shard.clone().run_txn_call(*call).await)
+                        }
+                        ShardCall::Controller(request) => {
+                            ShardReply::Done(shard.submit_to_controller(*request).await)
                         }
                     };
                     if shard

@@ -13,6 +13,8 @@ pub struct Partition {
     pub replica: ReplicaState,
     /// The topic configs the log was opened with (a change reopens it).
     pub configs: BTreeMap<String, String>,
+    /// A replicated partition's Raft group (its id and marks); `None`: a single replica.
+    pub group: Option<(u64, std::rc::Rc<crate::replication::driver::GroupHandle>)>,
 }
 
 impl Partition {
@@ -27,6 +29,25 @@ impl Partition {
 
     /// The partition's marks as clients see them (high watermark included).
     pub fn offsets(&self) -> PartitionOffsets {
-        self.replica.offsets(self.marks())
+        let mut o = self.replica.offsets(self.marks());
+        if let Some((_, g)) = &self.group {
+            // Readable: what a quorum holds (the commit index is the high watermark).
+            o.high_watermark = o.durable_offset.min(g.commit_index.get());
+        }
+        o
+    }
+
+    /// Resolves once offset `from` is readable (below the high watermark).
+    pub async fn wait_readable(&self, from: u64) {
+        match &self.group {
+            None => self.log.wait_for_offset(from).await,
+            Some((_, g)) => loop {
+                let waiter = g.progress.register();
+                if self.offsets().high_watermark > from {
+                    return;
+                }
+                let _ = waiter.await;
+            },
+        }
     }
 }

@@ -32,9 +32,14 @@ impl Shard {
             let prepared = self
                 .locate(&part.topic, part.partition)
                 .and_then(|partition| {
-                    let epoch = partition
-                        .replica
-                        .append_epoch(&part.topic, part.partition)?;
+                    // A replicated partition's leader is its group's (checked when proposed).
+                    let epoch = if partition.group.is_some() {
+                        0
+                    } else {
+                        partition
+                            .replica
+                            .append_epoch(&part.topic, part.partition)?
+                    };
                     let batches = split_batches(part.records)?;
                     if let Some(h) = transactional_header(&batches)? {
                         check_transactional(&partition, &p.transactional_id, &part.topic)?;
@@ -46,7 +51,7 @@ impl Shard {
                     Ok((partition, epoch, batches))
                 });
             match prepared {
-                Ok(w) => work.push((i, w)),
+                Ok(w) => work.push((i, part.topic.clone(), part.partition, w)),
                 Err(e) => progress.borrow_mut().fail(i, e, -1),
             }
         }
@@ -60,19 +65,43 @@ impl Shard {
                 .await
             {
                 let refused: Vec<usize> = joining.iter().map(|(i, _)| *i).collect();
-                work.retain(|(i, _)| !refused.contains(i));
+                work.retain(|(i, ..)| !refused.contains(i));
                 for i in refused {
                     progress.borrow_mut().fail(i, e.clone(), -1);
                 }
             }
         }
         let point = AckPoint::of(p.acks);
-        let appends = work.into_iter().map(|(i, (partition, epoch, batches))| {
-            let progress = progress.clone();
-            async move {
-                append_all(&partition, epoch, point, batches, i, &progress).await;
-            }
-        });
+        let driver = self.replication();
+        let appends =
+            work.into_iter()
+                .map(|(i, topic, partition_id, (partition, epoch, batches))| {
+                    let progress = progress.clone();
+                    let driver = driver.clone();
+                    async move {
+                        match (&partition.group, driver) {
+                            (Some(_), Some(driver)) => {
+                                let result = crate::replication::produce::append_replicated(
+                                    &driver,
+                                    &topic,
+                                    &partition,
+                                    partition_id,
+                                    point,
+                                    batches,
+                                )
+                                .await;
+                                let start = partition.log.log_start_offset();
+                                match result {
+                                    Ok((base, last)) => {
+                                        progress.borrow_mut().appended(i, base, last, start)
+                                    }
+                                    Err(e) => progress.borrow_mut().fail(i, e, start as i64),
+                                }
+                            }
+                            _ => append_all(&partition, epoch, point, batches, i, &progress).await,
+                        }
+                    }
+                });
         if p.acks == Acks::None {
             // Enqueued in this task: bounded by the logs' back-pressure, errors reported in
             // the entries (a client with acks=none may ignore them).

@@ -71,10 +71,10 @@ impl ReplicaState {
         Ok(self.leader_epoch)
     }
 
-    /// The high watermark given this replica's durable offset. Only a single replica exists
-    /// today, so it is the durable offset; it never passes it.
+    /// The high watermark given this replica's durable offset, for a single replica: the
+    /// durable offset. A replicated partition's is its group's commit index, never past the
+    /// durable offset either (`Partition::offsets`).
     pub fn high_watermark(&self, durable_offset: u64) -> u64 {
-        debug_assert!(self.replicas.len() <= 1, "replication is not built yet");
         durable_offset
     }
 

@@ -96,6 +96,8 @@ pub struct Shard {
     pub(crate) controller: RefCell<Option<Rc<crate::controller_runtime::ControllerHandle>>>,
     /// Woken each time a published metadata was applied on every shard.
     pub(crate) metadata_applied: quiver_storage::signal::WaitList,
+    /// The driver of this shard's replicated partitions.
+    pub(crate) replication: RefCell<Option<Rc<crate::replication::driver::ReplicaDriver>>>,
 }
 
 /// The protocol-neutral error of a storage failure.
@@ -144,6 +146,49 @@ impl Shard {
             txns: Default::default(),
             controller: RefCell::new(None),
             metadata_applied: Default::default(),
+            replication: RefCell::new(None),
+        }
+    }
+
+    /// The node's current metadata.
+    pub fn node_metadata(&self) -> Arc<Metadata> {
+        self.node.metadata.snapshot()
+    }
+
+    /// Gives this shard the driver of its replicated partitions.
+    pub fn set_replication(&self, driver: Rc<crate::replication::driver::ReplicaDriver>) {
+        *self.replication.borrow_mut() = Some(driver);
+    }
+
+    pub fn replication(&self) -> Option<Rc<crate::replication::driver::ReplicaDriver>> {
+        self.replication.borrow().clone()
+    }
+
+    /// Asks the node's controller (on shard 0) for `request`, from any shard.
+    pub async fn submit_to_controller(
+        &self,
+        request: quiver_cluster::messages::ControllerRequest,
+    ) -> Result<(), ApiError> {
+        let controller = self.controller.borrow().clone();
+        if let Some(c) = controller {
+            return c
+                .submit(request)
+                .await
+                .map_err(|f| ApiError::new(ErrorCode::Timeout, f.message().to_string()));
+        }
+        match self
+            .call(
+                crate::routing::CONTROLLER_SHARD,
+                crate::forward::ShardCall::Controller(Box::new(request)),
+            )
+            .await
+        {
+            ShardReply::Done(r) => r,
+            ShardReply::Dropped(e) => Err(e),
+            _ => Err(ApiError::new(
+                ErrorCode::Unknown,
+                "shard 0 answered another call",
+            )),
         }
     }
 

@@ -98,7 +98,8 @@ pub fn apply(meta: &mut Metadata, cmd: &Command) -> Result<(), CommandError> {
                 return Err(CommandError::NoPartitions);
             }
             check_partitions(meta, partitions)?;
-            let t = crate::model::TopicMeta::new(partitions.clone(), configs.clone());
+            let mut t = crate::model::TopicMeta::new(partitions.clone(), configs.clone());
+            t.id = meta.version + 1;
             meta.topics.insert(name.clone(), t);
         }
         Command::DeleteTopic { name } => {

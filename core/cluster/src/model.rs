@@ -35,7 +35,14 @@ pub struct TopicMeta {
     partition_shards: Vec<usize>,
     /// User overrides, `key -> value` (validated by `topic_config`).
     pub configs: BTreeMap<String, String>,
+    /// Unique in the cluster's history: the metadata version that created the topic (0: a
+    /// topic of a single node's older metadata). A deleted and re-created topic gets another.
+    #[serde(default)]
+    pub id: u64,
 }
+
+/// Partitions per topic a Raft group id can tell apart (above the broker's limit).
+pub const GROUP_PARTITION_BITS: u32 = 16;
 
 impl TopicMeta {
     pub fn new(partitions: Vec<PartitionMeta>, configs: BTreeMap<String, String>) -> Self {
@@ -43,7 +50,21 @@ impl TopicMeta {
             partitions,
             partition_shards: Vec::new(),
             configs,
+            id: 0,
         }
+    }
+
+    /// The Raft group id of a replicated partition: the topic id above the partition (group
+    /// 0 is the controller; a topic id is never 0 for a replicated topic).
+    pub fn group_id(&self, partition: i32) -> u64 {
+        (self.id << GROUP_PARTITION_BITS) | u64::from(partition as u16)
+    }
+
+    /// Whether its partitions are replicated (more than one replica each).
+    pub fn is_replicated(&self) -> bool {
+        self.partitions
+            .first()
+            .is_some_and(|p| p.replicas.len() > 1)
     }
 
     /// A topic of `node`, with partition i on shard `shards[i]`, at leader epoch 0.
@@ -60,6 +81,7 @@ impl TopicMeta {
                 .collect(),
             partition_shards: Vec::new(),
             configs: BTreeMap::new(),
+            id: 0,
         }
     }
 }

@@ -10,12 +10,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{CpuSet, Latency, LocalExecutorPoolBuilder, PoolPlacement, Shares};
-use quiver_broker::controller_runtime::{ControllerHandle, ControllerTask, NodeLinks};
+use quiver_broker::controller_runtime::{
+    ControllerHandle, ControllerTask, NodeLinks, CONTROLLER_GROUP,
+};
 use quiver_broker::controller_store::ControllerStore;
+use quiver_broker::replication::driver::{DriverContext, ReplicaDriver};
 use quiver_broker_api::{Principal, RequestContext};
+use quiver_cluster::messages::{ControllerRequest, NodeMessage};
 use quiver_cluster::model::NodeMeta;
 use quiver_net::server::{internal_frame, Handler, Links, Peer, QuicServer};
 use quiver_net::tls::{self, QuicLimits, TlsIdentity};
+use quiver_raft::Envelope;
 use quiver_schema::{decode, encode};
 
 use crate::data_dir_lock::DataDirLock;
@@ -122,12 +127,53 @@ impl Handler for ShardHandler {
         })
     }
 
+    /// Another node's message: the controller group's part of a Raft envelope to the
+    /// controller (shard 0), the partition groups' part to this shard's driver; controller
+    /// requests and replies to the controller. Malformed frames are dropped.
     fn internal(&self, peer: Rc<Peer>, frame: BytesMut) {
-        match &self.1 {
-            Some(controller) => controller.deliver(frame.get(4..).unwrap_or_default()),
-            None => {
-                tracing::debug!(from = %peer.remote, "internal frame for shard {}: dropped", self.0.id)
+        let message = match NodeMessage::decode(frame.get(4..).unwrap_or_default()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(from = %peer.remote, "dropping an internal frame: {e}");
+                return;
             }
+        };
+        match message {
+            NodeMessage::Raft { from, envelope } => {
+                let envelope = match quiver_raft::codec::decode(&envelope) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::debug!(from, "dropping a Raft envelope: {e}");
+                        return;
+                    }
+                };
+                let (controller, partitions): (Vec<_>, Vec<_>) = envelope
+                    .messages
+                    .into_iter()
+                    .partition(|(g, _)| *g == CONTROLLER_GROUP);
+                if let (Some(c), false) = (&self.1, controller.is_empty()) {
+                    c.deliver_envelope(
+                        from,
+                        Envelope {
+                            messages: controller,
+                        },
+                    );
+                }
+                if let (Some(d), false) = (self.0.replication(), partitions.is_empty()) {
+                    d.deliver(
+                        from,
+                        Envelope {
+                            messages: partitions,
+                        },
+                    );
+                }
+            }
+            other => match &self.1 {
+                Some(c) => c.deliver_message(other),
+                None => {
+                    tracing::debug!(from = %peer.remote, "a controller message for shard {}: dropped", self.0.id)
+                }
+            },
         }
     }
 }
@@ -225,7 +271,7 @@ pub fn run_node(
     let controller_slot = Arc::new(std::sync::Mutex::new(Some(ControllerBoot {
         booted,
         registration,
-        link_config,
+        link_config: link_config.clone(),
     })));
     let banner_base = Banner {
         shard_addresses: Vec::new(),
@@ -263,6 +309,7 @@ pub fn run_node(
             let result = shard_main(
                 shared,
                 controller_slot,
+                link_config,
                 mesh,
                 stop_fds,
                 server_config,
@@ -416,10 +463,72 @@ async fn start_controller(
     Ok(handle)
 }
 
+/// Records this node as `topic/partition`'s leader at `term` in the controller, retrying
+/// (the controller may be electing too) for as long as it still leads at that term.
+async fn record_leader(
+    shard: Rc<Shard>,
+    me: i32,
+    topic: String,
+    partition: i32,
+    term: u64,
+    handle: Rc<quiver_broker::replication::driver::GroupHandle>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let epoch = i32::try_from(term).unwrap_or(i32::MAX);
+    while handle.is_leader.get() && handle.term.get() == term {
+        // Gone (deleted), or recorded at this epoch or a newer one: nothing left to do.
+        match shard.node_metadata().partition(&topic, partition) {
+            Some(pm) if pm.leader_epoch < epoch => {}
+            _ => return,
+        }
+        let command = quiver_cluster::command::Command::SetLeader {
+            topic: topic.clone(),
+            partition,
+            leader: me,
+            leader_epoch: epoch,
+        };
+        match shard
+            .submit_to_controller(ControllerRequest::Command { command })
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(%topic, partition, "recording the new leader: {e}; retrying"),
+        }
+        glommio::timer::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Starts this shard's driver of its replicated partitions (before it applies metadata).
+fn start_replication(
+    shard: &Rc<Shard>,
+    server: &QuicServer,
+    link_config: quiver_net::quinn_proto::ClientConfig,
+) {
+    let settings = shard.node_settings();
+    let me = settings.node_id;
+    let leader_shard = shard.clone();
+    let ctx = DriverContext {
+        me,
+        shard: shard.id,
+        tick_ms: settings.cluster.tick_ms,
+        links: Rc::new(QuicLinks(server.links(link_config))),
+        // A new leader records itself (its term is the partition's leader epoch).
+        on_leader: Box::new(move |topic, partition, term, handle| {
+            let shard = leader_shard.clone();
+            glommio::spawn_local(record_leader(shard, me, topic, partition, term, handle)).detach();
+        }),
+    };
+    let driver = ReplicaDriver::new(ctx, shard.node_metadata());
+    shard.set_replication(driver.clone());
+    glommio::spawn_local(driver.run()).detach();
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn shard_main(
     shared: Arc<NodeShared>,
     controller_slot: ControllerSlot,
+    link_config: quiver_net::quinn_proto::ClientConfig,
     mesh: MeshBuilder<ShardMsg, glommio::channels::channel_mesh::Full>,
     stop_fds: StopFds,
     server_config: Arc<quiver_net::quinn_proto::ServerConfig>,
@@ -470,10 +579,6 @@ async fn shard_main(
         })
         .detach();
     }
-    shard.apply_metadata().await;
-    // Transactions a restart cut off are completed (or timed out) without waiting for a
-    // request to load their coordinator.
-    shard.clone().load_txn_coordinators();
     let port = shared.settings.base_port as usize + id;
     let port = u16::try_from(port).map_err(|_| NodeError::Shard {
         shard: id,
@@ -499,6 +604,13 @@ async fn shard_main(
         Some(boot) => Some(start_controller(&shard, boot, &server).await?),
         None => None,
     };
+    // Partitions open once the endpoint is bound (a replicated one's group sends through
+    // it); clients learn of the node only from `ready`.
+    start_replication(&shard, &server, link_config);
+    shard.apply_metadata().await;
+    // Transactions a restart cut off are completed (or timed out) without waiting for a
+    // request to load their coordinator.
+    shard.clone().load_txn_coordinators();
     let _ = ready.send(Ok(server.local_addr()));
     let handler: Rc<dyn Handler> = Rc::new(ShardHandler(shard.clone(), controller));
     let task =

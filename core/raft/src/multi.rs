@@ -156,6 +156,29 @@ impl MultiRaft {
         Ok(())
     }
 
+    /// Starts a group from a log restored from storage ([`RaftNode::from_log`]).
+    pub fn add_group_from_log(
+        &mut self,
+        group: GroupId,
+        mut config: Config,
+        hard: HardState,
+        log: crate::log::RaftLog,
+    ) -> Result<(), MultiError> {
+        if self.groups.contains_key(&group) {
+            return Err(MultiError::GroupExists(group));
+        }
+        if self.groups.len() >= self.config.max_groups {
+            return Err(MultiError::TooManyGroups {
+                max_groups: self.config.max_groups,
+            });
+        }
+        config.id = self.config.node;
+        config.seed = config.seed.wrapping_mul(0x9E37).wrapping_add(group);
+        self.groups
+            .insert(group, RaftNode::from_log(config, hard, log));
+        Ok(())
+    }
+
     /// Stops a group here (its replica moved away); what it held is the driver's to delete.
     pub fn remove_group(&mut self, group: GroupId) -> Option<RaftNode> {
         self.groups.remove(&group)

@@ -5,8 +5,12 @@
 //!   for a new leader's entry and memberships), a `PersistEntries` as a truncation and
 //!   appends, the core's view of a log restored after a restart. Sans-IO.
 //!
-//! Next (issue 25): the shard's driver of its partition groups (a `MultiRaft` per shard, one
-//! clock, envelopes per peer shard over the node links), `acks=all` at commit, fetch up to
-//! the commit index, leader changes recorded in the controller (`SetLeader`).
+//! - [`driver`]: the shard's driver of its partition groups (a `MultiRaft` per shard, one
+//!   clock, envelopes per peer shard over the node links), their logs in the segment logs,
+//!   commits as high watermarks, new leaders recorded in the controller (`SetLeader`).
+//! - [`produce`]: a batch to a replicated partition: checked, proposed, answered at commit
+//!   (`acks=all`) or once in the leader's log (`acks=leader`).
 
+pub mod driver;
 pub mod log_mapping;
+pub mod produce;

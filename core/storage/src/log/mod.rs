@@ -299,18 +299,32 @@ impl PartitionLog {
         Ok(appended)
     }
 
-    async fn enqueue(
-        &self,
-        batch: BytesMut,
-        leader_epoch: i32,
-    ) -> Result<(AppendInfo, Durability)> {
+    /// What appending `batch` now would do, without appending it: `Ok(None)` when it would
+    /// be appended, `Ok(Some(offsets))` for an idempotent producer's retry of a batch already
+    /// written (nothing is appended then), or why it would be refused. A replicated
+    /// partition's leader checks before it proposes: every replica must accept the entry.
+    pub fn precheck(&self, batch: &[u8]) -> Result<Option<AppendInfo>> {
+        let header = self.validate(batch)?;
+        let st = self.inner.state.borrow();
+        Ok(match st.producers.check(&header)? {
+            Verdict::Duplicate(b) => Some(AppendInfo {
+                base_offset: b.base_offset,
+                last_offset: b.last_offset,
+                max_timestamp_ms: header.max_timestamp_ms,
+            }),
+            Verdict::Append => None,
+        })
+    }
+
+    /// The batch's framing, CRC and limits, and a key on every record of a compacted topic.
+    fn validate(&self, batch: &[u8]) -> Result<BatchHeader> {
         let limits = BatchLimits {
             max_batch_bytes: self.inner.config.max_batch_bytes,
         };
-        let header = validate_batch(&batch, limits)?;
+        let header = validate_batch(batch, limits)?;
         if self.inner.config.cleanup_policy.compacts() && !header.is_control() {
             // Compaction keeps the latest record per key: a record without one has no place.
-            let records = quiver_batch::RecordIter::new(bytes::Bytes::copy_from_slice(&batch))?;
+            let records = quiver_batch::RecordIter::new(bytes::Bytes::copy_from_slice(batch))?;
             for (index, r) in records.enumerate() {
                 if r?.key.is_none() {
                     return Err(
@@ -319,6 +333,15 @@ impl PartitionLog {
                 }
             }
         }
+        Ok(header)
+    }
+
+    async fn enqueue(
+        &self,
+        batch: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<(AppendInfo, Durability)> {
+        let header = self.validate(&batch)?;
         self.wait_for_room(batch.len()).await?;
         let (tx, rx) = oneshot();
         let info = {

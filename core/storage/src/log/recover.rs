@@ -30,6 +30,7 @@ pub(super) async fn recover(dir: &Path, config: &LogConfig) -> Result<LogState> 
         }),
     };
     let mut epochs = epochs;
+    let checkpointed = epochs.clone();
     if bases.is_empty() {
         SegmentFile::create(dir, 0).await?;
         bases.push(0);
@@ -59,11 +60,15 @@ pub(super) async fn recover(dir: &Path, config: &LogConfig) -> Result<LogState> 
             bytes: bytes.to_vec(),
         }
     };
+    // Epochs a scan found beyond the checkpoint must be written back with the next flush: a
+    // clean close writes the active segment's index, and the open after it trusts that index
+    // and scans nothing (a replicated partition would lose the terms of its log).
+    let rebuilt = epochs != checkpointed;
     let mut state = LogState::recovered(
         segments,
         tail,
         epochs,
-        false,
+        rebuilt,
         config.cache_bytes,
         Instant::now(),
     );

@@ -1,0 +1,480 @@
+//! The shard's driver of its replicated partitions: one [`MultiRaft`] for every partition
+//! group whose replica this shard holds, one clock, one envelope per peer node per round
+//! (to the same shard of that node), and each group's log in the partition's segment log
+//! ([`super::log_mapping`]).
+//!
+//! One task runs the rounds. A round takes the tick, the envelopes that arrived, and the
+//! actions proposals produced; writes what each group asks (hard state to
+//! `<partition>/raft-state`, entries appended at the offsets their indexes name, a diverged
+//! tail truncated first), reports it durable, then sends: no vote or acknowledgement leaves
+//! before what it promises is on disk. Commits move each partition's high watermark; a new
+//! leader records itself in the controller (`SetLeader`, its term as the leader epoch).
+//!
+//! Produce reaches a group through [`ReplicaDriver::propose`], synchronously: the index a
+//! batch gets is decided before any other proposal, and its offsets are those indexes.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quiver_cluster::messages::NodeMessage;
+use quiver_cluster::model::{Metadata, NodeId};
+use quiver_raft::multi::GroupAction;
+use quiver_raft::types::{Action, Config, HardState, Role};
+use quiver_raft::{codec, Envelope, MultiConfig, MultiRaft};
+use quiver_storage::signal::{Doorbell, WaitList};
+use quiver_storage::PartitionLog;
+
+use super::log_mapping::{entry_of_batch, offset_of, plan_persist, restored_log};
+use crate::controller_runtime::NodeLinks;
+
+/// The hard state file in a replicated partition's directory.
+pub const RAFT_STATE_FILE: &str = "raft-state";
+/// Largest entry (one produced batch) a partition group takes.
+pub const MAX_ENTRY_BYTES: u64 = 16 << 20;
+
+/// What produce and fetch see of a partition's group.
+pub struct GroupHandle {
+    /// Entries up to this index (= offsets below it) are committed: the high watermark.
+    pub commit_index: Cell<u64>,
+    /// Entries up to this index are durable here.
+    pub persisted_index: Cell<u64>,
+    pub is_leader: Cell<bool>,
+    pub leader: Cell<Option<NodeId>>,
+    pub term: Cell<u64>,
+    /// Woken whenever the marks above move.
+    pub progress: WaitList,
+    /// Serialises a partition's proposals: a batch is checked against the producer state
+    /// only once the batch before it is in the log.
+    pub propose_gate: glommio::sync::Semaphore,
+}
+
+impl GroupHandle {
+    fn new() -> Self {
+        Self {
+            commit_index: Cell::new(0),
+            persisted_index: Cell::new(0),
+            is_leader: Cell::new(false),
+            leader: Cell::new(None),
+            term: Cell::new(0),
+            progress: WaitList::default(),
+            propose_gate: glommio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+struct Group {
+    topic: String,
+    partition: i32,
+    log: PartitionLog,
+    dir: PathBuf,
+    handle: Rc<GroupHandle>,
+}
+
+/// Why a proposal was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProposeRefusal {
+    NotLeader { leader: Option<NodeId> },
+    Other(String),
+}
+
+/// What the driver needs from the node.
+pub struct DriverContext {
+    pub me: NodeId,
+    pub shard: usize,
+    pub tick_ms: u64,
+    pub links: Rc<dyn NodeLinks>,
+    /// Records a new leader in the controller (topic, partition, term); the handle says
+    /// whether it still leads at that term (retry until recorded or deposed).
+    pub on_leader: Box<dyn Fn(String, i32, u64, Rc<GroupHandle>)>,
+}
+
+pub struct ReplicaDriver {
+    ctx: DriverContext,
+    multi: RefCell<MultiRaft>,
+    groups: RefCell<HashMap<u64, Rc<Group>>>,
+    inbox: RefCell<Vec<(NodeId, Envelope)>>,
+    pending: RefCell<Vec<GroupAction>>,
+    bell: Doorbell,
+    meta: RefCell<Arc<Metadata>>,
+}
+
+fn raft_id(node: NodeId) -> u64 {
+    u64::try_from(node).unwrap_or(0)
+}
+
+fn node_id(raft: u64) -> NodeId {
+    NodeId::try_from(raft).unwrap_or(NodeId::MAX)
+}
+
+/// The Raft settings of a partition group of `replicas`.
+fn group_config(me: NodeId, replicas: &[NodeId]) -> Config {
+    let mut c = Config::new(raft_id(me), replicas.iter().map(|r| raft_id(*r)).collect());
+    c.max_bytes_per_append = MAX_ENTRY_BYTES + 4096;
+    c.max_bytes_in_flight = 4 * MAX_ENTRY_BYTES;
+    c
+}
+
+fn read_hard_state(dir: &Path) -> HardState {
+    let Ok(text) = std::fs::read_to_string(dir.join(RAFT_STATE_FILE)) else {
+        return HardState::default();
+    };
+    let mut it = text.split_whitespace();
+    let term = it.next().and_then(|t| t.parse().ok()).unwrap_or(0);
+    let voted_for = it.next().and_then(|v| v.parse().ok());
+    HardState { term, voted_for }
+}
+
+impl ReplicaDriver {
+    pub fn new(ctx: DriverContext, meta: Arc<Metadata>) -> Rc<Self> {
+        Rc::new(Self {
+            multi: RefCell::new(MultiRaft::new(MultiConfig::new(raft_id(ctx.me)))),
+            ctx,
+            groups: RefCell::new(HashMap::new()),
+            inbox: RefCell::new(Vec::new()),
+            pending: RefCell::new(Vec::new()),
+            bell: Doorbell::default(),
+            meta: RefCell::new(meta),
+        })
+    }
+
+    /// Whether this shard runs group `group`.
+    pub fn has_group(&self, group: u64) -> bool {
+        self.groups.borrow().contains_key(&group)
+    }
+
+    /// Starts the group of a replicated partition whose log is open here, from what its
+    /// log and its hard state file hold.
+    pub fn add_group(
+        &self,
+        group: u64,
+        topic: &str,
+        partition: i32,
+        replicas: &[NodeId],
+        log: PartitionLog,
+    ) -> Rc<GroupHandle> {
+        if let Some(g) = self.groups.borrow().get(&group) {
+            return g.handle.clone();
+        }
+        let dir = log.dir().to_path_buf();
+        let hard = read_hard_state(&dir);
+        let epochs = log.leader_epochs();
+        tracing::debug!(topic, partition, log_start = log.log_start_offset(), log_end = log.log_end_offset(), epochs = ?epochs.entries(), ?hard, "starting a partition group");
+        let membership = quiver_raft::Membership::of_voters(
+            &replicas.iter().map(|r| raft_id(*r)).collect::<Vec<_>>(),
+        );
+        let raft_log = restored_log(
+            log.log_start_offset(),
+            log.log_end_offset(),
+            epochs.entries(),
+            membership,
+        );
+        let handle = Rc::new(GroupHandle::new());
+        handle.persisted_index.set(log.log_end_offset());
+        let added = self.multi.borrow_mut().add_group_from_log(
+            group,
+            group_config(self.ctx.me, replicas),
+            hard,
+            raft_log,
+        );
+        if let Err(e) = added {
+            tracing::error!(topic, partition, "cannot start the partition's group: {e}");
+        }
+        self.groups.borrow_mut().insert(
+            group,
+            Rc::new(Group {
+                topic: topic.to_string(),
+                partition,
+                log,
+                dir,
+                handle: handle.clone(),
+            }),
+        );
+        handle
+    }
+
+    /// Stops a group (its partition was deleted or moved away).
+    pub fn remove_group(&self, group: u64) {
+        self.multi.borrow_mut().remove_group(group);
+        self.groups.borrow_mut().remove(&group);
+    }
+
+    pub fn set_metadata(&self, meta: Arc<Metadata>) {
+        *self.meta.borrow_mut() = meta;
+    }
+
+    /// Takes one envelope another node's same shard sent (its partition groups' messages).
+    pub fn deliver(&self, from: NodeId, envelope: Envelope) {
+        self.inbox.borrow_mut().push((from, envelope));
+        self.bell.ring();
+    }
+
+    /// Proposes one batch of `span` offsets to `group` (this node must lead it): the indexes
+    /// it takes (its offsets are one less).
+    pub fn propose(
+        &self,
+        group: u64,
+        span: u64,
+        batch: Vec<u8>,
+    ) -> Result<(u64, u64), ProposeRefusal> {
+        let result = self.multi.borrow_mut().with_group(group, |node| {
+            match node.propose_spans(vec![(span, batch)]) {
+                Ok((range, actions)) => (Ok((*range.start(), *range.end())), actions),
+                Err(e) => (Err((e, node.leader())), Vec::new()),
+            }
+        });
+        match result {
+            Ok((Ok(range), actions)) => {
+                self.pending.borrow_mut().extend(actions);
+                self.bell.ring();
+                Ok(range)
+            }
+            Ok((Err((quiver_raft::ProposeError::NotLeader { .. }, leader)), _)) => {
+                Err(ProposeRefusal::NotLeader {
+                    leader: leader.map(node_id),
+                })
+            }
+            Ok((Err((e, _)), _)) => Err(ProposeRefusal::Other(format!("{e:?}"))),
+            Err(e) => Err(ProposeRefusal::Other(e.to_string())),
+        }
+    }
+
+    /// Runs the rounds until the shard stops.
+    pub async fn run(self: Rc<Self>) {
+        let tick = Duration::from_millis(self.ctx.tick_ms.max(1));
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            futures_lite::future::or(
+                async {
+                    glommio::timer::sleep(wait).await;
+                },
+                self.bell.wait(),
+            )
+            .await;
+            let mut actions: Vec<GroupAction> = std::mem::take(&mut *self.pending.borrow_mut());
+            if Instant::now() >= next_tick {
+                actions.extend(self.multi.borrow_mut().tick());
+                next_tick = Instant::now() + tick;
+            }
+            let inbox = std::mem::take(&mut *self.inbox.borrow_mut());
+            for (from, envelope) in inbox {
+                actions.extend(self.multi.borrow_mut().step(raft_id(from), envelope));
+            }
+            self.settle(actions).await;
+            let envelopes = self.multi.borrow_mut().flush();
+            if tracing::enabled!(tracing::Level::TRACE) {
+                for (g, group) in self.groups.borrow().iter() {
+                    if let Some(n) = self.multi.borrow().group(*g) {
+                        tracing::trace!(topic = %group.topic, partition = group.partition, role = ?n.role(), term = n.term(), commit = n.commit_index(), last = n.last_index(), persisted = n.persisted_index(), log_end = group.log.log_end_offset(), "group");
+                    }
+                }
+                for (to, e) in &envelopes {
+                    tracing::trace!(to, messages = ?e.messages, "envelope");
+                }
+            }
+            self.send(envelopes).await;
+        }
+    }
+
+    /// Carries out actions until none are left: writes, reads, then reports them.
+    async fn settle(&self, mut actions: Vec<GroupAction>) {
+        while !actions.is_empty() {
+            let mut next = Vec::new();
+            // Per group, in order: a group's writes must land in the order asked.
+            let mut by_group: BTreeMap<u64, Vec<Action>> = BTreeMap::new();
+            for (g, a) in actions.drain(..) {
+                by_group.entry(g).or_default().push(a);
+            }
+            for (g, list) in by_group {
+                let Some(group) = self.groups.borrow().get(&g).cloned() else {
+                    continue;
+                };
+                for a in list {
+                    next.extend(self.carry_out(g, &group, a).await);
+                }
+            }
+            actions = next;
+        }
+    }
+
+    async fn carry_out(&self, g: u64, group: &Group, action: Action) -> Vec<GroupAction> {
+        match action {
+            Action::PersistHardState(h) => {
+                let text = format!(
+                    "{} {}\n",
+                    h.term,
+                    h.voted_for.map_or(String::new(), |v| v.to_string())
+                );
+                if let Err(e) = quiver_storage::files::write_atomically(
+                    &group.dir,
+                    RAFT_STATE_FILE,
+                    text.into_bytes(),
+                )
+                .await
+                {
+                    tracing::error!(topic = %group.topic, partition = group.partition, "cannot persist the partition's Raft state: {e}");
+                }
+                Vec::new()
+            }
+            Action::PersistEntries {
+                write,
+                first_index,
+                entries,
+                ..
+            } => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let plan = match plan_persist(
+                    group.log.log_end_offset(),
+                    first_index,
+                    &entries,
+                    now_ms,
+                ) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(topic = %group.topic, partition = group.partition, "cannot store the partition's entries: {e}");
+                        return Vec::new();
+                    }
+                };
+                if let Some(offset) = plan.truncate_to {
+                    if let Err(e) = group.log.truncate_to(offset).await {
+                        tracing::error!(topic = %group.topic, partition = group.partition, "cannot truncate the diverged tail: {e}");
+                        return Vec::new();
+                    }
+                }
+                let mut durable = Vec::new();
+                for a in plan.appends {
+                    match group.log.append_pipelined(a.batch, a.leader_epoch).await {
+                        Ok((info, d)) if info.base_offset == a.base_offset => durable.push(d),
+                        Ok((info, _)) => {
+                            tracing::error!(topic = %group.topic, partition = group.partition, want = a.base_offset, got = info.base_offset, "an entry landed at another offset: the replica stops here");
+                            return Vec::new();
+                        }
+                        Err(e) => {
+                            tracing::error!(topic = %group.topic, partition = group.partition, "cannot append an entry: {e}");
+                            return Vec::new();
+                        }
+                    }
+                }
+                for d in durable {
+                    if let Err(e) = d.wait().await {
+                        tracing::error!(topic = %group.topic, partition = group.partition, "an entry did not become durable: {e}");
+                        return Vec::new();
+                    }
+                }
+                group.handle.persisted_index.set(group.log.log_end_offset());
+                group.handle.progress.wake_all();
+                self.multi.borrow_mut().persisted(g, write)
+            }
+            Action::InstallSnapshot { .. } => {
+                // A follower behind the leader's log start: resetting a segment log to a new
+                // start is not built yet (retention must not delete past a follower).
+                tracing::warn!(topic = %group.topic, partition = group.partition, "a snapshot install was asked: not supported yet");
+                Vec::new()
+            }
+            Action::ReadEntries {
+                to,
+                from_index,
+                max_bytes,
+                ..
+            } => {
+                let Ok(from) = offset_of(from_index) else {
+                    return Vec::new();
+                };
+                let batches = group
+                    .log
+                    .read(
+                        from,
+                        usize::try_from(max_bytes).unwrap_or(usize::MAX).max(1),
+                    )
+                    .await
+                    .unwrap_or_default();
+                let mut entries = Vec::new();
+                let mut prev_index = None;
+                for b in batches {
+                    let Ok(h) = quiver_batch::BatchHeader::parse(&b) else {
+                        break;
+                    };
+                    if prev_index.is_none() {
+                        prev_index = Some(h.base_offset.max(0) as u64);
+                    }
+                    match entry_of_batch(b) {
+                        Ok(e) => entries.push(e),
+                        Err(_) => break,
+                    }
+                }
+                let prev = prev_index.unwrap_or(from);
+                self.multi
+                    .borrow_mut()
+                    .with_group(g, |n| ((), n.entries_read(to, from_index, prev, entries)))
+                    .map(|(_, a)| a)
+                    .unwrap_or_default()
+            }
+            Action::Send { .. } => Vec::new(),
+            Action::Committed(index) => {
+                let upto = index.min(group.handle.persisted_index.get());
+                if upto > group.handle.commit_index.get() {
+                    group.handle.commit_index.set(upto);
+                    group.handle.progress.wake_all();
+                }
+                Vec::new()
+            }
+            Action::RoleChanged { role, term } => {
+                let leader = role == Role::Leader;
+                group.handle.is_leader.set(leader);
+                group.handle.term.set(term);
+                let known = self
+                    .multi
+                    .borrow()
+                    .group(g)
+                    .and_then(|n| n.leader())
+                    .map(node_id);
+                group.handle.leader.set(known);
+                group.handle.progress.wake_all();
+                if leader {
+                    (self.ctx.on_leader)(
+                        group.topic.clone(),
+                        group.partition,
+                        term,
+                        group.handle.clone(),
+                    );
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    async fn send(&self, envelopes: Vec<(u64, Envelope)>) {
+        for (to, envelope) in envelopes {
+            let node = node_id(to);
+            let addr: Option<SocketAddr> = self
+                .meta
+                .borrow()
+                .client_address(node, self.ctx.shard)
+                .and_then(|a| a.parse().ok());
+            let Some(addr) = addr else {
+                continue;
+            };
+            let message = NodeMessage::Raft {
+                from: self.ctx.me,
+                envelope: codec::encode(&envelope),
+            };
+            if !self.ctx.links.send(addr, message.encode()).await {
+                let groups: Vec<u64> = envelope.messages.iter().map(|(g, _)| *g).collect();
+                let mut multi = self.multi.borrow_mut();
+                for g in groups {
+                    let _ = multi.with_group(g, |n| {
+                        n.send_failed(to);
+                        ((), Vec::new())
+                    });
+                }
+            }
+        }
+    }
+}
