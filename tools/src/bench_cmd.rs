@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Seconds of measurement (overrides the workload).
     #[arg(long)]
     pub duration_s: Option<u64>,
+    /// Replicas per partition of the run's topics (overrides the workload; against a
+    /// cluster: several --broker addresses).
+    #[arg(long)]
+    pub replication_factor: Option<i16>,
     /// Where the JSON report, .hgrm files and the SVG plot go.
     #[arg(long, default_value = "perf/results")]
     pub out: PathBuf,
@@ -304,6 +308,9 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
     let mut workload = Workload::load(&b.workload)?;
     if let Some(d) = b.duration_s {
         workload.test_duration_s = d;
+    }
+    if let Some(rf) = b.replication_factor {
+        workload.replication_factor = rf;
     }
     let mut node = None;
     let mut watch = vec![Watch {

@@ -51,7 +51,12 @@ impl Driver for QuiverDriver {
                 .collect();
             for name in &names {
                 admin
-                    .create_topic(name, w.partitions_per_topic as i32, &configs)
+                    .create_replicated_topic(
+                        name,
+                        w.partitions_per_topic as i32,
+                        w.replication_factor,
+                        &configs,
+                    )
                     .await
                     .map_err(|e| e.to_string())?;
             }

@@ -47,6 +47,10 @@ pub struct Workload {
     /// without an fsync per batch. Other systems ignore it.
     #[serde(default)]
     pub topic_config: std::collections::BTreeMap<String, String>,
+    /// Replicas per partition of Quiver's topics (0: the node's default, one); other systems
+    /// ignore it. Against a cluster (several `--broker` addresses).
+    #[serde(default)]
+    pub replication_factor: i16,
 }
 
 fn default_start_rate() -> u64 {

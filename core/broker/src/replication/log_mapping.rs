@@ -212,8 +212,8 @@ pub fn restored_log(
     let epoch_at = |offset: u64| {
         epochs
             .iter()
-            .filter(|e| e.epoch >= 0 && e.start_offset <= offset)
-            .last()
+            .rev()
+            .find(|e| e.epoch >= 0 && e.start_offset <= offset)
             .map_or(0, |e| e.epoch as u64)
     };
     let snapshot = Snapshot {
