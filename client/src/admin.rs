@@ -77,7 +77,7 @@ impl Admin {
     }
 
     /// Creates a topic whose partitions have `replication_factor` replicas each (0: the
-    /// node's default), placed on distinct nodes.
+    /// cluster's default, 3 or every node of a smaller cluster), placed on distinct nodes.
     pub async fn create_replicated_topic(
         &self,
         name: &str,

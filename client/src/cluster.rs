@@ -34,6 +34,10 @@ pub struct ClientConfig {
     pub client_name: String,
 }
 
+/// How long a coordinator request keeps finding a coordinator that moved (a failover takes
+/// an election timeout and a metadata change).
+const COORDINATOR_FAILOVER_WAIT_MS: u64 = 15_000;
+
 impl Default for ClientConfig {
     /// Trusts the dev certificate of a local node in `./quiver-data`.
     fn default() -> Self {
@@ -267,6 +271,11 @@ impl Client {
         key: &str,
         build: impl Fn(u64) -> Bytes,
     ) -> Result<ResponseFrame> {
+        // A coordinator moves when its partition's leader fails over: retried at the new
+        // one (found by refreshing metadata) until it answers or the bound passes.
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(COORDINATOR_FAILOVER_WAIT_MS);
+        let mut backoff = std::time::Duration::from_millis(50);
         let mut refreshed = false;
         loop {
             let route = if refreshed {
@@ -297,6 +306,20 @@ impl Client {
             };
             match answer {
                 Err(e) if e.needs_metadata_refresh() && !refreshed => refreshed = true,
+                Err(e)
+                    if (e.needs_metadata_refresh()
+                        || matches!(
+                            e,
+                            ClientError::Broker {
+                                code: ErrorCode::CoordinatorLoading,
+                                ..
+                            }
+                        ))
+                        && std::time::Instant::now() + backoff < deadline =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+                }
                 other => return other,
             }
         }

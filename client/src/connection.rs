@@ -30,6 +30,12 @@ pub const ALPN: &[u8] = b"quiver/0";
 /// `socket.connection.setup.timeout.ms` is the same 10 s).
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 10_000;
 
+/// A connection that hears nothing from its broker for this long is closed and its requests
+/// fail (retried elsewhere once metadata names a new leader): QUIC ignores ICMP errors, so a
+/// node killed mid-request is found only by its silence. Keep-alives every third of it keep
+/// an idle connection to a live broker open.
+pub const PEER_SILENCE_MS: u64 = 1_500;
+
 /// A response frame, verified once on arrival.
 #[derive(Debug, Clone)]
 pub struct ResponseFrame {
@@ -105,7 +111,8 @@ impl Connection {
             .stream_receive_window((16u32 << 20).into())
             .receive_window((64u32 << 20).into())
             .send_window(64 << 20)
-            .keep_alive_interval(Some(Duration::from_secs(10)));
+            .max_idle_timeout(Some(quinn::VarInt::from_u32(PEER_SILENCE_MS as u32).into()))
+            .keep_alive_interval(Some(Duration::from_millis(PEER_SILENCE_MS / 3)));
         // Ask the broker to acknowledge every 8th packet instead of every 2nd: at disk speed
         // its ACK datagrams would otherwise cost it a send syscall per 3 KB received.
         let mut ack_frequency = quinn::AckFrequencyConfig::default();

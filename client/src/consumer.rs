@@ -118,6 +118,14 @@ impl Default for ConsumerConfig {
 
 type TopicPartition = (Arc<str>, i32);
 
+/// What a fetch loop hands the consumer.
+enum FetchEvent {
+    Batches(Fetched),
+    /// A partition of the loop is served elsewhere now (its leader moved): the consumer
+    /// plans its loops again from the current positions.
+    Moved,
+}
+
 /// Batches one fetch loop delivered, with the buffer credit they hold.
 struct Fetched {
     tp: TopicPartition,
@@ -142,7 +150,7 @@ pub struct Consumer {
     client: Client,
     config: ConsumerConfig,
     positions: BTreeMap<TopicPartition, Option<i64>>,
-    rx: Option<mpsc::Receiver<Result<Fetched>>>,
+    rx: Option<mpsc::Receiver<Result<FetchEvent>>>,
     fetchers: Vec<JoinHandle<()>>,
     ready: VecDeque<Ready>,
 }
@@ -306,8 +314,15 @@ impl Consumer {
             let Some(rx) = self.rx.as_mut() else {
                 return Err(ClientError::Closed);
             };
-            let fetched = rx.recv().await.ok_or(ClientError::Closed)??;
-            self.unpack(fetched)?;
+            match rx.recv().await.ok_or(ClientError::Closed)?? {
+                FetchEvent::Batches(fetched) => self.unpack(fetched)?,
+                FetchEvent::Moved => {
+                    // Loops aimed at the new leaders fetch again from the positions (what
+                    // was queued and not handed out included).
+                    tracing::debug!("a partition's leader moved; fetching from the new one");
+                    self.stop_fetchers();
+                }
+            }
         }
     }
 
@@ -405,7 +420,7 @@ struct FetchLoop {
     /// early in a response never starves the same partitions.
     turn: usize,
     credit: Arc<Semaphore>,
-    tx: mpsc::Sender<Result<Fetched>>,
+    tx: mpsc::Sender<Result<FetchEvent>>,
 }
 
 /// What one partition's entry of a fetch response said.
@@ -429,6 +444,10 @@ impl FetchLoop {
                 }
                 Err(e) if e.is_retriable() => {
                     tracing::debug!(shard = %self.addr, "fetch failed, retrying: {e}");
+                    if e.needs_metadata_refresh() && self.moved(None).await {
+                        let _ = self.tx.send(Ok(FetchEvent::Moved)).await;
+                        return;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
                 Err(e) => {
@@ -439,13 +458,36 @@ impl FetchLoop {
         }
     }
 
+    /// Refreshes the routes of partition `i` (`None`: every partition of the loop): whether
+    /// one of them is now served at another address than this loop's.
+    async fn moved(&self, i: Option<usize>) -> bool {
+        let parts: Vec<&TopicPartition> = match i {
+            Some(i) => vec![&self.parts[i].0],
+            None => self.parts.iter().map(|(tp, _)| tp).collect(),
+        };
+        let mut topics: Vec<&Arc<str>> = parts.iter().map(|tp| &tp.0).collect();
+        topics.sort();
+        topics.dedup();
+        for topic in topics {
+            let Ok(route) = self.client.refresh_route(topic).await else {
+                continue;
+            };
+            for tp in parts.iter().filter(|tp| tp.0 == *topic) {
+                if route.address(tp.1).is_ok_and(|a| a != self.addr) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Hands one partition's entry on; false when the loop must stop.
     async fn settle(&mut self, i: usize, outcome: EntryOutcome) -> bool {
         let tp = self.parts[i].0.clone();
         match outcome {
             EntryOutcome::Empty => true,
             EntryOutcome::Batches(data, aborted) => match self.split(i, data, aborted).await {
-                Ok(fetched) => self.tx.send(Ok(fetched)).await.is_ok(),
+                Ok(fetched) => self.tx.send(Ok(FetchEvent::Batches(fetched))).await.is_ok(),
                 Err(e) => {
                     let _ = self.tx.send(Err(e)).await;
                     false
@@ -478,8 +520,9 @@ impl FetchLoop {
             }
             EntryOutcome::Failed(e) if e.is_retriable() => {
                 tracing::debug!(topic = %tp.0, partition = tp.1, "fetch failed, retrying: {e}");
-                if e.needs_metadata_refresh() {
-                    let _ = self.client.refresh_route(&tp.0).await;
+                if e.needs_metadata_refresh() && self.moved(Some(i)).await {
+                    let _ = self.tx.send(Ok(FetchEvent::Moved)).await;
+                    return false;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 true

@@ -144,11 +144,21 @@ fn three_nodes_share_one_controller_place_topics_over_all_and_survive_a_kill() {
     }
 
     // Created at node 2 (forwarded to the controller leader wherever it is), served by all,
-    // placed over the three nodes: each leads two of six partitions.
+    // placed over the three nodes: each leads two of six partitions (one replica each: what
+    // a node's loss does to them is checked below).
     eventually(20, "topic creation once every node registered", || {
-        let out = cluster
-            .cli(2)
-            .run(&["topic", "create", "readings", "--partitions", "6"], None);
+        let out = cluster.cli(2).run(
+            &[
+                "topic",
+                "create",
+                "readings",
+                "--partitions",
+                "6",
+                "--replication-factor",
+                "1",
+            ],
+            None,
+        );
         out.status.success().then_some(())
     });
     let desc: serde_json::Value = serde_json::from_str(
@@ -229,11 +239,32 @@ fn three_nodes_share_one_controller_place_topics_over_all_and_survive_a_kill() {
         .sum();
     assert_eq!(lag, 0, "{d}");
 
-    // kill -9 a node: the two others keep a controller (a majority) and take changes.
+    // kill -9 a node: the two others keep a controller (a majority) and take changes. The
+    // default replication factor (3) needs three nodes up: refused, saying so.
     cluster.kill(1);
+    eventually(
+        20,
+        "a topic of the default replication factor is refused",
+        || {
+            let out = cluster
+                .cli(2)
+                .run(&["topic", "create", "three-replicas"], None);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "created with a node down");
+            err.contains("needs 3 nodes up; 2 are").then_some(())
+        },
+    );
     eventually(20, "a topic created while node 1 is down", || {
         let out = cluster.cli(2).run(
-            &["topic", "create", "while-down", "--partitions", "2"],
+            &[
+                "topic",
+                "create",
+                "while-down",
+                "--partitions",
+                "2",
+                "--replication-factor",
+                "2",
+            ],
             None,
         );
         let err = String::from_utf8_lossy(&out.stderr);
@@ -266,14 +297,12 @@ fn three_nodes_share_one_controller_place_topics_over_all_and_survive_a_kill() {
     );
     let controller = status["controller"]["leader"].as_i64().unwrap();
     assert!(controller == 2 || controller == 3, "{status}");
+    // (The replicated internal topics fail over meanwhile: compared on `readings` alone.)
     let mut led_by_1: Vec<String> = Vec::new();
-    for t in topics(&cluster.cli(2)) {
-        let d: serde_json::Value = serde_json::from_str(
-            &cluster
-                .cli(2)
-                .ok(&["topic", "describe", &t, "--json"], None),
-        )
-        .unwrap();
+    for t in ["readings"] {
+        let d: serde_json::Value =
+            serde_json::from_str(&cluster.cli(2).ok(&["topic", "describe", t, "--json"], None))
+                .unwrap();
         for p in d["partitions"].as_array().unwrap() {
             if p["leader"] == 1 {
                 led_by_1.push(format!("{t}/{}", p["partition"]));
@@ -285,6 +314,7 @@ fn three_nodes_share_one_controller_place_topics_over_all_and_survive_a_kill() {
         .unwrap()
         .iter()
         .map(|p| p.as_str().unwrap().to_string())
+        .filter(|p| p.starts_with("readings/"))
         .collect();
     offline.sort();
     led_by_1.sort();
@@ -570,4 +600,151 @@ fn replicated_partitions_fail_over_on_kill_9_and_lose_no_acknowledged_record() {
         got, want,
         "nothing lost, nothing twice, across two failovers"
     );
+}
+
+/// Lines a spawned command prints, as they come (a thread reads them into a channel).
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Takes lines of `child` from `rx` until `want` have arrived in all, within `secs`.
+fn take_lines(
+    child: &mut std::process::Child,
+    rx: &std::sync::mpsc::Receiver<String>,
+    got: &mut Vec<String>,
+    want: usize,
+    secs: u64,
+) {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while got.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => got.push(l),
+            Err(e) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    let _ = s.read_to_string(&mut err);
+                }
+                panic!(
+                    "{} of {want} records within {secs} s ({e}): {got:?}; stderr: {err}",
+                    got.len()
+                )
+            }
+        }
+    }
+}
+
+/// A group's total lag and how many partitions have a committed offset at the log end.
+fn group_lag(cli: &Cli, group: &str) -> Option<(i64, usize)> {
+    let out = cli.run(&["group", "describe", group, "--json"], None);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let parts = d["partitions"].as_array()?;
+    let lag = parts.iter().map(|p| p["lag"].as_i64().unwrap_or(0)).sum();
+    let at_end = parts
+        .iter()
+        .filter(|p| p["committed"].as_i64().is_some() && p["committed"] == p["log_end"])
+        .count();
+    Some((lag, at_end))
+}
+
+#[test]
+fn a_consumer_group_keeps_consuming_across_its_coordinators_failover_with_offsets_intact() {
+    let mut cluster = Cluster::start();
+    // The default replication factor on three nodes is 3, for the topic and for
+    // __consumer_offsets alike.
+    eventually(20, "topic creation once every node registered", || {
+        let out = cluster
+            .cli(1)
+            .run(&["topic", "create", "events", "--partitions", "3"], None);
+        out.status.success().then_some(())
+    });
+    eventually(20, "every partition's leader recorded", || {
+        let l = try_leaders(&cluster.cli(2), "events")?;
+        l.iter().all(|(_, epoch)| *epoch >= 1).then_some(())
+    });
+    let line = |i: usize| format!("k{i}:event-{i:04}\n");
+    let first: String = (0..60).map(line).collect();
+    cluster
+        .cli(1)
+        .ok(&["produce", "events", "--key-separator", ":"], Some(&first));
+
+    // A member given every node's address; it commits every 200 ms.
+    let all = Cli {
+        broker: (1..=3)
+            .map(|n| format!("127.0.0.1:{}", cluster.ports[n - 1]))
+            .collect::<Vec<_>>()
+            .join(","),
+        data_dir: cluster.dirs[0].path().display().to_string(),
+    };
+    let mut consumer = all.spawn(&[
+        "consume",
+        "events",
+        "--group",
+        "watchers",
+        "--from-beginning",
+        "--commit-interval-ms",
+        "200",
+        "-n",
+        "120",
+        "--follow",
+    ]);
+    let rx = lines_of(&mut consumer);
+    let mut got = Vec::new();
+    take_lines(&mut consumer, &rx, &mut got, 60, 60);
+    eventually(20, "the first 60 committed", || {
+        (group_lag(&cluster.cli(2), "watchers")? == (0, 3)).then_some(())
+    });
+
+    // kill -9 the node leading the group's coordinator partition.
+    let offsets = leaders(&cluster.cli(2), quiver_group::OFFSETS_TOPIC);
+    let p = quiver_group::coordinator_key::coordinator_partition("watchers", offsets.len() as u32);
+    let (victim, _) = offsets[p as usize];
+    let survivor = if victim == 1 { 2 } else { 1 };
+    cluster.kill(victim as usize);
+
+    // Produced after the kill: the member gets them from the new leaders, its coordinator
+    // now on another node, which rebuilt the group and its offsets from the log.
+    let second: String = (60..120).map(line).collect();
+    eventually(30, "produced after the kill", || {
+        cluster
+            .cli(survivor)
+            .run(
+                &["produce", "events", "--key-separator", ":"],
+                Some(&second),
+            )
+            .status
+            .success()
+            .then_some(())
+    });
+    take_lines(&mut consumer, &rx, &mut got, 120, 60);
+    let out = consumer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    got.sort();
+    let want: Vec<String> = (0..120).map(|i| format!("event-{i:04}")).collect();
+    assert_eq!(got, want, "every record once, across the failover");
+    eventually(20, "offsets committed across the failover", || {
+        (group_lag(&cluster.cli(survivor), "watchers")? == (0, 3)).then_some(())
+    });
+    // A new member resumes at the committed offsets: nothing is read twice.
+    let again = cluster
+        .cli(survivor)
+        .ok(&["consume", "events", "--group", "watchers"], None);
+    assert_eq!(again.lines().count(), 0, "{again}");
 }

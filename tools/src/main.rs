@@ -177,7 +177,8 @@ enum TopicCommand {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: i32,
-        /// Replicas per partition, on distinct nodes (default: 1).
+        /// Replicas per partition, on distinct nodes (default 0: 3, or every node of a
+        /// smaller cluster).
         #[arg(long, default_value_t = 0)]
         replication_factor: i16,
         /// Topic config, key=value (repeatable): retention_ms, segment_bytes, flush_policy, ...

@@ -83,36 +83,52 @@ pub async fn run(args: &ClientArgs, p: ProduceArgs) -> Result<(), String> {
         print: p.print_offsets,
         json: args.json,
     };
-    while tally.first_error.is_none() {
-        let Some(line) = lines
-            .next_line()
-            .await
-            .map_err(|e| format!("reading stdin: {e}"))?
-        else {
-            break;
-        };
-        tally.read += 1;
-        let (key, value) = match &p.key_separator {
-            Some(sep) => match line.split_once(sep.as_str()) {
-                Some((k, v)) => (Some(k.to_string()), v.to_string()),
-                None => (None, line),
-            },
-            None => (None, line),
-        };
-        bytes += (value.len() + key.as_ref().map_or(0, String::len)) as u64;
-        let mut record = ProducerRecord::new(&p.topic, value);
-        record.key = key.map(bytes::Bytes::from);
-        record.partition = p.partition;
-        match producer.enqueue(record).await {
-            Ok(delivery) => pending.push_back((tally.read, delivery)),
-            Err(e) => {
-                drain(&mut pending, 0, out, &mut tally).await;
-                out.line(tally.read, &Err(e.clone()));
-                tally.record(&Err(e));
-                break;
+    // Reads lines while acknowledgements are printed as they arrive (in input order): a
+    // script timing each acknowledgement sees it when it happens, not when stdin ends.
+    let mut stdin_open = true;
+    while tally.first_error.is_none() && (stdin_open || !pending.is_empty()) {
+        let can_read = stdin_open && pending.len() < MAX_PENDING_RECORDS;
+        tokio::select! {
+            biased;
+            delivery = async {
+                match pending.front_mut() {
+                    Some((_, f)) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if !pending.is_empty() => {
+                if let Some((line, _)) = pending.pop_front() {
+                    out.line(line, &delivery);
+                    tally.record(&delivery);
+                }
+            }
+            next = lines.next_line(), if can_read => {
+                let Some(line) = next.map_err(|e| format!("reading stdin: {e}"))? else {
+                    stdin_open = false;
+                    continue;
+                };
+                tally.read += 1;
+                let (key, value) = match &p.key_separator {
+                    Some(sep) => match line.split_once(sep.as_str()) {
+                        Some((k, v)) => (Some(k.to_string()), v.to_string()),
+                        None => (None, line),
+                    },
+                    None => (None, line),
+                };
+                bytes += (value.len() + key.as_ref().map_or(0, String::len)) as u64;
+                let mut record = ProducerRecord::new(&p.topic, value);
+                record.key = key.map(bytes::Bytes::from);
+                record.partition = p.partition;
+                match producer.enqueue(record).await {
+                    Ok(delivery) => pending.push_back((tally.read, delivery)),
+                    Err(e) => {
+                        drain(&mut pending, 0, out, &mut tally).await;
+                        out.line(tally.read, &Err(e.clone()));
+                        tally.record(&Err(e));
+                        break;
+                    }
+                }
             }
         }
-        drain(&mut pending, MAX_PENDING_RECORDS, out, &mut tally).await;
     }
     drain(&mut pending, 0, out, &mut tally).await;
     producer.close().await;

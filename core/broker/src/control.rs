@@ -109,10 +109,8 @@ impl Shard {
                 let request = ControllerRequest::CreateTopic {
                     name: t.name.clone(),
                     partitions: t.partitions as usize,
-                    replication_factor: match t.replication_factor {
-                        rf if rf <= 0 => 1,
-                        rf => rf as usize,
-                    },
+                    // 0 (or less): the cluster's default.
+                    replication_factor: usize::try_from(t.replication_factor).unwrap_or(0),
                     configs: t.configs.into_iter().collect(),
                 };
                 outcome = self.change(request, |m| m.topics.contains_key(&name)).await;

@@ -13,6 +13,7 @@ use quiver_batch::{BatchBuilder, BatchHeader, NewRecord, RecordIter};
 use quiver_broker_api::{ApiError, ErrorCode};
 
 use crate::partition::Partition;
+use crate::replication::driver::GroupHandle;
 use crate::shard::{storage_error, Shard};
 
 /// Largest batch of coordinator records appended at once.
@@ -20,15 +21,105 @@ const MAX_RECORDS_BATCH_BYTES: usize = 512 << 10;
 /// Bytes read at a time while loading a coordinator partition.
 const LOAD_READ_BYTES: usize = 1 << 20;
 
+/// How long a new leader of a coordinator's partition waits for the entries of earlier
+/// terms to commit before it loads (the client retries `CoordinatorLoading`).
+const LOAD_COMMIT_WAIT_MS: u64 = 5_000;
+
 /// The durability of a request's stamped records.
-pub(crate) struct PendingDurability(Vec<quiver_storage::Durability>);
+pub(crate) enum PendingDurability {
+    /// A single-replica partition: its log's durability.
+    Local(Vec<quiver_storage::Durability>),
+    /// A replicated partition: committed once the group's commit index passes `index`
+    /// while `term` still leads.
+    Replicated {
+        handle: Rc<GroupHandle>,
+        index: u64,
+        term: u64,
+    },
+}
 
 impl PendingDurability {
     pub(crate) async fn wait(self) -> Result<(), ApiError> {
-        for d in self.0 {
-            d.wait().await.map_err(|e| storage_error(&e))?;
+        match self {
+            Self::Local(ds) => {
+                for d in ds {
+                    d.wait().await.map_err(|e| storage_error(&e))?;
+                }
+                Ok(())
+            }
+            Self::Replicated {
+                handle,
+                index,
+                term,
+            } => loop {
+                let waiter = handle.progress.register();
+                if handle.commit_index.get() >= index {
+                    return Ok(());
+                }
+                if !handle.is_leader.get() || handle.term.get() != term {
+                    return Err(ApiError::new(
+                        ErrorCode::NotOwner,
+                        "the coordinator's partition changed leader before the change was committed; retry at the new coordinator (refresh metadata)",
+                    ));
+                }
+                let _ = waiter.await;
+            },
         }
-        Ok(())
+    }
+}
+
+/// The term a coordinator loaded from `log` is valid for: `None` for a single-replica
+/// partition (always valid); for a replicated one, the term this node leads it at, once every
+/// entry of its log is committed (what a new leader must see before it answers). Refused with
+/// `NotOwner` naming the leader on a follower.
+pub(crate) async fn leading_term(log: &Partition, what: &str) -> Result<Option<u64>, ApiError> {
+    let Some((_, g)) = &log.group else {
+        return Ok(None);
+    };
+    let term = g.term.get();
+    let deadline = std::time::Instant::now() + Duration::from_millis(LOAD_COMMIT_WAIT_MS);
+    loop {
+        let waiter = g.progress.register();
+        if !g.is_leader.get() || g.term.get() != term {
+            let who = g
+                .leader
+                .get()
+                .map_or("no leader is elected right now".to_string(), |l| {
+                    format!("node {l} leads it")
+                });
+            return Err(ApiError::new(
+                ErrorCode::NotOwner,
+                format!("this node does not lead the partition of {what}: {who}; refresh metadata and retry"),
+            ));
+        }
+        if g.commit_index.get() >= log.log.log_end_offset() {
+            return Ok(Some(term));
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(ApiError::new(
+                ErrorCode::CoordinatorLoading,
+                format!("{what} is loading: its new leader is committing its log; retry"),
+            ));
+        }
+        let _ = futures_lite::future::or(
+            async {
+                let _ = waiter.await;
+            },
+            async {
+                glommio::timer::sleep(left).await;
+            },
+        )
+        .await;
+    }
+}
+
+/// Whether a coordinator loaded at `loaded_term` may still serve from `log`'s partition.
+pub(crate) fn still_leading(log: &Partition, loaded_term: Option<u64>) -> bool {
+    match (&log.group, loaded_term) {
+        (None, _) => true,
+        (Some((_, g)), Some(term)) => g.is_leader.get() && g.term.get() == term,
+        (Some(_), None) => false,
     }
 }
 
@@ -75,6 +166,31 @@ impl Shard {
         }
     }
 
+    /// This node was elected leader of `topic/partition`: when it is a coordinator's
+    /// partition, the coordinator loads from the log now (after the entries of earlier terms
+    /// commit), so it serves at once and drives the transactions its predecessor left.
+    pub fn became_leader(self: Rc<Self>, topic: &str, partition: i32) {
+        let which = match topic {
+            quiver_group::OFFSETS_TOPIC => true,
+            quiver_txn::TXN_TOPIC => false,
+            _ => return,
+        };
+        let task = async move {
+            let loaded = if which {
+                self.coordinator_slot(partition).await.map(|_| ())
+            } else {
+                self.txn_slot_of(partition).await.map(|_| ())
+            };
+            if let Err(e) = loaded {
+                tracing::debug!(
+                    partition,
+                    "a new leader's coordinator did not load; the next request retries: {e}"
+                );
+            }
+        };
+        glommio::spawn_local(task).detach();
+    }
+
     /// Stamps `records` (key, value or tombstone) into `topic/partition` in call order and
     /// returns what to await for their durability.
     pub(crate) async fn append_records(
@@ -84,7 +200,6 @@ impl Shard {
         records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<PendingDurability, ApiError> {
         let log = self.locate(topic, partition)?;
-        let epoch = log.replica.append_epoch(topic, partition)?;
         let now = crate::groups::wall_clock_ms();
         let mut builder = BatchBuilder::new();
         let mut batches = Vec::new();
@@ -104,6 +219,30 @@ impl Shard {
             builder.push(&record);
         }
         batches.push(builder.build());
+        if let Some((_, g)) = &log.group {
+            let Some(driver) = self.replication() else {
+                return Err(ApiError::new(
+                    ErrorCode::Unknown,
+                    "a replicated partition on a node without replication",
+                ));
+            };
+            let term = g.term.get();
+            let (_, last) = crate::replication::produce::append_replicated(
+                &driver,
+                topic,
+                &log,
+                partition,
+                crate::acks::AckPoint::Enqueued,
+                batches,
+            )
+            .await?;
+            return Ok(PendingDurability::Replicated {
+                handle: g.clone(),
+                index: last + 1,
+                term,
+            });
+        }
+        let epoch = log.replica.append_epoch(topic, partition)?;
         let mut pending = Vec::with_capacity(batches.len());
         for b in batches {
             let (_, durability) = log
@@ -113,7 +252,7 @@ impl Shard {
                 .map_err(|e| storage_error(&e))?;
             pending.push(durability);
         }
-        Ok(PendingDurability(pending))
+        Ok(PendingDurability::Local(pending))
     }
 }
 

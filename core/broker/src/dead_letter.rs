@@ -172,9 +172,8 @@ impl Shard {
         let request = Request::CreateTopics(vec![NewTopic {
             name: name.to_string(),
             partitions,
-            // Internal topics have one replica until coordinators follow replicated
-            // partitions' leadership.
-            replication_factor: 1,
+            // The cluster's default: replicated where there are several nodes.
+            replication_factor: 0,
             configs: configs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

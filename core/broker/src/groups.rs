@@ -22,7 +22,9 @@ use quiver_broker_api::{
 use quiver_group::types::TopicCounts;
 use quiver_group::{Coordinator, GroupConfig, Limits, NackOutcome, Origin, Record, OFFSETS_TOPIC};
 
-use crate::coordinator_log::{replay_partition, PendingDurability, INTERNAL_TOPIC_CONFIGS};
+use crate::coordinator_log::{
+    leading_term, replay_partition, still_leading, PendingDurability, INTERNAL_TOPIC_CONFIGS,
+};
 use crate::partition::Partition;
 use crate::routing;
 use crate::shard::Shard;
@@ -51,10 +53,13 @@ impl Default for GroupSettings {
 /// How often loaded coordinators expire sessions.
 const TICK: Duration = Duration::from_millis(100);
 
-struct Slot {
+pub(crate) struct Slot {
     coordinator: RefCell<Coordinator>,
     /// One request at a time: compute, append, answer.
     gate: Semaphore,
+    /// The term of the replicated partition's leadership it was loaded under (`None`: a
+    /// single-replica partition): a slot of an earlier term is stale and reloads.
+    term: Option<u64>,
 }
 
 /// The coordinators of one shard.
@@ -415,11 +420,20 @@ impl Shard {
     }
 
     /// The loaded coordinator of `partition`, loading it from the log when needed.
-    async fn coordinator_slot(self: Rc<Self>, partition: i32) -> Result<Rc<Slot>, ApiError> {
-        if let Some(s) = self.groups.slots.borrow().get(&partition) {
-            return Ok(s.clone());
-        }
+    pub(crate) async fn coordinator_slot(
+        self: Rc<Self>,
+        partition: i32,
+    ) -> Result<Rc<Slot>, ApiError> {
         let log = self.locate(OFFSETS_TOPIC, partition)?;
+        let loaded = self.groups.slots.borrow().get(&partition).cloned();
+        if let Some(s) = loaded {
+            if still_leading(&log, s.term) {
+                return Ok(s);
+            }
+            // Leadership moved since it loaded: what it holds may be behind the log.
+            self.groups.slots.borrow_mut().remove(&partition);
+        }
+        let term = leading_term(&log, &format!("{OFFSETS_TOPIC}/{partition}")).await?;
         let settings = &self.settings().groups;
         let mut coordinator = Coordinator::new(settings.limits.clone(), settings.defaults.clone());
         load(&log, &mut coordinator, self.groups.now_ms()).await?;
@@ -433,9 +447,16 @@ impl Shard {
                 Rc::new(Slot {
                     coordinator: RefCell::new(coordinator),
                     gate: Semaphore::new(1),
+                    term,
                 })
             })
             .clone();
+        if slot.term != term {
+            return Err(ApiError::new(
+                ErrorCode::CoordinatorLoading,
+                format!("{OFFSETS_TOPIC}/{partition} changed leader while loading; retry"),
+            ));
+        }
         self.clone().start_group_ticker();
         Ok(slot)
     }
@@ -479,6 +500,17 @@ impl Shard {
                     let Ok(_permit) = slot.gate.acquire_permit(1).await else {
                         return false;
                     };
+                    let leading = shard
+                        .locate(OFFSETS_TOPIC, partition)
+                        .is_ok_and(|log| still_leading(&log, slot.term));
+                    if !leading {
+                        // Its partition moved or changed leader: the new leader expires them.
+                        let mut slots = shard.groups.slots.borrow_mut();
+                        if slots.get(&partition).is_some_and(|s| Rc::ptr_eq(s, &slot)) {
+                            slots.remove(&partition);
+                        }
+                        continue;
+                    }
                     let counts = shard.topic_counts();
                     let records = slot
                         .coordinator

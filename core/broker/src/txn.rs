@@ -29,7 +29,9 @@ use quiver_txn::coordinator::{End, Init};
 use quiver_txn::types::GroupOffsets;
 use quiver_txn::{Coordinator, Limits, Markers, Record, TxnError, TXN_TOPIC};
 
-use crate::coordinator_log::{replay_partition, INTERNAL_TOPIC_CONFIGS};
+use crate::coordinator_log::{
+    leading_term, replay_partition, still_leading, INTERNAL_TOPIC_CONFIGS,
+};
 use crate::forward::{ShardCall, ShardReply};
 use crate::groups::wall_clock_ms;
 use crate::produce::join_all;
@@ -91,7 +93,7 @@ enum Located {
     Shard(usize),
 }
 
-struct Slot {
+pub(crate) struct Slot {
     coordinator: RefCell<Coordinator>,
     /// One change at a time: compute, stamp.
     gate: Semaphore,
@@ -99,6 +101,9 @@ struct Slot {
     driving: RefCell<HashSet<String>>,
     /// Loaded from the log and not ticked yet: every prepared transaction is resumed.
     fresh: Cell<bool>,
+    /// The term of the replicated partition's leadership it was loaded under (`None`: a
+    /// single-replica partition): a slot of an earlier term is stale and reloads.
+    term: Option<u64>,
 }
 
 /// The coordinators of one shard.
@@ -215,8 +220,13 @@ impl Shard {
         let Some(topic) = meta.topics.get(TXN_TOPIC) else {
             return;
         };
+        // A replicated partition's coordinator loads when this node is elected its leader.
         let mine: Vec<i32> = (0..topic.partitions.len() as i32)
             .filter(|p| routing::owner(&meta, TXN_TOPIC, *p, n) == Some(self.id))
+            .filter(|p| {
+                self.locate(TXN_TOPIC, *p)
+                    .is_ok_and(|log| log.group.is_none())
+            })
             .collect();
         if mine.is_empty() {
             return;
@@ -308,11 +318,20 @@ impl Shard {
     }
 
     /// The loaded coordinator of this shard's `partition` of `__transaction_state`.
-    async fn txn_slot_of(self: Rc<Self>, partition: i32) -> Result<(i32, Rc<Slot>), ApiError> {
-        if let Some(s) = self.txns.slots.borrow().get(&partition) {
-            return Ok((partition, s.clone()));
-        }
+    pub(crate) async fn txn_slot_of(
+        self: Rc<Self>,
+        partition: i32,
+    ) -> Result<(i32, Rc<Slot>), ApiError> {
         let log = self.locate(TXN_TOPIC, partition)?;
+        let loaded = self.txns.slots.borrow().get(&partition).cloned();
+        if let Some(s) = loaded {
+            if still_leading(&log, s.term) {
+                return Ok((partition, s));
+            }
+            // Leadership moved since it loaded: what it holds may be behind the log.
+            self.txns.slots.borrow_mut().remove(&partition);
+        }
+        let term = leading_term(&log, &format!("{TXN_TOPIC}/{partition}")).await?;
         let mut coordinator = Coordinator::new(self.settings().txn.limits.clone());
         replay_partition(&log, |offset, key, value| {
             match Record::decode(key, value) {
@@ -337,9 +356,16 @@ impl Shard {
                     gate: Semaphore::new(1),
                     driving: RefCell::new(HashSet::new()),
                     fresh: Cell::new(true),
+                    term,
                 })
             })
             .clone();
+        if slot.term != term {
+            return Err(ApiError::new(
+                ErrorCode::CoordinatorLoading,
+                format!("{TXN_TOPIC}/{partition} changed leader while loading; retry"),
+            ));
+        }
         self.clone().start_txn_ticker();
         Ok((partition, slot))
     }
@@ -597,6 +623,17 @@ impl Shard {
         let Ok(permit) = slot.gate.acquire_permit(1).await else {
             return;
         };
+        let leading = self
+            .locate(TXN_TOPIC, partition)
+            .is_ok_and(|log| still_leading(&log, slot.term));
+        if !leading {
+            // Its partition moved or changed leader: the new leader drives its transactions.
+            let mut slots = self.txns.slots.borrow_mut();
+            if slots.get(&partition).is_some_and(|s| Rc::ptr_eq(s, &slot)) {
+                slots.remove(&partition);
+            }
+            return;
+        }
         let (records, mut markers) = slot.coordinator.borrow_mut().tick(now);
         if let Err(e) = self.persist_txn(partition, &records).await {
             tracing::warn!(partition, "a transaction coordinator could not persist timeouts; it reloads from the log: {e}");

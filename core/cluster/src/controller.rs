@@ -243,7 +243,7 @@ impl Controller {
     }
 
     /// Places and proposes a new topic: `partitions` partitions of `replication_factor`
-    /// replicas over the registered nodes.
+    /// replicas (0: the default, 3 or every node where there are fewer) over the nodes up.
     pub fn create_topic(
         &mut self,
         name: &str,
@@ -262,6 +262,10 @@ impl Controller {
             let id = u64::try_from(*n).unwrap_or(u64::MAX);
             !voters.contains(&id) || reachable.contains(&id)
         });
+        let replication_factor = match replication_factor {
+            0 => crate::placement::default_replication_factor(self.meta.nodes.len()),
+            rf => rf,
+        };
         let placed =
             place(&live, partitions, replication_factor).map_err(ControllerError::Placement)?;
         self.propose(&Command::CreateTopic {

@@ -27,7 +27,7 @@ impl std::fmt::Display for PlacementError {
                 nodes,
             } => write!(
                 f,
-                "replication factor {replication_factor} needs {replication_factor} nodes; the cluster has {nodes}: lower it or add nodes"
+                "replication factor {replication_factor} needs {replication_factor} nodes up; {nodes} are: start the nodes that are down, add nodes, or lower it"
             ),
             Self::ZeroReplicationFactor => write!(f, "the replication factor must be at least 1"),
         }

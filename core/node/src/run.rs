@@ -516,6 +516,7 @@ fn start_replication(
         // A new leader records itself (its term is the partition's leader epoch).
         on_leader: Box::new(move |topic, partition, term, handle| {
             let shard = leader_shard.clone();
+            shard.clone().became_leader(&topic, partition);
             glommio::spawn_local(record_leader(shard, me, topic, partition, term, handle)).detach();
         }),
     };
