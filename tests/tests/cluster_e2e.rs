@@ -748,3 +748,133 @@ fn a_consumer_group_keeps_consuming_across_its_coordinators_failover_with_offset
         .ok(&["consume", "events", "--group", "watchers"], None);
     assert_eq!(again.lines().count(), 0, "{again}");
 }
+
+/// Runs `quiver serve` with `args` until it exits (within `secs`): its status and stderr.
+fn serve_until_exit(args: &[String], secs: u64) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(quiver_binary())
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "quiver serve {args:?} still runs after {secs} s: {}",
+                reader.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, reader.join().unwrap())
+}
+
+#[test]
+fn a_node_with_another_clusters_data_or_a_taken_id_is_refused_and_the_cluster_goes_on() {
+    let mut cluster = Cluster::start();
+    let id = eventually(20, "the cluster is initialized", || {
+        let ids: Vec<String> = (1..=3).map(|n| cluster.cluster_id(n)).collect();
+        (!ids[0].is_empty() && ids.iter().all(|i| *i == ids[0])).then(|| ids[0].clone())
+    });
+
+    // Another cluster's data directory: node 3 of a one-node cluster of its own.
+    let other = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let port = free_ports(SHARDS);
+    let lone = Node::start_with(
+        other.path(),
+        SHARDS,
+        port,
+        &["--node-id", "3", "--seeds", &format!("3@127.0.0.1:{port}")],
+    );
+    let cli = Cli::for_node(&lone);
+    let other_id = eventually(20, "the other cluster is initialized", || {
+        let out = cli.run(&["cluster", "info", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let c = v["cluster_id"].as_str()?.to_string();
+        (!c.is_empty()).then_some(c)
+    });
+    assert_ne!(other_id, id);
+    lone.terminate();
+    // Started in node 3's place (its address, the cluster's certificate): the two others
+    // say it is of another cluster, and it stops with the reason.
+    cluster.kill(3);
+    std::fs::remove_dir_all(other.path().join("tls")).unwrap();
+    copy_dir(
+        &cluster.dirs[0].path().join("tls"),
+        &other.path().join("tls"),
+    );
+    let args: Vec<String> = [
+        "--data-dir",
+        &other.path().display().to_string(),
+        "--shards",
+        &SHARDS.to_string(),
+        "--listen",
+        &format!("127.0.0.1:{}", cluster.ports[2]),
+        "--node-id",
+        "3",
+        "--seeds",
+        &cluster.seeds,
+        "--log-level",
+        "error",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (status, err) = serve_until_exit(&args, 60);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("belongs to cluster {other_id}"))
+            && err.contains(&format!("belong to cluster {id}")),
+        "{err}"
+    );
+
+    // A second node 2 (its own directory, another port): refused at once.
+    let dup = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (status, err) = serve_until_exit(
+        &[
+            "--data-dir".to_string(),
+            dup.path().display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", free_ports(1)),
+            "--node-id".into(),
+            "2".into(),
+            "--seeds".into(),
+            cluster.seeds.clone(),
+        ],
+        30,
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("is node 2 already running elsewhere"), "{err}");
+
+    // Unaffected: the cluster takes changes, and node 3 with its own data rejoins it.
+    eventually(20, "a topic created on the two nodes up", || {
+        cluster
+            .cli(1)
+            .run(
+                &["topic", "create", "after", "--replication-factor", "2"],
+                None,
+            )
+            .status
+            .success()
+            .then_some(())
+    });
+    cluster.start_node(3);
+    eventually(30, "node 3 rejoins its cluster", || {
+        (cluster.cluster_id(3) == id && topics(&cluster.cli(3)).contains(&"after".to_string()))
+            .then_some(())
+    });
+}

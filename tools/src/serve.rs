@@ -394,6 +394,18 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
     let listen = cfg
         .listen
         .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default address"));
+    if let Some(seed) = voters.get(&cfg.node_id.unwrap_or(0)) {
+        // A node id names one node: a second process claiming it elsewhere is refused here
+        // (at its seed's address, its ports are taken).
+        if seed.port() != listen.port() {
+            return Err(usage(format!(
+                "the seeds say node {} listens at {seed}, but this node is to listen on port {}: is node {} already running elsewhere? Give this node its own id (and seed), or listen at its seed's port",
+                cfg.node_id.unwrap_or(0),
+                listen.port(),
+                cfg.node_id.unwrap_or(0)
+            )));
+        }
+    }
     let data_dir = cfg
         .data_dir
         .unwrap_or_else(|| PathBuf::from("./quiver-data"));

@@ -130,7 +130,8 @@ pub struct ControllerHandle {
     inbox: RefCell<VecDeque<Input>>,
     bell: Doorbell,
     status: RefCell<ControllerStatus>,
-    forwards: RefCell<HashMap<u64, Sender<Result<(), Failure>>>>,
+    /// Requests forwarded to the controller leader, by id: the node they went to.
+    forwards: RefCell<HashMap<u64, (NodeId, AnswerTx)>>,
     next_id: Cell<u64>,
 }
 
@@ -170,7 +171,7 @@ impl ControllerHandle {
     /// [`ControllerHandle::deliver_envelope`]).
     pub fn deliver_message(&self, message: NodeMessage) {
         match message {
-            NodeMessage::Raft { from, envelope } => match codec::decode(&envelope) {
+            NodeMessage::Raft { from, envelope, .. } => match codec::decode(&envelope) {
                 Ok(envelope) => self.push(Input::Raft { from, envelope }),
                 Err(e) => tracing::debug!(from, "dropping a Raft envelope: {e}"),
             },
@@ -179,7 +180,7 @@ impl ControllerHandle {
                 reply: ReplyTo::Remote { node: from, id },
             }),
             NodeMessage::Reply { id, result } => {
-                if let Some(tx) = self.forwards.borrow_mut().remove(&id) {
+                if let Some((_, tx)) = self.forwards.borrow_mut().remove(&id) {
                     tx.send(result);
                 }
             }
@@ -210,6 +211,9 @@ impl ControllerHandle {
             })
     }
 }
+
+/// Where a forwarded request's answer goes.
+type AnswerTx = Sender<Result<(), Failure>>;
 
 /// What the task calls when the metadata changed (publish it to the node's shards).
 pub type OnMetadata = Box<dyn Fn(&Metadata)>;
@@ -446,7 +450,7 @@ impl ControllerTask {
             (Some(leader), ReplyTo::Local(tx)) if leader != self.handle.me => {
                 let id = self.handle.next_id.get();
                 self.handle.next_id.set(id + 1);
-                self.handle.forwards.borrow_mut().insert(id, tx);
+                self.handle.forwards.borrow_mut().insert(id, (leader, tx));
                 let message = NodeMessage::Request {
                     from: self.handle.me,
                     id,
@@ -505,6 +509,23 @@ impl ControllerTask {
             }
         }
         *was_leader = leader;
+        // A request forwarded to a leader that is no longer the leader (it died, or lost an
+        // election) gets no answer: its caller retries now instead of at its timeout.
+        let now_leader = self.controller.leader();
+        let mut forwards = self.handle.forwards.borrow_mut();
+        let orphaned: Vec<u64> = forwards
+            .iter()
+            .filter(|(_, (to, _))| now_leader != Some(*to))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in orphaned {
+            if let Some((to, tx)) = forwards.remove(&id) {
+                tx.send(Err(Failure::Unavailable(format!(
+                    "node {to} stopped leading the controller before it answered; the change may or may not be applied: check, then retry"
+                ))));
+            }
+        }
+        drop(forwards);
         let raft = self.controller.raft();
         *self.handle.status.borrow_mut() = ControllerStatus {
             leader: self.controller.leader(),
@@ -532,6 +553,7 @@ impl ControllerTask {
             };
             let message = NodeMessage::Raft {
                 from: me,
+                cluster: self.controller.metadata().cluster_id.clone(),
                 envelope: codec::encode(&envelope),
             };
             frames.push((to, message.encode()));

@@ -7,6 +7,8 @@
 //! - [`apply`]: the state machine every node runs over the controller's log.
 //! - [`controller`]: the controller group: a Raft member applying committed commands to
 //!   its metadata copy, with the metadata image as its snapshot.
+//! - [`cluster_guard`]: envelopes of another cluster dropped; a node whose data directory
+//!   is another cluster's refused.
 //! - [`controller_log`]: the controller group's log file format (records with CRC-32C,
 //!   replay, torn-tail detection, rewrite).
 //! - [`messages`]: what nodes send each other on the internal protocol (Raft envelopes,
@@ -15,6 +17,7 @@
 //! - [`rebalance`]: leadership back to the preferred replica when a node returns.
 
 pub mod apply;
+pub mod cluster_guard;
 pub mod command;
 pub mod controller;
 pub mod controller_log;

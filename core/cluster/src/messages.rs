@@ -3,8 +3,9 @@
 //! other nodes (a topic to create, a node to register) with their replies.
 //!
 //! One message per internal frame. The first byte is the kind; a Raft envelope then carries
-//! the sender's node id (8 bytes, big-endian) and the envelope in `quiver_raft::codec`'s
-//! format; requests and replies are JSON (small and rare). Decoding is bounded and typed: a
+//! the sender's node id (8 bytes, big-endian), the id of the cluster the sender belongs to
+//! (one length byte, then UTF-8; empty while it does not know it yet: a receiver of another
+//! cluster drops the envelope) and the envelope in `quiver_raft::codec`'s format; requests and replies are JSON (small and rare). Decoding is bounded and typed: a
 //! peer's bytes never panic the node (fuzzed: `cluster_message_decode`).
 
 use std::collections::BTreeMap;
@@ -16,9 +17,14 @@ use crate::controller::ControllerError;
 use crate::model::NodeId;
 use crate::CommandError;
 
+/// A Raft envelope without a cluster id (what nodes before cluster ids sent).
 const RAFT: u8 = 1;
 const REQUEST: u8 = 2;
 const REPLY: u8 = 3;
+/// A Raft envelope with its sender's cluster id.
+const RAFT_IN_CLUSTER: u8 = 4;
+/// Longest cluster id a message carries.
+pub const MAX_CLUSTER_ID_BYTES: usize = 255;
 
 /// Most bytes of one request or reply (a command and its framing).
 pub const MAX_JSON_BYTES: usize = crate::command::MAX_COMMAND_BYTES + 4096;
@@ -84,8 +90,13 @@ impl From<&ControllerError> for Failure {
 /// One internal message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeMessage {
-    /// A Raft envelope (`quiver_raft::codec` bytes, decoded by the receiver's Raft driver).
-    Raft { from: NodeId, envelope: Vec<u8> },
+    /// A Raft envelope (`quiver_raft::codec` bytes, decoded by the receiver's Raft driver)
+    /// from a node of cluster `cluster` (empty: not known yet).
+    Raft {
+        from: NodeId,
+        cluster: String,
+        envelope: Vec<u8>,
+    },
     Request {
         from: NodeId,
         id: u64,
@@ -127,10 +138,22 @@ impl NodeMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         match self {
-            Self::Raft { from, envelope } => {
-                out.reserve(9 + envelope.len());
-                out.push(RAFT);
+            Self::Raft {
+                from,
+                cluster,
+                envelope,
+            } => {
+                // Cluster ids are short (`quiver-` and hex); a longer one is cut, never sent
+                // past the bound a receiver enforces.
+                let mut id = cluster.as_bytes();
+                while id.len() > MAX_CLUSTER_ID_BYTES {
+                    id = &id[..MAX_CLUSTER_ID_BYTES];
+                }
+                out.reserve(10 + id.len() + envelope.len());
+                out.push(RAFT_IN_CLUSTER);
                 out.extend_from_slice(&i64::from(*from).to_be_bytes());
+                out.push(id.len() as u8);
+                out.extend_from_slice(id);
                 out.extend_from_slice(envelope);
             }
             Self::Request { from, id, request } => {
@@ -175,6 +198,28 @@ impl NodeMessage {
                     .map_err(|_| MessageError::Malformed("sender id out of range".into()))?;
                 Ok(Self::Raft {
                     from,
+                    cluster: String::new(),
+                    envelope: envelope.to_vec(),
+                })
+            }
+            RAFT_IN_CLUSTER => {
+                let (from, rest) = body
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| MessageError::Malformed("no sender id".into()))?;
+                let from = NodeId::try_from(i64::from_be_bytes(*from))
+                    .map_err(|_| MessageError::Malformed("sender id out of range".into()))?;
+                let (&len, rest) = rest
+                    .split_first()
+                    .ok_or_else(|| MessageError::Malformed("no cluster id".into()))?;
+                let (id, envelope) = rest
+                    .split_at_checked(usize::from(len))
+                    .ok_or_else(|| MessageError::Malformed("cluster id cut short".into()))?;
+                let cluster = std::str::from_utf8(id)
+                    .map_err(|_| MessageError::Malformed("cluster id is not UTF-8".into()))?
+                    .to_string();
+                Ok(Self::Raft {
+                    from,
+                    cluster,
                     envelope: envelope.to_vec(),
                 })
             }
@@ -210,7 +255,13 @@ mod tests {
         vec![
             NodeMessage::Raft {
                 from: 3,
+                cluster: String::new(),
                 envelope: vec![1, 2, 3],
+            },
+            NodeMessage::Raft {
+                from: 2,
+                cluster: "quiver-0123abcd".into(),
+                envelope: vec![9; 40],
             },
             NodeMessage::Request {
                 from: 2,
@@ -245,6 +296,21 @@ mod tests {
         for m in samples() {
             assert_eq!(NodeMessage::decode(&m.encode()).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn an_envelope_of_a_node_before_cluster_ids_has_none() {
+        let mut old = vec![RAFT];
+        old.extend_from_slice(&5i64.to_be_bytes());
+        old.extend_from_slice(&[7, 7]);
+        assert_eq!(
+            NodeMessage::decode(&old).unwrap(),
+            NodeMessage::Raft {
+                from: 5,
+                cluster: String::new(),
+                envelope: vec![7, 7]
+            }
+        );
     }
 
     #[test]

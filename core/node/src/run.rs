@@ -16,6 +16,7 @@ use quiver_broker::controller_runtime::{
 use quiver_broker::controller_store::ControllerStore;
 use quiver_broker::replication::driver::{DriverContext, ReplicaDriver};
 use quiver_broker_api::{Principal, RequestContext};
+use quiver_cluster::cluster_guard::Verdict;
 use quiver_cluster::messages::{ControllerRequest, NodeMessage};
 use quiver_cluster::model::NodeMeta;
 use quiver_net::server::{internal_frame, Handler, Links, Peer, QuicServer};
@@ -80,7 +81,11 @@ fn identity(config: &NodeConfig) -> Result<(TlsIdentity, bool), NodeError> {
 /// The QUIC listener's handler: Quiver's FlatBuffers frames in and out, the broker's typed
 /// requests and responses in between; on shard 0, other nodes' internal frames to the
 /// controller.
-struct ShardHandler(Rc<Shard>, Option<Rc<ControllerHandle>>);
+struct ShardHandler(
+    Rc<Shard>,
+    Option<Rc<ControllerHandle>>,
+    std::cell::RefCell<quiver_cluster::cluster_guard::ClusterGuard>,
+);
 
 /// The broker's view of the node's QUIC links.
 struct QuicLinks(Links);
@@ -139,7 +144,11 @@ impl Handler for ShardHandler {
             }
         };
         match message {
-            NodeMessage::Raft { from, envelope } => {
+            NodeMessage::Raft {
+                from,
+                cluster,
+                envelope,
+            } => {
                 let envelope = match quiver_raft::codec::decode(&envelope) {
                     Ok(e) => e,
                     Err(e) => {
@@ -147,6 +156,37 @@ impl Handler for ShardHandler {
                         return;
                     }
                 };
+                let mine = self.0.node_metadata().cluster_id.clone();
+                let from_leader = envelope.messages.iter().any(|(g, m)| {
+                    *g == CONTROLLER_GROUP
+                        && matches!(
+                            m,
+                            quiver_raft::types::Message::Append { .. }
+                                | quiver_raft::types::Message::Heartbeat { .. }
+                        )
+                });
+                match self
+                    .2
+                    .borrow_mut()
+                    .check(&mine, from, &cluster, from_leader)
+                {
+                    Verdict::Accept => {}
+                    Verdict::Drop { first } => {
+                        if first {
+                            tracing::error!(from, theirs = %cluster, %mine, "dropping the Raft envelopes of a node of another cluster (was it started with another cluster's data directory?)");
+                        }
+                        return;
+                    }
+                    Verdict::Refuse { theirs, voters } => {
+                        let why = format!(
+                            "this node's data directory ({}) belongs to cluster {mine}, but the voters {voters:?} of its seeds belong to cluster {theirs}: the node stops rather than mix two clusters' data. Start it with an empty --data-dir to join {theirs}, or with the seeds of cluster {mine}",
+                            self.0.node_settings().data_dir.display()
+                        );
+                        tracing::error!("{why}");
+                        eprintln!("error: {why}");
+                        std::process::exit(2);
+                    }
+                }
                 let (controller, partitions): (Vec<_>, Vec<_>) = envelope
                     .messages
                     .into_iter()
@@ -613,7 +653,15 @@ async fn shard_main(
     // request to load their coordinator.
     shard.clone().load_txn_coordinators();
     let _ = ready.send(Ok(server.local_addr()));
-    let handler: Rc<dyn Handler> = Rc::new(ShardHandler(shard.clone(), controller));
+    let guard = quiver_cluster::cluster_guard::ClusterGuard::new(
+        shard.node_settings().node_id,
+        shard.node_settings().cluster.voters.keys().copied(),
+    );
+    let handler: Rc<dyn Handler> = Rc::new(ShardHandler(
+        shard.clone(),
+        controller,
+        std::cell::RefCell::new(guard),
+    ));
     let task =
         glommio::spawn_local_into(server.run(handler, stopped(stop_fd)), latency).map_err(|e| {
             NodeError::Shard {

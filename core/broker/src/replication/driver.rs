@@ -463,6 +463,7 @@ impl ReplicaDriver {
             };
             let message = NodeMessage::Raft {
                 from: self.ctx.me,
+                cluster: self.meta.borrow().cluster_id.clone(),
                 envelope: codec::encode(&envelope),
             };
             if !self.ctx.links.send(addr, message.encode()).await {
