@@ -451,6 +451,10 @@ impl GroupConsumer {
             if let Some((tp, next)) = self.last.take() {
                 self.processed.insert(tp, next);
             }
+            for (tp, position) in self.skipped_ahead() {
+                self.processed.insert(tp.clone(), position);
+                self.returned.insert(tp, position);
+            }
             self.reconcile().await?;
             if !self.events.is_empty() {
                 continue;
@@ -524,7 +528,7 @@ impl GroupConsumer {
         let mut at = far;
         if self.config.delivery == DeliveryMode::AtLeastOnce
             && self.config.auto_commit_interval_ms.is_some()
-            && !self.pending(&self.processed).is_empty()
+            && (!self.pending(&self.processed).is_empty() || !self.skipped_ahead().is_empty())
         {
             at = at.min(self.next_auto_commit);
         }
@@ -663,6 +667,27 @@ impl GroupConsumer {
         let client = self.client.clone();
         let commit = self.offset_commit(&offsets);
         tokio::spawn(async move { commit_offsets(&client, &commit).await })
+    }
+
+    /// Owned partitions whose every record handed out is processed and whose position moved
+    /// past them over batches that are not records (transaction markers, a new leader's
+    /// control batch): their position, committable as processed (as a Kafka consumer commits
+    /// its position), so a group that read everything shows no lag.
+    fn skipped_ahead(&self) -> Vec<(TopicPartition, i64)> {
+        self.owned
+            .iter()
+            .filter(|tp| self.last.as_ref().is_none_or(|(l, _)| l != *tp))
+            .filter(|tp| self.processed.get(*tp) == self.returned.get(*tp))
+            .filter_map(|tp| {
+                let position = self.consumer.position(&tp.topic, tp.partition)?;
+                let done = self
+                    .processed
+                    .get(tp)
+                    .or_else(|| self.committed.get(tp))
+                    .copied()?;
+                (position > done).then(|| (tp.clone(), position))
+            })
+            .collect()
     }
 
     /// The owned partitions' offsets in `positions` beyond what is committed.

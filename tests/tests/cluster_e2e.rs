@@ -577,6 +577,23 @@ fn replicated_partitions_fail_over_on_kill_9_and_lose_no_acknowledged_record() {
     eventually(30, "the restarted node knows the topic again", || {
         (try_leaders(&cluster.cli(victim), "sensors")?.len() == 6).then_some(())
     });
+    // Caught up, it gets back the leaderships placement gave it (each partition's first
+    // replica leads again), so leaders are spread evenly again.
+    eventually(
+        40,
+        "leadership handed back to the preferred replicas",
+        || {
+            let out = cluster
+                .cli(survivor)
+                .run(&["topic", "describe", "sensors", "--json"], None);
+            let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            d["partitions"]
+                .as_array()?
+                .iter()
+                .all(|p| p["leader"] == p["replicas"][0])
+                .then_some(())
+        },
+    );
     cluster.kill(other);
     let input: String = (200..220).map(line).collect();
     eventually(

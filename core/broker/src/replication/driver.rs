@@ -30,6 +30,7 @@ use quiver_storage::signal::{Doorbell, WaitList};
 use quiver_storage::PartitionLog;
 
 use super::log_mapping::{entry_of_batch, offset_of, plan_persist, restored_log};
+use super::preferred_leader;
 use crate::controller_runtime::NodeLinks;
 
 /// The hard state file in a replicated partition's directory.
@@ -70,6 +71,8 @@ impl GroupHandle {
 struct Group {
     topic: String,
     partition: i32,
+    /// The replica placement chose to lead (the first).
+    preferred: NodeId,
     log: PartitionLog,
     dir: PathBuf,
     handle: Rc<GroupHandle>,
@@ -189,6 +192,7 @@ impl ReplicaDriver {
             Rc::new(Group {
                 topic: topic.to_string(),
                 partition,
+                preferred: replicas.first().copied().unwrap_or(self.ctx.me),
                 log,
                 dir,
                 handle: handle.clone(),
@@ -238,6 +242,12 @@ impl ReplicaDriver {
                     leader: leader.map(node_id),
                 })
             }
+            // Handing leadership over: the new leader answers once elected.
+            Ok((Err((quiver_raft::ProposeError::Transferring { to }, _)), _)) => {
+                Err(ProposeRefusal::NotLeader {
+                    leader: Some(node_id(to)),
+                })
+            }
             Ok((Err((e, _)), _)) => Err(ProposeRefusal::Other(format!("{e:?}"))),
             Err(e) => Err(ProposeRefusal::Other(e.to_string())),
         }
@@ -247,6 +257,7 @@ impl ReplicaDriver {
     pub async fn run(self: Rc<Self>) {
         let tick = Duration::from_millis(self.ctx.tick_ms.max(1));
         let mut next_tick = Instant::now() + tick;
+        let mut ticks: u64 = 0;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             futures_lite::future::or(
@@ -260,6 +271,10 @@ impl ReplicaDriver {
             if Instant::now() >= next_tick {
                 actions.extend(self.multi.borrow_mut().tick());
                 next_tick = Instant::now() + tick;
+                ticks += 1;
+                if ticks % preferred_leader::CHECK_EVERY_TICKS == 0 {
+                    actions.extend(self.hand_back_leadership());
+                }
             }
             let inbox = std::mem::take(&mut *self.inbox.borrow_mut());
             for (from, envelope) in inbox {
@@ -279,6 +294,47 @@ impl ReplicaDriver {
             }
             self.send(envelopes).await;
         }
+    }
+
+    /// Starts handing the groups this shard leads back to their preferred replicas, where
+    /// those are up and hold the whole log.
+    fn hand_back_leadership(&self) -> Vec<GroupAction> {
+        let me = raft_id(self.ctx.me);
+        let led: Vec<preferred_leader::Led> = {
+            let multi = self.multi.borrow();
+            self.groups
+                .borrow()
+                .iter()
+                .filter_map(|(g, group)| {
+                    let n = multi.group(*g)?;
+                    if n.role() != Role::Leader {
+                        return None;
+                    }
+                    let preferred = raft_id(group.preferred);
+                    Some(preferred_leader::Led {
+                        group: *g,
+                        preferred,
+                        reachable: n.reachable().contains(&preferred),
+                        caught_up: n.matched(preferred) == Some(n.last_index()),
+                    })
+                })
+                .collect()
+        };
+        let moves = preferred_leader::hand_back(me, &led, preferred_leader::MAX_MOVES_PER_CHECK);
+        let mut actions = Vec::new();
+        for (g, to) in moves {
+            if let Some(group) = self.groups.borrow().get(&g) {
+                tracing::info!(topic = %group.topic, partition = group.partition, to = node_id(to), "handing leadership back to the preferred replica");
+            }
+            if let Ok((_, a)) = self
+                .multi
+                .borrow_mut()
+                .with_group(g, |n| ((), n.transfer_leadership(to)))
+            {
+                actions.extend(a);
+            }
+        }
+        actions
     }
 
     /// Carries out actions until none are left: writes, reads, then reports them.

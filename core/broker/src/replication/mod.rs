@@ -8,9 +8,12 @@
 //! - [`driver`]: the shard's driver of its partition groups (a `MultiRaft` per shard, one
 //!   clock, envelopes per peer shard over the node links), their logs in the segment logs,
 //!   commits as high watermarks, new leaders recorded in the controller (`SetLeader`).
+//! - [`preferred_leader`]: leadership handed back to a partition's first replica once it is
+//!   up and caught up (a returning node gets its partitions back). Sans-IO.
 //! - [`produce`]: a batch to a replicated partition: checked, proposed, answered at commit
 //!   (`acks=all`) or once in the leader's log (`acks=leader`).
 
 pub mod driver;
 pub mod log_mapping;
+pub mod preferred_leader;
 pub mod produce;
