@@ -15,7 +15,7 @@ MB="${1:-512}"
 cargo build --release -q -p quiver
 Q="$PWD/target/release/quiver"
 work=$(mktemp -d -p "$PWD/target")
-trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "serve --node-id . --seeds 1@127.0.0.1:17900" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "seeds 1@127.0.0.1:17900" 2>/dev/null || true; sleep 1; rm -rf "$work" || true' EXIT
 base=17900
 seeds="1@127.0.0.1:$base,2@127.0.0.1:$((base + 10)),3@127.0.0.1:$((base + 20))"
 ( cd "$work" && exec "$Q" dev cluster --nodes 3 --base-port "$base" ) > "$work/dev.log" 2>&1 &

@@ -13,17 +13,20 @@ ROUNDS="${1:-20}"
 cargo build --release -q -p quiver
 Q="$PWD/target/release/quiver"
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "seeds 1@127.0.0.1:17600" 2>/dev/null || true; sleep 1; rm -rf "$work" || true' EXIT
 base=17600
 brokers="127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))"
 ( cd "$work" && exec "$Q" dev cluster --nodes 3 --base-port "$base" ) > "$work/dev.log" 2>&1 &
 for _ in $(seq 1 600); do grep -q "Ctrl-C stops" "$work/dev.log" && break; sleep 0.1; done
 cli() { (cd "$work" && "$Q" "$@"); }
 for _ in $(seq 1 100); do cli topic create failover --partitions 1 --replication-factor 3 >/dev/null 2>&1 && break; sleep 0.2; done
-leader() { cli topic describe failover --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitions"][0]["leader"])'; }
+# The leader, once it is the preferred replica again (a restarted node gets its leadership
+# back a few seconds after it caught up): each round kills a settled leader.
+leader() { cli topic describe failover --json | python3 -c 'import json,sys; p=json.load(sys.stdin)["partitions"][0]; print(p["leader"] if p["leader"] == p["replicas"][0] and p["leader_epoch"] >= 1 else 0)'; }
 gaps=()
 for round in $(seq 1 "$ROUNDS"); do
-  for _ in $(seq 1 100); do l=$(leader 2>/dev/null || echo 0); [ "$l" -ge 1 ] && break; sleep 0.2; done
+  for _ in $(seq 1 300); do l=$(leader 2>/dev/null || echo 0); [ "$l" -ge 1 ] && break; sleep 0.2; done
+  sleep 1
   acks="$work/acks-$round"
   # One record every 5 ms; each acknowledgement's arrival time (ns) on its own line.
   ( for i in $(seq 1 1200); do echo "k:r$round-$i"; sleep 0.005; done ) \

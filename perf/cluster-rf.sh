@@ -11,11 +11,13 @@ DURATION_S="${2:-20}"
 cargo build --release -q -p quiver
 Q="$PWD/target/release/quiver"
 work=$(mktemp -d -p "$PWD/target")
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; pkill -f "seeds 1@127.0.0.1:17700" 2>/dev/null || true; sleep 1; rm -rf "$work" || true' EXIT
 base=17700
 brokers="127.0.0.1:$base,127.0.0.1:$((base + 10)),127.0.0.1:$((base + 20))"
 ( cd "$work" && exec "$Q" dev cluster --nodes 3 --base-port "$base" ) > "$work/dev.log" 2>&1 &
 for _ in $(seq 1 600); do grep -q "Ctrl-C stops" "$work/dev.log" && break; sleep 0.1; done
+# Once the controller has a leader and every node registered.
+for _ in $(seq 1 100); do (cd "$work" && "$Q" topic create rf-probe --replication-factor 3) >/dev/null 2>&1 && break; sleep 0.2; done
 for rf in 1 3; do
   "$Q" bench run bench/workloads/1-topic-16-partitions-1kb.toml --broker "$brokers" \
     --node-data-dir "$work/quiver-data/node-1" --replication-factor "$rf" --rate "$RATE" \

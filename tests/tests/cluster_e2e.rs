@@ -692,6 +692,46 @@ fn a_consumer_group_keeps_consuming_across_its_coordinators_failover_with_offset
         let l = try_leaders(&cluster.cli(2), "events")?;
         l.iter().all(|(_, epoch)| *epoch >= 1).then_some(())
     });
+    // A topic whose acks=all answers once a quorum has a batch written (not fsynced).
+    cluster.cli(1).ok(
+        &[
+            "topic",
+            "create",
+            "fast",
+            "--config",
+            "durability=replicated",
+        ],
+        None,
+    );
+    let d: serde_json::Value = serde_json::from_str(
+        &cluster
+            .cli(1)
+            .ok(&["topic", "describe", "fast", "--json"], None),
+    )
+    .unwrap();
+    assert_eq!(d["configs"]["durability"], "replicated", "{d}");
+    assert_eq!(d["partitions"][0]["replicas"].as_array().unwrap().len(), 3);
+    let input: String = (0..20).map(|i| format!("f{i}\n")).collect();
+    eventually(20, "produced to the replicated-durability topic", || {
+        cluster
+            .cli(3)
+            .run(&["produce", "fast"], Some(&input))
+            .status
+            .success()
+            .then_some(())
+    });
+    assert_eq!(consumed_values(&cluster.cli(1), "fast").len(), 20);
+    let err = cluster.cli(1).fails(
+        &[
+            "topic",
+            "create",
+            "odd",
+            "--config",
+            "durability=eventually",
+        ],
+        None,
+    );
+    assert!(err.contains("must be persisted or replicated"), "{err}");
     let line = |i: usize| format!("k{i}:event-{i:04}\n");
     let first: String = (0..60).map(line).collect();
     cluster

@@ -289,10 +289,13 @@ impl Shard {
                     if let Err(e) = log.spawn_cleanup(self.background, interval) {
                         tracing::warn!("retention and compaction task not started: {e}");
                     }
+                    let sync_writes = topic_config::durability(&configs)
+                        .is_ok_and(|d| d == topic_config::Durability::Persisted);
                     let group = match (groups.get(&key), &driver) {
-                        (Some((g, replicas)), Some(d)) => {
-                            Some((*g, d.add_group(*g, &key.0, key.1, replicas, log.clone())))
-                        }
+                        (Some((g, replicas)), Some(d)) => Some((
+                            *g,
+                            d.add_group(*g, &key.0, key.1, replicas, log.clone(), sync_writes),
+                        )),
                         _ => None,
                     };
                     self.partitions.borrow_mut().insert(

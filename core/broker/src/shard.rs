@@ -401,12 +401,13 @@ impl Shard {
                 });
                 let configs = found.and_then(|t| {
                     topic_config::to_log_config(&t.configs, &self.settings().default_log)
+                        .map(|cfg| topic_config::describe_topic(&t.configs, &cfg))
                         .map_err(|e| ApiError::new(ErrorCode::InvalidConfig, e))
                 });
                 match configs {
-                    Ok(cfg) => TopicConfigs {
+                    Ok(described) => TopicConfigs {
                         name: name.clone(),
-                        configs: topic_config::describe(&cfg),
+                        configs: described,
                         outcome: Ok(()),
                     },
                     Err(e) => TopicConfigs {

@@ -19,7 +19,43 @@ pub const TOPIC_CONFIG_KEYS: &[(&str, &str)] = &[
     ("cleanup_policy", "delete (retention by time and size, default), compact (keep the latest record of every key), or compact,delete"),
     ("delete_retention_ms", "with compaction: how long a tombstone (key, no value) stays after its timestamp (default 86400000, 1 day)"),
     ("min_cleanable_dirty_ratio", "with compaction: compact once this share of the sealed bytes is new (default 0.5)"),
+    ("durability", "with replicas: persisted (acks=all answers once a quorum has the batch fsynced, default) or replicated (once a quorum has it written, before fsync: faster, and lost if a quorum loses power at once)"),
 ];
+
+/// When a replicated partition counts an entry as held by a replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Once fsynced (per the flush policy's durability).
+    Persisted,
+    /// Once written: a quorum's memory, not yet its disks.
+    Replicated,
+}
+
+impl Durability {
+    fn parse(value: &str) -> Result<Self, String> {
+        match value.trim() {
+            "persisted" => Ok(Self::Persisted),
+            "replicated" => Ok(Self::Replicated),
+            other => Err(format!(
+                "durability = {other:?} must be persisted or replicated"
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Persisted => "persisted",
+            Self::Replicated => "replicated",
+        }
+    }
+}
+
+/// The topic's durability (`persisted` unless set).
+pub fn durability(configs: &BTreeMap<String, String>) -> Result<Durability, String> {
+    configs
+        .get("durability")
+        .map_or(Ok(Durability::Persisted), |v| Durability::parse(v))
+}
 
 fn parse_i64(key: &str, value: &str) -> Result<i64, String> {
     value
@@ -65,6 +101,9 @@ pub fn to_log_config(
                 }
             }
             "flush_ms" => flush_ms = parse_range(key, value, 1, i64::MAX)?,
+            "durability" => {
+                Durability::parse(value)?;
+            }
             "flush_bytes" => flush_bytes = parse_range(key, value, 1, i64::MAX)?,
             "cleanup_policy" => {
                 cfg.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(|| {
@@ -116,7 +155,19 @@ fn positive_or_none(key: &str, value: &str) -> Result<Option<u64>, String> {
     }
 }
 
-/// The effective value of every key for `cfg`, for DescribeConfigs.
+/// The effective value of every key for a topic of `configs` (validated into `cfg`), for
+/// DescribeConfigs.
+pub fn describe_topic(
+    configs: &BTreeMap<String, String>,
+    cfg: &LogConfig,
+) -> Vec<(String, String)> {
+    let mut all = describe(cfg);
+    let d = durability(configs).unwrap_or(Durability::Persisted);
+    all.push(("durability".into(), d.name().into()));
+    all
+}
+
+/// The effective value of every log key for `cfg`.
 pub fn describe(cfg: &LogConfig) -> Vec<(String, String)> {
     let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
     let (policy, ms, bytes) = match cfg.flush {
@@ -209,6 +260,7 @@ mod tests {
             (map(&[("segment_bytes", "12")]), "segment_bytes"),
             (map(&[("retention_ms", "0")]), "retention_ms"),
             (map(&[("flush_policy", "sometimes")]), "flush_policy"),
+            (map(&[("durability", "eventually")]), "durability"),
             (map(&[("max_message_bytes", "x")]), "max_message_bytes"),
         ] {
             let err = to_log_config(&bad, &base).unwrap_err();

@@ -114,11 +114,19 @@ fn node_id(raft: u64) -> NodeId {
     NodeId::try_from(raft).unwrap_or(NodeId::MAX)
 }
 
-/// The Raft settings of a partition group of `replicas`.
-fn group_config(me: NodeId, replicas: &[NodeId]) -> Config {
+/// Most entries (produced batches) in one Append: a follower catching up gets up to
+/// `MAX_ENTRY_BYTES` per round trip and per fsync, not 64 small batches.
+const MAX_ENTRIES_PER_APPEND: usize = 4_096;
+
+/// The Raft settings of a partition group of `replicas`; `sync_writes`: entries count once
+/// fsynced (the topic's `durability=persisted`) or once written (`replicated`).
+fn group_config(me: NodeId, replicas: &[NodeId], sync_writes: bool) -> Config {
     let mut c = Config::new(raft_id(me), replicas.iter().map(|r| raft_id(*r)).collect());
     c.max_bytes_per_append = MAX_ENTRY_BYTES + 4096;
     c.max_bytes_in_flight = 4 * MAX_ENTRY_BYTES;
+    c.max_entries_per_append = MAX_ENTRIES_PER_APPEND;
+    c.max_entries_in_flight = 4 * MAX_ENTRIES_PER_APPEND as u64;
+    c.sync_writes = sync_writes;
     c
 }
 
@@ -151,7 +159,7 @@ impl ReplicaDriver {
     }
 
     /// Starts the group of a replicated partition whose log is open here, from what its
-    /// log and its hard state file hold.
+    /// log and its hard state file hold; `sync_writes` as [`Config::sync_writes`].
     pub fn add_group(
         &self,
         group: u64,
@@ -159,6 +167,7 @@ impl ReplicaDriver {
         partition: i32,
         replicas: &[NodeId],
         log: PartitionLog,
+        sync_writes: bool,
     ) -> Rc<GroupHandle> {
         if let Some(g) = self.groups.borrow().get(&group) {
             return g.handle.clone();
@@ -180,7 +189,7 @@ impl ReplicaDriver {
         handle.persisted_index.set(log.log_end_offset());
         let added = self.multi.borrow_mut().add_group_from_log(
             group,
-            group_config(self.ctx.me, replicas),
+            group_config(self.ctx.me, replicas, sync_writes),
             hard,
             raft_log,
         );
@@ -381,7 +390,7 @@ impl ReplicaDriver {
                 write,
                 first_index,
                 entries,
-                ..
+                sync,
             } => {
                 let now_ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -418,7 +427,9 @@ impl ReplicaDriver {
                         }
                     }
                 }
-                for d in durable {
+                // `durability=replicated`: counted once written (the flush policy still
+                // makes it durable, later).
+                for d in durable.into_iter().filter(|_| sync) {
                     if let Err(e) = d.wait().await {
                         tracing::error!(topic = %group.topic, partition = group.partition, "an entry did not become durable: {e}");
                         return Vec::new();
