@@ -25,6 +25,11 @@ pub struct BenchArgs {
     /// Start a node with a temporary data directory for the run.
     #[arg(long)]
     pub embedded: bool,
+    /// With --embedded: start this many node processes as one local cluster (data in a
+    /// temporary directory, one shard each, unpinned: they share the machine with the load
+    /// generator) instead of one node; combine with --replication-factor.
+    #[arg(long, default_value_t = 1, requires = "embedded")]
+    pub nodes: usize,
     /// Messages per second over all producers (overrides the workload; 0 = find the max).
     #[arg(long)]
     pub rate: Option<u64>,
@@ -71,6 +76,52 @@ impl Drop for EmbeddedNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A local cluster started for the benchmark in a temporary directory, stopped on drop
+/// (the nodes before their directory).
+struct EmbeddedCluster {
+    cluster: crate::dev_cluster::LocalCluster,
+    _dir: tempfile::TempDir,
+}
+
+fn start_embedded_cluster(nodes: usize) -> Result<(EmbeddedCluster, String, PathBuf), String> {
+    let dir = tempfile::Builder::new()
+        .prefix("quiver-bench-cluster-")
+        .tempdir_in(".")
+        .map_err(|e| format!("temporary data dir: {e}"))?;
+    let port = quiver_bench::harness::free_udp_ports(10 * nodes)
+        .ok_or("no free UDP ports below the ephemeral range for the embedded cluster")?;
+    let cluster = crate::dev_cluster::LocalCluster::start(nodes, 1, port, dir.path(), false)?;
+    let brokers = cluster.addresses.join(",");
+    let data = cluster.first_node_dir.clone();
+    Ok((EmbeddedCluster { cluster, _dir: dir }, brokers, data))
+}
+
+/// Waits until the cluster takes metadata changes (its controller elected, every node
+/// registered): a probe topic of `nodes` replicas is created, within 60 s.
+async fn wait_for_cluster(client: &quiver_client::Client, nodes: usize) -> Result<(), String> {
+    let admin = quiver_client::Admin::new(client.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rf = i16::try_from(nodes).unwrap_or(i16::MAX);
+        match admin
+            .create_replicated_topic("bench-cluster-ready", 1, rf, &[])
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(quiver_client::ClientError::Broker {
+                code: quiver_schema::wire::ErrorCode::TopicExists,
+                ..
+            }) => return Ok(()),
+            Err(e) if std::time::Instant::now() > deadline => {
+                return Err(format!(
+                    "the embedded cluster is not ready within 60 s: {e}"
+                ))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
     }
 }
 
@@ -313,6 +364,7 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
         workload.replication_factor = rf;
     }
     let mut node = None;
+    let mut cluster = None;
     let mut watch = vec![Watch {
         label: "load generator".into(),
         pid: std::process::id(),
@@ -332,7 +384,22 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
     let mut echo_dir = None;
     let driver: Arc<dyn Driver> = match b.system.as_str() {
         "quiver" => {
-            let client_args = if b.embedded {
+            let client_args = if b.embedded && b.nodes > 1 {
+                let (embedded, brokers, data) = start_embedded_cluster(b.nodes)?;
+                eprintln!("embedded cluster of {} nodes at {brokers}", b.nodes);
+                for (i, pid) in embedded.cluster.pids().into_iter().enumerate() {
+                    watch.push(Watch {
+                        label: format!("node {}", i + 1),
+                        pid,
+                    });
+                }
+                cluster = Some(embedded);
+                ClientArgs {
+                    broker: brokers,
+                    node_data_dir: data,
+                    ..client_args.clone()
+                }
+            } else if b.embedded {
                 let (embedded, broker, data) = start_embedded()?;
                 eprintln!("embedded node at {broker}");
                 watch.push(Watch {
@@ -349,6 +416,9 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
                 client_args.clone()
             };
             let client = client_args.connect().await?;
+            if cluster.is_some() {
+                wait_for_cluster(&client, b.nodes).await?;
+            }
             Arc::new(QuiverDriver::new(client))
         }
         "durable-echo" => {
@@ -364,6 +434,7 @@ pub async fn run_workload(b: BenchArgs) -> Result<(), String> {
         }
     };
     let _node = node;
+    let _cluster = cluster;
     let _echo_dir = echo_dir;
     let run_info = |extra: serde_json::Value| {
         let mut v = json!({"embedded": (b.embedded && b.system == "quiver") || b.system == "durable-echo", "label": b.label, "driver": b.system,

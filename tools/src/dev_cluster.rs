@@ -85,7 +85,7 @@ fn start_node(
     }
 }
 
-fn stop_all(children: &mut [(usize, Child)]) {
+fn stop_all(children: &mut [(usize, Child)], verbose: bool) {
     for (_, c) in children.iter() {
         // SAFETY: plain kill(2) on our own child's pid.
         unsafe {
@@ -93,7 +93,11 @@ fn stop_all(children: &mut [(usize, Child)]) {
         }
     }
     for (id, c) in children.iter_mut() {
-        match c.wait() {
+        let waited = c.wait();
+        if !verbose {
+            continue;
+        }
+        match waited {
             Ok(status) if status.success() => println!("node {id} stopped"),
             Ok(status) => println!("node {id} stopped: {status}"),
             Err(e) => println!("node {id}: {e}"),
@@ -101,30 +105,86 @@ fn stop_all(children: &mut [(usize, Child)]) {
     }
 }
 
+/// Node processes of a local cluster, stopped (SIGTERM, then waited for) on drop.
+pub struct LocalCluster {
+    children: Vec<(usize, Child)>,
+    /// Each node's shard-0 address, node 1 first.
+    pub addresses: Vec<String>,
+    /// Node 1's data directory (its certificate is everyone's).
+    pub first_node_dir: PathBuf,
+    /// Print a line per node stopped.
+    verbose: bool,
+}
+
+impl LocalCluster {
+    /// Starts `nodes` nodes of `shards` shards under `dir` (node N in `node-N`, at port
+    /// `base_port` + 10 × (N − 1)), each waited for until it is ready.
+    pub fn start(
+        nodes: usize,
+        shards: usize,
+        base_port: u16,
+        dir: &Path,
+        verbose: bool,
+    ) -> Result<Self, String> {
+        if nodes == 0 || nodes > MAX_NODES {
+            return Err(format!("--nodes {nodes}: use 1 to {MAX_NODES}"));
+        }
+        if shards == 0 || shards > PORTS_PER_NODE as usize {
+            return Err(format!("--shards {shards}: use 1 to {PORTS_PER_NODE}"));
+        }
+        let port_of = |id: usize| {
+            base_port
+                .checked_add(PORTS_PER_NODE * (id as u16 - 1))
+                .ok_or_else(|| format!("--base-port {base_port} leaves no room for {nodes} nodes"))
+        };
+        port_of(nodes)?;
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let addresses: Vec<String> = (1..=nodes)
+            .map(|i| port_of(i).map(|p| format!("127.0.0.1:{p}")))
+            .collect::<Result<_, _>>()?;
+        let seeds = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}@{a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            children: Vec::new(),
+            addresses,
+            first_node_dir: dir.join("node-1"),
+            verbose,
+        };
+        for id in 1..=nodes {
+            if id > 1 {
+                // One certificate for all: nodes trust peers that present it.
+                let tls = dir.join(format!("node-{id}")).join("tls");
+                if !tls.exists() {
+                    copy_dir(&dir.join("node-1").join("tls"), &tls)
+                        .map_err(|e| format!("cannot copy node 1's certificate: {e}"))?;
+                }
+            }
+            // On an error, `cluster` drops here and stops the nodes already started.
+            let child = start_node(&exe, dir, id, &seeds, port_of(id)?, shards)?;
+            cluster.children.push((id, child));
+        }
+        Ok(cluster)
+    }
+
+    /// The nodes' process ids, node 1 first.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(|(_, c)| c.id()).collect()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        stop_all(&mut self.children, self.verbose);
+    }
+}
+
 pub fn run(nodes: usize, shards: usize, base_port: u16, dir: PathBuf) -> Result<(), String> {
-    if nodes == 0 || nodes > MAX_NODES {
-        return Err(format!("--nodes {nodes}: use 1 to {MAX_NODES}"));
-    }
-    if shards == 0 || shards > PORTS_PER_NODE as usize {
-        return Err(format!("--shards {shards}: use 1 to {PORTS_PER_NODE}"));
-    }
-    let port_of = |id: usize| {
-        base_port
-            .checked_add(PORTS_PER_NODE * (id as u16 - 1))
-            .ok_or_else(|| format!("--base-port {base_port} leaves no room for {nodes} nodes"))
-    };
-    port_of(nodes)?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let addresses: Vec<String> = (1..=nodes)
-        .map(|i| port_of(i).map(|p| format!("127.0.0.1:{p}")))
-        .collect::<Result<_, _>>()?;
-    let seeds = addresses
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}@{a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
     // Ctrl-C reaches this process (and the nodes, in the same process group): wait for it
     // with sigwait, then make sure every node stops.
     let set = termination_set();
@@ -132,24 +192,8 @@ pub fn run(nodes: usize, shards: usize, base_port: u16, dir: PathBuf) -> Result<
     unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
-    let mut children: Vec<(usize, Child)> = Vec::new();
-    for id in 1..=nodes {
-        if id > 1 {
-            // One certificate for all: nodes trust peers that present it.
-            let tls = dir.join(format!("node-{id}")).join("tls");
-            if !tls.exists() {
-                copy_dir(&dir.join("node-1").join("tls"), &tls)
-                    .map_err(|e| format!("cannot copy node 1's certificate: {e}"))?;
-            }
-        }
-        match start_node(&exe, &dir, id, &seeds, port_of(id)?, shards) {
-            Ok(c) => children.push((id, c)),
-            Err(e) => {
-                stop_all(&mut children);
-                return Err(e);
-            }
-        }
-    }
+    let cluster = LocalCluster::start(nodes, shards, base_port, &dir, true)?;
+    let addresses = &cluster.addresses;
     let list = addresses.join(",");
     std::fs::write(dir.join(BROKERS_FILE), &list)
         .map_err(|e| format!("cannot write {}: {e}", dir.join(BROKERS_FILE).display()))?;
@@ -175,7 +219,7 @@ pub fn run(nodes: usize, shards: usize, base_port: u16, dir: PathBuf) -> Result<
         libc::sigwait(&set, &mut sig);
     }
     println!("stopping {nodes} nodes");
-    stop_all(&mut children);
+    drop(cluster);
     let _ = std::fs::remove_file(dir.join(BROKERS_FILE));
     Ok(())
 }

@@ -419,6 +419,17 @@ impl RaftNode {
         self.campaign_with(out, false)
     }
 
+    /// Starts an election now, as if the election timeout had passed (a voter that does not
+    /// lead). Safe at any moment — it is an election like any other; a new group's preferred
+    /// replica calls it so that the leader placement chose is elected first.
+    pub fn campaign_now(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.role != Role::Leader && self.is_voter() {
+            self.campaign(&mut out);
+        }
+        out
+    }
+
     fn campaign_with(&mut self, out: &mut Vec<Action>, transfer: bool) {
         self.reset_timeout();
         if self.term >= MAX_TERM {

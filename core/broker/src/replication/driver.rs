@@ -68,6 +68,15 @@ impl GroupHandle {
     }
 }
 
+/// A group's entries written in a round, their durability still awaited.
+struct Persisting {
+    g: u64,
+    group: Rc<Group>,
+    write: u64,
+    durable: Vec<quiver_storage::Durability>,
+    end: u64,
+}
+
 struct Group {
     topic: String,
     partition: i32,
@@ -195,6 +204,19 @@ impl ReplicaDriver {
         );
         if let Err(e) = added {
             tracing::error!(topic, partition, "cannot start the partition's group: {e}");
+        }
+        // A new partition's preferred replica (placement's leader) campaigns at once: it is
+        // elected before the others' timeouts, with no hand-over later.
+        let fresh = hard.term == 0 && log.log_end_offset() == 0;
+        if fresh && replicas.first() == Some(&self.ctx.me) {
+            if let Ok((_, actions)) = self
+                .multi
+                .borrow_mut()
+                .with_group(group, |n| ((), n.campaign_now()))
+            {
+                self.pending.borrow_mut().extend(actions);
+                self.bell.ring();
+            }
         }
         self.groups.borrow_mut().insert(
             group,
@@ -355,16 +377,96 @@ impl ReplicaDriver {
             for (g, a) in actions.drain(..) {
                 by_group.entry(g).or_default().push(a);
             }
+            // Every group's entries are written first and their durability awaited after:
+            // the groups of a round share one commit-log write (one fsync), instead of one
+            // each in turn.
+            let mut persisting: Vec<Persisting> = Vec::new();
             for (g, list) in by_group {
                 let Some(group) = self.groups.borrow().get(&g).cloned() else {
                     continue;
                 };
                 for a in list {
-                    next.extend(self.carry_out(g, &group, a).await);
+                    match a {
+                        Action::PersistEntries {
+                            write,
+                            first_index,
+                            entries,
+                            sync,
+                        } => {
+                            if let Some((durable, end)) =
+                                self.write_entries(&group, first_index, entries).await
+                            {
+                                persisting.push(Persisting {
+                                    g,
+                                    group: group.clone(),
+                                    write,
+                                    // `durability=replicated`: counted once written (the
+                                    // flush policy makes it durable later).
+                                    durable: if sync { durable } else { Vec::new() },
+                                    end,
+                                });
+                            }
+                        }
+                        other => next.extend(self.carry_out(g, &group, other).await),
+                    }
                 }
+            }
+            'groups: for p in persisting {
+                for d in p.durable {
+                    if let Err(e) = d.wait().await {
+                        tracing::error!(topic = %p.group.topic, partition = p.group.partition, "an entry did not become durable: {e}");
+                        continue 'groups;
+                    }
+                }
+                let h = &p.group.handle;
+                h.persisted_index.set(h.persisted_index.get().max(p.end));
+                h.progress.wake_all();
+                next.extend(self.multi.borrow_mut().persisted(p.g, p.write));
             }
             actions = next;
         }
+    }
+
+    /// Writes a `PersistEntries`'s entries (truncating a diverged tail first): what to await
+    /// for their durability, and the log end after them. `None` when the replica cannot
+    /// store them (logged): it then never reports them persisted.
+    async fn write_entries(
+        &self,
+        group: &Group,
+        first_index: u64,
+        entries: Vec<quiver_raft::types::Entry>,
+    ) -> Option<(Vec<quiver_storage::Durability>, u64)> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let plan = match plan_persist(group.log.log_end_offset(), first_index, &entries, now_ms) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(topic = %group.topic, partition = group.partition, "cannot store the partition's entries: {e}");
+                return None;
+            }
+        };
+        if let Some(offset) = plan.truncate_to {
+            if let Err(e) = group.log.truncate_to(offset).await {
+                tracing::error!(topic = %group.topic, partition = group.partition, "cannot truncate the diverged tail: {e}");
+                return None;
+            }
+        }
+        let mut durable = Vec::new();
+        for a in plan.appends {
+            match group.log.append_pipelined(a.batch, a.leader_epoch).await {
+                Ok((info, d)) if info.base_offset == a.base_offset => durable.push(d),
+                Ok((info, _)) => {
+                    tracing::error!(topic = %group.topic, partition = group.partition, want = a.base_offset, got = info.base_offset, "an entry landed at another offset: the replica stops here");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::error!(topic = %group.topic, partition = group.partition, "cannot append an entry: {e}");
+                    return None;
+                }
+            }
+        }
+        Some((durable, group.log.log_end_offset()))
     }
 
     async fn carry_out(&self, g: u64, group: &Group, action: Action) -> Vec<GroupAction> {
@@ -386,59 +488,8 @@ impl ReplicaDriver {
                 }
                 Vec::new()
             }
-            Action::PersistEntries {
-                write,
-                first_index,
-                entries,
-                sync,
-            } => {
-                let now_ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let plan = match plan_persist(
-                    group.log.log_end_offset(),
-                    first_index,
-                    &entries,
-                    now_ms,
-                ) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!(topic = %group.topic, partition = group.partition, "cannot store the partition's entries: {e}");
-                        return Vec::new();
-                    }
-                };
-                if let Some(offset) = plan.truncate_to {
-                    if let Err(e) = group.log.truncate_to(offset).await {
-                        tracing::error!(topic = %group.topic, partition = group.partition, "cannot truncate the diverged tail: {e}");
-                        return Vec::new();
-                    }
-                }
-                let mut durable = Vec::new();
-                for a in plan.appends {
-                    match group.log.append_pipelined(a.batch, a.leader_epoch).await {
-                        Ok((info, d)) if info.base_offset == a.base_offset => durable.push(d),
-                        Ok((info, _)) => {
-                            tracing::error!(topic = %group.topic, partition = group.partition, want = a.base_offset, got = info.base_offset, "an entry landed at another offset: the replica stops here");
-                            return Vec::new();
-                        }
-                        Err(e) => {
-                            tracing::error!(topic = %group.topic, partition = group.partition, "cannot append an entry: {e}");
-                            return Vec::new();
-                        }
-                    }
-                }
-                // `durability=replicated`: counted once written (the flush policy still
-                // makes it durable, later).
-                for d in durable.into_iter().filter(|_| sync) {
-                    if let Err(e) = d.wait().await {
-                        tracing::error!(topic = %group.topic, partition = group.partition, "an entry did not become durable: {e}");
-                        return Vec::new();
-                    }
-                }
-                group.handle.persisted_index.set(group.log.log_end_offset());
-                group.handle.progress.wake_all();
-                self.multi.borrow_mut().persisted(g, write)
-            }
+            // Written by `settle`, which awaits every group's durability together.
+            Action::PersistEntries { .. } => Vec::new(),
             Action::InstallSnapshot { .. } => {
                 // A follower behind the leader's log start: resetting a segment log to a new
                 // start is not built yet (retention must not delete past a follower).
