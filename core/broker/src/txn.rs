@@ -542,6 +542,27 @@ impl Shard {
                         }
                         Err(e) => return Err(e),
                     };
+                    if p.group.is_some() {
+                        // A replicated partition takes its marker through its Raft group, on
+                        // its leader, like any batch (markers to a partition another node
+                        // leads are not sent there yet: the drive fails and is retried).
+                        let Some(driver) = self.replication() else {
+                            return Err(ApiError::new(
+                                ErrorCode::Unknown,
+                                "a replicated partition on a node without replication",
+                            ));
+                        };
+                        return crate::replication::produce::append_replicated(
+                            &driver,
+                            &tp.topic,
+                            &p,
+                            tp.partition,
+                            crate::acks::AckPoint::Durable,
+                            vec![marker(producer_id, epoch, kind, now)],
+                        )
+                        .await
+                        .map(|_| ());
+                    }
                     let leader_epoch = p.replica.append_epoch(&tp.topic, tp.partition)?;
                     match p
                         .log
