@@ -12,6 +12,8 @@ use quiver_tests::node::{free_ports, quiver_binary, Node};
 const SHARDS: usize = 2;
 
 struct Cluster {
+    /// Each node's `--rack`, when the test gives them.
+    racks: Option<[&'static str; 3]>,
     dirs: Vec<tempfile::TempDir>,
     ports: Vec<u16>,
     seeds: String,
@@ -29,6 +31,11 @@ fn copy_dir(from: &Path, to: &Path) {
 impl Cluster {
     /// Three nodes (ids 1..=3) sharing node 1's dev certificate, each a controller voter.
     fn start() -> Self {
+        Self::start_in_racks(None)
+    }
+
+    /// [`Cluster::start`], node N in rack `racks[N - 1]`.
+    fn start_in_racks(racks: Option<[&'static str; 3]>) -> Self {
         let dirs: Vec<tempfile::TempDir> = (0..3)
             .map(|_| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap())
             .collect();
@@ -51,6 +58,7 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Self {
+            racks,
             dirs,
             ports,
             seeds,
@@ -68,12 +76,12 @@ impl Cluster {
     }
 
     fn start_node(&mut self, id: usize) {
-        let node = Node::start_with(
-            self.dirs[id - 1].path(),
-            SHARDS,
-            self.ports[id - 1],
-            &["--node-id", &id.to_string(), "--seeds", &self.seeds],
-        );
+        let id_text = id.to_string();
+        let mut args = vec!["--node-id", &id_text, "--seeds", &self.seeds];
+        if let Some(racks) = &self.racks {
+            args.extend(["--rack", racks[id - 1]]);
+        }
+        let node = Node::start_with(self.dirs[id - 1].path(), SHARDS, self.ports[id - 1], &args);
         self.nodes[id - 1] = Some(node);
     }
 
@@ -934,4 +942,48 @@ fn a_node_with_another_clusters_data_or_a_taken_id_is_refused_and_the_cluster_go
         (cluster.cluster_id(3) == id && topics(&cluster.cli(3)).contains(&"after".to_string()))
             .then_some(())
     });
+}
+
+#[test]
+fn replicas_go_to_distinct_racks_where_nodes_name_one() {
+    // Nodes 1 and 2 share rack "a"; node 3 alone is rack "b": every partition of two
+    // replicas has one on node 3.
+    let cluster = Cluster::start_in_racks(Some(["a", "a", "b"]));
+    eventually(20, "every node registered and up", || {
+        let out = cluster.cli(1).run(&["cluster", "status", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let nodes = v["nodes"].as_array()?;
+        (nodes.len() == 3 && nodes.iter().all(|n| n["up"] == true)).then_some(())
+    });
+    eventually(20, "topic creation", || {
+        let out = cluster.cli(1).run(
+            &[
+                "topic",
+                "create",
+                "spread",
+                "--partitions",
+                "6",
+                "--replication-factor",
+                "2",
+            ],
+            None,
+        );
+        out.status.success().then_some(())
+    });
+    let d: serde_json::Value = serde_json::from_str(
+        &cluster
+            .cli(1)
+            .ok(&["topic", "describe", "spread", "--json"], None),
+    )
+    .unwrap();
+    for p in d["partitions"].as_array().unwrap() {
+        let replicas: Vec<i64> = p["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_i64().unwrap())
+            .collect();
+        assert_eq!(replicas.len(), 2, "{p}");
+        assert!(replicas.contains(&3), "one replica in rack b: {p}");
+    }
 }

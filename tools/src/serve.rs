@@ -30,6 +30,11 @@ pub const CONFIG_KEYS: &[(&str, &str, &str)] = &[
         "The controller's voters, the same list on every node: id@host:port of each one's shard 0, comma-separated (1@10.0.0.1:7420,2@10.0.0.2:7420,3@10.0.0.3:7420); this node's id must be one of them.",
     ),
     (
+        "rack",
+        "none",
+        "This node's rack (or zone), registered with the controller: a partition's replicas go to distinct racks where nodes name one.",
+    ),
+    (
         "data_dir",
         "./quiver-data",
         "Where partitions, the controller log (metadata) and the dev certificate live.",
@@ -112,6 +117,9 @@ pub struct ServeConfig {
     /// The controller's voters: id@host:port of each one's shard 0, comma-separated.
     #[arg(long)]
     pub seeds: Option<String>,
+    /// This node's rack or zone: a partition's replicas go to distinct racks.
+    #[arg(long)]
+    pub rack: Option<String>,
     /// Where partitions, metadata and the dev certificate live [default: ./quiver-data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -166,6 +174,7 @@ impl ServeConfig {
         ServeConfig {
             node_id: self.node_id.or(lower.node_id),
             seeds: self.seeds.or(lower.seeds),
+            rack: self.rack.or(lower.rack),
             data_dir: self.data_dir.or(lower.data_dir),
             listen: self.listen.or(lower.listen),
             advertised_host: self.advertised_host.or(lower.advertised_host),
@@ -458,6 +467,7 @@ pub fn serve(cfg: ServeConfig) -> Result<(), (i32, String)> {
             txn: Default::default(),
             cluster: quiver_broker::controller_runtime::ClusterSettings {
                 voters,
+                rack: cfg.rack.filter(|r| !r.trim().is_empty()),
                 ..Default::default()
             },
         },
@@ -504,6 +514,7 @@ mod tests {
         let all = ServeConfig {
             node_id: Some(1),
             seeds: Some("1@127.0.0.1:7420".into()),
+            rack: Some("r1".into()),
             data_dir: Some("/d".into()),
             listen: Some("127.0.0.1:1".parse().unwrap()),
             advertised_host: Some("h".into()),

@@ -47,6 +47,8 @@ pub struct ClusterSettings {
     /// The controller's voters and where each one's shard 0 listens, the same list on every
     /// node (`seeds`). Empty: this node alone, a one-voter controller.
     pub voters: BTreeMap<NodeId, SocketAddr>,
+    /// This node's rack (`rack`): placement puts a partition's replicas on distinct racks.
+    pub rack: Option<String>,
     pub tick_ms: u64,
     /// Ticks without a leader before an election (randomized up to twice this).
     pub election_ticks: u32,
@@ -57,6 +59,7 @@ impl Default for ClusterSettings {
     fn default() -> Self {
         Self {
             voters: BTreeMap::new(),
+            rack: None,
             tick_ms: 100,
             election_ticks: 10,
             heartbeat_ticks: 2,

@@ -288,7 +288,7 @@ pub fn run_node(
             "{}:{}",
             config.settings.advertised_host, config.settings.base_port
         ),
-        rack: None,
+        rack: config.settings.cluster.rack.clone(),
         shards: n,
     };
     let booted = crate::controller_boot::boot(
