@@ -60,6 +60,11 @@ impl Driver for QuiverDriver {
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            // On a cluster, a new topic's partitions elect their leaders and record them in
+            // the controller in their first moments: measured from then, not through them.
+            for name in &names {
+                wait_for_leaders(&admin, name).await?;
+            }
             self.created.remember(&names);
             Ok(names)
         }
@@ -177,5 +182,32 @@ impl BenchConsumer for QuiverConsumer {
             Ok(r.value.unwrap_or_default())
         }
         .boxed()
+    }
+}
+
+/// How long a new topic's partitions may take to have recorded leaders.
+const LEADERS_WAIT_MS: u64 = 30_000;
+
+/// Waits until every partition of `topic` with several replicas has an elected, recorded
+/// leader (leader epoch 1 or more), within [`LEADERS_WAIT_MS`].
+async fn wait_for_leaders(admin: &quiver_client::Admin, topic: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LEADERS_WAIT_MS);
+    loop {
+        let settled = match admin.describe_topic(topic).await {
+            Ok(d) => d
+                .partitions
+                .iter()
+                .all(|p| p.replicas.len() <= 1 || p.leader_epoch >= 1),
+            Err(_) => false,
+        };
+        if settled {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the partitions of {topic} have no recorded leader after {LEADERS_WAIT_MS} ms"
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
