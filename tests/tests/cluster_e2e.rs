@@ -250,16 +250,18 @@ fn three_nodes_share_one_controller_place_topics_over_all_and_survive_a_kill() {
     // kill -9 a node: the two others keep a controller (a majority) and take changes. The
     // default replication factor (3) needs three nodes up: refused, saying so.
     cluster.kill(1);
+    // (A node killed a moment ago still counts as up until the controller leader has not
+    // heard from it for an election timeout or two: a creation then may still place on it.)
+    let mut attempt = 0;
     eventually(
         20,
         "a topic of the default replication factor is refused",
         || {
-            let out = cluster
-                .cli(2)
-                .run(&["topic", "create", "three-replicas"], None);
+            attempt += 1;
+            let name = format!("three-replicas-{attempt}");
+            let out = cluster.cli(2).run(&["topic", "create", &name], None);
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(!out.status.success(), "created with a node down");
-            err.contains("needs 3 nodes up; 2 are").then_some(())
+            (!out.status.success() && err.contains("needs 3 nodes up; 2 are")).then_some(())
         },
     );
     eventually(20, "a topic created while node 1 is down", || {
