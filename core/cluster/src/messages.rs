@@ -134,6 +134,16 @@ pub enum MessageError {
     Malformed(String),
 }
 
+/// The sender's node id at the start of a Raft message's body, and what follows it.
+fn sender(body: &[u8]) -> Result<(NodeId, &[u8]), MessageError> {
+    let (from, rest) = body
+        .split_first_chunk::<8>()
+        .ok_or_else(|| MessageError::Malformed("no sender id".into()))?;
+    let from = NodeId::try_from(i64::from_be_bytes(*from))
+        .map_err(|_| MessageError::Malformed("sender id out of range".into()))?;
+    Ok((from, rest))
+}
+
 impl NodeMessage {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -191,11 +201,7 @@ impl NodeMessage {
         };
         match kind {
             RAFT => {
-                let (from, envelope) = body
-                    .split_first_chunk::<8>()
-                    .ok_or_else(|| MessageError::Malformed("no sender id".into()))?;
-                let from = NodeId::try_from(i64::from_be_bytes(*from))
-                    .map_err(|_| MessageError::Malformed("sender id out of range".into()))?;
+                let (from, envelope) = sender(body)?;
                 Ok(Self::Raft {
                     from,
                     cluster: String::new(),
@@ -203,11 +209,7 @@ impl NodeMessage {
                 })
             }
             RAFT_IN_CLUSTER => {
-                let (from, rest) = body
-                    .split_first_chunk::<8>()
-                    .ok_or_else(|| MessageError::Malformed("no sender id".into()))?;
-                let from = NodeId::try_from(i64::from_be_bytes(*from))
-                    .map_err(|_| MessageError::Malformed("sender id out of range".into()))?;
+                let (from, rest) = sender(body)?;
                 let (&len, rest) = rest
                     .split_first()
                     .ok_or_else(|| MessageError::Malformed("no cluster id".into()))?;
