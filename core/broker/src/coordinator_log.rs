@@ -3,7 +3,8 @@
 //! durability awaited apart (so concurrent requests share one write), and read back in full
 //! when the coordinator loads.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use quiver_broker_api::{ApiError, ErrorCode};
 
 use crate::partition::Partition;
 use crate::replication::driver::GroupHandle;
+use crate::replication::produce::wait_until;
 use crate::shard::{storage_error, Shard};
 
 /// Largest batch of coordinator records appended at once.
@@ -51,19 +53,17 @@ impl PendingDurability {
                 handle,
                 index,
                 term,
-            } => loop {
-                let waiter = handle.progress.register();
+            } => {
+                let deposed = |g: &GroupHandle| !g.is_leader.get() || g.term.get() != term;
+                wait_until(&handle, |g| g.commit_index.get() >= index || deposed(g)).await;
                 if handle.commit_index.get() >= index {
                     return Ok(());
                 }
-                if !handle.is_leader.get() || handle.term.get() != term {
-                    return Err(ApiError::new(
-                        ErrorCode::NotOwner,
-                        "the coordinator's partition changed leader before the change was committed; retry at the new coordinator (refresh metadata)",
-                    ));
-                }
-                let _ = waiter.await;
-            },
+                Err(ApiError::new(
+                    ErrorCode::NotOwner,
+                    "the coordinator's partition changed leader before the change was committed; retry at the new coordinator (refresh metadata)",
+                ))
+            }
         }
     }
 }
@@ -115,12 +115,54 @@ pub(crate) async fn leading_term(log: &Partition, what: &str) -> Result<Option<u
 }
 
 /// Whether a coordinator loaded at `loaded_term` may still serve from `log`'s partition.
-pub(crate) fn still_leading(log: &Partition, loaded_term: Option<u64>) -> bool {
+fn still_leading(log: &Partition, loaded_term: Option<u64>) -> bool {
     match (&log.group, loaded_term) {
         (None, _) => true,
         (Some((_, g)), Some(term)) => g.is_leader.get() && g.term.get() == term,
         (Some(_), None) => false,
     }
+}
+
+/// A coordinator loaded from its partition's log (groups' or transactions').
+pub(crate) trait LoadedCoordinator {
+    /// The term of the replicated partition's leadership it was loaded under (`None`: a
+    /// single-replica partition).
+    fn loaded_term(&self) -> Option<u64>;
+}
+
+/// The coordinator of `partition` loaded in `slots`, if it may still serve from `log`; one
+/// loaded under a leadership this node no longer holds is dropped (what it holds may be
+/// behind the log) and `None` returned, to load again.
+pub(crate) fn loaded_slot<S: LoadedCoordinator>(
+    slots: &RefCell<HashMap<i32, Rc<S>>>,
+    partition: i32,
+    log: &Partition,
+) -> Option<Rc<S>> {
+    let loaded = slots.borrow().get(&partition).cloned()?;
+    if still_leading(log, loaded.loaded_term()) {
+        return Some(loaded);
+    }
+    slots.borrow_mut().remove(&partition);
+    None
+}
+
+/// For a coordinator's ticker: whether `slot` may still serve from its partition here
+/// (`log`: the partition as this shard has it). If not, it is dropped from `slots` (unless a
+/// newer one replaced it): the partition moved or changed leader, and the new leader runs it.
+pub(crate) fn keep_if_leading<S: LoadedCoordinator>(
+    slots: &RefCell<HashMap<i32, Rc<S>>>,
+    partition: i32,
+    slot: &Rc<S>,
+    log: Result<Partition, ApiError>,
+) -> bool {
+    if log.is_ok_and(|log| still_leading(&log, slot.loaded_term())) {
+        return true;
+    }
+    let mut slots = slots.borrow_mut();
+    if slots.get(&partition).is_some_and(|s| Rc::ptr_eq(s, slot)) {
+        slots.remove(&partition);
+    }
+    false
 }
 
 /// The internal topics are created on first use with these configs: compacted (the latest
@@ -170,13 +212,13 @@ impl Shard {
     /// partition, the coordinator loads from the log now (after the entries of earlier terms
     /// commit), so it serves at once and drives the transactions its predecessor left.
     pub fn became_leader(self: Rc<Self>, topic: &str, partition: i32) {
-        let which = match topic {
+        let groups = match topic {
             quiver_group::OFFSETS_TOPIC => true,
             quiver_txn::TXN_TOPIC => false,
             _ => return,
         };
         let task = async move {
-            let loaded = if which {
+            let loaded = if groups {
                 self.coordinator_slot(partition).await.map(|_| ())
             } else {
                 self.txn_slot_of(partition).await.map(|_| ())
@@ -220,22 +262,16 @@ impl Shard {
         }
         batches.push(builder.build());
         if let Some((_, g)) = &log.group {
-            let Some(driver) = self.replication() else {
-                return Err(ApiError::new(
-                    ErrorCode::Unknown,
-                    "a replicated partition on a node without replication",
-                ));
-            };
             let term = g.term.get();
-            let (_, last) = crate::replication::produce::append_replicated(
-                &driver,
-                topic,
-                &log,
-                partition,
-                crate::acks::AckPoint::Enqueued,
-                batches,
-            )
-            .await?;
+            let (_, last) = self
+                .append_through_group(
+                    topic,
+                    &log,
+                    partition,
+                    crate::acks::AckPoint::Enqueued,
+                    batches,
+                )
+                .await?;
             return Ok(PendingDurability::Replicated {
                 handle: g.clone(),
                 index: last + 1,

@@ -23,7 +23,8 @@ use quiver_group::types::TopicCounts;
 use quiver_group::{Coordinator, GroupConfig, Limits, NackOutcome, Origin, Record, OFFSETS_TOPIC};
 
 use crate::coordinator_log::{
-    leading_term, replay_partition, still_leading, PendingDurability, INTERNAL_TOPIC_CONFIGS,
+    keep_if_leading, leading_term, loaded_slot, replay_partition, LoadedCoordinator,
+    PendingDurability, INTERNAL_TOPIC_CONFIGS,
 };
 use crate::partition::Partition;
 use crate::routing;
@@ -60,6 +61,12 @@ pub(crate) struct Slot {
     /// The term of the replicated partition's leadership it was loaded under (`None`: a
     /// single-replica partition): a slot of an earlier term is stale and reloads.
     term: Option<u64>,
+}
+
+impl LoadedCoordinator for Slot {
+    fn loaded_term(&self) -> Option<u64> {
+        self.term
+    }
 }
 
 /// The coordinators of one shard.
@@ -425,13 +432,8 @@ impl Shard {
         partition: i32,
     ) -> Result<Rc<Slot>, ApiError> {
         let log = self.locate(OFFSETS_TOPIC, partition)?;
-        let loaded = self.groups.slots.borrow().get(&partition).cloned();
-        if let Some(s) = loaded {
-            if still_leading(&log, s.term) {
-                return Ok(s);
-            }
-            // Leadership moved since it loaded: what it holds may be behind the log.
-            self.groups.slots.borrow_mut().remove(&partition);
+        if let Some(s) = loaded_slot(&self.groups.slots, partition, &log) {
+            return Ok(s);
         }
         let term = leading_term(&log, &format!("{OFFSETS_TOPIC}/{partition}")).await?;
         let settings = &self.settings().groups;
@@ -500,15 +502,9 @@ impl Shard {
                     let Ok(_permit) = slot.gate.acquire_permit(1).await else {
                         return false;
                     };
-                    let leading = shard
-                        .locate(OFFSETS_TOPIC, partition)
-                        .is_ok_and(|log| still_leading(&log, slot.term));
-                    if !leading {
-                        // Its partition moved or changed leader: the new leader expires them.
-                        let mut slots = shard.groups.slots.borrow_mut();
-                        if slots.get(&partition).is_some_and(|s| Rc::ptr_eq(s, &slot)) {
-                            slots.remove(&partition);
-                        }
+                    // Its partition moved or changed leader: the new leader expires them.
+                    let log = shard.locate(OFFSETS_TOPIC, partition);
+                    if !keep_if_leading(&shard.groups.slots, partition, &slot, log) {
                         continue;
                     }
                     let counts = shard.topic_counts();

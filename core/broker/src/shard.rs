@@ -164,6 +164,28 @@ impl Shard {
         self.replication.borrow().clone()
     }
 
+    /// Appends `batches` to replicated partition `log` through its Raft group (this node
+    /// must lead it): the offsets they took, once settled per `point`.
+    pub(crate) async fn append_through_group(
+        &self,
+        topic: &str,
+        log: &Partition,
+        partition: i32,
+        point: crate::acks::AckPoint,
+        batches: Vec<bytes::BytesMut>,
+    ) -> Result<(u64, u64), ApiError> {
+        let Some(driver) = self.replication() else {
+            return Err(ApiError::new(
+                ErrorCode::Unknown,
+                "a replicated partition on a node without replication",
+            ));
+        };
+        crate::replication::produce::append_replicated(
+            &driver, topic, log, partition, point, batches,
+        )
+        .await
+    }
+
     /// Asks the node's controller (on shard 0) for `request`, from any shard.
     pub async fn submit_to_controller(
         &self,

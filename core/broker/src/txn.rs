@@ -30,7 +30,8 @@ use quiver_txn::types::GroupOffsets;
 use quiver_txn::{Coordinator, Limits, Markers, Record, TxnError, TXN_TOPIC};
 
 use crate::coordinator_log::{
-    leading_term, replay_partition, still_leading, INTERNAL_TOPIC_CONFIGS,
+    keep_if_leading, leading_term, loaded_slot, replay_partition, LoadedCoordinator,
+    INTERNAL_TOPIC_CONFIGS,
 };
 use crate::forward::{ShardCall, ShardReply};
 use crate::groups::wall_clock_ms;
@@ -104,6 +105,12 @@ pub(crate) struct Slot {
     /// The term of the replicated partition's leadership it was loaded under (`None`: a
     /// single-replica partition): a slot of an earlier term is stale and reloads.
     term: Option<u64>,
+}
+
+impl LoadedCoordinator for Slot {
+    fn loaded_term(&self) -> Option<u64> {
+        self.term
+    }
 }
 
 /// The coordinators of one shard.
@@ -323,13 +330,8 @@ impl Shard {
         partition: i32,
     ) -> Result<(i32, Rc<Slot>), ApiError> {
         let log = self.locate(TXN_TOPIC, partition)?;
-        let loaded = self.txns.slots.borrow().get(&partition).cloned();
-        if let Some(s) = loaded {
-            if still_leading(&log, s.term) {
-                return Ok((partition, s));
-            }
-            // Leadership moved since it loaded: what it holds may be behind the log.
-            self.txns.slots.borrow_mut().remove(&partition);
+        if let Some(s) = loaded_slot(&self.txns.slots, partition, &log) {
+            return Ok((partition, s));
         }
         let term = leading_term(&log, &format!("{TXN_TOPIC}/{partition}")).await?;
         let mut coordinator = Coordinator::new(self.settings().txn.limits.clone());
@@ -546,22 +548,16 @@ impl Shard {
                         // A replicated partition takes its marker through its Raft group, on
                         // its leader, like any batch (markers to a partition another node
                         // leads are not sent there yet: the drive fails and is retried).
-                        let Some(driver) = self.replication() else {
-                            return Err(ApiError::new(
-                                ErrorCode::Unknown,
-                                "a replicated partition on a node without replication",
-                            ));
-                        };
-                        return crate::replication::produce::append_replicated(
-                            &driver,
-                            &tp.topic,
-                            &p,
-                            tp.partition,
-                            crate::acks::AckPoint::Durable,
-                            vec![marker(producer_id, epoch, kind, now)],
-                        )
-                        .await
-                        .map(|_| ());
+                        return self
+                            .append_through_group(
+                                &tp.topic,
+                                &p,
+                                tp.partition,
+                                crate::acks::AckPoint::Durable,
+                                vec![marker(producer_id, epoch, kind, now)],
+                            )
+                            .await
+                            .map(|_| ());
                     }
                     let leader_epoch = p.replica.append_epoch(&tp.topic, tp.partition)?;
                     match p
@@ -644,15 +640,9 @@ impl Shard {
         let Ok(permit) = slot.gate.acquire_permit(1).await else {
             return;
         };
-        let leading = self
-            .locate(TXN_TOPIC, partition)
-            .is_ok_and(|log| still_leading(&log, slot.term));
-        if !leading {
-            // Its partition moved or changed leader: the new leader drives its transactions.
-            let mut slots = self.txns.slots.borrow_mut();
-            if slots.get(&partition).is_some_and(|s| Rc::ptr_eq(s, &slot)) {
-                slots.remove(&partition);
-            }
+        // Its partition moved or changed leader: the new leader drives its transactions.
+        let log = self.locate(TXN_TOPIC, partition);
+        if !keep_if_leading(&self.txns.slots, partition, &slot, log) {
             return;
         }
         let (records, mut markers) = slot.coordinator.borrow_mut().tick(now);

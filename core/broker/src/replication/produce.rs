@@ -25,7 +25,8 @@ fn not_leader(topic: &str, partition: i32, leader: Option<i32>) -> ApiError {
     )
 }
 
-async fn wait_until(g: &GroupHandle, done: impl Fn(&GroupHandle) -> bool) {
+/// Resolves once `done` holds for the group's marks (checked whenever they move).
+pub(crate) async fn wait_until(g: &GroupHandle, done: impl Fn(&GroupHandle) -> bool) {
     loop {
         let waiter = g.progress.register();
         if done(g) {
