@@ -41,9 +41,15 @@ impl ClusterGuard {
     }
 
     /// Judges an envelope `from` a node of cluster `theirs`, this node being of `mine`;
-    /// `from_leader`: it holds the controller leader's appends or heartbeats (a majority
-    /// elected it).
-    pub fn check(&mut self, mine: &str, from: NodeId, theirs: &str, from_leader: bool) -> Verdict {
+    /// `from_leader`: whether it holds the controller leader's appends or heartbeats (a
+    /// majority elected it), asked only of an envelope of another cluster.
+    pub fn check(
+        &mut self,
+        mine: &str,
+        from: NodeId,
+        theirs: &str,
+        from_leader: impl FnOnce() -> bool,
+    ) -> Verdict {
         if mine.is_empty() || theirs.is_empty() || mine == theirs {
             return Verdict::Accept;
         }
@@ -54,7 +60,7 @@ impl ClusterGuard {
             }
             let heard = self.foreign.entry(theirs.to_string()).or_default();
             heard.insert(from);
-            if from_leader || heard.len() > self.voters.len() / 2 {
+            if heard.len() > self.voters.len() / 2 || from_leader() {
                 return Verdict::Refuse {
                     theirs: theirs.to_string(),
                     voters: heard.iter().copied().collect(),
@@ -74,27 +80,33 @@ mod tests {
     #[test]
     fn same_or_unknown_clusters_pass() {
         let mut g = ClusterGuard::new(1, [1, 2, 3]);
-        assert_eq!(g.check("a", 2, "a", false), Verdict::Accept);
-        assert_eq!(g.check("", 2, "b", false), Verdict::Accept);
-        assert_eq!(g.check("a", 2, "", false), Verdict::Accept);
+        assert_eq!(g.check("a", 2, "a", || false), Verdict::Accept);
+        assert_eq!(g.check("", 2, "b", || false), Verdict::Accept);
+        assert_eq!(g.check("a", 2, "", || false), Verdict::Accept);
     }
 
     #[test]
     fn one_stranger_is_dropped_and_a_majority_refuses_this_node() {
         // Nodes 1 and 2 of cluster "a" hear node 3 of cluster "b": dropped, never refused.
         let mut g = ClusterGuard::new(1, [1, 2, 3]);
-        assert_eq!(g.check("a", 3, "b", false), Verdict::Drop { first: true });
+        assert_eq!(
+            g.check("a", 3, "b", || false),
+            Verdict::Drop { first: true }
+        );
         for _ in 0..5 {
-            assert_eq!(g.check("a", 3, "b", false), Verdict::Drop { first: false });
+            assert_eq!(
+                g.check("a", 3, "b", || false),
+                Verdict::Drop { first: false }
+            );
         }
         // Node 3 hears both others say "a": the majority of the voters is elsewhere.
         let mut stranger = ClusterGuard::new(3, [1, 2, 3]);
         assert!(matches!(
-            stranger.check("b", 1, "a", false),
+            stranger.check("b", 1, "a", || false),
             Verdict::Drop { .. }
         ));
         assert_eq!(
-            stranger.check("b", 2, "a", false),
+            stranger.check("b", 2, "a", || false),
             Verdict::Refuse {
                 theirs: "a".into(),
                 voters: vec![1, 2]
@@ -106,7 +118,7 @@ mod tests {
     fn the_controller_leader_of_another_cluster_refuses_this_node_at_once() {
         let mut stranger = ClusterGuard::new(3, [1, 2, 3]);
         assert_eq!(
-            stranger.check("b", 1, "a", true),
+            stranger.check("b", 1, "a", || true),
             Verdict::Refuse {
                 theirs: "a".into(),
                 voters: vec![1]
@@ -114,19 +126,22 @@ mod tests {
         );
         // Not from a voter: dropped whatever it says.
         let mut g = ClusterGuard::new(3, [1, 2, 3]);
-        assert!(matches!(g.check("b", 9, "a", true), Verdict::Drop { .. }));
+        assert!(matches!(
+            g.check("b", 9, "a", || true),
+            Verdict::Drop { .. }
+        ));
     }
 
     #[test]
     fn non_voters_and_itself_are_not_counted() {
         let mut g = ClusterGuard::new(3, [1, 2, 3]);
         let dropped = |v: Verdict| matches!(v, Verdict::Drop { .. });
-        assert!(dropped(g.check("b", 7, "a", false)));
-        assert!(dropped(g.check("b", 8, "a", false)));
-        assert!(dropped(g.check("b", 3, "a", false)));
-        assert!(dropped(g.check("b", 1, "a", false)));
+        assert!(dropped(g.check("b", 7, "a", || false)));
+        assert!(dropped(g.check("b", 8, "a", || false)));
+        assert!(dropped(g.check("b", 3, "a", || false)));
+        assert!(dropped(g.check("b", 1, "a", || false)));
         // A voter counted once, however often it speaks, and only for its latest cluster.
-        assert!(dropped(g.check("b", 1, "c", false)));
-        assert!(dropped(g.check("b", 2, "a", false)));
+        assert!(dropped(g.check("b", 1, "c", || false)));
+        assert!(dropped(g.check("b", 2, "a", || false)));
     }
 }

@@ -156,20 +156,19 @@ impl Handler for ShardHandler {
                         return;
                     }
                 };
-                let mine = self.0.node_metadata().cluster_id.clone();
-                let from_leader = envelope.messages.iter().any(|(g, m)| {
-                    *g == CONTROLLER_GROUP
-                        && matches!(
-                            m,
-                            quiver_raft::types::Message::Append { .. }
-                                | quiver_raft::types::Message::Heartbeat { .. }
-                        )
-                });
-                match self
-                    .2
-                    .borrow_mut()
-                    .check(&mine, from, &cluster, from_leader)
-                {
+                let meta = self.0.node_metadata();
+                let mine = &meta.cluster_id;
+                let from_leader = || {
+                    envelope.messages.iter().any(|(g, m)| {
+                        *g == CONTROLLER_GROUP
+                            && matches!(
+                                m,
+                                quiver_raft::types::Message::Append { .. }
+                                    | quiver_raft::types::Message::Heartbeat { .. }
+                            )
+                    })
+                };
+                match self.2.borrow_mut().check(mine, from, &cluster, from_leader) {
                     Verdict::Accept => {}
                     Verdict::Drop { first } => {
                         if first {
