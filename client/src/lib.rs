@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod admin_cluster;
 pub mod admin_groups;
 pub mod cluster;
 pub mod connection;
@@ -57,7 +58,10 @@ pub use producer::{Acks, DeliveryFuture, GroupMetadata, Producer, ProducerConfig
 /// Batch compression codecs (re-exported from the batch codec).
 pub use quiver_batch::Compression;
 /// Group descriptions and committed offsets as `Admin` returns them.
-pub use quiver_broker_api::{CommittedOffset, GroupDescription, GroupListing, MemberDescription};
+pub use quiver_broker_api::{
+    CommittedOffset, FollowerProgress, GroupDescription, GroupListing, MemberDescription,
+    PartitionReplication,
+};
 pub use record::{ConsumerRecord, ProducerRecord, RecordMetadata};
 pub use transform::{TransformConfig, Transformer};
 pub use trust::TlsTrust;

@@ -27,6 +27,9 @@ pub fn wire_api(api: Api) -> wire::ApiKey {
         Api::InitProducerId => wire::ApiKey::InitProducerId,
         Api::AddOffsetsToTxn => wire::ApiKey::AddOffsetsToTxn,
         Api::EndTxn => wire::ApiKey::EndTxn,
+        Api::AlterReplicas => wire::ApiKey::AlterReplicas,
+        Api::DecommissionNode => wire::ApiKey::DecommissionNode,
+        Api::DescribeReplication => wire::ApiKey::DescribeReplication,
     }
 }
 
@@ -84,7 +87,7 @@ pub fn broker_code(code: wire::ErrorCode) -> ErrorCode {
         .unwrap_or(ErrorCode::Unknown)
 }
 
-const ALL_APIS: [Api; 20] = [
+const ALL_APIS: [Api; 23] = [
     Api::Handshake,
     Api::Metadata,
     Api::CreateTopics,
@@ -105,6 +108,9 @@ const ALL_APIS: [Api; 20] = [
     Api::InitProducerId,
     Api::AddOffsetsToTxn,
     Api::EndTxn,
+    Api::AlterReplicas,
+    Api::DecommissionNode,
+    Api::DescribeReplication,
 ];
 
 const ALL_CODES: [ErrorCode; 34] = [

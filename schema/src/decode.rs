@@ -326,7 +326,10 @@ fn parse(frame: &[u8], max_frame_bytes: usize) -> Result<(u64, String, Parsed), 
             }))
         }
         other => {
-            match crate::groups::decode(&env, other).or_else(|| crate::txn::decode(&env, other)) {
+            match crate::groups::decode(&env, other)
+                .or_else(|| crate::txn::decode(&env, other))
+                .or_else(|| crate::cluster_ops::decode(&env, other))
+            {
                 Some(Ok(r)) => ready(r),
                 Some(Err(message)) => Err(refuse(id, api, ErrorCode::InvalidRequest, message)),
                 None => Err(refuse(

@@ -24,6 +24,9 @@ pub fn encode_response(request_id: u64, response: &Response) -> Bytes {
         Response::AddOffsetsToTxn(_) | Response::EndTxn(_) => {
             crate::txn::encode(request_id, response)
         }
+        Response::AlterReplicas(_)
+        | Response::DecommissionNode(_)
+        | Response::DescribeReplication(_) => crate::cluster_ops::encode(request_id, response),
         Response::ListOffsets { offset, outcome } => list_offsets(request_id, *offset, outcome),
         Response::Produce(parts) => produce(request_id, parts),
         Response::Fetch(parts) => fetch(request_id, parts),

@@ -13,10 +13,13 @@
 //! - [`groups`]: the consumer group APIs, both directions (decode/encode on the node,
 //!   request encoders and response readers for the client).
 //! - [`txn`]: the transaction APIs (AddOffsetsToTxn, EndTxn), both directions.
+//! - [`cluster_ops`]: the cluster operations (AlterReplicas, DecommissionNode,
+//!   DescribeReplication), both directions.
 //!
 //! Record batches are `[ubyte]` vectors: [`frame::vector_range`] gives their position in the
 //! received buffer so the broker can split them out without a copy.
 
+pub mod cluster_ops;
 pub mod codes;
 pub mod decode;
 pub mod encode;

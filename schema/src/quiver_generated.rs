@@ -13,10 +13,10 @@ pub mod wire {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_API_KEY: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_API_KEY: u16 = 19;
+pub const ENUM_MAX_API_KEY: u16 = 22;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_API_KEY: [ApiKey; 20] = [
+pub const ENUM_VALUES_API_KEY: [ApiKey; 23] = [
   ApiKey::Handshake,
   ApiKey::Metadata,
   ApiKey::CreateTopics,
@@ -37,6 +37,9 @@ pub const ENUM_VALUES_API_KEY: [ApiKey; 20] = [
   ApiKey::InitProducerId,
   ApiKey::AddOffsetsToTxn,
   ApiKey::EndTxn,
+  ApiKey::AlterReplicas,
+  ApiKey::DecommissionNode,
+  ApiKey::DescribeReplication,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -64,9 +67,12 @@ impl ApiKey {
   pub const InitProducerId: Self = Self(17);
   pub const AddOffsetsToTxn: Self = Self(18);
   pub const EndTxn: Self = Self(19);
+  pub const AlterReplicas: Self = Self(20);
+  pub const DecommissionNode: Self = Self(21);
+  pub const DescribeReplication: Self = Self(22);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 19;
+  pub const ENUM_MAX: u16 = 22;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Handshake,
     Self::Metadata,
@@ -88,6 +94,9 @@ impl ApiKey {
     Self::InitProducerId,
     Self::AddOffsetsToTxn,
     Self::EndTxn,
+    Self::AlterReplicas,
+    Self::DecommissionNode,
+    Self::DescribeReplication,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -112,6 +121,9 @@ impl ApiKey {
       Self::InitProducerId => Some("InitProducerId"),
       Self::AddOffsetsToTxn => Some("AddOffsetsToTxn"),
       Self::EndTxn => Some("EndTxn"),
+      Self::AlterReplicas => Some("AlterReplicas"),
+      Self::DecommissionNode => Some("DecommissionNode"),
+      Self::DescribeReplication => Some("DescribeReplication"),
       _ => None,
     }
   }
@@ -645,10 +657,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Isolation {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_BODY: u8 = 40;
+pub const ENUM_MAX_BODY: u8 = 46;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_BODY: [Body; 41] = [
+pub const ENUM_VALUES_BODY: [Body; 47] = [
   Body::NONE,
   Body::HandshakeRequest,
   Body::HandshakeResponse,
@@ -690,6 +702,12 @@ pub const ENUM_VALUES_BODY: [Body; 41] = [
   Body::AddOffsetsToTxnResponse,
   Body::EndTxnRequest,
   Body::EndTxnResponse,
+  Body::AlterReplicasRequest,
+  Body::AlterReplicasResponse,
+  Body::DecommissionNodeRequest,
+  Body::DecommissionNodeResponse,
+  Body::DescribeReplicationRequest,
+  Body::DescribeReplicationResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -738,9 +756,15 @@ impl Body {
   pub const AddOffsetsToTxnResponse: Self = Self(38);
   pub const EndTxnRequest: Self = Self(39);
   pub const EndTxnResponse: Self = Self(40);
+  pub const AlterReplicasRequest: Self = Self(41);
+  pub const AlterReplicasResponse: Self = Self(42);
+  pub const DecommissionNodeRequest: Self = Self(43);
+  pub const DecommissionNodeResponse: Self = Self(44);
+  pub const DescribeReplicationRequest: Self = Self(45);
+  pub const DescribeReplicationResponse: Self = Self(46);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 40;
+  pub const ENUM_MAX: u8 = 46;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::HandshakeRequest,
@@ -783,6 +807,12 @@ impl Body {
     Self::AddOffsetsToTxnResponse,
     Self::EndTxnRequest,
     Self::EndTxnResponse,
+    Self::AlterReplicasRequest,
+    Self::AlterReplicasResponse,
+    Self::DecommissionNodeRequest,
+    Self::DecommissionNodeResponse,
+    Self::DescribeReplicationRequest,
+    Self::DescribeReplicationResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -828,6 +858,12 @@ impl Body {
       Self::AddOffsetsToTxnResponse => Some("AddOffsetsToTxnResponse"),
       Self::EndTxnRequest => Some("EndTxnRequest"),
       Self::EndTxnResponse => Some("EndTxnResponse"),
+      Self::AlterReplicasRequest => Some("AlterReplicasRequest"),
+      Self::AlterReplicasResponse => Some("AlterReplicasResponse"),
+      Self::DecommissionNodeRequest => Some("DecommissionNodeRequest"),
+      Self::DecommissionNodeResponse => Some("DecommissionNodeResponse"),
+      Self::DescribeReplicationRequest => Some("DescribeReplicationRequest"),
+      Self::DescribeReplicationResponse => Some("DescribeReplicationResponse"),
       _ => None,
     }
   }
@@ -9005,6 +9041,96 @@ impl<'a> Envelope<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_replicas_request(&self) -> Option<AlterReplicasRequest<'a>> {
+    if self.body_type() == Body::AlterReplicasRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterReplicasRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alter_replicas_response(&self) -> Option<AlterReplicasResponse<'a>> {
+    if self.body_type() == Body::AlterReplicasResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlterReplicasResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_decommission_node_request(&self) -> Option<DecommissionNodeRequest<'a>> {
+    if self.body_type() == Body::DecommissionNodeRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DecommissionNodeRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_decommission_node_response(&self) -> Option<DecommissionNodeResponse<'a>> {
+    if self.body_type() == Body::DecommissionNodeResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DecommissionNodeResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_replication_request(&self) -> Option<DescribeReplicationRequest<'a>> {
+    if self.body_type() == Body::DescribeReplicationRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeReplicationRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_describe_replication_response(&self) -> Option<DescribeReplicationResponse<'a>> {
+    if self.body_type() == Body::DescribeReplicationResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { DescribeReplicationResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Envelope<'_> {
@@ -9058,6 +9184,12 @@ impl ::flatbuffers::Verifiable for Envelope<'_> {
           Body::AddOffsetsToTxnResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AddOffsetsToTxnResponse>>("Body::AddOffsetsToTxnResponse", pos),
           Body::EndTxnRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EndTxnRequest>>("Body::EndTxnRequest", pos),
           Body::EndTxnResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<EndTxnResponse>>("Body::EndTxnResponse", pos),
+          Body::AlterReplicasRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterReplicasRequest>>("Body::AlterReplicasRequest", pos),
+          Body::AlterReplicasResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlterReplicasResponse>>("Body::AlterReplicasResponse", pos),
+          Body::DecommissionNodeRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DecommissionNodeRequest>>("Body::DecommissionNodeRequest", pos),
+          Body::DecommissionNodeResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DecommissionNodeResponse>>("Body::DecommissionNodeResponse", pos),
+          Body::DescribeReplicationRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescribeReplicationRequest>>("Body::DescribeReplicationRequest", pos),
+          Body::DescribeReplicationResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<DescribeReplicationResponse>>("Body::DescribeReplicationResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -9422,6 +9554,48 @@ impl ::core::fmt::Debug for Envelope<'_> {
         },
         Body::EndTxnResponse => {
           if let Some(x) = self.body_as_end_txn_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::AlterReplicasRequest => {
+          if let Some(x) = self.body_as_alter_replicas_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::AlterReplicasResponse => {
+          if let Some(x) = self.body_as_alter_replicas_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::DecommissionNodeRequest => {
+          if let Some(x) = self.body_as_decommission_node_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::DecommissionNodeResponse => {
+          if let Some(x) = self.body_as_decommission_node_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::DescribeReplicationRequest => {
+          if let Some(x) = self.body_as_describe_replication_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Body::DescribeReplicationResponse => {
+          if let Some(x) = self.body_as_describe_replication_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -10005,6 +10179,960 @@ impl ::core::fmt::Debug for EndTxnResponse<'_> {
       ds.field("error", &self.error());
       ds.field("producer_id", &self.producer_id());
       ds.field("producer_epoch", &self.producer_epoch());
+      ds.finish()
+  }
+}
+pub enum AlterReplicasRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterReplicasRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlterReplicasRequest<'a> {
+  type Inner = AlterReplicasRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlterReplicasRequest<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_REPLICAS: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlterReplicasRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlterReplicasRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlterReplicasRequest<'bldr>> {
+    let mut builder = AlterReplicasRequestBuilder::new(_fbb);
+    if let Some(x) = args.replicas { builder.add_replicas(x); }
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AlterReplicasRequest::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(AlterReplicasRequest::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn replicas(&self) -> Option<::flatbuffers::Vector<'a, i32>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, i32>>>(AlterReplicasRequest::VT_REPLICAS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlterReplicasRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, i32>>>("replicas", Self::VT_REPLICAS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterReplicasRequestArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: i32,
+    pub replicas: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, i32>>>,
+}
+impl<'a> Default for AlterReplicasRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterReplicasRequestArgs {
+      topic: None,
+      partition: 0,
+      replicas: None,
+    }
+  }
+}
+
+pub struct AlterReplicasRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterReplicasRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterReplicasRequest::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: i32) {
+    self.fbb_.push_slot::<i32>(AlterReplicasRequest::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_replicas(&mut self, replicas: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , i32>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlterReplicasRequest::VT_REPLICAS, replicas);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlterReplicasRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlterReplicasRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterReplicasRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlterReplicasRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlterReplicasRequest");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("replicas", &self.replicas());
+      ds.finish()
+  }
+}
+pub enum AlterReplicasResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlterReplicasResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlterReplicasResponse<'a> {
+  type Inner = AlterReplicasResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlterReplicasResponse<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlterReplicasResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlterReplicasResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlterReplicasResponse<'bldr>> {
+    let mut builder = AlterReplicasResponseBuilder::new(_fbb);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(AlterReplicasResponse::VT_ERROR, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlterReplicasResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlterReplicasResponseArgs<'a> {
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+}
+impl<'a> Default for AlterReplicasResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlterReplicasResponseArgs {
+      error: None,
+    }
+  }
+}
+
+pub struct AlterReplicasResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlterReplicasResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(AlterReplicasResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlterReplicasResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlterReplicasResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlterReplicasResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlterReplicasResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlterReplicasResponse");
+      ds.field("error", &self.error());
+      ds.finish()
+  }
+}
+pub enum DecommissionNodeRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DecommissionNodeRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DecommissionNodeRequest<'a> {
+  type Inner = DecommissionNodeRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DecommissionNodeRequest<'a> {
+  pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DecommissionNodeRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DecommissionNodeRequestArgs
+  ) -> ::flatbuffers::WIPOffset<DecommissionNodeRequest<'bldr>> {
+    let mut builder = DecommissionNodeRequestBuilder::new(_fbb);
+    builder.add_node_id(args.node_id);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node_id(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(DecommissionNodeRequest::VT_NODE_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DecommissionNodeRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("node_id", Self::VT_NODE_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DecommissionNodeRequestArgs {
+    pub node_id: i32,
+}
+impl<'a> Default for DecommissionNodeRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    DecommissionNodeRequestArgs {
+      node_id: 0,
+    }
+  }
+}
+
+pub struct DecommissionNodeRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DecommissionNodeRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node_id(&mut self, node_id: i32) {
+    self.fbb_.push_slot::<i32>(DecommissionNodeRequest::VT_NODE_ID, node_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DecommissionNodeRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DecommissionNodeRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DecommissionNodeRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DecommissionNodeRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DecommissionNodeRequest");
+      ds.field("node_id", &self.node_id());
+      ds.finish()
+  }
+}
+pub enum DecommissionNodeResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DecommissionNodeResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DecommissionNodeResponse<'a> {
+  type Inner = DecommissionNodeResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DecommissionNodeResponse<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MOVES: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DecommissionNodeResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DecommissionNodeResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DecommissionNodeResponse<'bldr>> {
+    let mut builder = DecommissionNodeResponseBuilder::new(_fbb);
+    builder.add_moves(args.moves);
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(DecommissionNodeResponse::VT_ERROR, None)}
+  }
+  #[inline]
+  pub fn moves(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(DecommissionNodeResponse::VT_MOVES, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DecommissionNodeResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<u32>("moves", Self::VT_MOVES, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DecommissionNodeResponseArgs<'a> {
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub moves: u32,
+}
+impl<'a> Default for DecommissionNodeResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DecommissionNodeResponseArgs {
+      error: None,
+      moves: 0,
+    }
+  }
+}
+
+pub struct DecommissionNodeResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DecommissionNodeResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(DecommissionNodeResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn add_moves(&mut self, moves: u32) {
+    self.fbb_.push_slot::<u32>(DecommissionNodeResponse::VT_MOVES, moves, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DecommissionNodeResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DecommissionNodeResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DecommissionNodeResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DecommissionNodeResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DecommissionNodeResponse");
+      ds.field("error", &self.error());
+      ds.field("moves", &self.moves());
+      ds.finish()
+  }
+}
+pub enum DescribeReplicationRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeReplicationRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DescribeReplicationRequest<'a> {
+  type Inner = DescribeReplicationRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DescribeReplicationRequest<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DescribeReplicationRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args DescribeReplicationRequestArgs
+  ) -> ::flatbuffers::WIPOffset<DescribeReplicationRequest<'bldr>> {
+    let mut builder = DescribeReplicationRequestBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for DescribeReplicationRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeReplicationRequestArgs {
+}
+impl<'a> Default for DescribeReplicationRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    DescribeReplicationRequestArgs {
+    }
+  }
+}
+
+pub struct DescribeReplicationRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DescribeReplicationRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DescribeReplicationRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DescribeReplicationRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DescribeReplicationRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DescribeReplicationRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeReplicationRequest");
+      ds.finish()
+  }
+}
+pub enum FollowerProgressOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct FollowerProgress<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for FollowerProgress<'a> {
+  type Inner = FollowerProgress<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> FollowerProgress<'a> {
+  pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LEARNER: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LOG_END_OFFSET: ::flatbuffers::VOffsetT = 8;
+  pub const VT_REACHABLE: ::flatbuffers::VOffsetT = 10;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    FollowerProgress { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args FollowerProgressArgs
+  ) -> ::flatbuffers::WIPOffset<FollowerProgress<'bldr>> {
+    let mut builder = FollowerProgressBuilder::new(_fbb);
+    builder.add_log_end_offset(args.log_end_offset);
+    builder.add_node_id(args.node_id);
+    builder.add_reachable(args.reachable);
+    builder.add_learner(args.learner);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node_id(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(FollowerProgress::VT_NODE_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn learner(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(FollowerProgress::VT_LEARNER, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn log_end_offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(FollowerProgress::VT_LOG_END_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn reachable(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(FollowerProgress::VT_REACHABLE, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for FollowerProgress<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<i32>("node_id", Self::VT_NODE_ID, false)?
+     .visit_field::<bool>("learner", Self::VT_LEARNER, false)?
+     .visit_field::<u64>("log_end_offset", Self::VT_LOG_END_OFFSET, false)?
+     .visit_field::<bool>("reachable", Self::VT_REACHABLE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct FollowerProgressArgs {
+    pub node_id: i32,
+    pub learner: bool,
+    pub log_end_offset: u64,
+    pub reachable: bool,
+}
+impl<'a> Default for FollowerProgressArgs {
+  #[inline]
+  fn default() -> Self {
+    FollowerProgressArgs {
+      node_id: 0,
+      learner: false,
+      log_end_offset: 0,
+      reachable: false,
+    }
+  }
+}
+
+pub struct FollowerProgressBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> FollowerProgressBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node_id(&mut self, node_id: i32) {
+    self.fbb_.push_slot::<i32>(FollowerProgress::VT_NODE_ID, node_id, 0);
+  }
+  #[inline]
+  pub fn add_learner(&mut self, learner: bool) {
+    self.fbb_.push_slot::<bool>(FollowerProgress::VT_LEARNER, learner, false);
+  }
+  #[inline]
+  pub fn add_log_end_offset(&mut self, log_end_offset: u64) {
+    self.fbb_.push_slot::<u64>(FollowerProgress::VT_LOG_END_OFFSET, log_end_offset, 0);
+  }
+  #[inline]
+  pub fn add_reachable(&mut self, reachable: bool) {
+    self.fbb_.push_slot::<bool>(FollowerProgress::VT_REACHABLE, reachable, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> FollowerProgressBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    FollowerProgressBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<FollowerProgress<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for FollowerProgress<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("FollowerProgress");
+      ds.field("node_id", &self.node_id());
+      ds.field("learner", &self.learner());
+      ds.field("log_end_offset", &self.log_end_offset());
+      ds.field("reachable", &self.reachable());
+      ds.finish()
+  }
+}
+pub enum PartitionReplicationOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct PartitionReplication<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for PartitionReplication<'a> {
+  type Inner = PartitionReplication<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> PartitionReplication<'a> {
+  pub const VT_TOPIC: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITION: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LEADER_EPOCH: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LOG_END_OFFSET: ::flatbuffers::VOffsetT = 10;
+  pub const VT_HIGH_WATERMARK: ::flatbuffers::VOffsetT = 12;
+  pub const VT_FOLLOWERS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    PartitionReplication { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args PartitionReplicationArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<PartitionReplication<'bldr>> {
+    let mut builder = PartitionReplicationBuilder::new(_fbb);
+    builder.add_high_watermark(args.high_watermark);
+    builder.add_log_end_offset(args.log_end_offset);
+    if let Some(x) = args.followers { builder.add_followers(x); }
+    builder.add_leader_epoch(args.leader_epoch);
+    builder.add_partition(args.partition);
+    if let Some(x) = args.topic { builder.add_topic(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn topic(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PartitionReplication::VT_TOPIC, None)}
+  }
+  #[inline]
+  pub fn partition(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(PartitionReplication::VT_PARTITION, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn leader_epoch(&self) -> i32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<i32>(PartitionReplication::VT_LEADER_EPOCH, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn log_end_offset(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PartitionReplication::VT_LOG_END_OFFSET, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn high_watermark(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(PartitionReplication::VT_HIGH_WATERMARK, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn followers(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerProgress<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerProgress>>>>(PartitionReplication::VT_FOLLOWERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for PartitionReplication<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("topic", Self::VT_TOPIC, false)?
+     .visit_field::<i32>("partition", Self::VT_PARTITION, false)?
+     .visit_field::<i32>("leader_epoch", Self::VT_LEADER_EPOCH, false)?
+     .visit_field::<u64>("log_end_offset", Self::VT_LOG_END_OFFSET, false)?
+     .visit_field::<u64>("high_watermark", Self::VT_HIGH_WATERMARK, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<FollowerProgress>>>>("followers", Self::VT_FOLLOWERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct PartitionReplicationArgs<'a> {
+    pub topic: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub log_end_offset: u64,
+    pub high_watermark: u64,
+    pub followers: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<FollowerProgress<'a>>>>>,
+}
+impl<'a> Default for PartitionReplicationArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    PartitionReplicationArgs {
+      topic: None,
+      partition: 0,
+      leader_epoch: 0,
+      log_end_offset: 0,
+      high_watermark: 0,
+      followers: None,
+    }
+  }
+}
+
+pub struct PartitionReplicationBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PartitionReplicationBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_topic(&mut self, topic: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionReplication::VT_TOPIC, topic);
+  }
+  #[inline]
+  pub fn add_partition(&mut self, partition: i32) {
+    self.fbb_.push_slot::<i32>(PartitionReplication::VT_PARTITION, partition, 0);
+  }
+  #[inline]
+  pub fn add_leader_epoch(&mut self, leader_epoch: i32) {
+    self.fbb_.push_slot::<i32>(PartitionReplication::VT_LEADER_EPOCH, leader_epoch, 0);
+  }
+  #[inline]
+  pub fn add_log_end_offset(&mut self, log_end_offset: u64) {
+    self.fbb_.push_slot::<u64>(PartitionReplication::VT_LOG_END_OFFSET, log_end_offset, 0);
+  }
+  #[inline]
+  pub fn add_high_watermark(&mut self, high_watermark: u64) {
+    self.fbb_.push_slot::<u64>(PartitionReplication::VT_HIGH_WATERMARK, high_watermark, 0);
+  }
+  #[inline]
+  pub fn add_followers(&mut self, followers: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<FollowerProgress<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PartitionReplication::VT_FOLLOWERS, followers);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PartitionReplicationBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    PartitionReplicationBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<PartitionReplication<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for PartitionReplication<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("PartitionReplication");
+      ds.field("topic", &self.topic());
+      ds.field("partition", &self.partition());
+      ds.field("leader_epoch", &self.leader_epoch());
+      ds.field("log_end_offset", &self.log_end_offset());
+      ds.field("high_watermark", &self.high_watermark());
+      ds.field("followers", &self.followers());
+      ds.finish()
+  }
+}
+pub enum DescribeReplicationResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct DescribeReplicationResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for DescribeReplicationResponse<'a> {
+  type Inner = DescribeReplicationResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> DescribeReplicationResponse<'a> {
+  pub const VT_ERROR: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PARTITIONS: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    DescribeReplicationResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args DescribeReplicationResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<DescribeReplicationResponse<'bldr>> {
+    let mut builder = DescribeReplicationResponseBuilder::new(_fbb);
+    if let Some(x) = args.partitions { builder.add_partitions(x); }
+    if let Some(x) = args.error { builder.add_error(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn error(&self) -> Option<Error<'a>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<Error>>(DescribeReplicationResponse::VT_ERROR, None)}
+  }
+  #[inline]
+  pub fn partitions(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionReplication<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionReplication>>>>(DescribeReplicationResponse::VT_PARTITIONS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for DescribeReplicationResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<Error>>("error", Self::VT_ERROR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<PartitionReplication>>>>("partitions", Self::VT_PARTITIONS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct DescribeReplicationResponseArgs<'a> {
+    pub error: Option<::flatbuffers::WIPOffset<Error<'a>>>,
+    pub partitions: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<PartitionReplication<'a>>>>>,
+}
+impl<'a> Default for DescribeReplicationResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    DescribeReplicationResponseArgs {
+      error: None,
+      partitions: None,
+    }
+  }
+}
+
+pub struct DescribeReplicationResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> DescribeReplicationResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_error(&mut self, error: ::flatbuffers::WIPOffset<Error<'b >>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<Error>>(DescribeReplicationResponse::VT_ERROR, error);
+  }
+  #[inline]
+  pub fn add_partitions(&mut self, partitions: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<PartitionReplication<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(DescribeReplicationResponse::VT_PARTITIONS, partitions);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> DescribeReplicationResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    DescribeReplicationResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<DescribeReplicationResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for DescribeReplicationResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("DescribeReplicationResponse");
+      ds.field("error", &self.error());
+      ds.field("partitions", &self.partitions());
       ds.finish()
   }
 }

@@ -13,7 +13,7 @@ const SHARDS: usize = 2;
 
 struct Cluster {
     /// Each node's `--rack`, when the test gives them.
-    racks: Option<[&'static str; 3]>,
+    racks: Option<Vec<&'static str>>,
     dirs: Vec<tempfile::TempDir>,
     ports: Vec<u16>,
     seeds: String,
@@ -31,16 +31,16 @@ fn copy_dir(from: &Path, to: &Path) {
 impl Cluster {
     /// Three nodes (ids 1..=3) sharing node 1's dev certificate, each a controller voter.
     fn start() -> Self {
-        Self::start_in_racks(None)
+        Self::start_n(3, None)
     }
 
-    /// [`Cluster::start`], node N in rack `racks[N - 1]`.
-    fn start_in_racks(racks: Option<[&'static str; 3]>) -> Self {
-        let dirs: Vec<tempfile::TempDir> = (0..3)
+    /// `count` nodes (ids 1..=count), node N in rack `racks[N - 1]` when given.
+    fn start_n(count: usize, racks: Option<Vec<&'static str>>) -> Self {
+        let dirs: Vec<tempfile::TempDir> = (0..count)
             .map(|_| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap())
             .collect();
         let mut ports = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..count {
             // Distinct ranges: probe past the ones already taken.
             let mut p = free_ports(SHARDS);
             while ports
@@ -62,10 +62,10 @@ impl Cluster {
             dirs,
             ports,
             seeds,
-            nodes: vec![None, None, None],
+            nodes: (0..count).map(|_| None).collect(),
         };
         cluster.start_node(1);
-        for i in 2..=3 {
+        for i in 2..=count {
             copy_dir(
                 &cluster.dirs[0].path().join("tls"),
                 &cluster.dirs[i - 1].path().join("tls"),
@@ -77,7 +77,15 @@ impl Cluster {
 
     fn start_node(&mut self, id: usize) {
         let id_text = id.to_string();
-        let mut args = vec!["--node-id", &id_text, "--seeds", &self.seeds];
+        // Retention runs often, for the test of a follower behind the leader's log start.
+        let mut args = vec![
+            "--node-id",
+            &id_text,
+            "--seeds",
+            &self.seeds,
+            "--retention-check-interval-ms",
+            "200",
+        ];
         if let Some(racks) = &self.racks {
             args.extend(["--rack", racks[id - 1]]);
         }
@@ -950,7 +958,7 @@ fn a_node_with_another_clusters_data_or_a_taken_id_is_refused_and_the_cluster_go
 fn replicas_go_to_distinct_racks_where_nodes_name_one() {
     // Nodes 1 and 2 share rack "a"; node 3 alone is rack "b": every partition of two
     // replicas has one on node 3.
-    let cluster = Cluster::start_in_racks(Some(["a", "a", "b"]));
+    let cluster = Cluster::start_n(3, Some(vec!["a", "a", "b"]));
     eventually(20, "every node registered and up", || {
         let out = cluster.cli(1).run(&["cluster", "status", "--json"], None);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -988,4 +996,307 @@ fn replicas_go_to_distinct_racks_where_nodes_name_one() {
         assert_eq!(replicas.len(), 2, "{p}");
         assert!(replicas.contains(&3), "one replica in rack b: {p}");
     }
+}
+
+/// Each partition's (leader, replicas) as `topic describe` reports them.
+fn placement(cli: &Cli, topic: &str) -> Option<Vec<(i64, Vec<i64>)>> {
+    let out = cli.run(&["topic", "describe", topic, "--json"], None);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    d["partitions"]
+        .as_array()?
+        .iter()
+        .map(|p| {
+            let replicas = p["replicas"]
+                .as_array()?
+                .iter()
+                .filter_map(serde_json::Value::as_i64)
+                .collect();
+            Some((p["leader"].as_i64()?, replicas))
+        })
+        .collect()
+}
+
+fn list(nodes: &[i64]) -> String {
+    nodes
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[test]
+fn replicas_move_leadership_transfers_and_a_decommissioned_node_empties_without_loss() {
+    use std::io::Write;
+    let mut cluster = Cluster::start_n(4, None);
+    eventually(20, "topic creation once every node registered", || {
+        cluster
+            .cli(1)
+            .run(
+                &[
+                    "topic",
+                    "create",
+                    "moves",
+                    "--partitions",
+                    "4",
+                    "--replication-factor",
+                    "3",
+                ],
+                None,
+            )
+            .status
+            .success()
+            .then_some(())
+    });
+    eventually(20, "every partition's leader recorded", || {
+        let l = try_leaders(&cluster.cli(1), "moves")?;
+        l.iter().all(|(_, epoch)| *epoch >= 1).then_some(())
+    });
+    let line = |i: usize| format!("k{i}:reading-{i:04}\n");
+    let first: String = (0..100).map(line).collect();
+    cluster
+        .cli(1)
+        .ok(&["produce", "moves", "--key-separator", ":"], Some(&first));
+
+    // Partition 0 moves off its leader onto the node that held no replica: the new replica
+    // copies the log, joins, and the old leader hands over before it is removed.
+    let before = placement(&cluster.cli(1), "moves").unwrap();
+    let (leader, replicas) = before[0].clone();
+    assert_eq!(leader, replicas[0]);
+    let outside = (1..=4).find(|n| !replicas.contains(n)).unwrap();
+    let target = vec![replicas[1], replicas[2], outside];
+    cluster.cli(1).ok(
+        &[
+            "topic",
+            "alter-replicas",
+            "moves",
+            "--partition",
+            "0",
+            "--replicas",
+            &list(&target),
+            "--timeout-s",
+            "60",
+        ],
+        None,
+    );
+    let after = placement(&cluster.cli(1), "moves").unwrap();
+    assert_eq!(after[0].1, target, "{after:?}");
+    assert_ne!(
+        after[0].0, leader,
+        "the leaving leader handed over: {after:?}"
+    );
+    let left_dir = cluster.dirs[leader as usize - 1]
+        .path()
+        .join("topics/moves/0");
+    eventually(20, "the leaving node drops its copy", || {
+        (!left_dir.exists()).then_some(())
+    });
+
+    // Leadership of partition 1 goes where it is asked, and stays (it is now preferred).
+    let (_, replicas1) = after[1].clone();
+    let to = replicas1[2];
+    cluster.cli(3).ok(
+        &[
+            "cluster",
+            "transfer-leadership",
+            "moves",
+            "--partition",
+            "1",
+            "--to",
+            &to.to_string(),
+            "--timeout-s",
+            "30",
+        ],
+        None,
+    );
+    let p1 = placement(&cluster.cli(1), "moves").unwrap()[1].clone();
+    assert_eq!(p1.0, to);
+    assert_eq!(
+        p1.1[0], to,
+        "the new leader is the preferred replica: {p1:?}"
+    );
+
+    // Node 4 is decommissioned while a producer writes: every replica moves off it, no
+    // acknowledged record is lost, and new topics place nothing there.
+    let mut producer =
+        cluster
+            .cli(1)
+            .spawn_with_stdin(&["produce", "moves", "--key-separator", ":"]);
+    let mut stdin = producer.stdin.take().unwrap();
+    for i in 100..150 {
+        stdin.write_all(line(i).as_bytes()).unwrap();
+    }
+    stdin.flush().unwrap();
+    cluster
+        .cli(2)
+        .ok(&["cluster", "decommission", "4", "--timeout-s", "90"], None);
+    for i in 150..200 {
+        stdin.write_all(line(i).as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = producer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (_, r) in placement(&cluster.cli(1), "moves").unwrap() {
+        assert!(!r.contains(&4) && r.len() == 3, "{r:?}");
+    }
+    cluster.cli(1).ok(
+        &[
+            "topic",
+            "create",
+            "after",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+        None,
+    );
+    for (_, r) in placement(&cluster.cli(1), "after").unwrap() {
+        assert!(
+            !r.contains(&4),
+            "a decommissioned node takes no new replica: {r:?}"
+        );
+    }
+
+    // A node that took part in the moves restarts (kill -9) and rejoins with the
+    // memberships its partitions went through; writes go on and nothing is lost.
+    cluster.kill(outside as usize);
+    cluster.start_node(outside as usize);
+    let input: String = (200..220).map(line).collect();
+    eventually(30, "writes after the restart", || {
+        cluster
+            .cli(1)
+            .run(&["produce", "moves", "--key-separator", ":"], Some(&input))
+            .status
+            .success()
+            .then_some(())
+    });
+    let want: Vec<String> = (0..220).map(|i| format!("reading-{i:04}")).collect();
+    assert_eq!(consumed_values(&cluster.cli(1), "moves"), want);
+    // Every follower is back in sync, as the leaders report it.
+    eventually(30, "cluster status shows every follower in sync", || {
+        let out = cluster.cli(1).run(&["cluster", "status", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let followers = v["followers"].as_array()?;
+        let all_in_sync = followers.iter().all(|f| f["in_sync"] == true);
+        (all_in_sync
+            && followers.len() == 7 * 2
+            && v["under_replicated_partitions"].as_array()?.is_empty())
+        .then_some(())
+    });
+}
+
+/// The lowest base offset of a segment file in `dir` (a partition's directory).
+fn first_segment_base(dir: &Path) -> Option<u64> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            name.strip_suffix(".log")?.parse::<u64>().ok()
+        })
+        .min()
+}
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_there_and_serves_on() {
+    let mut cluster = Cluster::start();
+    eventually(20, "topic creation once every node registered", || {
+        cluster
+            .cli(1)
+            .run(
+                &[
+                    "topic",
+                    "create",
+                    "trimmed",
+                    "--partitions",
+                    "1",
+                    "--replication-factor",
+                    "3",
+                    "--config",
+                    "segment_bytes=4096",
+                    "--config",
+                    "retention_bytes=8192",
+                ],
+                None,
+            )
+            .status
+            .success()
+            .then_some(())
+    });
+    let leader = eventually(20, "the partition's leader recorded", || {
+        let l = try_leaders(&cluster.cli(1), "trimmed")?;
+        (l[0].1 >= 1).then_some(l[0].0)
+    });
+    let follower = (1..=3).find(|n| *n != leader).unwrap() as usize;
+    let other = (1..=3)
+        .find(|n| *n != leader && *n as usize != follower)
+        .unwrap();
+    cluster.kill(follower);
+    // Enough records for many 4 KiB segments: retention keeps the last 8 KiB on the two
+    // replicas up, so the leader's log starts past everything the stopped follower holds.
+    let value = "v".repeat(100);
+    for round in 0..8 {
+        let input: String = (round * 50..round * 50 + 50)
+            .map(|i| format!("{i:04}-{value}\n"))
+            .collect();
+        cluster
+            .cli(leader as usize)
+            .ok(&["produce", "trimmed"], Some(&input));
+    }
+    let start = eventually(20, "retention moved the leader's log start", || {
+        let out = cluster
+            .cli(leader as usize)
+            .ok(&["offsets", "trimmed", "--json"], None);
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let earliest = v[0]["earliest"].as_i64()?;
+        (earliest >= 50).then_some(earliest)
+    });
+    // The follower returns: it cannot get the deleted records, so it empties its log and
+    // continues from the leader's log start.
+    cluster.start_node(follower);
+    let dir = cluster.dirs[follower - 1].path().join("topics/trimmed/0");
+    eventually(
+        30,
+        "the returning follower starts at the leader's log start",
+        || (first_segment_base(&dir)? >= start as u64).then_some(()),
+    );
+    // It holds the rest: with the other follower gone, writes commit only on it, and a
+    // read from the start gets everything the log still has, in order.
+    cluster.kill(other as usize);
+    let more: String = (400..410).map(|i| format!("{i:04}-{value}\n")).collect();
+    eventually(30, "writes go on with the reset follower", || {
+        cluster
+            .cli(leader as usize)
+            .run(&["produce", "trimmed"], Some(&more))
+            .status
+            .success()
+            .then_some(())
+    });
+    cluster.kill(leader as usize);
+    cluster.start_node(other as usize);
+    let got = eventually(
+        30,
+        "the reset follower serves after the leader's kill",
+        || {
+            let out = cluster
+                .cli(follower)
+                .run(&["consume", "trimmed", "--from-beginning"], None);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+        },
+    );
+    let seqs: Vec<u32> = got
+        .lines()
+        .filter_map(|l| l.split('-').next()?.parse().ok())
+        .collect();
+    assert_eq!(seqs.last(), Some(&409), "the last writes are there");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "no gap after the log start: {seqs:?}"
+    );
+    assert!(seqs[0] > 0, "the deleted records stay deleted");
 }

@@ -125,12 +125,17 @@ pub fn print_table(rows: &[Vec<String>]) {
                 .unwrap_or(0)
         })
         .collect();
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     for r in rows {
         let line: Vec<String> = r
             .iter()
             .enumerate()
             .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
             .collect();
-        println!("{}", line.join("  ").trim_end());
+        // A closed pipe (`| head`) ends the table quietly.
+        if writeln!(out, "{}", line.join("  ").trim_end()).is_err() {
+            return;
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! `offsets` and `cluster` talk to one. Tables for people, `--json` for scripts; errors say what to do.
 
 mod bench_cmd;
+mod cluster_ops;
 mod cluster_status;
 mod connect;
 mod consume;
@@ -197,6 +198,35 @@ enum TopicCommand {
         #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
         set: Vec<String>,
     },
+    /// Move a partition's replicas: new ones copy the log as learners, join once caught up,
+    /// then the leaving ones are removed (the first node listed is the preferred leader).
+    AlterReplicas {
+        name: String,
+        #[arg(long)]
+        partition: i32,
+        /// The replicas it moves to, e.g. 1,2,4.
+        #[arg(long, value_name = "NODES")]
+        replicas: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+/// Whether a cluster operation waits until it is done.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct WaitArgs {
+    /// Return once the change is recorded; it goes on in the background.
+    #[arg(long)]
+    no_wait: bool,
+    /// Longest wait, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout_s: u64,
+}
+
+impl WaitArgs {
+    fn wait(self) -> Option<std::time::Duration> {
+        (!self.no_wait).then(|| std::time::Duration::from_secs(self.timeout_s))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -315,8 +345,27 @@ enum ClusterCommand {
     /// Cluster id, node id, shards and their ports, topic count.
     Info,
     /// Every node (up or down from here), the controller leader and voters, partitions
-    /// led per node, offline partitions.
+    /// led per node, offline and under-replicated partitions, follower lag.
     Status,
+    /// Hand a partition's leadership to another of its replicas (it becomes the preferred
+    /// leader, so it stays there).
+    TransferLeadership {
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        /// The node to lead.
+        #[arg(long)]
+        to: i32,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Move every replica off a node (and place nothing new there); once it holds none it
+    /// may be stopped.
+    Decommission {
+        node: i32,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
 }
 
 /// glommio 0.9 logs an ERROR when its iopoll probe fails for a reason other than "not
@@ -380,6 +429,15 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 TopicCommand::Delete { name } => topic::delete(&client, &name).await,
                 TopicCommand::AlterConfig { name, set } => {
                     topic::alter_config(&client, &name, &set).await
+                }
+                TopicCommand::AlterReplicas {
+                    name,
+                    partition,
+                    replicas,
+                    wait,
+                } => {
+                    cluster_ops::alter_replicas(&client, &name, partition, &replicas, wait.wait())
+                        .await
                 }
             },
             Command::Produce {
@@ -539,6 +597,20 @@ fn client_command(cmd: Command) -> Result<(), String> {
                 command: ClusterCommand::Status,
                 client,
             } => cluster_status::status(&client).await,
+            Command::Cluster {
+                command:
+                    ClusterCommand::TransferLeadership {
+                        topic,
+                        partition,
+                        to,
+                        wait,
+                    },
+                client,
+            } => cluster_ops::transfer_leadership(&client, &topic, partition, to, wait.wait()).await,
+            Command::Cluster {
+                command: ClusterCommand::Decommission { node, wait },
+                client,
+            } => cluster_ops::decommission(&client, node, wait.wait()).await,
             Command::Bench {
                 command: BenchCommand::Run(args),
             } => bench_cmd::run_workload(*args).await,

@@ -47,6 +47,7 @@ fn main() {
             internal_addr: format!("10.0.{}.{}:7520", node / 250, node % 250),
             rack: Some(format!("rack-{}", node % 10)),
             shards: 16,
+            decommissioned: false,
         };
         apply(&mut meta, &Command::RegisterNode { node, meta: m }).expect("registered");
     }

@@ -28,9 +28,10 @@ pub use request::{
     OffsetQuery, Produce, ProducePartition, Request, TopicPartition,
 };
 pub use response::{
-    CommittedOffset, ControllerInfo, FetchPartOutcome, GroupDescription, GroupListing, GroupState,
-    HandshakeInfo, HeartbeatOutcome, MemberDescription, NackReply, PartitionInfo,
-    ProducePartOutcome, Response, TopicConfigs, TopicInfo, TopicResult,
+    CommittedOffset, ControllerInfo, FetchPartOutcome, FollowerProgress, GroupDescription,
+    GroupListing, GroupState, HandshakeInfo, HeartbeatOutcome, MemberDescription, NackReply,
+    PartitionInfo, PartitionReplication, ProducePartOutcome, Response, TopicConfigs, TopicInfo,
+    TopicResult,
 };
 
 /// The version of every API this build serves (1: Produce and Fetch carry many partitions).

@@ -26,6 +26,9 @@ pub enum Api {
     InitProducerId,
     AddOffsetsToTxn,
     EndTxn,
+    AlterReplicas,
+    DecommissionNode,
+    DescribeReplication,
 }
 
 /// What a fetch may read (Kafka's `isolation.level`).
@@ -185,6 +188,22 @@ pub enum Request {
         producer_epoch: i16,
         commit: bool,
     },
+    /// Moves a partition to `replicas` (the first is its preferred leader); the same replicas
+    /// in another order move only the leadership.
+    AlterReplicas {
+        topic: String,
+        partition: i32,
+        replicas: Vec<i32>,
+    },
+    /// Moves every replica off `node` and keeps new ones off it.
+    DecommissionNode {
+        node: i32,
+    },
+    /// The replication progress of the partitions this node leads; `all_shards`: gathered
+    /// from every shard (as a client asks), else from the shard asked only.
+    DescribeReplication {
+        all_shards: bool,
+    },
 }
 
 impl Request {
@@ -211,6 +230,9 @@ impl Request {
             Self::InitProducerId { .. } => Api::InitProducerId,
             Self::AddOffsetsToTxn { .. } => Api::AddOffsetsToTxn,
             Self::EndTxn { .. } => Api::EndTxn,
+            Self::AlterReplicas { .. } => Api::AlterReplicas,
+            Self::DecommissionNode { .. } => Api::DecommissionNode,
+            Self::DescribeReplication { .. } => Api::DescribeReplication,
         }
     }
 
@@ -276,6 +298,8 @@ impl Request {
             Self::CreateTopics(_)
                 | Self::DeleteTopics(_)
                 | Self::AlterConfigs { .. }
+                | Self::AlterReplicas { .. }
+                | Self::DecommissionNode { .. }
                 | Self::InitProducerId {
                     transactional_id: None,
                     ..

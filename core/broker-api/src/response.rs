@@ -143,6 +143,31 @@ impl FetchPartOutcome {
     }
 }
 
+/// A partition this node leads, as its Raft group sees its replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReplication {
+    pub topic: String,
+    pub partition: i32,
+    /// The leader's term (the leader epoch).
+    pub leader_epoch: i32,
+    pub log_end_offset: u64,
+    pub high_watermark: u64,
+    /// One per member of the group other than the leader.
+    pub followers: Vec<FollowerProgress>,
+}
+
+/// A follower of a partition, as its leader tracks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowerProgress {
+    pub node: i32,
+    /// A learner: a replica being added, not voting yet.
+    pub learner: bool,
+    /// It holds the log below this offset.
+    pub log_end_offset: u64,
+    /// It answered within the last election timeout.
+    pub reachable: bool,
+}
+
 /// Every answer a broker gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
@@ -177,6 +202,10 @@ pub enum Response {
     AddOffsetsToTxn(Outcome),
     /// The producer id and epoch of the next transaction.
     EndTxn(Result<(i64, i16), ApiError>),
+    AlterReplicas(Outcome),
+    /// How many partitions started moving.
+    DecommissionNode(Result<u32, ApiError>),
+    DescribeReplication(Result<Vec<PartitionReplication>, ApiError>),
     /// The request as a whole was not served (the node is stopping, a shard did not answer).
     Refused {
         api: Api,
@@ -208,6 +237,9 @@ impl Response {
             Self::InitProducerId(_) => Api::InitProducerId,
             Self::AddOffsetsToTxn(_) => Api::AddOffsetsToTxn,
             Self::EndTxn(_) => Api::EndTxn,
+            Self::AlterReplicas(_) => Api::AlterReplicas,
+            Self::DecommissionNode(_) => Api::DecommissionNode,
+            Self::DescribeReplication(_) => Api::DescribeReplication,
             Self::Refused { api, .. } => *api,
         }
     }

@@ -206,6 +206,81 @@ impl Shard {
         Response::AlterConfigs(outcome)
     }
 
+    /// Starts moving a partition to `replicas` (answered once this node's metadata shows the
+    /// move, or the new order, recorded).
+    pub(crate) async fn alter_replicas(
+        &self,
+        topic: String,
+        partition: i32,
+        replicas: Vec<i32>,
+    ) -> Response {
+        let Ok(_gate) = self.control_gate.acquire_permit(1).await else {
+            return shutting_down(Api::AlterReplicas);
+        };
+        let meta = self.metadata();
+        if meta.partition(&topic, partition).is_none() {
+            return Response::AlterReplicas(Err(crate::routing::unknown_partition(
+                &meta, &topic, partition,
+            )));
+        }
+        let command = Command::MovePartition {
+            topic: topic.clone(),
+            partition,
+            target: replicas.clone(),
+        };
+        let outcome = self
+            .change(ControllerRequest::Command { command }, |m| {
+                m.partition(&topic, partition)
+                    .is_some_and(|p| p.target.as_ref() == Some(&replicas) || p.replicas == replicas)
+            })
+            .await;
+        Response::AlterReplicas(outcome)
+    }
+
+    /// Decommissions `node`: how many partitions started moving off it.
+    pub(crate) async fn decommission(&self, node: i32) -> Response {
+        let Ok(_gate) = self.control_gate.acquire_permit(1).await else {
+            return shutting_down(Api::DecommissionNode);
+        };
+        let outcome = self
+            .change(ControllerRequest::Decommission { node }, |m| {
+                m.nodes.get(&node).is_some_and(|n| n.decommissioned)
+            })
+            .await;
+        let moving = self
+            .metadata()
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.target.is_some() && p.replicas.contains(&node))
+            .count();
+        Response::DecommissionNode(outcome.map(|()| u32::try_from(moving).unwrap_or(u32::MAX)))
+    }
+
+    /// The replication progress of the partitions this node leads (every shard's when
+    /// `all_shards`).
+    pub(crate) async fn describe_replication(
+        &self,
+        ctx: quiver_broker_api::RequestContext,
+        all_shards: bool,
+    ) -> Response {
+        let mut parts = self.replication().map(|d| d.describe()).unwrap_or_default();
+        if all_shards {
+            for shard in (0..self.settings().shard_count).filter(|s| *s != self.id) {
+                let request = quiver_broker_api::Request::DescribeReplication { all_shards: false };
+                match self.forward(shard, ctx.clone(), request).await {
+                    Response::DescribeReplication(Ok(more)) => parts.extend(more),
+                    Response::DescribeReplication(Err(e)) | Response::Refused { error: e, .. } => {
+                        return Response::DescribeReplication(Err(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        parts.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Response::DescribeReplication(Ok(parts))
+    }
+
     /// Makes this shard's open partitions match the node's metadata: opens owned partitions,
     /// closes and deletes those of deleted topics, reopens those whose config changed, and
     /// takes new leaders and epochs.
@@ -226,7 +301,7 @@ impl Shard {
             BTreeMap::new();
         for (name, t) in &meta.topics {
             for (p, pm) in t.partitions.iter().enumerate() {
-                let here = pm.replicas.is_empty() || pm.replicas.contains(&node);
+                let here = pm.replicas.is_empty() || pm.hosted_by(node);
                 if here && pm.shard % n == self.id {
                     let replica = ReplicaState::new(node, pm);
                     wanted.insert((name.clone(), p as i32), (t.configs.clone(), replica));

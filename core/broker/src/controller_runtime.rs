@@ -439,6 +439,7 @@ impl ControllerTask {
                     configs.clone(),
                 ),
                 ControllerRequest::Command { command } => self.controller.propose(command),
+                ControllerRequest::Decommission { node } => self.controller.decommission(*node),
             };
             match proposed {
                 Ok((index, a)) => {

@@ -100,6 +100,7 @@ mod tests {
             replicas: vec![leader],
             leader,
             leader_epoch: epoch,
+            target: None,
         }
     }
 

@@ -276,6 +276,7 @@ mod tests {
                 internal_addr: "10.0.0.2:7420".into(),
                 rack: None,
                 shards: 2,
+                decommissioned: false,
             },
         );
         let group_on = |p: i32| {

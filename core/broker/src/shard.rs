@@ -322,6 +322,15 @@ impl Shard {
             Request::CreateTopics(topics) => self.create_topics(topics).await,
             Request::DeleteTopics(names) => self.delete_topics(names).await,
             Request::AlterConfigs { topic, configs } => self.alter_configs(topic, configs).await,
+            Request::AlterReplicas {
+                topic,
+                partition,
+                replicas,
+            } => self.alter_replicas(topic, partition, replicas).await,
+            Request::DecommissionNode { node } => self.decommission(node).await,
+            Request::DescribeReplication { all_shards } => {
+                self.describe_replication(ctx, all_shards).await
+            }
             r @ (Request::InitProducerId {
                 transactional_id: Some(_),
                 ..

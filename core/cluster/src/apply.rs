@@ -1,7 +1,7 @@
 //! The controller's state machine: applies a [`Command`] to the [`Metadata`], all or nothing,
 //! deterministically (every node applies the same log to the same result).
 
-use crate::command::{Command, CommandError};
+use crate::command::{Command, CommandError, PartitionMove};
 use crate::model::{Metadata, NodeId, PartitionMeta};
 
 fn check_replicas(meta: &Metadata, replicas: &[NodeId]) -> Result<(), CommandError> {
@@ -49,6 +49,51 @@ fn partition_mut<'a>(
         })
 }
 
+fn same_nodes(a: &[NodeId], b: &[NodeId]) -> bool {
+    a.len() == b.len() && a.iter().all(|n| b.contains(n))
+}
+
+/// A move to `target` is valid: distinct registered nodes, none decommissioned (unless it
+/// holds the replica already), and a replicated partition staying replicated.
+fn check_move(
+    meta: &Metadata,
+    topic: &str,
+    partition: i32,
+    target: &[NodeId],
+) -> Result<(), CommandError> {
+    check_replicas(meta, target)?;
+    let p =
+        meta.partition(topic, partition)
+            .ok_or_else(|| match meta.topics.contains_key(topic) {
+                true => CommandError::UnknownPartition {
+                    topic: topic.to_string(),
+                    partition,
+                },
+                false => CommandError::UnknownTopic(topic.to_string()),
+            })?;
+    if p.replicas.len() < 2 || target.len() < 2 {
+        return Err(CommandError::NotReplicated {
+            topic: topic.to_string(),
+            partition,
+        });
+    }
+    for n in target {
+        if !p.replicas.contains(n) && meta.nodes.get(n).is_some_and(|m| m.decommissioned) {
+            return Err(CommandError::Decommissioned(*n));
+        }
+    }
+    Ok(())
+}
+
+fn start_move(p: &mut PartitionMeta, target: &[NodeId]) {
+    if same_nodes(&p.replicas, target) {
+        p.replicas = target.to_vec();
+        p.target = None;
+    } else {
+        p.target = Some(target.to_vec());
+    }
+}
+
 /// Applies `cmd`: the metadata's next version, or why not (then it is unchanged).
 pub fn apply(meta: &mut Metadata, cmd: &Command) -> Result<(), CommandError> {
     match cmd {
@@ -66,7 +111,11 @@ pub fn apply(meta: &mut Metadata, cmd: &Command) -> Result<(), CommandError> {
             meta.version = meta.version.max(version);
         }
         Command::RegisterNode { node, meta: m } => {
-            meta.nodes.insert(*node, m.clone());
+            // Registering again (a restart) keeps a decommission.
+            let decommissioned = meta.nodes.get(node).is_some_and(|n| n.decommissioned);
+            let mut m = m.clone();
+            m.decommissioned |= decommissioned;
+            meta.nodes.insert(*node, m);
         }
         Command::UnregisterNode { node } => {
             if !meta.nodes.contains_key(node) {
@@ -76,7 +125,7 @@ pub fn apply(meta: &mut Metadata, cmd: &Command) -> Result<(), CommandError> {
                 .topics
                 .values()
                 .flat_map(|t| t.partitions.iter())
-                .filter(|p| p.replicas.contains(node))
+                .filter(|p| p.hosted_by(*node))
                 .count();
             if replicas > 0 {
                 return Err(CommandError::NodeHasReplicas {
@@ -143,7 +192,8 @@ pub fn apply(meta: &mut Metadata, cmd: &Command) -> Result<(), CommandError> {
                     proposed: *leader_epoch,
                 });
             }
-            if !p.replicas.contains(leader) {
+            // During a move, a replica being added may be elected.
+            if !p.hosted_by(*leader) {
                 return Err(CommandError::LeaderNotReplica { leader: *leader });
             }
             p.leader = *leader;
@@ -159,7 +209,42 @@ pub fn apply(meta: &mut Metadata, cmd: &Command) -> Result<(), CommandError> {
             if !replicas.contains(&p.leader) {
                 return Err(CommandError::LeaderNotReplica { leader: p.leader });
             }
-            p.replicas = replicas.clone();
+            if p.target.as_ref().is_some_and(|t| same_nodes(t, replicas)) {
+                // The move is done: the target's order (its preferred leader) holds.
+                p.replicas = p.target.take().unwrap_or_default();
+            } else {
+                p.replicas = replicas.clone();
+            }
+        }
+        Command::MovePartition {
+            topic,
+            partition,
+            target,
+        } => {
+            check_move(meta, topic, *partition, target)?;
+            start_move(partition_mut(meta, topic, *partition)?, target);
+        }
+        Command::DecommissionNode { node, moves } => {
+            if !meta.nodes.contains_key(node) {
+                return Err(CommandError::UnknownNode(*node));
+            }
+            for PartitionMove {
+                topic,
+                partition,
+                target,
+            } in moves
+            {
+                if target.contains(node) {
+                    return Err(CommandError::Decommissioned(*node));
+                }
+                check_move(meta, topic, *partition, target)?;
+            }
+            for m in moves {
+                start_move(partition_mut(meta, &m.topic, m.partition)?, &m.target);
+            }
+            if let Some(n) = meta.nodes.get_mut(node) {
+                n.decommissioned = true;
+            }
         }
     }
     meta.version += 1;

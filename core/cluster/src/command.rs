@@ -55,12 +55,34 @@ pub enum Command {
         leader: NodeId,
         leader_epoch: i32,
     },
-    /// A partition's replicas changed (a move finished).
+    /// A partition's replicas changed (a move finished, recorded by its leader).
     SetReplicas {
         topic: String,
         partition: i32,
         replicas: Vec<NodeId>,
     },
+    /// A partition starts moving to `target` (its leader carries the move out in the
+    /// partition's group, then records `SetReplicas`). The same replicas in another order
+    /// take effect at once: the first is the preferred leader, which leadership follows.
+    MovePartition {
+        topic: String,
+        partition: i32,
+        target: Vec<NodeId>,
+    },
+    /// `node` takes no new replicas, and its partitions move as `moves` say (placed by the
+    /// controller leader).
+    DecommissionNode {
+        node: NodeId,
+        moves: Vec<PartitionMove>,
+    },
+}
+
+/// One partition's move: the replicas it is going to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMove {
+    pub topic: String,
+    pub partition: i32,
+    pub target: Vec<NodeId>,
 }
 
 /// Why a command could not be decoded or applied. Applying leaves the metadata unchanged.
@@ -98,6 +120,13 @@ pub enum CommandError {
     AlreadyInitialized {
         cluster_id: String,
     },
+    /// A partition of one replica is not a Raft group: it cannot move.
+    NotReplicated {
+        topic: String,
+        partition: i32,
+    },
+    /// A decommissioned node takes no replicas.
+    Decommissioned(NodeId),
 }
 
 impl std::fmt::Display for CommandError {
@@ -126,6 +155,14 @@ impl std::fmt::Display for CommandError {
             Self::AlreadyInitialized { cluster_id } => {
                 write!(f, "the cluster is already initialized as {cluster_id}")
             }
+            Self::NotReplicated { topic, partition } => write!(
+                f,
+                "{topic}/{partition} has a single replica, which is not a Raft group and cannot move; create the topic with --replication-factor 2 or more to move its partitions"
+            ),
+            Self::Decommissioned(n) => write!(
+                f,
+                "node {n} is decommissioned and takes no replicas"
+            ),
             Self::NodeHasReplicas { node, replicas } => write!(
                 f,
                 "node {node} still holds {replicas} replicas: move them away first (quiver cluster decommission)"

@@ -25,6 +25,7 @@ pub enum ControllerError {
     /// The command would be refused when applied.
     Invalid(CommandError),
     Placement(PlacementError),
+    Decommission(crate::placement::DecommissionError),
     Propose(ProposeError),
     /// The snapshot's metadata image cannot be read.
     DamagedSnapshot(String),
@@ -42,6 +43,7 @@ impl std::fmt::Display for ControllerError {
             ),
             Self::Invalid(e) => write!(f, "{e}"),
             Self::Placement(e) => write!(f, "{e}"),
+            Self::Decommission(e) => write!(f, "{e}"),
             Self::Propose(e) => write!(f, "{e}"),
             Self::DamagedSnapshot(e) => write!(
                 f,
@@ -273,6 +275,15 @@ impl Controller {
             partitions: placed,
             configs,
         })
+    }
+
+    /// Decommissions `node`: its replicas are placed elsewhere and the moves proposed with
+    /// the mark that keeps new replicas off it.
+    pub fn decommission(&mut self, node: NodeId) -> Result<(u64, Vec<Action>), ControllerError> {
+        self.require_leader()?;
+        let moves = crate::placement::decommission_moves(&self.meta, node)
+            .map_err(ControllerError::Decommission)?;
+        self.propose(&Command::DecommissionNode { node, moves })
     }
 
     /// Changes the controller group's members (growing from 1 to 3 voters, replacing a

@@ -14,7 +14,6 @@
 //! - [`messages`]: what nodes send each other on the internal protocol (Raft envelopes,
 //!   requests to the controller leader and replies), with a bounded, typed decoder.
 //! - [`placement`]: replicas over distinct nodes and racks, leaders and shards evenly.
-//! - [`rebalance`]: leadership back to the preferred replica when a node returns.
 
 pub mod apply;
 pub mod cluster_guard;
@@ -24,7 +23,6 @@ pub mod controller_log;
 pub mod messages;
 pub mod model;
 pub mod placement;
-pub mod rebalance;
 
 pub use apply::apply;
 pub use command::{Command, CommandError};

@@ -42,6 +42,8 @@ pub enum ControllerRequest {
     },
     /// Proposed as is.
     Command { command: Command },
+    /// Its replicas placed elsewhere by the leader, then proposed (`DecommissionNode`).
+    Decommission { node: NodeId },
 }
 
 /// Why the controller did not make a change, as the asking node maps it to its client.
@@ -79,7 +81,9 @@ impl From<&ControllerError> for Failure {
     fn from(e: &ControllerError) -> Self {
         match e {
             ControllerError::Invalid(c) => c.into(),
-            ControllerError::Placement(_) => Self::Invalid(e.to_string()),
+            ControllerError::Placement(_) | ControllerError::Decommission(_) => {
+                Self::Invalid(e.to_string())
+            }
             ControllerError::NotController { .. }
             | ControllerError::Propose(_)
             | ControllerError::DamagedSnapshot(_) => Self::Unavailable(e.to_string()),

@@ -22,6 +22,18 @@ pub struct PartitionMeta {
     /// Bumped at every leader change; stamped into every batch the leader appends (the
     /// RecordBatch's partition leader epoch), so a diverged replica truncates by epoch.
     pub leader_epoch: i32,
+    /// A move in progress (`quiver topic alter-replicas`, a decommission): the replicas the
+    /// partition is going to. Its leader carries the move out in the partition's Raft group
+    /// (learners first) and records the end with `SetReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Vec<NodeId>>,
+}
+
+impl PartitionMeta {
+    /// Whether `node` holds a replica or is receiving one (a move's target).
+    pub fn hosted_by(&self, node: NodeId) -> bool {
+        self.replicas.contains(&node) || self.target.as_ref().is_some_and(|t| t.contains(&node))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +89,7 @@ impl TopicMeta {
                     replicas: vec![node],
                     leader: node,
                     leader_epoch: 0,
+                    target: None,
                 })
                 .collect(),
             partition_shards: Vec::new(),
@@ -97,6 +110,10 @@ pub struct NodeMeta {
     #[serde(default)]
     pub rack: Option<String>,
     pub shards: usize,
+    /// `quiver cluster decommission`: placement gives it nothing more and its replicas are
+    /// moved away; once it holds none it may be stopped.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decommissioned: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

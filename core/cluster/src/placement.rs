@@ -1,10 +1,12 @@
 //! Where a new topic's partitions go: each partition's replicas on distinct nodes (distinct
 //! racks first, where nodes name one), leaders spread evenly over nodes, and each partition
 //! on the least-loaded shard of its leader. The first replica is the preferred leader
-//! ([`crate::rebalance`] moves leadership back to it).
+//! (the partition leader hands leadership back to it), and [`decommission_moves`] places a
+//! leaving node's replicas elsewhere.
 
 use std::collections::BTreeMap;
 
+use crate::command::PartitionMove;
 use crate::model::{Metadata, NodeId, PartitionMeta};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,7 @@ fn loads(meta: &Metadata) -> BTreeMap<NodeId, Load> {
     let mut loads: BTreeMap<NodeId, Load> = meta
         .nodes
         .iter()
+        .filter(|(_, n)| !n.decommissioned)
         .map(|(id, n)| {
             (
                 *id,
@@ -92,16 +95,16 @@ pub fn place(
     if replication_factor == 0 {
         return Err(PlacementError::ZeroReplicationFactor);
     }
-    if meta.nodes.is_empty() {
+    let mut loads = loads(meta);
+    if loads.is_empty() {
         return Err(PlacementError::NoNodes);
     }
-    if replication_factor > meta.nodes.len() {
+    if replication_factor > loads.len() {
         return Err(PlacementError::NotEnoughNodes {
             replication_factor,
-            nodes: meta.nodes.len(),
+            nodes: loads.len(),
         });
     }
-    let mut loads = loads(meta);
     let rack = |id: &NodeId| meta.nodes.get(id).and_then(|n| n.rack.clone());
     // Partitions each pair of nodes shares: among equally loaded candidates, a follower that
     // shares the fewest with the replicas already chosen, so a node's partitions spread
@@ -140,7 +143,7 @@ pub fn place(
                 .map(|(id, _)| *id)
                 .ok_or(PlacementError::NotEnoughNodes {
                     replication_factor,
-                    nodes: meta.nodes.len(),
+                    nodes: loads.len(),
                 })?;
             replicas.push(next);
         }
@@ -171,7 +174,99 @@ pub fn place(
             replicas,
             leader,
             leader_epoch: 0,
+            target: None,
         });
     }
     Ok(out)
+}
+
+/// Why a node's replicas cannot all move away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecommissionError {
+    UnknownNode(NodeId),
+    /// Partitions of one replica do not move (they are not Raft groups).
+    SingleReplica {
+        topic: String,
+        partition: i32,
+    },
+    /// Every other node already holds a replica of this partition.
+    NoNodeLeft {
+        topic: String,
+        partition: i32,
+    },
+}
+
+impl std::fmt::Display for DecommissionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UnknownNode(n) => write!(f, "node {n} is not registered in the cluster"),
+            Self::SingleReplica { topic, partition } => write!(
+                f,
+                "{topic}/{partition} has its only replica on this node and cannot move (a single replica is not a Raft group): delete the topic or recreate it with --replication-factor 2 or more first"
+            ),
+            Self::NoNodeLeft { topic, partition } => write!(
+                f,
+                "no node is left to take the replica of {topic}/{partition} (every other node holds one): add a node first"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DecommissionError {}
+
+/// Where each replica on `node` goes when it is decommissioned: to the least-loaded node not
+/// holding one yet (another rack than the partition's other replicas first). The leaving
+/// replica is dropped from its place and the new one goes last, so the preferred leader
+/// stays where it was unless it was the leaving node's.
+pub fn decommission_moves(
+    meta: &Metadata,
+    node: NodeId,
+) -> Result<Vec<PartitionMove>, DecommissionError> {
+    if !meta.nodes.contains_key(&node) {
+        return Err(DecommissionError::UnknownNode(node));
+    }
+    let mut loads = loads(meta);
+    loads.remove(&node);
+    let rack = |id: &NodeId| meta.nodes.get(id).and_then(|n| n.rack.clone());
+    let mut moves = Vec::new();
+    for (topic, t) in &meta.topics {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let current = p.target.as_ref().unwrap_or(&p.replicas);
+            if !current.contains(&node) {
+                continue;
+            }
+            let partition = i as i32;
+            if p.replicas.len() < 2 {
+                return Err(DecommissionError::SingleReplica {
+                    topic: topic.clone(),
+                    partition,
+                });
+            }
+            let staying: Vec<NodeId> = current.iter().copied().filter(|r| *r != node).collect();
+            let used: Vec<Option<String>> = staying.iter().map(&rack).collect();
+            let next = loads
+                .iter()
+                .filter(|(id, _)| !staying.contains(id))
+                .min_by_key(|(id, l)| {
+                    let r = rack(id);
+                    (r.is_some() && used.contains(&r), l.replicas, **id)
+                })
+                .map(|(id, _)| *id)
+                .ok_or_else(|| DecommissionError::NoNodeLeft {
+                    topic: topic.clone(),
+                    partition,
+                })?;
+            if let Some(l) = loads.get_mut(&next) {
+                l.replicas += 1;
+            }
+            let mut target = staying;
+            target.push(next);
+            moves.push(PartitionMove {
+                topic: topic.clone(),
+                partition,
+                target,
+            });
+        }
+    }
+    Ok(moves)
 }

@@ -1,10 +1,9 @@
 //! The controller's state machine and decisions: commands applied all or nothing, placement
-//! over nodes, racks and shards, leadership back to preferred replicas, the command codec.
+//! over nodes, racks and shards, moves and decommissions, the command codec.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use quiver_cluster::placement::{default_replication_factor, place, PlacementError};
-use quiver_cluster::rebalance::preferred_leader_moves;
 use quiver_cluster::{apply, Command, CommandError, Metadata, NodeMeta};
 
 fn node(rack: Option<&str>, shards: usize) -> NodeMeta {
@@ -13,6 +12,7 @@ fn node(rack: Option<&str>, shards: usize) -> NodeMeta {
         internal_addr: "127.0.0.1:2".into(),
         rack: rack.map(str::to_string),
         shards,
+        decommissioned: false,
     }
 }
 
@@ -212,41 +212,6 @@ fn commands_apply_all_or_nothing_with_typed_errors() {
 }
 
 #[test]
-fn a_returning_node_gets_its_preferred_leaderships_back_in_steps() {
-    let mut m = cluster(&[None, None, None], 1);
-    create(&mut m, "t", 6, 3);
-    // Node 1 was down: its partitions are led by their second replica.
-    let led_by_1: Vec<usize> = (0..6)
-        .filter(|i| m.topics["t"].partitions[*i].leader == 1)
-        .collect();
-    assert_eq!(led_by_1.len(), 2);
-    for &i in &led_by_1 {
-        let to = m.topics["t"].partitions[i].replicas[1];
-        apply(
-            &mut m,
-            &Command::SetLeader {
-                topic: "t".into(),
-                partition: i as i32,
-                leader: to,
-                leader_epoch: 1,
-            },
-        )
-        .expect("failover recorded");
-    }
-    let live_without_1: BTreeSet<i32> = [2, 3].into();
-    assert!(preferred_leader_moves(&m, &live_without_1, 10).is_empty());
-    let live: BTreeSet<i32> = [1, 2, 3].into();
-    let moves = preferred_leader_moves(&m, &live, 10);
-    assert_eq!(moves.len(), 2);
-    assert!(moves.iter().all(|mv| mv.to == 1));
-    assert_eq!(
-        preferred_leader_moves(&m, &live, 1).len(),
-        1,
-        "bounded per round"
-    );
-}
-
-#[test]
 fn the_command_codec_round_trips_and_refuses_garbage() {
     let cmd = Command::RegisterNode {
         node: 3,
@@ -266,4 +231,168 @@ fn the_command_codec_round_trips_and_refuses_garbage() {
         Command::decode(&big),
         Err(CommandError::TooLarge { .. })
     ));
+}
+
+#[test]
+fn a_move_records_its_target_and_setreplicas_ends_it_in_the_targets_order() {
+    let mut m = cluster(&[None, None, None, None], 1);
+    create(&mut m, "t", 1, 3);
+    let p = m.topics["t"].partitions[0].clone();
+    let outside = (1..=4).find(|n| !p.replicas.contains(n)).unwrap();
+    let target = vec![p.replicas[1], p.replicas[2], outside];
+    apply(
+        &mut m,
+        &Command::MovePartition {
+            topic: "t".into(),
+            partition: 0,
+            target: target.clone(),
+        },
+    )
+    .expect("a move starts");
+    let moving = &m.topics["t"].partitions[0];
+    assert_eq!(
+        (&moving.replicas, &moving.target),
+        (&p.replicas, &Some(target.clone()))
+    );
+    assert!(
+        moving.hosted_by(outside),
+        "the new replica hosts it during the move"
+    );
+    // The new replica may be elected mid-move; then the move ends.
+    apply(
+        &mut m,
+        &Command::SetLeader {
+            topic: "t".into(),
+            partition: 0,
+            leader: outside,
+            leader_epoch: 5,
+        },
+    )
+    .expect("a target replica may lead");
+    let mut sorted = target.clone();
+    sorted.sort();
+    apply(
+        &mut m,
+        &Command::SetReplicas {
+            topic: "t".into(),
+            partition: 0,
+            replicas: sorted,
+        },
+    )
+    .expect("done");
+    let done = &m.topics["t"].partitions[0];
+    assert_eq!((&done.replicas, &done.target), (&target, &None));
+    // Another order of the same replicas changes only the preferred leader, at once.
+    let reordered = vec![target[2], target[0], target[1]];
+    apply(
+        &mut m,
+        &Command::MovePartition {
+            topic: "t".into(),
+            partition: 0,
+            target: reordered.clone(),
+        },
+    )
+    .expect("reordered");
+    let p = &m.topics["t"].partitions[0];
+    assert_eq!((&p.replicas, &p.target), (&reordered, &None));
+}
+
+#[test]
+fn single_replica_partitions_do_not_move_and_bad_targets_are_refused() {
+    let mut m = cluster(&[None, None, None], 1);
+    create(&mut m, "one", 1, 1);
+    create(&mut m, "t", 1, 3);
+    let before = m.clone();
+    let refused = [
+        (
+            Command::MovePartition {
+                topic: "one".into(),
+                partition: 0,
+                target: vec![1, 2],
+            },
+            CommandError::NotReplicated {
+                topic: "one".into(),
+                partition: 0,
+            },
+        ),
+        (
+            Command::MovePartition {
+                topic: "t".into(),
+                partition: 0,
+                target: vec![1, 9],
+            },
+            CommandError::UnknownNode(9),
+        ),
+        (
+            Command::MovePartition {
+                topic: "nope".into(),
+                partition: 0,
+                target: vec![1, 2],
+            },
+            CommandError::UnknownTopic("nope".into()),
+        ),
+    ];
+    for (cmd, err) in refused {
+        assert_eq!(apply(&mut m, &cmd), Err(err));
+        assert_eq!(m, before, "a refused command changes nothing");
+    }
+    assert!(matches!(
+        quiver_cluster::placement::decommission_moves(&m, 1),
+        Err(quiver_cluster::placement::DecommissionError::SingleReplica { .. })
+            | Err(quiver_cluster::placement::DecommissionError::NoNodeLeft { .. })
+    ));
+}
+
+#[test]
+fn decommissioning_moves_every_replica_off_the_node_and_keeps_new_ones_off_it() {
+    let mut m = cluster(&[Some("a"), Some("a"), Some("b"), Some("b"), Some("c")], 1);
+    create(&mut m, "t", 6, 3);
+    let moves = quiver_cluster::placement::decommission_moves(&m, 5).expect("placed");
+    let held = m.topics["t"]
+        .partitions
+        .iter()
+        .filter(|p| p.replicas.contains(&5))
+        .count();
+    assert_eq!(moves.len(), held);
+    for mv in &moves {
+        let p = &m.topics["t"].partitions[mv.partition as usize];
+        assert!(!mv.target.contains(&5) && mv.target.len() == 3, "{mv:?}");
+        let kept: Vec<i32> = p.replicas.iter().copied().filter(|r| *r != 5).collect();
+        assert_eq!(
+            &mv.target[..2],
+            &kept[..],
+            "the staying replicas keep their order"
+        );
+    }
+    apply(&mut m, &Command::DecommissionNode { node: 5, moves }).expect("decommissioned");
+    assert!(m.nodes[&5].decommissioned);
+    // A restart registers again: the decommission holds.
+    apply(
+        &mut m,
+        &Command::RegisterNode {
+            node: 5,
+            meta: node(Some("c"), 1),
+        },
+    )
+    .unwrap();
+    assert!(m.nodes[&5].decommissioned);
+    for p in place(&m, 20, 3).expect("placed") {
+        assert!(!p.replicas.contains(&5), "{:?}", p.replicas);
+    }
+    create(&mut m, "u", 1, 3);
+    let p = &m.topics["u"].partitions[0];
+    let target = vec![p.replicas[0], p.replicas[1], 5];
+    assert_eq!(
+        apply(
+            &mut m,
+            &Command::MovePartition {
+                topic: "u".into(),
+                partition: 0,
+                target,
+            },
+        ),
+        Err(CommandError::Decommissioned(5))
+    );
+    // Unregistering waits until no move still involves the node.
+    assert!(apply(&mut m, &Command::UnregisterNode { node: 5 }).is_err());
 }

@@ -127,6 +127,7 @@ impl Net {
             internal_addr: format!("127.0.0.1:{}", 8000 + node),
             rack: None,
             shards: 2,
+            decommissioned: false,
         };
         self.propose(&Command::RegisterNode { node, meta })
             .expect("registered");
@@ -222,6 +223,7 @@ fn a_late_member_starts_from_the_metadata_image_and_a_new_leader_continues() {
             replicas: vec![1, 2, 3],
             leader: 1,
             leader_epoch: 0,
+            target: None,
         }],
         configs: BTreeMap::new(),
     })

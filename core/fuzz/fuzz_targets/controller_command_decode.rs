@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
             internal_addr: "127.0.0.1:2".into(),
             rack: None,
             shards: 2,
+            decommissioned: false,
         };
         let _ = apply(&mut meta, &Command::RegisterNode { node, meta: m });
     }

@@ -289,6 +289,7 @@ pub fn run_node(
         ),
         rack: config.settings.cluster.rack.clone(),
         shards: n,
+        decommissioned: false,
     };
     let booted = crate::controller_boot::boot(
         data_dir,
@@ -547,6 +548,7 @@ fn start_replication(
     let settings = shard.node_settings();
     let me = settings.node_id;
     let leader_shard = shard.clone();
+    let moved_shard = shard.clone();
     let ctx = DriverContext {
         me,
         shard: shard.id,
@@ -557,6 +559,24 @@ fn start_replication(
             let shard = leader_shard.clone();
             shard.clone().became_leader(&topic, partition);
             glommio::spawn_local(record_leader(shard, me, topic, partition, term, handle)).detach();
+        }),
+        on_moved: Box::new(move |topic, partition, replicas| {
+            let shard = moved_shard.clone();
+            glommio::spawn_local(async move {
+                let command = quiver_cluster::command::Command::SetReplicas {
+                    topic: topic.clone(),
+                    partition,
+                    replicas,
+                };
+                // The driver asks again while the metadata still shows the move.
+                if let Err(e) = shard
+                    .submit_to_controller(ControllerRequest::Command { command })
+                    .await
+                {
+                    tracing::debug!(%topic, partition, "recording a finished move: {e}");
+                }
+            })
+            .detach();
         }),
     };
     let driver = ReplicaDriver::new(ctx, shard.node_metadata());

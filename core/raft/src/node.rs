@@ -198,6 +198,10 @@ impl RaftNode {
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
+    /// The last membership change is not committed yet (the next is refused until it is).
+    pub fn membership_change_pending(&self) -> bool {
+        self.membership_index > self.commit
+    }
     pub fn is_voter(&self) -> bool {
         self.membership.voters.contains(&self.config.id)
     }

@@ -510,3 +510,48 @@ fn epochs_a_recovery_scan_rebuilt_survive_the_next_clean_close() {
         reopened.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_reset_empties_the_log_and_starts_it_at_a_later_offset_across_a_reopen() {
+    let dir = scratch();
+    let path = dir.path().to_path_buf();
+    run(async move {
+        let log = PartitionLog::open(&path, small_segments()).await.unwrap();
+        for i in 0..40u64 {
+            log.append(batch(i, 10, 300, 0), 1).await.unwrap();
+        }
+        assert!(log.segment_count() > 1);
+        assert!(
+            log.reset_to(100, 5).await.is_err(),
+            "a reset inside the log is refused (a truncation does that)"
+        );
+        log.reset_to(1000, 5).await.unwrap();
+        assert_eq!(
+            (
+                log.log_start_offset(),
+                log.log_end_offset(),
+                log.segment_count()
+            ),
+            (1000, 1000, 1)
+        );
+        let info = log.append(batch(7, 3, 100, 0), 6).await.unwrap();
+        assert_eq!(info.base_offset, 1000);
+        let all = read_all(&log, 1000).await;
+        assert_eq!(all.len(), 1);
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(&path, small_segments()).await.unwrap();
+        assert_eq!(
+            (reopened.log_start_offset(), reopened.log_end_offset()),
+            (1000, 1003)
+        );
+        assert_eq!(read_all(&reopened, 1000).await, all);
+        let epochs: Vec<(i32, u64)> = reopened
+            .leader_epochs()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect();
+        assert_eq!(epochs, vec![(5, 1000), (6, 1000)]);
+        reopened.close().await.unwrap();
+    });
+}

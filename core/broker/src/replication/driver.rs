@@ -30,7 +30,9 @@ use quiver_storage::signal::{Doorbell, WaitList};
 use quiver_storage::PartitionLog;
 
 use super::log_mapping::{entry_of_batch, offset_of, plan_persist, restored_log};
+use super::membership_store::{self, Memberships, MEMBERS_FILE};
 use super::preferred_leader;
+use super::replica_move::{self, MoveStep};
 use crate::controller_runtime::NodeLinks;
 
 /// The hard state file in a replicated partition's directory.
@@ -80,11 +82,13 @@ struct Persisting {
 struct Group {
     topic: String,
     partition: i32,
-    /// The replica placement chose to lead (the first).
-    preferred: NodeId,
     log: PartitionLog,
     dir: PathBuf,
     handle: Rc<GroupHandle>,
+    /// The membership entries in its log, as `MEMBERS_FILE` lists them.
+    members: RefCell<Memberships>,
+    /// When this leader last asked the controller to record a finished move.
+    recorded_move: Cell<Option<Instant>>,
 }
 
 /// Why a proposal was not taken.
@@ -103,7 +107,14 @@ pub struct DriverContext {
     /// Records a new leader in the controller (topic, partition, term); the handle says
     /// whether it still leads at that term (retry until recorded or deposed).
     pub on_leader: Box<dyn Fn(String, i32, u64, Rc<GroupHandle>)>,
+    /// Records a finished move in the controller (topic, partition, replicas: `SetReplicas`).
+    pub on_moved: Box<dyn Fn(String, i32, Vec<NodeId>)>,
 }
+
+/// How often a shard's leader takes a move's next step, in ticks (0.5 s at 100 ms).
+const MOVE_EVERY_TICKS: u64 = 5;
+/// How long a leader waits before asking again to record a finished move.
+const RECORD_MOVE_AGAIN: Duration = Duration::from_secs(2);
 
 pub struct ReplicaDriver {
     ctx: DriverContext,
@@ -113,6 +124,8 @@ pub struct ReplicaDriver {
     pending: RefCell<Vec<GroupAction>>,
     bell: Doorbell,
     meta: RefCell<Arc<Metadata>>,
+    /// The metadata changed: look for moves and preferred leaders at the next round.
+    check_soon: Cell<bool>,
 }
 
 fn raft_id(node: NodeId) -> u64 {
@@ -159,6 +172,7 @@ impl ReplicaDriver {
             pending: RefCell::new(Vec::new()),
             bell: Doorbell::default(),
             meta: RefCell::new(meta),
+            check_soon: Cell::new(false),
         })
     }
 
@@ -185,14 +199,27 @@ impl ReplicaDriver {
         let hard = read_hard_state(&dir);
         let epochs = log.leader_epochs();
         tracing::debug!(topic, partition, log_start = log.log_start_offset(), log_end = log.log_end_offset(), epochs = ?epochs.entries(), ?hard, "starting a partition group");
-        let membership = quiver_raft::Membership::of_voters(
+        // The membership the group started with is the replicas the metadata lists (for a
+        // replica being added by a move: the current ones, without it); the changes since
+        // are in its members file.
+        let initial = quiver_raft::Membership::of_voters(
             &replicas.iter().map(|r| raft_id(*r)).collect::<Vec<_>>(),
         );
+        let members = match std::fs::read_to_string(dir.join(MEMBERS_FILE)) {
+            Ok(text) => membership_store::decode(&text).unwrap_or_else(|e| {
+                tracing::error!(topic, partition, "the partition's {MEMBERS_FILE} is damaged ({e}): starting from the replicas the metadata lists");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        let (membership, after) =
+            membership_store::split_at(&members, log.log_start_offset(), initial);
         let raft_log = restored_log(
             log.log_start_offset(),
             log.log_end_offset(),
             epochs.entries(),
             membership,
+            after,
         );
         let handle = Rc::new(GroupHandle::new());
         handle.persisted_index.set(log.log_end_offset());
@@ -223,10 +250,11 @@ impl ReplicaDriver {
             Rc::new(Group {
                 topic: topic.to_string(),
                 partition,
-                preferred: replicas.first().copied().unwrap_or(self.ctx.me),
                 log,
                 dir,
                 handle: handle.clone(),
+                members: RefCell::new(members),
+                recorded_move: Cell::new(None),
             }),
         );
         handle
@@ -240,6 +268,46 @@ impl ReplicaDriver {
 
     pub fn set_metadata(&self, meta: Arc<Metadata>) {
         *self.meta.borrow_mut() = meta;
+        self.check_soon.set(true);
+        self.bell.ring();
+    }
+
+    /// The partitions this shard leads, with each follower's progress as the leader tracks
+    /// it (`quiver cluster status`).
+    pub fn describe(&self) -> Vec<quiver_broker_api::PartitionReplication> {
+        let me = raft_id(self.ctx.me);
+        let multi = self.multi.borrow();
+        self.groups
+            .borrow()
+            .iter()
+            .filter_map(|(g, group)| {
+                let n = multi.group(*g)?;
+                if n.role() != Role::Leader {
+                    return None;
+                }
+                let reachable = n.reachable();
+                let m = n.membership();
+                let followers = m
+                    .members()
+                    .filter(|id| *id != me)
+                    .map(|id| quiver_broker_api::FollowerProgress {
+                        node: node_id(id),
+                        learner: m.learners.contains(&id),
+                        // Index i is offset i - 1: a matched index is the follower's log end.
+                        log_end_offset: n.matched(id).unwrap_or(0),
+                        reachable: reachable.contains(&id),
+                    })
+                    .collect();
+                Some(quiver_broker_api::PartitionReplication {
+                    topic: group.topic.clone(),
+                    partition: group.partition,
+                    leader_epoch: i32::try_from(n.term()).unwrap_or(i32::MAX),
+                    log_end_offset: group.log.log_end_offset(),
+                    high_watermark: group.handle.commit_index.get(),
+                    followers,
+                })
+            })
+            .collect()
     }
 
     /// Takes one envelope another node's same shard sent (its partition groups' messages).
@@ -306,6 +374,14 @@ impl ReplicaDriver {
                 if ticks % preferred_leader::CHECK_EVERY_TICKS == 0 {
                     actions.extend(self.hand_back_leadership());
                 }
+                if ticks % MOVE_EVERY_TICKS == 0 {
+                    actions.extend(self.step_moves());
+                    self.follow_log_starts();
+                }
+            }
+            if self.check_soon.take() {
+                actions.extend(self.step_moves());
+                actions.extend(self.hand_back_leadership());
             }
             let inbox = std::mem::take(&mut *self.inbox.borrow_mut());
             for (from, envelope) in inbox {
@@ -331,6 +407,7 @@ impl ReplicaDriver {
     /// those are up and hold the whole log.
     fn hand_back_leadership(&self) -> Vec<GroupAction> {
         let me = raft_id(self.ctx.me);
+        let meta = self.meta.borrow().clone();
         let led: Vec<preferred_leader::Led> = {
             let multi = self.multi.borrow();
             self.groups
@@ -341,7 +418,15 @@ impl ReplicaDriver {
                     if n.role() != Role::Leader {
                         return None;
                     }
-                    let preferred = raft_id(group.preferred);
+                    // The metadata's first replica; none while a move runs.
+                    let pm = meta.partition(&group.topic, group.partition)?;
+                    if pm.target.is_some() {
+                        return None;
+                    }
+                    let preferred = raft_id(*pm.replicas.first()?);
+                    if !n.membership().voters.contains(&preferred) {
+                        return None;
+                    }
                     Some(preferred_leader::Led {
                         group: *g,
                         preferred,
@@ -363,6 +448,124 @@ impl ReplicaDriver {
                 .with_group(g, |n| ((), n.transfer_leadership(to)))
             {
                 actions.extend(a);
+            }
+        }
+        actions
+    }
+
+    /// Tells each group where its log now starts when retention deleted segments: a
+    /// follower that needs what is gone gets the leader's log start instead (a snapshot
+    /// of no data: the log is the state).
+    fn follow_log_starts(&self) {
+        let mut multi = self.multi.borrow_mut();
+        for (g, group) in self.groups.borrow().iter() {
+            let start = group.log.log_start_offset();
+            let behind = multi
+                .group(*g)
+                .is_some_and(|n| n.snapshot().index < start && start <= n.commit_index());
+            if behind {
+                let _ = multi.with_group(*g, |n| {
+                    if let Err(e) = n.compact(start, Vec::new()) {
+                        tracing::debug!(topic = %group.topic, partition = group.partition, "log start not taken yet: {e:?}");
+                    }
+                    ((), Vec::new())
+                });
+            }
+        }
+    }
+
+    /// Takes the next step of every move this shard leads (`replica_move`): the metadata's
+    /// target, or its replicas where the group's voters differ from them (a move cut short).
+    fn step_moves(&self) -> Vec<GroupAction> {
+        let meta = self.meta.borrow().clone();
+        let me = raft_id(self.ctx.me);
+        let mut actions = Vec::new();
+        let groups: Vec<(u64, Rc<Group>)> = self
+            .groups
+            .borrow()
+            .iter()
+            .map(|(g, group)| (*g, group.clone()))
+            .collect();
+        for (g, group) in groups {
+            let Some(pm) = meta.partition(&group.topic, group.partition) else {
+                continue;
+            };
+            let target: Vec<u64> = pm
+                .target
+                .as_ref()
+                .unwrap_or(&pm.replicas)
+                .iter()
+                .map(|r| raft_id(*r))
+                .collect();
+            let step = {
+                let multi = self.multi.borrow();
+                let Some(n) = multi.group(g) else { continue };
+                if n.role() != Role::Leader {
+                    continue;
+                }
+                let m = n.membership();
+                let settled = m.learners.is_empty()
+                    && m.voters.len() == target.len()
+                    && target.iter().all(|t| m.voters.contains(t));
+                if settled && pm.target.is_none() {
+                    continue;
+                }
+                let view = replica_move::GroupView {
+                    me,
+                    membership: m.clone(),
+                    change_pending: n.membership_change_pending(),
+                    commit: n.commit_index(),
+                    last: n.last_index(),
+                    matched: m
+                        .members()
+                        .filter_map(|id| n.matched(id).map(|x| (id, x)))
+                        .collect(),
+                };
+                replica_move::next_step(&view, &target)
+            };
+            let change = match step {
+                MoveStep::Wait => continue,
+                MoveStep::Done => {
+                    let due = group
+                        .recorded_move
+                        .get()
+                        .is_none_or(|t| t.elapsed() >= RECORD_MOVE_AGAIN);
+                    if let (Some(t), true) = (&pm.target, due) {
+                        group.recorded_move.set(Some(Instant::now()));
+                        tracing::info!(topic = %group.topic, partition = group.partition, replicas = ?t, "the partition's move is done: recording its replicas");
+                        (self.ctx.on_moved)(group.topic.clone(), group.partition, t.clone());
+                    }
+                    continue;
+                }
+                MoveStep::TransferTo(to) => {
+                    tracing::info!(topic = %group.topic, partition = group.partition, to = node_id(to), "this leader leaves the partition: handing leadership over first");
+                    if let Ok((_, a)) = self
+                        .multi
+                        .borrow_mut()
+                        .with_group(g, |n| ((), n.transfer_leadership(to)))
+                    {
+                        actions.extend(a);
+                    }
+                    continue;
+                }
+                MoveStep::AddLearner(n) => quiver_raft::MembershipChange::AddLearner(n),
+                MoveStep::Promote(n) => quiver_raft::MembershipChange::Promote(n),
+                MoveStep::Remove(n) => quiver_raft::MembershipChange::Remove(n),
+            };
+            tracing::info!(topic = %group.topic, partition = group.partition, ?change, "moving the partition's replicas");
+            let result =
+                self.multi
+                    .borrow_mut()
+                    .with_group(g, |n| match n.change_membership(change) {
+                        Ok((_, a)) => (Ok(()), a),
+                        Err(e) => (Err(e), Vec::new()),
+                    });
+            match result {
+                Ok((Ok(()), a)) => actions.extend(a),
+                Ok((Err(e), _)) => {
+                    tracing::debug!(topic = %group.topic, partition = group.partition, "membership change not taken now: {e:?}")
+                }
+                Err(e) => tracing::debug!("{e}"),
             }
         }
         actions
@@ -446,6 +649,20 @@ impl ReplicaDriver {
                 return None;
             }
         };
+        // Membership entries are listed before they are written: a list ahead of the log is
+        // cut to the log's end at a restart, one behind it would lose a change.
+        let members = membership_store::after_write(&group.members.borrow(), first_index, &entries);
+        if let Some(members) = members {
+            let text = membership_store::encode(&members);
+            if let Err(e) =
+                quiver_storage::files::write_atomically(&group.dir, MEMBERS_FILE, text.into_bytes())
+                    .await
+            {
+                tracing::error!(topic = %group.topic, partition = group.partition, "cannot persist the partition's membership: {e}");
+                return None;
+            }
+            *group.members.borrow_mut() = members;
+        }
         if let Some(offset) = plan.truncate_to {
             if let Err(e) = group.log.truncate_to(offset).await {
                 tracing::error!(topic = %group.topic, partition = group.partition, "cannot truncate the diverged tail: {e}");
@@ -490,11 +707,39 @@ impl ReplicaDriver {
             }
             // Written by `settle`, which awaits every group's durability together.
             Action::PersistEntries { .. } => Vec::new(),
-            Action::InstallSnapshot { .. } => {
-                // A follower behind the leader's log start: resetting a segment log to a new
-                // start is not built yet (retention must not delete past a follower).
-                tracing::warn!(topic = %group.topic, partition = group.partition, "a snapshot install was asked: not supported yet");
-                Vec::new()
+            Action::InstallSnapshot { write, snapshot } => {
+                // This replica is behind its leader's log start (retention deleted what it
+                // lacks): it empties its log and continues from there, as Kafka's
+                // `truncateFullyAndStartAt`. A snapshot inside the log (a diverged tail
+                // after a committed point) cuts the tail instead.
+                let index = snapshot.index;
+                let epoch = i32::try_from(snapshot.term).unwrap_or(i32::MAX);
+                let reset = if index >= group.log.log_end_offset() {
+                    group.log.reset_to(index, epoch).await
+                } else {
+                    group.log.truncate_to(index).await.map(|_| ())
+                };
+                if let Err(e) = reset {
+                    tracing::error!(topic = %group.topic, partition = group.partition, index, "cannot reset the replica to its leader's log start: {e}");
+                    return Vec::new();
+                }
+                let members = vec![(index, snapshot.membership.clone())];
+                let text = membership_store::encode(&members);
+                if let Err(e) = quiver_storage::files::write_atomically(
+                    &group.dir,
+                    MEMBERS_FILE,
+                    text.into_bytes(),
+                )
+                .await
+                {
+                    tracing::error!(topic = %group.topic, partition = group.partition, "cannot persist the partition's membership: {e}");
+                    return Vec::new();
+                }
+                *group.members.borrow_mut() = members;
+                tracing::info!(topic = %group.topic, partition = group.partition, log_start_offset = index, "caught up by starting at the leader's log start");
+                group.handle.persisted_index.set(index);
+                group.handle.progress.wake_all();
+                self.multi.borrow_mut().persisted(g, write)
             }
             Action::ReadEntries {
                 to,

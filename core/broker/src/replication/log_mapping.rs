@@ -201,13 +201,15 @@ pub fn entry_of_batch(batch: Bytes) -> Result<Entry, MappingError> {
 
 /// The core's view of a partition log after a restart: the snapshot at its log start, the
 /// terms from the leader-epoch map (an epoch that began before the log start is taken to
-/// begin at it, as retention's `truncate_from_start` does), `membership` (the replicas the
-/// metadata lists) and its end; entries are read back on demand.
+/// begin at it, as retention's `truncate_from_start` does), `membership` (in force at the
+/// log start), the membership entries after it (`memberships`) and its end; entries are
+/// read back on demand.
 pub fn restored_log(
     log_start_offset: u64,
     log_end_offset: u64,
     epochs: &[EpochEntry],
     membership: Membership,
+    memberships: Vec<(u64, Membership)>,
 ) -> RaftLog {
     let epoch_at = |offset: u64| {
         epochs
@@ -218,8 +220,15 @@ pub fn restored_log(
     };
     let snapshot = Snapshot {
         index: log_start_offset,
-        // The term of the entry just before the log start (index = offset + 1).
-        term: log_start_offset.checked_sub(1).map_or(0, epoch_at),
+        // The term of the entry just before the log start (index = offset + 1). Retention
+        // clamps the epoch in force to begin at the log start: then that epoch, which wrote
+        // the entries on both sides of it.
+        term: log_start_offset
+            .checked_sub(1)
+            .map_or(0, |last| match epoch_at(last) {
+                0 => epoch_at(log_start_offset),
+                t => t,
+            }),
         membership,
         data: Vec::new(),
     };
@@ -231,7 +240,7 @@ pub fn restored_log(
         }
         terms.push((e.epoch as u64, start));
     }
-    RaftLog::restore(snapshot, terms, Vec::new(), log_end_offset)
+    RaftLog::restore(snapshot, terms, memberships, log_end_offset)
 }
 
 #[cfg(test)]
@@ -367,7 +376,13 @@ mod tests {
                 start_offset: 30,
             },
         ];
-        let log = restored_log(10, 50, &epochs, Membership::of_voters(&[1, 2, 3]));
+        let log = restored_log(
+            10,
+            50,
+            &epochs,
+            Membership::of_voters(&[1, 2, 3]),
+            Vec::new(),
+        );
         assert_eq!(log.snapshot().index, 10, "log start = snapshot index");
         assert_eq!(log.snapshot().term, 1, "offset 9 was written in epoch 1");
         assert_eq!(log.last_index(), 50, "log end = last index");

@@ -10,10 +10,16 @@
 //!   commits as high watermarks, new leaders recorded in the controller (`SetLeader`).
 //! - [`preferred_leader`]: leadership handed back to a partition's first replica once it is
 //!   up and caught up (a returning node gets its partitions back). Sans-IO.
+//! - [`replica_move`]: a partition moving to other replicas (alter-replicas, decommission):
+//!   learners first, promoted once caught up, then the leaving removed. Sans-IO.
+//! - [`membership_store`]: the group's membership entries listed beside its log, so a
+//!   restart knows who votes. Sans-IO.
 //! - [`produce`]: a batch to a replicated partition: checked, proposed, answered at commit
 //!   (`acks=all`) or once in the leader's log (`acks=leader`).
 
 pub mod driver;
 pub mod log_mapping;
+pub mod membership_store;
 pub mod preferred_leader;
 pub mod produce;
+pub mod replica_move;

@@ -19,6 +19,7 @@ mod compaction;
 mod flush;
 mod read;
 mod recover;
+mod reset;
 mod retention;
 pub(crate) mod state;
 mod truncate;
