@@ -80,7 +80,7 @@ pub fn broker_api(key: wire::ApiKey) -> Option<Api> {
 
 /// The broker's error code for a wire code (`Unknown` for one this build does not know).
 pub fn broker_code(code: wire::ErrorCode) -> ErrorCode {
-    ALL_CODES
+    ErrorCode::ALL
         .iter()
         .copied()
         .find(|c| wire_code(*c) == code)
@@ -113,43 +113,6 @@ const ALL_APIS: [Api; 23] = [
     Api::DescribeReplication,
 ];
 
-const ALL_CODES: [ErrorCode; 34] = [
-    ErrorCode::Unknown,
-    ErrorCode::MalformedRequest,
-    ErrorCode::UnsupportedVersion,
-    ErrorCode::UnknownApi,
-    ErrorCode::FrameTooLarge,
-    ErrorCode::UnknownTopic,
-    ErrorCode::UnknownPartition,
-    ErrorCode::NotOwner,
-    ErrorCode::TopicExists,
-    ErrorCode::InvalidTopicName,
-    ErrorCode::InvalidConfig,
-    ErrorCode::InvalidBatch,
-    ErrorCode::CorruptData,
-    ErrorCode::OffsetOutOfRange,
-    ErrorCode::DiskFull,
-    ErrorCode::StorageError,
-    ErrorCode::Timeout,
-    ErrorCode::TooManyRequests,
-    ErrorCode::ShuttingDown,
-    ErrorCode::InvalidRequest,
-    ErrorCode::FencedMemberEpoch,
-    ErrorCode::UnknownMemberId,
-    ErrorCode::StaleGeneration,
-    ErrorCode::UnknownGroup,
-    ErrorCode::UnassignedPartition,
-    ErrorCode::GroupNotEmpty,
-    ErrorCode::LimitExceeded,
-    ErrorCode::CoordinatorLoading,
-    ErrorCode::OutOfOrderSequence,
-    ErrorCode::ProducerFenced,
-    ErrorCode::InvalidTxnState,
-    ErrorCode::ConcurrentTransactions,
-    ErrorCode::InvalidProducerIdMapping,
-    ErrorCode::TransactionAborted,
-];
-
 /// The broker's acks for a wire value; `None` for a value the protocol does not define.
 pub fn acks(acks: wire::Acks) -> Option<Acks> {
     match acks {
@@ -166,7 +129,7 @@ mod tests {
 
     #[test]
     fn every_error_code_has_its_own_wire_code() {
-        let all = ALL_CODES;
+        let all = ErrorCode::ALL;
         let mut wire: Vec<i16> = all.iter().map(|c| wire_code(*c).0).collect();
         wire.sort_unstable();
         wire.dedup();

@@ -1300,3 +1300,91 @@ fn a_follower_behind_the_leaders_log_start_starts_there_and_serves_on() {
     );
     assert!(seqs[0] > 0, "the deleted records stay deleted");
 }
+
+#[test]
+fn a_transaction_over_partitions_led_by_every_node_commits_or_aborts_on_each() {
+    use quiver_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, TlsTrust};
+    let cluster = Cluster::start();
+    eventually(20, "topic creation once every node registered", || {
+        cluster
+            .cli(1)
+            .run(
+                &[
+                    "topic",
+                    "create",
+                    "tx-out",
+                    "--partitions",
+                    "6",
+                    "--replication-factor",
+                    "3",
+                ],
+                None,
+            )
+            .status
+            .success()
+            .then_some(())
+    });
+    // Leaders recorded, on every node: a transaction over all six partitions needs markers
+    // on all three nodes, and its coordinator (one node) adds partitions the others lead.
+    eventually(20, "leaders on every node", || {
+        let l = try_leaders(&cluster.cli(1), "tx-out")?;
+        let nodes: std::collections::BTreeSet<i64> = l.iter().map(|(n, _)| *n).collect();
+        (l.iter().all(|(_, e)| *e >= 1) && nodes.len() == 3).then_some(())
+    });
+    let brokers: Vec<std::net::SocketAddr> = cluster
+        .ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}").parse().unwrap())
+        .collect();
+    let trust = cluster.dirs[0].path().to_path_buf();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let client = Client::connect(
+            &brokers,
+            ClientConfig {
+                trust: TlsTrust::LocalDataDir(trust),
+                request_timeout_ms: 20_000,
+                ..ClientConfig::default()
+            },
+        )
+        .await
+        .expect("client");
+        let p = Producer::new(
+            client,
+            ProducerConfig {
+                transactional_id: Some("cross-node".into()),
+                linger_ms: 0,
+                ..ProducerConfig::default()
+            },
+        );
+        p.init_transactions().await.expect("init");
+        for (prefix, commit) in [("first", true), ("aborted", false), ("second", true)] {
+            p.begin_transaction().await.expect("begin");
+            for i in 0..60 {
+                let r = ProducerRecord::new("tx-out", format!("{prefix}-{i:04}")).partition(i % 6);
+                drop(p.enqueue(r).await.expect("enqueued"));
+            }
+            let ended = if commit {
+                p.commit_transaction().await
+            } else {
+                p.abort_transaction().await
+            };
+            ended.unwrap_or_else(|e| panic!("{prefix}: {e}"));
+        }
+    });
+    // read_committed: both committed transactions whole on every partition (their markers
+    // were written on every leader, or the last stable offset would hold reads back), the
+    // aborted one nowhere.
+    let out = cluster.cli(2).ok(
+        &["consume", "tx-out", "--isolation", "read_committed"],
+        None,
+    );
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort();
+    let mut want: Vec<String> = ["first", "second"]
+        .iter()
+        .flat_map(|p| (0..60).map(move |i| format!("{p}-{i:04}")))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
+}

@@ -100,3 +100,53 @@ impl From<quiver_group::GroupError> for ApiError {
         ApiError::new(code, e.to_string())
     }
 }
+
+impl ErrorCode {
+    /// Every code, in the wire's order.
+    pub const ALL: [ErrorCode; 34] = [
+        ErrorCode::Unknown,
+        ErrorCode::MalformedRequest,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::UnknownApi,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::UnknownTopic,
+        ErrorCode::UnknownPartition,
+        ErrorCode::NotOwner,
+        ErrorCode::TopicExists,
+        ErrorCode::InvalidTopicName,
+        ErrorCode::InvalidConfig,
+        ErrorCode::InvalidBatch,
+        ErrorCode::CorruptData,
+        ErrorCode::OffsetOutOfRange,
+        ErrorCode::DiskFull,
+        ErrorCode::StorageError,
+        ErrorCode::Timeout,
+        ErrorCode::TooManyRequests,
+        ErrorCode::ShuttingDown,
+        ErrorCode::InvalidRequest,
+        ErrorCode::FencedMemberEpoch,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::StaleGeneration,
+        ErrorCode::UnknownGroup,
+        ErrorCode::UnassignedPartition,
+        ErrorCode::GroupNotEmpty,
+        ErrorCode::LimitExceeded,
+        ErrorCode::CoordinatorLoading,
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::ProducerFenced,
+        ErrorCode::InvalidTxnState,
+        ErrorCode::ConcurrentTransactions,
+        ErrorCode::InvalidProducerIdMapping,
+        ErrorCode::TransactionAborted,
+    ];
+
+    /// The code's name (as between nodes).
+    pub fn name(self) -> String {
+        format!("{self:?}")
+    }
+
+    /// The code named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}

@@ -187,6 +187,11 @@ impl ControllerHandle {
                     tx.send(result);
                 }
             }
+            // Calls between shards are the shard's (`node_calls`), never the controller's.
+            NodeMessage::Call { from, .. } => {
+                tracing::debug!(from, "a shard call reached the controller: dropped")
+            }
+            NodeMessage::CallReply { .. } => {}
         }
     }
 

@@ -358,9 +358,12 @@ impl Shard {
                 format!("{OFFSETS_TOPIC} is not available yet; retry"),
             ));
         };
-        if owner != self.id {
+        // The group's coordinator: the leader of its partition, on the owning shard.
+        let node = self.leader_node(OFFSETS_TOPIC, partition);
+        if owner != self.id || node != self.settings().node_id {
             return self
-                .call_txn(
+                .call_txn_at(
+                    node,
                     owner,
                     crate::txn::TxnCall::GroupOffsets {
                         offsets,

@@ -7,6 +7,8 @@
 //! - [`shard`]: one shard — its partitions, request dispatch, topic and offset queries.
 //!   [`produce`] and [`fetch`] serve the data path; [`control`] changes and applies metadata
 //!   (on the controller shard); [`forward`] carries typed requests between shards.
+//! - [`node_calls`]: a transaction's steps on another node's shard (markers, adding a
+//!   partition, a transaction's offsets), over the node links.
 //! - Sans-IO decisions, unit-tested without sockets or disks: [`routing`] (partition or
 //!   coordinator key → shard), [`acks`] (when a produce answers, with what), [`long_poll`]
 //!   (a fetch's budget, answer or wait), [`replica`] (leader epoch; log end, durable offset
@@ -50,6 +52,7 @@ pub mod forward;
 pub mod groups;
 pub mod long_poll;
 pub mod metadata;
+pub mod node_calls;
 pub mod partition;
 pub mod produce;
 pub mod producer_ids;

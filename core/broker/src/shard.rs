@@ -98,6 +98,10 @@ pub struct Shard {
     pub(crate) metadata_applied: quiver_storage::signal::WaitList,
     /// The driver of this shard's replicated partitions.
     pub(crate) replication: RefCell<Option<Rc<crate::replication::driver::ReplicaDriver>>>,
+    /// The node's links to other nodes (a cluster's), for calls to their shards.
+    pub(crate) links: RefCell<Option<Rc<dyn crate::controller_runtime::NodeLinks>>>,
+    /// Calls to other nodes' shards awaiting their answer.
+    pub(crate) node_calls: RefCell<HashMap<u64, Sender<Result<(), ApiError>>>>,
 }
 
 /// The protocol-neutral error of a storage failure.
@@ -147,7 +151,14 @@ impl Shard {
             controller: RefCell::new(None),
             metadata_applied: Default::default(),
             replication: RefCell::new(None),
+            links: RefCell::new(None),
+            node_calls: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The node's links to other nodes, for calls to their shards (`node_calls`).
+    pub fn set_links(&self, links: Rc<dyn crate::controller_runtime::NodeLinks>) {
+        *self.links.borrow_mut() = Some(links);
     }
 
     /// The node's current metadata.
@@ -482,6 +493,20 @@ impl Shard {
     async fn list_offsets(&self, topic: &str, partition: i32, query: OffsetQuery) -> Response {
         let found = match self.open_partition(topic, partition) {
             Err(e) => Err(e),
+            // A replicated partition's offsets come from its leader once it knows the
+            // group's commit index: a follower's, or a new leader's, may be behind what a
+            // client was told before (offsets never go back, as Kafka's KIP-207).
+            Ok(p) if p.group.as_ref().is_some_and(|(_, g)| !g.leader_ready.get()) => {
+                let leader = p.group.as_ref().and_then(|(_, g)| g.leader.get());
+                Err(ApiError::new(
+                    ErrorCode::NotOwner,
+                    format!(
+                        "node {} does not lead {topic}/{partition} with a confirmed high watermark now (leader: {}); refresh metadata and retry",
+                        self.settings().node_id,
+                        leader.map_or("being elected".to_string(), |l| format!("node {l}"))
+                    ),
+                ))
+            }
             Ok(p) => match query {
                 OffsetQuery::Earliest => Ok(Some(p.offsets().log_start_offset)),
                 OffsetQuery::Latest => Ok(Some(p.offsets().high_watermark)),

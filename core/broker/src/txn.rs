@@ -27,6 +27,8 @@ use quiver_storage::producer_state::ProducerError;
 use quiver_storage::StorageError;
 use quiver_txn::coordinator::{End, Init};
 use quiver_txn::types::GroupOffsets;
+
+use crate::metadata::NodeId;
 use quiver_txn::{Coordinator, Limits, Markers, Record, TxnError, TXN_TOPIC};
 
 use crate::coordinator_log::{
@@ -479,10 +481,14 @@ impl Shard {
     async fn write_markers(self: &Rc<Self>, m: &Markers) -> Result<(), ApiError> {
         let meta = self.metadata();
         let n = self.settings().shard_count;
-        let mut by_shard: BTreeMap<usize, Vec<TopicPartition>> = BTreeMap::new();
+        // Per leader node and shard: a partition's marker is written by its leader.
+        let mut by_shard: BTreeMap<(NodeId, usize), Vec<TopicPartition>> = BTreeMap::new();
         for tp in &m.partitions {
             match routing::owner(&meta, &tp.topic, tp.partition, n) {
-                Some(s) => by_shard.entry(s).or_default().push(tp.clone()),
+                Some(s) => by_shard
+                    .entry((self.leader_node(&tp.topic, tp.partition), s))
+                    .or_default()
+                    .push(tp.clone()),
                 // Deleted since: nothing left to mark.
                 None => {
                     tracing::debug!(topic = %tp.topic, partition = tp.partition, "no marker for a deleted partition")
@@ -490,12 +496,13 @@ impl Shard {
             }
         }
         let results = Rc::new(RefCell::new(Vec::new()));
-        let calls = by_shard.into_iter().map(|(shard, partitions)| {
+        let calls = by_shard.into_iter().map(|((node, shard), partitions)| {
             let results = results.clone();
             let this = self.clone();
             async move {
                 let r = this
-                    .call_txn(
+                    .call_txn_at(
+                        node,
                         shard,
                         TxnCall::WriteMarkers {
                             producer_id: m.producer_id,
@@ -546,8 +553,8 @@ impl Shard {
                     };
                     if p.group.is_some() {
                         // A replicated partition takes its marker through its Raft group, on
-                        // its leader, like any batch (markers to a partition another node
-                        // leads are not sent there yet: the drive fails and is retried).
+                        // its leader, like any batch (the coordinator sent it to the leader's
+                        // node; a leader that moved meanwhile refuses, and the drive retries).
                         return self
                             .append_through_group(
                                 &tp.topic,
@@ -588,6 +595,25 @@ impl Shard {
         epoch: i16,
         partitions: Vec<TopicPartition>,
     ) -> Result<(), ApiError> {
+        // The coordinator is the leader of the id's partition of the state topic: on another
+        // node, it is asked there.
+        if let Some((partition, shard)) = self.txn_coordinator(transactional_id) {
+            let node = self.leader_node(TXN_TOPIC, partition);
+            if node != self.settings().node_id {
+                return self
+                    .call_txn_at(
+                        node,
+                        shard,
+                        TxnCall::AddPartitions {
+                            transactional_id: transactional_id.to_string(),
+                            producer_id,
+                            epoch,
+                            partitions,
+                        },
+                    )
+                    .await;
+            }
+        }
         let (partition, slot) = match self.clone().txn_slot(transactional_id).await? {
             Located::Here(partition, slot) => (partition, slot),
             Located::Shard(owner) => {

@@ -23,6 +23,9 @@ const REQUEST: u8 = 2;
 const REPLY: u8 = 3;
 /// A Raft envelope with its sender's cluster id.
 const RAFT_IN_CLUSTER: u8 = 4;
+/// A call between nodes' shards, and its answer.
+const CALL: u8 = 5;
+const CALL_REPLY: u8 = 6;
 /// Longest cluster id a message carries.
 pub const MAX_CLUSTER_ID_BYTES: usize = 255;
 
@@ -110,6 +113,68 @@ pub enum NodeMessage {
         id: u64,
         result: Result<(), Failure>,
     },
+    /// A call from shard `from_shard` of node `from` to the shard it was sent to.
+    Call {
+        from: NodeId,
+        from_shard: u32,
+        id: u64,
+        call: NodeCall,
+    },
+    CallReply {
+        id: u64,
+        result: Result<(), CallFailure>,
+    },
+}
+
+/// What one node's shard asks another node's (transactions whose partitions other nodes
+/// lead: Kafka's AddPartitionsToTxn and WriteTxnMarkers between brokers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub enum NodeCall {
+    /// To the transaction coordinator: add these partitions (topic, partition).
+    AddPartitionsToTxn {
+        transactional_id: String,
+        producer_id: i64,
+        epoch: i16,
+        partitions: Vec<(String, i32)>,
+    },
+    /// To a partitions' leader: make a commit or abort marker durable on each.
+    WriteTxnMarkers {
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        partitions: Vec<(String, i32)>,
+    },
+    /// To a group's coordinator: check or write a transaction's offsets (topic, partition,
+    /// offset, metadata).
+    TxnGroupOffsets {
+        group: String,
+        member_id: String,
+        member_epoch: i32,
+        offsets: Vec<(String, i32, i64, String)>,
+        validate_only: bool,
+    },
+}
+
+/// Why a call failed, as the callee answered it: its error code's name and message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallFailure {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CallJson {
+    from: NodeId,
+    from_shard: u32,
+    id: u64,
+    call: NodeCall,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CallReplyJson {
+    id: u64,
+    result: Result<(), CallFailure>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -187,6 +252,29 @@ impl NodeMessage {
                 };
                 out.extend(serde_json::to_vec(&json).unwrap_or_default());
             }
+            Self::Call {
+                from,
+                from_shard,
+                id,
+                call,
+            } => {
+                out.push(CALL);
+                let json = CallJson {
+                    from: *from,
+                    from_shard: *from_shard,
+                    id: *id,
+                    call: call.clone(),
+                };
+                out.extend(serde_json::to_vec(&json).unwrap_or_default());
+            }
+            Self::CallReply { id, result } => {
+                out.push(CALL_REPLY);
+                let json = CallReplyJson {
+                    id: *id,
+                    result: result.clone(),
+                };
+                out.extend(serde_json::to_vec(&json).unwrap_or_default());
+            }
         }
         out
     }
@@ -248,6 +336,26 @@ impl NodeMessage {
                     result: r.result,
                 })
             }
+            CALL => {
+                json_bound(body)?;
+                let c: CallJson = serde_json::from_slice(body)
+                    .map_err(|e| MessageError::Malformed(e.to_string()))?;
+                Ok(Self::Call {
+                    from: c.from,
+                    from_shard: c.from_shard,
+                    id: c.id,
+                    call: c.call,
+                })
+            }
+            CALL_REPLY => {
+                json_bound(body)?;
+                let r: CallReplyJson = serde_json::from_slice(body)
+                    .map_err(|e| MessageError::Malformed(e.to_string()))?;
+                Ok(Self::CallReply {
+                    id: r.id,
+                    result: r.result,
+                })
+            }
             k => Err(MessageError::UnknownKind(k)),
         }
     }
@@ -293,6 +401,24 @@ mod tests {
             NodeMessage::Reply {
                 id: 10,
                 result: Ok(()),
+            },
+            NodeMessage::Call {
+                from: 2,
+                from_shard: 1,
+                id: 11,
+                call: NodeCall::WriteTxnMarkers {
+                    producer_id: 9,
+                    epoch: 1,
+                    commit: true,
+                    partitions: vec![("t".into(), 3)],
+                },
+            },
+            NodeMessage::CallReply {
+                id: 11,
+                result: Err(CallFailure {
+                    code: "NotOwner".into(),
+                    message: "node 3 leads t/3".into(),
+                }),
             },
         ]
     }

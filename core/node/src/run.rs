@@ -207,6 +207,13 @@ impl Handler for ShardHandler {
                     );
                 }
             }
+            NodeMessage::Call {
+                from,
+                from_shard,
+                id,
+                call,
+            } => self.0.on_node_call(from, from_shard, id, call),
+            NodeMessage::CallReply { id, result } => self.0.on_node_reply(id, result),
             other => match &self.1 {
                 Some(c) => c.deliver_message(other),
                 None => {
@@ -549,11 +556,14 @@ fn start_replication(
     let me = settings.node_id;
     let leader_shard = shard.clone();
     let moved_shard = shard.clone();
+    let links: Rc<dyn quiver_broker::controller_runtime::NodeLinks> =
+        Rc::new(QuicLinks(server.links(link_config)));
+    shard.set_links(links.clone());
     let ctx = DriverContext {
         me,
         shard: shard.id,
         tick_ms: settings.cluster.tick_ms,
-        links: Rc::new(QuicLinks(server.links(link_config))),
+        links: links.clone(),
         // A new leader records itself (its term is the partition's leader epoch).
         on_leader: Box::new(move |topic, partition, term, handle| {
             let shard = leader_shard.clone();

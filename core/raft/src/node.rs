@@ -198,6 +198,11 @@ impl RaftNode {
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
+    /// A leader that committed an entry of its own term: its commit index is the group's
+    /// (a new leader's may lag until then).
+    pub fn leads_with_current_commit(&self) -> bool {
+        self.role == Role::Leader && self.term_at(self.commit) == Some(self.term)
+    }
     /// The last membership change is not committed yet (the next is refused until it is).
     pub fn membership_change_pending(&self) -> bool {
         self.membership_index > self.commit

@@ -47,6 +47,9 @@ pub struct GroupHandle {
     /// Entries up to this index are durable here.
     pub persisted_index: Cell<u64>,
     pub is_leader: Cell<bool>,
+    /// This replica leads and committed an entry of its term: its commit index is the
+    /// group's, never behind what an earlier leader answered (Kafka's KIP-207).
+    pub leader_ready: Cell<bool>,
     pub leader: Cell<Option<NodeId>>,
     pub term: Cell<u64>,
     /// Woken whenever the marks above move.
@@ -62,6 +65,7 @@ impl GroupHandle {
             commit_index: Cell::new(0),
             persisted_index: Cell::new(0),
             is_leader: Cell::new(false),
+            leader_ready: Cell::new(false),
             leader: Cell::new(None),
             term: Cell::new(0),
             progress: WaitList::default(),
@@ -781,6 +785,12 @@ impl ReplicaDriver {
             }
             Action::Send { .. } => Vec::new(),
             Action::Committed(index) => {
+                let ready = self
+                    .multi
+                    .borrow()
+                    .group(g)
+                    .is_some_and(|n| n.leads_with_current_commit());
+                group.handle.leader_ready.set(ready);
                 let upto = index.min(group.handle.persisted_index.get());
                 if upto > group.handle.commit_index.get() {
                     group.handle.commit_index.set(upto);
@@ -791,6 +801,7 @@ impl ReplicaDriver {
             Action::RoleChanged { role, term } => {
                 let leader = role == Role::Leader;
                 group.handle.is_leader.set(leader);
+                group.handle.leader_ready.set(false);
                 group.handle.term.set(term);
                 let known = self
                     .multi
