@@ -34,8 +34,15 @@ impl Cluster {
         Self::start_n(3, None)
     }
 
-    /// `count` nodes (ids 1..=count), node N in rack `racks[N - 1]` when given.
+    /// `count` nodes (ids 1..=count), node N in rack `racks[N - 1]` when given, every one a
+    /// controller voter.
     fn start_n(count: usize, racks: Option<Vec<&'static str>>) -> Self {
+        Self::start_voters(count, count, racks)
+    }
+
+    /// `count` nodes, the first `voters` of them the controller's voters (the seeds); the
+    /// others join as brokers.
+    fn start_voters(count: usize, voters: usize, racks: Option<Vec<&'static str>>) -> Self {
         let dirs: Vec<tempfile::TempDir> = (0..count)
             .map(|_| tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap())
             .collect();
@@ -53,6 +60,7 @@ impl Cluster {
         }
         let seeds = ports
             .iter()
+            .take(voters)
             .enumerate()
             .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
             .collect::<Vec<_>>()
@@ -353,27 +361,8 @@ fn three_nodes_share_one_controller_place_topics_over_all_and_survive_a_kill() {
 }
 
 #[test]
-fn a_node_outside_its_seeds_is_refused_with_the_reason() {
+fn seeds_that_do_not_parse_are_refused_with_the_reason() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let port = free_ports(1);
-    let out = std::process::Command::new(quiver_binary())
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--shards",
-            "1",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--node-id",
-            "4",
-            "--seeds",
-            &format!("1@127.0.0.1:{port},2@127.0.0.1:{}", port + 10),
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not among the seeds"), "{err}");
     let out = std::process::Command::new(quiver_binary())
         .args(["serve", "--data-dir"])
         .arg(dir.path())
@@ -1387,4 +1376,73 @@ fn a_transaction_over_partitions_led_by_every_node_commits_or_aborts_on_each() {
         .collect();
     want.sort();
     assert_eq!(got, want);
+}
+
+#[test]
+fn a_node_beyond_the_seeds_joins_as_a_broker_takes_replicas_and_rejoins_after_a_kill() {
+    let mut cluster = Cluster::start_voters(4, 3, None);
+    // Node 4 is not among the seeds: it follows the controller's log as a learner,
+    // registers, and shows as a broker (the voters stay 1, 2, 3).
+    eventually(30, "node 4 registered as a broker", || {
+        let out = cluster.cli(1).run(&["cluster", "status", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let voters = v["controller"]["voters"].as_array()?.len();
+        let n4 = v["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node_id"] == 4)?
+            .clone();
+        (voters == 3 && n4["up"] == true && n4["role"] == "broker").then_some(())
+    });
+    // It takes changes (forwarded to the controller leader) and gets replicas.
+    eventually(20, "a topic created at the broker", || {
+        cluster
+            .cli(4)
+            .run(
+                &[
+                    "topic",
+                    "create",
+                    "wide",
+                    "--partitions",
+                    "8",
+                    "--replication-factor",
+                    "3",
+                ],
+                None,
+            )
+            .status
+            .success()
+            .then_some(())
+    });
+    eventually(20, "every partition's leader recorded", || {
+        let l = try_leaders(&cluster.cli(4), "wide")?;
+        l.iter().all(|(_, epoch)| *epoch >= 1).then_some(())
+    });
+    let on_4 = placement(&cluster.cli(1), "wide")
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r.contains(&4))
+        .count();
+    assert!(
+        on_4 >= 4,
+        "placement spreads over the broker too: {on_4} of 24 replicas"
+    );
+    let input: String = (0..100).map(|i| format!("w{i:03}\n")).collect();
+    cluster.cli(4).ok(&["produce", "wide"], Some(&input));
+    // kill -9 and back: it is a learner in its own log now, so it rejoins by itself and its
+    // replicas catch up.
+    cluster.kill(4);
+    cluster.start_node(4);
+    eventually(40, "the broker's replicas back in sync", || {
+        let out = cluster.cli(1).run(&["cluster", "status", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let followers = v["followers"].as_array()?;
+        let n4_up = v["nodes"]
+            .as_array()?
+            .iter()
+            .any(|n| n["node_id"] == 4 && n["up"] == true);
+        (n4_up && followers.len() == 16 && followers.iter().all(|f| f["in_sync"] == true))
+            .then_some(())
+    });
+    assert_eq!(consumed_values(&cluster.cli(4), "wide").len(), 100);
 }

@@ -146,7 +146,8 @@ pub async fn status(args: &ClientArgs) -> Result<(), String> {
         } else if here.voters.contains(&id) {
             "controller voter"
         } else {
-            ""
+            // Beyond the voters: follows the controller's log as a learner.
+            "broker"
         }
     };
     if args.json {

@@ -262,9 +262,10 @@ pub fn parse_seeds(
         }
     }
     if !voters.is_empty() && !voters.contains_key(&me) {
-        return Err(format!(
-            "this node (node_id {me}) is not among the seeds {text:?}: the seeds are the controller's voters, and nodes beyond them cannot join yet; add it to the list on every node"
-        ));
+        tracing::info!(
+            node_id = me,
+            "this node is not among the seeds (the controller's voters): it joins as a broker, following the controller's log as a learner"
+        );
     }
     if voters.len() % 2 == 0 && !voters.is_empty() {
         tracing::warn!(

@@ -239,7 +239,14 @@ pub struct ControllerTask {
     pub init_image: Option<Metadata>,
     /// How this node registers itself.
     pub registration: NodeMeta,
+    /// Where nodes that asked to join (learners not registered yet) listen.
+    pub joining: BTreeMap<NodeId, SocketAddr>,
+    /// When this node, beyond the voters, last asked them to let it follow the log.
+    pub asked_to_join: Option<Instant>,
 }
+
+/// How often a node beyond the voters asks them to add it, until it is a learner.
+const JOIN_EVERY: Duration = Duration::from_secs(1);
 
 /// Messages of one round, per destination node.
 #[derive(Default)]
@@ -302,8 +309,37 @@ impl ControllerTask {
         if let Some(a) = self.settings.voters.get(&node) {
             return Some(*a);
         }
-        let meta = self.controller.metadata().nodes.get(&node)?;
-        meta.internal_addr.parse().ok()
+        if let Some(meta) = self.controller.metadata().nodes.get(&node) {
+            return meta.internal_addr.parse().ok();
+        }
+        self.joining.get(&node).copied()
+    }
+
+    /// On a node beyond the voters that is not a member of the controller group yet: asks
+    /// every voter (the leader among them answers) to add it as a learner, once a second.
+    fn ask_to_join(&mut self, outbox: &mut Outbox) {
+        let me = self.handle.me;
+        let member = self.controller.raft().membership().contains(raft_id(me));
+        let due = self.asked_to_join.is_none_or(|t| t.elapsed() >= JOIN_EVERY);
+        if member || self.settings.voters.is_empty() || !due {
+            return;
+        }
+        self.asked_to_join = Some(Instant::now());
+        for voter in self.settings.voters.keys() {
+            let id = self.handle.next_id.get();
+            self.handle.next_id.set(id + 1);
+            outbox.other.push((
+                *voter,
+                NodeMessage::Request {
+                    from: me,
+                    id,
+                    request: ControllerRequest::Join {
+                        node: me,
+                        address: self.registration.internal_addr.clone(),
+                    },
+                },
+            ));
+        }
     }
 
     /// Runs the controller until the shard stops.
@@ -358,6 +394,7 @@ impl ControllerTask {
                 outbox.raft.entry(node_id(to)).or_default().push(m);
             }
             self.after_round(&mut waiting, &mut was_leader, &mut published, &mut outbox);
+            self.ask_to_join(&mut outbox);
             self.keep_registered(&registering);
             self.send(outbox).await;
             let snapshot_index = self.controller.raft().snapshot().index;
@@ -398,8 +435,16 @@ impl ControllerTask {
     /// to reach this node (again after an address change): one request at a time.
     fn keep_registered(&self, registering: &Rc<Cell<bool>>) {
         let meta = self.controller.metadata();
+        // Registered as this node would register (a decommission it carries is the
+        // controller's, not a difference).
+        let registered = meta.nodes.get(&self.handle.me).is_some_and(|m| {
+            NodeMeta {
+                decommissioned: false,
+                ..m.clone()
+            } == self.registration
+        });
         if meta.cluster_id.is_empty()
-            || meta.nodes.get(&self.handle.me) == Some(&self.registration)
+            || registered
             || registering.get()
             || self.controller.leader().is_none()
         {
@@ -430,6 +475,13 @@ impl ControllerTask {
         waiting: &mut Waiting,
         outbox: &mut Outbox,
     ) {
+        if let (ControllerRequest::Join { node, address }, true) =
+            (&request, self.controller.is_leader())
+        {
+            let result = self.add_learner(*node, address, actions);
+            self.answer(reply, result, outbox);
+            return;
+        }
         if self.controller.is_leader() {
             let proposed = match &request {
                 ControllerRequest::CreateTopic {
@@ -445,6 +497,14 @@ impl ControllerTask {
                 ),
                 ControllerRequest::Command { command } => self.controller.propose(command),
                 ControllerRequest::Decommission { node } => self.controller.decommission(*node),
+                // Taken above, on the leader.
+                ControllerRequest::Join { .. } => {
+                    Err(quiver_cluster::controller::ControllerError::Invalid(
+                        quiver_cluster::command::CommandError::Malformed(
+                            "a join is not a metadata command".into(),
+                        ),
+                    ))
+                }
             };
             match proposed {
                 Ok((index, a)) => {
@@ -474,6 +534,41 @@ impl ControllerTask {
                 };
                 self.answer(reply, Err(Failure::Unavailable(why)), outbox);
             }
+        }
+    }
+
+    /// A node beyond the voters asked to follow the log: added as a learner (the leader
+    /// then sends it the log), reached at `address` until it registers.
+    fn add_learner(
+        &mut self,
+        node: NodeId,
+        address: &str,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Failure> {
+        let Ok(addr) = address.parse::<SocketAddr>() else {
+            return Err(Failure::Invalid(format!(
+                "node {node} asked to join from {address:?}, which is not an address"
+            )));
+        };
+        if self.settings.voters.contains_key(&node) {
+            return Ok(());
+        }
+        self.joining.insert(node, addr);
+        match self
+            .controller
+            .change_membership(quiver_raft::MembershipChange::AddLearner(raft_id(node)))
+        {
+            Ok((_, a)) => {
+                tracing::info!(node, %addr, "a node beyond the voters joins: it follows the controller's log");
+                actions.extend(a);
+                Ok(())
+            }
+            Err(quiver_cluster::controller::ControllerError::Propose(
+                quiver_raft::ProposeError::AlreadyMember(_),
+            )) => Ok(()),
+            Err(e) => Err(Failure::Unavailable(format!(
+                "node {node} cannot join yet: {e}; it asks again"
+            ))),
         }
     }
 

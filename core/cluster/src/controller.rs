@@ -255,14 +255,14 @@ impl Controller {
     ) -> Result<(u64, Vec<Action>), ControllerError> {
         self.require_leader()?;
         // Only on nodes the leader hears from: a partition placed on a node that is down
-        // would be unavailable from its first moment. Nodes outside the controller group
-        // (none yet) are counted as up.
+        // would be unavailable from its first moment. Voters and learners (brokers beyond
+        // the voters) answer the leader; a node outside the group is counted as up.
         let reachable = self.raft.reachable();
-        let voters = &self.raft.membership().voters;
+        let members = self.raft.membership();
         let mut live = self.meta.clone();
         live.nodes.retain(|n, _| {
             let id = u64::try_from(*n).unwrap_or(u64::MAX);
-            !voters.contains(&id) || reachable.contains(&id)
+            !members.contains(id) || reachable.contains(&id)
         });
         let replication_factor = match replication_factor {
             0 => crate::placement::default_replication_factor(self.meta.nodes.len()),

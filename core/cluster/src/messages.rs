@@ -47,6 +47,9 @@ pub enum ControllerRequest {
     Command { command: Command },
     /// Its replicas placed elsewhere by the leader, then proposed (`DecommissionNode`).
     Decommission { node: NodeId },
+    /// A node beyond the voters (not in the seeds) asks to follow the controller's log: the
+    /// leader adds it as a learner, reaching it at `address` until it registers.
+    Join { node: NodeId, address: String },
 }
 
 /// Why the controller did not make a change, as the asking node maps it to its client.

@@ -504,6 +504,8 @@ async fn start_controller(
         on_metadata,
         init_image: boot.booted.init_image,
         registration: boot.registration,
+        joining: std::collections::BTreeMap::new(),
+        asked_to_join: None,
     };
     glommio::spawn_local(task.run()).detach();
     shard.set_controller(handle.clone());
