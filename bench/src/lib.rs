@@ -9,6 +9,8 @@
 //!   entries per CPU-second, CPU per input, envelopes per node pair).
 //! - `bin/cluster_bench.rs`: the controller's side of 100 nodes × 100,000 partitions
 //!   (placement time, metadata image bytes, spread, heartbeat envelopes per node).
+//! - [`failover_sim`]: a failed node's leaderships moving, in virtual time with the Raft
+//!   core (`cluster_bench` runs it at 100 nodes).
 //! - [`harness`]: starting a real broker process, pinning threads.
 //! - [`latency`]: the OMB-style harness behind `quiver bench run`: workloads, open-loop
 //!   pacing, the recorder, drivers (Quiver, the durable echo, NATS), rate search.
@@ -17,6 +19,7 @@
 //!   `instruments` (hiccups, CPU waits, busy CPUs, machine settings) when built with the
 //!   cargo feature `instruments`; the shipped binary leaves them out.
 
+pub mod failover_sim;
 pub mod floor;
 #[cfg(feature = "instruments")]
 pub mod instruments;

@@ -104,6 +104,65 @@ fn main() {
         place_ms,
         image_bytes as f64 / 1e6
     );
+    // The node leading the most partitions fails: its groups elect new leaders among their
+    // surviving replicas (the Raft core in virtual time, 100 ms ticks as a shard's driver),
+    // and each new leader records itself in the controller (one `SetLeader` each).
+    let victim = leaders
+        .iter()
+        .max_by_key(|(n, c)| (**c, -**n))
+        .map_or(0, |(n, _)| *n);
+    let raft_id = |n: i32| n as u64 + 1;
+    let groups: Vec<Vec<u64>> = meta
+        .topics
+        .values()
+        .flat_map(|t| &t.partitions)
+        .filter(|p| p.leader == victim)
+        .map(|p| {
+            let mut r = vec![raft_id(victim)];
+            r.extend(
+                p.replicas
+                    .iter()
+                    .filter(|n| **n != victim)
+                    .map(|n| raft_id(*n)),
+            );
+            r
+        })
+        .collect();
+    let sim_started = Instant::now();
+    let failover = quiver_bench::failover_sim::simulate(raft_id(victim), &groups);
+    let sim_s = sim_started.elapsed().as_secs_f64();
+    const TICK_MS: f64 = 100.0;
+    let pct = |q: f64| {
+        let t = &failover.ticks_to_leader;
+        t.get(
+            ((t.len() as f64 * q).ceil() as usize)
+                .saturating_sub(1)
+                .min(t.len().saturating_sub(1)),
+        )
+        .map_or(f64::NAN, |x| *x as f64 * TICK_MS)
+    };
+    let (p50, p99, max) = (pct(0.5), pct(0.99), pct(1.0));
+    let span_s = max / 1e3;
+    let set_leader_bytes: usize = groups.len()
+        * Command::SetLeader {
+            topic: "topic-00000".into(),
+            partition: 99,
+            leader: 1,
+            leader_epoch: 2,
+        }
+        .encode()
+        .len();
+    println!();
+    println!("| failed node's leaderships | new leader p50 | p99 | all moved | survivors involved | envelopes per survivor per s meanwhile | controller `SetLeader` bytes |");
+    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| {} | {p50:.0} ms | {p99:.0} ms | {max:.0} ms | {} | {:.1} | {:.1} kB (simulated in {sim_s:.1} s; {} left without a leader) |",
+        failover.groups,
+        failover.nodes,
+        failover.envelopes as f64 / failover.nodes.max(1) as f64 / span_s.max(1e-3),
+        set_leader_bytes as f64 / 1e3,
+        failover.unled
+    );
     write_report(
         &args.out,
         &json!({
@@ -118,6 +177,18 @@ fn main() {
             "peers_per_node": [pmin, pmax],
             "heartbeats_per_node_per_round_per_partition": per_partition,
             "envelopes_per_node_per_round_coalesced": pmax,
+            "failover": {
+                "failed_node_leaderships": failover.groups,
+                "new_leader_ms_p50": p50,
+                "new_leader_ms_p99": p99,
+                "all_moved_ms": max,
+                "unled": failover.unled,
+                "survivors_involved": failover.nodes,
+                "envelopes": failover.envelopes,
+                "messages": failover.messages,
+                "set_leader_command_bytes": set_leader_bytes,
+                "tick_ms": TICK_MS,
+            },
         }),
     );
 }
