@@ -1446,3 +1446,127 @@ fn a_node_beyond_the_seeds_joins_as_a_broker_takes_replicas_and_rejoins_after_a_
     });
     assert_eq!(consumed_values(&cluster.cli(4), "wide").len(), 100);
 }
+
+/// Batches in `dir`'s segments holding fewer records than the offsets they span (thinned
+/// by compaction).
+fn thinned_batches(dir: &Path) -> usize {
+    let mut thinned = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_none_or(|e| e != "log") {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap_or_default();
+        let mut pos = 0;
+        while pos + 61 <= bytes.len() {
+            let field =
+                |at: usize| i32::from_be_bytes(bytes[pos + at..pos + at + 4].try_into().unwrap());
+            let length = field(8);
+            if length <= 0 {
+                break;
+            }
+            if field(57) < field(23) + 1 {
+                thinned += 1;
+            }
+            pos += 12 + length as usize;
+        }
+    }
+    thinned
+}
+
+#[test]
+fn a_follower_catches_up_across_batches_compaction_thinned() {
+    let mut cluster = Cluster::start();
+    eventually(20, "topic creation once every node registered", || {
+        cluster
+            .cli(1)
+            .run(
+                &[
+                    "topic",
+                    "create",
+                    "latest",
+                    "--partitions",
+                    "1",
+                    "--replication-factor",
+                    "3",
+                    "--config",
+                    "cleanup_policy=compact",
+                    "--config",
+                    "segment_bytes=4096",
+                    "--config",
+                    "min_cleanable_dirty_ratio=0.01",
+                ],
+                None,
+            )
+            .status
+            .success()
+            .then_some(())
+    });
+    let leader = eventually(20, "the partition's leader recorded", || {
+        let l = try_leaders(&cluster.cli(1), "latest")?;
+        (l[0].1 >= 1).then_some(l[0].0 as usize)
+    });
+    let follower = (1..=3).find(|n| *n != leader).unwrap();
+    let other = (1..=3).find(|n| *n != leader && *n != follower).unwrap();
+    cluster.kill(follower);
+    // Ten keys written over and over: compaction on the two replicas up thins the sealed
+    // batches (fewer records than offsets, some none).
+    let value = "v".repeat(60);
+    for round in 0..8 {
+        let input: String = (0..50)
+            .map(|i| format!("k{}:{round}-{i:02}-{value}\n", i % 10))
+            .collect();
+        cluster
+            .cli(leader)
+            .ok(&["produce", "latest", "--key-separator", ":"], Some(&input));
+    }
+    eventually(30, "compaction removed overwritten records", || {
+        let out = cluster.cli(leader).run(&["consume", "latest"], None);
+        let n = String::from_utf8_lossy(&out.stdout).lines().count();
+        (out.status.success() && n < 400).then_some(())
+    });
+    // Both replicas up compact on their own: whichever leads the catch-up reads thinned
+    // batches.
+    for node in [leader, other] {
+        let dir = cluster.dirs[node - 1].path().join("topics/latest/0");
+        let thinned = eventually(30, "sealed batches thinned by compaction", || {
+            let n = thinned_batches(&dir);
+            (n > 0).then_some(n)
+        });
+        eprintln!("node {node}: {thinned} batches thinned by compaction");
+    }
+    // The leader restarts (its Raft log is then read back from storage, not memory), and
+    // the follower returns: it takes the thinned batches as they are stored.
+    cluster.kill(leader);
+    cluster.start_node(leader);
+    cluster.start_node(follower);
+    let now_leading = eventually(40, "the returning follower is in sync", || {
+        let out = cluster
+            .cli(other)
+            .run(&["cluster", "status", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let f = v["followers"]
+            .as_array()?
+            .iter()
+            .find(|f| f["node"] == follower && f["in_sync"] == true && f["lag"] == 0)?
+            .clone();
+        f["leader"].as_i64().map(|l| l as usize)
+    });
+    // With the third node gone, writes commit only on the leader and the follower.
+    let third = (1..=3)
+        .find(|n| *n != now_leading && *n != follower)
+        .unwrap();
+    cluster.kill(third);
+    let more: String = (0..10).map(|i| format!("k{i}:last-{i}\n")).collect();
+    eventually(30, "writes go on with the follower that caught up", || {
+        cluster
+            .cli(now_leading)
+            .run(&["produce", "latest", "--key-separator", ":"], Some(&more))
+            .status
+            .success()
+            .then_some(())
+    });
+    let got = consumed_values(&cluster.cli(now_leading), "latest");
+    for i in 0..10 {
+        assert!(got.contains(&format!("last-{i}")), "{got:?}");
+    }
+}

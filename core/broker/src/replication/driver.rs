@@ -675,7 +675,11 @@ impl ReplicaDriver {
         }
         let mut durable = Vec::new();
         for a in plan.appends {
-            match group.log.append_pipelined(a.batch, a.leader_epoch).await {
+            match group
+                .log
+                .append_replica_entry(a.batch, a.leader_epoch)
+                .await
+            {
                 Ok((info, d)) if info.base_offset == a.base_offset => durable.push(d),
                 Ok((info, _)) => {
                     tracing::error!(topic = %group.topic, partition = group.partition, want = a.base_offset, got = info.base_offset, "an entry landed at another offset: the replica stops here");

@@ -343,6 +343,30 @@ impl PartitionLog {
         leader_epoch: i32,
     ) -> Result<(AppendInfo, Durability)> {
         let header = self.validate(&batch)?;
+        self.enqueue_valid(batch, header, leader_epoch).await
+    }
+
+    /// A replica's append of its leader's entry, as [`PartitionLog::append_pipelined`]: the
+    /// batch as its leader stores it, so one compaction thinned (fewer records than offsets,
+    /// even none) is taken whole — its offsets are the entry's.
+    pub async fn append_replica_entry(
+        &self,
+        batch: BytesMut,
+        leader_epoch: i32,
+    ) -> Result<(AppendInfo, Durability)> {
+        let limits = BatchLimits {
+            max_batch_bytes: self.inner.config.max_batch_bytes,
+        };
+        let header = quiver_batch::validate_stored_batch(&batch, limits)?;
+        self.enqueue_valid(batch, header, leader_epoch).await
+    }
+
+    async fn enqueue_valid(
+        &self,
+        batch: BytesMut,
+        header: BatchHeader,
+        leader_epoch: i32,
+    ) -> Result<(AppendInfo, Durability)> {
         self.wait_for_room(batch.len()).await?;
         let (tx, rx) = oneshot();
         let info = {
