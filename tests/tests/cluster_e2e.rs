@@ -134,6 +134,14 @@ fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Runs `args` (a `topic create`) until it succeeds, for up to 20 s: a new cluster places
+/// replicas only once every node registered.
+fn create_once_registered(cli: &Cli, args: &[&str]) {
+    eventually(20, "topic creation once every node registered", || {
+        cli.run(args, None).status.success().then_some(())
+    });
+}
+
 fn topics(cli: &Cli) -> Vec<String> {
     let out = cli.run(&["topic", "list", "--json"], None);
     if !out.status.success() {
@@ -1017,25 +1025,18 @@ fn list(nodes: &[i64]) -> String {
 fn replicas_move_leadership_transfers_and_a_decommissioned_node_empties_without_loss() {
     use std::io::Write;
     let mut cluster = Cluster::start_n(4, None);
-    eventually(20, "topic creation once every node registered", || {
-        cluster
-            .cli(1)
-            .run(
-                &[
-                    "topic",
-                    "create",
-                    "moves",
-                    "--partitions",
-                    "4",
-                    "--replication-factor",
-                    "3",
-                ],
-                None,
-            )
-            .status
-            .success()
-            .then_some(())
-    });
+    create_once_registered(
+        &cluster.cli(1),
+        &[
+            "topic",
+            "create",
+            "moves",
+            "--partitions",
+            "4",
+            "--replication-factor",
+            "3",
+        ],
+    );
     eventually(20, "every partition's leader recorded", || {
         let l = try_leaders(&cluster.cli(1), "moves")?;
         l.iter().all(|(_, epoch)| *epoch >= 1).then_some(())
@@ -1192,29 +1193,22 @@ fn first_segment_base(dir: &Path) -> Option<u64> {
 #[test]
 fn a_follower_behind_the_leaders_log_start_starts_there_and_serves_on() {
     let mut cluster = Cluster::start();
-    eventually(20, "topic creation once every node registered", || {
-        cluster
-            .cli(1)
-            .run(
-                &[
-                    "topic",
-                    "create",
-                    "trimmed",
-                    "--partitions",
-                    "1",
-                    "--replication-factor",
-                    "3",
-                    "--config",
-                    "segment_bytes=4096",
-                    "--config",
-                    "retention_bytes=8192",
-                ],
-                None,
-            )
-            .status
-            .success()
-            .then_some(())
-    });
+    create_once_registered(
+        &cluster.cli(1),
+        &[
+            "topic",
+            "create",
+            "trimmed",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "3",
+            "--config",
+            "segment_bytes=4096",
+            "--config",
+            "retention_bytes=8192",
+        ],
+    );
     let leader = eventually(20, "the partition's leader recorded", || {
         let l = try_leaders(&cluster.cli(1), "trimmed")?;
         (l[0].1 >= 1).then_some(l[0].0)
@@ -1294,25 +1288,18 @@ fn a_follower_behind_the_leaders_log_start_starts_there_and_serves_on() {
 fn a_transaction_over_partitions_led_by_every_node_commits_or_aborts_on_each() {
     use quiver_client::{Client, ClientConfig, Producer, ProducerConfig, ProducerRecord, TlsTrust};
     let cluster = Cluster::start();
-    eventually(20, "topic creation once every node registered", || {
-        cluster
-            .cli(1)
-            .run(
-                &[
-                    "topic",
-                    "create",
-                    "tx-out",
-                    "--partitions",
-                    "6",
-                    "--replication-factor",
-                    "3",
-                ],
-                None,
-            )
-            .status
-            .success()
-            .then_some(())
-    });
+    create_once_registered(
+        &cluster.cli(1),
+        &[
+            "topic",
+            "create",
+            "tx-out",
+            "--partitions",
+            "6",
+            "--replication-factor",
+            "3",
+        ],
+    );
     // Leaders recorded, on every node: a transaction over all six partitions needs markers
     // on all three nodes, and its coordinator (one node) adds partitions the others lead.
     eventually(20, "leaders on every node", || {
@@ -1476,31 +1463,24 @@ fn thinned_batches(dir: &Path) -> usize {
 #[test]
 fn a_follower_catches_up_across_batches_compaction_thinned() {
     let mut cluster = Cluster::start();
-    eventually(20, "topic creation once every node registered", || {
-        cluster
-            .cli(1)
-            .run(
-                &[
-                    "topic",
-                    "create",
-                    "latest",
-                    "--partitions",
-                    "1",
-                    "--replication-factor",
-                    "3",
-                    "--config",
-                    "cleanup_policy=compact",
-                    "--config",
-                    "segment_bytes=4096",
-                    "--config",
-                    "min_cleanable_dirty_ratio=0.01",
-                ],
-                None,
-            )
-            .status
-            .success()
-            .then_some(())
-    });
+    create_once_registered(
+        &cluster.cli(1),
+        &[
+            "topic",
+            "create",
+            "latest",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "3",
+            "--config",
+            "cleanup_policy=compact",
+            "--config",
+            "segment_bytes=4096",
+            "--config",
+            "min_cleanable_dirty_ratio=0.01",
+        ],
+    );
     let leader = eventually(20, "the partition's leader recorded", || {
         let l = try_leaders(&cluster.cli(1), "latest")?;
         (l[0].1 >= 1).then_some(l[0].0 as usize)

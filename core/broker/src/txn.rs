@@ -597,38 +597,21 @@ impl Shard {
     ) -> Result<(), ApiError> {
         // The coordinator is the leader of the id's partition of the state topic: on another
         // node, it is asked there.
+        let elsewhere = TxnCall::AddPartitions {
+            transactional_id: transactional_id.to_string(),
+            producer_id,
+            epoch,
+            partitions: partitions.clone(),
+        };
         if let Some((partition, shard)) = self.txn_coordinator(transactional_id) {
             let node = self.leader_node(TXN_TOPIC, partition);
             if node != self.settings().node_id {
-                return self
-                    .call_txn_at(
-                        node,
-                        shard,
-                        TxnCall::AddPartitions {
-                            transactional_id: transactional_id.to_string(),
-                            producer_id,
-                            epoch,
-                            partitions,
-                        },
-                    )
-                    .await;
+                return self.call_txn_at(node, shard, elsewhere).await;
             }
         }
         let (partition, slot) = match self.clone().txn_slot(transactional_id).await? {
             Located::Here(partition, slot) => (partition, slot),
-            Located::Shard(owner) => {
-                return self
-                    .call_txn(
-                        owner,
-                        TxnCall::AddPartitions {
-                            transactional_id: transactional_id.to_string(),
-                            producer_id,
-                            epoch,
-                            partitions,
-                        },
-                    )
-                    .await;
-            }
+            Located::Shard(owner) => return self.call_txn(owner, elsewhere).await,
         };
         let now = wall_clock_ms();
         self.txn_step(partition, &slot, |co, _| {

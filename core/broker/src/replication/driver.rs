@@ -280,6 +280,36 @@ impl ReplicaDriver {
     /// it (`quiver cluster status`).
     pub fn describe(&self) -> Vec<quiver_broker_api::PartitionReplication> {
         let me = raft_id(self.ctx.me);
+        self.each_led(|_, group, n| {
+            let reachable = n.reachable();
+            let m = n.membership();
+            let followers = m
+                .members()
+                .filter(|id| *id != me)
+                .map(|id| quiver_broker_api::FollowerProgress {
+                    node: node_id(id),
+                    learner: m.learners.contains(&id),
+                    // Index i is offset i - 1: a matched index is the follower's log end.
+                    log_end_offset: n.matched(id).unwrap_or(0),
+                    reachable: reachable.contains(&id),
+                })
+                .collect();
+            Some(quiver_broker_api::PartitionReplication {
+                topic: group.topic.clone(),
+                partition: group.partition,
+                leader_epoch: i32::try_from(n.term()).unwrap_or(i32::MAX),
+                log_end_offset: group.log.log_end_offset(),
+                high_watermark: group.handle.commit_index.get(),
+                followers,
+            })
+        })
+    }
+
+    /// `f` of every group this shard leads (those it returns `Some` for).
+    fn each_led<T>(
+        &self,
+        mut f: impl FnMut(u64, &Group, &quiver_raft::RaftNode) -> Option<T>,
+    ) -> Vec<T> {
         let multi = self.multi.borrow();
         self.groups
             .borrow()
@@ -289,27 +319,7 @@ impl ReplicaDriver {
                 if n.role() != Role::Leader {
                     return None;
                 }
-                let reachable = n.reachable();
-                let m = n.membership();
-                let followers = m
-                    .members()
-                    .filter(|id| *id != me)
-                    .map(|id| quiver_broker_api::FollowerProgress {
-                        node: node_id(id),
-                        learner: m.learners.contains(&id),
-                        // Index i is offset i - 1: a matched index is the follower's log end.
-                        log_end_offset: n.matched(id).unwrap_or(0),
-                        reachable: reachable.contains(&id),
-                    })
-                    .collect();
-                Some(quiver_broker_api::PartitionReplication {
-                    topic: group.topic.clone(),
-                    partition: group.partition,
-                    leader_epoch: i32::try_from(n.term()).unwrap_or(i32::MAX),
-                    log_end_offset: group.log.log_end_offset(),
-                    high_watermark: group.handle.commit_index.get(),
-                    followers,
-                })
+                f(*g, group, n)
             })
             .collect()
     }
@@ -412,34 +422,23 @@ impl ReplicaDriver {
     fn hand_back_leadership(&self) -> Vec<GroupAction> {
         let me = raft_id(self.ctx.me);
         let meta = self.meta.borrow().clone();
-        let led: Vec<preferred_leader::Led> = {
-            let multi = self.multi.borrow();
-            self.groups
-                .borrow()
-                .iter()
-                .filter_map(|(g, group)| {
-                    let n = multi.group(*g)?;
-                    if n.role() != Role::Leader {
-                        return None;
-                    }
-                    // The metadata's first replica; none while a move runs.
-                    let pm = meta.partition(&group.topic, group.partition)?;
-                    if pm.target.is_some() {
-                        return None;
-                    }
-                    let preferred = raft_id(*pm.replicas.first()?);
-                    if !n.membership().voters.contains(&preferred) {
-                        return None;
-                    }
-                    Some(preferred_leader::Led {
-                        group: *g,
-                        preferred,
-                        reachable: n.reachable().contains(&preferred),
-                        caught_up: n.matched(preferred) == Some(n.last_index()),
-                    })
-                })
-                .collect()
-        };
+        let led: Vec<preferred_leader::Led> = self.each_led(|g, group, n| {
+            // The metadata's first replica; none while a move runs.
+            let pm = meta.partition(&group.topic, group.partition)?;
+            if pm.target.is_some() {
+                return None;
+            }
+            let preferred = raft_id(*pm.replicas.first()?);
+            if !n.membership().voters.contains(&preferred) {
+                return None;
+            }
+            Some(preferred_leader::Led {
+                group: g,
+                preferred,
+                reachable: n.reachable().contains(&preferred),
+                caught_up: n.matched(preferred) == Some(n.last_index()),
+            })
+        });
         let moves = preferred_leader::hand_back(me, &led, preferred_leader::MAX_MOVES_PER_CHECK);
         let mut actions = Vec::new();
         for (g, to) in moves {
