@@ -319,9 +319,16 @@ impl ControllerTask {
     /// every voter (the leader among them answers) to add it as a learner, once a second.
     fn ask_to_join(&mut self, outbox: &mut Outbox) {
         let me = self.handle.me;
+        // Until registered: a leader elected after the one that added this learner knows
+        // its address only from the metadata (or from asking again).
         let member = self.controller.raft().membership().contains(raft_id(me));
+        let registered = self.controller.metadata().nodes.contains_key(&me);
         let due = self.asked_to_join.is_none_or(|t| t.elapsed() >= JOIN_EVERY);
-        if member || self.settings.voters.is_empty() || !due {
+        if (member && registered)
+            || self.settings.voters.is_empty()
+            || self.settings.voters.contains_key(&me)
+            || !due
+        {
             return;
         }
         self.asked_to_join = Some(Instant::now());

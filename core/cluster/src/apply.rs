@@ -77,6 +77,13 @@ fn check_move(
             partition,
         });
     }
+    if let Some(running) = &p.target {
+        return Err(CommandError::MoveInProgress {
+            topic: topic.to_string(),
+            partition,
+            target: running.clone(),
+        });
+    }
     for n in target {
         if !p.replicas.contains(n) && meta.nodes.get(n).is_some_and(|m| m.decommissioned) {
             return Err(CommandError::Decommissioned(*n));

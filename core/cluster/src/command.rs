@@ -127,6 +127,13 @@ pub enum CommandError {
     },
     /// A decommissioned node takes no replicas.
     Decommissioned(NodeId),
+    /// A partition moves one target at a time: a replica a running move added may already
+    /// vote, and dropping it from the target would delete a voter's copy.
+    MoveInProgress {
+        topic: String,
+        partition: i32,
+        target: Vec<NodeId>,
+    },
 }
 
 impl std::fmt::Display for CommandError {
@@ -158,6 +165,14 @@ impl std::fmt::Display for CommandError {
             Self::NotReplicated { topic, partition } => write!(
                 f,
                 "{topic}/{partition} has a single replica, which is not a Raft group and cannot move; create the topic with --replication-factor 2 or more to move its partitions"
+            ),
+            Self::MoveInProgress {
+                topic,
+                partition,
+                target,
+            } => write!(
+                f,
+                "{topic}/{partition} is moving to replicas {target:?}: retry once that move is done (quiver cluster status shows it)"
             ),
             Self::Decommissioned(n) => write!(
                 f,

@@ -194,6 +194,11 @@ pub enum DecommissionError {
         topic: String,
         partition: i32,
     },
+    /// A partition on the node is moving: one move at a time.
+    MoveInProgress {
+        topic: String,
+        partition: i32,
+    },
 }
 
 impl std::fmt::Display for DecommissionError {
@@ -203,6 +208,10 @@ impl std::fmt::Display for DecommissionError {
             Self::SingleReplica { topic, partition } => write!(
                 f,
                 "{topic}/{partition} has its only replica on this node and cannot move (a single replica is not a Raft group): delete the topic or recreate it with --replication-factor 2 or more first"
+            ),
+            Self::MoveInProgress { topic, partition } => write!(
+                f,
+                "{topic}/{partition} is moving: retry once that move is done (quiver cluster status shows it)"
             ),
             Self::NoNodeLeft { topic, partition } => write!(
                 f,
@@ -231,11 +240,17 @@ pub fn decommission_moves(
     let mut moves = Vec::new();
     for (topic, t) in &meta.topics {
         for (i, p) in t.partitions.iter().enumerate() {
-            let current = p.target.as_ref().unwrap_or(&p.replicas);
-            if !current.contains(&node) {
+            let partition = i as i32;
+            if !p.hosted_by(node) {
                 continue;
             }
-            let partition = i as i32;
+            if p.target.is_some() {
+                return Err(DecommissionError::MoveInProgress {
+                    topic: topic.clone(),
+                    partition,
+                });
+            }
+            let current = &p.replicas;
             if p.replicas.len() < 2 {
                 return Err(DecommissionError::SingleReplica {
                     topic: topic.clone(),

@@ -258,6 +258,28 @@ fn a_move_records_its_target_and_setreplicas_ends_it_in_the_targets_order() {
         moving.hosted_by(outside),
         "the new replica hosts it during the move"
     );
+    // One move at a time: a replica the running move added may vote already.
+    let before = m.clone();
+    assert_eq!(
+        apply(
+            &mut m,
+            &Command::MovePartition {
+                topic: "t".into(),
+                partition: 0,
+                target: p.replicas.clone(),
+            },
+        ),
+        Err(CommandError::MoveInProgress {
+            topic: "t".into(),
+            partition: 0,
+            target: target.clone(),
+        })
+    );
+    assert_eq!(m, before);
+    assert!(matches!(
+        quiver_cluster::placement::decommission_moves(&m, outside),
+        Err(quiver_cluster::placement::DecommissionError::MoveInProgress { .. })
+    ));
     // The new replica may be elected mid-move; then the move ends.
     apply(
         &mut m,

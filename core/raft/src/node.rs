@@ -203,6 +203,11 @@ impl RaftNode {
     pub fn leads_with_current_commit(&self) -> bool {
         self.role == Role::Leader && self.term_at(self.commit) == Some(self.term)
     }
+    /// The voter a leadership transfer under way goes to.
+    pub fn transferring(&self) -> Option<NodeId> {
+        self.transferring.map(|(to, _)| to)
+    }
+
     /// The last membership change is not committed yet (the next is refused until it is).
     pub fn membership_change_pending(&self) -> bool {
         self.membership_index > self.commit

@@ -523,6 +523,8 @@ impl ReplicaDriver {
                         .members()
                         .filter_map(|id| n.matched(id).map(|x| (id, x)))
                         .collect(),
+                    reachable: n.reachable().into_iter().collect(),
+                    transferring: n.transferring().is_some(),
                 };
                 replica_move::next_step(&view, &target)
             };
@@ -716,17 +718,12 @@ impl ReplicaDriver {
             Action::PersistEntries { .. } => Vec::new(),
             Action::InstallSnapshot { write, snapshot } => {
                 // This replica is behind its leader's log start (retention deleted what it
-                // lacks): it empties its log and continues from there, as Kafka's
-                // `truncateFullyAndStartAt`. A snapshot inside the log (a diverged tail
-                // after a committed point) cuts the tail instead.
+                // lacks), or its log diverged at the snapshot's point: it empties its log and
+                // continues from there, as Kafka's `truncateFullyAndStartAt` (the core
+                // dropped everything it held too).
                 let index = snapshot.index;
                 let epoch = i32::try_from(snapshot.term).unwrap_or(i32::MAX);
-                let reset = if index >= group.log.log_end_offset() {
-                    group.log.reset_to(index, epoch).await
-                } else {
-                    group.log.truncate_to(index).await.map(|_| ())
-                };
-                if let Err(e) = reset {
+                if let Err(e) = group.log.reset_to(index, epoch).await {
                     tracing::error!(topic = %group.topic, partition = group.partition, index, "cannot reset the replica to its leader's log start: {e}");
                     return Vec::new();
                 }

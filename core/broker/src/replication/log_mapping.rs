@@ -226,7 +226,12 @@ pub fn restored_log(
         term: log_start_offset
             .checked_sub(1)
             .map_or(0, |last| match epoch_at(last) {
-                0 => epoch_at(log_start_offset),
+                // The first epoch in force at the start (a reset records the snapshot's term
+                // there, and the next leader's epoch may begin at the same offset).
+                0 => epochs
+                    .iter()
+                    .find(|e| e.epoch >= 0 && e.start_offset <= log_start_offset)
+                    .map_or(0, |e| e.epoch as u64),
                 t => t,
             }),
         membership,

@@ -27,6 +27,10 @@ pub struct GroupView {
     pub last: u64,
     /// Each member's matched index as the leader tracks it.
     pub matched: Vec<(u64, u64)>,
+    /// Members the leader heard from within an election timeout.
+    pub reachable: Vec<u64>,
+    /// A leadership transfer this leader started and has not ended.
+    pub transferring: bool,
 }
 
 impl GroupView {
@@ -75,18 +79,30 @@ pub fn next_step(view: &GroupView, target: &[u64]) -> MoveStep {
     if let Some(n) = m.learners.iter().find(|n| !wanted.contains(n)) {
         return MoveStep::Remove(*n);
     }
+    // A voter leaves only while every target voter answers and holds what is committed:
+    // removing it must not leave the group short of a working quorum.
+    let healthy =
+        |n: u64| n == view.me || (view.reachable.contains(&n) && view.matched(n) >= view.commit);
     if let Some(n) = m
         .voters
         .iter()
         .find(|n| !wanted.contains(n) && **n != view.me)
     {
-        return MoveStep::Remove(*n);
+        return if target.iter().all(|t| healthy(*t)) {
+            MoveStep::Remove(*n)
+        } else {
+            MoveStep::Wait
+        };
     }
     if !wanted.contains(&view.me) {
-        // The first target voter holding the whole log; else wait for one.
+        if view.transferring {
+            return MoveStep::Wait;
+        }
+        // A target voter that answers and holds the commit index: the transfer catches it
+        // up and hands over (Raft's TimeoutNow), even while appends go on.
         return target
             .iter()
-            .find(|n| view.matched(**n) >= view.last)
+            .find(|n| healthy(**n))
             .map_or(MoveStep::Wait, |n| MoveStep::TransferTo(*n));
     }
     MoveStep::Done
@@ -106,6 +122,8 @@ mod tests {
             commit: 100,
             last: 110,
             matched: matched.to_vec(),
+            reachable: vec![1, 2, 3, 4, 5, 6],
+            transferring: false,
         }
     }
 
@@ -126,9 +144,17 @@ mod tests {
             next_step(&view(&[1, 2, 3], &[4], &[(4, 100)]), &target),
             MoveStep::Promote(4)
         );
+        let all = [(2, 100), (4, 100)];
         assert_eq!(
-            next_step(&view(&[1, 2, 3, 4], &[], &[]), &target),
+            next_step(&view(&[1, 2, 3, 4], &[], &all), &target),
             MoveStep::Remove(3)
+        );
+        let mut dead = view(&[1, 2, 3, 4], &[], &all);
+        dead.reachable = vec![1, 2, 3];
+        assert_eq!(
+            next_step(&dead, &target),
+            MoveStep::Wait,
+            "no voter leaves while a new one does not answer"
         );
         assert_eq!(
             next_step(&view(&[1, 2, 4], &[], &[]), &target),
@@ -139,10 +165,21 @@ mod tests {
     #[test]
     fn a_leaving_leader_hands_over_to_a_caught_up_target_voter_last() {
         let target = [2, 3, 4];
-        let v = view(&[1, 2, 3, 4], &[], &[(2, 90), (3, 110), (4, 110)]);
-        assert_eq!(next_step(&v, &target), MoveStep::TransferTo(3));
-        let behind = view(&[1, 2, 3, 4], &[], &[(2, 90), (3, 100), (4, 90)]);
+        let v = view(&[1, 2, 3, 4], &[], &[(2, 90), (3, 105), (4, 110)]);
+        assert_eq!(
+            next_step(&v, &target),
+            MoveStep::TransferTo(3),
+            "2 is behind the commit"
+        );
+        let behind = view(&[1, 2, 3, 4], &[], &[(2, 90), (3, 90), (4, 90)]);
         assert_eq!(next_step(&behind, &target), MoveStep::Wait);
+        let mut started = v.clone();
+        started.transferring = true;
+        assert_eq!(
+            next_step(&started, &target),
+            MoveStep::Wait,
+            "one transfer at a time"
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@ use crate::segment_meta::SegmentMeta;
 use crate::segments::Segment;
 
 impl PartitionLog {
-    /// Drops every batch and starts the log at `offset` (at or past its end), `epoch` being
-    /// the leader epoch in force there. Appends not yet written fail; the next append gets
-    /// `offset`. A reset to a point inside the log is a truncation: use `truncate_to`.
+    /// Drops every batch and starts the log at `offset` (not below its start), `epoch`
+    /// being the leader epoch in force there. Appends not yet written fail; the next append
+    /// gets `offset`.
     pub async fn reset_to(&self, offset: u64, epoch: i32) -> Result<()> {
         let _gate = self.inner.write_gate().await?;
         self.inner.reset_locked(offset, epoch).await
@@ -26,11 +26,8 @@ impl PartitionLog {
 
 impl Inner {
     async fn reset_locked(&self, offset: u64, epoch: i32) -> Result<()> {
-        let (start, end) = {
-            let st = self.state.borrow();
-            (st.log_start_offset(), st.next_offset)
-        };
-        if offset < end {
+        let start = self.state.borrow().log_start_offset();
+        if offset < start {
             return Err(self.state.borrow().out_of_range(offset));
         }
         // Every batch goes first (the write-behind too), noted in the commit log, so no
