@@ -656,7 +656,12 @@ impl ReplicaDriver {
         };
         // Membership entries are listed before they are written: a list ahead of the log is
         // cut to the log's end at a restart, one behind it would lose a change.
-        let members = membership_store::after_write(&group.members.borrow(), first_index, &entries);
+        let members = membership_store::after_write(
+            &group.members.borrow(),
+            first_index,
+            &entries,
+            group.log.log_start_offset(),
+        );
         if let Some(members) = members {
             let text = membership_store::encode(&members);
             if let Err(e) =

@@ -74,13 +74,17 @@ pub fn decode(text: &str) -> Result<Memberships, String> {
 }
 
 /// The list after writing `entries` from `first_index` (a diverged tail from there was cut
-/// off first): `None` when it is unchanged (nothing to rewrite).
+/// off first) on a log starting at `log_start`: of the entries at or before the start only
+/// the last is kept (the membership in force there), so the list stays as short as the
+/// changes the log still holds. `None` when it is unchanged (nothing to rewrite).
 pub fn after_write(
     list: &[(u64, Membership)],
     first_index: u64,
     entries: &[Entry],
+    log_start: u64,
 ) -> Option<Memberships> {
-    let mut next: Memberships = list
+    let in_force = list.iter().rposition(|(i, _)| *i <= log_start).unwrap_or(0);
+    let mut next: Memberships = list[in_force.min(list.len())..]
         .iter()
         .filter(|(i, _)| *i < first_index)
         .cloned()
@@ -156,18 +160,39 @@ mod tests {
                 entry(3, Payload::Data(vec![])),
                 entry(1, Payload::Membership(m(&[1, 2], &[3]))),
             ],
+            0,
         )
         .expect("a membership entry changes the list");
         assert_eq!(list, vec![(13, m(&[1, 2], &[3]))]);
         assert_eq!(
-            after_write(&list, 14, &[entry(5, Payload::Data(vec![]))]),
+            after_write(&list, 14, &[entry(5, Payload::Data(vec![]))], 0),
             None,
             "records alone rewrite nothing"
         );
         assert_eq!(
-            after_write(&list, 12, &[entry(5, Payload::Data(vec![]))]),
+            after_write(&list, 12, &[entry(5, Payload::Data(vec![]))], 0),
             Some(Vec::new()),
             "a diverged tail cut from before the entry drops it"
+        );
+    }
+
+    #[test]
+    fn entries_before_the_log_start_are_dropped_but_the_one_in_force_there() {
+        let list = vec![
+            (5, m(&[1, 2], &[3])),
+            (9, m(&[1, 2, 3], &[])),
+            (20, m(&[2, 3], &[])),
+        ];
+        let next = after_write(
+            &list,
+            30,
+            &[entry(1, Payload::Membership(m(&[2, 3, 4], &[])))],
+            12,
+        )
+        .expect("changed");
+        assert_eq!(
+            next.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![9, 20, 30]
         );
     }
 
