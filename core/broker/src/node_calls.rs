@@ -207,11 +207,53 @@ impl Shard {
         })
     }
 
+    /// Whether this node leads what `call` touches. A call is sent to the leader its
+    /// sender's metadata names; one whose metadata names yet another node is answered
+    /// `NotOwner` rather than passed on (no chains between nodes whose metadata differ).
+    fn leads_for(&self, call: &TxnCall) -> Result<(), ApiError> {
+        let me = self.settings().node_id;
+        let n = self.settings().shard_count;
+        let meta = self.metadata();
+        let mut touched: Vec<(String, i32)> = Vec::new();
+        match call {
+            TxnCall::AddPartitions {
+                transactional_id, ..
+            } => touched.extend(
+                crate::routing::coordinator(&meta, quiver_txn::TXN_TOPIC, transactional_id, n)
+                    .map(|(p, _)| (quiver_txn::TXN_TOPIC.to_string(), p)),
+            ),
+            TxnCall::WriteMarkers { partitions, .. } => {
+                touched.extend(partitions.iter().map(|tp| (tp.topic.clone(), tp.partition)))
+            }
+            TxnCall::GroupOffsets { offsets, .. } => touched.extend(
+                crate::routing::coordinator(&meta, quiver_group::OFFSETS_TOPIC, &offsets.group, n)
+                    .map(|(p, _)| (quiver_group::OFFSETS_TOPIC.to_string(), p)),
+            ),
+        }
+        match touched
+            .iter()
+            .find(|(t, p)| self.leader_node(t, *p) != me)
+        {
+            Some((t, p)) => Err(ApiError::new(
+                ErrorCode::NotOwner,
+                format!(
+                    "node {me} does not lead {t}/{p} (node {} does, as far as it knows); retry once metadata agrees",
+                    self.leader_node(t, *p)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Another node's call to this shard: run, then answer it.
     pub fn on_node_call(self: &Rc<Self>, from: NodeId, from_shard: u32, id: u64, call: NodeCall) {
         let shard = self.clone();
         glommio::spawn_local(async move {
-            let result = shard.clone().run_txn_call(from_node_call(call)).await;
+            let call = from_node_call(call);
+            let result = match shard.leads_for(&call) {
+                Ok(()) => shard.clone().run_txn_call(call).await,
+                Err(e) => Err(e),
+            };
             let Some(links) = shard.links.borrow().clone() else {
                 return;
             };
