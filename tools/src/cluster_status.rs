@@ -53,6 +53,13 @@ async fn view(args: &ClientArgs) -> Result<View, String> {
     })
 }
 
+/// `args` aimed at the one node at `address`.
+fn at(args: &ClientArgs, address: &str) -> ClientArgs {
+    let mut probe = args.clone();
+    probe.broker = address.to_string();
+    probe
+}
+
 /// One follower of a partition, as its leader reported it.
 struct Follower {
     partition: String,
@@ -66,8 +73,7 @@ struct Follower {
 
 /// The followers of the partitions the node at `address` leads (empty if it does not answer).
 async fn followers_of(args: &ClientArgs, leader: i32, address: &str) -> Vec<Follower> {
-    let mut probe = args.clone();
-    probe.broker = address.to_string();
+    let probe = at(args, address);
     let asked = async {
         let client = probe.connect().await.ok()?;
         Admin::new(client).describe_replication().await.ok()
@@ -97,8 +103,7 @@ async fn followers_of(args: &ClientArgs, leader: i32, address: &str) -> Vec<Foll
 
 /// Whether the node at `address` answers a handshake within [`PROBE_TIMEOUT`].
 async fn is_up(args: &ClientArgs, address: &str) -> bool {
-    let mut probe = args.clone();
-    probe.broker = address.to_string();
+    let probe = at(args, address);
     matches!(
         tokio::time::timeout(PROBE_TIMEOUT, view(&probe)).await,
         Ok(Ok(_))

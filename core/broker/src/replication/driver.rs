@@ -308,7 +308,7 @@ impl ReplicaDriver {
     /// `f` of every group this shard leads (those it returns `Some` for).
     fn each_led<T>(
         &self,
-        mut f: impl FnMut(u64, &Group, &quiver_raft::RaftNode) -> Option<T>,
+        mut f: impl FnMut(u64, &Rc<Group>, &quiver_raft::RaftNode) -> Option<T>,
     ) -> Vec<T> {
         let multi = self.multi.borrow();
         self.groups
@@ -483,16 +483,10 @@ impl ReplicaDriver {
         let meta = self.meta.borrow().clone();
         let me = raft_id(self.ctx.me);
         let mut actions = Vec::new();
-        let groups: Vec<(u64, Rc<Group>)> = self
-            .groups
-            .borrow()
-            .iter()
-            .map(|(g, group)| (*g, group.clone()))
-            .collect();
-        for (g, group) in groups {
-            let Some(pm) = meta.partition(&group.topic, group.partition) else {
-                continue;
-            };
+        // Each led group's next step, decided first (the groups and the core borrowed), then
+        // carried out.
+        let steps = self.each_led(|g, group, n| {
+            let pm = meta.partition(&group.topic, group.partition)?;
             let target: Vec<u64> = pm
                 .target
                 .as_ref()
@@ -500,34 +494,29 @@ impl ReplicaDriver {
                 .iter()
                 .map(|r| raft_id(*r))
                 .collect();
-            let step = {
-                let multi = self.multi.borrow();
-                let Some(n) = multi.group(g) else { continue };
-                if n.role() != Role::Leader {
-                    continue;
-                }
-                let m = n.membership();
-                let settled = m.learners.is_empty()
-                    && m.voters.len() == target.len()
-                    && target.iter().all(|t| m.voters.contains(t));
-                if settled && pm.target.is_none() {
-                    continue;
-                }
-                let view = replica_move::GroupView {
-                    me,
-                    membership: m.clone(),
-                    change_pending: n.membership_change_pending(),
-                    commit: n.commit_index(),
-                    last: n.last_index(),
-                    matched: m
-                        .members()
-                        .filter_map(|id| n.matched(id).map(|x| (id, x)))
-                        .collect(),
-                    reachable: n.reachable().into_iter().collect(),
-                    transferring: n.transferring().is_some(),
-                };
-                replica_move::next_step(&view, &target)
+            let m = n.membership();
+            let settled = m.learners.is_empty()
+                && m.voters.len() == target.len()
+                && target.iter().all(|t| m.voters.contains(t));
+            if settled && pm.target.is_none() {
+                return None;
+            }
+            let view = replica_move::GroupView {
+                me,
+                membership: m.clone(),
+                change_pending: n.membership_change_pending(),
+                commit: n.commit_index(),
+                matched: m
+                    .members()
+                    .filter_map(|id| n.matched(id).map(|x| (id, x)))
+                    .collect(),
+                reachable: n.reachable().into_iter().collect(),
+                transferring: n.transferring().is_some(),
             };
+            let step = replica_move::next_step(&view, &target);
+            Some((g, group.clone(), pm.target.clone(), step))
+        });
+        for (g, group, pm_target, step) in steps {
             let change = match step {
                 MoveStep::Wait => continue,
                 MoveStep::Done => {
@@ -535,7 +524,7 @@ impl ReplicaDriver {
                         .recorded_move
                         .get()
                         .is_none_or(|t| t.elapsed() >= RECORD_MOVE_AGAIN);
-                    if let (Some(t), true) = (&pm.target, due) {
+                    if let (Some(t), true) = (&pm_target, due) {
                         group.recorded_move.set(Some(Instant::now()));
                         tracing::info!(topic = %group.topic, partition = group.partition, replicas = ?t, "the partition's move is done: recording its replicas");
                         (self.ctx.on_moved)(group.topic.clone(), group.partition, t.clone());

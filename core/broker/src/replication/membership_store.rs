@@ -84,6 +84,15 @@ pub fn after_write(
     log_start: u64,
 ) -> Option<Memberships> {
     let in_force = list.iter().rposition(|(i, _)| *i <= log_start).unwrap_or(0);
+    // Every produced batch passes here: most change nothing.
+    let untouched = in_force == 0
+        && list.iter().all(|(i, _)| *i < first_index)
+        && !entries
+            .iter()
+            .any(|e| matches!(e.payload, Payload::Membership(_)));
+    if untouched {
+        return None;
+    }
     let mut next: Memberships = list[in_force.min(list.len())..]
         .iter()
         .filter(|(i, _)| *i < first_index)

@@ -24,7 +24,6 @@ pub struct GroupView {
     /// The last membership change is not committed yet: the next waits.
     pub change_pending: bool,
     pub commit: u64,
-    pub last: u64,
     /// Each member's matched index as the leader tracks it.
     pub matched: Vec<(u64, u64)>,
     /// Members the leader heard from within an election timeout.
@@ -120,7 +119,6 @@ mod tests {
             membership,
             change_pending: false,
             commit: 100,
-            last: 110,
             matched: matched.to_vec(),
             reachable: vec![1, 2, 3, 4, 5, 6],
             transferring: false,
