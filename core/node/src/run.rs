@@ -593,6 +593,7 @@ fn start_replication(
     };
     let driver = ReplicaDriver::new(ctx, shard.node_metadata());
     shard.set_replication(driver.clone());
+    glommio::spawn_local(shard.clone().reopen_failed_replicas(driver.clone())).detach();
     glommio::spawn_local(driver.run()).detach();
 }
 

@@ -179,8 +179,14 @@ impl MultiRaft {
         Ok(())
     }
 
-    /// Stops a group here (its replica moved away); what it held is the driver's to delete.
+    /// Stops a group here (its replica moved away, or it cannot persist); what it held is the
+    /// driver's to delete. Its messages not yet flushed are dropped with it: a vote or an
+    /// acknowledgement whose state could not be persisted must never leave.
     pub fn remove_group(&mut self, group: GroupId) -> Option<RaftNode> {
+        for envelope in self.outbox.values_mut() {
+            envelope.messages.retain(|(g, _)| *g != group);
+        }
+        self.outbox.retain(|_, e| !e.messages.is_empty());
         self.groups.remove(&group)
     }
 

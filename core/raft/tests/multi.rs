@@ -122,3 +122,33 @@ fn an_envelope_past_its_byte_limit_is_split() {
         assert!(e.size_bytes() <= 200 || e.messages.len() == 1);
     }
 }
+
+#[test]
+fn a_removed_group_sends_nothing_it_had_queued() {
+    let mut m = MultiRaft::new(MultiConfig::new(1));
+    for g in [1, 2] {
+        m.add_group(
+            g,
+            Config::new(1, vec![1, 2, 3]),
+            HardState::default(),
+            None,
+            Vec::new(),
+        )
+        .expect("added");
+    }
+    // Both groups' election timeouts pass: each queues (pre-)vote requests for 2 and 3.
+    for _ in 0..100 {
+        m.tick();
+    }
+    // Group 1 cannot persist (say): removed before the round's flush, its requests go too.
+    assert!(m.remove_group(1).is_some());
+    let out = m.flush();
+    assert!(!out.is_empty(), "group 2 still campaigns");
+    for (_, envelope) in out {
+        assert!(
+            envelope.messages.iter().all(|(g, _)| *g == 2),
+            "a removed group's message left: {:?}",
+            envelope.messages
+        );
+    }
+}

@@ -130,6 +130,11 @@ pub struct ReplicaDriver {
     meta: RefCell<Arc<Metadata>>,
     /// The metadata changed: look for moves and preferred leaders at the next round.
     check_soon: Cell<bool>,
+    /// Partitions whose group stopped because its state could not be persisted: the shard
+    /// reopens them from disk ([`ReplicaDriver::take_failed`]).
+    failed: RefCell<Vec<(String, i32)>>,
+    /// Rung when a group is added to `failed`.
+    pub failed_bell: Doorbell,
 }
 
 fn raft_id(node: NodeId) -> u64 {
@@ -177,6 +182,8 @@ impl ReplicaDriver {
             bell: Doorbell::default(),
             meta: RefCell::new(meta),
             check_soon: Cell::new(false),
+            failed: RefCell::new(Vec::new()),
+            failed_bell: Doorbell::default(),
         })
     }
 
@@ -262,6 +269,33 @@ impl ReplicaDriver {
             }),
         );
         handle
+    }
+
+    /// A replica that cannot persist its entries or its Raft state must not vote, lead or
+    /// acknowledge on the strength of what it failed to write (and its log's view may now
+    /// differ from the core's): the group stops here at once, its unsent messages dropped,
+    /// and the shard reopens the partition from disk (recovery, then a fresh group from what
+    /// the disk holds), retrying until that works. The other replicas carry on meanwhile.
+    fn fail_group(&self, g: u64, group: &Group, why: &str) {
+        if self.groups.borrow_mut().remove(&g).is_none() {
+            return;
+        }
+        self.multi.borrow_mut().remove_group(g);
+        tracing::error!(topic = %group.topic, partition = group.partition, "{why}: this replica stops (it neither votes nor acknowledges) and is reopened from disk once it can be; free space or fix the disk");
+        let h = &group.handle;
+        h.is_leader.set(false);
+        h.leader_ready.set(false);
+        h.leader.set(None);
+        h.progress.wake_all();
+        self.failed
+            .borrow_mut()
+            .push((group.topic.clone(), group.partition));
+        self.failed_bell.ring();
+    }
+
+    /// The partitions whose group failed since the last call (see `fail_group`).
+    pub fn take_failed(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.failed.borrow_mut())
     }
 
     /// Stops a group (its partition was deleted or moved away).
@@ -583,27 +617,27 @@ impl ReplicaDriver {
                     continue;
                 };
                 for a in list {
+                    if !self.has_group(g) {
+                        break; // failed by an earlier action of this round
+                    }
                     match a {
                         Action::PersistEntries {
                             write,
                             first_index,
                             entries,
                             sync,
-                        } => {
-                            if let Some((durable, end)) =
-                                self.write_entries(&group, first_index, entries).await
-                            {
-                                persisting.push(Persisting {
-                                    g,
-                                    group: group.clone(),
-                                    write,
-                                    // `durability=replicated`: counted once written (the
-                                    // flush policy makes it durable later).
-                                    durable: if sync { durable } else { Vec::new() },
-                                    end,
-                                });
-                            }
-                        }
+                        } => match self.write_entries(&group, first_index, entries).await {
+                            Ok((durable, end)) => persisting.push(Persisting {
+                                g,
+                                group: group.clone(),
+                                write,
+                                // `durability=replicated`: counted once written (the flush
+                                // policy makes it durable later).
+                                durable: if sync { durable } else { Vec::new() },
+                                end,
+                            }),
+                            Err(why) => self.fail_group(g, &group, &why),
+                        },
                         other => next.extend(self.carry_out(g, &group, other).await),
                     }
                 }
@@ -611,9 +645,13 @@ impl ReplicaDriver {
             'groups: for p in persisting {
                 for d in p.durable {
                     if let Err(e) = d.wait().await {
-                        tracing::error!(topic = %p.group.topic, partition = p.group.partition, "an entry did not become durable: {e}");
+                        let why = format!("an entry did not become durable: {e}");
+                        self.fail_group(p.g, &p.group, &why);
                         continue 'groups;
                     }
+                }
+                if !self.has_group(p.g) {
+                    continue;
                 }
                 let h = &p.group.handle;
                 h.persisted_index.set(h.persisted_index.get().max(p.end));
@@ -625,23 +663,20 @@ impl ReplicaDriver {
     }
 
     /// Writes a `PersistEntries`'s entries (truncating a diverged tail first): what to await
-    /// for their durability, and the log end after them. `None` when the replica cannot
-    /// store them (logged): it then never reports them persisted.
+    /// for their durability, and the log end after them; why not, when the replica cannot
+    /// store them (it then fails: `fail_group`).
     async fn write_entries(
         &self,
         group: &Group,
         first_index: u64,
         entries: Vec<quiver_raft::types::Entry>,
-    ) -> Option<(Vec<quiver_storage::Durability>, u64)> {
+    ) -> Result<(Vec<quiver_storage::Durability>, u64), String> {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         let plan = match plan_persist(group.log.log_end_offset(), first_index, &entries, now_ms) {
             Ok(p) => p,
-            Err(e) => {
-                tracing::error!(topic = %group.topic, partition = group.partition, "cannot store the partition's entries: {e}");
-                return None;
-            }
+            Err(e) => return Err(format!("cannot store the partition's entries: {e}")),
         };
         // Membership entries are listed before they are written: a list ahead of the log is
         // cut to the log's end at a restart, one behind it would lose a change.
@@ -657,15 +692,13 @@ impl ReplicaDriver {
                 quiver_storage::files::write_atomically(&group.dir, MEMBERS_FILE, text.into_bytes())
                     .await
             {
-                tracing::error!(topic = %group.topic, partition = group.partition, "cannot persist the partition's membership: {e}");
-                return None;
+                return Err(format!("cannot persist the partition's membership: {e}"));
             }
             *group.members.borrow_mut() = members;
         }
         if let Some(offset) = plan.truncate_to {
             if let Err(e) = group.log.truncate_to(offset).await {
-                tracing::error!(topic = %group.topic, partition = group.partition, "cannot truncate the diverged tail: {e}");
-                return None;
+                return Err(format!("cannot truncate the diverged tail: {e}"));
             }
         }
         let mut durable = Vec::new();
@@ -677,16 +710,15 @@ impl ReplicaDriver {
             {
                 Ok((info, d)) if info.base_offset == a.base_offset => durable.push(d),
                 Ok((info, _)) => {
-                    tracing::error!(topic = %group.topic, partition = group.partition, want = a.base_offset, got = info.base_offset, "an entry landed at another offset: the replica stops here");
-                    return None;
+                    return Err(format!(
+                        "an entry meant for offset {} landed at {}",
+                        a.base_offset, info.base_offset
+                    ))
                 }
-                Err(e) => {
-                    tracing::error!(topic = %group.topic, partition = group.partition, "cannot append an entry: {e}");
-                    return None;
-                }
+                Err(e) => return Err(format!("cannot append an entry: {e}")),
             }
         }
-        Some((durable, group.log.log_end_offset()))
+        Ok((durable, group.log.log_end_offset()))
     }
 
     async fn carry_out(&self, g: u64, group: &Group, action: Action) -> Vec<GroupAction> {
@@ -704,7 +736,8 @@ impl ReplicaDriver {
                 )
                 .await
                 {
-                    tracing::error!(topic = %group.topic, partition = group.partition, "cannot persist the partition's Raft state: {e}");
+                    let why = format!("cannot persist the partition's Raft state: {e}");
+                    self.fail_group(g, group, &why);
                 }
                 Vec::new()
             }
@@ -718,7 +751,9 @@ impl ReplicaDriver {
                 let index = snapshot.index;
                 let epoch = i32::try_from(snapshot.term).unwrap_or(i32::MAX);
                 if let Err(e) = group.log.reset_to(index, epoch).await {
-                    tracing::error!(topic = %group.topic, partition = group.partition, index, "cannot reset the replica to its leader's log start: {e}");
+                    let why =
+                        format!("cannot reset the replica to its leader's log start {index}: {e}");
+                    self.fail_group(g, group, &why);
                     return Vec::new();
                 }
                 let members = vec![(index, snapshot.membership.clone())];
@@ -730,7 +765,8 @@ impl ReplicaDriver {
                 )
                 .await
                 {
-                    tracing::error!(topic = %group.topic, partition = group.partition, "cannot persist the partition's membership: {e}");
+                    let why = format!("cannot persist the partition's membership: {e}");
+                    self.fail_group(g, group, &why);
                     return Vec::new();
                 }
                 *group.members.borrow_mut() = members;

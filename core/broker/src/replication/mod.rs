@@ -14,6 +14,8 @@
 //!   learners first, promoted once caught up, then the leaving removed. Sans-IO.
 //! - [`membership_store`]: the group's membership entries listed beside its log, so a
 //!   restart knows who votes. Sans-IO.
+//! - [`reopen`]: a replica whose group failed to persist is reopened from disk (retried
+//!   until the disk allows it).
 //! - [`produce`]: a batch to a replicated partition: checked, proposed, answered at commit
 //!   (`acks=all`) or once in the leader's log (`acks=leader`).
 
@@ -22,4 +24,5 @@ pub mod log_mapping;
 pub mod membership_store;
 pub mod preferred_leader;
 pub mod produce;
+pub mod reopen;
 pub mod replica_move;

@@ -68,6 +68,12 @@ pub async fn append_replicated(
                 .map_err(|e| storage_error(&e))?
             {
                 // Written before: its offsets, once readable like any other.
+                tracing::debug!(
+                    topic,
+                    partition = partition_id,
+                    base_offset = dup.base_offset,
+                    "a retry of a batch already in the log"
+                );
                 (dup.base_offset + 1, dup.last_offset + 1)
             } else {
                 let header = BatchHeader::parse(&batch)
@@ -84,6 +90,15 @@ pub async fn append_replicated(
                                 ApiError::new(ErrorCode::StorageError, why)
                             }
                         })?;
+                tracing::debug!(
+                    topic,
+                    partition = partition_id,
+                    first_index = first,
+                    producer_id = header.producer_id,
+                    epoch = header.producer_epoch,
+                    base_sequence = header.base_sequence,
+                    "proposed"
+                );
                 // In the leader's log (and its producer state) before the next batch's check.
                 wait_until(g, |g| g.persisted_index.get() >= last || !g.is_leader.get()).await;
                 if g.persisted_index.get() < last {
