@@ -68,6 +68,22 @@ impl PendingDurability {
     }
 }
 
+/// What an answer read from a coordinator's memory (committed offsets, a group's
+/// description) waits for: every record stamped into its replicated partition so far
+/// committed while this term leads. Memory runs ahead of the log while a change is written;
+/// without this a read could show a commit a deposed leader then loses (the chaos harness saw
+/// committed offsets move backwards that way). Kafka answers OffsetFetch from offsets whose
+/// append completed. `None` for a single replica: its writes are answered once durable and
+/// nothing else can take over its log.
+pub(crate) fn read_barrier(log: &Partition) -> Option<PendingDurability> {
+    let (_, g) = log.group.as_ref()?;
+    Some(PendingDurability::Replicated {
+        handle: g.clone(),
+        index: log.log.log_end_offset(),
+        term: g.term.get(),
+    })
+}
+
 /// The term a coordinator loaded from `log` is valid for: `None` for a single-replica
 /// partition (always valid); for a replicated one, the term this node leads it at, once every
 /// entry of its log is committed (what a new leader must see before it answers). Refused with

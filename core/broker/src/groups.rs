@@ -23,7 +23,7 @@ use quiver_group::types::TopicCounts;
 use quiver_group::{Coordinator, GroupConfig, Limits, NackOutcome, Origin, Record, OFFSETS_TOPIC};
 
 use crate::coordinator_log::{
-    keep_if_leading, leading_term, loaded_slot, replay_partition, LoadedCoordinator,
+    keep_if_leading, leading_term, loaded_slot, read_barrier, replay_partition, LoadedCoordinator,
     PendingDurability, INTERNAL_TOPIC_CONFIGS,
 };
 use crate::partition::Partition;
@@ -173,6 +173,14 @@ impl Shard {
         }
         let now = self.groups.now_ms();
         let counts = self.topic_counts();
+        // Answers read from memory wait until what memory shows is committed.
+        let barrier = match &request {
+            Request::OffsetFetch { .. } | Request::DescribeGroup { .. } => self
+                .locate(OFFSETS_TOPIC, partition)
+                .ok()
+                .and_then(|log| read_barrier(&log)),
+            _ => None,
+        };
         // A failed record that goes to a delay or dead-letter topic: moved after its count
         // persists.
         let mut dead_letter = None;
@@ -295,6 +303,11 @@ impl Shard {
             if let Some(d) = durability {
                 if let Err(e) = d.wait().await {
                     return failed(e);
+                }
+            }
+            if let Some(b) = barrier {
+                if let Err(e) = b.wait().await {
+                    return refused(api, e);
                 }
             }
             return response;
