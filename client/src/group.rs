@@ -190,6 +190,9 @@ pub struct GroupConsumer {
     shared: Arc<Shared>,
     heartbeat: JoinHandle<()>,
     seen_version: u64,
+    /// Set when new partitions' start offsets could not be found for a passing reason (a
+    /// leader moving): the assignment is taken again from then.
+    reconcile_retry_at: Option<Instant>,
     owned: BTreeSet<TopicPartition>,
     /// The offset after the last record handed out, per partition.
     returned: BTreeMap<TopicPartition, i64>,
@@ -298,6 +301,10 @@ async fn nack_request(
     }
 }
 
+/// Pause before taking on newly assigned partitions again when their start offsets could not
+/// be found for a passing reason.
+const RECONCILE_RETRY: Duration = Duration::from_millis(200);
+
 /// True for the errors that fence a member: its partitions are lost and it must rejoin.
 fn is_fenced(e: &ClientError) -> bool {
     matches!(
@@ -371,6 +378,7 @@ impl GroupConsumer {
             shared,
             heartbeat,
             seen_version: 0,
+            reconcile_retry_at: None,
             owned: BTreeSet::new(),
             returned: BTreeMap::new(),
             processed: BTreeMap::new(),
@@ -537,6 +545,9 @@ impl GroupConsumer {
         }
         if let Some(first) = self.paused.values().map(|(t, _)| *t).min() {
             at = at.min(first);
+        }
+        if let Some(retry) = self.reconcile_retry_at {
+            at = at.min(retry);
         }
         at
     }
@@ -749,9 +760,11 @@ impl GroupConsumer {
     async fn reconcile(&mut self) -> Result<()> {
         let (fenced, target) = {
             let mut s = unpoisoned(&self.shared.state);
-            if s.version == self.seen_version {
+            let retry_due = self.reconcile_retry_at.is_some_and(|t| Instant::now() >= t);
+            if s.version == self.seen_version && !retry_due {
                 return Ok(());
             }
+            self.reconcile_retry_at = None;
             self.seen_version = s.version;
             if let Some(e) = s.failed.take() {
                 return Err(e);
@@ -791,7 +804,18 @@ impl GroupConsumer {
         }
         let added: Vec<TopicPartition> = target.difference(&self.owned).cloned().collect();
         if !added.is_empty() {
-            let starts = self.start_offsets(&added).await?;
+            let starts = match self.start_offsets(&added).await {
+                Ok(starts) => starts,
+                Err(e) if e.is_retriable() => {
+                    // A partition's leader or the coordinator is moving (a failover): the
+                    // partitions are taken on again shortly, not handed to the application
+                    // as an error.
+                    tracing::debug!(group = %self.group, "start offsets not found yet, retrying: {e}");
+                    self.reconcile_retry_at = Some(Instant::now() + RECONCILE_RETRY);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             let parts: Vec<(&str, i32, i64)> = starts
                 .iter()
                 .map(|(tp, o)| (tp.topic.as_str(), tp.partition, *o))

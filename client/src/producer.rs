@@ -1026,11 +1026,17 @@ async fn deliver(request: RequestInFlight, batches: Vec<(TopicPartition, SealedB
     };
     let mut refresh = Vec::new();
     for ((tp, batch), outcome) in batches.into_iter().zip(outcomes) {
-        if outcome
-            .as_ref()
-            .is_err_and(ClientError::needs_metadata_refresh)
-            && !refresh.contains(&tp.0)
-        {
+        let stale = |e: &ClientError| {
+            e.needs_metadata_refresh()
+                || matches!(
+                    e,
+                    ClientError::Broker {
+                        code: wire::ErrorCode::UnknownTopic,
+                        ..
+                    }
+                )
+        };
+        if outcome.as_ref().is_err_and(stale) && !refresh.contains(&tp.0) {
             refresh.push(tp.0.clone());
         }
         settle(&inner, tp, batch, outcome);
@@ -1109,8 +1115,18 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
             ..
         })
     );
+    // The client found the topic in the metadata before sending: a node that does not know
+    // it is behind (restarted, still catching up with the controller), as Kafka treats
+    // UNKNOWN_TOPIC_OR_PARTITION on produce: retried, after a metadata refresh.
+    let stale_node = matches!(
+        &outcome,
+        Err(ClientError::Broker {
+            code: wire::ErrorCode::UnknownTopic,
+            ..
+        })
+    );
     let outcome = match outcome {
-        Err(e) if e.is_retriable() || behind_a_retry => {
+        Err(e) if e.is_retriable() || behind_a_retry || stale_node => {
             let backoff = Duration::from_millis(cfg.retry_backoff_ms.max(1))
                 .saturating_mul(1 << batch.attempts.min(10))
                 .min(Duration::from_secs(1));
@@ -1124,8 +1140,11 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
             if at < deadline {
                 log_retry(inner, &tp, batch.attempts + 1, backoff, &e);
                 batch.attempts += 1;
-                batch.maybe_written |=
-                    matches!(e, ClientError::Timeout { .. } | ClientError::Connection(_));
+                // Only an out-of-order refusal says for sure the batch was not written: a
+                // timeout, a lost connection, and even a refusal from a leader deposed after
+                // it proposed the batch ("may or may not be kept") leave it possibly written.
+                // Such a batch is never renumbered under a new epoch (a duplicate).
+                batch.maybe_written |= !behind_a_retry;
                 batch.retry_at = Some(at);
                 let mut st = inner.state();
                 let q = st.queues.entry(tp).or_default();
