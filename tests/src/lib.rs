@@ -5,7 +5,9 @@
 //! - `tests/disk_full.rs`: a log on a small loop-mounted ext4 filled to ENOSPC.
 //! - Broker-level tests arrive with the broker node.
 
+pub mod chaos;
 pub mod cli;
+pub mod loopfs;
 pub mod node;
 
 use bytes::{Bytes, BytesMut};

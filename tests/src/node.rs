@@ -12,10 +12,13 @@ use quiver_client::{Connection, TlsTrust};
 /// Path of the `quiver` binary cargo built next to this test executable.
 pub fn quiver_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/ directory");
+    // Test executables live in target/<profile>/deps, binaries (quiver-chaos) beside quiver.
+    let beside = exe.parent().expect("the executable's directory");
+    let dir = if beside.ends_with("deps") {
+        beside.parent().expect("target/<profile>/ directory")
+    } else {
+        beside
+    };
     let bin = dir.join("quiver");
     assert!(
         bin.exists(),
@@ -46,6 +49,36 @@ fn wait_for_free_ports(base_port: u16, count: usize) {
     }
 }
 
+/// Spawns `cmd` (a `quiver serve`, perhaps behind a launcher such as `ip netns exec`; its
+/// stderr as the caller set it) with its stdout piped and waits (up to 60 s) for its `ready` line; returns the child and the
+/// banner lines before it.
+pub fn spawn_until_ready(cmd: &mut Command) -> (Child, Vec<String>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn quiver serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut banner = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line == "ready" => return (child, banner),
+            Ok(line) => banner.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("quiver serve did not print `ready` within 60 s; output so far: {banner:?}");
+            }
+        }
+    }
+}
+
 pub struct Node {
     child: Child,
     pub data_dir: PathBuf,
@@ -67,8 +100,8 @@ impl Node {
     /// [`Node::start_on`] with more `serve` flags.
     pub fn start_with(data_dir: &Path, shards: usize, base_port: u16, extra: &[&str]) -> Self {
         wait_for_free_ports(base_port, shards);
-        let mut child = Command::new(quiver_binary())
-            .args(["serve", "--data-dir"])
+        let mut cmd = Command::new(quiver_binary());
+        cmd.args(["serve", "--data-dir"])
             .arg(data_dir)
             .args([
                 "--shards",
@@ -79,32 +112,8 @@ impl Node {
                 "warn",
             ])
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn quiver serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut banner = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) if line == "ready" => break,
-                Ok(line) => banner.push(line),
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "quiver serve did not print `ready` within 60 s; output so far: {banner:?}"
-                    );
-                }
-            }
-        }
+            .stderr(Stdio::inherit());
+        let (child, banner) = spawn_until_ready(&mut cmd);
         Self {
             child,
             data_dir: data_dir.to_path_buf(),

@@ -3,106 +3,13 @@
 //! Needs root (mount); CI and the dev machines run as root.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bytes::BytesMut;
 use quiver_storage::commit_log::{self, CommitLog};
 use quiver_storage::StorageError;
 use quiver_storage::{LogConfig, PartitionLog};
 use quiver_tests::crash_batch;
-
-/// A loop-mounted ext4 filesystem, unmounted on drop.
-struct LoopFs {
-    mount_point: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl LoopFs {
-    fn new(size_mib: u64) -> Self {
-        Self::with_options(size_mib, "loop")
-    }
-
-    fn with_options(size_mib: u64, mount_options: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("quiver-diskfull-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .unwrap();
-        let image = dir.path().join("fs.img");
-        let mount_point = dir.path().join("mnt");
-        std::fs::create_dir(&mount_point).unwrap();
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(size_mib << 20)
-            .unwrap();
-        run(
-            "mkfs.ext4",
-            &["-q", "-F", "-m", "0", image.to_str().unwrap()],
-        );
-        run(
-            "mount",
-            &[
-                "-o",
-                mount_options,
-                image.to_str().unwrap(),
-                mount_point.to_str().unwrap(),
-            ],
-        );
-        Self {
-            mount_point,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for LoopFs {
-    fn drop(&mut self) {
-        // Lazy: a test that failed mid-way may still hold files open there.
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&self.mount_point)
-            .status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let status = Command::new(cmd)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{cmd}: {e} (install e2fsprogs / mount)"));
-    assert!(status.success(), "{cmd} {args:?} failed");
-}
-
-/// Fills the filesystem with a file of zeroes until it has about `leave_bytes` free.
-fn fill(dir: &Path, leave_bytes: u64) -> PathBuf {
-    let filler = dir.join("filler");
-    let stat = nix_statvfs(dir);
-    let size = stat.saturating_sub(leave_bytes);
-    let f = std::fs::File::create(&filler).unwrap();
-    f.set_len(0).unwrap();
-    use std::io::Write;
-    let mut w = std::io::BufWriter::new(f);
-    let chunk = vec![1u8; 1 << 20];
-    let mut written = 0;
-    while written + (1 << 20) <= size {
-        w.write_all(&chunk).unwrap();
-        written += 1 << 20;
-    }
-    w.into_inner().unwrap().sync_all().unwrap();
-    filler
-}
-
-fn nix_statvfs(dir: &Path) -> u64 {
-    let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
-    // SAFETY: valid C string and an out-parameter that statvfs initialises on success.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
-    s.f_bavail * s.f_frsize
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use quiver_tests::loopfs::{fill, is_root, LoopFs};
 
 #[test]
 fn disk_full_fails_the_append_keeps_data_and_recovers_after_space_is_freed() {
@@ -123,7 +30,7 @@ fn small_fs_with_log_dir() -> Option<(LoopFs, PathBuf)> {
         eprintln!("SKIPPED: mounting a loop filesystem needs root (CI runs as root)");
         return None;
     }
-    let fs = LoopFs::new(24);
+    let fs = LoopFs::new(Path::new(env!("CARGO_TARGET_TMPDIR")), 24);
     let data = fs.mount_point.join("log");
     std::fs::create_dir(&data).unwrap();
     Some((fs, data))
@@ -134,7 +41,7 @@ fn disk_full_scenario(with_commit_log: bool) {
         return;
     };
     let root = fs.mount_point.clone();
-    let filler = fill(&fs.mount_point, 2 << 20);
+    let filler = fill(&fs.mount_point, 2 << 20).unwrap();
     let cfg = LogConfig {
         segment_bytes: 512 << 10,
         ..LogConfig::default()
@@ -225,7 +132,7 @@ fn a_read_only_data_directory_is_refused_with_a_remedy() {
         return;
     }
     // Root ignores file modes, so a read-only mount is the honest way to be refused.
-    let fs = LoopFs::with_options(8, "loop,ro");
+    let fs = LoopFs::with_options(Path::new(env!("CARGO_TARGET_TMPDIR")), 8, "loop,ro");
     let data = fs.mount_point.join("log");
     let err = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .make()
@@ -246,7 +153,7 @@ fn a_read_only_data_directory_is_refused_with_a_remedy() {
 /// too, so statvfs's free space is not the end).
 fn fill_completely(dir: &Path) -> PathBuf {
     use std::io::Write;
-    let filler = fill(dir, 0);
+    let filler = fill(dir, 0).unwrap();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(&filler)
