@@ -41,6 +41,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Applied entries past the snapshot before the log is compacted behind a new one.
 const SNAPSHOT_EVERY_ENTRIES: u64 = 1_000;
 
+/// Exit status of a node whose controller log could not be written.
+pub const EXIT_CONTROLLER_STORAGE: i32 = 3;
+
 /// How this node takes part in the controller group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
@@ -392,10 +395,16 @@ impl ControllerTask {
             if let Err(e) =
                 Self::settle(&mut self.controller, &mut self.store, actions, &mut sends).await
             {
-                // A voter that cannot persist must not vote or acknowledge: this member
-                // stops; the others carry on.
-                tracing::error!("the controller log cannot be written ({e}); this node's controller member stops: fix the disk and restart the node");
-                return;
+                // A voter that cannot persist must not vote or acknowledge; and a node whose
+                // controller member stopped could no longer record the leaderships it takes
+                // (the chaos harness saw partitions led there stay unreachable: the metadata
+                // kept naming their old leaders). The node stops, as etcd does on a failed
+                // WAL write: its partitions are elected elsewhere, and a restart once the
+                // disk has room brings it back (decision 0031).
+                let why = format!("the controller log cannot be written ({e}): the node stops; free space or fix the disk, then start it again");
+                tracing::error!("{why}");
+                eprintln!("error: {why}");
+                std::process::exit(EXIT_CONTROLLER_STORAGE);
             }
             for (to, m) in sends {
                 outbox.raft.entry(node_id(to)).or_default().push(m);

@@ -233,6 +233,7 @@ impl ReplicaDriver {
             after,
         );
         let handle = Rc::new(GroupHandle::new());
+        tracing::debug!(topic, partition, handle = ?Rc::as_ptr(&handle), "new group handle");
         handle.persisted_index.set(log.log_end_offset());
         let added = self.multi.borrow_mut().add_group_from_log(
             group,
@@ -276,11 +277,14 @@ impl ReplicaDriver {
     /// differ from the core's): the group stops here at once, its unsent messages dropped,
     /// and the shard reopens the partition from disk (recovery, then a fresh group from what
     /// the disk holds), retrying until that works. The other replicas carry on meanwhile.
-    fn fail_group(&self, g: u64, group: &Group, why: &str) {
-        if self.groups.borrow_mut().remove(&g).is_none() {
+    fn fail_group(&self, g: u64, group: &Rc<Group>, why: &str) {
+        // Only this incarnation: a reopened group under the same id is not the one failing.
+        if !self.is_current(g, group) {
             return;
         }
+        self.groups.borrow_mut().remove(&g);
         self.multi.borrow_mut().remove_group(g);
+        self.pending.borrow_mut().retain(|(pg, _)| *pg != g);
         tracing::error!(topic = %group.topic, partition = group.partition, "{why}: this replica stops (it neither votes nor acknowledges) and is reopened from disk once it can be; free space or fix the disk");
         let h = &group.handle;
         h.is_leader.set(false);
@@ -291,6 +295,25 @@ impl ReplicaDriver {
             .borrow_mut()
             .push((group.topic.clone(), group.partition));
         self.failed_bell.ring();
+    }
+
+    /// Whether `group` is still the incarnation running as group `g` (a failed group is
+    /// reopened under the same id while actions of the old one may still be in hand).
+    fn is_current(&self, g: u64, group: &Rc<Group>) -> bool {
+        self.groups
+            .borrow()
+            .get(&g)
+            .is_some_and(|cur| Rc::ptr_eq(cur, group))
+    }
+
+    /// Actions tagged with the group incarnation they were made for, at once (before any
+    /// await lets a reopen replace it).
+    fn tag(&self, actions: Vec<GroupAction>) -> Vec<(Rc<Group>, u64, Action)> {
+        let groups = self.groups.borrow();
+        actions
+            .into_iter()
+            .filter_map(|(g, a)| groups.get(&g).map(|group| (group.clone(), g, a)))
+            .collect()
     }
 
     /// The partitions whose group failed since the last call (see `fail_group`).
@@ -600,25 +623,23 @@ impl ReplicaDriver {
     }
 
     /// Carries out actions until none are left: writes, reads, then reports them.
-    async fn settle(&self, mut actions: Vec<GroupAction>) {
+    async fn settle(&self, actions: Vec<GroupAction>) {
+        let mut actions = self.tag(actions);
         while !actions.is_empty() {
             let mut next = Vec::new();
             // Per group, in order: a group's writes must land in the order asked.
-            let mut by_group: BTreeMap<u64, Vec<Action>> = BTreeMap::new();
-            for (g, a) in actions.drain(..) {
-                by_group.entry(g).or_default().push(a);
+            let mut by_group: BTreeMap<u64, Vec<(Rc<Group>, Action)>> = BTreeMap::new();
+            for (group, g, a) in actions.drain(..) {
+                by_group.entry(g).or_default().push((group, a));
             }
             // Every group's entries are written first and their durability awaited after:
             // the groups of a round share one commit-log write (one fsync), instead of one
             // each in turn.
             let mut persisting: Vec<Persisting> = Vec::new();
             for (g, list) in by_group {
-                let Some(group) = self.groups.borrow().get(&g).cloned() else {
-                    continue;
-                };
-                for a in list {
-                    if !self.has_group(g) {
-                        break; // failed by an earlier action of this round
+                for (group, a) in list {
+                    if !self.is_current(g, &group) {
+                        continue; // failed (and maybe reopened) since the action was made
                     }
                     match a {
                         Action::PersistEntries {
@@ -638,7 +659,10 @@ impl ReplicaDriver {
                             }),
                             Err(why) => self.fail_group(g, &group, &why),
                         },
-                        other => next.extend(self.carry_out(g, &group, other).await),
+                        other => {
+                            let made = self.carry_out(g, &group, other).await;
+                            next.extend(self.tag(made));
+                        }
                     }
                 }
             }
@@ -650,13 +674,14 @@ impl ReplicaDriver {
                         continue 'groups;
                     }
                 }
-                if !self.has_group(p.g) {
+                if !self.is_current(p.g, &p.group) {
                     continue;
                 }
                 let h = &p.group.handle;
                 h.persisted_index.set(h.persisted_index.get().max(p.end));
                 h.progress.wake_all();
-                next.extend(self.multi.borrow_mut().persisted(p.g, p.write));
+                let made = self.multi.borrow_mut().persisted(p.g, p.write);
+                next.extend(self.tag(made));
             }
             actions = next;
         }
@@ -721,7 +746,7 @@ impl ReplicaDriver {
         Ok((durable, group.log.log_end_offset()))
     }
 
-    async fn carry_out(&self, g: u64, group: &Group, action: Action) -> Vec<GroupAction> {
+    async fn carry_out(&self, g: u64, group: &Rc<Group>, action: Action) -> Vec<GroupAction> {
         match action {
             Action::PersistHardState(h) => {
                 let text = format!(
@@ -771,6 +796,9 @@ impl ReplicaDriver {
                 }
                 *group.members.borrow_mut() = members;
                 tracing::info!(topic = %group.topic, partition = group.partition, log_start_offset = index, "caught up by starting at the leader's log start");
+                if !self.is_current(g, group) {
+                    return Vec::new(); // reopened meanwhile
+                }
                 group.handle.persisted_index.set(index);
                 group.handle.progress.wake_all();
                 self.multi.borrow_mut().persisted(g, write)
@@ -807,6 +835,9 @@ impl ReplicaDriver {
                     }
                 }
                 let prev = prev_index.unwrap_or(from);
+                if !self.is_current(g, group) {
+                    return Vec::new(); // reopened meanwhile: the new group reads again
+                }
                 self.multi
                     .borrow_mut()
                     .with_group(g, |n| ((), n.entries_read(to, from_index, prev, entries)))
@@ -841,6 +872,7 @@ impl ReplicaDriver {
                     .map(node_id);
                 group.handle.leader.set(known);
                 group.handle.progress.wake_all();
+                tracing::debug!(topic = %group.topic, partition = group.partition, ?role, term, leader = ?known, handle = ?Rc::as_ptr(&group.handle), "role changed");
                 if leader {
                     (self.ctx.on_leader)(
                         group.topic.clone(),
