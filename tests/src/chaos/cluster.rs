@@ -126,8 +126,31 @@ impl ChaosCluster {
         self.log_dir.join(format!("node-{n}.log"))
     }
 
-    pub fn is_running(&self, n: usize) -> bool {
-        self.procs[n - 1].is_some()
+    /// Whether node `n`'s process runs (one that exited by itself is forgotten here: the
+    /// next `revive_all` starts it again).
+    pub fn is_running(&mut self, n: usize) -> bool {
+        let exited = match &mut self.procs[n - 1] {
+            Some(child) => child.try_wait().ok().flatten(),
+            None => return false,
+        };
+        if exited.is_some() {
+            self.procs[n - 1] = None;
+            return false;
+        }
+        true
+    }
+
+    /// Nodes whose process exited by itself since they were started (with their status).
+    pub fn exited(&mut self) -> Vec<(usize, std::process::ExitStatus)> {
+        let mut out = Vec::new();
+        for n in 1..=self.nodes() {
+            if let Some(child) = &mut self.procs[n - 1] {
+                if let Ok(Some(status)) = child.try_wait() {
+                    out.push((n, status));
+                }
+            }
+        }
+        out
     }
 
     /// kill -9 of node `n` (`ip netns exec` execs the node, so the child is the node).

@@ -42,7 +42,10 @@ impl Lab {
     pub fn create(nodes: usize) -> Result<Self, String> {
         let pid = std::process::id();
         let used = sh("ip", &["-o", "-4", "addr", "show"])?;
-        let subnet = (1..=250u8)
+        // Starting from the pid's own: two harnesses at once rarely probe the same one.
+        let first = pid % 250;
+        let subnet = (0..250u32)
+            .map(|i| ((first + i) % 250 + 1) as u8)
             .find(|x| !used.contains(&format!("198.18.{x}.")))
             .ok_or("no free 198.18.x.0/24 subnet for the test network")?;
         let lab = Self {

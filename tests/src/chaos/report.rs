@@ -21,14 +21,20 @@ pub fn line(index: usize, v: &Verdict) -> String {
     } else {
         format!("{} ANOMALIES", v.anomalies.len())
     };
+    let phases: Vec<String> = v
+        .phases
+        .iter()
+        .map(|(name, ms)| format!("{name} {:.1}", *ms as f64 / 1000.0))
+        .collect();
     format!(
-        "schedule {index} seed {}: {status} | {faults} | {} ops, {} acked, {} member kills, recovery {:.1} s, {:.1} s",
+        "schedule {index} seed {}: {status} | {faults} | {} ops, {} acked, {} member kills, recovery {:.1} s | {:.1} s ({})",
         v.seed,
         v.operations,
         v.acknowledged,
         v.member_kills,
         v.recovery_ms as f64 / 1000.0,
-        v.elapsed_ms as f64 / 1000.0
+        v.elapsed_ms as f64 / 1000.0,
+        phases.join(", ")
     )
 }
 

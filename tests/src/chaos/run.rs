@@ -54,6 +54,8 @@ pub struct Verdict {
     /// From the heal until every partition took a write again.
     pub recovery_ms: u64,
     pub elapsed_ms: u64,
+    /// Milliseconds per phase: setup, faults, recovery, producers, drain, members, reads.
+    pub phases: Vec<(&'static str, u64)>,
     pub anomalies: Vec<Anomaly>,
     /// For each anomaly (the first ten), the events that concern it.
     pub evidence: Vec<(Anomaly, Vec<Event>)>,
@@ -63,6 +65,7 @@ pub struct Verdict {
 /// a finding.
 pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
     let began = Instant::now();
+    let mut phases = Phases::new();
     let steps = schedule::generate(seed, opts.nodes, APPEND_PARTITIONS, opts.duration_ms);
     let run_dir = opts.work_dir.join(format!("seed-{seed}"));
     std::fs::create_dir_all(&run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
@@ -73,6 +76,7 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let client = runtime.block_on(setup(&cluster))?;
+    phases.end("setup");
     let history = Arc::new(History::new());
     let stop = Arc::new(AtomicBool::new(false));
     let append_log = Arc::new(Mutex::new(AppendLog::default()));
@@ -125,9 +129,14 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
     )));
 
     let faults = run_nemesis(&mut cluster, &steps, &runtime, &client, &history, opts)?;
+    phases.end("faults");
 
     // Heal everything, stop writing, and measure how long until every partition takes a
-    // write again.
+    // write again. A node that stopped by itself (a failed controller-log write) is started
+    // again like a killed one.
+    for (n, status) in cluster.exited() {
+        history.record("nemesis", format!("n{n} had stopped by itself ({status})"));
+    }
     cluster.revive_all();
     cluster.lab.heal()?;
     stop.store(true, Ordering::Relaxed);
@@ -142,6 +151,7 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
         healed + Duration::from_millis(opts.recovery_bound_ms),
     ));
     let recovery_ms = healed.elapsed().as_millis() as u64;
+    phases.end("recovery");
     if let Err(e) = recovered {
         anomalies.push(Anomaly {
             kind: "unavailable",
@@ -157,6 +167,7 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
             let _ = tokio::time::timeout(Duration::from_secs(40), p).await;
         }
     });
+    phases.end("producers");
 
     // The group goes on until it processed every acknowledged value.
     let acked = lock(&append_log).acked.clone();
@@ -170,12 +181,14 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+    phases.end("drain");
     control.done.store(true, Ordering::Relaxed);
     runtime.block_on(async {
         for m in members {
             let _ = tokio::time::timeout(Duration::from_secs(10), m).await;
         }
     });
+    phases.end("members");
 
     // Final reads and the checkers.
     let read_deadline = Instant::now() + Duration::from_millis(opts.recovery_bound_ms);
@@ -198,6 +211,7 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
         .await;
         (a, t)
     });
+    phases.end("reads");
     for (topic, read) in [(APPEND_TOPIC, &append_read), (TXN_TOPIC, &txn_read)] {
         if let Err(e) = read {
             anomalies.push(Anomaly {
@@ -248,6 +262,7 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
         member_kills: g.member_kills,
         recovery_ms,
         elapsed_ms: began.elapsed().as_millis() as u64,
+        phases: phases.0,
         anomalies,
         evidence,
     };
@@ -407,4 +422,18 @@ pub fn anomaly_kinds(v: &Verdict) -> HashMap<&'static str, usize> {
         *m.entry(a.kind).or_insert(0) += 1;
     }
     m
+}
+
+/// How long each phase of a run took.
+struct Phases(Vec<(&'static str, u64)>, Instant);
+
+impl Phases {
+    fn new() -> Self {
+        Self(Vec::new(), Instant::now())
+    }
+
+    fn end(&mut self, name: &'static str) {
+        self.0.push((name, self.1.elapsed().as_millis() as u64));
+        self.1 = Instant::now();
+    }
 }
