@@ -35,7 +35,7 @@ struct Args {
     /// The nodes' log filter (`--log-level` of quiver serve).
     #[arg(long, default_value = "warn")]
     node_log_level: String,
-    /// Also write the sweep's summary as JSON here.
+    /// Also write the sweep's summary as JSON here (rewritten after every schedule).
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -81,14 +81,15 @@ fn main() {
                 summary.harness_errors += 1;
             }
         }
-    }
-    println!("{}", summary.text());
-    if let Some(path) = &args.json {
-        let json = summary.json(args.seed, &opts);
-        if let Err(e) = std::fs::write(path, format!("{json:#}\n")) {
-            eprintln!("{}: {e}", path.display());
+        // After every schedule: a long sweep stopped early keeps what it ran.
+        if let Some(path) = &args.json {
+            let json = summary.json(args.seed, &opts);
+            if let Err(e) = std::fs::write(path, format!("{json:#}\n")) {
+                eprintln!("{}: {e}", path.display());
+            }
         }
     }
+    println!("{}", summary.text());
     if summary.failed > 0 {
         std::process::exit(1);
     }
