@@ -11,7 +11,9 @@ SCHEDULES="${1:-1000}"
 FIRST_SEED="${2:-1000}"
 DURATION_MS="${3:-15000}"
 NODES="${4:-3}"
-cargo build -q --release -p quiver -p quiver-tests --bin quiver-chaos
+# Two builds: `--bin` would apply to both packages and leave the node binary stale.
+cargo build -q --release -p quiver --bin quiver
+cargo build -q --release -p quiver-tests --bin quiver-chaos
 commit=$(git rev-parse --short HEAD)
 out="perf/results/chaos-$(date +%F)-$commit.json"
 start=$(date +%s)

@@ -40,6 +40,7 @@ impl Lab {
     /// Creates the bridge, one namespace per node (1..=nodes) and the nftables table each
     /// node's faults go in.
     pub fn create(nodes: usize) -> Result<Self, String> {
+        remove_leftovers();
         let pid = std::process::id();
         let used = sh("ip", &["-o", "-4", "addr", "show"])?;
         // Starting from the pid's own: two harnesses at once rarely probe the same one.
@@ -157,6 +158,41 @@ impl Lab {
     /// `ip netns exec <ns of n>`: the launcher of node `n`'s process.
     pub fn launcher(&self, n: usize) -> Vec<String> {
         vec!["netns".into(), "exec".into(), self.ns(n)]
+    }
+}
+
+/// Removes the namespaces and links of harnesses that died without cleaning up (killed, or
+/// interrupted): named `qc<pid>...` after a pid that no longer runs.
+fn remove_leftovers() {
+    let dead = |name: &str| -> Option<String> {
+        let digits: String = name
+            .strip_prefix("qc")?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let alive = std::path::Path::new(&format!("/proc/{digits}")).exists();
+        (!digits.is_empty() && !alive).then_some(digits)
+    };
+    if let Ok(list) = sh("ip", &["netns", "list"]) {
+        for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+            if dead(ns).is_some() {
+                let _ = sh("ip", &["netns", "del", ns]);
+            }
+        }
+    }
+    if let Ok(links) = sh("ip", &["-o", "link", "show"]) {
+        for l in links.lines() {
+            let Some(name) = l
+                .split(": ")
+                .nth(1)
+                .map(|n| n.split('@').next().unwrap_or(n))
+            else {
+                continue;
+            };
+            if dead(name).is_some() {
+                let _ = sh("ip", &["link", "del", name]);
+            }
+        }
     }
 }
 

@@ -62,8 +62,16 @@ pub fn evidence(v: &Verdict, opts: &Options) -> String {
 }
 
 pub fn replay_command(seed: u64, opts: &Options) -> String {
+    // The binary that ran (target/debug or target/release), relative to the checkout.
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|e| {
+            let cwd = std::env::current_dir().ok()?;
+            Some(e.strip_prefix(&cwd).unwrap_or(&e).display().to_string())
+        })
+        .unwrap_or_else(|| "target/debug/quiver-chaos".into());
     format!(
-        "target/debug/quiver-chaos --seed {seed} --schedules 1 --nodes {} --duration-ms {}",
+        "{exe} --seed {seed} --schedules 1 --nodes {} --duration-ms {}",
         opts.nodes, opts.duration_ms
     )
 }
