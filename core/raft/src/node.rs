@@ -342,7 +342,12 @@ impl RaftNode {
             self.voted_for = None;
             out.push(Action::PersistHardState(self.hard_state()));
         }
-        if self.role != Role::Follower || changed_term {
+        // Also when only the known leader changes (a restarted follower hearing its term's
+        // leader for the first time): the driver shows it in its refusals ("node N leads").
+        if self.role != Role::Follower
+            || changed_term
+            || (leader.is_some() && self.leader != leader)
+        {
             self.role = Role::Follower;
             out.push(Action::RoleChanged {
                 role: Role::Follower,

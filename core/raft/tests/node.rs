@@ -391,3 +391,25 @@ fn extreme_indexes_and_spans_from_the_network_do_not_panic() {
         let _ = l.step(2, m);
     }
 }
+
+#[test]
+fn a_restarted_follower_reports_the_leader_it_first_hears_in_its_term() {
+    // Restarted at term 3 (its hard state), it knows no leader yet.
+    let mut n = node(2, &[1, 2, 3], 3, vec![entry(1), entry(3)]);
+    assert_eq!(n.leader(), None);
+    let actions = n.step(1, Message::Heartbeat { term: 3, commit: 1 });
+    assert_eq!(n.leader(), Some(1));
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            Action::RoleChanged {
+                role: Role::Follower,
+                term: 3
+            }
+        )),
+        "the driver learns who leads: {actions:?}"
+    );
+    // Heard again: nothing new to report.
+    let again = n.step(1, Message::Heartbeat { term: 3, commit: 1 });
+    assert!(!again.iter().any(|a| matches!(a, Action::RoleChanged { .. })));
+}
