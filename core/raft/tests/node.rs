@@ -411,5 +411,7 @@ fn a_restarted_follower_reports_the_leader_it_first_hears_in_its_term() {
     );
     // Heard again: nothing new to report.
     let again = n.step(1, Message::Heartbeat { term: 3, commit: 1 });
-    assert!(!again.iter().any(|a| matches!(a, Action::RoleChanged { .. })));
+    assert!(!again
+        .iter()
+        .any(|a| matches!(a, Action::RoleChanged { .. })));
 }
