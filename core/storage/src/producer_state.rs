@@ -332,9 +332,25 @@ impl ProducerStates {
     /// The log was cut at `offset`: batches from there on are forgotten (a producer left with
     /// none is forgotten too; its next batch sets its sequence again).
     /// Transactions opened from there on are forgotten, and aborts marked from there on.
-    /// (A cut below a marker leaves its transaction closed: only a replica's truncation
-    /// cuts that deep, and the cluster issue rebuilds the state from the log there.)
+    /// A transaction whose abort marker is cut away while its batches stay is open again: a
+    /// replica's diverged tail can end in an abort marker its next leader writes again, and
+    /// that marker must index the aborted range (found by the chaos harness, seed 1013: a
+    /// replica that had lost the range served an aborted record to read_committed readers).
+    /// (A cut below a commit marker leaves its transaction closed: its records are committed
+    /// whichever leader writes the marker again.)
     pub fn truncate_from(&mut self, offset: u64) {
+        for a in self
+            .aborted
+            .iter()
+            .filter(|a| a.last_offset >= offset && a.first_offset < offset)
+        {
+            if let Some(p) = self.producers.get_mut(&a.producer_id) {
+                if p.txn_first_offset.is_none() {
+                    p.txn_first_offset = Some(a.first_offset);
+                    self.open.insert(a.first_offset, a.producer_id);
+                }
+            }
+        }
         for p in self.producers.values_mut() {
             while p.recent.back().is_some_and(|b| b.last_offset >= offset) {
                 p.recent.pop_back();
@@ -624,6 +640,36 @@ mod tests {
         assert_eq!(s.last_stable_offset(20), 20);
         assert_eq!(s.aborted_between(0, 20).len(), 1, "a commit is not indexed");
         s.forget_aborted_below(14);
+        assert!(s.aborted_between(0, 20).is_empty());
+    }
+
+    #[test]
+    fn an_abort_marker_cut_away_reopens_its_transaction_and_the_next_one_indexes_it() {
+        let mut s = ProducerStates::new(ProducerLimits::default());
+        s.record(&txn_header(1, 0, 0, 10), None, 0);
+        s.record(&txn_header(1, 0, 1, 11), None, 0);
+        let (h, bytes) = marker(1, 1, ControlKind::Abort, 12);
+        s.record_batch(&h, &bytes, 0);
+        assert_eq!(s.last_stable_offset(20), 20);
+        // A replica's diverged tail: the marker is cut, the transaction's batches stay.
+        s.truncate_from(12);
+        assert_eq!(s.last_stable_offset(20), 10, "open again: it holds the LSO");
+        assert!(s.aborted_between(0, 20).is_empty());
+        // The new leader's marker (the coordinator writes it again) indexes the range.
+        let (h, bytes) = marker(1, 1, ControlKind::Abort, 12);
+        s.record_batch(&h, &bytes, 0);
+        assert_eq!(
+            s.aborted_between(0, 20),
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 12
+            }]
+        );
+        assert_eq!(s.last_stable_offset(20), 20);
+        // A cut through the transaction itself forgets it.
+        s.truncate_from(10);
+        assert_eq!(s.last_stable_offset(20), 20);
         assert!(s.aborted_between(0, 20).is_empty());
     }
 }
