@@ -1,6 +1,7 @@
 //! The group workload: members of one consumer group (at-least-once, committing every
 //! 500 ms) process the append topic while the nemesis runs; the workload itself kills a
-//! member now and then (dropped without leaving, as a crashed process) and starts another.
+//! member now and then (its task aborted wherever it is, without leaving, as a crashed
+//! process) and starts another.
 //! A sampler reads the group's committed offsets over the run. After the faults heal, the
 //! members go on until they processed every acknowledged value (or a bound passes).
 
@@ -73,7 +74,7 @@ pub async fn member(
             member_config(),
         )
         .await;
-        let mut m = match subscribed {
+        let m = match subscribed {
             Ok(m) => m,
             Err(e) => {
                 history.record(&actor, format!("join failed: {e}"));
@@ -84,45 +85,60 @@ pub async fn member(
         history.record(&actor, format!("joined as {}", m.member_id()));
         let lifetime = Duration::from_millis(rng.gen_range(2_000..8_000));
         let born = tokio::time::Instant::now();
+        // The member runs in its own task, never interrupted mid-step: it dies whole (the
+        // task aborted, as a process killed at any point), not half-cancelled while alive.
+        let member = tokio::spawn(consume(m, actor.clone(), history.clone(), log.clone()));
         loop {
+            if member.is_finished() {
+                break; // it failed and said why: rejoin
+            }
             if control.done.load(Ordering::Relaxed) {
-                let _ = tokio::time::timeout(Duration::from_secs(5), m.close()).await;
+                member.abort();
                 return;
             }
             if control.churn.load(Ordering::Relaxed) && born.elapsed() >= lifetime {
-                history.record(&actor, "killed (dropped without leaving)");
+                member.abort();
+                history.record(&actor, "killed (its task aborted, without leaving)");
                 lock(&log).member_kills += 1;
-                drop(m);
                 break;
             }
-            match tokio::time::timeout(Duration::from_millis(300), m.next_event()).await {
-                Ok(Ok(GroupEvent::Record(r))) => {
-                    let value = r
-                        .value
-                        .as_deref()
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                        .unwrap_or_default();
-                    let mut l = lock(&log);
-                    l.deliveries += 1;
-                    l.processed.insert(value);
-                }
-                Ok(Ok(GroupEvent::Assigned(tps))) => {
-                    history.record(&actor, format!("assigned {}", describe(&tps)))
-                }
-                Ok(Ok(GroupEvent::Revoked(tps))) => {
-                    history.record(&actor, format!("revoked {}", describe(&tps)))
-                }
-                Ok(Ok(GroupEvent::Lost(tps))) => {
-                    history.record(&actor, format!("lost {}", describe(&tps)))
-                }
-                Ok(Err(e)) => {
-                    history.record(&actor, format!("error, rejoining: {e}"));
-                    break;
-                }
-                Err(_) => {}
-            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One member's life: every event, until an error.
+async fn consume(
+    mut m: GroupConsumer,
+    actor: String,
+    history: Arc<History>,
+    log: Arc<Mutex<GroupLog>>,
+) {
+    loop {
+        match m.next_event().await {
+            Ok(GroupEvent::Record(r)) => {
+                let value = r
+                    .value
+                    .as_deref()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                let mut l = lock(&log);
+                l.deliveries += 1;
+                l.processed.insert(value);
+            }
+            Ok(GroupEvent::Assigned(tps)) => {
+                history.record(&actor, format!("assigned {}", describe(&tps)))
+            }
+            Ok(GroupEvent::Revoked(tps)) => {
+                history.record(&actor, format!("revoked {}", describe(&tps)))
+            }
+            Ok(GroupEvent::Lost(tps)) => history.record(&actor, format!("lost {}", describe(&tps))),
+            Err(e) => {
+                history.record(&actor, format!("error, rejoining: {e}"));
+                return;
+            }
+        }
     }
 }
 
