@@ -1026,16 +1026,7 @@ async fn deliver(request: RequestInFlight, batches: Vec<(TopicPartition, SealedB
     };
     let mut refresh = Vec::new();
     for ((tp, batch), outcome) in batches.into_iter().zip(outcomes) {
-        let stale = |e: &ClientError| {
-            e.needs_metadata_refresh()
-                || matches!(
-                    e,
-                    ClientError::Broker {
-                        code: wire::ErrorCode::UnknownTopic,
-                        ..
-                    }
-                )
-        };
+        let stale = |e: &ClientError| e.needs_metadata_refresh() || refused_by_a_stale_node(e);
         if outcome.as_ref().is_err_and(stale) && !refresh.contains(&tp.0) {
             refresh.push(tp.0.clone());
         }
@@ -1097,6 +1088,19 @@ fn requeue(q: &mut PartitionQueue, batch: SealedBatch) {
     q.sealed.insert(at, batch);
 }
 
+/// The client found the topic in the metadata before sending: a node answering
+/// `UnknownTopic` is behind (restarted, still catching up with the controller). As Kafka
+/// treats UNKNOWN_TOPIC_OR_PARTITION on produce: retried, after a metadata refresh.
+fn refused_by_a_stale_node(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Broker {
+            code: wire::ErrorCode::UnknownTopic,
+            ..
+        }
+    )
+}
+
 /// Settles one partition's batch: resolves its records, or puts it back at the head of its
 /// partition's queue to retry after a backoff (within `delivery_timeout_ms`), so retries
 /// never reorder a partition.
@@ -1115,16 +1119,7 @@ fn settle(inner: &Inner, tp: TopicPartition, mut batch: SealedBatch, outcome: Re
             ..
         })
     );
-    // The client found the topic in the metadata before sending: a node that does not know
-    // it is behind (restarted, still catching up with the controller), as Kafka treats
-    // UNKNOWN_TOPIC_OR_PARTITION on produce: retried, after a metadata refresh.
-    let stale_node = matches!(
-        &outcome,
-        Err(ClientError::Broker {
-            code: wire::ErrorCode::UnknownTopic,
-            ..
-        })
-    );
+    let stale_node = outcome.as_ref().is_err_and(refused_by_a_stale_node);
     let outcome = match outcome {
         Err(e) if e.is_retriable() || behind_a_retry || stale_node => {
             let backoff = Duration::from_millis(cfg.retry_backoff_ms.max(1))

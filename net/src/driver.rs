@@ -246,15 +246,9 @@ impl Driver {
                 }
             }
             Some(DatagramEvent::ConnectionEvent(ch, event)) => {
-                let handled = self
-                    .conns
-                    .get_mut(&ch)
-                    .map(|c| contained(|| c.inner.handle_event(event)));
-                if let Some(Err(why)) = handled {
-                    self.abandon(ch, &why, fx);
-                } else {
-                    to_drive = Some(ch);
-                }
+                to_drive = self
+                    .step_contained(ch, fx, |c| c.handle_event(event))
+                    .then_some(ch);
             }
             Some(DatagramEvent::Response(t)) => fx.sends.push(Outgoing::one(&buf, &t)),
             None => {}
@@ -262,6 +256,31 @@ impl Driver {
         buf.clear();
         self.buf = buf;
         to_drive
+    }
+
+    /// Runs `step` on connection `ch`'s state machine; a panic inside it (a library bug)
+    /// drops that connection ([`Driver::abandon`]) instead of unwinding through the shard.
+    /// False when the connection is gone.
+    fn step_contained(
+        &mut self,
+        ch: ConnectionHandle,
+        fx: &mut Effects,
+        step: impl FnOnce(&mut quinn_proto::Connection),
+    ) -> bool {
+        let Some(c) = self.conns.get_mut(&ch) else {
+            return false;
+        };
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&mut c.inner)));
+        let Err(panic) = caught else {
+            return true;
+        };
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        self.abandon(ch, &why, fx);
+        false
     }
 
     /// Drops a connection whose QUIC state machine panicked (a bug in it, met under loss
@@ -297,15 +316,9 @@ impl Driver {
             })
             .collect();
         for ch in due {
-            let handled = self
-                .conns
-                .get_mut(&ch)
-                .map(|c| contained(|| c.inner.handle_timeout(now)));
-            if let Some(Err(why)) = handled {
-                self.abandon(ch, &why, fx);
-                continue;
+            if self.step_contained(ch, fx, |c| c.handle_timeout(now)) {
+                self.drive(ch, now, fx);
             }
-            self.drive(ch, now, fx);
         }
     }
 
@@ -585,17 +598,6 @@ fn write_pending(c: &mut Conn, id: StreamId) {
     } else {
         *data = rest;
     }
-}
-
-/// Runs one step of a connection's state machine; a panic inside it (a library bug) becomes
-/// an error for that connection instead of unwinding through the shard.
-fn contained(step: impl FnOnce()) -> Result<(), String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).map_err(|p| {
-        p.downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into())
-    })
 }
 
 /// Endpoint settings: accept datagrams up to `MAX_UDP_PAYLOAD_BYTES`.

@@ -48,14 +48,6 @@ impl History {
             .push(event);
     }
 
-    pub fn len(&self) -> usize {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Every event, one line each.
     pub fn text(&self) -> String {
         self.events

@@ -1,7 +1,7 @@
 //! One schedule, end to end: a fresh cluster, the workloads, the nemesis, healing, a bound
 //! on recovery, the final reads and the checkers; the verdict.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -295,7 +295,10 @@ async fn setup(cluster: &ChaosCluster) -> Result<Client, String> {
                 .await
             {
                 Ok(()) => break,
-                Err(e) if e.to_string().contains("exists") => break,
+                Err(quiver_client::ClientError::Broker {
+                    code: quiver_schema::wire::ErrorCode::TopicExists,
+                    ..
+                }) => break,
                 Err(e) if Instant::now() >= deadline => {
                     return Err(format!("creating {topic}: {e}"))
                 }
@@ -413,15 +416,6 @@ async fn read_all(
         all.extend(read_partition(client, topic, p, isolation, deadline).await?);
     }
     Ok(all)
-}
-
-/// Counts of a verdict's anomalies by kind.
-pub fn anomaly_kinds(v: &Verdict) -> HashMap<&'static str, usize> {
-    let mut m = HashMap::new();
-    for a in &v.anomalies {
-        *m.entry(a.kind).or_insert(0) += 1;
-    }
-    m
 }
 
 /// How long each phase of a run took.

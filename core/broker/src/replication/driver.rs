@@ -233,7 +233,6 @@ impl ReplicaDriver {
             after,
         );
         let handle = Rc::new(GroupHandle::new());
-        tracing::debug!(topic, partition, handle = ?Rc::as_ptr(&handle), "new group handle");
         handle.persisted_index.set(log.log_end_offset());
         let added = self.multi.borrow_mut().add_group_from_log(
             group,
@@ -282,9 +281,7 @@ impl ReplicaDriver {
         if !self.is_current(g, group) {
             return;
         }
-        self.groups.borrow_mut().remove(&g);
-        self.multi.borrow_mut().remove_group(g);
-        self.pending.borrow_mut().retain(|(pg, _)| *pg != g);
+        self.remove_group(g);
         tracing::error!(topic = %group.topic, partition = group.partition, "{why}: this replica stops (it neither votes nor acknowledges) and is reopened from disk once it can be; free space or fix the disk");
         let h = &group.handle;
         h.is_leader.set(false);
@@ -321,10 +318,12 @@ impl ReplicaDriver {
         std::mem::take(&mut *self.failed.borrow_mut())
     }
 
-    /// Stops a group (its partition was deleted or moved away).
+    /// Stops a group (its partition was deleted or moved away, or it failed). Its queued
+    /// actions go with it: a group added again under the same id must not carry them out.
     pub fn remove_group(&self, group: u64) {
         self.multi.borrow_mut().remove_group(group);
         self.groups.borrow_mut().remove(&group);
+        self.pending.borrow_mut().retain(|(g, _)| *g != group);
     }
 
     pub fn set_metadata(&self, meta: Arc<Metadata>) {
@@ -872,7 +871,7 @@ impl ReplicaDriver {
                     .map(node_id);
                 group.handle.leader.set(known);
                 group.handle.progress.wake_all();
-                tracing::debug!(topic = %group.topic, partition = group.partition, ?role, term, leader = ?known, handle = ?Rc::as_ptr(&group.handle), "role changed");
+                tracing::debug!(topic = %group.topic, partition = group.partition, ?role, term, leader = ?known, "role changed");
                 if leader {
                     (self.ctx.on_leader)(
                         group.topic.clone(),

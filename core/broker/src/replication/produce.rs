@@ -60,7 +60,6 @@ pub async fn append_replicated(
                 .await
                 .map_err(|_| ApiError::new(ErrorCode::ShuttingDown, "the node is stopping"))?;
             if !g.is_leader.get() {
-                tracing::debug!(topic, partition = partition_id, handle = ?std::rc::Rc::as_ptr(g), "refused: not leading");
                 return Err(not_leader(topic, partition_id, g.leader.get()));
             }
             if let Some(dup) = partition
