@@ -111,9 +111,10 @@ pub(crate) fn storage_error(e: &StorageError) -> ApiError {
         StorageError::Producer(
             quiver_storage::producer_state::ProducerError::OutOfOrderSequence { .. },
         ) => ErrorCode::OutOfOrderSequence,
-        StorageError::Producer(quiver_storage::producer_state::ProducerError::ProducerFenced {
-            ..
-        }) => ErrorCode::ProducerFenced,
+        StorageError::Producer(
+            quiver_storage::producer_state::ProducerError::ProducerFenced { .. }
+            | quiver_storage::producer_state::ProducerError::MarkerSuperseded { .. },
+        ) => ErrorCode::ProducerFenced,
         StorageError::DiskFull { .. } => ErrorCode::DiskFull,
         StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         StorageError::Corrupt { .. } => ErrorCode::CorruptData,

@@ -572,8 +572,10 @@ impl Shard {
                         .append(marker(producer_id, epoch, kind, now), leader_epoch)
                         .await
                     {
-                        // A newer epoch is there already: this marker was superseded.
-                        Err(StorageError::Producer(ProducerError::ProducerFenced { .. })) => Ok(()),
+                        // Its transaction is marked already (a retry, or a delayed call).
+                        Err(StorageError::Producer(ProducerError::MarkerSuperseded { .. })) => {
+                            Ok(())
+                        }
                         Err(e) => Err(storage_error(&e)),
                         Ok(_) => Ok(()),
                     }

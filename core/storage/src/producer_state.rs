@@ -57,6 +57,17 @@ struct Producer {
     last_seen_ms: i64,
     /// The first offset of its open transaction here.
     txn_first_offset: Option<u64>,
+    /// Its last transaction marker here, to undo if a truncation cuts it.
+    last_marker: Option<MarkerUndo>,
+}
+
+/// What a marker changed, so a truncation that cuts it can restore the state before it:
+/// the epoch (a marker moves the producer to the next one) and the transaction it closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MarkerUndo {
+    offset: u64,
+    epoch_before: i16,
+    closed_first_offset: Option<u64>,
 }
 
 /// A transaction aborted in this partition: read_committed readers skip the producer's
@@ -88,6 +99,15 @@ pub enum ProducerError {
     },
     #[error("producer {producer_id} epoch {got} is fenced: epoch {current} took over (a newer instance of the producer); this instance must stop")]
     ProducerFenced {
+        producer_id: i64,
+        got: i16,
+        current: i16,
+    },
+    /// A transaction marker whose transaction is marked here already: a retry of a marker
+    /// written before, or one delayed past the producer's next transaction (which it would
+    /// otherwise close). Nothing is appended; its transaction's marker is in the log.
+    #[error("producer {producer_id}: a transaction marker at epoch {got} where the producer is at epoch {current} here: that transaction is marked already (a retried or delayed marker); nothing appended")]
+    MarkerSuperseded {
         producer_id: i64,
         got: i16,
         current: i16,
@@ -200,16 +220,29 @@ impl ProducerStates {
             }
             return Ok(Verdict::Append);
         };
+        if h.is_control() {
+            // A marker carries the epoch its coordinator moved the producer to, one past its
+            // transaction's (KIP-890): the producer's next transaction writes at that epoch.
+            // A marker at or below the epoch here is stale — a retry of one written, or one
+            // delayed past the next transaction, which it would close (found by the chaos
+            // harness: a late node call's abort marker closed the next transaction, whose
+            // own abort then indexed nothing, and read_committed served it).
+            return if h.producer_epoch > p.epoch {
+                Ok(Verdict::Append)
+            } else {
+                Err(ProducerError::MarkerSuperseded {
+                    producer_id: h.producer_id,
+                    got: h.producer_epoch,
+                    current: p.epoch,
+                })
+            };
+        }
         if h.producer_epoch < p.epoch {
             return Err(ProducerError::ProducerFenced {
                 producer_id: h.producer_id,
                 got: h.producer_epoch,
                 current: p.epoch,
             });
-        }
-        if h.is_control() {
-            // A marker: the coordinator's epoch is at least the producer's.
-            return Ok(Verdict::Append);
         }
         if h.producer_epoch > p.epoch {
             return if h.base_sequence == 0 {
@@ -271,7 +304,9 @@ impl ProducerStates {
                 recent: VecDeque::new(),
                 last_seen_ms: now_ms,
                 txn_first_offset: None,
+                last_marker: None,
             });
+        let epoch_before = p.epoch;
         if h.producer_epoch != p.epoch {
             p.epoch = h.producer_epoch;
             p.recent.clear();
@@ -279,6 +314,11 @@ impl ProducerStates {
         p.last_seen_ms = p.last_seen_ms.max(now_ms);
         let base = h.base_offset.max(0) as u64;
         if h.is_control() {
+            p.last_marker = Some(MarkerUndo {
+                offset: base,
+                epoch_before,
+                closed_first_offset: p.txn_first_offset,
+            });
             if let Some(first) = p.txn_first_offset.take() {
                 self.open.remove(&first);
                 if marker == Some(ControlKind::Abort) {
@@ -330,47 +370,51 @@ impl ProducerStates {
     }
 
     /// The log was cut at `offset`: batches from there on are forgotten (a producer left with
-    /// none is forgotten too; its next batch sets its sequence again).
-    /// Transactions opened from there on are forgotten, and aborts marked from there on.
-    /// A transaction whose abort marker is cut away while its batches stay is open again: a
-    /// replica's diverged tail can end in an abort marker its next leader writes again, and
-    /// that marker must index the aborted range (found by the chaos harness, seed 1013: a
-    /// replica that had lost the range served an aborted record to read_committed readers).
-    /// (A cut below a commit marker leaves its transaction closed: its records are committed
-    /// whichever leader writes the marker again.)
+    /// none, no open transaction and no marker is forgotten too; its next batch sets its
+    /// sequence again). Transactions opened from there on are forgotten, and aborts marked
+    /// from there on.
+    /// A producer's last marker cut away is undone: its transaction, if its batches stay, is
+    /// open again and its epoch is the one before, so the marker its next leader writes
+    /// again is taken and closes it (found by the chaos harness, seed 1013: a replica that had
+    /// lost an abort marker's range served an aborted record to read_committed readers).
+    /// Only the last marker is remembered: a cut through two markers of one producer (a
+    /// diverged tail holding two of its transactions' ends, which needs the first end
+    /// committed elsewhere and so is not a tail) leaves the earlier one in place.
     pub fn truncate_from(&mut self, offset: u64) {
-        for a in self
-            .aborted
-            .iter()
-            .filter(|a| a.last_offset >= offset && a.first_offset < offset)
-        {
-            if let Some(p) = self.producers.get_mut(&a.producer_id) {
-                if p.txn_first_offset.is_none() {
-                    p.txn_first_offset = Some(a.first_offset);
-                    self.open.insert(a.first_offset, a.producer_id);
-                }
-            }
-        }
-        for p in self.producers.values_mut() {
+        for (id, p) in &mut self.producers {
             while p.recent.back().is_some_and(|b| b.last_offset >= offset) {
                 p.recent.pop_back();
             }
             if p.txn_first_offset.is_some_and(|f| f >= offset) {
                 p.txn_first_offset = None;
             }
+            if let Some(m) = p.last_marker.filter(|m| m.offset >= offset) {
+                p.last_marker = None;
+                if p.epoch != m.epoch_before {
+                    p.epoch = m.epoch_before;
+                    p.recent.clear();
+                }
+                if let Some(first) = m.closed_first_offset.filter(|f| *f < offset) {
+                    p.txn_first_offset = Some(first);
+                    self.open.insert(first, *id);
+                }
+            }
         }
         self.open.retain(|first, _| *first < offset);
         self.aborted.retain(|a| a.last_offset < offset);
-        self.producers
-            .retain(|_, p| !p.recent.is_empty() || p.txn_first_offset.is_some());
+        self.producers.retain(|_, p| {
+            !p.recent.is_empty() || p.txn_first_offset.is_some() || p.last_marker.is_some()
+        });
     }
 
-    /// A snapshot: magic `QPS2`, `u32 count`, then per producer `i64 id, i16 epoch, i64
-    /// last_seen_ms, i64 open transaction's first offset (-1: none), u8 batches`, per batch
-    /// `i32 first, i32 last, u64 base, u64 last offset`; then `u32 aborted`, per aborted
-    /// transaction `i64 producer, u64 first, u64 last offset`; then a CRC-32C of all of it.
-    /// Sorted by id, so equal states encode equally. (An older snapshot, without the magic,
-    /// reads as damaged: the log is read once instead.)
+    /// A snapshot: magic `QPS3`, `u32 count`, then per producer `i64 id, i16 epoch, i64
+    /// last_seen_ms, i64 open transaction's first offset (-1: none), i64 last marker's offset
+    /// (-1: none), i16 epoch before it, i64 first offset of the transaction it closed (-1:
+    /// none), u8 batches`, per batch `i32 first, i32 last, u64 base, u64 last offset`; then
+    /// `u32 aborted`, per aborted transaction `i64 producer, u64 first, u64 last offset`; then
+    /// a CRC-32C of all of it. Sorted by id, so equal states encode equally. A `QPS2`
+    /// snapshot (no marker fields) still reads; an older one, without a magic, reads as
+    /// damaged: the log is read once instead.
     pub fn encode(&self) -> Vec<u8> {
         let mut ids: Vec<&i64> = self.producers.keys().collect();
         ids.sort_unstable();
@@ -384,6 +428,15 @@ impl ProducerStates {
             out.extend_from_slice(&p.last_seen_ms.to_be_bytes());
             let first = p.txn_first_offset.map_or(-1, |f| f as i64);
             out.extend_from_slice(&first.to_be_bytes());
+            let marker = p.last_marker.map_or(-1, |m| m.offset as i64);
+            out.extend_from_slice(&marker.to_be_bytes());
+            let epoch_before = p.last_marker.map_or(-1, |m| m.epoch_before);
+            out.extend_from_slice(&epoch_before.to_be_bytes());
+            let closed = p
+                .last_marker
+                .and_then(|m| m.closed_first_offset)
+                .map_or(-1, |f| f as i64);
+            out.extend_from_slice(&closed.to_be_bytes());
             out.push(p.recent.len() as u8);
             for b in &p.recent {
                 out.extend_from_slice(&b.first_sequence.to_be_bytes());
@@ -409,7 +462,10 @@ impl ProducerStates {
         if crc32c::crc32c(body) != u32::from_be_bytes(*crc) {
             return None;
         }
-        let mut r = body.strip_prefix(SNAPSHOT_MAGIC)?;
+        let (mut r, with_markers) = match body.strip_prefix(SNAPSHOT_MAGIC) {
+            Some(r) => (r, true),
+            None => (body.strip_prefix(SNAPSHOT_MAGIC_V2)?, false),
+        };
         fn take<const N: usize>(r: &mut &[u8]) -> Option<[u8; N]> {
             let (head, tail) = r.split_first_chunk::<N>()?;
             *r = tail;
@@ -430,6 +486,18 @@ impl ProducerStates {
             if let Some(f) = txn_first_offset {
                 open.insert(f, id);
             }
+            let last_marker = if with_markers {
+                let offset = i64::from_be_bytes(take(&mut r)?);
+                let epoch_before = i16::from_be_bytes(take(&mut r)?);
+                let closed = i64::from_be_bytes(take(&mut r)?);
+                u64::try_from(offset).ok().map(|offset| MarkerUndo {
+                    offset,
+                    epoch_before,
+                    closed_first_offset: u64::try_from(closed).ok(),
+                })
+            } else {
+                None
+            };
             let [count] = take::<1>(&mut r)?;
             let mut recent = VecDeque::with_capacity(usize::from(count));
             for _ in 0..count {
@@ -447,6 +515,7 @@ impl ProducerStates {
                     recent,
                     last_seen_ms,
                     txn_first_offset,
+                    last_marker,
                 },
             );
         }
@@ -471,7 +540,8 @@ impl ProducerStates {
     }
 }
 
-const SNAPSHOT_MAGIC: &[u8; 4] = b"QPS2";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"QPS3";
+const SNAPSHOT_MAGIC_V2: &[u8; 4] = b"QPS2";
 
 #[cfg(test)]
 mod tests {
@@ -671,5 +741,70 @@ mod tests {
         s.truncate_from(10);
         assert_eq!(s.last_stable_offset(20), 20);
         assert!(s.aborted_between(0, 20).is_empty());
+    }
+
+    #[test]
+    fn a_retried_or_delayed_marker_is_superseded_and_never_closes_the_next_transaction() {
+        let mut s = ProducerStates::new(ProducerLimits::default());
+        s.record(&txn_header(1, 0, 0, 10), None, 0);
+        let (h, bytes) = marker(1, 1, ControlKind::Abort, 11);
+        assert_eq!(s.check(&h), Ok(Verdict::Append));
+        s.record_batch(&h, &bytes, 0);
+        // The same marker again (the coordinator's retry): its transaction is marked.
+        let superseded = Err(ProducerError::MarkerSuperseded {
+            producer_id: 1,
+            got: 1,
+            current: 1,
+        });
+        assert_eq!(s.check(&h), superseded);
+        // The next transaction writes at the marker's epoch; the first marker, delayed past
+        // it (a node call answered late), must not close it: refused, it stays open.
+        s.record(&txn_header(1, 1, 0, 12), None, 0);
+        assert_eq!(s.check(&h), superseded);
+        assert_eq!(s.last_stable_offset(20), 12);
+        // Its own marker (epoch 2) closes it, and indexes its abort.
+        let (h2, bytes2) = marker(1, 2, ControlKind::Abort, 13);
+        assert_eq!(s.check(&h2), Ok(Verdict::Append));
+        s.record_batch(&h2, &bytes2, 0);
+        assert_eq!(s.last_stable_offset(20), 20);
+        assert_eq!(s.aborted_between(12, 20).len(), 1);
+    }
+
+    #[test]
+    fn a_commit_marker_cut_away_is_undone_and_taken_again() {
+        let mut s = ProducerStates::new(ProducerLimits::default());
+        s.record(&txn_header(1, 3, 0, 10), None, 0);
+        let (h, bytes) = marker(1, 4, ControlKind::Commit, 11);
+        s.record_batch(&h, &bytes, 0);
+        let snap = ProducerStates::decode(&s.encode(), ProducerLimits::default()).unwrap();
+        assert_eq!(snap, s, "the last marker is in the snapshot");
+        for mut s in [s, snap] {
+            s.truncate_from(11);
+            // Open again at the epoch before the marker: the new leader's marker is taken.
+            assert_eq!(s.last_stable_offset(20), 10);
+            assert_eq!(s.check(&h), Ok(Verdict::Append));
+            s.record_batch(&h, &bytes, 0);
+            assert_eq!(s.last_stable_offset(20), 20);
+            assert!(s.aborted_between(0, 20).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_version_2_snapshot_still_reads() {
+        let mut s = ProducerStates::new(ProducerLimits::default());
+        s.record(&txn_header(4, 2, 0, 7), None, 9);
+        // QPS2: the same layout without the three marker fields (none recorded here).
+        let v3 = s.encode();
+        let body = &v3[4..v3.len() - 4];
+        let mut v2 = b"QPS2".to_vec();
+        // count, then id, epoch, last_seen_ms, open first offset (4 + 8 + 2 + 8 + 8 bytes).
+        v2.extend_from_slice(&body[..30]);
+        v2.extend_from_slice(&body[30 + 18..]);
+        let crc = crc32c::crc32c(&v2);
+        v2.extend_from_slice(&crc.to_be_bytes());
+        assert_eq!(
+            ProducerStates::decode(&v2, ProducerLimits::default()),
+            Some(s)
+        );
     }
 }

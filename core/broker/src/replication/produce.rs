@@ -8,6 +8,8 @@
 use bytes::BytesMut;
 use quiver_batch::BatchHeader;
 use quiver_broker_api::{ApiError, ErrorCode};
+use quiver_storage::producer_state::ProducerError;
+use quiver_storage::StorageError;
 
 use super::driver::{GroupHandle, ProposeRefusal, ReplicaDriver};
 use crate::acks::AckPoint;
@@ -36,6 +38,24 @@ pub(crate) async fn wait_until(g: &GroupHandle, done: impl Fn(&GroupHandle) -> b
     }
 }
 
+/// A marker found superseded: answered as written once every entry this leader holds is
+/// committed (the marker that superseded it among them), `NotOwner` if it is deposed first.
+async fn superseded_marker(
+    topic: &str,
+    partition_id: i32,
+    partition: &Partition,
+    g: &GroupHandle,
+) -> Result<(u64, u64), ApiError> {
+    // Entry index = offset + 1: the last entry's index is the log end offset.
+    let end = partition.log.log_end_offset();
+    wait_until(g, |g| g.commit_index.get() >= end || !g.is_leader.get()).await;
+    if g.commit_index.get() < end {
+        return Err(not_leader(topic, partition_id, g.leader.get()));
+    }
+    let last = end.saturating_sub(1);
+    Ok((last, last))
+}
+
 /// Appends `batches` to a replicated partition through its group: the offsets they took.
 pub async fn append_replicated(
     driver: &ReplicaDriver,
@@ -62,11 +82,17 @@ pub async fn append_replicated(
             if !g.is_leader.get() {
                 return Err(not_leader(topic, partition_id, g.leader.get()));
             }
-            if let Some(dup) = partition
-                .log
-                .precheck(&batch)
-                .map_err(|e| storage_error(&e))?
-            {
+            let checked = match partition.log.precheck(&batch) {
+                Err(StorageError::Producer(ProducerError::MarkerSuperseded { .. })) => {
+                    // Its transaction's marker is in this leader's log already (an earlier
+                    // attempt, perhaps a deposed leader's entry this one inherited): done
+                    // once everything here is committed.
+                    drop(_turn);
+                    return superseded_marker(topic, partition_id, partition, g).await;
+                }
+                r => r.map_err(|e| storage_error(&e))?,
+            };
+            if let Some(dup) = checked {
                 // Written before: its offsets, once readable like any other.
                 tracing::debug!(
                     topic,
