@@ -450,6 +450,11 @@ impl GroupConsumer {
     }
 
     /// The next record or assignment change; waits (long poll) when there is none.
+    ///
+    /// Not cancel-safe: dropped half-way (a `select!` branch losing, a timeout), it may have
+    /// taken a record it never returns or be part-way through a commit on a revocation. Run
+    /// it to completion (a consumer in a task of its own, stopped by `close` or by ending the
+    /// task), rather than abandoning a call and using the consumer again.
     pub async fn next_event(&mut self) -> Result<GroupEvent> {
         loop {
             if let Some(e) = self.events.pop_front() {

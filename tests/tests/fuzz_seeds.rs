@@ -232,6 +232,18 @@ fn write_group_seeds(seeds: &std::path::Path) {
                 }),
             },
         ),
+        (
+            "txn-offsets",
+            Record::TxnOffsets {
+                group: "g".into(),
+                transactional_id: "tx".into(),
+                value: Some(quiver_group::record::TxnOffsetsValue {
+                    producer_id: 3,
+                    epoch: 5,
+                    commit_time_ms: 1,
+                }),
+            },
+        ),
     ];
     for (name, record) in records {
         let (k, v) = record.encode();

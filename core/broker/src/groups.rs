@@ -359,6 +359,7 @@ impl Shard {
         self: Rc<Self>,
         offsets: quiver_broker_api::OffsetCommit,
         validate_only: bool,
+        stamp: Option<quiver_group::types::TxnStamp>,
     ) -> Result<(), ApiError> {
         self.ensure_offsets_topic().await?;
         let meta = self.metadata();
@@ -381,6 +382,7 @@ impl Shard {
                     crate::txn::TxnCall::GroupOffsets {
                         offsets,
                         validate_only,
+                        stamp,
                     },
                 )
                 .await;
@@ -400,6 +402,7 @@ impl Shard {
         }
         let records = slot.coordinator.borrow_mut().commit_from_transaction(
             &offsets,
+            stamp.as_ref(),
             self.groups.now_ms(),
             wall_clock_ms(),
         );

@@ -17,6 +17,7 @@ use quiver_storage::signal::oneshot;
 use crate::metadata::NodeId;
 use crate::shard::Shard;
 use crate::txn::TxnCall;
+use quiver_group::types::TxnStamp;
 
 /// How long a call to another node may take.
 pub const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +64,7 @@ pub fn to_node_call(call: &TxnCall) -> NodeCall {
         TxnCall::GroupOffsets {
             offsets,
             validate_only,
+            stamp,
         } => NodeCall::TxnGroupOffsets {
             group: offsets.group.clone(),
             member_id: offsets.member_id.clone(),
@@ -73,6 +75,9 @@ pub fn to_node_call(call: &TxnCall) -> NodeCall {
                 .map(|(tp, offset, meta)| (tp.topic.clone(), tp.partition, *offset, meta.clone()))
                 .collect(),
             validate_only: *validate_only,
+            txn: stamp
+                .as_ref()
+                .map(|s| (s.transactional_id.clone(), s.producer_id, s.epoch)),
         },
     }
 }
@@ -108,6 +113,7 @@ pub fn from_node_call(call: NodeCall) -> TxnCall {
             member_epoch,
             offsets,
             validate_only,
+            txn,
         } => TxnCall::GroupOffsets {
             offsets: OffsetCommit {
                 group,
@@ -121,6 +127,11 @@ pub fn from_node_call(call: NodeCall) -> TxnCall {
                     .collect(),
             },
             validate_only,
+            stamp: txn.map(|(transactional_id, producer_id, epoch)| TxnStamp {
+                transactional_id,
+                producer_id,
+                epoch,
+            }),
         },
     }
 }
@@ -314,6 +325,11 @@ mod tests {
                     offsets: vec![(TopicPartition::new("a", 1), 10, "x".into())],
                 },
                 validate_only: false,
+                stamp: Some(TxnStamp {
+                    transactional_id: "tx".into(),
+                    producer_id: 7,
+                    epoch: 4,
+                }),
             },
         ];
         for c in calls {

@@ -23,6 +23,7 @@ use std::time::Duration;
 use glommio::sync::Semaphore;
 use quiver_batch::control::{marker, ControlKind};
 use quiver_broker_api::{ApiError, ErrorCode, OffsetCommit, Request, RequestContext, Response};
+use quiver_group::types::TxnStamp;
 use quiver_storage::producer_state::ProducerError;
 use quiver_storage::StorageError;
 use quiver_txn::coordinator::{End, Init};
@@ -82,10 +83,11 @@ pub enum TxnCall {
         partitions: Vec<TopicPartition>,
     },
     /// Check (`validate_only`) or write a transaction's offsets (on the group's
-    /// coordinator's shard).
+    /// coordinator's shard); `stamp` names the transaction writing them.
     GroupOffsets {
         offsets: OffsetCommit,
         validate_only: bool,
+        stamp: Option<TxnStamp>,
     },
 }
 
@@ -174,7 +176,10 @@ impl Shard {
                 ..
             } => {
                 // The member must be the group's now, as for a commit of its own.
-                let checked = self.clone().group_offsets(offsets.clone(), true).await;
+                let checked = self
+                    .clone()
+                    .group_offsets(offsets.clone(), true, None)
+                    .await;
                 if let Err(e) = checked {
                     return Response::AddOffsetsToTxn(Err(e));
                 }
@@ -277,7 +282,8 @@ impl Shard {
             TxnCall::GroupOffsets {
                 offsets,
                 validate_only,
-            } => self.group_offsets(offsets, validate_only).await,
+                stamp,
+            } => self.group_offsets(offsets, validate_only, stamp).await,
         }
     }
 
@@ -462,7 +468,16 @@ impl Shard {
                     member_epoch: -1,
                     offsets: g.offsets.clone(),
                 };
-                self.clone().group_offsets(offsets, false).await?;
+                // Stamped: a late call of this drive must not land after the producer's
+                // next transaction's offsets.
+                let stamp = TxnStamp {
+                    transactional_id: id.clone(),
+                    producer_id: m.producer_id,
+                    epoch: m.epoch,
+                };
+                self.clone()
+                    .group_offsets(offsets, false, Some(stamp))
+                    .await?;
             }
             self.write_markers(&m).await?;
             let _permit = slot.gate.acquire_permit(1).await.map_err(|_| stopping())?;

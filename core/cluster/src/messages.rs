@@ -156,6 +156,9 @@ pub enum NodeCall {
         member_epoch: i32,
         offsets: Vec<(String, i32, i64, String)>,
         validate_only: bool,
+        /// The transaction writing them: transactional id, producer id, marker epoch.
+        #[serde(default)]
+        txn: Option<(String, i64, i16)>,
     },
 }
 

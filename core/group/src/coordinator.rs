@@ -9,11 +9,12 @@ use crate::assignor::{self, MemberSpec};
 use crate::error::GroupError;
 use crate::group::{Group, GroupState};
 use crate::member;
-use crate::record::{GroupValue, MemberValue, Record, TargetValue};
+use crate::record::{GroupValue, MemberValue, Record, TargetValue, TxnOffsetsValue};
 
 mod failures;
 use crate::types::{
     Assignment, AssignorKind, CommittedOffset, GroupConfig, Limits, TopicCounts, TopicPartition,
+    TxnStamp,
 };
 pub use failures::{Nack, NackOutcome, Origin};
 
@@ -738,17 +739,81 @@ impl Coordinator {
     }
 
     /// Writes the offsets of a committed transaction (their member was checked when they
-    /// were added; the decision to commit them is durable).
+    /// were added; the decision to commit them is durable). With `stamp`, nothing is written
+    /// when the group took offsets from the same or a later transaction of that
+    /// transactional id already: a call of its coordinator that arrives late (after the
+    /// producer's next transaction committed) must not move the offsets back — Jepsen's
+    /// "delayed commit landing in a later transaction".
     pub fn commit_from_transaction(
         &mut self,
         c: &OffsetCommit,
+        stamp: Option<&TxnStamp>,
         now_ms: u64,
         wall_clock_ms: i64,
     ) -> Vec<Record> {
         if self.check_id("group id", &c.group).is_err() || c.group.is_empty() {
             return Vec::new();
         }
-        self.write_offsets(c, None, now_ms, wall_clock_ms).1
+        if let Some(s) = stamp {
+            let taken = self
+                .groups
+                .get(&c.group)
+                .and_then(|g| g.txn_offsets.get(&s.transactional_id));
+            if taken.is_some_and(|t| (s.producer_id, s.epoch) <= (t.producer_id, t.epoch)) {
+                return Vec::new();
+            }
+        }
+        let mut out = self.write_offsets(c, None, now_ms, wall_clock_ms).1;
+        if let Some(s) = stamp {
+            self.stamp_transaction(&c.group, s, now_ms, wall_clock_ms, &mut out);
+        }
+        out
+    }
+
+    /// Remembers `s` as the group's last transaction of its id, forgetting the id that
+    /// committed longest ago beyond `max_txn_ids_per_group`.
+    fn stamp_transaction(
+        &mut self,
+        group: &str,
+        s: &TxnStamp,
+        now_ms: u64,
+        wall_clock_ms: i64,
+        out: &mut Vec<Record>,
+    ) {
+        self.emit(
+            out,
+            Record::TxnOffsets {
+                group: group.to_string(),
+                transactional_id: s.transactional_id.clone(),
+                value: Some(TxnOffsetsValue {
+                    producer_id: s.producer_id,
+                    epoch: s.epoch,
+                    commit_time_ms: wall_clock_ms,
+                }),
+            },
+            now_ms,
+        );
+        let Some(g) = self.groups.get(group) else {
+            return;
+        };
+        if g.txn_offsets.len() > self.limits.max_txn_ids_per_group {
+            if let Some(oldest) = g
+                .txn_offsets
+                .iter()
+                .min_by_key(|(_, t)| t.commit_time_ms)
+                .map(|(id, _)| id.clone())
+            {
+                self.emit(
+                    out,
+                    Record::TxnOffsets {
+                        group: group.to_string(),
+                        transactional_id: oldest,
+                        value: None,
+                    },
+                    now_ms,
+                );
+            }
+        }
     }
 
     /// The member committing `c` (`None`: a commit outside membership, allowed while the
@@ -960,6 +1025,11 @@ impl Coordinator {
             group: group.to_string(),
             tp: tp.clone(),
             offset: *offset,
+            value: None,
+        }));
+        records.extend(g.txn_offsets.keys().map(|id| Record::TxnOffsets {
+            group: group.to_string(),
+            transactional_id: id.clone(),
             value: None,
         }));
         records.extend(g.members.keys().map(|id| Record::Member {

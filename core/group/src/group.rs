@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::record::{DeliveryValue, GroupValue, MemberValue, Record, TargetValue};
+use crate::record::{DeliveryValue, GroupValue, MemberValue, Record, TargetValue, TxnOffsetsValue};
 use crate::types::{Assignment, CommittedOffset, GroupConfig, TopicPartition};
 
 /// A member as the coordinator keeps it: its persisted value and when it was last heard of.
@@ -50,6 +50,8 @@ pub struct Group {
     pub deliveries: BTreeMap<(TopicPartition, i64), DeliveryValue>,
     /// The group record exists (a group only of offsets has none until a member joins).
     pub has_group_record: bool,
+    /// Per transactional id, the last transaction whose offsets the group took.
+    pub txn_offsets: BTreeMap<String, TxnOffsetsValue>,
 }
 
 impl Group {
@@ -65,6 +67,7 @@ impl Group {
             offsets: BTreeMap::new(),
             deliveries: BTreeMap::new(),
             has_group_record: false,
+            txn_offsets: BTreeMap::new(),
         }
     }
 
@@ -133,6 +136,18 @@ impl Group {
                     self.deliveries.remove(&(tp.clone(), *offset));
                 }
             },
+            Record::TxnOffsets {
+                transactional_id,
+                value,
+                ..
+            } => match value {
+                Some(v) => {
+                    self.txn_offsets.insert(transactional_id.clone(), v.clone());
+                }
+                None => {
+                    self.txn_offsets.remove(transactional_id);
+                }
+            },
             Record::Target { value, .. } => match value {
                 Some(TargetValue { epoch, members }) => {
                     self.target_epoch = *epoch;
@@ -182,6 +197,7 @@ impl Group {
         self.members.is_empty()
             && self.offsets.is_empty()
             && self.deliveries.is_empty()
+            && self.txn_offsets.is_empty()
             && !self.has_group_record
     }
 }

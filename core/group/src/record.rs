@@ -15,6 +15,7 @@ const KIND_GROUP: u16 = 2;
 const KIND_MEMBER: u16 = 3;
 const KIND_TARGET: u16 = 4;
 const KIND_DELIVERY: u16 = 5;
+const KIND_TXN_OFFSETS: u16 = 6;
 const VALUE_VERSION: u16 = 0;
 
 /// A group's epoch and configuration.
@@ -64,6 +65,15 @@ pub struct DeliveryValue {
     pub moving: Option<(i32, i64)>,
 }
 
+/// The last transaction of one transactional id whose offsets the group took (see
+/// [`crate::types::TxnStamp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnOffsetsValue {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub commit_time_ms: i64,
+}
+
 /// One state change of one group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
@@ -91,6 +101,11 @@ pub enum Record {
         offset: i64,
         value: Option<DeliveryValue>,
     },
+    TxnOffsets {
+        group: String,
+        transactional_id: String,
+        value: Option<TxnOffsetsValue>,
+    },
 }
 
 /// A record that cannot be read.
@@ -105,7 +120,8 @@ impl Record {
             | Self::Group { group, .. }
             | Self::Member { group, .. }
             | Self::Target { group, .. }
-            | Self::Delivery { group, .. } => group,
+            | Self::Delivery { group, .. }
+            | Self::TxnOffsets { group, .. } => group,
         }
     }
 
@@ -198,6 +214,21 @@ impl Record {
                         }
                         None => v.push(0),
                     }
+                })
+            }
+            Self::TxnOffsets {
+                group,
+                transactional_id,
+                value,
+            } => {
+                put_u16(&mut k, KIND_TXN_OFFSETS);
+                put_str(&mut k, group);
+                put_str(&mut k, transactional_id);
+                value.as_ref().map(|t| {
+                    put_u16(&mut v, VALUE_VERSION);
+                    put_i64(&mut v, t.producer_id);
+                    put_u16(&mut v, t.epoch as u16);
+                    put_i64(&mut v, t.commit_time_ms);
                 })
             }
             Self::Target { group, value } => {
@@ -359,6 +390,23 @@ impl Record {
                     group,
                     tp,
                     offset,
+                    value,
+                }
+            }
+            KIND_TXN_OFFSETS => {
+                let group = k.string()?;
+                let transactional_id = k.string()?;
+                let value = match v.as_mut() {
+                    Some(r) => Some(TxnOffsetsValue {
+                        producer_id: r.i64()?,
+                        epoch: r.u16()? as i16,
+                        commit_time_ms: r.i64()?,
+                    }),
+                    None => None,
+                };
+                Self::TxnOffsets {
+                    group,
+                    transactional_id,
                     value,
                 }
             }
@@ -543,6 +591,20 @@ mod tests {
                 group: "g".into(),
                 tp: TopicPartition::new("t", 2),
                 offset: 77,
+                value: None,
+            },
+            Record::TxnOffsets {
+                group: "g".into(),
+                transactional_id: "tx-1".into(),
+                value: Some(TxnOffsetsValue {
+                    producer_id: 9,
+                    epoch: -2,
+                    commit_time_ms: 1_700_000_000_000,
+                }),
+            },
+            Record::TxnOffsets {
+                group: "g".into(),
+                transactional_id: "tx-1".into(),
                 value: None,
             },
             Record::Member {

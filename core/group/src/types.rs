@@ -207,6 +207,9 @@ pub struct Limits {
     pub max_rebalance_timeout_ms: u32,
     /// Most failed records (`nack`) one group tracks at once.
     pub max_failed_records_per_group: usize,
+    /// Most transactional ids whose last transaction one group remembers (beyond it the
+    /// one that committed longest ago is forgotten).
+    pub max_txn_ids_per_group: usize,
 }
 
 impl Default for Limits {
@@ -223,8 +226,20 @@ impl Default for Limits {
             max_heartbeat_interval_ms: 60_000,
             max_rebalance_timeout_ms: 1_800_000,
             max_failed_records_per_group: 10_000,
+            max_txn_ids_per_group: 10_000,
         }
     }
+}
+
+/// The transaction whose end writes offsets: its transactional id and the producer id and
+/// epoch its markers carry. A later transaction of the id has a greater `(producer_id,
+/// epoch)`; a group takes no offsets from a transaction older than the last it took from
+/// that id (a late call must not move the offsets back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnStamp {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
 }
 
 /// A committed offset of one partition.

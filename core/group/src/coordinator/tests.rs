@@ -356,3 +356,62 @@ fn alter_config_keys_changes_only_the_named_keys_and_refuses_unknown_ones() {
         250
     );
 }
+
+#[test]
+fn a_transaction_s_late_offsets_never_move_the_group_back() {
+    let limits = Limits {
+        max_txn_ids_per_group: 2,
+        ..Limits::default()
+    };
+    let mut c = Coordinator::new(limits.clone(), fast());
+    let tp = TopicPartition::new("t", 0);
+    let commit = |offset: i64| OffsetCommit {
+        group: "g".into(),
+        member_id: String::new(),
+        member_epoch: -1,
+        offsets: vec![(tp.clone(), offset, String::new())],
+    };
+    let stamp = |id: &str, producer_id: i64, epoch: i16| TxnStamp {
+        transactional_id: id.into(),
+        producer_id,
+        epoch,
+    };
+    let committed = |c: &Coordinator| c.committed("g", std::slice::from_ref(&tp))[0].1.offset;
+    let mut log = Vec::new();
+    // Transaction at epoch 5 commits 10, the next (epoch 6) commits 20.
+    log.extend(c.commit_from_transaction(&commit(10), Some(&stamp("a", 1, 5)), 0, 1));
+    log.extend(c.commit_from_transaction(&commit(20), Some(&stamp("a", 1, 6)), 0, 2));
+    assert_eq!(committed(&c), 20);
+    // The first one's call again, late (or retried): nothing written.
+    assert!(c
+        .commit_from_transaction(&commit(10), Some(&stamp("a", 1, 5)), 0, 3)
+        .is_empty());
+    assert!(c
+        .commit_from_transaction(&commit(20), Some(&stamp("a", 1, 6)), 0, 3)
+        .is_empty());
+    assert_eq!(committed(&c), 20);
+    // A fresh producer id of the id (epochs exhausted) orders after the old one.
+    log.extend(c.commit_from_transaction(&commit(30), Some(&stamp("a", 2, 0)), 0, 4));
+    assert_eq!(committed(&c), 30);
+    // Another transactional id is ordered on its own; the oldest id beyond the limit of 2
+    // is forgotten.
+    log.extend(c.commit_from_transaction(&commit(31), Some(&stamp("b", 3, 0)), 0, 5));
+    log.extend(c.commit_from_transaction(&commit(32), Some(&stamp("c", 4, 0)), 0, 6));
+    assert_eq!(c.group("g").map(|g| g.txn_offsets.len()), Some(2));
+    // What the records say survives a reload (a coordinator moving).
+    let mut reloaded = Coordinator::new(limits, fast());
+    for r in &log {
+        let (k, v) = r.encode();
+        reloaded.replay(&Record::decode(&k, v.as_deref()).expect("decode"), 0);
+    }
+    assert_eq!(
+        reloaded.group("g").map(|g| g.txn_offsets.clone()),
+        c.group("g").map(|g| g.txn_offsets.clone())
+    );
+    assert!(reloaded
+        .commit_from_transaction(&commit(5), Some(&stamp("c", 4, 0)), 0, 7)
+        .is_empty());
+    // Deleting the group forgets them too.
+    c.delete("g", true, 0).expect("delete");
+    assert!(c.group("g").is_none());
+}
