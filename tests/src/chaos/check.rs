@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anomaly {
     /// `lost`, `duplicate`, `wrong-offset`, `reordered`, `unexpected`, `aborted-read`,
-    /// `torn-transaction`, `lost-commit`, `offset-backwards`, `unprocessed`, `unavailable`.
+    /// `torn-transaction`, `lost-commit`, `offset-backwards`, `unprocessed`, `unavailable`;
+    /// for the exactly-once pipeline `eos-duplicate`, `eos-unprocessed`,
+    /// `eos-offset-backwards`.
     pub kind: &'static str,
     /// The value, transaction or partition it concerns (the history is searched for it).
     pub subject: String,
@@ -233,6 +235,56 @@ pub fn check_group(
     out
 }
 
+/// Exactly-once pipeline: read_committed, its output holds every acknowledged input value
+/// exactly once (the pipeline copies values), and its group's committed offsets never move
+/// backwards.
+pub fn check_exactly_once(
+    acked: &HashMap<String, (i32, i64)>,
+    output: &[Read],
+    samples: &[(u64, BTreeMap<i32, i64>)],
+) -> Vec<Anomaly> {
+    let mut seen: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+    for (p, o, v) in output {
+        seen.entry(v.as_str()).or_default().push((*p, *o));
+    }
+    let mut out: Vec<Anomaly> = seen
+        .iter()
+        .filter(|(_, at)| at.len() > 1)
+        .map(|(v, at)| {
+            let places: Vec<String> = at.iter().map(|(p, o)| format!("{p}@{o}")).collect();
+            anomaly(
+                "eos-duplicate",
+                *v,
+                format!(
+                    "{v} is in the committed output {} times: {}",
+                    at.len(),
+                    places.join(", ")
+                ),
+            )
+        })
+        .collect();
+    let processed: HashSet<String> = seen.keys().map(|v| v.to_string()).collect();
+    out.extend(
+        check_group(acked, &processed, samples)
+            .into_iter()
+            .map(|a| {
+                match a.kind {
+                    "unprocessed" => Anomaly {
+                        kind: "eos-unprocessed",
+                        ..a
+                    },
+                    // The pipeline's sampler writes its partitions as `eos-partition-<p>`.
+                    _ => Anomaly {
+                        kind: "eos-offset-backwards",
+                        subject: format!("eos-{}", a.subject),
+                        ..a
+                    },
+                }
+            }),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +399,34 @@ mod tests {
         );
         let all: HashSet<String> = ["a".to_string(), "b".to_string()].into();
         assert!(check_group(&acked, &all, &samples[..2]).is_empty());
+    }
+
+    #[test]
+    fn exactly_once_finds_duplicates_unprocessed_values_and_offsets_moving_back() {
+        let acked: HashMap<String, (i32, i64)> = [
+            ("a".to_string(), (0, 0)),
+            ("b".to_string(), (1, 0)),
+            ("c".to_string(), (1, 1)),
+        ]
+        .into();
+        let out = |v: &str, o: i64| (0, o, v.to_string());
+        let samples = vec![
+            (10, BTreeMap::from([(0, 1)])),
+            (20, BTreeMap::from([(0, 0)])),
+        ];
+        assert_eq!(
+            kinds(&check_exactly_once(
+                &acked,
+                &[out("a", 0), out("b", 1), out("b", 2)],
+                &samples
+            )),
+            ["eos-duplicate", "eos-offset-backwards", "eos-unprocessed"]
+        );
+        assert!(check_exactly_once(
+            &acked,
+            &[out("a", 0), out("b", 1), out("c", 2)],
+            &samples[..1]
+        )
+        .is_empty());
     }
 }

@@ -147,10 +147,12 @@ fn describe(tps: &[quiver_client::TopicPartition]) -> String {
     format!("[{}]", parts.join(","))
 }
 
-/// Reads the group's committed offsets every 250 ms until `done`.
+/// Reads the group's committed offsets every 250 ms until `done`; `prefix` names its
+/// partitions in the history (`<prefix>partition-<p>`).
 pub async fn sample_commits(
     client: Client,
     group: String,
+    prefix: &'static str,
     control: Arc<GroupControl>,
     history: Arc<History>,
     log: Arc<Mutex<GroupLog>>,
@@ -170,9 +172,12 @@ pub async fn sample_commits(
             if l.samples.last().map(|(_, s)| s) != Some(&sample) {
                 let text: Vec<String> = sample
                     .iter()
-                    .map(|(p, o)| format!("partition-{p}={o}"))
+                    .map(|(p, o)| format!("{prefix}partition-{p}={o}"))
                     .collect();
-                history.record("sampler", format!("committed {}", text.join(" ")));
+                history.record(
+                    &format!("{prefix}sampler"),
+                    format!("committed {}", text.join(" ")),
+                );
             }
             l.samples.push((at, sample));
         }

@@ -12,6 +12,7 @@ use quiver_client::{Admin, Client, Isolation, Producer, ProducerRecord};
 use super::append::{self, lock, read_partition, AppendLog};
 use super::check::{self, Anomaly, Read};
 use super::cluster::ChaosCluster;
+use super::eos::{self, EosLog, Pipeline};
 use super::group::{self, GroupControl, GroupLog};
 use super::history::{Event, History};
 use super::nemesis;
@@ -21,6 +22,9 @@ use super::txn;
 pub const APPEND_TOPIC: &str = "chaos-append";
 pub const TXN_TOPIC: &str = "chaos-txn";
 pub const GROUP: &str = "chaos-group";
+/// The exactly-once pipeline's output (the append topic copied) and group.
+pub const EOS_TOPIC: &str = "chaos-eos";
+pub const EOS_GROUP: &str = "chaos-eos-group";
 const APPEND_PARTITIONS: i32 = 4;
 const TXN_PARTITIONS: i32 = 3;
 const APPEND_PRODUCERS: usize = 2;
@@ -46,9 +50,10 @@ pub struct Options {
 pub struct Verdict {
     pub seed: u64,
     pub faults: BTreeMap<&'static str, u32>,
-    /// Operations invoked: appends sent, transactions begun, records delivered to members.
+    /// Operations invoked: appends sent, transactions begun, records delivered to members,
+    /// records the pipeline committed.
     pub operations: u64,
-    /// Appends acknowledged plus transactions committed.
+    /// Appends acknowledged plus transactions committed (the pipeline's too).
     pub acknowledged: u64,
     pub member_kills: u32,
     /// From the heal until every partition took a write again.
@@ -81,6 +86,9 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let append_log = Arc::new(Mutex::new(AppendLog::default()));
     let group_log = Arc::new(Mutex::new(GroupLog::default()));
+    let eos_log = Arc::new(Mutex::new(EosLog::default()));
+    // Only the pipeline's group's sampled offsets are kept in it.
+    let eos_samples = Arc::new(Mutex::new(GroupLog::default()));
     let txns = Arc::new(Mutex::new(Vec::new()));
     let control = Arc::new(GroupControl::default());
     control.churn.store(true, Ordering::Relaxed);
@@ -123,9 +131,32 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
     members.push(runtime.spawn(group::sample_commits(
         client.clone(),
         GROUP.into(),
+        "",
         control.clone(),
         history.clone(),
         group_log.clone(),
+    )));
+    let pipeline = Arc::new(Pipeline {
+        input: APPEND_TOPIC.into(),
+        output: EOS_TOPIC.into(),
+        group: EOS_GROUP.into(),
+        transactional_id: format!("chaos-eos-{seed}"),
+    });
+    members.push(runtime.spawn(eos::run(
+        client.clone(),
+        pipeline,
+        seed,
+        control.clone(),
+        history.clone(),
+        eos_log.clone(),
+    )));
+    members.push(runtime.spawn(group::sample_commits(
+        client.clone(),
+        EOS_GROUP.into(),
+        "eos-",
+        control.clone(),
+        history.clone(),
+        eos_samples.clone(),
     )));
 
     let faults = run_nemesis(&mut cluster, &steps, &runtime, &client, &history, opts)?;
@@ -169,14 +200,21 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
     });
     phases.end("producers");
 
-    // The group goes on until it processed every acknowledged value.
+    // The group goes on until it processed every acknowledged value, the pipeline until its
+    // committed offsets passed every acknowledged one.
     let acked = lock(&append_log).acked.clone();
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, o) in acked.values() {
+        let end = ends.entry(*p).or_insert(0);
+        *end = (*end).max(o + 1);
+    }
     let drained = Instant::now() + Duration::from_millis(opts.recovery_bound_ms + 15_000);
     runtime.block_on(async {
         while Instant::now() < drained
-            && acked
+            && (acked
                 .keys()
                 .any(|v| !lock(&group_log).processed.contains(v))
+                || !caught_up(&lock(&eos_samples).samples, &ends))
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -192,7 +230,7 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
 
     // Final reads and the checkers.
     let read_deadline = Instant::now() + Duration::from_millis(opts.recovery_bound_ms);
-    let (append_read, txn_read) = runtime.block_on(async {
+    let (append_read, txn_read, eos_read) = runtime.block_on(async {
         let a = read_all(
             &client,
             APPEND_TOPIC,
@@ -209,10 +247,22 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
             read_deadline,
         )
         .await;
-        (a, t)
+        let e = read_all(
+            &client,
+            EOS_TOPIC,
+            APPEND_PARTITIONS,
+            Isolation::ReadCommitted,
+            read_deadline,
+        )
+        .await;
+        (a, t, e)
     });
     phases.end("reads");
-    for (topic, read) in [(APPEND_TOPIC, &append_read), (TXN_TOPIC, &txn_read)] {
+    for (topic, read) in [
+        (APPEND_TOPIC, &append_read),
+        (TXN_TOPIC, &txn_read),
+        (EOS_TOPIC, &eos_read),
+    ] {
         if let Err(e) = read {
             anomalies.push(Anomaly {
                 kind: "unavailable",
@@ -230,6 +280,14 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
     }
     if let Ok(read) = &txn_read {
         anomalies.extend(check::check_transactions(&t, read));
+    }
+    let e = lock(&eos_log);
+    if let Ok(read) = &eos_read {
+        anomalies.extend(check::check_exactly_once(
+            &a.acked,
+            read,
+            &lock(&eos_samples).samples,
+        ));
     }
     if let (false, Some(dir)) = (anomalies.is_empty(), &opts.history_dir) {
         let path = dir.join(format!("history-{seed}.txt"));
@@ -257,16 +315,16 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
     let verdict = Verdict {
         seed,
         faults,
-        operations: a.sent.len() as u64 + t.len() as u64 + g.deliveries,
-        acknowledged: a.acked.len() as u64 + committed,
-        member_kills: g.member_kills,
+        operations: a.sent.len() as u64 + t.len() as u64 + g.deliveries + e.records,
+        acknowledged: a.acked.len() as u64 + committed + e.steps,
+        member_kills: g.member_kills + e.kills,
         recovery_ms,
         elapsed_ms: began.elapsed().as_millis() as u64,
         phases: phases.0,
         anomalies,
         evidence,
     };
-    drop((a, g, t));
+    drop((a, g, t, e));
     runtime.shutdown_timeout(Duration::from_secs(2));
     drop(cluster);
     let _ = std::fs::remove_dir_all(&run_dir);
@@ -288,6 +346,7 @@ async fn setup(cluster: &ChaosCluster) -> Result<Client, String> {
     for (topic, partitions) in [
         (APPEND_TOPIC, APPEND_PARTITIONS),
         (TXN_TOPIC, TXN_PARTITIONS),
+        (EOS_TOPIC, APPEND_PARTITIONS),
     ] {
         loop {
             match admin
@@ -351,6 +410,15 @@ fn run_nemesis(
     }
     wait_until(opts.duration_ms);
     Ok(faults)
+}
+
+/// Whether the last sampled committed offsets reached `ends` on every partition.
+fn caught_up(samples: &[(u64, BTreeMap<i32, i64>)], ends: &BTreeMap<i32, i64>) -> bool {
+    let Some((_, last)) = samples.last() else {
+        return ends.is_empty();
+    };
+    ends.iter()
+        .all(|(p, end)| last.get(p).is_some_and(|o| o >= end))
 }
 
 /// Producer number of the recovery probe in the append log.
