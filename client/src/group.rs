@@ -451,10 +451,11 @@ impl GroupConsumer {
 
     /// The next record or assignment change; waits (long poll) when there is none.
     ///
-    /// Not cancel-safe: dropped half-way (a `select!` branch losing, a timeout), it may have
-    /// taken a record it never returns or be part-way through a commit on a revocation. Run
-    /// it to completion (a consumer in a task of its own, stopped by `close` or by ending the
-    /// task), rather than abandoning a call and using the consumer again.
+    /// Cancel-safe for `AtLeastOnce` and `Transactional`: dropped half-way (a `select!`
+    /// branch losing, a timeout), it loses no record and a reconciliation it was in is run
+    /// again by the next call (a commit on revocation may be made twice; an auto-commit due
+    /// may be skipped until the next call). `AtMostOnce`: dropped while committing before a
+    /// record is handed out, that record may be skipped, as at-most-once allows.
     pub async fn next_event(&mut self) -> Result<GroupEvent> {
         loop {
             if let Some(e) = self.events.pop_front() {
@@ -788,6 +789,9 @@ impl GroupConsumer {
         let Some(target) = target else {
             return Ok(());
         };
+        // Until this pass completes, the next call runs it again: a pass dropped half-way
+        // (`next_event` cancelled during a commit or a lookup) is not taken as done.
+        self.reconcile_retry_at = Some(Instant::now());
         let revoked: Vec<TopicPartition> = self.owned.difference(&target).cloned().collect();
         if !revoked.is_empty() {
             if self.config.delivery == DeliveryMode::AtLeastOnce {
@@ -830,6 +834,7 @@ impl GroupConsumer {
             self.report_owned();
             self.events.push_back(GroupEvent::Assigned(added));
         }
+        self.reconcile_retry_at = None;
         Ok(())
     }
 

@@ -108,3 +108,26 @@ fn retries_are_answered_with_their_offsets_gaps_and_fenced_epochs_are_refused_ac
         log.close().await.unwrap();
     });
 }
+
+/// A replica stores its leader's entries as they come: its producer state records them
+/// without judging them (it may have forgotten or kept producers its leader did not), so an
+/// entry its own state would call a duplicate or fenced still takes its place in the log.
+#[test]
+fn a_replica_entry_is_stored_whatever_the_replica_s_producer_state_says() {
+    let dir = scratch();
+    let path = dir.path().join("p");
+    run(async move {
+        let log = PartitionLog::open(&path, cfg()).await.unwrap();
+        log.append(batch(9, 1, 0, 2), 0).await.unwrap();
+        assert_eq!(log.log_end_offset(), 2);
+        // As a client's batch, the same one is a duplicate and an older epoch is fenced;
+        // as its leader's entries, both are stored.
+        for entry in [batch(9, 1, 0, 2), batch(9, 0, 5, 1)] {
+            let (info, durable) = log.append_replica_entry(entry, 0).await.unwrap();
+            durable.wait().await.unwrap();
+            assert_eq!(info.last_offset + 1, log.log_end_offset());
+        }
+        assert_eq!(log.log_end_offset(), 5);
+        log.close().await.unwrap();
+    });
+}

@@ -1,6 +1,6 @@
 //! A produce to a replicated partition, on its leader: each batch is checked against the
-//! partition's producer state (every replica will apply the same check to the same log, so
-//! only a batch the leader accepts may enter the Raft log), proposed, and answered once a
+//! partition's producer state (only a batch the leader accepts enters the Raft log; replicas
+//! record its entries without judging them again), proposed, and answered once a
 //! quorum holds it (`acks=all`: the commit index passed it) or once the leader's log does
 //! (`acks=leader`). An idempotent producer's retry of a batch already written gets its
 //! offsets back without a second proposal.

@@ -343,12 +343,16 @@ impl PartitionLog {
         leader_epoch: i32,
     ) -> Result<(AppendInfo, Durability)> {
         let header = self.validate(&batch)?;
-        self.enqueue_valid(batch, header, leader_epoch).await
+        self.enqueue_valid(batch, header, leader_epoch, ProducerCheck::Check)
+            .await
     }
 
     /// A replica's append of its leader's entry, as [`PartitionLog::append_pipelined`]: the
     /// batch as its leader stores it, so one compaction thinned (fewer records than offsets,
-    /// even none) is taken whole — its offsets are the entry's.
+    /// even none) is taken whole — its offsets are the entry's. The producer state records it
+    /// without judging it: the leader checked it before proposing, and a replica's state may
+    /// differ in what it forgot (producers expire by each node's clock), so a replica that
+    /// judged entries could refuse one its log must hold at that index.
     pub async fn append_replica_entry(
         &self,
         batch: BytesMut,
@@ -358,7 +362,8 @@ impl PartitionLog {
             max_batch_bytes: self.inner.config.max_batch_bytes,
         };
         let header = quiver_batch::validate_stored_batch(&batch, limits)?;
-        self.enqueue_valid(batch, header, leader_epoch).await
+        self.enqueue_valid(batch, header, leader_epoch, ProducerCheck::Record)
+            .await
     }
 
     async fn enqueue_valid(
@@ -366,13 +371,18 @@ impl PartitionLog {
         batch: BytesMut,
         header: BatchHeader,
         leader_epoch: i32,
+        producer: ProducerCheck,
     ) -> Result<(AppendInfo, Durability)> {
         self.wait_for_room(batch.len()).await?;
         let (tx, rx) = oneshot();
         let info = {
             let mut st = self.inner.state.borrow_mut();
             // An idempotent producer's batch: the next one, or a retry of one written.
-            if let Verdict::Duplicate(b) = st.producers.check(&header)? {
+            let verdict = match producer {
+                ProducerCheck::Check => st.producers.check(&header)?,
+                ProducerCheck::Record => Verdict::Append,
+            };
+            if let Verdict::Duplicate(b) = verdict {
                 let info = AppendInfo {
                     base_offset: b.base_offset,
                     last_offset: b.last_offset,
@@ -543,4 +553,12 @@ impl Inner {
             .borrow()
             .holds_batches_only_in_commit_log(self.commit_log.is_some())
     }
+}
+
+/// Whether an append judges a batch against the producer state (a client's, on a leader) or
+/// only records it (a replica's copy of its leader's entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProducerCheck {
+    Check,
+    Record,
 }
