@@ -697,6 +697,14 @@ fn a_consumer_group_keeps_consuming_across_its_coordinators_failover_with_offset
     let mut cluster = Cluster::start();
     // The default replication factor on three nodes is 3, for the topic and for
     // __consumer_offsets alike.
+    // The default factor counts the nodes registered when the topic is created: wait for
+    // all three (a node still registering would make it 1 or 2).
+    eventually(20, "three nodes registered", || {
+        let out = cluster.cli(1).run(&["cluster", "status", "--json"], None);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let nodes = v["nodes"].as_array()?;
+        (nodes.len() == 3 && nodes.iter().all(|n| n["up"] == true)).then_some(())
+    });
     eventually(20, "topic creation once every node registered", || {
         let out = cluster
             .cli(1)
