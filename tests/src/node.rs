@@ -53,11 +53,20 @@ fn wait_for_free_ports(base_port: u16, count: usize) {
 /// stderr as the caller set it) with its stdout piped and waits (up to 60 s) for its `ready` line; returns the child and the
 /// banner lines before it.
 pub fn spawn_until_ready(cmd: &mut Command) -> (Child, Vec<String>) {
+    try_spawn_until_ready(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`spawn_until_ready`], with a node that cannot start or is not ready within 60 s as an
+/// error (it is killed).
+pub fn try_spawn_until_ready(cmd: &mut Command) -> Result<(Child, Vec<String>), String> {
     let mut child = cmd
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn quiver serve");
-    let stdout = child.stdout.take().expect("stdout");
+        .map_err(|e| format!("spawn quiver serve: {e}"))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        return Err("quiver serve has no stdout".into());
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -69,11 +78,14 @@ pub fn spawn_until_ready(cmd: &mut Command) -> (Child, Vec<String>) {
     let mut banner = Vec::new();
     loop {
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line == "ready" => return (child, banner),
+            Ok(line) if line == "ready" => return Ok((child, banner)),
             Ok(line) => banner.push(line),
             Err(_) => {
                 let _ = child.kill();
-                panic!("quiver serve did not print `ready` within 60 s; output so far: {banner:?}");
+                let _ = child.wait();
+                return Err(format!(
+                    "quiver serve did not print `ready` within 60 s; output so far: {banner:?}"
+                ));
             }
         }
     }

@@ -10,7 +10,7 @@ use quiver_client::{Client, ClientConfig, TlsTrust};
 
 use super::net::{Lab, NODE_PORT};
 use crate::loopfs::LoopFs;
-use crate::node::{quiver_binary, spawn_until_ready};
+use crate::node::{quiver_binary, try_spawn_until_ready};
 
 /// Shards per node: two, so requests cross shards on a node too.
 pub const SHARDS: usize = 2;
@@ -67,7 +67,7 @@ impl ChaosCluster {
                 .map_err(|e| format!("{}: {e}", tls.display()))?;
         }
         for n in 1..=nodes {
-            cluster.start_node(n);
+            cluster.start_node(n)?;
         }
         Ok(cluster)
     }
@@ -85,8 +85,9 @@ impl ChaosCluster {
         &self.disks[n - 1].mount_point
     }
 
-    /// Starts node `n` (again) and waits for its `ready` line.
-    pub fn start_node(&mut self, n: usize) {
+    /// Starts node `n` (again) and waits for its `ready` line; an error when it is not ready
+    /// within 60 s (it is killed and stays down).
+    pub fn start_node(&mut self, n: usize) -> Result<(), String> {
         let mut cmd = Command::new("ip");
         cmd.args(self.lab.launcher(n))
             .arg(quiver_binary())
@@ -116,9 +117,11 @@ impl ChaosCluster {
             Ok(f) => cmd.stderr(f),
             Err(_) => cmd.stderr(std::process::Stdio::inherit()),
         };
-        let (child, _banner) = spawn_until_ready(&mut cmd);
+        let (child, _banner) =
+            try_spawn_until_ready(&mut cmd).map_err(|e| format!("n{n} did not start: {e}"))?;
         self.procs[n - 1] = Some(child);
         self.paused[n - 1] = false;
+        Ok(())
     }
 
     /// Node `n`'s log file.
@@ -172,16 +175,20 @@ impl ChaosCluster {
         }
     }
 
-    /// Every node running and thawed (killed ones restarted).
-    pub fn revive_all(&mut self) {
+    /// Every node running and thawed (killed ones restarted); the nodes that would not start.
+    pub fn revive_all(&mut self) -> Vec<(usize, String)> {
+        let mut failed = Vec::new();
         for n in 1..=self.nodes() {
             if self.paused[n - 1] {
                 self.pause(n, false);
             }
             if !self.is_running(n) {
-                self.start_node(n);
+                if let Err(e) = self.start_node(n) {
+                    failed.push((n, e));
+                }
             }
         }
+        failed
     }
 
     /// Shard 0 of every node: a client's bootstrap list.

@@ -127,10 +127,12 @@ pub fn apply(
 /// Undoes what `apply` did.
 pub fn heal(cluster: &mut ChaosCluster, applied: Applied) -> Result<String, String> {
     Ok(match applied {
-        Applied::Killed(n) => {
-            cluster.start_node(n);
-            format!("n{n} restarted")
-        }
+        // One that does not come back stays down; the heal after the schedule tries again
+        // and reports it (`unavailable`).
+        Applied::Killed(n) => match cluster.start_node(n) {
+            Ok(()) => format!("n{n} restarted"),
+            Err(e) => e,
+        },
         Applied::Network => {
             cluster.lab.heal()?;
             "network healed".into()

@@ -168,12 +168,19 @@ pub fn run_schedule(opts: &Options, seed: u64) -> Result<Verdict, String> {
     for (n, status) in cluster.exited() {
         history.record("nemesis", format!("n{n} had stopped by itself ({status})"));
     }
-    cluster.revive_all();
+    let mut anomalies = Vec::new();
+    for (n, e) in cluster.revive_all() {
+        history.record("nemesis", e.clone());
+        anomalies.push(Anomaly {
+            kind: "unavailable",
+            subject: format!("n{n}"),
+            detail: format!("not running at the heal and not ready within 60 s of a start: {e}"),
+        });
+    }
     cluster.lab.heal()?;
     stop.store(true, Ordering::Relaxed);
     control.churn.store(false, Ordering::Relaxed);
     history.record("nemesis", "all healed");
-    let mut anomalies = Vec::new();
     let healed = Instant::now();
     let recovered = runtime.block_on(probe_writes(
         &client,
