@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::append::{lock, producer_config};
-use super::group::GroupControl;
+use super::group::{watch, End, GroupControl};
 use super::history::History;
 
 /// Longest one step (joining, registering the producer, one transaction) may take.
@@ -72,24 +72,14 @@ pub async fn run(
         };
         history.record(actor, format!("started as {}", t.consumer().member_id()));
         let lifetime = Duration::from_millis(rng.gen_range(3_000..9_000));
-        let born = tokio::time::Instant::now();
-        // Whole in its own task, killed by abort: as a process dies, never half-cancelled.
         let instance = tokio::spawn(transform(t, pipeline.clone(), history.clone(), log.clone()));
-        loop {
-            if instance.is_finished() {
-                break;
-            }
-            if control.done.load(Ordering::Relaxed) {
-                instance.abort();
-                return;
-            }
-            if control.churn.load(Ordering::Relaxed) && born.elapsed() >= lifetime {
-                instance.abort();
+        match watch(instance, lifetime, &control).await {
+            End::Failed => {}
+            End::Done => return,
+            End::Killed => {
                 history.record(actor, "killed (its task aborted, without leaving)");
                 lock(&log).kills += 1;
-                break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -16,6 +16,7 @@ use quiver_client::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
 
 use super::append::lock;
 use super::history::History;
@@ -84,27 +85,48 @@ pub async fn member(
         };
         history.record(&actor, format!("joined as {}", m.member_id()));
         let lifetime = Duration::from_millis(rng.gen_range(2_000..8_000));
-        let born = tokio::time::Instant::now();
-        // The member runs in its own task, never interrupted mid-step: it dies whole (the
-        // task aborted, as a process killed at any point), not half-cancelled while alive.
         let member = tokio::spawn(consume(m, actor.clone(), history.clone(), log.clone()));
-        loop {
-            if member.is_finished() {
-                break; // it failed and said why: rejoin
-            }
-            if control.done.load(Ordering::Relaxed) {
-                member.abort();
-                return;
-            }
-            if control.churn.load(Ordering::Relaxed) && born.elapsed() >= lifetime {
-                member.abort();
+        match watch(member, lifetime, &control).await {
+            End::Failed => {} // it said why: rejoin
+            End::Done => return,
+            End::Killed => {
                 history.record(&actor, "killed (its task aborted, without leaving)");
                 lock(&log).member_kills += 1;
-                break;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How a member's task ended.
+pub enum End {
+    /// By itself (it failed and recorded why).
+    Failed,
+    /// The workload is over.
+    Done,
+    /// Its lifetime passed while members are being killed.
+    Killed,
+}
+
+/// Watches a member (a group member or a pipeline instance) running whole in its own task
+/// until it ends by itself, the workload is `done`, or, while `churn` is on, `lifetime` has
+/// passed. The last two abort the task wherever it is, as a process killed at any point:
+/// a member dies whole, never half-cancelled while alive.
+pub async fn watch(task: JoinHandle<()>, lifetime: Duration, control: &GroupControl) -> End {
+    let born = tokio::time::Instant::now();
+    loop {
+        if task.is_finished() {
+            return End::Failed;
+        }
+        if control.done.load(Ordering::Relaxed) {
+            task.abort();
+            return End::Done;
+        }
+        if control.churn.load(Ordering::Relaxed) && born.elapsed() >= lifetime {
+            task.abort();
+            return End::Killed;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
