@@ -314,7 +314,19 @@ impl Consumer {
             let Some(rx) = self.rx.as_mut() else {
                 return Err(ClientError::Closed);
             };
-            match rx.recv().await.ok_or(ClientError::Closed)?? {
+            let event = match rx.recv().await.ok_or(ClientError::Closed)? {
+                Ok(event) => event,
+                Err(e) => {
+                    // The loop that failed has stopped: every loop starts again from the
+                    // positions at the next call, so the error is the caller's to see once
+                    // and no partition is left unfetched after it (the chaos harness, seed
+                    // 104: a reader that carried on past one error never read that
+                    // partition again).
+                    self.stop_fetchers();
+                    return Err(e);
+                }
+            };
+            match event {
                 FetchEvent::Batches(fetched) => self.unpack(fetched)?,
                 FetchEvent::Moved => {
                     // Loops aimed at the new leaders fetch again from the positions (what
@@ -444,8 +456,7 @@ impl FetchLoop {
                 }
                 Err(e) if e.is_retriable() => {
                     tracing::debug!(shard = %self.addr, "fetch failed, retrying: {e}");
-                    if e.needs_metadata_refresh() && self.moved(None).await {
-                        let _ = self.tx.send(Ok(FetchEvent::Moved)).await;
+                    if e.needs_metadata_refresh() && !self.follow_routes(None).await {
                         return;
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -460,7 +471,8 @@ impl FetchLoop {
 
     /// Refreshes the routes of partition `i` (`None`: every partition of the loop): whether
     /// one of them is now served at another address than this loop's.
-    async fn moved(&self, i: Option<usize>) -> bool {
+    /// Err: the metadata says the topic no longer exists.
+    async fn moved(&self, i: Option<usize>) -> Result<bool> {
         let parts: Vec<&TopicPartition> = match i {
             Some(i) => vec![&self.parts[i].0],
             None => self.parts.iter().map(|(tp, _)| tp).collect(),
@@ -469,16 +481,39 @@ impl FetchLoop {
         topics.sort();
         topics.dedup();
         for topic in topics {
-            let Ok(route) = self.client.refresh_route(topic).await else {
-                continue;
+            let route = match self.client.refresh_route(topic).await {
+                Ok(route) => route,
+                Err(
+                    e @ ClientError::Broker {
+                        code: ErrorCode::UnknownTopic,
+                        ..
+                    },
+                ) => return Err(e),
+                Err(_) => continue,
             };
             for tp in parts.iter().filter(|tp| tp.0 == *topic) {
                 if route.address(tp.1).is_ok_and(|a| a != self.addr) {
-                    return true;
+                    return Ok(true);
                 }
             }
         }
-        false
+        Ok(false)
+    }
+
+    /// After an error that may mean stale routes: whether the loop goes on (false: it told
+    /// the reader that a partition moved, or that its topic is gone).
+    async fn follow_routes(&self, i: Option<usize>) -> bool {
+        match self.moved(i).await {
+            Ok(false) => true,
+            Ok(true) => {
+                let _ = self.tx.send(Ok(FetchEvent::Moved)).await;
+                false
+            }
+            Err(gone) => {
+                let _ = self.tx.send(Err(gone)).await;
+                false
+            }
+        }
     }
 
     /// Hands one partition's entry on; false when the loop must stop.
@@ -518,10 +553,11 @@ impl FetchLoop {
                     }
                 }
             }
-            EntryOutcome::Failed(e) if e.is_retriable() => {
+            EntryOutcome::Failed(e) if e.is_retriable() || e.needs_metadata_refresh() => {
+                // `UnknownTopic` from a node that restarted and has not loaded its metadata
+                // yet: where the metadata places the partition now decides.
                 tracing::debug!(topic = %tp.0, partition = tp.1, "fetch failed, retrying: {e}");
-                if e.needs_metadata_refresh() && self.moved(Some(i)).await {
-                    let _ = self.tx.send(Ok(FetchEvent::Moved)).await;
+                if e.needs_metadata_refresh() && !self.follow_routes(Some(i)).await {
                     return false;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -101,12 +101,14 @@ impl ClientError {
         }
     }
 
-    /// True when the client's view of where partitions live may be stale.
+    /// True when the client's view of where partitions live may be stale (`UnknownTopic`
+    /// too: a node that restarted answers it until it has loaded the metadata; a topic that
+    /// is really gone is then confirmed by the refresh).
     pub fn needs_metadata_refresh(&self) -> bool {
         matches!(
             self,
             Self::Broker {
-                code: ErrorCode::NotOwner | ErrorCode::UnknownPartition,
+                code: ErrorCode::NotOwner | ErrorCode::UnknownPartition | ErrorCode::UnknownTopic,
                 ..
             } | Self::Connect { .. }
                 | Self::Connection(_)

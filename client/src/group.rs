@@ -28,10 +28,13 @@ use tokio::task::JoinHandle;
 
 pub use quiver_broker_api::TopicPartition;
 
+mod start;
+
 use crate::cluster::{unpoisoned, Client};
-use crate::consumer::{resolve, Consumer, ConsumerConfig, OffsetReset, SeekTo};
+use crate::consumer::{Consumer, ConsumerConfig, SeekTo};
 use crate::error::{ClientError, Result};
 use crate::record::{now_ms, ConsumerRecord};
+use start::{StartLookup, StartRules};
 
 /// When a record counts as consumed, and so what a crash can cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -193,6 +196,8 @@ pub struct GroupConsumer {
     /// Set when new partitions' start offsets could not be found for a passing reason (a
     /// leader moving): the assignment is taken again from then.
     reconcile_retry_at: Option<Instant>,
+    /// Where newly assigned partitions start, being looked up.
+    starting: Option<StartLookup>,
     owned: BTreeSet<TopicPartition>,
     /// The offset after the last record handed out, per partition.
     returned: BTreeMap<TopicPartition, i64>,
@@ -379,6 +384,7 @@ impl GroupConsumer {
             heartbeat,
             seen_version: 0,
             reconcile_retry_at: None,
+            starting: None,
             owned: BTreeSet::new(),
             returned: BTreeMap::new(),
             processed: BTreeMap::new(),
@@ -812,8 +818,21 @@ impl GroupConsumer {
             self.events.push_back(GroupEvent::Revoked(revoked));
         }
         let added: Vec<TopicPartition> = target.difference(&self.owned).cloned().collect();
+        if self.starting.as_ref().is_some_and(|l| !l.is_for(&added)) {
+            self.starting = None; // the assignment changed while it was looked up
+        }
         if !added.is_empty() {
-            let starts = match self.start_offsets(&added).await {
+            let lookup = self.starting.get_or_insert_with(|| {
+                let rules = StartRules {
+                    group: self.group.clone(),
+                    start_without_commit: self.config.start_without_commit,
+                    auto_offset_reset: self.config.consumer.auto_offset_reset,
+                };
+                StartLookup::spawn(self.client.clone(), rules, added.clone())
+            });
+            let answer = lookup.answer().await;
+            self.starting = None;
+            let starts = match answer {
                 Ok(starts) => starts,
                 Err(e) if e.is_retriable() => {
                     // A partition's leader or the coordinator is moving (a failover): the
@@ -825,9 +844,12 @@ impl GroupConsumer {
                 }
                 Err(e) => return Err(e),
             };
+            for s in starts.iter().filter(|s| s.committed) {
+                self.committed.insert(s.tp.clone(), s.offset);
+            }
             let parts: Vec<(&str, i32, i64)> = starts
                 .iter()
-                .map(|(tp, o)| (tp.topic.as_str(), tp.partition, *o))
+                .map(|s| (s.tp.topic.as_str(), s.tp.partition, s.offset))
                 .collect();
             self.consumer.add_assigned(&parts);
             self.owned.extend(added.iter().cloned());
@@ -836,48 +858,6 @@ impl GroupConsumer {
         }
         self.reconcile_retry_at = None;
         Ok(())
-    }
-
-    /// Where each new partition starts: the committed offset, else `auto_offset_reset`.
-    async fn start_offsets(
-        &mut self,
-        added: &[TopicPartition],
-    ) -> Result<Vec<(TopicPartition, i64)>> {
-        let committed: BTreeMap<TopicPartition, i64> =
-            fetch_committed(&self.client, &self.group, added)
-                .await?
-                .into_iter()
-                .map(|(tp, c)| (tp, c.offset))
-                .collect();
-        let mut out = Vec::with_capacity(added.len());
-        for tp in added {
-            let offset = match committed.get(tp) {
-                Some(o) => {
-                    self.committed.insert(tp.clone(), *o);
-                    *o
-                }
-                None => {
-                    let to = match (
-                        self.config.start_without_commit,
-                        self.config.consumer.auto_offset_reset,
-                    ) {
-                        (Some(to), _) => to,
-                        (None, OffsetReset::Earliest) => SeekTo::Beginning,
-                        (None, OffsetReset::Latest) => SeekTo::End,
-                        (None, OffsetReset::Error) => {
-                            return Err(ClientError::NoCommittedOffset {
-                                group: self.group.clone(),
-                                topic: tp.topic.clone(),
-                                partition: tp.partition,
-                            })
-                        }
-                    };
-                    resolve(&self.client, &tp.topic, tp.partition, to).await?
-                }
-            };
-            out.push((tp.clone(), offset));
-        }
-        Ok(out)
     }
 
     fn drop_partitions(&mut self, tps: &[TopicPartition]) {

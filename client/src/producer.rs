@@ -1026,7 +1026,7 @@ async fn deliver(request: RequestInFlight, batches: Vec<(TopicPartition, SealedB
     };
     let mut refresh = Vec::new();
     for ((tp, batch), outcome) in batches.into_iter().zip(outcomes) {
-        let stale = |e: &ClientError| e.needs_metadata_refresh() || refused_by_a_stale_node(e);
+        let stale = |e: &ClientError| e.needs_metadata_refresh();
         if outcome.as_ref().is_err_and(stale) && !refresh.contains(&tp.0) {
             refresh.push(tp.0.clone());
         }
