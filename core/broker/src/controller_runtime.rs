@@ -297,7 +297,10 @@ impl ControllerTask {
                         tracing::warn!(to, "the controller was asked to read its log back");
                     }
                     Action::Send { to, message } => sends.push((to, message)),
-                    Action::Committed(_) | Action::RoleChanged { .. } => {}
+                    Action::Committed(_)
+                    | Action::RoleChanged { .. }
+                    | Action::ReadReady { .. }
+                    | Action::ReadDropped { .. } => {}
                 }
             }
             store.append(&records).await?;

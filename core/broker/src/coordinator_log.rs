@@ -14,7 +14,7 @@ use quiver_batch::{BatchBuilder, BatchHeader, NewRecord, RecordIter};
 use quiver_broker_api::{ApiError, ErrorCode};
 
 use crate::partition::Partition;
-use crate::replication::driver::GroupHandle;
+use crate::replication::driver::{GroupHandle, ProposeRefusal, ReplicaDriver};
 use crate::replication::produce::wait_until;
 use crate::shard::{storage_error, Shard};
 
@@ -68,20 +68,110 @@ impl PendingDurability {
     }
 }
 
-/// What an answer read from a coordinator's memory (committed offsets, a group's
-/// description) waits for: every record stamped into its replicated partition so far
-/// committed while this term leads. Memory runs ahead of the log while a change is written;
-/// without this a read could show a commit a deposed leader then loses (the chaos harness saw
-/// committed offsets move backwards that way). Kafka answers OffsetFetch from offsets whose
-/// append completed. `None` for a single replica: its writes are answered once durable and
-/// nothing else can take over its log.
-pub(crate) fn read_barrier(log: &Partition) -> Option<PendingDurability> {
-    let (_, g) = log.group.as_ref()?;
-    Some(PendingDurability::Replicated {
+/// How long a read from a coordinator's memory waits for a quorum to confirm this node still
+/// leads its partition (the client retries `CoordinatorLoading`).
+const READ_CONFIRM_WAIT_MS: u64 = 5_000;
+
+/// What an answer read from a coordinator's memory (committed offsets, a group's description)
+/// waits for, in a replicated partition:
+/// 1. a quorum confirms this node still leads the partition after the answer was read (Raft's
+///    ReadIndex): a leader paused or cut off, not yet told of its successor, would otherwise
+///    answer from a state the new coordinator has moved past (the chaos harness saw committed
+///    offsets go backwards that way, seeds 1168 and 1176);
+/// 2. every record stamped into the partition so far is committed while this term leads:
+///    memory runs ahead of the log while a change is written, and a read must not show a
+///    commit a deposed leader then loses.
+///
+/// Kafka answers OffsetFetch from offsets whose append completed. `None` for a single replica:
+/// its writes are answered once durable and nothing else can take over its log.
+pub(crate) struct ReadBarrier {
+    handle: Rc<GroupHandle>,
+    index: u64,
+    term: u64,
+    /// The read's id, or why leadership could not be confirmed.
+    read: Result<u64, ApiError>,
+}
+
+pub(crate) fn read_barrier(log: &Partition, driver: Option<&ReplicaDriver>) -> Option<ReadBarrier> {
+    let (group, g) = log.group.as_ref()?;
+    let read = match driver {
+        Some(d) => d.read_index(*group).map_err(|e| match e {
+            ProposeRefusal::NotLeader { leader } => not_leading(leader, "the group coordinator"),
+            ProposeRefusal::Other(why) => ApiError::new(
+                ErrorCode::CoordinatorLoading,
+                format!("the group coordinator cannot confirm it leads yet ({why}); retry"),
+            ),
+        }),
+        None => Err(ApiError::new(
+            ErrorCode::CoordinatorLoading,
+            "the group coordinator's partition has no replication driver yet; retry",
+        )),
+    };
+    Some(ReadBarrier {
         handle: g.clone(),
         index: log.log.log_end_offset(),
         term: g.term.get(),
+        read,
     })
+}
+
+impl ReadBarrier {
+    pub(crate) async fn wait(self) -> Result<(), ApiError> {
+        let id = self.read?;
+        let g = &self.handle;
+        let term = self.term;
+        let deadline = std::time::Instant::now() + Duration::from_millis(READ_CONFIRM_WAIT_MS);
+        let outcome = loop {
+            let waiter = g.progress.register();
+            if let Some(outcome) = g.read_outcome(id) {
+                break outcome;
+            }
+            if !g.is_leader.get() || g.term.get() != term {
+                break None;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                g.forget_read(id);
+                return Err(ApiError::new(
+                    ErrorCode::CoordinatorLoading,
+                    "the group coordinator could not confirm with a quorum that it still leads; retry",
+                ));
+            }
+            let _ = futures_lite::future::or(
+                async {
+                    let _ = waiter.await;
+                },
+                async {
+                    glommio::timer::sleep(left).await;
+                },
+            )
+            .await;
+        };
+        g.forget_read(id);
+        if outcome.is_none() {
+            return Err(not_leading(g.leader.get(), "the group coordinator"));
+        }
+        PendingDurability::Replicated {
+            handle: self.handle,
+            index: self.index,
+            term,
+        }
+        .wait()
+        .await
+    }
+}
+
+/// `NotOwner` for a node that does not (or no longer) lead a coordinator's partition.
+fn not_leading(leader: Option<quiver_cluster::model::NodeId>, what: &str) -> ApiError {
+    let who = leader.map_or("no leader is elected right now".to_string(), |l| {
+        format!("node {l} leads it")
+    });
+    ApiError::new(
+        ErrorCode::NotOwner,
+        format!(
+            "this node does not lead the partition of {what}: {who}; refresh metadata and retry"
+        ),
+    )
 }
 
 /// The term a coordinator loaded from `log` is valid for: `None` for a single-replica
@@ -97,16 +187,7 @@ pub(crate) async fn leading_term(log: &Partition, what: &str) -> Result<Option<u
     loop {
         let waiter = g.progress.register();
         if !g.is_leader.get() || g.term.get() != term {
-            let who = g
-                .leader
-                .get()
-                .map_or("no leader is elected right now".to_string(), |l| {
-                    format!("node {l} leads it")
-                });
-            return Err(ApiError::new(
-                ErrorCode::NotOwner,
-                format!("this node does not lead the partition of {what}: {who}; refresh metadata and retry"),
-            ));
+            return Err(not_leading(g.leader.get(), what));
         }
         if g.commit_index.get() >= log.log.log_end_offset() {
             return Ok(Some(term));

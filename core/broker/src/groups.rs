@@ -178,7 +178,7 @@ impl Shard {
             Request::OffsetFetch { .. } | Request::DescribeGroup { .. } => self
                 .locate(OFFSETS_TOPIC, partition)
                 .ok()
-                .and_then(|log| read_barrier(&log)),
+                .and_then(|log| read_barrier(&log, self.replication().as_deref())),
             _ => None,
         };
         // A failed record that goes to a delay or dead-letter topic: moved after its count

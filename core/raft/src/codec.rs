@@ -4,7 +4,7 @@
 //! `core/fuzz/fuzz_targets/raft_envelope_decode.rs`).
 //!
 //! ```text
-//! envelope  := version:u8 (1) count:u32 message*
+//! envelope  := version:u8 (2) count:u32 message*
 //! message   := group:u64 kind:u8 fields
 //! entry     := term:u64 span:u64 payload
 //! payload   := 0 | 1 len:u32 bytes | 2 membership
@@ -15,7 +15,8 @@
 use crate::multi::{Envelope, GroupId};
 use crate::types::{Entry, Membership, Message, NodeId, Payload, Snapshot};
 
-pub const VERSION: u8 = 1;
+/// 2: heartbeats carry the read round.
+pub const VERSION: u8 = 2;
 /// Most messages in one envelope.
 pub const MAX_MESSAGES: usize = 1 << 20;
 /// Most entries in one Append.
@@ -173,15 +174,25 @@ fn put_message(out: &mut Vec<u8>, m: &Message) {
             out.push(TIMEOUT_NOW);
             put_u64(out, *term);
         }
-        Message::Heartbeat { term, commit } => {
+        Message::Heartbeat {
+            term,
+            commit,
+            round,
+        } => {
             out.push(HEARTBEAT);
             put_u64(out, *term);
             put_u64(out, *commit);
+            put_u64(out, *round);
         }
-        Message::HeartbeatResponse { term, last_index } => {
+        Message::HeartbeatResponse {
+            term,
+            last_index,
+            round,
+        } => {
             out.push(HEARTBEAT_RESPONSE);
             put_u64(out, *term);
             put_u64(out, *last_index);
+            put_u64(out, *round);
         }
         Message::InstallSnapshot { term, snapshot } => {
             out.push(INSTALL_SNAPSHOT);
@@ -339,10 +350,12 @@ impl<'a> Reader<'a> {
             HEARTBEAT => Message::Heartbeat {
                 term: self.u64()?,
                 commit: self.u64()?,
+                round: self.u64()?,
             },
             HEARTBEAT_RESPONSE => Message::HeartbeatResponse {
                 term: self.u64()?,
                 last_index: self.u64()?,
+                round: self.u64()?,
             },
             INSTALL_SNAPSHOT => {
                 let term = self.u64()?;

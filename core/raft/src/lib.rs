@@ -16,6 +16,8 @@
 //!   durable copies, heartbeats that carry a safe commit index, leadership transfer,
 //!   single-server membership changes with learners, and a log start that moves (compaction,
 //!   followers behind it reset by snapshot).
+//! - [`read_index`]: linearizable reads: the leader confirms it still leads (a quorum
+//!   echoing a heartbeat round opened after the read) before a read is served.
 //! - [`codec`]: the bytes of an envelope between two nodes (bounded, typed errors, fuzzed).
 //! - [`multi`]: the groups of one shard: one clock, one outbox per peer node, messages of
 //!   all groups between two nodes coalesced into one envelope per round.
@@ -27,6 +29,7 @@ pub mod codec;
 pub mod log;
 pub mod multi;
 pub mod node;
+pub mod read_index;
 pub mod sim;
 pub mod types;
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::log::RaftLog;
+use crate::read_index::{ReadRounds, MAX_PENDING_READS};
 use crate::types::{
     Action, Broken, CompactError, Config, Entry, HardState, Membership, MembershipChange, Message,
     NodeId, Payload, ProposeError, Role, Snapshot, MAX_INDEX, MAX_TERM,
@@ -90,6 +91,8 @@ pub struct RaftNode {
     heartbeat_elapsed: u32,
     timeout: u32,
     rng: u64,
+    /// On the leader: reads waiting for a quorum to confirm its leadership.
+    reads: ReadRounds,
 }
 
 /// The last index covered by `entries` placed after `prev_index` (saturating: spans may come
@@ -153,6 +156,7 @@ impl RaftNode {
             election_elapsed: 0,
             heartbeat_elapsed: 0,
             timeout: 0,
+            reads: ReadRounds::default(),
         };
         node.reload_membership(&mut Vec::new());
         node.reset_timeout();
@@ -358,6 +362,9 @@ impl RaftNode {
         self.votes.clear();
         self.progress.clear();
         self.transferring = None;
+        for id in self.reads.abandon() {
+            out.push(Action::ReadDropped { id });
+        }
         self.reset_timeout();
     }
 
@@ -374,17 +381,7 @@ impl RaftNode {
             self.heartbeat_elapsed += 1;
             if self.heartbeat_elapsed >= self.config.heartbeat_ticks {
                 self.heartbeat_elapsed = 0;
-                for p in self.peers() {
-                    let matched = self.progress.get(&p).map_or(0, |pr| pr.matched);
-                    Self::send(
-                        &mut out,
-                        p,
-                        Message::Heartbeat {
-                            term: self.term,
-                            commit: self.commit.min(matched),
-                        },
-                    );
-                }
+                self.heartbeat(&mut out);
             }
             if self.election_elapsed >= self.config.election_ticks {
                 // Check quorum: a leader that has not heard from a majority steps down.
@@ -404,6 +401,66 @@ impl RaftNode {
             self.pre_vote(&mut out);
         }
         out
+    }
+
+    /// A heartbeat to every member, carrying the latest read round.
+    fn heartbeat(&mut self, out: &mut Vec<Action>) {
+        for p in self.peers() {
+            let matched = self.progress.get(&p).map_or(0, |pr| pr.matched);
+            Self::send(
+                out,
+                p,
+                Message::Heartbeat {
+                    term: self.term,
+                    commit: self.commit.min(matched),
+                    round: self.reads.round(),
+                },
+            );
+        }
+    }
+
+    /// Asks to read the state machine linearizably (ReadIndex, Raft thesis §6.4; see
+    /// [`crate::read_index`]): once a quorum has confirmed this node still leads,
+    /// [`Action::ReadReady`] gives the index the state machine must have applied before the
+    /// read is served; [`Action::ReadDropped`] if leadership ends first. `id` names the read
+    /// in those actions. Refused on a follower, and on a leader that has not committed an
+    /// entry of its term yet (its commit index may be behind the group's).
+    pub fn read_index(&mut self, id: u64) -> Result<Vec<Action>, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if !self.leads_with_current_commit() {
+            return Err(ProposeError::LeaderNotReady);
+        }
+        if self.reads.is_full() {
+            return Err(ProposeError::TooManyReads {
+                max: MAX_PENDING_READS,
+            });
+        }
+        let mut out = Vec::new();
+        if self.config.broken == Some(Broken::ReadWithoutQuorum) {
+            out.push(Action::ReadReady {
+                id,
+                index: self.commit,
+            });
+            return Ok(out);
+        }
+        self.reads.open(id, self.commit);
+        self.heartbeat(&mut out);
+        self.confirm_reads(&mut out);
+        Ok(out)
+    }
+
+    fn confirm_reads(&mut self, out: &mut Vec<Action>) {
+        let quorum = self.quorum();
+        for (id, index) in self
+            .reads
+            .confirmed(self.config.id, &self.membership.voters, quorum)
+        {
+            out.push(Action::ReadReady { id, index });
+        }
     }
 
     fn pre_vote(&mut self, out: &mut Vec<Action>) {
@@ -1027,10 +1084,12 @@ impl RaftNode {
             Message::AppendResponse { success, index, .. } => {
                 self.on_append_response(&mut out, from, success, index)
             }
-            Message::Heartbeat { commit, .. } => self.on_heartbeat(&mut out, from, commit),
-            Message::HeartbeatResponse { last_index, .. } => {
-                self.on_heartbeat_response(&mut out, from, last_index)
+            Message::Heartbeat { commit, round, .. } => {
+                self.on_heartbeat(&mut out, from, commit, round)
             }
+            Message::HeartbeatResponse {
+                last_index, round, ..
+            } => self.on_heartbeat_response(&mut out, from, last_index, round),
             Message::InstallSnapshot { snapshot, .. } => {
                 self.on_install_snapshot(&mut out, from, snapshot)
             }
@@ -1157,7 +1216,7 @@ impl RaftNode {
         );
     }
 
-    fn on_heartbeat(&mut self, out: &mut Vec<Action>, from: NodeId, commit: u64) {
+    fn on_heartbeat(&mut self, out: &mut Vec<Action>, from: NodeId, commit: u64, round: u64) {
         self.heard_from_leader(out, from);
         // The leader capped `commit` at what we are known to hold from it.
         self.advance_commit(out, commit.min(self.last_index()));
@@ -1167,6 +1226,7 @@ impl RaftNode {
             Message::HeartbeatResponse {
                 term: self.term,
                 last_index: self.last_index(),
+                round,
             },
         );
     }
@@ -1259,10 +1319,20 @@ impl RaftNode {
         }
     }
 
-    fn on_heartbeat_response(&mut self, out: &mut Vec<Action>, from: NodeId, last_index: u64) {
+    fn on_heartbeat_response(
+        &mut self,
+        out: &mut Vec<Action>,
+        from: NodeId,
+        last_index: u64,
+        round: u64,
+    ) {
         let Some((last, matched, next)) = self.answered(from) else {
             return;
         };
+        if self.membership.voters.contains(&from) {
+            self.reads.echoed(from, round);
+            self.confirm_reads(out);
+        }
         if matched >= last {
             return;
         }

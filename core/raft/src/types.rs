@@ -165,15 +165,19 @@ pub enum Message {
         term: u64,
     },
     /// The leader is alive. `commit` is the leader's commit index capped at what this
-    /// follower is known to hold, so it can be applied without a log check.
+    /// follower is known to hold, so it can be applied without a log check. `round`: the
+    /// leader's latest read round ([`crate::read_index`]), echoed in the answer.
     Heartbeat {
         term: u64,
         commit: u64,
+        round: u64,
     },
     /// `last_index`: the end of the follower's log (a hint: lost appends are resent from it).
+    /// `round`: the heartbeat's, echoed.
     HeartbeatResponse {
         term: u64,
         last_index: u64,
+        round: u64,
     },
     /// The follower needs entries the leader no longer holds: start over from this log
     /// start (a partition's retention moved past the follower, or the controller compacted).
@@ -266,6 +270,16 @@ pub enum Action {
         role: Role,
         term: u64,
     },
+    /// The read `id` ([`crate::RaftNode::read_index`]) may be served once the state machine
+    /// has applied entries up to `index`: a quorum confirmed this node led after it was asked.
+    ReadReady {
+        id: u64,
+        index: u64,
+    },
+    /// Leadership ended before the read `id` was confirmed: ask the new leader.
+    ReadDropped {
+        id: u64,
+    },
 }
 
 /// A deliberately broken rule, to show the simulator catches it (tests only).
@@ -275,6 +289,8 @@ pub enum Broken {
     CommitWithoutQuorum,
     /// Votes are granted without making the vote durable first.
     VoteNotPersisted,
+    /// A read is confirmed without asking a quorum (the leader trusts that it still leads).
+    ReadWithoutQuorum,
 }
 
 /// A group's settings.
@@ -364,6 +380,10 @@ pub enum ProposeError {
     },
     /// The leader cannot remove itself: transfer leadership first.
     RemovingLeader,
+    /// Too many reads are waiting for the leader's heartbeats to be answered.
+    TooManyReads {
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for ProposeError {
@@ -408,6 +428,10 @@ impl std::fmt::Display for ProposeError {
             Self::RemovingLeader => {
                 write!(f, "the leader cannot remove itself: transfer leadership first")
             }
+            Self::TooManyReads { max } => write!(
+                f,
+                "{max} reads already wait for a quorum to confirm this leader: retry shortly"
+            ),
         }
     }
 }

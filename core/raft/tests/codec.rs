@@ -79,6 +79,7 @@ fn every_kind() -> Envelope {
                 Message::Heartbeat {
                     term: 8,
                     commit: 100,
+                    round: 4,
                 },
             ),
             (
@@ -86,6 +87,7 @@ fn every_kind() -> Envelope {
                 Message::HeartbeatResponse {
                     term: 8,
                     last_index: 120,
+                    round: 4,
                 },
             ),
             (

@@ -86,7 +86,14 @@ fn the_group_limit_and_unknown_groups_are_refused_with_typed_errors() {
     let out = m.step(
         2,
         Envelope {
-            messages: vec![(9, Message::Heartbeat { term: 1, commit: 0 })],
+            messages: vec![(
+                9,
+                Message::Heartbeat {
+                    term: 1,
+                    commit: 0,
+                    round: 0,
+                },
+            )],
         },
     );
     assert!(out.is_empty());

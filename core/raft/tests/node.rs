@@ -356,6 +356,7 @@ fn extreme_indexes_and_spans_from_the_network_do_not_panic() {
         Message::Heartbeat {
             term: 1,
             commit: u64::MAX,
+            round: u64::MAX,
         },
         Message::InstallSnapshot {
             term: u64::MAX,
@@ -386,6 +387,7 @@ fn extreme_indexes_and_spans_from_the_network_do_not_panic() {
         Message::HeartbeatResponse {
             term: l.term(),
             last_index: u64::MAX,
+            round: u64::MAX,
         },
     ] {
         let _ = l.step(2, m);
@@ -397,7 +399,14 @@ fn a_restarted_follower_reports_the_leader_it_first_hears_in_its_term() {
     // Restarted at term 3 (its hard state), it knows no leader yet.
     let mut n = node(2, &[1, 2, 3], 3, vec![entry(1), entry(3)]);
     assert_eq!(n.leader(), None);
-    let actions = n.step(1, Message::Heartbeat { term: 3, commit: 1 });
+    let actions = n.step(
+        1,
+        Message::Heartbeat {
+            term: 3,
+            commit: 1,
+            round: 0,
+        },
+    );
     assert_eq!(n.leader(), Some(1));
     assert!(
         actions.iter().any(|a| matches!(
@@ -410,7 +419,14 @@ fn a_restarted_follower_reports_the_leader_it_first_hears_in_its_term() {
         "the driver learns who leads: {actions:?}"
     );
     // Heard again: nothing new to report.
-    let again = n.step(1, Message::Heartbeat { term: 3, commit: 1 });
+    let again = n.step(
+        1,
+        Message::Heartbeat {
+            term: 3,
+            commit: 1,
+            round: 0,
+        },
+    );
     assert!(!again
         .iter()
         .any(|a| matches!(a, Action::RoleChanged { .. })));

@@ -44,6 +44,10 @@ fn every_seed_keeps_raft_safe_and_live() {
         total.entries_read_from_disk > seeds,
         "leaders read released entries back from their disks: {total:?}"
     );
+    assert!(
+        total.reads_confirmed > seeds * 50,
+        "linearizable reads are confirmed under the faults: {total:?}"
+    );
 }
 
 #[test]
@@ -63,6 +67,14 @@ fn the_simulator_catches_votes_that_are_not_made_durable() {
     let caught = (0..2_000).find_map(|seed| run_seed(seed, Some(Broken::VoteNotPersisted)).err());
     let f = caught.expect("votes granted before they are durable are caught within 2,000 seeds");
     eprintln!("caught: {}", f.what);
+}
+
+#[test]
+fn the_simulator_catches_reads_a_deposed_leader_answers() {
+    let caught = (0..2_000).find_map(|seed| run_seed(seed, Some(Broken::ReadWithoutQuorum)).err());
+    let f = caught.expect("reads confirmed without a quorum are caught within 2,000 seeds");
+    eprintln!("caught: {}", f.what);
+    assert!(f.what.contains("linearizable read"), "{}", f.what);
 }
 
 /// Seeds that found bugs in longer sweeps, kept (docs/reliability.md).

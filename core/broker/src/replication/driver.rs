@@ -57,6 +57,10 @@ pub struct GroupHandle {
     /// Serialises a partition's proposals: a batch is checked against the producer state
     /// only once the batch before it is in the log.
     pub propose_gate: glommio::sync::Semaphore,
+    /// Linearizable reads asked ([`ReplicaDriver::read_index`]) and what became of each:
+    /// `None` while a quorum has not answered, then `Some(Some(index))` once confirmed or
+    /// `Some(None)` when leadership ended first. The reader removes its entry.
+    pub reads: RefCell<HashMap<u64, Option<Option<u64>>>>,
 }
 
 impl GroupHandle {
@@ -70,6 +74,24 @@ impl GroupHandle {
             term: Cell::new(0),
             progress: WaitList::default(),
             propose_gate: glommio::sync::Semaphore::new(1),
+            reads: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// What became of read `id`: `None` while unanswered.
+    pub fn read_outcome(&self, id: u64) -> Option<Option<u64>> {
+        self.reads.borrow().get(&id).copied().flatten()
+    }
+
+    /// The reader of `id` is done with it (an answer arriving later is dropped).
+    pub fn forget_read(&self, id: u64) {
+        self.reads.borrow_mut().remove(&id);
+    }
+
+    fn settle_read(&self, id: u64, outcome: Option<u64>) {
+        if let Some(slot) = self.reads.borrow_mut().get_mut(&id) {
+            *slot = Some(outcome);
+            self.progress.wake_all();
         }
     }
 }
@@ -135,6 +157,8 @@ pub struct ReplicaDriver {
     failed: RefCell<Vec<(String, i32)>>,
     /// Rung when a group is added to `failed`.
     pub failed_bell: Doorbell,
+    /// The id of the next linearizable read.
+    next_read: Cell<u64>,
 }
 
 fn raft_id(node: NodeId) -> u64 {
@@ -184,6 +208,7 @@ impl ReplicaDriver {
             check_soon: Cell::new(false),
             failed: RefCell::new(Vec::new()),
             failed_bell: Doorbell::default(),
+            next_read: Cell::new(1),
         })
     }
 
@@ -418,6 +443,42 @@ impl ReplicaDriver {
                 })
             }
             Ok((Err((e, _)), _)) => Err(ProposeRefusal::Other(format!("{e:?}"))),
+            Err(e) => Err(ProposeRefusal::Other(e.to_string())),
+        }
+    }
+
+    /// Asks `group` (led here) to confirm its leadership for a read (Raft's ReadIndex): the
+    /// read's id, whose outcome the group's handle shows ([`GroupHandle::read_outcome`])
+    /// once a quorum answered the heartbeats this sends at the next round.
+    pub fn read_index(&self, group: u64) -> Result<u64, ProposeRefusal> {
+        let id = self.next_read.get();
+        let handle = self
+            .groups
+            .borrow()
+            .get(&group)
+            .map(|g| g.handle.clone())
+            .ok_or_else(|| ProposeRefusal::Other(format!("group {group} does not run here")))?;
+        let result = self
+            .multi
+            .borrow_mut()
+            .with_group(group, |node| match node.read_index(id) {
+                Ok(actions) => (Ok(()), actions),
+                Err(e) => (Err((e, node.leader())), Vec::new()),
+            });
+        match result {
+            Ok((Ok(()), actions)) => {
+                self.next_read.set(id + 1);
+                handle.reads.borrow_mut().insert(id, None);
+                self.pending.borrow_mut().extend(actions);
+                self.bell.ring();
+                Ok(id)
+            }
+            Ok((Err((quiver_raft::ProposeError::NotLeader { .. }, leader)), _)) => {
+                Err(ProposeRefusal::NotLeader {
+                    leader: leader.map(node_id),
+                })
+            }
+            Ok((Err((e, _)), _)) => Err(ProposeRefusal::Other(e.to_string())),
             Err(e) => Err(ProposeRefusal::Other(e.to_string())),
         }
     }
@@ -844,6 +905,14 @@ impl ReplicaDriver {
                     .unwrap_or_default()
             }
             Action::Send { .. } => Vec::new(),
+            Action::ReadReady { id, index } => {
+                group.handle.settle_read(id, Some(index));
+                Vec::new()
+            }
+            Action::ReadDropped { id } => {
+                group.handle.settle_read(id, None);
+                Vec::new()
+            }
             Action::Committed(index) => {
                 let ready = self
                     .multi

@@ -139,6 +139,9 @@ pub struct Stats {
     pub compactions: u64,
     pub snapshots_installed: u64,
     pub entries_read_from_disk: u64,
+    /// Linearizable reads asked of nodes that believed they led, and those confirmed.
+    pub reads: u64,
+    pub reads_confirmed: u64,
 }
 
 impl Stats {
@@ -154,6 +157,8 @@ impl Stats {
         self.compactions += s.compactions;
         self.snapshots_installed += s.snapshots_installed;
         self.entries_read_from_disk += s.entries_read_from_disk;
+        self.reads += s.reads;
+        self.reads_confirmed += s.reads_confirmed;
     }
 }
 
@@ -208,6 +213,8 @@ struct SimNode {
 }
 
 const HISTORY: usize = 60;
+/// Per tick, while faults run: a client asks for a linearizable read.
+const READ_PER_MILLE: u64 = 300;
 
 /// One simulated group.
 pub struct Sim {
@@ -229,6 +236,13 @@ pub struct Sim {
     leaders: BTreeMap<u64, NodeId>,
     proposals: Vec<(u64, u64, Vec<u8>)>,
     next_proposal: u64,
+    /// The highest commit index any node has decided or learnt so far.
+    commit_seen: u64,
+    /// Reads asked: id → (node, the commit index seen anywhere when asked).
+    asked_reads: BTreeMap<u64, (NodeId, u64)>,
+    next_read: u64,
+    /// Its own stream, so reads do not shift the faults a seed draws.
+    read_rng: Rng,
     history: VecDeque<String>,
     stats: Stats,
 }
@@ -283,6 +297,10 @@ impl Sim {
             leaders: BTreeMap::new(),
             proposals: Vec::new(),
             next_proposal: 0,
+            commit_seen: 0,
+            asked_reads: BTreeMap::new(),
+            next_read: 0,
+            read_rng: Rng::new(seed ^ 0x5EAD_5EAD),
             history: VecDeque::new(),
             stats: Stats::default(),
         }
@@ -403,6 +421,9 @@ impl Sim {
             self.faults()?;
             if self.rng.chance(self.cfg.propose_per_mille) {
                 self.propose()?;
+            }
+            if self.read_rng.chance(READ_PER_MILLE) {
+                self.read()?;
             }
         }
         if self.cfg.membership_per_mille == 0 {
@@ -651,12 +672,65 @@ impl Sim {
         Ok(())
     }
 
+    /// A client asks a node that believes it leads for a linearizable read.
+    fn read(&mut self) -> Result<(), Failure> {
+        let Some(i) = (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i]
+                    .core
+                    .as_ref()
+                    .is_some_and(|c| c.role() == Role::Leader)
+            })
+            .nth(self.read_rng.below(2) as usize)
+            .or_else(|| self.leader_index())
+        else {
+            return Ok(());
+        };
+        let id = self.next_read;
+        let Some(core) = self.nodes[i].core.as_mut() else {
+            return Ok(());
+        };
+        if let Ok(actions) = core.read_index(id) {
+            self.next_read += 1;
+            self.stats.reads += 1;
+            self.asked_reads
+                .insert(id, (self.nodes[i].id, self.commit_seen));
+            self.queue(i, actions)?;
+            self.pump(i)?;
+        }
+        Ok(())
+    }
+
+    /// A read was confirmed at `index`: it must see every entry committed before it was
+    /// asked (a deposed leader answering from its old state would not).
+    fn check_read(&mut self, i: usize, id: u64, index: u64) -> Result<(), Failure> {
+        let node = self.nodes[i].id;
+        let Some((asked_of, seen)) = self.asked_reads.remove(&id) else {
+            return Err(self.fail(format!("n{node} confirmed read {id}, never asked")));
+        };
+        if asked_of != node {
+            return Err(self.fail(format!("n{node} confirmed read {id}, asked of n{asked_of}")));
+        }
+        self.stats.reads_confirmed += 1;
+        if index < seen {
+            return Err(self.fail(format!(
+                "linearizable read: n{node} confirmed read {id} at index {index}, but {seen} was committed before it was asked"
+            )));
+        }
+        Ok(())
+    }
+
     /// Takes what a node's core asked for, checking a leader's commits as they are decided
     /// (against the voters it counted then).
     fn queue(&mut self, i: usize, actions: Vec<Action>) -> Result<(), Failure> {
         for a in &actions {
-            if let Action::Committed(c) = a {
-                self.check_leader_commit(i, *c)?;
+            match a {
+                Action::Committed(c) => {
+                    self.check_leader_commit(i, *c)?;
+                    self.commit_seen = self.commit_seen.max(*c);
+                }
+                Action::ReadReady { id, index } => self.check_read(i, *id, *index)?,
+                _ => {}
             }
         }
         self.nodes[i].actions.extend(actions);
@@ -766,6 +840,8 @@ impl Sim {
                     }
                     Action::Committed(c) => self.on_committed(i, c)?,
                     Action::RoleChanged { role, term } => self.on_role(i, role, term)?,
+                    // Checked when returned (`queue`): a read needs nothing durable.
+                    Action::ReadReady { .. } | Action::ReadDropped { .. } => {}
                 }
                 self.nodes[i].actions.pop_front();
                 progressed = true;
