@@ -772,15 +772,17 @@ impl GroupConsumer {
     async fn reconcile(&mut self) -> Result<()> {
         let (fenced, target) = {
             let mut s = unpoisoned(&self.shared.state);
+            // The heartbeat stopped for good: every call says so (taken once, the member
+            // looked alive and idle forever after: the chaos harness, seed 1223).
+            if let Some(e) = &s.failed {
+                return Err(e.clone());
+            }
             let retry_due = self.reconcile_retry_at.is_some_and(|t| Instant::now() >= t);
             if s.version == self.seen_version && !retry_due {
                 return Ok(());
             }
             self.reconcile_retry_at = None;
             self.seen_version = s.version;
-            if let Some(e) = s.failed.take() {
-                return Err(e);
-            }
             let fenced = std::mem::take(&mut s.fenced);
             if fenced {
                 s.owned.clear();

@@ -27,6 +27,10 @@ const REGRESSION_SEEDS: &[(u64, u64)] = &[
     // answered OffsetFetch from its old state: committed offsets went backwards (also 1168).
     // Fixed by ReadIndex (a quorum confirms the leader after the read).
     (1176, 10_000),
+    // A node killed before `__consumer_offsets` existed: creating it was refused (3 replicas
+    // wanted, 2 nodes up) as a bad request; the pipeline's member gave up and, the error
+    // taken once, looked alive and idle forever (every input record unprocessed).
+    (1223, 10_000),
 ];
 
 fn sweep(seed: u64, schedules: usize, duration_ms: u64) {

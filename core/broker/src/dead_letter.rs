@@ -184,6 +184,18 @@ impl Shard {
                 Some(r) => match r.outcome {
                     Ok(()) => Ok(()),
                     Err(e) if e.code == ErrorCode::TopicExists => Ok(()),
+                    // Placement refused it: fewer nodes are up than the default replication
+                    // factor (a node down when the topic is first needed). Passing, as Kafka
+                    // answers COORDINATOR_NOT_AVAILABLE until its offsets topic can be
+                    // created: the client retries (the chaos harness, seed 1223: a group
+                    // stayed unusable while one node was down, and its member gave up).
+                    Err(e) if e.code == ErrorCode::InvalidRequest => Err(internal(
+                        ErrorCode::CoordinatorLoading,
+                        format!(
+                            "{name} cannot be created yet ({}); retry once the cluster's nodes are up",
+                            e.message
+                        ),
+                    )),
                     Err(e) => Err(e),
                 },
                 None => Err(internal(ErrorCode::Unknown, "no answer creating the topic")),
