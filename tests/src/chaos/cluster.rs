@@ -165,6 +165,11 @@ impl ChaosCluster {
         self.paused[n - 1] = false;
     }
 
+    /// The process id of node `n`, while it runs.
+    pub fn pid(&self, n: usize) -> Option<u32> {
+        self.procs[n - 1].as_ref().map(|c| c.id())
+    }
+
     /// SIGSTOP (`true`) or SIGCONT (`false`) to node `n`.
     pub fn pause(&mut self, n: usize, paused: bool) {
         if let Some(child) = &self.procs[n - 1] {

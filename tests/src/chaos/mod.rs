@@ -2,7 +2,8 @@
 //!
 //! - [`net`]: one network namespace per node on a bridge; nftables partitions and loss.
 //! - [`cluster`]: `quiver serve` processes in those namespaces, each on its own loop disk.
-//! - [`schedule`]: a seeded sequence of faults; [`nemesis`] applies and heals them.
+//! - [`schedule`]: a seeded sequence of faults; [`nemesis`] applies and heals them;
+//!   [`slow_disk`] throttles a node's disk writes beside a fault.
 //! - Workloads: [`append`] (idempotent acks=all producers), [`group`] (a consumer group with
 //!   member kills, committed offsets sampled), [`txn`] (transactions committed or aborted),
 //!   [`eos`] (an exactly-once pipeline copying the append topic, its instances killed).
@@ -20,4 +21,5 @@ pub mod net;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod slow_disk;
 pub mod txn;

@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use quiver_client::{Admin, Client, Isolation, Producer, ProducerRecord};
 
-use super::append::{self, lock, read_partition, AppendLog};
+use super::append::{self, read_partition, AppendLog};
 use super::check::{self, Anomaly, Read};
 use super::cluster::ChaosCluster;
 use super::eos::{self, EosLog, Pipeline};
 use super::group::{self, GroupControl, GroupLog};
-use super::history::{Event, History};
+use super::history::{lock, Event, History};
 use super::nemesis;
-use super::schedule::{self, Step};
+use super::schedule::{self, SlowDisk, Step};
+use super::slow_disk;
 use super::txn;
 
 pub const APPEND_TOPIC: &str = "chaos-append";
@@ -411,12 +412,57 @@ fn run_nemesis(
         let (what, applied) = nemesis::apply(cluster, &step.fault, runtime, client, APPEND_TOPIC)?;
         history.record("nemesis", what);
         *faults.entry(step.fault.kind()).or_insert(0) += 1;
+        let slowed = step
+            .slow_disk
+            .as_ref()
+            .and_then(|d| slow_down(cluster, d, history));
+        if slowed.is_some() {
+            *faults.entry("slow-disk").or_insert(0) += 1;
+        }
         wait_until(step.at_ms + step.hold_ms);
+        if let Some((node, throttle)) = slowed {
+            match throttle.lift() {
+                Ok(()) => history.record("nemesis", format!("n{node}'s disk at full speed")),
+                Err(e) => history.record("nemesis", format!("n{node}'s disk throttle: {e}")),
+            }
+        }
         let what = nemesis::heal(cluster, applied)?;
         history.record("nemesis", what);
     }
     wait_until(opts.duration_ms);
     Ok(faults)
+}
+
+/// Throttles a node's disk writes (when the node runs and the machine can).
+fn slow_down(
+    cluster: &ChaosCluster,
+    d: &SlowDisk,
+    history: &History,
+) -> Option<(usize, slow_disk::Throttle)> {
+    let pid = cluster.pid(d.node)?;
+    let name = format!("quiver-chaos-{}-n{}", std::process::id(), d.node);
+    match slow_disk::throttle(
+        pid,
+        cluster.disk(d.node),
+        d.write_kib_per_s * 1024,
+        d.write_iops,
+        &name,
+    ) {
+        Ok(t) => {
+            history.record(
+                "nemesis",
+                format!(
+                    "n{}'s disk slowed to {} KiB/s, {} writes/s",
+                    d.node, d.write_kib_per_s, d.write_iops
+                ),
+            );
+            Some((d.node, t))
+        }
+        Err(e) => {
+            history.record("nemesis", format!("n{}'s disk not slowed: {e}", d.node));
+            None
+        }
+    }
 }
 
 /// Whether the last sampled committed offsets reached `ends` on every partition.

@@ -57,12 +57,25 @@ pub struct Step {
     /// How long it holds before it is healed.
     pub hold_ms: u64,
     pub fault: Fault,
+    /// A node's disk slowed down for the same time, beside the fault (one step in four).
+    pub slow_disk: Option<SlowDisk>,
+}
+
+/// A node's writes to its disk throttled ([`super::slow_disk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowDisk {
+    pub node: usize,
+    pub write_kib_per_s: u64,
+    pub write_iops: u64,
 }
 
 /// The faults of one run over `duration_ms` on `nodes` nodes (the append topic has
 /// `partitions` partitions).
 pub fn generate(seed: u64, nodes: usize, partitions: i32, duration_ms: u64) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
+    // Slow disks come from a stream of their own: a seed's faults stay what they were
+    // before slow disks were added (the regression seeds replay the same faults).
+    let mut slow_rng = StdRng::seed_from_u64(seed ^ 0x5105_D15C);
     let mut steps = Vec::new();
     let mut at_ms = rng.gen_range(300..1_000);
     loop {
@@ -74,10 +87,20 @@ pub fn generate(seed: u64, nodes: usize, partitions: i32, duration_ms: u64) -> V
         if at_ms + hold_ms > duration_ms {
             break;
         }
+        let slow_disk = if slow_rng.gen_ratio(1, 4) {
+            Some(SlowDisk {
+                node: slow_rng.gen_range(1..=nodes),
+                write_kib_per_s: slow_rng.gen_range(256..=2_048),
+                write_iops: slow_rng.gen_range(20..=200),
+            })
+        } else {
+            None
+        };
         steps.push(Step {
             at_ms,
             hold_ms,
             fault,
+            slow_disk,
         });
         at_ms += hold_ms + rng.gen_range(300..=1_500);
     }
@@ -159,5 +182,11 @@ mod tests {
             }
         }
         assert_eq!(kinds.len(), 8, "{kinds:?}");
+        let slowed: Vec<SlowDisk> = (0..200)
+            .flat_map(|seed| generate(seed, 5, 4, 30_000))
+            .filter_map(|s| s.slow_disk)
+            .collect();
+        assert!(slowed.len() > 100, "slow disks are drawn: {}", slowed.len());
+        assert!(slowed.iter().all(|d| (1..=5).contains(&d.node)));
     }
 }
