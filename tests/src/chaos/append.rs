@@ -14,7 +14,7 @@ use quiver_client::{
 };
 
 use super::check::{Read, Sent};
-use super::history::History;
+use super::history::{lock, History};
 
 /// Pause between two sends of one producer (about 300 a second each).
 const SEND_EVERY: Duration = Duration::from_millis(3);
@@ -104,10 +104,6 @@ pub async fn produce(
     }
     while answers.join_next().await.is_some() {}
     producer.close().await;
-}
-
-pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Every record of `topic`/`partition` from the log start to the end at the time of the

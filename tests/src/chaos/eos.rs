@@ -19,8 +19,9 @@ use quiver_client::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::append::{lock, producer_config};
+use super::append::producer_config;
 use super::group::{watch, End, GroupControl};
+use super::history::lock;
 use super::history::History;
 
 /// Longest one step (joining, registering the producer, one transaction) may take.

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
 
-use super::append::lock;
+use super::history::lock;
 use super::history::History;
 
 #[derive(Default)]

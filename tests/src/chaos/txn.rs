@@ -12,8 +12,9 @@ use quiver_client::{Client, Producer, ProducerConfig, ProducerRecord};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::append::{lock, producer_config};
+use super::append::producer_config;
 use super::check::{Txn, TxnOutcome};
+use super::history::lock;
 use super::history::History;
 
 /// Longest one transaction step (init, a send, commit, abort) may take.

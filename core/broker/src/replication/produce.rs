@@ -86,9 +86,12 @@ pub async fn append_replicated(
                 Err(StorageError::Producer(ProducerError::MarkerSuperseded { .. })) => {
                     // Its transaction's marker is in this leader's log already (an earlier
                     // attempt, perhaps a deposed leader's entry this one inherited): done
-                    // once everything here is committed.
+                    // once everything here is committed; the batches after it go on.
                     drop(_turn);
-                    return superseded_marker(topic, partition_id, partition, g).await;
+                    let (_, last) = superseded_marker(topic, partition_id, partition, g).await?;
+                    // Indexes are offsets + 1.
+                    range = Some((range.map_or(last + 1, |r| r.0), last + 1));
+                    continue;
                 }
                 r => r.map_err(|e| storage_error(&e))?,
             };
