@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     if let Some(states) = ProducerStates::decode(data, ProducerLimits::default()) {
         let encoded = states.encode();
         if data.starts_with(b"QPS3") {
-            assert_eq!(encoded, data, "a decoded snapshot encodes back byte for byte");
+            assert_eq!(
+                encoded, data,
+                "a decoded snapshot encodes back byte for byte"
+            );
         } else {
             let again = ProducerStates::decode(&encoded, ProducerLimits::default())
                 .expect("an upgraded snapshot decodes");
