@@ -15,7 +15,7 @@ use quiver_broker_api::{ApiError, ErrorCode};
 
 use crate::partition::Partition;
 use crate::replication::driver::{GroupHandle, ProposeRefusal, ReplicaDriver};
-use crate::replication::produce::wait_until;
+use crate::replication::produce::{wait_until, wait_until_or};
 use crate::shard::{storage_error, Shard};
 
 /// Largest batch of coordinator records appended at once.
@@ -121,35 +121,18 @@ impl ReadBarrier {
         let g = &self.handle;
         let term = self.term;
         let deadline = std::time::Instant::now() + Duration::from_millis(READ_CONFIRM_WAIT_MS);
-        let outcome = loop {
-            let waiter = g.progress.register();
-            if let Some(outcome) = g.read_outcome(id) {
-                break outcome;
-            }
-            if !g.is_leader.get() || g.term.get() != term {
-                break None;
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                g.forget_read(id);
-                return Err(ApiError::new(
-                    ErrorCode::CoordinatorLoading,
-                    "the group coordinator could not confirm with a quorum that it still leads; retry",
-                ));
-            }
-            let _ = futures_lite::future::or(
-                async {
-                    let _ = waiter.await;
-                },
-                async {
-                    glommio::timer::sleep(left).await;
-                },
-            )
-            .await;
-        };
+        let deposed = |g: &GroupHandle| !g.is_leader.get() || g.term.get() != term;
+        let settled =
+            wait_until_or(g, deadline, |g| g.read_outcome(id).is_some() || deposed(g)).await;
+        let outcome = g.read_outcome(id);
         g.forget_read(id);
-        if outcome.is_none() {
-            return Err(not_leading(g.leader.get(), "the group coordinator"));
+        match outcome {
+            Some(Some(_)) => {}
+            None if !settled => return Err(ApiError::new(
+                ErrorCode::CoordinatorLoading,
+                "the group coordinator could not confirm with a quorum that it still leads; retry",
+            )),
+            _ => return Err(not_leading(g.leader.get(), "the group coordinator")),
         }
         PendingDurability::Replicated {
             handle: self.handle,
@@ -184,31 +167,19 @@ pub(crate) async fn leading_term(log: &Partition, what: &str) -> Result<Option<u
     };
     let term = g.term.get();
     let deadline = std::time::Instant::now() + Duration::from_millis(LOAD_COMMIT_WAIT_MS);
-    loop {
-        let waiter = g.progress.register();
-        if !g.is_leader.get() || g.term.get() != term {
-            return Err(not_leading(g.leader.get(), what));
-        }
-        if g.commit_index.get() >= log.log.log_end_offset() {
-            return Ok(Some(term));
-        }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(ApiError::new(
-                ErrorCode::CoordinatorLoading,
-                format!("{what} is loading: its new leader is committing its log; retry"),
-            ));
-        }
-        let _ = futures_lite::future::or(
-            async {
-                let _ = waiter.await;
-            },
-            async {
-                glommio::timer::sleep(left).await;
-            },
-        )
-        .await;
+    let deposed = |g: &GroupHandle| !g.is_leader.get() || g.term.get() != term;
+    let committed = |g: &GroupHandle| g.commit_index.get() >= log.log.log_end_offset();
+    wait_until_or(g, deadline, |g| deposed(g) || committed(g)).await;
+    if deposed(g) {
+        return Err(not_leading(g.leader.get(), what));
     }
+    if committed(g) {
+        return Ok(Some(term));
+    }
+    Err(ApiError::new(
+        ErrorCode::CoordinatorLoading,
+        format!("{what} is loading: its new leader is committing its log; retry"),
+    ))
 }
 
 /// Whether a coordinator loaded at `loaded_term` may still serve from `log`'s partition.

@@ -38,6 +38,33 @@ pub(crate) async fn wait_until(g: &GroupHandle, done: impl Fn(&GroupHandle) -> b
     }
 }
 
+/// As [`wait_until`], giving up at `deadline`: whether `done` held.
+pub(crate) async fn wait_until_or(
+    g: &GroupHandle,
+    deadline: std::time::Instant,
+    done: impl Fn(&GroupHandle) -> bool,
+) -> bool {
+    loop {
+        let waiter = g.progress.register();
+        if done(g) {
+            return true;
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let _ = futures_lite::future::or(
+            async {
+                let _ = waiter.await;
+            },
+            async {
+                glommio::timer::sleep(left).await;
+            },
+        )
+        .await;
+    }
+}
+
 /// A marker found superseded: answered as written once every entry this leader holds is
 /// committed (the marker that superseded it among them), `NotOwner` if it is deposed first.
 async fn superseded_marker(
